@@ -1,0 +1,25 @@
+//! Compiles the StoreAPI and remote-write protos with protox (pure Rust; no system `protoc`).
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = [
+        "proto/thanos/types.proto",
+        "proto/thanos/rpc.proto",
+        "proto/thanos/info.proto",
+        "proto/prometheus/types.proto",
+        "proto/prometheus/remote.proto",
+    ];
+    for f in &files {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let fds = protox::compile(files, ["proto"])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .bytes(".")
+        .out_dir(&out)
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,560 @@
+//! Label matchers with Prometheus semantics.
+//!
+//! - `=`, `!=`, `=~`, `!~`; regexes are fully anchored and `.` matches a newline (Prometheus compiles
+//!   `^(?s:<re>)$`).
+//! - A missing label matches as the empty string, so `{a=""}` and `{a=~""}` select series *without* `a`,
+//!   `{a!=""}` and `{a=~".+"}` select series *with* it.
+//! - Regexes use Go RE2 syntax. Rust's `regex` crate is almost the same language, but its Perl classes
+//!   (`\d`, `\w`, `\s`, `\b`) are Unicode-aware while Go's are ASCII-only, it nests character classes where
+//!   Go takes `[` literally, and it rejects a `{` that does not start a repetition where Go takes it
+//!   literally. [`translate_go_regex`] rewrites those constructs so a pattern means what it means in
+//!   Prometheus.
+//! - Common shapes are recognised and evaluated without the regex engine: a literal, an alternation of
+//!   literals (`a|b|c`, the shape Grafana variables produce), `.*` and `.+`.
+
+use std::fmt;
+
+use regex::Regex;
+use regex_syntax::hir::{Class, Hir, HirKind};
+
+use crate::labels::{Labels, write_go_quoted};
+
+/// The four matcher types, numbered as on the wire (`LabelMatcher.Type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MatchType {
+    Equal,
+    NotEqual,
+    Regex,
+    NotRegex,
+}
+
+impl MatchType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatchType::Equal => "=",
+            MatchType::NotEqual => "!=",
+            MatchType::Regex => "=~",
+            MatchType::NotRegex => "!~",
+        }
+    }
+}
+
+/// A matcher could not be built.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum MatcherError {
+    #[error("invalid regular expression in matcher {name}{op}{value:?}: {reason}")]
+    InvalidRegex {
+        name: String,
+        op: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("matcher has an empty label name")]
+    EmptyName,
+}
+
+/// A label matcher. Cheap to evaluate; build once per query.
+#[derive(Clone)]
+pub struct Matcher {
+    name: String,
+    value: String,
+    kind: MatchType,
+    pattern: Pattern,
+}
+
+#[derive(Clone)]
+enum Pattern {
+    /// `=` / `!=`, or a regex that is a plain literal.
+    Literal(String),
+    /// A regex that is an alternation of literals; sorted for binary search.
+    Set(Vec<String>),
+    /// `.*` (with `s` flag): everything, including the empty string.
+    Any,
+    /// `.+`: any non-empty string.
+    NonEmpty,
+    Regex(Regex),
+}
+
+impl Matcher {
+    /// Builds a matcher; regexes are anchored and translated from Go syntax.
+    pub fn new(
+        kind: MatchType,
+        name: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Result<Matcher, MatcherError> {
+        let name = name.into();
+        let value = value.into();
+        if name.is_empty() {
+            return Err(MatcherError::EmptyName);
+        }
+        let pattern = match kind {
+            MatchType::Equal | MatchType::NotEqual => Pattern::Literal(value.clone()),
+            MatchType::Regex | MatchType::NotRegex => {
+                compile(&value).map_err(|reason| MatcherError::InvalidRegex {
+                    name: name.clone(),
+                    op: kind.as_str(),
+                    value: value.clone(),
+                    reason,
+                })?
+            }
+        };
+        Ok(Matcher {
+            name,
+            value,
+            kind,
+            pattern,
+        })
+    }
+
+    /// `name="value"`.
+    pub fn equal(name: impl Into<String>, value: impl Into<String>) -> Matcher {
+        let value = value.into();
+        Matcher {
+            name: name.into(),
+            pattern: Pattern::Literal(value.clone()),
+            value,
+            kind: MatchType::Equal,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+
+    pub fn kind(&self) -> MatchType {
+        self.kind
+    }
+
+    /// Whether a label value (`""` for an absent label) satisfies the matcher.
+    pub fn matches(&self, v: &str) -> bool {
+        let hit = match &self.pattern {
+            Pattern::Literal(s) => s == v,
+            Pattern::Set(set) => set.binary_search_by(|x| x.as_str().cmp(v)).is_ok(),
+            Pattern::Any => true,
+            Pattern::NonEmpty => !v.is_empty(),
+            Pattern::Regex(re) => re.is_match(v),
+        };
+        match self.kind {
+            MatchType::Equal | MatchType::Regex => hit,
+            MatchType::NotEqual | MatchType::NotRegex => !hit,
+        }
+    }
+
+    /// Whether the label set satisfies the matcher (a missing label counts as `""`).
+    pub fn matches_labels(&self, labels: &Labels) -> bool {
+        self.matches(labels.get_or_empty(&self.name))
+    }
+
+    /// Whether the matcher selects series that lack the label.
+    pub fn matches_empty(&self) -> bool {
+        self.matches("")
+    }
+
+    /// For `=` and for regexes that are literals or alternations of literals: the exact values that match
+    /// (positive matchers only). Index lookups use it to read postings directly instead of scanning values.
+    pub fn set_values(&self) -> Option<Vec<&str>> {
+        if !matches!(self.kind, MatchType::Equal | MatchType::Regex) {
+            return None;
+        }
+        match &self.pattern {
+            Pattern::Literal(s) => Some(vec![s.as_str()]),
+            Pattern::Set(v) => Some(v.iter().map(String::as_str).collect()),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Matcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.name, self.kind.as_str())?;
+        write_go_quoted(f, &self.value)
+    }
+}
+
+impl fmt::Debug for Matcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl PartialEq for Matcher {
+    fn eq(&self, other: &Matcher) -> bool {
+        self.kind == other.kind && self.name == other.name && self.value == other.value
+    }
+}
+
+impl Eq for Matcher {}
+
+/// Whether a label set satisfies every matcher.
+pub fn matches_all(matchers: &[Matcher], labels: &Labels) -> bool {
+    matchers.iter().all(|m| m.matches_labels(labels))
+}
+
+fn compile(go_re: &str) -> Result<Pattern, String> {
+    let translated = translate_go_regex(go_re)?;
+    let anchored = format!("^(?s:{translated})$");
+    // Recognise the cheap shapes from the parsed expression (the same parse the regex crate does).
+    let inner = format!("(?s:{translated})");
+    if let Ok(hir) = regex_syntax::ParserBuilder::new()
+        .dot_matches_new_line(true)
+        .build()
+        .parse(&inner)
+        && let Some(p) = simple_pattern(&hir)
+    {
+        return Ok(p);
+    }
+    Regex::new(&anchored)
+        .map(Pattern::Regex)
+        .map_err(|e| e.to_string())
+}
+
+fn simple_pattern(hir: &Hir) -> Option<Pattern> {
+    if let Some(mut set) = literal_set(hir) {
+        set.sort_unstable();
+        set.dedup();
+        return Some(if set.len() == 1 {
+            Pattern::Literal(set.remove(0))
+        } else {
+            Pattern::Set(set)
+        });
+    }
+    match hir.kind() {
+        HirKind::Repetition(rep) if rep.max.is_none() && rep.min <= 1 && is_any_char(&rep.sub) => {
+            Some(if rep.min == 0 {
+                Pattern::Any
+            } else {
+                Pattern::NonEmpty
+            })
+        }
+        HirKind::Capture(c) => simple_pattern(&c.sub),
+        _ => None,
+    }
+}
+
+/// Largest finite set of strings a regex may be expanded to.
+const MAX_SET: usize = 256;
+
+/// The finite set of strings `hir` matches, when it is small: literals, small classes (the parser turns
+/// `a|b` into `[ab]`), alternations and concatenations of those.
+fn literal_set(hir: &Hir) -> Option<Vec<String>> {
+    match hir.kind() {
+        HirKind::Empty => Some(vec![String::new()]),
+        HirKind::Literal(l) => Some(vec![String::from_utf8(l.0.to_vec()).ok()?]),
+        HirKind::Class(Class::Unicode(c)) => {
+            let mut out = Vec::new();
+            for r in c.ranges() {
+                for ch in r.start()..=r.end() {
+                    out.push(ch.to_string());
+                    if out.len() > MAX_SET {
+                        return None;
+                    }
+                }
+            }
+            Some(out)
+        }
+        HirKind::Capture(c) => literal_set(&c.sub),
+        HirKind::Alternation(alts) => {
+            let mut out = Vec::new();
+            for a in alts {
+                out.extend(literal_set(a)?);
+                if out.len() > MAX_SET {
+                    return None;
+                }
+            }
+            Some(out)
+        }
+        HirKind::Concat(parts) => {
+            let mut out = vec![String::new()];
+            for p in parts {
+                let next = literal_set(p)?;
+                if out.len() * next.len() > MAX_SET {
+                    return None;
+                }
+                out = out
+                    .iter()
+                    .flat_map(|prefix| next.iter().map(move |n| format!("{prefix}{n}")))
+                    .collect();
+            }
+            Some(out)
+        }
+        _ => None,
+    }
+}
+
+fn is_any_char(hir: &Hir) -> bool {
+    match hir.kind() {
+        HirKind::Class(Class::Unicode(c)) => {
+            let r = c.ranges();
+            r.len() == 1 && r[0].start() == '\0' && r[0].end() == char::MAX
+        }
+        _ => false,
+    }
+}
+
+const GO_DIGIT: &str = "0-9";
+const GO_WORD: &str = "0-9A-Za-z_";
+const GO_SPACE: &str = "\\t\\n\\x0C\\r ";
+
+/// Rewrites a Go RE2 pattern into the Rust `regex` dialect with the same meaning (see the module
+/// documentation). Errors name constructs Rust cannot express.
+pub fn translate_go_regex(re: &str) -> Result<String, String> {
+    let chars: Vec<char> = re.chars().collect();
+    let mut out = String::with_capacity(re.len() + 8);
+    let mut i = 0;
+    // Inside a bracket expression: Go has no nesting, so only the outermost `[` counts.
+    let mut in_class = false;
+    // Position just after the class' opening `[` or `[^`, where `]` is a literal.
+    let mut class_start = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\\' {
+            let Some(&e) = chars.get(i + 1) else {
+                return Err("trailing backslash at end of expression".into());
+            };
+            i += 2;
+            let (pos, neg) = match e {
+                'd' | 'D' => (GO_DIGIT, e == 'D'),
+                'w' | 'W' => (GO_WORD, e == 'W'),
+                's' | 'S' => (GO_SPACE, e == 'S'),
+                'b' | 'B' if !in_class => {
+                    // ASCII word boundary as in Go. (`(?-u:\B)` is refused by the regex crate for UTF-8
+                    // text, so `\B` keeps its Unicode meaning; the two differ only next to non-ASCII word
+                    // characters.)
+                    out.push_str(if e == 'b' { "(?-u:\\b)" } else { "\\B" });
+                    continue;
+                }
+                'Q' => return Err("\\Q...\\E quoting is not supported".into()),
+                'C' => return Err("\\C (any byte) is not supported".into()),
+                _ => {
+                    out.push('\\');
+                    out.push(e);
+                    // `\p{...}`/`\x{...}` carry their braces with them.
+                    if matches!(e, 'p' | 'P' | 'x') && chars.get(i) == Some(&'{') {
+                        while i < chars.len() {
+                            out.push(chars[i]);
+                            i += 1;
+                            if chars[i - 1] == '}' {
+                                break;
+                            }
+                        }
+                    }
+                    continue;
+                }
+            };
+            match (in_class, neg) {
+                (true, false) => out.push_str(pos),
+                // Rust nests classes, so a negated Perl class inside a class becomes a nested class.
+                (true, true) | (false, true) => {
+                    out.push_str("[^");
+                    out.push_str(pos);
+                    out.push(']');
+                }
+                (false, false) => {
+                    out.push('[');
+                    out.push_str(pos);
+                    out.push(']');
+                }
+            }
+            continue;
+        }
+        if in_class {
+            match c {
+                ']' if i > class_start => {
+                    in_class = false;
+                    out.push(']');
+                }
+                '[' if chars.get(i + 1) == Some(&':') => {
+                    // POSIX class `[:alpha:]`: copy through to its closing `:]`.
+                    let rest: String = chars[i..].iter().collect();
+                    let Some(end) = rest.find(":]") else {
+                        return Err("unterminated POSIX class".into());
+                    };
+                    out.push_str(&rest[..end + 2]);
+                    i += rest[..end + 2].chars().count();
+                    continue;
+                }
+                // Literal in Go; special (nesting, set operations) in Rust.
+                '[' | '&' | '~' => {
+                    out.push('\\');
+                    out.push(c);
+                }
+                '-' if chars.get(i + 1) == Some(&'-') => out.push_str("\\-"),
+                _ => out.push(c),
+            }
+            i += 1;
+            continue;
+        }
+        match c {
+            '[' => {
+                in_class = true;
+                out.push('[');
+                i += 1;
+                if chars.get(i) == Some(&'^') {
+                    out.push('^');
+                    i += 1;
+                }
+                class_start = i;
+                continue;
+            }
+            '{' => {
+                // A repetition only when `{n}`, `{n,}` or `{n,m}` follows; otherwise a literal in Go.
+                if let Some(len) = repetition_len(&chars[i..]) {
+                    out.extend(&chars[i..i + len]);
+                    i += len;
+                    continue;
+                }
+                out.push_str("\\{");
+            }
+            '}' => out.push_str("\\}"),
+            _ => out.push(c),
+        }
+        i += 1;
+    }
+    if in_class {
+        return Err("missing closing ]".into());
+    }
+    Ok(out)
+}
+
+/// Length of `{n}`, `{n,}` or `{n,m}` at the start of `s`.
+fn repetition_len(s: &[char]) -> Option<usize> {
+    let mut i = 1;
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while *i < s.len() && s[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i > start
+    };
+    if !digits(&mut i) {
+        return None;
+    }
+    if s.get(i) == Some(&',') {
+        i += 1;
+        digits(&mut i);
+    }
+    (s.get(i) == Some(&'}')).then_some(i + 1)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn re(v: &str) -> Matcher {
+        Matcher::new(MatchType::Regex, "a", v).unwrap()
+    }
+
+    #[test]
+    fn anchored_and_dot_matches_newline() {
+        let m = re("b");
+        assert!(m.matches("b"));
+        assert!(!m.matches("ab"));
+        assert!(!m.matches("bc"));
+        assert!(re("a.b").matches("a\nb"));
+        assert!(re("x|y.*").matches("yes"));
+        assert!(!re("x|y.*").matches("xz"));
+    }
+
+    #[test]
+    fn empty_means_absent() {
+        let labels = Labels::from_pairs([("b", "1")]);
+        assert!(
+            Matcher::new(MatchType::Equal, "a", "")
+                .unwrap()
+                .matches_labels(&labels)
+        );
+        assert!(re("").matches_labels(&labels));
+        assert!(re(".*").matches_labels(&labels));
+        assert!(!re(".+").matches_labels(&labels));
+        assert!(
+            !Matcher::new(MatchType::NotEqual, "a", "")
+                .unwrap()
+                .matches_labels(&labels)
+        );
+        assert!(
+            Matcher::new(MatchType::NotRegex, "a", ".+")
+                .unwrap()
+                .matches_labels(&labels)
+        );
+        assert!(
+            Matcher::new(MatchType::NotEqual, "a", "x")
+                .unwrap()
+                .matches_labels(&labels)
+        );
+    }
+
+    #[test]
+    fn fast_paths_agree_with_regex() {
+        for (pat, inputs) in [
+            ("abc", &["abc", "ab", "abcd", ""][..]),
+            ("a|b|cc", &["a", "b", "cc", "c", "ab", ""]),
+            (".*", &["", "x", "\n"]),
+            (".+", &["", "x", "\n\n"]),
+            ("(foo|bar)", &["foo", "bar", "foobar"]),
+            ("(a|b)x[12]", &["ax1", "bx2", "ax", "cx1"]),
+            ("[a-c]", &["a", "b", "c", "d"]),
+            ("(?i)ab", &["AB", "aB", "ab", "a"]),
+        ] {
+            let m = re(pat);
+            let slow = Regex::new(&format!("^(?s:{pat})$")).unwrap();
+            for i in inputs {
+                assert_eq!(m.matches(i), slow.is_match(i), "{pat} on {i:?}");
+            }
+        }
+        assert_eq!(re("a|b").set_values(), Some(vec!["a", "b"]));
+        assert_eq!(re("a.").set_values(), None);
+        assert_eq!(re("(a|b)x").set_values(), Some(vec!["ax", "bx"]));
+    }
+
+    #[test]
+    fn go_ascii_perl_classes() {
+        // U+0663 ARABIC-INDIC DIGIT THREE is \d in Rust's Unicode mode, not in Go.
+        assert!(!re("\\d").matches("\u{663}"));
+        assert!(re("\\d+").matches("0123"));
+        assert!(!re("\\w").matches("ü"));
+        assert!(re("\\W").matches("ü"));
+        assert!(re("[\\d.]+").matches("1.5"));
+        assert!(re("[^\\d]+").matches("\u{663}"));
+        assert!(re("[\\D]").matches("x"));
+        assert!(!re("\\s").matches("\u{a0}"));
+        assert!(re("a\\sb").matches("a\tb"));
+        assert!(re("(?i)UP").matches("up"));
+    }
+
+    #[test]
+    fn go_literal_brackets_and_braces() {
+        assert!(re("[[]").matches("["));
+        assert!(re("a{").matches("a{"));
+        assert!(re("a{x}").matches("a{x}"));
+        assert!(re("a{2}").matches("aa"));
+        assert!(re("a{1,}").matches("aaa"));
+        assert!(re("[]a]").matches("]"));
+        assert!(re("[a&&b]").matches("&"));
+        assert!(re("[[:alpha:]]+").matches("abc"));
+        assert!(re("\\p{Greek}").matches("α"));
+    }
+
+    #[test]
+    fn errors_name_the_matcher() {
+        let e = Matcher::new(MatchType::Regex, "job", "(").err().unwrap();
+        let s = e.to_string();
+        assert!(s.contains("job=~\"(\""), "{s}");
+        assert!(Matcher::new(MatchType::Regex, "job", "[a").is_err());
+        assert!(Matcher::new(MatchType::Regex, "job", "\\Qx\\E").is_err());
+        assert_eq!(
+            Matcher::new(MatchType::Equal, "", "x").err(),
+            Some(MatcherError::EmptyName)
+        );
+    }
+
+    #[test]
+    fn display_like_prometheus() {
+        assert_eq!(re("a\"b").to_string(), r#"a=~"a\"b""#);
+        assert_eq!(Matcher::equal("job", "x").to_string(), r#"job="x""#);
+    }
+}

@@ -1,0 +1,249 @@
+//! Serves any [`Store`] over gRPC: `thanos.Store`, `thanos.info.Info` and `thanos.Metadata`.
+//!
+//! The adapter owns the wire-only parts of the contract, so implementations do not repeat them:
+//! `response_batch_size` batching, the `limit` cap (a second line of defence behind the store's own), error
+//! mapping, and message sizes. Streams are pulled by tonic as the client reads, which gives backpressure;
+//! when the client goes away tonic drops the stream and with it the store's work.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use super::{MAX_MESSAGE_SIZE, SeriesFrame, Store};
+use crate::proto::thanos as pb;
+use crate::proto::thanos::info as infopb;
+
+type FrameStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// The gRPC services for `store`, ready for a tonic server (plaintext or TLS incoming).
+pub fn routes(store: Arc<dyn Store>) -> tonic::service::Routes {
+    let adapter = Adapter { store };
+    tonic::service::Routes::new(
+        pb::store_server::StoreServer::new(adapter.clone())
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE),
+    )
+    .add_service(
+        infopb::info_server::InfoServer::new(adapter.clone())
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE),
+    )
+    .add_service(
+        pb::metadata_server::MetadataServer::new(adapter)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE),
+    )
+}
+
+/// Serves `store` on a plaintext TCP listener until `shutdown` resolves.
+pub async fn serve_tcp(
+    store: Arc<dyn Store>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .add_routes(routes(store))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await
+}
+
+#[derive(Clone)]
+struct Adapter {
+    store: Arc<dyn Store>,
+}
+
+/// Turns a store's frames into wire frames: batches of up to `batch` series when `batch > 0`, at most
+/// `limit` series when `limit > 0`. A warning flushes the pending batch first so frame order is kept.
+fn wire_frames(
+    frames: super::SeriesStream,
+    batch: usize,
+    limit: usize,
+) -> FrameStream<pb::SeriesResponse> {
+    use pb::series_response::Result as R;
+    struct St {
+        frames: super::SeriesStream,
+        pending: Vec<pb::Series>,
+        queued: Option<pb::SeriesResponse>,
+        sent: usize,
+        done: bool,
+    }
+    let frame = |r: R| pb::SeriesResponse { result: Some(r) };
+    let st = St {
+        frames,
+        pending: Vec::new(),
+        queued: None,
+        sent: 0,
+        done: false,
+    };
+    Box::pin(futures::stream::unfold(st, move |mut st| async move {
+        loop {
+            if let Some(q) = st.queued.take() {
+                return Some((Ok(q), st));
+            }
+            if st.done {
+                if st.pending.is_empty() {
+                    return None;
+                }
+                let series = std::mem::take(&mut st.pending);
+                return Some((Ok(frame(R::Batch(pb::SeriesBatch { series }))), st));
+            }
+            match st.frames.next().await {
+                None => st.done = true,
+                Some(Err(e)) => {
+                    st.done = true;
+                    st.pending.clear();
+                    return Some((Err(Status::from(e)), st));
+                }
+                Some(Ok(SeriesFrame::Warning(w))) => {
+                    if st.pending.is_empty() {
+                        return Some((Ok(frame(R::Warning(w))), st));
+                    }
+                    st.queued = Some(frame(R::Warning(w)));
+                    let series = std::mem::take(&mut st.pending);
+                    return Some((Ok(frame(R::Batch(pb::SeriesBatch { series }))), st));
+                }
+                Some(Ok(SeriesFrame::Series(s))) => {
+                    st.sent += 1;
+                    if limit > 0 && st.sent >= limit {
+                        // Stop pulling: dropping the store's stream ends its work.
+                        st.done = true;
+                        st.frames = Box::pin(futures::stream::empty());
+                    }
+                    if batch == 0 {
+                        return Some((Ok(frame(R::Series(s))), st));
+                    }
+                    st.pending.push(s);
+                    if st.pending.len() >= batch {
+                        let series = std::mem::take(&mut st.pending);
+                        return Some((Ok(frame(R::Batch(pb::SeriesBatch { series }))), st));
+                    }
+                }
+            }
+        }
+    }))
+}
+
+#[tonic::async_trait]
+impl pb::store_server::Store for Adapter {
+    type SeriesStream = FrameStream<pb::SeriesResponse>;
+
+    async fn series(
+        &self,
+        request: Request<pb::SeriesRequest>,
+    ) -> Result<Response<Self::SeriesStream>, Status> {
+        let req = request.into_inner();
+        let batch = usize::try_from(req.response_batch_size).unwrap_or(0);
+        let limit = usize::try_from(req.limit).unwrap_or(0);
+        let frames = self.store.series(req).await?;
+        Ok(Response::new(wire_frames(frames, batch, limit)))
+    }
+
+    async fn label_names(
+        &self,
+        request: Request<pb::LabelNamesRequest>,
+    ) -> Result<Response<pb::LabelNamesResponse>, Status> {
+        Ok(Response::new(
+            self.store.label_names(request.into_inner()).await?,
+        ))
+    }
+
+    async fn label_values(
+        &self,
+        request: Request<pb::LabelValuesRequest>,
+    ) -> Result<Response<pb::LabelValuesResponse>, Status> {
+        Ok(Response::new(
+            self.store.label_values(request.into_inner()).await?,
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl infopb::info_server::Info for Adapter {
+    async fn info(
+        &self,
+        _request: Request<infopb::InfoRequest>,
+    ) -> Result<Response<infopb::InfoResponse>, Status> {
+        Ok(Response::new(self.store.info().await?))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::metadata_server::Metadata for Adapter {
+    type MetricMetadataStream = FrameStream<pb::MetricMetadataResponse>;
+
+    async fn metric_metadata(
+        &self,
+        request: Request<pb::MetricMetadataRequest>,
+    ) -> Result<Response<Self::MetricMetadataStream>, Status> {
+        let frames = self.store.metric_metadata(request.into_inner()).await?;
+        Ok(Response::new(Box::pin(
+            frames.map(|r| r.map_err(Status::from)),
+        )))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+
+    fn series(n: usize) -> super::super::SeriesStream {
+        let frames: Vec<_> = (0..n)
+            .map(|i| {
+                Ok(SeriesFrame::Series(pb::Series {
+                    labels: vec![pb::Label {
+                        name: "i".into(),
+                        value: i.to_string(),
+                    }],
+                    chunks: vec![],
+                }))
+            })
+            .collect();
+        Box::pin(futures::stream::iter(frames))
+    }
+
+    async fn collect(s: FrameStream<pb::SeriesResponse>) -> Vec<String> {
+        use pb::series_response::Result as R;
+        s.map(|r| match r.unwrap().result.unwrap() {
+            R::Series(_) => "s".to_string(),
+            R::Batch(b) => format!("b{}", b.series.len()),
+            R::Warning(w) => format!("w:{w}"),
+            R::Hints(_) => "h".to_string(),
+        })
+        .collect()
+        .await
+    }
+
+    #[tokio::test]
+    async fn batching_limits_and_warnings() {
+        assert_eq!(collect(wire_frames(series(3), 0, 0)).await, ["s", "s", "s"]);
+        assert_eq!(
+            collect(wire_frames(series(5), 2, 0)).await,
+            ["b2", "b2", "b1"]
+        );
+        assert_eq!(collect(wire_frames(series(5), 2, 3)).await, ["b2", "b1"]);
+        assert_eq!(collect(wire_frames(series(5), 0, 2)).await, ["s", "s"]);
+        let with_warning: super::super::SeriesStream = Box::pin(series(3).chain(
+            futures::stream::iter([Ok(SeriesFrame::Warning("x".into()))]),
+        ));
+        assert_eq!(
+            collect(wire_frames(with_warning, 2, 0)).await,
+            ["b2", "b1", "w:x"]
+        );
+        let failing: super::super::SeriesStream = Box::pin(series(1).chain(futures::stream::iter(
+            [Err(Error::limit("too many series"))],
+        )));
+        let out: Vec<_> = wire_frames(failing, 0, 0).collect().await;
+        assert!(out[0].is_ok());
+        assert_eq!(
+            out[1].as_ref().unwrap_err().code(),
+            tonic::Code::ResourceExhausted
+        );
+    }
+}

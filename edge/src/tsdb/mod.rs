@@ -1,0 +1,3 @@
+//! The edge's storage, in Prometheus' TSDB formats. So far: chunk segment files.
+
+pub mod chunks;

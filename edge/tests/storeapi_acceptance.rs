@@ -1,0 +1,105 @@
+//! The StoreAPI acceptance suite against the in-memory store, served by tonic on loopback.
+
+use std::sync::Arc;
+
+use meridian_edge::storeapi::acceptance::{self, Fixture, StartedStore};
+use meridian_edge::storeapi::memstore::MemStore;
+use meridian_edge::storeapi::{MAX_MESSAGE_SIZE, server};
+use tokio::net::TcpListener;
+use tonic::transport::Endpoint;
+
+async fn start_memstore(fx: Fixture) -> StartedStore {
+    let store = MemStore::new(fx.external_labels.clone());
+    for (labels, samples) in &fx.series {
+        store.append(labels, samples).expect("fixture appends");
+    }
+    for (metric, metas) in &fx.metadata {
+        store.set_metadata(metric, metas.clone());
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server::serve_tcp(Arc::new(store), listener, async {
+        let _ = stop_rx.await;
+    }));
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    // Dropping the guard stops the server: the sender is dropped and the task is aborted.
+    struct Guard(
+        Option<tokio::sync::oneshot::Sender<()>>,
+        tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    );
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            if let Some(tx) = self.0.take() {
+                let _ = tx.send(());
+            }
+            self.1.abort();
+        }
+    }
+    StartedStore {
+        channel,
+        guard: Box::new(Guard(Some(stop_tx), task)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memstore_passes_acceptance_suite() {
+    meridian_pki::install_crypto_provider();
+    acceptance::run(start_memstore).await;
+}
+
+/// Frames far above gRPC's 4 MiB default pass in both directions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_frames_pass() {
+    use meridian_edge::proto::thanos as pb;
+    use meridian_edge::{Labels, Sample};
+    let big_value = "x".repeat(6 << 20);
+    let fx = Fixture {
+        external_labels: Labels::empty(),
+        series: vec![(
+            Labels::from_pairs([("__name__", "big"), ("v", big_value.as_str())]),
+            vec![Sample::new(1, 1.0)],
+        )],
+        metadata: Default::default(),
+    };
+    let s = start_memstore(fx).await;
+    let mut client = pb::store_client::StoreClient::new(s.channel.clone())
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE);
+    // A 6 MiB request (matcher value) and a 6 MiB response frame.
+    let req = pb::SeriesRequest {
+        min_time: 0,
+        max_time: 10,
+        matchers: vec![
+            pb::LabelMatcher {
+                r#type: 0,
+                name: "__name__".into(),
+                value: "big".into(),
+            },
+            pb::LabelMatcher {
+                r#type: 0,
+                name: "v".into(),
+                value: big_value.clone(),
+            },
+        ],
+        ..Default::default()
+    };
+    let mut stream = client.series(req).await.expect("series").into_inner();
+    let frame = stream.message().await.expect("frame").expect("one frame");
+    match frame.result {
+        Some(pb::series_response::Result::Series(s)) => {
+            assert_eq!(
+                s.labels
+                    .iter()
+                    .find(|l| l.name == "v")
+                    .map(|l| l.value.len()),
+                Some(6 << 20)
+            );
+        }
+        other => panic!("unexpected frame {other:?}"),
+    }
+}

@@ -1,0 +1,40 @@
+//! Meridian gateway library. So far: probing StoreAPI endpoints the way the endpoint set will (through
+//! `thanos.info.Info`). Discovery, fan-out, dedup, PromQL and the HTTP API arrive with their issues.
+
+use meridian_edge::error::Result;
+use meridian_edge::storeapi::client::StoreClient;
+use meridian_edge::storeapi::{Store, labels_from_proto};
+
+/// What an endpoint announces about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointInfo {
+    pub address: String,
+    pub component_type: String,
+    pub label_sets: Vec<String>,
+    pub min_time: Option<i64>,
+    pub max_time: Option<i64>,
+    pub supports_without_replica_labels: bool,
+    pub serves_metadata: bool,
+}
+
+/// Asks one endpoint for its `Info` over plaintext gRPC.
+pub async fn probe(address: &str) -> Result<EndpointInfo> {
+    let client = StoreClient::connect_plaintext(address).await?;
+    let info = client.info().await?;
+    Ok(EndpointInfo {
+        address: address.to_owned(),
+        component_type: info.component_type,
+        label_sets: info
+            .label_sets
+            .iter()
+            .map(|ls| labels_from_proto(&ls.labels).to_string())
+            .collect(),
+        min_time: info.store.as_ref().map(|s| s.min_time),
+        max_time: info.store.as_ref().map(|s| s.max_time),
+        supports_without_replica_labels: info
+            .store
+            .as_ref()
+            .is_some_and(|s| s.supports_without_replica_labels),
+        serves_metadata: info.metric_metadata.is_some(),
+    })
+}

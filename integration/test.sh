@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Meridian's test command: installs the real components the suite uses (when missing) and runs every test.
+# Works on a fresh Debian machine with a Rust toolchain; `.ci/run` calls it with CI=true, where a test that
+# needs a missing component fails instead of skipping.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages by the command the tests look for.
+declare -A apt_for=(
+  [promtool]=prometheus
+)
+missing=()
+for cmd in "${!apt_for[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${apt_for[$cmd]}")
+done
+if ((${#missing[@]})); then
+  echo "== installing: ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+echo "== cargo test (workspace, all targets)"
+cargo test --workspace --all-targets --locked
+echo "== cargo test (doc tests)"
+cargo test --workspace --doc --locked
