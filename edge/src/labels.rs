@@ -52,11 +52,22 @@ impl Labels {
         V: AsRef<str>,
         I: IntoIterator<Item = (N, V)>,
     {
-        let mut b = LabelsBuilder::new();
-        for (n, v) in pairs {
-            b.set(n.as_ref(), v.as_ref());
+        let items: Vec<(N, V)> = pairs.into_iter().collect();
+        let mut refs: Vec<(usize, &str, &str)> = items
+            .iter()
+            .enumerate()
+            .map(|(i, (n, v))| (i, n.as_ref(), v.as_ref()))
+            .collect();
+        refs.sort_unstable_by(|a, b| a.1.cmp(b.1).then(a.0.cmp(&b.0)));
+        let mut out: Vec<(&str, &str)> = Vec::with_capacity(refs.len());
+        for (_, n, v) in refs {
+            match out.last_mut() {
+                Some(last) if last.0 == n => *last = (n, v),
+                _ => out.push((n, v)),
+            }
         }
-        b.build()
+        out.retain(|(_, v)| !v.is_empty());
+        Labels::from_sorted_unique(&out)
     }
 
     /// Builds from pairs that are already sorted by name, unique and without empty values (checked in debug
@@ -309,17 +320,48 @@ impl Hash for Labels {
 impl Ord for Labels {
     /// Prometheus' `labels.Compare`: label by label, name then value; a prefix sorts first.
     fn cmp(&self, other: &Labels) -> Ordering {
-        if Arc::ptr_eq(&self.0, &other.0) {
+        if self == other {
             return Ordering::Equal;
         }
-        for (a, b) in self.iter().zip(other.iter()) {
-            match a.name.cmp(b.name).then_with(|| a.value.cmp(b.value)) {
-                Ordering::Equal => {}
-                o => return o,
-            }
+        // Skip the labels both sets share: label i is shared when its offsets agree and the common prefix
+        // of the packed texts reaches past its value. Then compare the first differing label properly.
+        let (a, b) = (&self.0, &other.0);
+        let p = common_prefix(a.text.as_bytes(), b.text.as_bytes());
+        let n = self.len().min(other.len());
+        let mut i = 0;
+        while i < n
+            && a.ends[2 * i] == b.ends[2 * i]
+            && a.ends[2 * i + 1] == b.ends[2 * i + 1]
+            && a.ends[2 * i + 1] as usize <= p
+        {
+            i += 1;
+        }
+        if i < n {
+            let (x, y) = (self.at(i), other.at(i));
+            return x.name.cmp(y.name).then_with(|| x.value.cmp(y.value));
         }
         self.len().cmp(&other.len())
     }
+}
+
+/// Length of the common prefix of two byte strings, 8 bytes at a time.
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let mut i = 0;
+    while i + 8 <= n {
+        let (mut x, mut y) = ([0u8; 8], [0u8; 8]);
+        x.copy_from_slice(&a[i..i + 8]);
+        y.copy_from_slice(&b[i..i + 8]);
+        let d = u64::from_le_bytes(x) ^ u64::from_le_bytes(y);
+        if d != 0 {
+            return i + (d.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < n && a[i] == b[i] {
+        i += 1;
+    }
+    i
 }
 
 impl PartialOrd for Labels {

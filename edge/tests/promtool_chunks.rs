@@ -52,7 +52,10 @@ fn generate() -> (String, Vec<Series>) {
         let base = 100.0 * (i + 1) as f64;
         all.push(Series {
             name: format!("gauge_noise{{i=\"{i}\"}}"),
-            samples: ts.iter().map(|&t| (t, base + rng.random::<f64>() * 10.0)).collect(),
+            samples: ts
+                .iter()
+                .map(|&t| (t, base + rng.random::<f64>() * 10.0))
+                .collect(),
         });
     }
     for i in 0..5 {
@@ -69,7 +72,10 @@ fn generate() -> (String, Vec<Series>) {
                 (t, v)
             })
             .collect();
-        all.push(Series { name: format!("requests_total{{i=\"{i}\"}}"), samples });
+        all.push(Series {
+            name: format!("requests_total{{i=\"{i}\"}}"),
+            samples,
+        });
     }
     for i in 0..3 {
         let ts = times(&mut rng);
@@ -80,16 +86,36 @@ fn generate() -> (String, Vec<Series>) {
     }
     // "NaN" in the exposition formats parses to Go's math.NaN(), whose bits differ from Rust's f64::NAN.
     let go_nan = f64::from_bits(0x7ff8_0000_0000_0001);
-    let specials = [go_nan, f64::INFINITY, f64::NEG_INFINITY, 0.0, -1.5e-300, 1.7e308, 42.0];
+    let specials = [
+        go_nan,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        0.0,
+        -1.5e-300,
+        1.7e308,
+        42.0,
+    ];
     let ts = times(&mut rng);
     all.push(Series {
         name: "special_values".into(),
-        samples: ts.iter().enumerate().map(|(k, &t)| (t, specials[k % specials.len()])).collect(),
+        samples: ts
+            .iter()
+            .enumerate()
+            .map(|(k, &t)| (t, specials[k % specials.len()]))
+            .collect(),
     });
     let ts = times(&mut rng);
     all.push(Series {
         name: "integers".into(),
-        samples: ts.iter().map(|&t| (t, f64::from(rng.random_range(-1_000_000..1_000_000i32)) * 3.0)).collect(),
+        samples: ts
+            .iter()
+            .map(|&t| {
+                (
+                    t,
+                    f64::from(rng.random_range(-1_000_000..1_000_000i32)) * 3.0,
+                )
+            })
+            .collect(),
     });
 
     let mut om = String::new();
@@ -140,17 +166,28 @@ fn promtool_chunks_decode_and_encode_identically() {
     std::fs::write(&input, om).unwrap();
     let out = dir.path().join("blocks");
     meridian_testkit::run_ok(
-        Command::new(promtool).arg("tsdb").arg("create-blocks-from").arg("openmetrics").arg(&input).arg(&out),
+        Command::new(promtool)
+            .arg("tsdb")
+            .arg("create-blocks-from")
+            .arg("openmetrics")
+            .arg(&input)
+            .arg(&out),
     );
 
     // (t, value bits) identifies a sample of one series: values are distinct across series by construction.
     let mut index: HashMap<(i64, u64), (usize, usize)> = HashMap::new();
     for (si, s) in series.iter().enumerate() {
         for (k, &(t, v)) in s.samples.iter().enumerate() {
-            assert!(index.insert((t, v.to_bits()), (si, k)).is_none(), "fixture collision");
+            assert!(
+                index.insert((t, v.to_bits()), (si, k)).is_none(),
+                "fixture collision"
+            );
         }
     }
-    let mut seen: Vec<Vec<bool>> = series.iter().map(|s| vec![false; s.samples.len()]).collect();
+    let mut seen: Vec<Vec<bool>> = series
+        .iter()
+        .map(|s| vec![false; s.samples.len()])
+        .collect();
     let (mut chunks, mut blocks, mut bytes, mut trailing) = (0, 0, 0, 0);
     for block in std::fs::read_dir(&out).unwrap() {
         let block = block.unwrap().path();
@@ -158,8 +195,10 @@ fn promtool_chunks_decode_and_encode_identically() {
             continue;
         }
         blocks += 1;
-        let mut segs: Vec<_> =
-            std::fs::read_dir(block.join("chunks")).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut segs: Vec<_> = std::fs::read_dir(block.join("chunks"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         segs.sort();
         for seg in segs {
             let seg = Segment::open(&seg).unwrap();
@@ -168,7 +207,13 @@ fn promtool_chunks_decode_and_encode_identically() {
                 assert_eq!(c.encoding, Encoding::Xor);
                 let mut it = XorIterator::new(c.data).unwrap();
                 let got: Vec<(i64, f64)> = it.by_ref().map(|s| (s.t, s.v)).collect();
-                assert_eq!(it.err(), None, "chunk at {} of {}", c.offset, block.display());
+                assert_eq!(
+                    it.err(),
+                    None,
+                    "chunk at {} of {}",
+                    c.offset,
+                    block.display()
+                );
                 assert!(!got.is_empty());
                 // The run belongs to one series, consecutively.
                 let &(si, k0) = index
@@ -176,7 +221,12 @@ fn promtool_chunks_decode_and_encode_identically() {
                     .unwrap_or_else(|| panic!("chunk starts with an unknown sample {:?}", got[0]));
                 for (j, &(t, v)) in got.iter().enumerate() {
                     let (wt, wv) = series[si].samples[k0 + j];
-                    assert_eq!((t, v.to_bits()), (wt, wv.to_bits()), "sample {j} of chunk in {}", series[si].name);
+                    assert_eq!(
+                        (t, v.to_bits()),
+                        (wt, wv.to_bits()),
+                        "sample {j} of chunk in {}",
+                        series[si].name
+                    );
                     assert!(!seen[si][k0 + j], "sample seen twice");
                     seen[si][k0 + j] = true;
                 }
@@ -188,9 +238,23 @@ fn promtool_chunks_decode_and_encode_identically() {
                     ours.append(t, v).unwrap();
                     v3.append(t, v).unwrap();
                 }
-                assert_eq!(ours.bytes(), c.data, "re-encoded chunk of {} differs", series[si].name);
-                let trimmed = if c.data.len() == v3.bytes().len() + 1 { &c.data[..v3.bytes().len()] } else { c.data };
-                assert_eq!(v3.bytes(), trimmed, "Prometheus 3 layout of {}", series[si].name);
+                assert_eq!(
+                    ours.bytes(),
+                    c.data,
+                    "re-encoded chunk of {} differs",
+                    series[si].name
+                );
+                let trimmed = if c.data.len() == v3.bytes().len() + 1 {
+                    &c.data[..v3.bytes().len()]
+                } else {
+                    c.data
+                };
+                assert_eq!(
+                    v3.bytes(),
+                    trimmed,
+                    "Prometheus 3 layout of {}",
+                    series[si].name
+                );
                 trailing += usize::from(c.data.len() != v3.bytes().len());
                 chunks += 1;
                 bytes += c.data.len();
@@ -199,10 +263,17 @@ fn promtool_chunks_decode_and_encode_identically() {
     }
     for (si, s) in seen.iter().enumerate() {
         let missing = s.iter().filter(|x| !**x).count();
-        assert_eq!(missing, 0, "{} samples of {} not found in promtool's chunks", missing, series[si].name);
+        assert_eq!(
+            missing, 0,
+            "{} samples of {} not found in promtool's chunks",
+            missing, series[si].name
+        );
     }
     let total: usize = series.iter().map(|s| s.samples.len()).sum();
-    assert!(blocks >= 2 && chunks > series.len(), "{blocks} blocks, {chunks} chunks");
+    assert!(
+        blocks >= 2 && chunks > series.len(),
+        "{blocks} blocks, {chunks} chunks"
+    );
     eprintln!(
         "checked {total} samples in {chunks} chunks ({bytes} bytes, {trailing} with the 2.x trailing byte) across {blocks} blocks"
     );

@@ -46,31 +46,28 @@ impl BitWriter {
 
     #[inline]
     fn write_bits_compact(&mut self, v: u64, n: u32) {
-        let mut n = n;
         let v = if n == 64 { v } else { v & ((1u64 << n) - 1) };
-        if self.free > 0 {
-            let take = self.free.min(n);
-            let bits = (v >> (n - take)) & ((1u64 << take) - 1);
+        let free = self.free;
+        if n <= free {
             if let Some(last) = self.buf.last_mut() {
-                *last |= (bits as u8) << (self.free - take);
+                *last |= (v << (free - n)) as u8;
             }
-            self.free -= take;
-            n -= take;
-            if n == 0 {
-                return;
-            }
+            self.free = free - n;
+            return;
         }
-        // Whole bytes first, then a partial byte, with `v`'s remaining bits left-aligned in a u64.
-        let aligned = v << (64 - n);
-        let full = (n / 8) as usize;
-        let rem = n % 8;
-        let be = aligned.to_be_bytes();
-        if rem == 0 {
-            self.buf.extend_from_slice(&be[..full]);
-        } else {
-            self.buf.extend_from_slice(&be[..=full]);
-            self.free = 8 - rem;
+        // Top `free` bits of `v` complete the last byte; the other `rest` bits go into new bytes,
+        // left-aligned.
+        let rest = n - free;
+        if free > 0
+            && let Some(last) = self.buf.last_mut()
+        {
+            *last |= (v >> rest) as u8;
         }
+        let aligned = if rest == 64 { v } else { v << (64 - rest) };
+        let nbytes = rest.div_ceil(8);
+        self.buf
+            .extend_from_slice(&aligned.to_be_bytes()[..nbytes as usize]);
+        self.free = nbytes * 8 - rest;
     }
 
     /// Number of bits written.
@@ -125,6 +122,40 @@ impl<'a> BitReader<'a> {
                 self.valid += 8;
             }
         }
+    }
+
+    /// Bits loaded and not consumed.
+    #[inline(always)]
+    pub(crate) fn available(&self) -> u32 {
+        self.valid
+    }
+
+    /// Makes at least `n` (<= 57) bits available; false at the end of the data.
+    #[inline(always)]
+    pub(crate) fn ensure(&mut self, n: u32) -> bool {
+        if self.valid < n {
+            self.refill();
+        }
+        self.valid >= n
+    }
+
+    /// The next `n` bits (1..=63) without consuming them; only after `ensure(n)`.
+    #[inline(always)]
+    pub(crate) fn peek(&self, n: u32) -> u64 {
+        self.buf >> (64 - n)
+    }
+
+    /// The raw 64-bit window (the next bits, left-aligned; only `ensure`d bits are meaningful).
+    #[inline(always)]
+    pub(crate) fn window(&self) -> u64 {
+        self.buf
+    }
+
+    /// Drops `n` (< 64) bits; only after `ensure(n)`.
+    #[inline(always)]
+    pub(crate) fn consume(&mut self, n: u32) {
+        self.buf <<= n;
+        self.valid -= n;
     }
 
     #[inline]

@@ -167,17 +167,18 @@ impl XorChunk {
             _ => {
                 t_delta = t.wrapping_sub(s.t);
                 let dod = t_delta.wrapping_sub(s.t_delta);
+                // The 2.x layout depends on the exact sequence of writes (see `Layout`), so it makes
+                // Prometheus' calls one by one; Prometheus 3's layout depends only on the bits, so the
+                // prefix and field go out in one write.
+                let legacy = w.legacy_trailing_byte;
                 if dod == 0 {
                     w.write_bit(false);
                 } else if bit_range(dod, 14) {
-                    w.write_bits(0b10, 2);
-                    w.write_bits(dod as u64, 14);
+                    write_prefixed(w, legacy, 0b10, 2, dod as u64, 14);
                 } else if bit_range(dod, 17) {
-                    w.write_bits(0b110, 3);
-                    w.write_bits(dod as u64, 17);
+                    write_prefixed(w, legacy, 0b110, 3, dod as u64, 17);
                 } else if bit_range(dod, 20) {
-                    w.write_bits(0b1110, 4);
-                    w.write_bits(dod as u64, 20);
+                    write_prefixed(w, legacy, 0b1110, 4, dod as u64, 20);
                 } else {
                     w.write_bits(0b1111, 4);
                     w.write_bits(dod as u64, 64);
@@ -201,6 +202,18 @@ fn bit_range(x: i64, nbits: u32) -> bool {
     -(half - 1) <= x && x <= half
 }
 
+/// Writes a `plen`-bit prefix then an `n`-bit field.
+#[inline(always)]
+fn write_prefixed(w: &mut BitWriter, legacy: bool, prefix: u64, plen: u32, field: u64, n: u32) {
+    if legacy {
+        w.write_bits(prefix, plen);
+        w.write_bits(field, n);
+    } else {
+        let mask = (1u64 << n) - 1;
+        w.write_bits((prefix << n) | (field & mask), plen + n);
+    }
+}
+
 #[inline]
 fn write_value(w: &mut BitWriter, v: f64, prev: f64, leading: &mut u8, trailing: &mut u8) {
     let delta = v.to_bits() ^ prev.to_bits();
@@ -208,29 +221,46 @@ fn write_value(w: &mut BitWriter, v: f64, prev: f64, leading: &mut u8, trailing:
         w.write_bit(false);
         return;
     }
-    w.write_bit(true);
+    let legacy = w.legacy_trailing_byte;
     // Only 5 bits hold the leading-zero count: clamp to 31.
     let new_leading = (delta.leading_zeros() as u8).min(31);
     let new_trailing = delta.trailing_zeros() as u8;
     if *leading != 0xff && new_leading >= *leading && new_trailing >= *trailing {
-        // The meaningful bits fit the previous window.
-        w.write_bit(false);
-        w.write_bits(
-            delta >> *trailing,
-            64 - u32::from(*leading) - u32::from(*trailing),
-        );
+        // The meaningful bits fit the previous window: control bits `10`, then the bits.
+        let mbits = 64 - u32::from(*leading) - u32::from(*trailing);
+        let bits = delta >> *trailing;
+        if legacy || mbits > 62 {
+            w.write_bit(true);
+            w.write_bit(false);
+            w.write_bits(bits, mbits);
+        } else {
+            w.write_bits((0b10 << mbits) | bits, mbits + 2);
+        }
         return;
     }
     *leading = new_leading;
     *trailing = new_trailing;
-    w.write_bit(true);
-    w.write_bits(u64::from(new_leading), 5);
     // 64 significant bits cannot be written in 6 bits; it is written as 0 (0 itself never occurs, since a
     // zero delta took the branch above).
     let sigbits = 64 - u32::from(new_leading) - u32::from(new_trailing);
-    w.write_bits(u64::from(sigbits), 6);
+    if legacy {
+        w.write_bit(true);
+        w.write_bit(true);
+        w.write_bits(u64::from(new_leading), 5);
+        w.write_bits(u64::from(sigbits), 6);
+    } else {
+        // Control bits `11`, 5 bits of leading zeros, 6 bits of significant-bit count.
+        w.write_bits(
+            (0b11 << 11) | (u64::from(new_leading) << 6) | u64::from(sigbits & 0x3f),
+            13,
+        );
+    }
     w.write_bits(delta >> new_trailing, sigbits);
 }
+
+/// Bits the decoder's fast path needs loaded: a dod of up to 4 + 20 bits and a value's 13 control bits.
+/// Refilling only below this keeps refills to about one per 20-40 bits decoded.
+const FAST_BITS: u32 = 37;
 
 /// Iterates over the samples of an XOR chunk.
 ///
@@ -312,7 +342,7 @@ impl<'a> XorIterator<'a> {
     }
 
     /// Decodes the next sample.
-    #[inline]
+    #[inline(always)]
     pub fn next_sample(&mut self) -> Option<(i64, f64)> {
         if self.read >= self.total {
             return None;
@@ -339,42 +369,15 @@ impl<'a> XorIterator<'a> {
                 }
             }
             _ => {
-                // The prefix: up to four bits, stopping at the first zero.
-                let mut d = 0u8;
-                for _ in 0..4 {
-                    d <<= 1;
-                    match self.br.read_bit() {
-                        Some(false) => break,
-                        Some(true) => d |= 1,
-                        None => return self.fail(),
-                    }
-                }
-                let sz = match d {
-                    0b0 => 0,
-                    0b10 => 14,
-                    0b110 => 17,
-                    0b1110 => 20,
-                    _ => 64,
+                // Fast path: with FAST_BITS loaded, the dod (<= 24 bits for all but the 64-bit code) and
+                // the value's control bits (<= 13) need no further availability checks.
+                self.br.ensure(FAST_BITS);
+                let ok = if self.br.available() >= FAST_BITS {
+                    self.read_fast()
+                } else {
+                    self.read_dod() && self.read_value()
                 };
-                let mut dod = 0i64;
-                if sz == 64 {
-                    let Some(b) = self.br.read_bits(64) else {
-                        return self.fail();
-                    };
-                    dod = b as i64;
-                } else if sz != 0 {
-                    let Some(mut b) = self.br.read_bits(sz) else {
-                        return self.fail();
-                    };
-                    // Fields above 2^(sz-1) are negative numbers (see the module documentation).
-                    if b > (1 << (sz - 1)) {
-                        b = b.wrapping_sub(1 << sz);
-                    }
-                    dod = b as i64;
-                }
-                self.t_delta = self.t_delta.wrapping_add(dod);
-                self.t = self.t.wrapping_add(self.t_delta);
-                if !self.read_value() {
+                if !ok {
                     return self.fail();
                 }
             }
@@ -383,39 +386,78 @@ impl<'a> XorIterator<'a> {
         Some((self.t, self.v))
     }
 
-    #[inline]
-    fn read_value(&mut self) -> bool {
-        match self.br.read_bit() {
-            None => return false,
-            Some(false) => return true,
-            Some(true) => {}
-        }
-        match self.br.read_bit() {
-            None => return false,
-            Some(false) => {
-                // Reuse of the previous window. Go's decoder starts from a zero window, so a stream that
-                // reuses before any window was set means 64 bits; do the same.
-                if self.leading == 0xff {
-                    self.leading = 0;
-                    self.trailing = 0;
-                }
+    /// Decodes a sample >= 2 with at least `FAST_BITS` bits loaded. (A branch-free variant was slower
+    /// here: the serial dependency through the bit buffer, not branch prediction, bounds decoding.)
+    #[inline(always)]
+    fn read_fast(&mut self) -> bool {
+        let br = &mut self.br;
+        let w = br.window();
+        let ones = w.leading_ones();
+        if ones == 0 {
+            br.consume(1);
+        } else if ones < 4 {
+            let (plen, sz) = match ones {
+                1 => (2, 14),
+                2 => (3, 17),
+                _ => (4, 20),
+            };
+            let mut b = (w << plen) >> (64 - sz);
+            br.consume(plen + sz);
+            // Fields above 2^(sz-1) are negative.
+            if b > (1 << (sz - 1)) {
+                b = b.wrapping_sub(1 << sz);
             }
-            Some(true) => {
-                let (Some(lead), Some(mut sig)) = (self.br.read_bits(5), self.br.read_bits(6))
-                else {
-                    return false;
-                };
-                if sig == 0 {
-                    sig = 64;
-                }
-                self.leading = lead as u8;
-                // A corrupt stream could announce more bits than fit; saturate rather than overflow.
-                self.trailing = 64u8.saturating_sub(self.leading).saturating_sub(sig as u8);
-            }
+            self.t_delta = self.t_delta.wrapping_add(b as i64);
+        } else {
+            return self.read_dod() && self.read_value();
         }
+        self.t = self.t.wrapping_add(self.t_delta);
+        // At most 24 bits used: the value's 13 control bits are loaded.
+        let w = br.window();
+        if w >> 63 == 0 {
+            br.consume(1);
+            return true;
+        }
+        if (w >> 62) & 1 == 0 {
+            br.consume(2);
+            if self.leading == 0xff {
+                // Reuse before any window: Go's decoder reads a zero window (64 bits).
+                self.leading = 0;
+                self.trailing = 0;
+            }
+        } else {
+            let x = (w << 2) >> 53;
+            br.consume(13);
+            let mut sig = (x & 0x3f) as u8;
+            if sig == 0 {
+                sig = 64;
+            }
+            self.leading = (x >> 6) as u8;
+            // A corrupt stream could announce more bits than fit; saturate rather than overflow.
+            self.trailing = 64u8.saturating_sub(self.leading).saturating_sub(sig);
+        }
+        self.read_value_bits()
+    }
+
+    /// Reads the meaningful bits of an XOR'd value (after its control bits).
+    #[inline(always)]
+    fn read_value_bits(&mut self) -> bool {
+        let br = &mut self.br;
         let mbits = 64u32.saturating_sub(u32::from(self.leading) + u32::from(self.trailing));
-        let Some(bits) = self.br.read_bits(mbits) else {
-            return false;
+        let bits = if mbits == 0 {
+            0
+        } else if mbits <= 56 {
+            if !br.ensure(mbits) {
+                return false;
+            }
+            let b = br.peek(mbits);
+            br.consume(mbits);
+            b
+        } else {
+            match br.read_bits(mbits) {
+                Some(b) => b,
+                None => return false,
+            }
         };
         let shifted = if self.trailing >= 64 {
             0
@@ -424,6 +466,94 @@ impl<'a> XorIterator<'a> {
         };
         self.v = f64::from_bits(self.v.to_bits() ^ shifted);
         true
+    }
+
+    /// Reads a delta-of-delta (samples >= 2) and advances the timestamp.
+    #[inline(always)]
+    fn read_dod(&mut self) -> bool {
+        let br = &mut self.br;
+        if !br.ensure(4) {
+            // Fewer than 4 bits left: only the 1-bit "dod == 0" code can still fit.
+            if br.read_bit() == Some(false) {
+                self.t = self.t.wrapping_add(self.t_delta);
+                return true;
+            }
+            return false;
+        }
+        // The prefix is up to four bits, ending at the first zero: count leading ones.
+        let ones = br.window().leading_ones().min(4);
+        if ones == 0 {
+            br.consume(1);
+            self.t = self.t.wrapping_add(self.t_delta);
+            return true;
+        }
+        let (plen, sz) = match ones {
+            1 => (2, 14),
+            2 => (3, 17),
+            3 => (4, 20),
+            _ => (4, 64),
+        };
+        br.consume(plen);
+        let dod = if sz == 64 {
+            match br.read_bits(64) {
+                Some(b) => b as i64,
+                None => return false,
+            }
+        } else {
+            if !br.ensure(sz) {
+                return false;
+            }
+            let mut b = br.peek(sz);
+            br.consume(sz);
+            // Fields above 2^(sz-1) are negative numbers (see the module documentation).
+            if b > (1 << (sz - 1)) {
+                b = b.wrapping_sub(1 << sz);
+            }
+            b as i64
+        };
+        self.t_delta = self.t_delta.wrapping_add(dod);
+        self.t = self.t.wrapping_add(self.t_delta);
+        true
+    }
+
+    #[inline(always)]
+    fn read_value(&mut self) -> bool {
+        let br = &mut self.br;
+        if !br.ensure(2) {
+            // Only "value unchanged" (one 0 bit) can fit.
+            return br.read_bit() == Some(false);
+        }
+        match br.peek(2) {
+            0 | 1 => {
+                br.consume(1);
+                return true;
+            }
+            2 => {
+                br.consume(2);
+                // Reuse of the previous window. Go's decoder starts from a zero window, so a stream
+                // that reuses before any window was set means 64 bits; do the same.
+                if self.leading == 0xff {
+                    self.leading = 0;
+                    self.trailing = 0;
+                }
+            }
+            _ => {
+                br.consume(2);
+                if !br.ensure(11) {
+                    return false;
+                }
+                let x = br.peek(11);
+                br.consume(11);
+                let mut sig = (x & 0x3f) as u8;
+                if sig == 0 {
+                    sig = 64;
+                }
+                self.leading = (x >> 6) as u8;
+                // A corrupt stream could announce more bits than fit; saturate rather than overflow.
+                self.trailing = 64u8.saturating_sub(self.leading).saturating_sub(sig);
+            }
+        }
+        self.read_value_bits()
     }
 }
 
@@ -585,8 +715,17 @@ mod tests {
         let cases: Vec<Vec<(i64, f64)>> = vec![
             vec![(0, 1.0)],
             vec![(1000, 1.0), (2000, 1.0)],
-            (0..200).map(|i| (i * 15_000, (i as f64 * 0.37).sin() * 1e3)).collect(),
-            (0..50).map(|i| (i * 10_000 + (i % 7) * 1000, f64::from_bits(0x4000_0000_0000_0000 | (i as u64) << 40))).collect(),
+            (0..200)
+                .map(|i| (i * 15_000, (i as f64 * 0.37).sin() * 1e3))
+                .collect(),
+            (0..50)
+                .map(|i| {
+                    (
+                        i * 10_000 + (i % 7) * 1000,
+                        f64::from_bits(0x4000_0000_0000_0000 | (i as u64) << 40),
+                    )
+                })
+                .collect(),
         ];
         let mut saw_trailing = false;
         for s in cases {
