@@ -3,6 +3,8 @@
 //! every generated sample must appear exactly once, and our encoder must produce the same bytes as
 //! Prometheus' for each chunk.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::process::Command;

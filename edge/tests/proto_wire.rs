@@ -2,6 +2,8 @@
 //! `shared/specs/storeapi-wire.md`: every message is built here by hand, byte by byte, from the field
 //! numbers the spec gives, and decoded with the generated code. Also checks the RPC paths.
 
+#![allow(clippy::unwrap_used)]
+
 use bytes::Bytes;
 use meridian_edge::proto::prometheus as prom;
 use meridian_edge::proto::thanos as pb;

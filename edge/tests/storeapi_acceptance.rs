@@ -1,5 +1,7 @@
 //! The StoreAPI acceptance suite against the in-memory store, served by tonic on loopback.
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 
 use meridian_edge::storeapi::acceptance::{self, Fixture, StartedStore};

@@ -37,7 +37,7 @@ impl BitWriter {
             return;
         }
         self.write_bits_compact(v, n);
-        if self.legacy_trailing_byte && n % 8 == 0 && self.free == 0 {
+        if self.legacy_trailing_byte && n.is_multiple_of(8) && self.free == 0 {
             // Whole bytes that end on a byte boundary: 2.x's writeByte leaves an empty byte after them.
             self.buf.push(0);
             self.free = 8;
