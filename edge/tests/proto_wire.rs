@@ -496,6 +496,7 @@ fn remote_write_messages() {
 /// The RPC paths on the wire, called with hand-written paths against our server.
 #[tokio::test]
 async fn rpc_paths() {
+    meridian_pki::install_crypto_provider();
     use meridian_edge::storeapi::memstore::MemStore;
     use meridian_edge::storeapi::server;
     use meridian_edge::{Labels, Sample};

@@ -57,6 +57,7 @@ async fn memstore_passes_acceptance_suite() {
 /// Frames far above gRPC's 4 MiB default pass in both directions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_frames_pass() {
+    meridian_pki::install_crypto_provider();
     use meridian_edge::proto::thanos as pb;
     use meridian_edge::{Labels, Sample};
     let big_value = "x".repeat(6 << 20);

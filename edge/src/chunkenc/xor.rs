@@ -420,23 +420,34 @@ impl<'a> XorIterator<'a> {
         }
         if (w >> 62) & 1 == 0 {
             br.consume(2);
-            if self.leading == 0xff {
-                // Reuse before any window: Go's decoder reads a zero window (64 bits).
-                self.leading = 0;
-                self.trailing = 0;
-            }
+            self.reuse_window();
         } else {
-            let x = (w << 2) >> 53;
             br.consume(13);
-            let mut sig = (x & 0x3f) as u8;
-            if sig == 0 {
-                sig = 64;
-            }
-            self.leading = (x >> 6) as u8;
-            // A corrupt stream could announce more bits than fit; saturate rather than overflow.
-            self.trailing = 64u8.saturating_sub(self.leading).saturating_sub(sig);
+            self.new_window((w << 2) >> 53);
         }
         self.read_value_bits()
+    }
+
+    /// Control bits `10`: the previous window again. Go's decoder starts from a zero window, so a stream
+    /// that reuses before any window was set means 64 bits; do the same.
+    #[inline(always)]
+    fn reuse_window(&mut self) {
+        if self.leading == 0xff {
+            self.leading = 0;
+            self.trailing = 0;
+        }
+    }
+
+    /// Control bits `11`: `x` holds 5 bits of leading zeros and 6 of significant-bit count (0 = 64).
+    #[inline(always)]
+    fn new_window(&mut self, x: u64) {
+        let mut sig = (x & 0x3f) as u8;
+        if sig == 0 {
+            sig = 64;
+        }
+        self.leading = ((x >> 6) & 0x1f) as u8;
+        // A corrupt stream could announce more bits than fit; saturate rather than overflow.
+        self.trailing = 64u8.saturating_sub(self.leading).saturating_sub(sig);
     }
 
     /// Reads the meaningful bits of an XOR'd value (after its control bits).
@@ -530,12 +541,7 @@ impl<'a> XorIterator<'a> {
             }
             2 => {
                 br.consume(2);
-                // Reuse of the previous window. Go's decoder starts from a zero window, so a stream
-                // that reuses before any window was set means 64 bits; do the same.
-                if self.leading == 0xff {
-                    self.leading = 0;
-                    self.trailing = 0;
-                }
+                self.reuse_window();
             }
             _ => {
                 br.consume(2);
@@ -544,13 +550,7 @@ impl<'a> XorIterator<'a> {
                 }
                 let x = br.peek(11);
                 br.consume(11);
-                let mut sig = (x & 0x3f) as u8;
-                if sig == 0 {
-                    sig = 64;
-                }
-                self.leading = (x >> 6) as u8;
-                // A corrupt stream could announce more bits than fit; saturate rather than overflow.
-                self.trailing = 64u8.saturating_sub(self.leading).saturating_sub(sig);
+                self.new_window(x);
             }
         }
         self.read_value_bits()
