@@ -52,6 +52,29 @@ pub async fn serve_tcp(
         .await
 }
 
+/// Serves `store` on any stream of connections (e.g. `meridian_pki::tls::TlsIncoming` for mTLS) until
+/// `shutdown` resolves.
+pub async fn serve_incoming<S, IO, E>(
+    store: Arc<dyn Store>,
+    incoming: S,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error>
+where
+    S: Stream<Item = Result<IO, E>> + Send + 'static,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    tonic::transport::Server::builder()
+        .add_routes(routes(store))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
+
 #[derive(Clone)]
 struct Adapter {
     store: Arc<dyn Store>,

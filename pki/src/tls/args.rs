@@ -1,0 +1,178 @@
+//! Command-line flags for TLS, named as Thanos names them.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{ClientTls, ClientTlsFiles, ServerTls, ServerTlsFiles, ServerTlsOptions, TlsError};
+
+/// `--grpc-server-tls-*`: TLS for the gRPC (StoreAPI) server. Without a certificate the server is
+/// plaintext.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct GrpcServerTlsArgs {
+    /// TLS certificate (chain) for the gRPC server; enables TLS.
+    #[arg(long = "grpc-server-tls-cert", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// TLS private key for the gRPC server.
+    #[arg(long = "grpc-server-tls-key", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// CA bundle to verify client certificates with; enables mTLS (client certificate required).
+    #[arg(long = "grpc-server-tls-client-ca", value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
+    /// Only allow clients whose certificate has this DNS/URI SAN or CN (repeatable).
+    #[arg(long = "grpc-server-tls-allowed-client", value_name = "IDENTITY")]
+    pub allowed_clients: Vec<String>,
+    /// How often TLS files are re-checked, besides watching them.
+    #[arg(long = "grpc-server-tls-reload-interval", value_name = "DURATION", default_value = "1m", value_parser = parse_duration)]
+    pub reload_interval: Duration,
+}
+
+impl GrpcServerTlsArgs {
+    /// The server TLS configuration, or `None` for plaintext. Inconsistent flags are an error naming them.
+    pub fn load(&self) -> Result<Option<Arc<ServerTls>>, TlsError> {
+        match (&self.cert, &self.key) {
+            (None, None) => {
+                if self.client_ca.is_some() {
+                    return Err(TlsError::Config(
+                        "--grpc-server-tls-client-ca needs --grpc-server-tls-cert and --grpc-server-tls-key".into(),
+                    ));
+                }
+                Ok(None)
+            }
+            (Some(cert), Some(key)) => ServerTls::load(
+                "grpc-server",
+                ServerTlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: self.client_ca.clone(),
+                },
+                ServerTlsOptions {
+                    allowed_clients: self.allowed_clients.clone(),
+                    ..Default::default()
+                },
+            )
+            .map(Some),
+            (Some(_), None) => Err(TlsError::Config(
+                "--grpc-server-tls-cert needs --grpc-server-tls-key".into(),
+            )),
+            (None, Some(_)) => Err(TlsError::Config(
+                "--grpc-server-tls-key needs --grpc-server-tls-cert".into(),
+            )),
+        }
+    }
+}
+
+/// `--grpc-client-tls-*`: TLS for gRPC clients (the gateway's connections to edges).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct GrpcClientTlsArgs {
+    /// Use TLS when talking to gRPC servers.
+    #[arg(long = "grpc-client-tls-secure")]
+    pub secure: bool,
+    /// Client certificate for mTLS.
+    #[arg(long = "grpc-client-tls-cert", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Client private key for mTLS.
+    #[arg(long = "grpc-client-tls-key", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// CA bundle to verify server certificates with.
+    #[arg(long = "grpc-client-tls-ca", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Server name to verify and send as SNI (default: the endpoint's host).
+    #[arg(long = "grpc-client-server-name", value_name = "NAME")]
+    pub server_name: Option<String>,
+}
+
+impl GrpcClientTlsArgs {
+    /// The client TLS configuration, or `None` for plaintext.
+    pub fn load(&self) -> Result<Option<Arc<ClientTls>>, TlsError> {
+        if !self.secure {
+            if self.cert.is_some() || self.key.is_some() || self.ca.is_some() {
+                return Err(TlsError::Config(
+                    "--grpc-client-tls-cert/-key/-ca given without --grpc-client-tls-secure".into(),
+                ));
+            }
+            return Ok(None);
+        }
+        let Some(ca) = &self.ca else {
+            return Err(TlsError::Config(
+                "--grpc-client-tls-secure needs --grpc-client-tls-ca (system roots are not used)"
+                    .into(),
+            ));
+        };
+        ClientTls::load(
+            "grpc-client",
+            ClientTlsFiles {
+                ca: ca.clone(),
+                cert: self.cert.clone(),
+                key: self.key.clone(),
+            },
+        )
+        .map(Some)
+    }
+}
+
+/// Parses Prometheus-style durations (`30s`, `1m`, `1h30m`, `500ms`) for flags.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let err = || format!("invalid duration {s:?} (use e.g. 30s, 1m, 1h30m, 500ms)");
+    if s.is_empty() {
+        return Err(err());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
+        if digits == 0 {
+            return Err(err());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| err())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let ms = match unit {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 7 * 86_400_000,
+            "y" => 365 * 86_400_000,
+            _ => return Err(err()),
+        };
+        total += Duration::from_millis(n.checked_mul(ms).ok_or_else(err)?);
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("1.5s").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("10").is_err());
+    }
+
+    #[test]
+    fn inconsistent_flags_are_named() {
+        let a = GrpcServerTlsArgs {
+            cert: Some("x".into()),
+            ..Default::default()
+        };
+        let e = a.load().unwrap_err().to_string();
+        assert!(e.contains("--grpc-server-tls-key"), "{e}");
+        let c = GrpcClientTlsArgs {
+            secure: true,
+            ..Default::default()
+        };
+        let e = c.load().unwrap_err().to_string();
+        assert!(e.contains("--grpc-client-tls-ca"), "{e}");
+    }
+}

@@ -1,0 +1,278 @@
+//! Client-side TLS / mTLS for gRPC: a reloadable `rustls::ClientConfig` (CA bundle, optional client
+//! certificate) and a tonic connector with a per-endpoint server name, so the gateway can reach
+//! `edge-0.cluster-a.example` through an ingress at another address (SNI and certificate verification both
+//! use the override).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use futures::future::BoxFuture;
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use super::material::{Role, TlsError, load_certified_key, load_roots};
+use super::metrics::TlsMetrics;
+use super::reload::{ReloadState, Reloadable, fingerprint};
+use super::server::not_after;
+
+/// Where the client's material lives.
+#[derive(Debug, Clone)]
+pub struct ClientTlsFiles {
+    /// CA bundle that server certificates must chain to.
+    pub ca: PathBuf,
+    /// Client certificate and key, for mTLS.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// A client's TLS configuration, hot-reloadable.
+pub struct ClientTls {
+    name: String,
+    files: ClientTlsFiles,
+    config: ArcSwap<ClientConfig>,
+    state: Mutex<ReloadState>,
+    pub metrics: TlsMetrics,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("files", &self.files)
+            .finish()
+    }
+}
+
+fn paths(files: &ClientTlsFiles) -> Vec<PathBuf> {
+    let mut p = vec![files.ca.clone()];
+    p.extend(files.cert.clone());
+    p.extend(files.key.clone());
+    p
+}
+
+fn build(files: &ClientTlsFiles) -> Result<(ClientConfig, i64), TlsError> {
+    let provider = crate::provider();
+    let roots = load_roots(&files.ca)?;
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Config(format!("TLS versions: {e}")))?
+        .with_root_certificates(roots.clone());
+    let (mut config, not_after) = match (&files.cert, &files.key) {
+        (Some(cert), Some(key)) => {
+            let ck = load_certified_key(cert, key, Some((&files.ca, &roots)), Role::Client)?;
+            let na = not_after(&ck.cert[0]);
+            let chain = ck.cert.clone();
+            let key_der = super::material::load_key(key)?;
+            (
+                builder
+                    .with_client_auth_cert(chain, key_der)
+                    .map_err(|e| TlsError::invalid(key, format!("client certificate: {e}")))?,
+                na,
+            )
+        }
+        (None, None) => (builder.with_no_client_auth(), 0),
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(TlsError::Config(
+                "a client certificate needs both a certificate and a key file".into(),
+            ));
+        }
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok((config, not_after))
+}
+
+impl ClientTls {
+    /// Loads and validates the material; an error here is fatal at start-up.
+    pub fn load(name: &str, files: ClientTlsFiles) -> Result<Arc<ClientTls>, TlsError> {
+        let fp = fingerprint(&paths(&files));
+        let (config, na) = build(&files)?;
+        let metrics = TlsMetrics::default();
+        metrics.cert_not_after.set(na);
+        Ok(Arc::new(ClientTls {
+            name: name.to_owned(),
+            files,
+            config: ArcSwap::from_pointee(config),
+            state: Mutex::new(ReloadState::new(fp)),
+            metrics,
+        }))
+    }
+
+    /// The configuration new connections use.
+    pub fn config(&self) -> Arc<ClientConfig> {
+        self.config.load_full()
+    }
+
+    /// A tonic connector for `address` (`host:port`), presenting `server_name` (default: the host) for SNI
+    /// and certificate verification.
+    pub fn connector(
+        self: &Arc<Self>,
+        server_name: Option<&str>,
+    ) -> Result<TlsConnector, TlsError> {
+        let server_name = server_name
+            .map(|s| {
+                ServerName::try_from(s.to_owned())
+                    .map_err(|e| TlsError::Config(format!("invalid server name {s:?}: {e}")))
+            })
+            .transpose()?;
+        Ok(TlsConnector {
+            source: Source::Reloadable(self.clone()),
+            server_name,
+        })
+    }
+
+    /// A lazily connecting gRPC channel to `address` over TLS (reconnects use the current material).
+    pub fn channel_lazy(
+        self: &Arc<Self>,
+        address: &str,
+        server_name: Option<&str>,
+        connect_timeout: Duration,
+    ) -> Result<Channel, TlsError> {
+        let ep = endpoint(address, connect_timeout)?;
+        Ok(ep.connect_with_connector_lazy(self.connector(server_name)?))
+    }
+
+    /// A connected gRPC channel to `address` over TLS.
+    pub async fn channel(
+        self: &Arc<Self>,
+        address: &str,
+        server_name: Option<&str>,
+        connect_timeout: Duration,
+    ) -> Result<Channel, ConnectError> {
+        let ep = endpoint(address, connect_timeout)?;
+        ep.connect_with_connector(self.connector(server_name)?)
+            .await
+            .map_err(|source| ConnectError::Connect {
+                address: address.to_owned(),
+                source,
+            })
+    }
+}
+
+/// A TLS channel could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("connecting to {address}: {source}")]
+    Connect {
+        address: String,
+        source: tonic::transport::Error,
+    },
+}
+
+fn endpoint(address: &str, connect_timeout: Duration) -> Result<Endpoint, TlsError> {
+    Endpoint::from_shared(format!("http://{address}"))
+        .map(|e| {
+            e.connect_timeout(connect_timeout)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(30))
+        })
+        .map_err(|e| TlsError::Config(format!("invalid endpoint address {address:?}: {e}")))
+}
+
+impl Reloadable for ClientTls {
+    fn reload(&self) -> Result<bool, TlsError> {
+        let fp = fingerprint(&paths(&self.files));
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if !state.changed(fp) {
+            return Ok(false);
+        }
+        match build(&self.files) {
+            Ok((config, na)) => {
+                self.config.store(Arc::new(config));
+                state.published(fp);
+                self.metrics.reloads.inc();
+                self.metrics.cert_not_after.set(na);
+                Ok(true)
+            }
+            Err(e) => {
+                state.refused(fp);
+                self.metrics.reload_failures.inc();
+                tracing::warn!(tls = %self.name, error = %e, "new TLS material refused; keeping the current one");
+                Err(e)
+            }
+        }
+    }
+
+    fn paths(&self) -> Vec<PathBuf> {
+        paths(&self.files)
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Connects TCP, then TLS with the current client configuration. A `tower::Service<Uri>` for tonic.
+#[derive(Clone)]
+pub struct TlsConnector {
+    source: Source,
+    server_name: Option<ServerName<'static>>,
+}
+
+#[derive(Clone)]
+enum Source {
+    Reloadable(Arc<ClientTls>),
+    Fixed(Arc<ClientConfig>),
+}
+
+impl TlsConnector {
+    /// A connector with a fixed configuration (no reload, no validation of its material).
+    pub fn from_config(
+        config: Arc<ClientConfig>,
+        server_name: Option<ServerName<'static>>,
+    ) -> TlsConnector {
+        TlsConnector {
+            source: Source::Fixed(config),
+            server_name,
+        }
+    }
+}
+
+impl tower::Service<Uri> for TlsConnector {
+    type Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+    type Error = std::io::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let config = match &self.source {
+            Source::Reloadable(tls) => tls.config(),
+            Source::Fixed(c) => c.clone(),
+        };
+        let server_name = self.server_name.clone();
+        Box::pin(async move {
+            let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+            let host = uri
+                .host()
+                .ok_or_else(|| invalid(format!("no host in {uri}")))?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let port = uri
+                .port_u16()
+                .ok_or_else(|| invalid(format!("no port in {uri}")))?;
+            let name = match server_name {
+                Some(n) => n,
+                None => ServerName::try_from(host.clone())
+                    .map_err(|e| invalid(format!("invalid server name {host:?}: {e}")))?,
+            };
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            let _ = tcp.set_nodelay(true);
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await?;
+            Ok(TokioIo::new(tls))
+        })
+    }
+}
