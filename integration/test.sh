@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 # Debian packages by the command the tests look for.
 declare -A apt_for=(
   [promtool]=prometheus
+  [nginx]=nginx
+  [openssl]=openssl
 )
 missing=()
 for cmd in "${!apt_for[@]}"; do

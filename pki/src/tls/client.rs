@@ -131,7 +131,7 @@ impl ClientTls {
         server_name: Option<&str>,
         connect_timeout: Duration,
     ) -> Result<Channel, TlsError> {
-        let ep = endpoint(address, connect_timeout)?;
+        let ep = endpoint(address, server_name, connect_timeout)?;
         Ok(ep.connect_with_connector_lazy(self.connector(server_name)?))
     }
 
@@ -142,7 +142,7 @@ impl ClientTls {
         server_name: Option<&str>,
         connect_timeout: Duration,
     ) -> Result<Channel, ConnectError> {
-        let ep = endpoint(address, connect_timeout)?;
+        let ep = endpoint(address, server_name, connect_timeout)?;
         ep.connect_with_connector(self.connector(server_name)?)
             .await
             .map_err(|source| ConnectError::Connect {
@@ -164,14 +164,26 @@ pub enum ConnectError {
     },
 }
 
-fn endpoint(address: &str, connect_timeout: Duration) -> Result<Endpoint, TlsError> {
-    Endpoint::from_shared(format!("http://{address}"))
-        .map(|e| {
-            e.connect_timeout(connect_timeout)
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(30))
-        })
-        .map_err(|e| TlsError::Config(format!("invalid endpoint address {address:?}: {e}")))
+/// The endpoint for `address`. With a server name override, requests carry it as `:authority` too (as
+/// grpc-go does): an ingress that verifies client certificates refuses a request whose authority differs
+/// from the SNI name (nginx answers 421 Misdirected Request).
+fn endpoint(
+    address: &str,
+    server_name: Option<&str>,
+    connect_timeout: Duration,
+) -> Result<Endpoint, TlsError> {
+    let mut ep = Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| TlsError::Config(format!("invalid endpoint address {address:?}: {e}")))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30));
+    if let Some(name) = server_name {
+        let origin: Uri = format!("https://{name}")
+            .parse()
+            .map_err(|e| TlsError::Config(format!("invalid server name {name:?}: {e}")))?;
+        ep = ep.origin(origin);
+    }
+    Ok(ep)
 }
 
 impl Reloadable for ClientTls {

@@ -1,0 +1,265 @@
+//! Through a real nginx (Debian's, started on loopback with its own prefix, stopped by pid): the gateway's
+//! client reaches two mTLS StoreAPI servers through one nginx listener, selected by SNI host name, with
+//! client certificates verified on both hops. Clients without a valid certificate are refused by nginx.
+//! The nginx configuration is `deploy/nginx/grpc-mtls-ingress.conf.template`, rendered.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meridian_edge::storeapi::client::StoreClient;
+use meridian_edge::storeapi::memstore::MemStore;
+use meridian_edge::storeapi::{Store, server};
+use meridian_edge::{Labels, Sample};
+use meridian_pki::issue::{self, Issued, KeyType, Usage, Validity};
+use meridian_pki::tls::{
+    ClientTls, ClientTlsFiles, ServerTls, ServerTlsFiles, ServerTlsOptions, TlsIncoming,
+};
+use meridian_testkit::ChildGuard;
+
+const HOSTS: [&str; 2] = ["edge-0.cluster-a.example", "edge-1.cluster-a.example"];
+
+fn write(dir: &Path, name: &str, i: &Issued) {
+    issue::write_pair(dir, name, i, true).unwrap();
+}
+
+fn leaf(ca: &Issued, usage: Usage, name: &str, dns: &[&str]) -> Issued {
+    let dns: Vec<String> = dns.iter().map(|s| s.to_string()).collect();
+    issue::issue(ca, usage, name, &dns, &[], KeyType::P256, Validity::days(7)).unwrap()
+}
+
+/// An edge stand-in: the in-memory StoreAPI over mTLS, announcing `replica`.
+async fn edge(pki: &Path, n: usize) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let store = MemStore::new(Labels::from_pairs([
+        ("cluster", "a"),
+        ("replica", &n.to_string()),
+    ]));
+    store
+        .append(
+            &Labels::from_pairs([("__name__", "up"), ("job", "edge")]),
+            &[Sample::new(1000, 1.0)],
+        )
+        .unwrap();
+    let tls = ServerTls::load(
+        &format!("edge-{n}"),
+        ServerTlsFiles {
+            cert: pki.join(format!("edge-{n}.crt")),
+            key: pki.join(format!("edge-{n}.key")),
+            client_ca: Some(pki.join("ca.crt")),
+        },
+        ServerTlsOptions {
+            allowed_clients: vec!["ingress-upstream".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let incoming = TlsIncoming::new(tls, listener).unwrap();
+    let addr = incoming.local_addr();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server::serve_incoming(
+        Arc::new(store),
+        incoming.into_stream(),
+        async {
+            let _ = rx.await;
+        },
+    ));
+    (addr, tx)
+}
+
+async fn wait_for_port(addr: SocketAddr, nginx: &mut ChildGuard) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = nginx.0.try_wait() {
+            panic!("nginx exited early with {status}");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nginx did not listen on {addr}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn replica_via(
+    client: &Arc<ClientTls>,
+    nginx: SocketAddr,
+    host: &str,
+) -> Result<String, String> {
+    let channel = client
+        .channel(&nginx.to_string(), Some(host), Duration::from_secs(5))
+        .await
+        .map_err(|e| e.to_string())?;
+    let c = StoreClient::new(channel, host);
+    let info = c.info().await.map_err(|e| e.to_string())?;
+    let labels = meridian_edge::storeapi::labels_from_proto(&info.label_sets[0].labels);
+    // A streamed Series call through both hops as well.
+    let req = meridian_edge::storeapi::series_request(
+        0,
+        10_000,
+        &[meridian_edge::Matcher::equal("__name__", "up")],
+        false,
+    );
+    use futures::StreamExt as _;
+    let mut frames = c.series(req).await.map_err(|e| e.to_string())?;
+    let mut n = 0;
+    while let Some(f) = frames.next().await {
+        f.map_err(|e| e.to_string())?;
+        n += 1;
+    }
+    assert_eq!(n, 1, "series through nginx");
+    Ok(labels.get("replica").unwrap_or_default().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_reaches_two_edges_through_one_nginx_listener() {
+    meridian_pki::install_crypto_provider();
+    let Some(nginx_bin) = meridian_testkit::require("nginx", "apt-get install nginx") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    let prefix = dir.path().join("nginx");
+    std::fs::create_dir_all(&prefix).unwrap();
+    let ca = issue::new_ca("Meridian CA", KeyType::P256, Validity::days(30)).unwrap();
+    write(&pki, "ca", &ca);
+    for (n, host) in HOSTS.iter().enumerate() {
+        write(
+            &pki,
+            &format!("ingress-edge-{n}"),
+            &leaf(&ca, Usage::Server, "ingress", &[host]),
+        );
+        write(
+            &pki,
+            &format!("edge-{n}"),
+            &leaf(&ca, Usage::Server, "edge", &[host]),
+        );
+    }
+    write(
+        &pki,
+        "ingress-upstream",
+        &leaf(&ca, Usage::Client, "ingress-upstream", &[]),
+    );
+    write(&pki, "gateway", &leaf(&ca, Usage::Client, "gateway", &[]));
+    let other_ca = issue::new_ca("Other CA", KeyType::P256, Validity::days(30)).unwrap();
+    write(
+        &pki,
+        "stranger",
+        &leaf(&other_ca, Usage::Client, "gateway", &[]),
+    );
+
+    let (e0, _s0) = edge(&pki, 0).await;
+    let (e1, _s1) = edge(&pki, 1).await;
+    let listen: SocketAddr = format!("127.0.0.1:{}", meridian_testkit::free_port())
+        .parse()
+        .unwrap();
+    let template = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/nginx/grpc-mtls-ingress.conf.template"
+    ))
+    .unwrap();
+    let conf = template
+        .replace("{{PREFIX}}", prefix.to_str().unwrap())
+        .replace("{{PKI}}", pki.to_str().unwrap())
+        .replace("{{LISTEN}}", &listen.to_string())
+        .replace("{{EDGE0}}", &e0.to_string())
+        .replace("{{EDGE1}}", &e1.to_string());
+    let conf_path = prefix.join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let mut nginx = ChildGuard(
+        std::process::Command::new(nginx_bin)
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-e")
+            .arg("stderr")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(listen, &mut nginx).await;
+
+    let gateway = ClientTls::load(
+        "gateway",
+        ClientTlsFiles {
+            ca: pki.join("ca.crt"),
+            cert: Some(pki.join("gateway.crt")),
+            key: Some(pki.join("gateway.key")),
+        },
+    )
+    .unwrap();
+    // SNI picks the edge: replica 0 behind edge-0's host name, replica 1 behind edge-1's.
+    assert_eq!(replica_via(&gateway, listen, HOSTS[0]).await.unwrap(), "0");
+    assert_eq!(replica_via(&gateway, listen, HOSTS[1]).await.unwrap(), "1");
+
+    // No client certificate, or one from another CA: nginx refuses.
+    let anonymous = ClientTls::load(
+        "anon",
+        ClientTlsFiles {
+            ca: pki.join("ca.crt"),
+            cert: None,
+            key: None,
+        },
+    )
+    .unwrap();
+    let r = replica_via(&anonymous, listen, HOSTS[0]).await;
+    assert!(r.is_err(), "client without certificate got through: {r:?}");
+    let stranger = meridian_pki::tls::TlsConnector::from_config(
+        stranger_config(&pki),
+        Some(rustls::pki_types::ServerName::try_from(HOSTS[0].to_owned()).unwrap()),
+    );
+    let ep = tonic::transport::Endpoint::from_shared(format!("http://{listen}")).unwrap();
+    let r = match ep.connect_with_connector(stranger).await {
+        Ok(ch) => StoreClient::new(ch, "stranger")
+            .info()
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    assert!(r.is_err(), "client certificate from another CA got through");
+    // Our edges only accept nginx's upstream identity: the gateway cannot bypass the ingress.
+    let direct = async {
+        let ch = gateway
+            .channel(&e0.to_string(), Some(HOSTS[0]), Duration::from_secs(5))
+            .await
+            .map_err(|e| e.to_string())?;
+        StoreClient::new(ch, "direct")
+            .info()
+            .await
+            .map_err(|e| e.to_string())
+    };
+    assert!(
+        direct.await.is_err(),
+        "edge accepted a client outside its allow-list"
+    );
+    drop(nginx);
+}
+
+fn stranger_config(pki: &Path) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(pki.join("ca.crt")).unwrap())
+        .unwrap();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(meridian_pki::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from_pem_file(pki.join("stranger.crt")).unwrap()],
+            PrivateKeyDer::from_pem_file(pki.join("stranger.key")).unwrap(),
+        )
+        .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Arc::new(cfg)
+}
