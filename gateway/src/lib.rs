@@ -1,9 +1,14 @@
 //! Meridian gateway library. So far: probing StoreAPI endpoints the way the endpoint set will (through
-//! `thanos.info.Info`). Discovery, fan-out, dedup, PromQL and the HTTP API arrive with their issues.
+//! `thanos.info.Info`), plaintext or over (m)TLS. Discovery, fan-out, dedup, PromQL and the HTTP API
+//! arrive with their issues.
 
-use meridian_edge::error::Result;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meridian_edge::error::{Error, ErrorKind, Result};
 use meridian_edge::storeapi::client::StoreClient;
 use meridian_edge::storeapi::{Store, labels_from_proto};
+use meridian_pki::tls::ClientTls;
 
 /// What an endpoint announces about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,9 +22,30 @@ pub struct EndpointInfo {
     pub serves_metadata: bool,
 }
 
-/// Asks one endpoint for its `Info` over plaintext gRPC.
-pub async fn probe(address: &str) -> Result<EndpointInfo> {
-    let client = StoreClient::connect_plaintext(address).await?;
+/// How to reach an endpoint: plaintext, or TLS with a client configuration and an optional server name
+/// (SNI and verification) override.
+#[derive(Debug, Clone, Default)]
+pub enum Transport {
+    #[default]
+    Plaintext,
+    Tls {
+        tls: Arc<ClientTls>,
+        server_name: Option<String>,
+    },
+}
+
+/// Asks one endpoint for its `Info`.
+pub async fn probe(address: &str, transport: &Transport) -> Result<EndpointInfo> {
+    let client = match transport {
+        Transport::Plaintext => StoreClient::connect_plaintext(address).await?,
+        Transport::Tls { tls, server_name } => {
+            let channel = tls
+                .channel(address, server_name.as_deref(), Duration::from_secs(10))
+                .await
+                .map_err(|e| Error::new(ErrorKind::Unavailable, e.to_string()))?;
+            StoreClient::new(channel, address)
+        }
+    };
     let info = client.info().await?;
     Ok(EndpointInfo {
         address: address.to_owned(),

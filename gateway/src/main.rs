@@ -20,6 +20,8 @@ enum Command {
         /// Endpoint address host:port; repeatable.
         #[arg(long = "endpoint", required = true)]
         endpoints: Vec<String>,
+        #[command(flatten)]
+        tls: meridian_pki::tls::args::GrpcClientTlsArgs,
     },
 }
 
@@ -28,10 +30,17 @@ async fn main() -> anyhow::Result<()> {
     meridian_pki::install_crypto_provider();
     let cli = Cli::parse();
     match cli.command {
-        Command::Probe { endpoints } => {
+        Command::Probe { endpoints, tls } => {
+            let transport = match tls.load()? {
+                Some(client) => meridian_gateway::Transport::Tls {
+                    tls: client,
+                    server_name: tls.server_name.clone(),
+                },
+                None => meridian_gateway::Transport::Plaintext,
+            };
             let mut failed = 0;
             for e in endpoints {
-                match meridian_gateway::probe(&e).await {
+                match meridian_gateway::probe(&e, &transport).await {
                     Ok(info) => println!("{info:#?}"),
                     Err(err) => {
                         failed += 1;

@@ -537,3 +537,60 @@ async fn watch_picks_up_kubernetes_symlink_swap() {
     assert_eq!(presented(srv.addr, &ca_path, &client).await, der(&second));
     watcher.stop().await;
 }
+
+/// The HTTP side: axum over `TlsIncoming`, configured with a Prometheus-format web config file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_serves_https_with_client_certificates() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    meridian_pki::install_crypto_provider();
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    let ca = issue::new_ca("CA", KeyType::P256, Validity::days(365)).unwrap();
+    let (ca_crt, _) = write(d, "ca", &ca);
+    write(d, "http", &server_cert(&ca));
+    let web = d.join("web.yml");
+    std::fs::write(
+        &web,
+        "tls_server_config:\n  cert_file: http.crt\n  key_file: http.key\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n  min_version: TLS12\n",
+    )
+    .unwrap();
+    let tls = meridian_pki::tls::load_web_config(&web).unwrap().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let incoming = TlsIncoming::new(tls, listener).unwrap();
+    let addr = incoming.local_addr();
+    let app = axum::Router::new().route("/-/healthy", axum::routing::get(|| async { "Healthy" }));
+    tokio::spawn(async move { axum::serve(incoming, app).await });
+
+    let get = |client: Option<Issued>| {
+        let ca_crt = ca_crt.clone();
+        async move {
+            let mut cfg = (*raw_client(&ca_crt, client.as_ref(), BOTH)).clone();
+            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let tcp = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut s = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+                .connect(sni().unwrap(), tcp)
+                .await
+                .map_err(|e| e.to_string())?;
+            s.write_all(b"GET /-/healthy HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n")
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<String, String>(out)
+        }
+    };
+    let ok = get(Some(client_cert(&ca, "gateway"))).await.unwrap();
+    assert!(
+        ok.starts_with("HTTP/1.1 200") && ok.ends_with("Healthy"),
+        "{ok}"
+    );
+    let refused = get(None).await;
+    assert!(
+        refused.is_err() || !refused.as_ref().unwrap().contains("200"),
+        "{refused:?}"
+    );
+}

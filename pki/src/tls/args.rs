@@ -111,6 +111,23 @@ impl GrpcClientTlsArgs {
     }
 }
 
+/// `--http.tls-config-file`: TLS (and mTLS) for HTTP servers, in Prometheus' web configuration format.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct HttpTlsArgs {
+    /// Prometheus-format web configuration file with a `tls_server_config` section.
+    #[arg(long = "http.tls-config-file", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+}
+
+impl HttpTlsArgs {
+    pub fn load(&self) -> Result<Option<Arc<ServerTls>>, TlsError> {
+        match &self.config_file {
+            Some(p) => super::load_web_config(p),
+            None => Ok(None),
+        }
+    }
+}
+
 /// Parses Prometheus-style durations (`30s`, `1m`, `1h30m`, `500ms`) for flags.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let err = || format!("invalid duration {s:?} (use e.g. 30s, 1m, 1h30m, 500ms)");

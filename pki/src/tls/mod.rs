@@ -7,9 +7,13 @@ pub mod material;
 pub mod metrics;
 pub mod reload;
 pub mod server;
+pub mod web_config;
 
 pub use client::{ClientTls, ClientTlsFiles, ConnectError, TlsConnector};
 pub use material::{Role, TlsError};
 pub use metrics::TlsMetrics;
 pub use reload::{Reloadable, Watcher, watch};
-pub use server::{PeerInfo, ServerTls, ServerTlsFiles, ServerTlsOptions, TlsConn, TlsIncoming};
+pub use server::{
+    PeerInfo, ServerTls, ServerTlsFiles, ServerTlsOptions, TlsConn, TlsIncoming, Versions,
+};
+pub use web_config::load_web_config;

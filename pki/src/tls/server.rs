@@ -36,6 +36,16 @@ pub struct ServerTlsFiles {
     pub client_ca: Option<PathBuf>,
 }
 
+/// TLS versions a server offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Versions {
+    /// TLS 1.3 preferred, 1.2 accepted.
+    #[default]
+    Tls12And13,
+    Tls13,
+    Tls12,
+}
+
 /// How the server uses it.
 #[derive(Debug, Clone)]
 pub struct ServerTlsOptions {
@@ -43,6 +53,7 @@ pub struct ServerTlsOptions {
     pub allowed_clients: Vec<String>,
     pub handshake_timeout: Duration,
     pub alpn: Vec<Vec<u8>>,
+    pub versions: Versions,
 }
 
 impl Default for ServerTlsOptions {
@@ -51,6 +62,7 @@ impl Default for ServerTlsOptions {
             allowed_clients: vec![],
             handshake_timeout: Duration::from_secs(10),
             alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            versions: Versions::default(),
         }
     }
 }
@@ -112,8 +124,13 @@ fn paths(files: &ServerTlsFiles) -> Vec<PathBuf> {
 
 fn build(files: &ServerTlsFiles, opts: &ServerTlsOptions) -> Result<(ServerConfig, i64), TlsError> {
     let provider = crate::provider();
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match opts.versions {
+        Versions::Tls12And13 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        Versions::Tls13 => &[&rustls::version::TLS13],
+        Versions::Tls12 => &[&rustls::version::TLS12],
+    };
     let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .with_protocol_versions(versions)
         .map_err(|e| TlsError::Config(format!("TLS versions: {e}")))?;
     let (builder, roots) = match &files.client_ca {
         Some(ca) => {
