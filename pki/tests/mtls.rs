@@ -195,7 +195,7 @@ async fn negative_matrix() {
         .await
         .unwrap();
 
-    let failures_before = tls.metrics.handshake_failures.get();
+    let failures_before = tls.metrics().handshake_failures.get();
     let rejected: Vec<(&str, Arc<rustls::ClientConfig>)> = vec![
         ("no client certificate", raw_client(&ca_crt, None, BOTH)),
         (
@@ -228,9 +228,9 @@ async fn negative_matrix() {
         assert!(r.is_err(), "{case}: accepted");
     }
     assert!(
-        tls.metrics.handshake_failures.get() >= failures_before + 5,
+        tls.metrics().handshake_failures.get() >= failures_before + 5,
         "handshake failures not counted: {}",
-        tls.metrics.handshake_failures.get()
+        tls.metrics().handshake_failures.get()
     );
 
     // Our client refuses a server whose certificate does not match the name it asked for.
@@ -450,7 +450,7 @@ async fn rotation_without_restart() {
     established.info().await.unwrap();
 
     // 4. A corrupt file is refused and the old material stays.
-    let failures = tls.metrics.reload_failures.get();
+    let failures = tls.metrics().reload_failures.get();
     std::fs::write(
         &srv_crt,
         "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
@@ -458,7 +458,7 @@ async fn rotation_without_restart() {
     .unwrap();
     let e = tls.reload().unwrap_err();
     assert!(e.to_string().contains(&*srv_crt.to_string_lossy()), "{e}");
-    assert_eq!(tls.metrics.reload_failures.get(), failures + 1);
+    assert_eq!(tls.metrics().reload_failures.get(), failures + 1);
     assert_eq!(
         presented(srv.addr, &server_ca, &c2).await,
         der(&second),
@@ -527,7 +527,7 @@ async fn watch_picks_up_kubernetes_symlink_swap() {
     publish(2, &second);
     // Wait for readiness (the reload counter), not for a fixed time.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while tls.metrics.reloads.get() == 0 {
+    while tls.metrics().reloads.get() == 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "watcher did not reload after the ..data swap"
@@ -593,4 +593,38 @@ async fn axum_serves_https_with_client_certificates() {
         refused.is_err() || !refused.as_ref().unwrap().contains("200"),
         "{refused:?}"
     );
+}
+
+/// A client that connects and never speaks is dropped after the handshake timeout, and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_timeout() {
+    use tokio::io::AsyncReadExt;
+    meridian_pki::install_crypto_provider();
+    let dir = TempDir::new().unwrap();
+    let d = dir.path();
+    let ca = issue::new_ca("CA", KeyType::P256, Validity::days(365)).unwrap();
+    let (ca_crt, _) = write(d, "ca", &ca);
+    let (srv_crt, srv_key) = write(d, "edge-0", &server_cert(&ca));
+    let tls = ServerTls::load(
+        "test",
+        ServerTlsFiles {
+            cert: srv_crt,
+            key: srv_key,
+            client_ca: Some(ca_crt),
+        },
+        ServerTlsOptions {
+            handshake_timeout: Duration::from_millis(200),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let srv = serve(tls.clone()).await;
+    let mut silent = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    // The server closes the connection (EOF or reset) well before this outer limit.
+    let r = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf))
+        .await
+        .expect("server kept a silent connection open");
+    assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    assert_eq!(tls.metrics().handshake_failures.get(), 1);
 }

@@ -4,10 +4,9 @@
 //! use the override).
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use futures::future::BoxFuture;
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
@@ -17,7 +16,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use super::material::{Role, TlsError, load_certified_key, load_roots};
 use super::metrics::TlsMetrics;
-use super::reload::{ReloadState, Reloadable, fingerprint};
+use super::reload::{Live, Reloadable};
 use super::server::not_after;
 
 /// Where the client's material lives.
@@ -32,11 +31,8 @@ pub struct ClientTlsFiles {
 
 /// A client's TLS configuration, hot-reloadable.
 pub struct ClientTls {
-    name: String,
     files: ClientTlsFiles,
-    config: ArcSwap<ClientConfig>,
-    state: Mutex<ReloadState>,
-    pub metrics: TlsMetrics,
+    live: Live<ClientConfig>,
 }
 
 impl std::fmt::Debug for ClientTls {
@@ -88,22 +84,18 @@ fn build(files: &ClientTlsFiles) -> Result<(ClientConfig, i64), TlsError> {
 impl ClientTls {
     /// Loads and validates the material; an error here is fatal at start-up.
     pub fn load(name: &str, files: ClientTlsFiles) -> Result<Arc<ClientTls>, TlsError> {
-        let fp = fingerprint(&paths(&files));
-        let (config, na) = build(&files)?;
-        let metrics = TlsMetrics::default();
-        metrics.cert_not_after.set(na);
-        Ok(Arc::new(ClientTls {
-            name: name.to_owned(),
-            files,
-            config: ArcSwap::from_pointee(config),
-            state: Mutex::new(ReloadState::new(fp)),
-            metrics,
-        }))
+        let f = files.clone();
+        let live = Live::new(name, paths(&files), move || build(&f))?;
+        Ok(Arc::new(ClientTls { files, live }))
     }
 
     /// The configuration new connections use.
     pub fn config(&self) -> Arc<ClientConfig> {
-        self.config.load_full()
+        self.live.current()
+    }
+
+    pub fn metrics(&self) -> &TlsMetrics {
+        self.live.metrics()
     }
 
     /// A tonic connector for `address` (`host:port`), presenting `server_name` (default: the host) for SNI
@@ -188,34 +180,15 @@ fn endpoint(
 
 impl Reloadable for ClientTls {
     fn reload(&self) -> Result<bool, TlsError> {
-        let fp = fingerprint(&paths(&self.files));
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if !state.changed(fp) {
-            return Ok(false);
-        }
-        match build(&self.files) {
-            Ok((config, na)) => {
-                self.config.store(Arc::new(config));
-                state.published(fp);
-                self.metrics.reloads.inc();
-                self.metrics.cert_not_after.set(na);
-                Ok(true)
-            }
-            Err(e) => {
-                state.refused(fp);
-                self.metrics.reload_failures.inc();
-                tracing::warn!(tls = %self.name, error = %e, "new TLS material refused; keeping the current one");
-                Err(e)
-            }
-        }
+        self.live.reload()
     }
 
     fn paths(&self) -> Vec<PathBuf> {
-        paths(&self.files)
+        self.live.paths()
     }
 
     fn name(&self) -> &str {
-        &self.name
+        self.live.name()
     }
 }
 

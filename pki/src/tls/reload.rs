@@ -115,6 +115,80 @@ pub fn watch(target: Arc<dyn Reloadable>, period: Duration) -> Result<Watcher, T
     })
 }
 
+/// A configuration built from files, published behind an `ArcSwap` and rebuilt when the files change.
+/// New material is built (and so validated) completely before it replaces the old; refused material is
+/// logged once per distinct content and counted.
+pub(crate) struct Live<C> {
+    name: String,
+    paths: Vec<PathBuf>,
+    config: arc_swap::ArcSwap<C>,
+    state: std::sync::Mutex<ReloadState>,
+    metrics: super::TlsMetrics,
+    build: Box<dyn Fn() -> Result<(C, i64), TlsError> + Send + Sync>,
+}
+
+impl<C> Live<C> {
+    /// Builds the first configuration; an error here is fatal at start-up. `build` returns the
+    /// configuration and the certificate's `notAfter` (Unix seconds, 0 when there is none).
+    pub(crate) fn new(
+        name: &str,
+        paths: Vec<PathBuf>,
+        build: impl Fn() -> Result<(C, i64), TlsError> + Send + Sync + 'static,
+    ) -> Result<Live<C>, TlsError> {
+        let fp = fingerprint(&paths);
+        let (config, not_after) = build()?;
+        let metrics = super::TlsMetrics::default();
+        metrics.cert_not_after.set(not_after);
+        Ok(Live {
+            name: name.to_owned(),
+            paths,
+            config: arc_swap::ArcSwap::from_pointee(config),
+            state: std::sync::Mutex::new(ReloadState::new(fp)),
+            metrics,
+            build: Box::new(build),
+        })
+    }
+
+    pub(crate) fn current(&self) -> Arc<C> {
+        self.config.load_full()
+    }
+
+    pub(crate) fn metrics(&self) -> &super::TlsMetrics {
+        &self.metrics
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn paths(&self) -> Vec<PathBuf> {
+        self.paths.clone()
+    }
+
+    pub(crate) fn reload(&self) -> Result<bool, TlsError> {
+        let fp = fingerprint(&self.paths);
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if !state.changed(fp) {
+            return Ok(false);
+        }
+        match (self.build)() {
+            Ok((config, not_after)) => {
+                self.config.store(Arc::new(config));
+                state.published(fp);
+                self.metrics.reloads.inc();
+                self.metrics.cert_not_after.set(not_after);
+                Ok(true)
+            }
+            Err(e) => {
+                state.refused(fp);
+                self.metrics.reload_failures.inc();
+                tracing::warn!(tls = %self.name, error = %e, "new TLS material refused; keeping the current one");
+                Err(e)
+            }
+        }
+    }
+}
+
 /// Tracks what was loaded last, so unchanged files cost no rebuild and refused content is logged once.
 #[derive(Debug, Default)]
 pub(crate) struct ReloadState {

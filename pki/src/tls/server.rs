@@ -9,11 +9,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
@@ -25,7 +24,7 @@ use tokio::sync::mpsc;
 
 use super::material::{Role, TlsError, identities, load_certified_key, load_roots};
 use super::metrics::TlsMetrics;
-use super::reload::{ReloadState, Reloadable, fingerprint};
+use super::reload::{Live, Reloadable};
 
 /// Where the server's material lives.
 #[derive(Debug, Clone)]
@@ -69,12 +68,9 @@ impl Default for ServerTlsOptions {
 
 /// A server's TLS configuration, hot-reloadable.
 pub struct ServerTls {
-    name: String,
     files: ServerTlsFiles,
-    opts: ServerTlsOptions,
-    config: ArcSwap<ServerConfig>,
-    state: Mutex<ReloadState>,
-    pub metrics: TlsMetrics,
+    handshake_timeout: Duration,
+    live: Live<ServerConfig>,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -92,27 +88,31 @@ impl ServerTls {
         files: ServerTlsFiles,
         opts: ServerTlsOptions,
     ) -> Result<Arc<ServerTls>, TlsError> {
-        let fp = fingerprint(&paths(&files));
-        let (config, not_after) = build(&files, &opts)?;
-        let metrics = TlsMetrics::default();
-        metrics.cert_not_after.set(not_after);
+        let handshake_timeout = opts.handshake_timeout;
+        let (f, o) = (files.clone(), opts);
+        let live = Live::new(name, paths(&files), move || build(&f, &o))?;
         Ok(Arc::new(ServerTls {
-            name: name.to_owned(),
             files,
-            opts,
-            config: ArcSwap::from_pointee(config),
-            state: Mutex::new(ReloadState::new(fp)),
-            metrics,
+            handshake_timeout,
+            live,
         }))
     }
 
     /// The configuration new connections use.
     pub fn config(&self) -> Arc<ServerConfig> {
-        self.config.load_full()
+        self.live.current()
     }
 
     pub fn handshake_timeout(&self) -> Duration {
-        self.opts.handshake_timeout
+        self.handshake_timeout
+    }
+
+    pub fn metrics(&self) -> &TlsMetrics {
+        self.live.metrics()
+    }
+
+    fn name(&self) -> &str {
+        self.live.name()
     }
 }
 
@@ -173,34 +173,15 @@ pub(crate) fn not_after(cert: &CertificateDer<'_>) -> i64 {
 
 impl Reloadable for ServerTls {
     fn reload(&self) -> Result<bool, TlsError> {
-        let fp = fingerprint(&paths(&self.files));
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if !state.changed(fp) {
-            return Ok(false);
-        }
-        match build(&self.files, &self.opts) {
-            Ok((config, not_after)) => {
-                self.config.store(Arc::new(config));
-                state.published(fp);
-                self.metrics.reloads.inc();
-                self.metrics.cert_not_after.set(not_after);
-                Ok(true)
-            }
-            Err(e) => {
-                state.refused(fp);
-                self.metrics.reload_failures.inc();
-                tracing::warn!(tls = %self.name, error = %e, "new TLS material refused; keeping the current one");
-                Err(e)
-            }
-        }
+        self.live.reload()
     }
 
     fn paths(&self) -> Vec<PathBuf> {
-        paths(&self.files)
+        self.live.paths()
     }
 
     fn name(&self) -> &str {
-        &self.name
+        self.live.name()
     }
 }
 
@@ -403,7 +384,7 @@ async fn accept_loop(tls: Arc<ServerTls>, listener: TcpListener, tx: mpsc::Sende
                 Ok(x) => x,
                 Err(e) => {
                     // Out of file descriptors and the like: log, back off briefly, keep serving.
-                    tracing::warn!(tls = %tls.name, error = %e, "accept failed");
+                    tracing::warn!(tls = %tls.name(), error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -434,12 +415,12 @@ async fn accept_loop(tls: Arc<ServerTls>, listener: TcpListener, tx: mpsc::Sende
                     let _ = tx.send(conn).await;
                 }
                 Ok(Err(e)) => {
-                    tls.metrics.handshake_failures.inc();
-                    tracing::warn!(tls = %tls.name, peer = %addr, error = %e, "TLS handshake failed");
+                    tls.metrics().handshake_failures.inc();
+                    tracing::warn!(tls = %tls.name(), peer = %addr, error = %e, "TLS handshake failed");
                 }
                 Err(_) => {
-                    tls.metrics.handshake_failures.inc();
-                    tracing::warn!(tls = %tls.name, peer = %addr, timeout = ?timeout, "TLS handshake timed out");
+                    tls.metrics().handshake_failures.inc();
+                    tracing::warn!(tls = %tls.name(), peer = %addr, timeout = ?timeout, "TLS handshake timed out");
                 }
             }
         });
