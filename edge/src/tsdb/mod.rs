@@ -1,3 +1,5 @@
 //! The edge's storage, in Prometheus' TSDB formats. So far: chunk segment files.
 
+pub mod block;
 pub mod chunks;
+pub mod index;

@@ -1,0 +1,684 @@
+//! The block `index` file, Prometheus index format v2 (`tsdb/docs/format/index.md`):
+//!
+//! ```text
+//! magic 0xBAAAD700 (u32 BE) | version 2 (u8)
+//! symbol table      len u32 | #symbols u32 | (uvarint len, bytes)* | CRC32
+//! series            per series, 16-byte aligned (ID = offset / 16):
+//!                   uvarint len | #labels, (name ref, value ref)*, #chunks, chunk metas | CRC32
+//! label indices     per name, 4-byte aligned: len | #names=1 | #values | value refs u32* | CRC32
+//! postings          4-byte aligned lists: len | #refs u32 | series IDs u32* | CRC32
+//!                   (first the list of all series, keyed ("", ""))
+//! label offset tbl  len | #entries | (1, name, offset)* | CRC32
+//! postings offset   len | #entries | (2, name, value, offset)* | CRC32, sorted by name, value
+//! TOC               6 × u64 BE section offsets | CRC32
+//! ```
+//!
+//! Symbol references are indices into the sorted symbol table; chunk metas are delta-encoded; all CRCs are
+//! CRC32-Castagnoli over the bytes between the length field and the checksum.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::labels::Labels;
+use crate::matcher::Matcher;
+
+pub const MAGIC_INDEX: u32 = 0xBAAA_D700;
+pub const FORMAT_V2: u8 = 2;
+const HEADER_LEN: usize = 5;
+const TOC_LEN: usize = 6 * 8 + 4;
+
+/// Where a chunk lives and what time it spans (inclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkMeta {
+    /// `segment_index << 32 | byte_offset` in the block's `chunks/` files.
+    pub chunk_ref: u64,
+    pub min_time: i64,
+    pub max_time: i64,
+}
+
+/// The index could not be read.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum IndexError {
+    #[error("index is {0} bytes, too short for a header and table of contents")]
+    TooShort(usize),
+    #[error("index has magic {0:#010x}, want 0xbaaad700")]
+    BadMagic(u32),
+    #[error("index format version {0} is not supported (only 2)")]
+    BadVersion(u8),
+    #[error("index {section} at offset {offset}: {reason}")]
+    Corrupt {
+        section: &'static str,
+        offset: usize,
+        reason: String,
+    },
+    #[error("series {0} of the index refers to symbol {1}, which does not exist")]
+    BadSymbol(u32, u32),
+}
+
+fn put_uvarint(b: &mut Vec<u8>, mut x: u64) {
+    while x >= 0x80 {
+        b.push(x as u8 | 0x80);
+        x >>= 7;
+    }
+    b.push(x as u8);
+}
+
+fn put_varint(b: &mut Vec<u8>, x: i64) {
+    put_uvarint(b, ((x << 1) ^ (x >> 63)) as u64);
+}
+
+fn put_str(b: &mut Vec<u8>, s: &str) {
+    put_uvarint(b, s.len() as u64);
+    b.extend_from_slice(s.as_bytes());
+}
+
+fn pad(b: &mut Vec<u8>, align: usize) {
+    while !b.len().is_multiple_of(align) {
+        b.push(0);
+    }
+}
+
+fn crc(b: &[u8]) -> [u8; 4] {
+    crc32c::crc32c(b).to_be_bytes()
+}
+
+/// Appends a section `len u32 | body | CRC32(body)`.
+fn put_section(out: &mut Vec<u8>, body: &[u8]) {
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(body);
+    out.extend_from_slice(&crc(body));
+}
+
+/// Builds an index file for series given in label order.
+///
+/// Errors when the series are not strictly increasing by labels, or the index outgrows its 4-byte
+/// references (series IDs are offsets / 16, so ~64 GiB).
+pub fn write_index(series: &[(Labels, Vec<ChunkMeta>)]) -> Result<Vec<u8>, String> {
+    for w in series.windows(2) {
+        if w[0].0 >= w[1].0 {
+            return Err(format!("series out of order: {} then {}", w[0].0, w[1].0));
+        }
+    }
+    let mut symbols = BTreeSet::new();
+    for (l, _) in series {
+        for x in l.iter() {
+            symbols.insert(x.name);
+            symbols.insert(x.value);
+        }
+    }
+    let sym_ref: BTreeMap<&str, u32> = symbols
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (*s, i as u32))
+        .collect();
+
+    let mut out = Vec::with_capacity(1024 + series.len() * 64);
+    out.extend_from_slice(&MAGIC_INDEX.to_be_bytes());
+    out.push(FORMAT_V2);
+
+    // Symbols.
+    let toc_symbols = out.len() as u64;
+    let mut body = Vec::new();
+    body.extend_from_slice(&(symbols.len() as u32).to_be_bytes());
+    for s in &symbols {
+        put_str(&mut body, s);
+    }
+    put_section(&mut out, &body);
+
+    // Series.
+    let toc_series = out.len() as u64;
+    let mut ids = Vec::with_capacity(series.len());
+    for (labels, chunks) in series {
+        pad(&mut out, 16);
+        let id = u32::try_from(out.len() / 16)
+            .map_err(|_| "index too large: series ID exceeds 32 bits".to_owned())?;
+        ids.push(id);
+        body.clear();
+        put_uvarint(&mut body, labels.len() as u64);
+        for l in labels.iter() {
+            put_uvarint(&mut body, u64::from(sym_ref[l.name]));
+            put_uvarint(&mut body, u64::from(sym_ref[l.value]));
+        }
+        put_uvarint(&mut body, chunks.len() as u64);
+        if let Some(c0) = chunks.first() {
+            put_varint(&mut body, c0.min_time);
+            put_uvarint(&mut body, (c0.max_time - c0.min_time) as u64);
+            put_uvarint(&mut body, c0.chunk_ref);
+            let (mut t0, mut r0) = (c0.max_time, c0.chunk_ref as i64);
+            for c in &chunks[1..] {
+                put_uvarint(&mut body, (c.min_time - t0) as u64);
+                put_uvarint(&mut body, (c.max_time - c.min_time) as u64);
+                put_varint(&mut body, c.chunk_ref as i64 - r0);
+                t0 = c.max_time;
+                r0 = c.chunk_ref as i64;
+            }
+        }
+        put_uvarint(&mut out, body.len() as u64);
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&crc(&body));
+    }
+
+    // Postings per label pair, in (name, value) order.
+    let mut postings: BTreeMap<(&str, &str), Vec<u32>> = BTreeMap::new();
+    for ((labels, _), id) in series.iter().zip(&ids) {
+        for l in labels.iter() {
+            postings.entry((l.name, l.value)).or_default().push(*id);
+        }
+    }
+
+    // Label indices (no longer read by Prometheus, still written by it).
+    let toc_label_indices = out.len() as u64;
+    let mut label_index_offsets: Vec<(&str, u64)> = Vec::new();
+    let mut by_name: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+    for (name, value) in postings.keys() {
+        by_name.entry(name).or_default().push(sym_ref[value]);
+    }
+    for (name, values) in &by_name {
+        pad(&mut out, 4);
+        label_index_offsets.push((name, out.len() as u64));
+        body.clear();
+        body.extend_from_slice(&1u32.to_be_bytes());
+        body.extend_from_slice(&(values.len() as u32).to_be_bytes());
+        for v in values {
+            body.extend_from_slice(&v.to_be_bytes());
+        }
+        put_section(&mut out, &body);
+    }
+
+    // Postings lists.
+    let toc_postings = out.len() as u64;
+    pad(&mut out, 4);
+    let mut postings_offsets: Vec<(&str, &str, u64)> = Vec::with_capacity(postings.len() + 1);
+    let all = std::iter::once((("", ""), &ids));
+    for ((name, value), list) in all.chain(postings.iter().map(|(k, v)| (*k, v))) {
+        pad(&mut out, 4);
+        postings_offsets.push((name, value, out.len() as u64));
+        body.clear();
+        body.extend_from_slice(&(list.len() as u32).to_be_bytes());
+        for id in list {
+            body.extend_from_slice(&id.to_be_bytes());
+        }
+        put_section(&mut out, &body);
+    }
+
+    // Label offset table.
+    let toc_label_table = out.len() as u64;
+    body.clear();
+    body.extend_from_slice(&(label_index_offsets.len() as u32).to_be_bytes());
+    for (name, off) in &label_index_offsets {
+        put_uvarint(&mut body, 1);
+        put_str(&mut body, name);
+        put_uvarint(&mut body, *off);
+    }
+    put_section(&mut out, &body);
+
+    // Postings offset table.
+    let toc_postings_table = out.len() as u64;
+    body.clear();
+    body.extend_from_slice(&(postings_offsets.len() as u32).to_be_bytes());
+    for (name, value, off) in &postings_offsets {
+        put_uvarint(&mut body, 2);
+        put_str(&mut body, name);
+        put_str(&mut body, value);
+        put_uvarint(&mut body, *off);
+    }
+    put_section(&mut out, &body);
+
+    // TOC.
+    let toc_start = out.len();
+    for off in [
+        toc_symbols,
+        toc_series,
+        toc_label_indices,
+        toc_label_table,
+        toc_postings,
+        toc_postings_table,
+    ] {
+        out.extend_from_slice(&off.to_be_bytes());
+    }
+    let c = crc(&out[toc_start..]);
+    out.extend_from_slice(&c);
+    Ok(out)
+}
+
+/// A cursor over index bytes.
+struct Dec<'a> {
+    b: &'a [u8],
+    pos: usize,
+    section: &'static str,
+}
+
+impl<'a> Dec<'a> {
+    fn new(b: &'a [u8], pos: usize, section: &'static str) -> Dec<'a> {
+        Dec { b, pos, section }
+    }
+
+    fn err(&self, reason: impl Into<String>) -> IndexError {
+        IndexError::Corrupt {
+            section: self.section,
+            offset: self.pos,
+            reason: reason.into(),
+        }
+    }
+
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], IndexError> {
+        let s = self
+            .b
+            .get(self.pos..self.pos.saturating_add(n))
+            .ok_or_else(|| self.err(format!("{n} bytes past the end")))?;
+        self.pos += n;
+        Ok(s)
+    }
+
+    fn be32(&mut self) -> Result<u32, IndexError> {
+        let b = self.bytes(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn be64(&mut self) -> Result<u64, IndexError> {
+        let b = self.bytes(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_be_bytes(a))
+    }
+
+    fn uvarint(&mut self) -> Result<u64, IndexError> {
+        let rest = self.b.get(self.pos..).unwrap_or_default();
+        let (v, n) = super::chunks::uvarint(rest).ok_or_else(|| self.err("bad varint"))?;
+        self.pos += n;
+        Ok(v)
+    }
+
+    fn varint(&mut self) -> Result<i64, IndexError> {
+        let u = self.uvarint()?;
+        let x = (u >> 1) as i64;
+        Ok(if u & 1 != 0 { !x } else { x })
+    }
+
+    fn str(&mut self) -> Result<&'a str, IndexError> {
+        let n = self.uvarint()? as usize;
+        let b = self.bytes(n)?;
+        std::str::from_utf8(b).map_err(|_| self.err("string is not UTF-8"))
+    }
+
+    /// Reads `len u32 | body | CRC32` and returns the checked body.
+    fn section(&mut self) -> Result<&'a [u8], IndexError> {
+        let len = self.be32()? as usize;
+        let body = self.bytes(len)?;
+        let want = self.be32()?;
+        if crc32c::crc32c(body) != want {
+            return Err(self.err("checksum mismatch"));
+        }
+        Ok(body)
+    }
+}
+
+/// An index file, parsed enough to answer lookups: symbols and the postings offset table are loaded,
+/// series and postings lists are decoded on demand.
+#[derive(Debug)]
+pub struct IndexReader {
+    b: Vec<u8>,
+    symbols: Vec<String>,
+    /// name -> (value, postings list offset), values sorted.
+    postings: BTreeMap<String, Vec<(String, usize)>>,
+    all_postings: usize,
+}
+
+impl IndexReader {
+    pub fn new(b: Vec<u8>) -> Result<IndexReader, IndexError> {
+        if b.len() < HEADER_LEN + TOC_LEN {
+            return Err(IndexError::TooShort(b.len()));
+        }
+        let magic = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        if magic != MAGIC_INDEX {
+            return Err(IndexError::BadMagic(magic));
+        }
+        if b[4] != FORMAT_V2 {
+            return Err(IndexError::BadVersion(b[4]));
+        }
+        let toc_at = b.len() - TOC_LEN;
+        let mut d = Dec::new(&b, toc_at, "TOC");
+        let mut toc = [0u64; 6];
+        for t in &mut toc {
+            *t = d.be64()?;
+        }
+        if crc32c::crc32c(&b[toc_at..toc_at + 48]) != d.be32()? {
+            return Err(IndexError::Corrupt {
+                section: "TOC",
+                offset: toc_at,
+                reason: "checksum mismatch".into(),
+            });
+        }
+        let [sym_off, _series, _li, _lit, _postings, pt_off] = toc;
+
+        let body = Dec::new(&b, sym_off as usize, "symbol table").section()?;
+        let mut d = Dec::new(body, 0, "symbol table");
+        let n = d.be32()? as usize;
+        let mut symbols = Vec::with_capacity(n);
+        for _ in 0..n {
+            symbols.push(d.str()?.to_owned());
+        }
+
+        let mut postings: BTreeMap<String, Vec<(String, usize)>> = BTreeMap::new();
+        let mut all_postings = None;
+        if pt_off != 0 {
+            let body = Dec::new(&b, pt_off as usize, "postings offset table").section()?;
+            let mut d = Dec::new(body, 0, "postings offset table");
+            let n = d.be32()? as usize;
+            for _ in 0..n {
+                if d.uvarint()? != 2 {
+                    return Err(d.err("entry with a key count other than 2"));
+                }
+                let name = d.str()?;
+                let value = d.str()?;
+                let off = d.uvarint()? as usize;
+                if name.is_empty() && value.is_empty() {
+                    all_postings = Some(off);
+                } else {
+                    postings
+                        .entry(name.to_owned())
+                        .or_default()
+                        .push((value.to_owned(), off));
+                }
+            }
+        }
+        let all_postings = all_postings.unwrap_or(0);
+        Ok(IndexReader {
+            b,
+            symbols,
+            postings,
+            all_postings,
+        })
+    }
+
+    /// Label names with at least one series, sorted.
+    pub fn label_names(&self) -> Vec<&str> {
+        self.postings.keys().map(String::as_str).collect()
+    }
+
+    /// Values of a label, sorted.
+    pub fn label_values(&self, name: &str) -> Vec<&str> {
+        self.postings
+            .get(name)
+            .map(|v| v.iter().map(|(v, _)| v.as_str()).collect())
+            .unwrap_or_default()
+    }
+
+    fn postings_at(&self, off: usize) -> Result<Vec<u32>, IndexError> {
+        if off == 0 {
+            return Ok(vec![]);
+        }
+        let body = Dec::new(&self.b, off, "postings").section()?;
+        let mut d = Dec::new(body, 0, "postings");
+        let n = d.be32()? as usize;
+        (0..n).map(|_| d.be32()).collect()
+    }
+
+    /// Series IDs with `name=value`, sorted.
+    pub fn postings(&self, name: &str, value: &str) -> Result<Vec<u32>, IndexError> {
+        let Some(values) = self.postings.get(name) else {
+            return Ok(vec![]);
+        };
+        match values.binary_search_by(|(v, _)| v.as_str().cmp(value)) {
+            Ok(i) => self.postings_at(values[i].1),
+            Err(_) => Ok(vec![]),
+        }
+    }
+
+    /// Every series ID, sorted (series order is label order).
+    pub fn all_postings(&self) -> Result<Vec<u32>, IndexError> {
+        self.postings_at(self.all_postings)
+    }
+
+    /// Union of the postings of `name`'s values that `keep` accepts.
+    fn postings_where(
+        &self,
+        name: &str,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Vec<u32>, IndexError> {
+        let mut out = Vec::new();
+        if let Some(values) = self.postings.get(name) {
+            for (v, off) in values {
+                if keep(v) {
+                    out.extend(self.postings_at(*off)?);
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Series IDs whose labels satisfy every matcher (a missing label counts as `""`), sorted. With no
+    /// matchers, every series.
+    pub fn select(&self, matchers: &[Matcher]) -> Result<Vec<u32>, IndexError> {
+        // A series passes a matcher that accepts "" unless it has a value the matcher rejects; it passes
+        // one that rejects "" only if it has a value the matcher accepts. So: intersect the accepted
+        // lists of the latter, subtract the rejected lists of the former.
+        let mut result: Option<Vec<u32>> = None;
+        let mut subtract: Vec<Vec<u32>> = Vec::new();
+        for m in matchers {
+            if m.matches_empty() {
+                subtract.push(self.postings_where(m.name(), |v| !m.matches(v))?);
+            } else {
+                let list = match m.set_values() {
+                    Some(values) => {
+                        let mut l = Vec::new();
+                        for v in values {
+                            l.extend(self.postings(m.name(), v)?);
+                        }
+                        l.sort_unstable();
+                        l.dedup();
+                        l
+                    }
+                    None => self.postings_where(m.name(), |v| m.matches(v))?,
+                };
+                result = Some(match result {
+                    None => list,
+                    Some(r) => intersect(&r, &list),
+                });
+            }
+            if result.as_ref().is_some_and(Vec::is_empty) {
+                return Ok(vec![]);
+            }
+        }
+        let mut r = match result {
+            Some(r) => r,
+            None => self.all_postings()?,
+        };
+        for s in subtract {
+            r = difference(&r, &s);
+        }
+        Ok(r)
+    }
+
+    /// A series' labels and chunk metas.
+    pub fn series(&self, id: u32) -> Result<(Labels, Vec<ChunkMeta>), IndexError> {
+        let off = id as usize * 16;
+        let mut d = Dec::new(&self.b, off, "series");
+        let len = d.uvarint()? as usize;
+        let body = d.bytes(len)?;
+        if crc32c::crc32c(body) != d.be32()? {
+            return Err(d.err(format!("checksum mismatch in series {id}")));
+        }
+        let mut d = Dec::new(body, 0, "series");
+        let nl = d.uvarint()? as usize;
+        let mut pairs = Vec::with_capacity(nl);
+        for _ in 0..nl {
+            let n = d.uvarint()? as u32;
+            let v = d.uvarint()? as u32;
+            let sym = |r: u32| {
+                self.symbols
+                    .get(r as usize)
+                    .map(String::as_str)
+                    .ok_or(IndexError::BadSymbol(id, r))
+            };
+            pairs.push((sym(n)?, sym(v)?));
+        }
+        let nc = d.uvarint()? as usize;
+        let mut chunks = Vec::with_capacity(nc);
+        if nc > 0 {
+            let min_time = d.varint()?;
+            let max_time = min_time + d.uvarint()? as i64;
+            let chunk_ref = d.uvarint()?;
+            chunks.push(ChunkMeta {
+                chunk_ref,
+                min_time,
+                max_time,
+            });
+            let (mut t0, mut r0) = (max_time, chunk_ref as i64);
+            for _ in 1..nc {
+                let min_time = t0 + d.uvarint()? as i64;
+                let max_time = min_time + d.uvarint()? as i64;
+                let r = r0 + d.varint()?;
+                chunks.push(ChunkMeta {
+                    chunk_ref: r as u64,
+                    min_time,
+                    max_time,
+                });
+                t0 = max_time;
+                r0 = r;
+            }
+        }
+        Ok((Labels::from_pairs(pairs), chunks))
+    }
+
+    /// Number of symbols (for `analyze`-style output).
+    pub fn symbol_count(&self) -> usize {
+        self.symbols.len()
+    }
+}
+
+fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
+}
+
+fn difference(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let mut j = 0;
+    a.iter()
+        .copied()
+        .filter(|x| {
+            while j < b.len() && b[j] < *x {
+                j += 1;
+            }
+            !(j < b.len() && b[j] == *x)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matcher::{MatchType, matches_all};
+    use proptest::prelude::*;
+
+    fn sample_series() -> Vec<(Labels, Vec<ChunkMeta>)> {
+        let mut v: Vec<(Labels, Vec<ChunkMeta>)> = (0..50)
+            .map(|i| {
+                let l = Labels::from_pairs([
+                    (
+                        "__name__",
+                        if i % 3 == 0 {
+                            "up"
+                        } else {
+                            "http_requests_total"
+                        }
+                        .to_string(),
+                    ),
+                    ("job", format!("job-{}", i % 4)),
+                    ("instance", format!("host-{i}:9090")),
+                    (
+                        "code",
+                        if i % 5 == 0 {
+                            String::new()
+                        } else {
+                            format!("{}", 200 + i % 3)
+                        },
+                    ),
+                ]);
+                let chunks = (0..(i % 4))
+                    .map(|c| ChunkMeta {
+                        chunk_ref: 8 + (i * 1000 + c * 97) as u64,
+                        min_time: 1_000 + c as i64 * 500 - i as i64,
+                        max_time: 1_400 + c as i64 * 500,
+                    })
+                    .collect();
+                (l, chunks)
+            })
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    #[test]
+    fn roundtrip_series_and_postings() {
+        let series = sample_series();
+        let bytes = write_index(&series).unwrap();
+        let r = IndexReader::new(bytes).unwrap();
+        let all = r.all_postings().unwrap();
+        assert_eq!(all.len(), series.len());
+        for (id, (l, c)) in all.iter().zip(&series) {
+            assert_eq!(r.series(*id).unwrap(), (l.clone(), c.clone()));
+        }
+        assert_eq!(r.label_names(), vec!["__name__", "code", "instance", "job"]);
+        assert_eq!(
+            r.label_values("__name__"),
+            vec!["http_requests_total", "up"]
+        );
+        assert_eq!(r.postings("__name__", "up").unwrap().len(), 17);
+        assert!(r.postings("__name__", "nope").unwrap().is_empty());
+        assert!(write_index(&[series[1].clone(), series[0].clone()]).is_err());
+    }
+
+    #[test]
+    fn corruption_is_detected() {
+        let bytes = write_index(&sample_series()).unwrap();
+        let mut bad = bytes.clone();
+        bad[0] = 0;
+        assert!(matches!(
+            IndexReader::new(bad),
+            Err(IndexError::BadMagic(_))
+        ));
+        let mut bad = bytes.clone();
+        let n = bad.len();
+        bad[n - 10] ^= 0xff;
+        assert!(IndexReader::new(bad).is_err());
+        // A flipped byte inside a series is caught by its checksum.
+        let r = IndexReader::new(bytes.clone()).unwrap();
+        let id = r.all_postings().unwrap()[3];
+        let mut bad = bytes;
+        bad[id as usize * 16 + 3] ^= 0x55;
+        let r = IndexReader::new(bad).unwrap();
+        assert!(r.series(id).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn select_agrees_with_brute_force(
+            kinds in proptest::collection::vec((0usize..4, 0usize..3, "[a-c]{0,2}"), 1..4)
+        ) {
+            let series = sample_series();
+            let r = IndexReader::new(write_index(&series).unwrap()).unwrap();
+            let names = ["job", "code", "__name__", "missing"];
+            let types = [MatchType::Equal, MatchType::NotEqual, MatchType::Regex, MatchType::NotRegex];
+            let matchers: Vec<Matcher> = kinds.iter().map(|(n, t, v)| {
+                let value = match *n { 0 => format!("job-{}", v.len()), 1 => if v.is_empty() { String::new() } else { "20.".into() }, _ => v.clone() };
+                Matcher::new(types[*t % 4], names[*n], value).unwrap()
+            }).collect();
+            let got: Vec<Labels> = r.select(&matchers).unwrap().into_iter().map(|id| r.series(id).unwrap().0).collect();
+            let want: Vec<Labels> = series.iter().filter(|(l, _)| matches_all(&matchers, l)).map(|(l, _)| l.clone()).collect();
+            prop_assert_eq!(got, want);
+        }
+    }
+}
