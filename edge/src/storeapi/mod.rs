@@ -21,6 +21,7 @@ use crate::proto::thanos::info as infopb;
 #[cfg(feature = "acceptance")]
 pub mod acceptance;
 pub mod client;
+pub mod leaf;
 pub mod memstore;
 pub mod server;
 

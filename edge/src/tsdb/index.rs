@@ -429,66 +429,13 @@ impl IndexReader {
         self.postings_at(self.all_postings)
     }
 
-    /// Union of the postings of `name`'s values that `keep` accepts.
-    fn postings_where(
-        &self,
-        name: &str,
-        keep: impl Fn(&str) -> bool,
-    ) -> Result<Vec<u32>, IndexError> {
-        let mut out = Vec::new();
-        if let Some(values) = self.postings.get(name) {
-            for (v, off) in values {
-                if keep(v) {
-                    out.extend(self.postings_at(*off)?);
-                }
-            }
-        }
-        out.sort_unstable();
-        out.dedup();
-        Ok(out)
-    }
-
     /// Series IDs whose labels satisfy every matcher (a missing label counts as `""`), sorted. With no
     /// matchers, every series.
     pub fn select(&self, matchers: &[Matcher]) -> Result<Vec<u32>, IndexError> {
-        // A series passes a matcher that accepts "" unless it has a value the matcher rejects; it passes
-        // one that rejects "" only if it has a value the matcher accepts. So: intersect the accepted
-        // lists of the latter, subtract the rejected lists of the former.
-        let mut result: Option<Vec<u32>> = None;
-        let mut subtract: Vec<Vec<u32>> = Vec::new();
-        for m in matchers {
-            if m.matches_empty() {
-                subtract.push(self.postings_where(m.name(), |v| !m.matches(v))?);
-            } else {
-                let list = match m.set_values() {
-                    Some(values) => {
-                        let mut l = Vec::new();
-                        for v in values {
-                            l.extend(self.postings(m.name(), v)?);
-                        }
-                        l.sort_unstable();
-                        l.dedup();
-                        l
-                    }
-                    None => self.postings_where(m.name(), |v| m.matches(v))?,
-                };
-                result = Some(match result {
-                    None => list,
-                    Some(r) => intersect(&r, &list),
-                });
-            }
-            if result.as_ref().is_some_and(Vec::is_empty) {
-                return Ok(vec![]);
-            }
-        }
-        let mut r = match result {
-            Some(r) => r,
-            None => self.all_postings()?,
-        };
-        for s in subtract {
-            r = difference(&r, &s);
-        }
-        Ok(r)
+        Ok(super::postings::select(self, matchers)?
+            .into_iter()
+            .map(|id| id as u32)
+            .collect())
     }
 
     /// A series' labels and chunk metas.
@@ -548,33 +495,24 @@ impl IndexReader {
     }
 }
 
-fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
-    let (mut i, mut j, mut out) = (0, 0, Vec::new());
-    while i < a.len() && j < b.len() {
-        match a[i].cmp(&b[j]) {
-            std::cmp::Ordering::Less => i += 1,
-            std::cmp::Ordering::Greater => j += 1,
-            std::cmp::Ordering::Equal => {
-                out.push(a[i]);
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    out
-}
+impl super::postings::Postings for IndexReader {
+    type Error = IndexError;
 
-fn difference(a: &[u32], b: &[u32]) -> Vec<u32> {
-    let mut j = 0;
-    a.iter()
-        .copied()
-        .filter(|x| {
-            while j < b.len() && b[j] < *x {
-                j += 1;
-            }
-            !(j < b.len() && b[j] == *x)
-        })
-        .collect()
+    fn values(&self, name: &str) -> Vec<&str> {
+        self.label_values(name)
+    }
+
+    fn list(&self, name: &str, value: &str) -> Result<Vec<u64>, IndexError> {
+        Ok(self
+            .postings(name, value)?
+            .into_iter()
+            .map(u64::from)
+            .collect())
+    }
+
+    fn all(&self) -> Result<Vec<u64>, IndexError> {
+        Ok(self.all_postings()?.into_iter().map(u64::from).collect())
+    }
 }
 
 #[cfg(test)]

@@ -3,3 +3,5 @@
 pub mod block;
 pub mod chunks;
 pub mod index;
+pub mod postings;
+pub mod wal;

@@ -1,0 +1,452 @@
+//! Write-ahead log of the head: every committed sample is written here before the commit returns.
+//!
+//! Layout: `wal/00000000`, `wal/00000001`, … segments of at most 128 MiB, and `wal/checkpoint.NNNNNNNN/`
+//! (a snapshot of the head after a truncation, covering segments up to NNNNNNNN). Meridian's own format,
+//! versioned:
+//!
+//! ```text
+//! segment:  "MWAL" | version 1 (u8) | 3 zero bytes | record*
+//! record:   len u32 BE | CRC32-Castagnoli(payload) u32 BE | payload (len bytes)
+//! payload:  type u8 | body
+//!   1 series:  (ref uvarint | #labels uvarint | (name, value as uvarint-length strings)*)*
+//!   2 samples: (ref uvarint | t varint | value bits u64 BE)*
+//! ```
+//!
+//! Durability: a record is handed to the operating system (`write`) before the commit returns, so a
+//! commit that returned survives a crash of the process. With [`FsyncPolicy::Always`] it is also synced,
+//! and survives a crash of the machine. Replay stops at the first torn or corrupt record, truncates the
+//! segment there (with a log line) and drops later segments: what follows a torn record was never
+//! acknowledged.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::labels::Labels;
+use crate::sample::Sample;
+
+pub const SEGMENT_SIZE: u64 = 128 << 20;
+const MAGIC: &[u8; 4] = b"MWAL";
+const VERSION: u8 = 1;
+const HEADER: usize = 8;
+const REC_SERIES: u8 = 1;
+const REC_SAMPLES: u8 = 2;
+
+/// When the WAL is synced to stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FsyncPolicy {
+    /// After every commit: survives machine crashes.
+    Always,
+    /// Never explicitly (the OS writes back): survives process crashes.
+    #[default]
+    OnCut,
+}
+
+/// A WAL record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    Series(Vec<(u64, Labels)>),
+    Samples(Vec<(u64, Sample)>),
+}
+
+/// The WAL failed.
+#[derive(Debug, thiserror::Error)]
+#[error("WAL {path}: {source}")]
+pub struct WalError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
+}
+
+fn werr(path: &Path) -> impl Fn(std::io::Error) -> WalError + '_ {
+    move |source| WalError {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn put_uvarint(b: &mut Vec<u8>, mut x: u64) {
+    while x >= 0x80 {
+        b.push(x as u8 | 0x80);
+        x >>= 7;
+    }
+    b.push(x as u8);
+}
+
+fn put_str(b: &mut Vec<u8>, s: &str) {
+    put_uvarint(b, s.len() as u64);
+    b.extend_from_slice(s.as_bytes());
+}
+
+/// Encodes a record's payload.
+pub fn encode(r: &Record) -> Vec<u8> {
+    let mut b = Vec::new();
+    match r {
+        Record::Series(series) => {
+            b.push(REC_SERIES);
+            for (r, l) in series {
+                put_uvarint(&mut b, *r);
+                put_uvarint(&mut b, l.len() as u64);
+                for x in l.iter() {
+                    put_str(&mut b, x.name);
+                    put_str(&mut b, x.value);
+                }
+            }
+        }
+        Record::Samples(samples) => {
+            b.push(REC_SAMPLES);
+            for (r, s) in samples {
+                put_uvarint(&mut b, *r);
+                put_uvarint(&mut b, ((s.t << 1) ^ (s.t >> 63)) as u64);
+                b.extend_from_slice(&s.v.to_bits().to_be_bytes());
+            }
+        }
+    }
+    b
+}
+
+/// Decodes a payload; `None` when it is malformed.
+pub fn decode(p: &[u8]) -> Option<Record> {
+    let (&kind, mut rest) = p.split_first()?;
+    let uv = |rest: &mut &[u8]| -> Option<u64> {
+        let (v, n) = super::chunks::uvarint(rest)?;
+        *rest = &rest[n..];
+        Some(v)
+    };
+    match kind {
+        REC_SERIES => {
+            let mut out = Vec::new();
+            while !rest.is_empty() {
+                let r = uv(&mut rest)?;
+                let n = uv(&mut rest)? as usize;
+                let mut pairs = Vec::with_capacity(n.min(1024));
+                for _ in 0..n {
+                    let mut s = [String::new(), String::new()];
+                    for x in &mut s {
+                        let len = uv(&mut rest)? as usize;
+                        let bytes = rest.get(..len)?;
+                        *x = String::from_utf8(bytes.to_vec()).ok()?;
+                        rest = &rest[len..];
+                    }
+                    let [a, b] = s;
+                    pairs.push((a, b));
+                }
+                out.push((r, Labels::from_pairs(pairs)));
+            }
+            Some(Record::Series(out))
+        }
+        REC_SAMPLES => {
+            let mut out = Vec::new();
+            while !rest.is_empty() {
+                let r = uv(&mut rest)?;
+                let z = uv(&mut rest)?;
+                let t = ((z >> 1) as i64) ^ -((z & 1) as i64);
+                let bits = rest.get(..8)?;
+                let mut a = [0u8; 8];
+                a.copy_from_slice(bits);
+                rest = &rest[8..];
+                out.push((r, Sample::new(t, f64::from_bits(u64::from_be_bytes(a)))));
+            }
+            Some(Record::Samples(out))
+        }
+        _ => None,
+    }
+}
+
+fn segment_name(n: u64) -> String {
+    format!("{n:08}")
+}
+
+/// Segment numbers in `dir`, ascending.
+fn segments(dir: &Path) -> Result<Vec<u64>, WalError> {
+    let mut v: Vec<u64> = fs::read_dir(dir)
+        .map_err(werr(dir))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok()?.parse().ok())
+        .collect();
+    v.sort_unstable();
+    Ok(v)
+}
+
+/// The newest complete checkpoint: its directory and the last segment it covers.
+fn latest_checkpoint(dir: &Path) -> Result<Option<(PathBuf, u64)>, WalError> {
+    let mut best: Option<(PathBuf, u64)> = None;
+    for e in fs::read_dir(dir).map_err(werr(dir))? {
+        let Ok(e) = e else { continue };
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(n) = name
+            .strip_prefix("checkpoint.")
+            .and_then(|s| s.parse::<u64>().ok())
+            && best.as_ref().is_none_or(|b| n > b.1)
+        {
+            best = Some((e.path(), n));
+        }
+    }
+    Ok(best)
+}
+
+/// Reads every record of one segment file; at a torn or corrupt record, truncates the file there and
+/// reports `true`.
+fn read_segment(path: &Path, out: &mut Vec<Record>) -> Result<bool, WalError> {
+    let bytes = fs::read(path).map_err(werr(path))?;
+    let mut pos = HEADER;
+    let good_header = bytes.len() >= HEADER && &bytes[..4] == MAGIC && bytes[4] == VERSION;
+    let mut torn = !good_header;
+    if good_header {
+        while pos < bytes.len() {
+            let Some(h) = bytes.get(pos..pos + 8) else {
+                torn = true;
+                break;
+            };
+            let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
+            let crc = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+            let Some(payload) = bytes.get(pos + 8..pos + 8 + len) else {
+                torn = true;
+                break;
+            };
+            if crc32c::crc32c(payload) != crc {
+                torn = true;
+                break;
+            }
+            match decode(payload) {
+                Some(r) => out.push(r),
+                None => {
+                    torn = true;
+                    break;
+                }
+            }
+            pos += 8 + len;
+        }
+    } else {
+        pos = 0;
+    }
+    if torn {
+        tracing::warn!(segment = %path.display(), offset = pos, "WAL segment torn or corrupt; truncating it there (the rest was never acknowledged)");
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(werr(path))?;
+        f.set_len(pos as u64).map_err(werr(path))?;
+        f.sync_all().map_err(werr(path))?;
+    }
+    Ok(torn)
+}
+
+/// Reads the checkpoint and the segments after it, repairing a torn tail. Returns the records in order.
+pub fn replay(dir: &Path) -> Result<Vec<Record>, WalError> {
+    fs::create_dir_all(dir).map_err(werr(dir))?;
+    let mut out = Vec::new();
+    let mut after = None;
+    if let Some((cp, n)) = latest_checkpoint(dir)? {
+        for s in segments(&cp)? {
+            read_segment(&cp.join(segment_name(s)), &mut out)?;
+        }
+        after = Some(n);
+    }
+    let segs: Vec<u64> = segments(dir)?
+        .into_iter()
+        .filter(|s| after.is_none_or(|a| *s > a))
+        .collect();
+    for (i, s) in segs.iter().enumerate() {
+        let path = dir.join(segment_name(*s));
+        if read_segment(&path, &mut out)? {
+            // Nothing after a torn record was acknowledged; later segments cannot be trusted.
+            for later in &segs[i + 1..] {
+                let p = dir.join(segment_name(*later));
+                tracing::warn!(segment = %p.display(), "removing WAL segment after a torn one");
+                fs::remove_file(&p).map_err(werr(&p))?;
+            }
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// The WAL writer.
+#[derive(Debug)]
+pub struct Wal {
+    dir: PathBuf,
+    file: fs::File,
+    segment: u64,
+    size: u64,
+    policy: FsyncPolicy,
+}
+
+impl Wal {
+    /// Opens the WAL for appending, in a new segment after the existing ones (so a repaired segment is
+    /// never appended to).
+    pub fn open(dir: &Path, policy: FsyncPolicy) -> Result<Wal, WalError> {
+        fs::create_dir_all(dir).map_err(werr(dir))?;
+        let next = segments(dir)?.last().map_or(0, |s| s + 1);
+        let next = next.max(latest_checkpoint(dir)?.map_or(0, |c| c.1 + 1));
+        let (file, size) = create_segment(dir, next)?;
+        Ok(Wal {
+            dir: dir.to_owned(),
+            file,
+            segment: next,
+            size,
+            policy,
+        })
+    }
+
+    /// Appends records; they are in the operating system (and, with `Always`, on disk) on return.
+    pub fn log(&mut self, records: &[Record]) -> Result<(), WalError> {
+        let mut buf = Vec::new();
+        for r in records {
+            let p = encode(r);
+            buf.extend_from_slice(&(p.len() as u32).to_be_bytes());
+            buf.extend_from_slice(&crc32c::crc32c(&p).to_be_bytes());
+            buf.extend_from_slice(&p);
+        }
+        if self.size + buf.len() as u64 > SEGMENT_SIZE && self.size > HEADER as u64 {
+            self.cut()?;
+        }
+        let path = self.dir.join(segment_name(self.segment));
+        self.file.write_all(&buf).map_err(werr(&path))?;
+        self.size += buf.len() as u64;
+        if self.policy == FsyncPolicy::Always {
+            self.file.sync_data().map_err(werr(&path))?;
+        }
+        Ok(())
+    }
+
+    /// Starts a new segment; returns the number of the last complete one.
+    pub fn cut(&mut self) -> Result<u64, WalError> {
+        let path = self.dir.join(segment_name(self.segment));
+        self.file.sync_all().map_err(werr(&path))?;
+        let done = self.segment;
+        let (file, size) = create_segment(&self.dir, done + 1)?;
+        self.file = file;
+        self.segment = done + 1;
+        self.size = size;
+        Ok(done)
+    }
+
+    /// Writes a checkpoint covering segments up to `upto` with `records` (the head's state), then deletes
+    /// those segments and older checkpoints. The checkpoint is written to a temporary directory and
+    /// renamed, so a crash leaves either the old state or the new one.
+    pub fn checkpoint(&mut self, upto: u64, records: &[Record]) -> Result<(), WalError> {
+        let tmp = self.dir.join(format!("checkpoint.{upto:08}.tmp"));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp).map_err(werr(&tmp))?;
+        let mut cp = Wal {
+            dir: tmp.clone(),
+            file: create_segment(&tmp, 0)?.0,
+            segment: 0,
+            size: HEADER as u64,
+            policy: FsyncPolicy::Always,
+        };
+        cp.log(records)?;
+        cp.file.sync_all().map_err(werr(&tmp))?;
+        drop(cp);
+        let dst = self.dir.join(format!("checkpoint.{upto:08}"));
+        let _ = fs::remove_dir_all(&dst);
+        fs::rename(&tmp, &dst).map_err(werr(&dst))?;
+        fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(werr(&self.dir))?;
+        for s in segments(&self.dir)? {
+            if s <= upto {
+                let p = self.dir.join(segment_name(s));
+                fs::remove_file(&p).map_err(werr(&p))?;
+            }
+        }
+        for e in fs::read_dir(&self.dir).map_err(werr(&self.dir))?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(n) = name
+                .strip_prefix("checkpoint.")
+                .and_then(|s| s.parse::<u64>().ok())
+                && n < upto
+            {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn create_segment(dir: &Path, n: u64) -> Result<(fs::File, u64), WalError> {
+    let path = dir.join(segment_name(n));
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(werr(&path))?;
+    let mut header = MAGIC.to_vec();
+    header.extend_from_slice(&[VERSION, 0, 0, 0]);
+    f.write_all(&header).map_err(werr(&path))?;
+    f.sync_all().map_err(werr(&path))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(werr(dir))?;
+    Ok((f, HEADER as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample::stale_nan;
+
+    fn recs() -> Vec<Record> {
+        vec![
+            Record::Series(vec![
+                (1, Labels::from_pairs([("a", "1")])),
+                (2, Labels::from_pairs([("a", "2"), ("b", "x\ny")])),
+            ]),
+            Record::Samples(vec![
+                (1, Sample::new(-5, 1.5)),
+                (2, Sample::new(1_700_000_000_000, stale_nan())),
+            ]),
+        ]
+    }
+
+    #[test]
+    fn roundtrip_and_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = dir.path().join("wal");
+        {
+            let mut wal = Wal::open(&w, FsyncPolicy::Always).unwrap();
+            wal.log(&recs()).unwrap();
+            wal.log(&[Record::Samples(vec![(1, Sample::new(10, 2.0))])])
+                .unwrap();
+        }
+        let got = replay(&w).unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[..2], recs()[..]);
+        // Tear the last record: replay keeps the others and repairs the file.
+        let seg = w.join(segment_name(0));
+        let len = fs::metadata(&seg).unwrap().len();
+        let f = fs::OpenOptions::new().write(true).open(&seg).unwrap();
+        f.set_len(len - 3).unwrap();
+        let got = replay(&w).unwrap();
+        assert_eq!(got, recs());
+        assert_eq!(replay(&w).unwrap(), recs(), "repair is stable");
+        // Corrupt a byte in the middle: everything from there on is dropped.
+        let mut b = fs::read(&seg).unwrap();
+        let n = b.len();
+        b[n - 4] ^= 0xff;
+        fs::write(&seg, b).unwrap();
+        assert_eq!(replay(&w).unwrap(), recs()[..1].to_vec());
+    }
+
+    #[test]
+    fn checkpoint_replaces_old_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = dir.path().join("wal");
+        let mut wal = Wal::open(&w, FsyncPolicy::OnCut).unwrap();
+        wal.log(&recs()).unwrap();
+        let upto = wal.cut().unwrap();
+        wal.log(&[Record::Samples(vec![(2, Sample::new(99, 9.0))])])
+            .unwrap();
+        let snapshot = vec![Record::Series(vec![(2, Labels::from_pairs([("a", "2")]))])];
+        wal.checkpoint(upto, &snapshot).unwrap();
+        drop(wal);
+        let got = replay(&w).unwrap();
+        assert_eq!(got[0], snapshot[0]);
+        assert_eq!(got[1], Record::Samples(vec![(2, Sample::new(99, 9.0))]));
+        assert_eq!(got.len(), 2);
+        // A reopened WAL continues after the checkpoint.
+        let mut wal = Wal::open(&w, FsyncPolicy::OnCut).unwrap();
+        wal.log(&[Record::Samples(vec![(2, Sample::new(100, 1.0))])])
+            .unwrap();
+        assert_eq!(replay(&w).unwrap().len(), 3);
+    }
+}
