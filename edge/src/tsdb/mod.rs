@@ -2,6 +2,8 @@
 
 pub mod block;
 pub mod chunks;
+pub mod db;
+pub mod head;
 pub mod index;
 pub mod postings;
 pub mod wal;

@@ -1,0 +1,662 @@
+//! The edge's TSDB: head + WAL + blocks in one directory, as Prometheus lays it out:
+//!
+//! ```text
+//! <dir>/wal/…                  write-ahead log of the head
+//! <dir>/<ULID>/…               blocks, 2 h ranges aligned like Prometheus' (multiples of the range)
+//! <dir>/<ULID>.tmp-for-*       unfinished block writes or deletions, removed at start-up
+//! ```
+//!
+//! Appends are atomic per commit: validated against the head, written to the WAL, then applied. When the
+//! head spans more than 1.5 block ranges, its oldest complete range is written as a block and the head is
+//! truncated (with a WAL checkpoint). Retention deletes blocks outside the retention time or size — and,
+//! when an upload status is set (the shipper), only blocks confirmed uploaded.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+
+use super::block::{Block, BlockError, BlockMeta, is_tmp_block, write_block};
+use super::head::{Accept, AppendError, Head};
+use super::wal::{self, FsyncPolicy, Record, Wal, WalError};
+use crate::error::{Error, Result};
+use crate::labels::Labels;
+use crate::matcher::Matcher;
+use crate::sample::Sample;
+use crate::storeapi::leaf::{SeriesSource, SourceChunk, SourceSeries};
+
+pub const DEFAULT_BLOCK_RANGE: i64 = 2 * 3600 * 1000;
+const DELETION_SUFFIX: &str = ".tmp-for-deletion";
+
+/// How the TSDB behaves.
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    /// Block range in ms (2 h).
+    pub block_range: i64,
+    /// Blocks ending more than this long ago (ms) are deleted.
+    pub retention_time: Option<i64>,
+    /// Oldest blocks are deleted while the blocks' total size exceeds this (bytes).
+    pub retention_size: Option<u64>,
+    pub fsync: FsyncPolicy,
+}
+
+impl Default for DbOptions {
+    fn default() -> DbOptions {
+        DbOptions {
+            block_range: DEFAULT_BLOCK_RANGE,
+            retention_time: Some(15 * 24 * 3600 * 1000),
+            retention_size: None,
+            fsync: FsyncPolicy::default(),
+        }
+    }
+}
+
+/// Whether a block is safely uploaded (implemented by the shipper). Retention keeps every block it
+/// does not confirm.
+pub trait UploadStatus: Send + Sync {
+    fn is_uploaded(&self, ulid: &str) -> bool;
+}
+
+/// The TSDB failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error(transparent)]
+    Block(#[from] BlockError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl From<DbError> for Error {
+    fn from(e: DbError) -> Error {
+        Error::internal(e.to_string())
+    }
+}
+
+struct State {
+    head: Head,
+    blocks: Vec<Arc<Block>>,
+}
+
+/// See the module documentation.
+pub struct Db {
+    dir: PathBuf,
+    opts: DbOptions,
+    state: RwLock<State>,
+    wal: Mutex<Wal>,
+    upload_status: RwLock<Option<Arc<dyn UploadStatus>>>,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> DbError + '_ {
+    move |source| DbError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl Db {
+    /// Opens (or creates) a TSDB: removes unfinished block writes, opens blocks, replays the WAL.
+    pub fn open(dir: &Path, opts: DbOptions) -> std::result::Result<Db, DbError> {
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut blocks = Vec::new();
+        for e in fs::read_dir(dir).map_err(io(dir))?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let path = e.path();
+            if is_tmp_block(&name) || name.ends_with(DELETION_SUFFIX) {
+                tracing::info!(dir = %path.display(), "removing an unfinished block write or deletion");
+                fs::remove_dir_all(&path).map_err(io(&path))?;
+            } else if path.join("meta.json").is_file() {
+                blocks.push(Arc::new(Block::open(&path)?));
+            }
+        }
+        blocks.sort_by_key(|b| b.meta().min_time);
+        let min_valid = blocks
+            .iter()
+            .map(|b| b.meta().max_time)
+            .max()
+            .unwrap_or(i64::MIN);
+        let mut head = Head::new(opts.block_range, min_valid);
+        let wal_dir = dir.join("wal");
+        let (mut replayed, mut skipped) = (0usize, 0usize);
+        for rec in wal::replay(&wal_dir)? {
+            match rec {
+                Record::Series(s) => {
+                    for (r, labels) in s {
+                        head.insert(r, labels);
+                        if let Some(m) = head.get_mut(r) {
+                            m.logged = true;
+                        }
+                    }
+                }
+                Record::Samples(s) => {
+                    for (r, smp) in s {
+                        match head.check(r, smp, None) {
+                            Ok(Accept::Append) => {
+                                head.append(r, smp);
+                                replayed += 1;
+                            }
+                            // Already in a block, or a repeat: nothing to restore.
+                            _ => skipped += 1,
+                        }
+                    }
+                }
+            }
+        }
+        if replayed + skipped > 0 {
+            tracing::info!(replayed, skipped, "WAL replayed");
+        }
+        let wal = Wal::open(&wal_dir, opts.fsync)?;
+        Ok(Db {
+            dir: dir.to_owned(),
+            opts,
+            state: RwLock::new(State { head, blocks }),
+            wal: Mutex::new(wal),
+            upload_status: RwLock::new(None),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wal(&self) -> std::sync::MutexGuard<'_, Wal> {
+        self.wal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets the upload status retention must respect.
+    pub fn set_upload_status(&self, status: Arc<dyn UploadStatus>) {
+        *self
+            .upload_status
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(status);
+    }
+
+    /// A batch of appends, applied atomically by [`Appender::commit`].
+    pub fn appender(&self) -> Appender<'_> {
+        Appender {
+            db: self,
+            pending: Vec::new(),
+            last: HashMap::new(),
+        }
+    }
+
+    /// Metas of the blocks, oldest first.
+    pub fn blocks(&self) -> Vec<BlockMeta> {
+        self.read()
+            .blocks
+            .iter()
+            .map(|b| b.meta().clone())
+            .collect()
+    }
+
+    pub fn head_series(&self) -> usize {
+        self.read().head.num_series()
+    }
+
+    /// Approximate memory held by the head (for the per-series memory gauge).
+    pub fn head_memory_bytes(&self) -> usize {
+        self.read().head.memory_bytes()
+    }
+
+    /// Writes the oldest complete block ranges of the head while it spans more than 1.5 ranges (as
+    /// Prometheus decides). Returns the new blocks.
+    pub fn compact(&self) -> std::result::Result<Vec<BlockMeta>, DbError> {
+        let mut out = Vec::new();
+        loop {
+            let (min, max) = self.read().head.time_range();
+            if min == i64::MAX || max - min <= self.opts.block_range / 2 * 3 {
+                return Ok(out);
+            }
+            let start = min.div_euclid(self.opts.block_range) * self.opts.block_range;
+            out.extend(self.persist(start, start + self.opts.block_range)?);
+        }
+    }
+
+    /// Writes everything in the head into blocks (shutdown, tests). Returns the new blocks.
+    pub fn flush_head(&self) -> std::result::Result<Vec<BlockMeta>, DbError> {
+        let mut out = Vec::new();
+        loop {
+            let (min, _) = self.read().head.time_range();
+            if min == i64::MAX {
+                return Ok(out);
+            }
+            let start = min.div_euclid(self.opts.block_range) * self.opts.block_range;
+            out.extend(self.persist(start, start + self.opts.block_range)?);
+        }
+    }
+
+    /// Persists the head's `[start, end)` as a block, then truncates the head and checkpoints the WAL.
+    fn persist(&self, start: i64, end: i64) -> std::result::Result<Option<BlockMeta>, DbError> {
+        // From here on the range is closed for appends: what is collected is what the block holds.
+        let samples = {
+            let mut st = self.write();
+            st.head.min_valid_time = st.head.min_valid_time.max(end);
+            st.head.samples_in(start, end)
+        };
+        let meta = if samples.is_empty() {
+            None
+        } else {
+            let meta = write_block(&self.dir, samples, start, end)?;
+            let block = Arc::new(Block::open(&self.dir.join(&meta.ulid))?);
+            Some((meta, block))
+        };
+        let (upto, records) = {
+            let mut st = self.write();
+            if let Some((_, b)) = &meta {
+                st.blocks.push(b.clone());
+                st.blocks.sort_by_key(|b| b.meta().min_time);
+            }
+            st.head.truncate(end);
+            let upto = self.wal().cut()?;
+            (upto, st.head.records())
+        };
+        self.wal().checkpoint(upto, &records)?;
+        Ok(meta.map(|(m, _)| m))
+    }
+
+    /// Deletes blocks outside retention (time: ending before `now - retention_time`; size: oldest while
+    /// over the limit) that the upload status, if set, confirms uploaded. Returns the deleted ULIDs.
+    pub fn apply_retention(&self, now_ms: i64) -> std::result::Result<Vec<String>, DbError> {
+        let status = self
+            .upload_status
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let uploaded = |ulid: &str| status.as_ref().is_none_or(|s| s.is_uploaded(ulid));
+        let blocks: Vec<Arc<Block>> = self.read().blocks.clone();
+        let sizes: Vec<u64> = blocks.iter().map(|b| dir_size(b.dir())).collect();
+        let mut total: u64 = sizes.iter().sum();
+        let mut doomed = Vec::new();
+        for (b, size) in blocks.iter().zip(&sizes) {
+            let m = b.meta();
+            let by_time = self
+                .opts
+                .retention_time
+                .is_some_and(|rt| m.max_time <= now_ms - rt);
+            let by_size = self.opts.retention_size.is_some_and(|rs| total > rs);
+            if !(by_time || by_size) {
+                continue;
+            }
+            if !uploaded(&m.ulid) {
+                tracing::debug!(block = %m.ulid, "outside retention but not uploaded yet; kept");
+                continue;
+            }
+            total -= size;
+            doomed.push(m.ulid.clone());
+        }
+        if doomed.is_empty() {
+            return Ok(doomed);
+        }
+        self.write()
+            .blocks
+            .retain(|b| !doomed.contains(&b.meta().ulid));
+        for ulid in &doomed {
+            // Rename first: a crash leaves a `.tmp-for-deletion` directory that start-up removes, never
+            // a half-deleted block that looks valid.
+            let from = self.dir.join(ulid);
+            let to = self.dir.join(format!("{ulid}{DELETION_SUFFIX}"));
+            fs::rename(&from, &to).map_err(io(&from))?;
+            fs::remove_dir_all(&to).map_err(io(&to))?;
+            tracing::info!(block = %ulid, "block deleted by retention");
+        }
+        Ok(doomed)
+    }
+
+    /// Series matching `matchers` with chunks overlapping `[mint, maxt]`, from blocks and head, merged by
+    /// labels and sorted by labels; each series' chunks sorted by time (they may overlap right after a
+    /// block was written; samples repeated across chunks are identical).
+    pub fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        with_data: bool,
+    ) -> std::result::Result<Vec<SourceSeries>, DbError> {
+        let st = self.read();
+        let mut merged: BTreeMap<Labels, Vec<SourceChunk>> = BTreeMap::new();
+        for b in &st.blocks {
+            let m = b.meta();
+            if m.max_time <= mint || m.min_time > maxt {
+                continue;
+            }
+            for s in b.select(matchers, mint, maxt)? {
+                merged
+                    .entry(s.labels)
+                    .or_default()
+                    .extend(s.chunks.into_iter().map(|(meta, data)| SourceChunk {
+                        min_time: meta.min_time,
+                        max_time: meta.max_time,
+                        data: if with_data {
+                            Bytes::copy_from_slice(data)
+                        } else {
+                            Bytes::new()
+                        },
+                    }));
+            }
+        }
+        for s in st.head.select(matchers, mint, maxt, with_data) {
+            merged.entry(s.labels).or_default().extend(s.chunks);
+        }
+        Ok(merged
+            .into_iter()
+            .map(|(labels, mut chunks)| {
+                chunks.sort_by_key(|c| (c.min_time, c.max_time));
+                SourceSeries { labels, chunks }
+            })
+            .collect())
+    }
+
+    /// Every sample of the matching series in `[mint, maxt]`, overlapping chunks merged (for tools and
+    /// tests; queries use chunks).
+    pub fn samples(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> std::result::Result<Vec<(Labels, Vec<Sample>)>, DbError> {
+        Ok(self
+            .select(matchers, mint, maxt, true)?
+            .into_iter()
+            .map(|s| {
+                let mut all: Vec<Sample> = s
+                    .chunks
+                    .iter()
+                    .flat_map(|c| {
+                        crate::chunkenc::XorIterator::new(&c.data)
+                            .into_iter()
+                            .flatten()
+                    })
+                    .filter(|x| x.t >= mint && x.t <= maxt)
+                    .collect();
+                all.sort_by_key(|x| x.t);
+                all.dedup_by_key(|x| x.t);
+                (s.labels, all)
+            })
+            .collect())
+    }
+
+    fn time_range(&self) -> (i64, i64) {
+        let st = self.read();
+        let (mut min, mut max) = st.head.time_range();
+        for b in &st.blocks {
+            min = min.min(b.meta().min_time);
+            max = max.max(b.meta().max_time - 1);
+        }
+        (min, max)
+    }
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+impl SeriesSource for Arc<Db> {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        with_data: bool,
+    ) -> Result<Vec<SourceSeries>> {
+        Ok(Db::select(self, matchers, mint, maxt, with_data)?)
+    }
+
+    fn time_range(&self) -> (i64, i64) {
+        Db::time_range(self)
+    }
+}
+
+/// A batch of samples, validated as they are added and applied atomically on commit.
+pub struct Appender<'a> {
+    db: &'a Db,
+    pending: Vec<(u64, Sample)>,
+    /// Last pending sample per series, to check order within the batch.
+    last: HashMap<u64, (i64, u64)>,
+}
+
+impl Appender<'_> {
+    /// The reference of a series, created if new. References stay valid until the series leaves the
+    /// head; an append with a stale one fails with [`AppendError::UnknownRef`].
+    pub fn series_ref(&mut self, labels: &Labels) -> u64 {
+        if let Some(r) = self.db.read().head.lookup(labels) {
+            return r;
+        }
+        self.db.write().head.get_or_create(labels).0
+    }
+
+    /// Adds a sample for a series reference (the hot path).
+    pub fn append(&mut self, r: u64, t: i64, v: f64) -> std::result::Result<(), AppendError> {
+        let s = Sample::new(t, v);
+        match self
+            .db
+            .read()
+            .head
+            .check(r, s, self.last.get(&r).copied())?
+        {
+            Accept::Append => {
+                self.pending.push((r, s));
+                self.last.insert(r, (t, v.to_bits()));
+            }
+            Accept::AlreadyStored => {}
+        }
+        Ok(())
+    }
+
+    /// Adds a sample for a label set; returns the series reference for later appends.
+    pub fn add(
+        &mut self,
+        labels: &Labels,
+        t: i64,
+        v: f64,
+    ) -> std::result::Result<u64, AppendError> {
+        let r = self.series_ref(labels);
+        self.append(r, t, v)?;
+        Ok(r)
+    }
+
+    /// Writes the batch to the WAL and applies it: all of it or, on error, none of it. Returns the number
+    /// of samples stored.
+    pub fn commit(self) -> std::result::Result<usize, AppendError> {
+        if self.pending.is_empty() {
+            return Ok(0);
+        }
+        let mut st = self.db.write();
+        // Re-check against the head as it is now (other commits may have landed since `append`).
+        let mut last: HashMap<u64, (i64, u64)> = HashMap::new();
+        let mut keep = Vec::with_capacity(self.pending.len());
+        for (r, s) in &self.pending {
+            match st.head.check(*r, *s, last.get(r).copied())? {
+                Accept::Append => {
+                    keep.push((*r, *s));
+                    last.insert(*r, (s.t, s.v.to_bits()));
+                }
+                Accept::AlreadyStored => {}
+            }
+        }
+        let mut new_series: Vec<(u64, Labels)> = Vec::new();
+        for r in last.keys() {
+            if let Some(s) = st.head.get(*r)
+                && !s.logged
+            {
+                new_series.push((*r, s.labels.clone()));
+            }
+        }
+        let mut records = Vec::with_capacity(2);
+        if !new_series.is_empty() {
+            records.push(Record::Series(new_series.clone()));
+        }
+        records.push(Record::Samples(keep.clone()));
+        self.db
+            .wal()
+            .log(&records)
+            .map_err(|e| AppendError::Storage(e.to_string()))?;
+        for (r, _) in &new_series {
+            if let Some(s) = st.head.get_mut(*r) {
+                s.logged = true;
+            }
+        }
+        for (r, s) in &keep {
+            st.head.append(*r, *s);
+        }
+        Ok(keep.len())
+    }
+
+    /// Drops the batch.
+    pub fn rollback(self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::matcher::MatchType;
+    use crate::sample::stale_nan;
+
+    const H: i64 = 3600 * 1000;
+
+    fn l(i: usize) -> Labels {
+        Labels::from_pairs([("__name__", "m".to_string()), ("i", i.to_string())])
+    }
+
+    #[test]
+    fn append_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+        let mut app = db.appender();
+        let r = app.add(&l(1), 1000, 1.0).unwrap();
+        app.append(r, 2000, stale_nan()).unwrap();
+        assert!(matches!(
+            app.append(r, 1500, 1.0),
+            Err(AppendError::OutOfOrder { .. })
+        ));
+        assert_eq!(app.commit().unwrap(), 2);
+        let mut app = db.appender();
+        assert!(matches!(
+            app.append(r, 2000, 5.0),
+            Err(AppendError::Duplicate { .. })
+        ));
+        app.append(r, 2000, stale_nan()).unwrap(); // same value: accepted, nothing new
+        assert_eq!(app.commit().unwrap(), 0);
+        let got = db.samples(&[Matcher::equal("i", "1")], 0, 10_000).unwrap();
+        assert_eq!(
+            got[0].1,
+            vec![Sample::new(1000, 1.0), Sample::new(2000, stale_nan())]
+        );
+        // Rolled back samples are not visible.
+        let mut app = db.appender();
+        app.append(r, 3000, 3.0).unwrap();
+        app.rollback();
+        assert_eq!(
+            db.samples(&[Matcher::equal("i", "1")], 0, 10_000).unwrap()[0]
+                .1
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn replay_compact_checkpoint_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = DbOptions {
+            retention_time: Some(4 * H),
+            ..Default::default()
+        };
+        let mut want: Vec<(Labels, Vec<Sample>)> = (0..20).map(|i| (l(i), vec![])).collect();
+        {
+            let db = Db::open(dir.path(), opts.clone()).unwrap();
+            for k in 0..(5 * 60) {
+                let mut app = db.appender();
+                for (i, (labels, s)) in want.iter_mut().enumerate() {
+                    let smp = Sample::new(k * 60_000, (k as f64) * (i as f64));
+                    app.add(labels, smp.t, smp.v).unwrap();
+                    s.push(smp);
+                }
+                app.commit().unwrap();
+            }
+            // 5 h of data: the head spans more than 1.5 ranges, so [0, 2h) becomes a block; then it spans
+            // less than 3 h and stays.
+            let made = db.compact().unwrap();
+            assert_eq!(made.len(), 1);
+            assert_eq!((made[0].min_time, made[0].max_time), (0, 2 * H));
+            assert_eq!(db.read().head.time_range().0, 2 * H);
+            // Too old now.
+            let mut app = db.appender();
+            assert!(matches!(
+                app.add(&l(0), H, 1.0),
+                Err(AppendError::TooOld { .. })
+            ));
+        }
+        // Reopen: blocks + checkpoint + WAL give back every sample exactly once.
+        let db = Db::open(dir.path(), opts.clone()).unwrap();
+        let all = [Matcher::new(MatchType::Equal, "__name__", "m").unwrap()];
+        let got = db.samples(&all, i64::MIN, i64::MAX).unwrap();
+        let mut want_sorted = want.clone();
+        want_sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(got, want_sorted);
+        // Retention: block [0, 2h) ends 4 h before 6 h; with an upload status, only if uploaded.
+        struct Nothing;
+        impl UploadStatus for Nothing {
+            fn is_uploaded(&self, _: &str) -> bool {
+                false
+            }
+        }
+        db.set_upload_status(Arc::new(Nothing));
+        assert!(db.apply_retention(6 * H).unwrap().is_empty());
+        struct All;
+        impl UploadStatus for All {
+            fn is_uploaded(&self, _: &str) -> bool {
+                true
+            }
+        }
+        db.set_upload_status(Arc::new(All));
+        let deleted = db.apply_retention(6 * H).unwrap();
+        assert_eq!(deleted.len(), 1);
+        assert!(!dir.path().join(&deleted[0]).exists());
+        assert!(db.blocks().is_empty());
+        // Flushing the head writes the rest, block-aligned.
+        let made = db.flush_head().unwrap();
+        assert_eq!(
+            made.iter()
+                .map(|m| (m.min_time, m.max_time))
+                .collect::<Vec<_>>(),
+            vec![(2 * H, 4 * H), (4 * H, 6 * H)]
+        );
+        assert_eq!(db.head_series(), 0);
+    }
+
+    #[test]
+    fn unfinished_block_write_is_invisible() {
+        let dir = tempfile::tempdir().unwrap();
+        let partial = dir
+            .path()
+            .join("01ABCDEFGHJKMNPQRSTVWXYZ00.tmp-for-creation");
+        fs::create_dir_all(partial.join("chunks")).unwrap();
+        fs::write(partial.join("meta.json"), b"{").unwrap();
+        let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+        assert!(db.blocks().is_empty());
+        assert!(!partial.exists());
+    }
+}

@@ -1,0 +1,388 @@
+//! The in-memory head: recent series and their open XOR chunks, indexed by reference, by label hash
+//! and by postings.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+
+use super::postings::{self, Postings};
+use super::wal::Record;
+use crate::chunkenc::{SAMPLES_PER_CHUNK, XorChunk};
+use crate::labels::Labels;
+use crate::matcher::Matcher;
+use crate::sample::Sample;
+use crate::storeapi::leaf::{SourceChunk, SourceSeries};
+
+/// Why a sample was refused. The first three are the client's fault (remote_write answers 400 and the
+/// sender drops the sample); `Storage` is ours (5xx, the sender retries).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    #[error(
+        "out-of-order sample for {labels}: timestamp {t} is before the series' last sample at {last}"
+    )]
+    OutOfOrder { labels: String, t: i64, last: i64 },
+    #[error("duplicate sample for {labels} at timestamp {t} with a different value")]
+    Duplicate { labels: String, t: i64 },
+    #[error(
+        "sample for {labels} at timestamp {t} is too old: data before {min_valid} is already in blocks"
+    )]
+    TooOld {
+        labels: String,
+        t: i64,
+        min_valid: i64,
+    },
+    #[error(
+        "unknown series reference {0} (the series was removed from the head; resolve its labels again)"
+    )]
+    UnknownRef(u64),
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+impl AppendError {
+    /// Whether the sender is at fault (retrying will not help).
+    pub fn is_client_error(&self) -> bool {
+        !matches!(self, AppendError::Storage(_) | AppendError::UnknownRef(_))
+    }
+}
+
+/// What to do with a checked sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Accept {
+    Append,
+    /// Same timestamp and same value as the last sample: accepted, nothing to store.
+    AlreadyStored,
+}
+
+pub(crate) struct HeadChunk {
+    pub chunk: XorChunk,
+    pub min_t: i64,
+}
+
+pub(crate) struct MemSeries {
+    pub labels: Labels,
+    pub chunks: Vec<HeadChunk>,
+    /// Time and value bits of the last sample.
+    pub last: Option<(i64, u64)>,
+    /// Whether the series record is in the WAL.
+    pub logged: bool,
+    created_gen: u64,
+}
+
+/// See the module documentation.
+pub(crate) struct Head {
+    series: HashMap<u64, MemSeries>,
+    by_hash: HashMap<u64, Vec<u64>>,
+    postings: BTreeMap<String, BTreeMap<String, Vec<u64>>>,
+    next_ref: u64,
+    /// Samples before this are refused: their range is already in blocks.
+    pub min_valid_time: i64,
+    /// Chunks never span a multiple of this (the block range).
+    chunk_range: i64,
+    max_t: i64,
+    generation: u64,
+}
+
+impl Head {
+    pub fn new(chunk_range: i64, min_valid_time: i64) -> Head {
+        Head {
+            series: HashMap::new(),
+            by_hash: HashMap::new(),
+            postings: BTreeMap::new(),
+            next_ref: 1,
+            min_valid_time,
+            chunk_range,
+            max_t: i64::MIN,
+            generation: 0,
+        }
+    }
+
+    pub fn num_series(&self) -> usize {
+        self.series.len()
+    }
+
+    pub fn get(&self, r: u64) -> Option<&MemSeries> {
+        self.series.get(&r)
+    }
+
+    pub fn get_mut(&mut self, r: u64) -> Option<&mut MemSeries> {
+        self.series.get_mut(&r)
+    }
+
+    pub fn lookup(&self, labels: &Labels) -> Option<u64> {
+        self.by_hash
+            .get(&labels.hash_value())?
+            .iter()
+            .copied()
+            .find(|r| self.series.get(r).is_some_and(|s| s.labels == *labels))
+    }
+
+    /// The series' reference, creating it when new (`true`).
+    pub fn get_or_create(&mut self, labels: &Labels) -> (u64, bool) {
+        if let Some(r) = self.lookup(labels) {
+            return (r, false);
+        }
+        let r = self.next_ref;
+        self.insert(r, labels.clone());
+        (r, true)
+    }
+
+    /// Inserts a series under a known reference (WAL replay).
+    pub fn insert(&mut self, r: u64, labels: Labels) {
+        if self.series.contains_key(&r) {
+            return;
+        }
+        self.next_ref = self.next_ref.max(r + 1);
+        self.by_hash.entry(labels.hash_value()).or_default().push(r);
+        for l in labels.iter() {
+            let list = self
+                .postings
+                .entry(l.name.to_owned())
+                .or_default()
+                .entry(l.value.to_owned())
+                .or_default();
+            // References grow, so pushing keeps lists sorted except after replay of old references.
+            if list.last().is_some_and(|x| *x > r) {
+                let at = list.partition_point(|x| *x < r);
+                list.insert(at, r);
+            } else {
+                list.push(r);
+            }
+        }
+        self.series.insert(
+            r,
+            MemSeries {
+                labels,
+                chunks: Vec::new(),
+                last: None,
+                logged: false,
+                created_gen: self.generation,
+            },
+        );
+    }
+
+    /// Checks a sample against the series' last one and the head's valid range.
+    pub fn check(
+        &self,
+        r: u64,
+        s: Sample,
+        last: Option<(i64, u64)>,
+    ) -> Result<Accept, AppendError> {
+        let series = self.series.get(&r).ok_or(AppendError::UnknownRef(r))?;
+        if s.t < self.min_valid_time {
+            return Err(AppendError::TooOld {
+                labels: series.labels.to_string(),
+                t: s.t,
+                min_valid: self.min_valid_time,
+            });
+        }
+        match last.or(series.last) {
+            Some((lt, _)) if s.t < lt => Err(AppendError::OutOfOrder {
+                labels: series.labels.to_string(),
+                t: s.t,
+                last: lt,
+            }),
+            Some((lt, bits)) if s.t == lt => {
+                if bits == s.v.to_bits() {
+                    Ok(Accept::AlreadyStored)
+                } else {
+                    Err(AppendError::Duplicate {
+                        labels: series.labels.to_string(),
+                        t: s.t,
+                    })
+                }
+            }
+            _ => Ok(Accept::Append),
+        }
+    }
+
+    /// Appends a checked sample; cuts a new chunk at 120 samples or when the sample crosses a block
+    /// boundary, so no chunk spans two blocks.
+    pub fn append(&mut self, r: u64, s: Sample) {
+        let range = self.chunk_range;
+        let Some(series) = self.series.get_mut(&r) else {
+            return;
+        };
+        let cut = match series.chunks.last() {
+            None => true,
+            Some(c) => {
+                c.chunk.num_samples() >= SAMPLES_PER_CHUNK
+                    || s.t.div_euclid(range) != c.min_t.div_euclid(range)
+            }
+        };
+        if cut {
+            series.chunks.push(HeadChunk {
+                chunk: XorChunk::with_layout(Default::default(), 160),
+                min_t: s.t,
+            });
+        }
+        if let Some(c) = series.chunks.last_mut() {
+            // 120 samples per chunk is far below the format's 65535.
+            let _ = c.chunk.append(s.t, s.v);
+        }
+        series.last = Some((s.t, s.v.to_bits()));
+        self.max_t = self.max_t.max(s.t);
+    }
+
+    /// `(min, max)` sample times in the head; `(i64::MAX, i64::MIN)` when empty.
+    pub fn time_range(&self) -> (i64, i64) {
+        let min = self
+            .series
+            .values()
+            .filter_map(|s| s.chunks.first().map(|c| c.min_t))
+            .min()
+            .unwrap_or(i64::MAX);
+        if min == i64::MAX {
+            (i64::MAX, i64::MIN)
+        } else {
+            (min, self.max_t)
+        }
+    }
+
+    /// Series matching `matchers` with chunks overlapping `[mint, maxt]`.
+    pub fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        with_data: bool,
+    ) -> Vec<SourceSeries> {
+        let Ok(refs) = postings::select(self, matchers);
+        refs.into_iter()
+            .filter_map(|r| {
+                let s = self.series.get(&r)?;
+                let chunks: Vec<SourceChunk> = s
+                    .chunks
+                    .iter()
+                    .filter(|c| c.min_t <= maxt && c.chunk.last_t() >= mint)
+                    .map(|c| SourceChunk {
+                        min_time: c.min_t,
+                        max_time: c.chunk.last_t(),
+                        data: if with_data {
+                            Bytes::copy_from_slice(c.chunk.bytes())
+                        } else {
+                            Bytes::new()
+                        },
+                    })
+                    .collect();
+                (!chunks.is_empty()).then(|| SourceSeries {
+                    labels: s.labels.clone(),
+                    chunks,
+                })
+            })
+            .collect()
+    }
+
+    /// Every series' samples within `[start, end)`, for writing a block.
+    pub fn samples_in(&self, start: i64, end: i64) -> Vec<(Labels, Vec<Sample>)> {
+        self.series
+            .values()
+            .filter_map(|s| {
+                let samples: Vec<Sample> = s
+                    .chunks
+                    .iter()
+                    .filter(|c| c.min_t < end && c.chunk.last_t() >= start)
+                    .flat_map(|c| c.chunk.iter())
+                    .filter(|x| x.t >= start && x.t < end)
+                    .collect();
+                (!samples.is_empty()).then(|| (s.labels.clone(), samples))
+            })
+            .collect()
+    }
+
+    /// Drops data before `before` (now in blocks) and series left without data; refuses samples before it
+    /// from now on. Series created since the previous truncation are kept even when empty (an appender
+    /// may hold their reference).
+    pub fn truncate(&mut self, before: i64) {
+        self.min_valid_time = self.min_valid_time.max(before);
+        let mut removed = Vec::new();
+        for (r, s) in &mut self.series {
+            s.chunks.retain(|c| c.chunk.last_t() >= before);
+            if s.chunks.is_empty() && (s.last.is_some() || s.created_gen < self.generation) {
+                removed.push(*r);
+            }
+        }
+        for r in removed {
+            if let Some(s) = self.series.remove(&r) {
+                if let Some(v) = self.by_hash.get_mut(&s.labels.hash_value()) {
+                    v.retain(|x| *x != r);
+                }
+                for l in s.labels.iter() {
+                    if let Some(values) = self.postings.get_mut(l.name) {
+                        if let Some(list) = values.get_mut(l.value) {
+                            list.retain(|x| *x != r);
+                            if list.is_empty() {
+                                values.remove(l.value);
+                            }
+                        }
+                        if values.is_empty() {
+                            self.postings.remove(l.name);
+                        }
+                    }
+                }
+            }
+        }
+        self.generation += 1;
+    }
+
+    /// The head as WAL records (for a checkpoint).
+    pub fn records(&self) -> Vec<Record> {
+        let series: Vec<(u64, Labels)> = self
+            .series
+            .iter()
+            .map(|(r, s)| (*r, s.labels.clone()))
+            .collect();
+        let samples: Vec<(u64, Sample)> = self
+            .series
+            .iter()
+            .flat_map(|(r, s)| {
+                s.chunks
+                    .iter()
+                    .flat_map(move |c| c.chunk.iter().map(move |x| (*r, x)))
+            })
+            .collect();
+        vec![Record::Series(series), Record::Samples(samples)]
+    }
+
+    /// Approximate memory held by the head: per series its struct, label text and chunk buffers.
+    pub fn memory_bytes(&self) -> usize {
+        self.series
+            .values()
+            .map(|s| {
+                std::mem::size_of::<MemSeries>()
+                    + s.labels.text_len()
+                    + s.labels.len() * 8
+                    + s.chunks
+                        .iter()
+                        .map(|c| std::mem::size_of::<HeadChunk>() + c.chunk.bytes().len())
+                        .sum::<usize>()
+            })
+            .sum()
+    }
+}
+
+impl Postings for Head {
+    type Error = std::convert::Infallible;
+
+    fn values(&self, name: &str) -> Vec<&str> {
+        self.postings
+            .get(name)
+            .map(|v| v.keys().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
+
+    fn list(&self, name: &str, value: &str) -> Result<Vec<u64>, Self::Error> {
+        Ok(self
+            .postings
+            .get(name)
+            .and_then(|v| v.get(value))
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    fn all(&self) -> Result<Vec<u64>, Self::Error> {
+        let mut all: Vec<u64> = self.series.keys().copied().collect();
+        all.sort_unstable();
+        Ok(all)
+    }
+}
