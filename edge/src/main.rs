@@ -28,6 +28,18 @@ enum Command {
 
 #[derive(Subcommand)]
 enum TsdbCommand {
+    /// Append batches to a TSDB forever (until killed), printing `acked <t>` after each commit. Used by
+    /// the crash-safety test; compacts every few batches so crashes also hit block writes.
+    #[command(hide = true)]
+    StressAppend {
+        dir: PathBuf,
+        #[arg(long, default_value_t = 50)]
+        series: usize,
+        #[arg(long, default_value_t = 60_000)]
+        step_ms: i64,
+        #[arg(long, default_value_t = 600_000)]
+        block_range_ms: i64,
+    },
     /// List the chunks of a chunk segment file (`<block>/chunks/000001`) and, with --samples, their samples.
     Chunks {
         /// The segment file.
@@ -43,7 +55,64 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Tsdb(TsdbCommand::Chunks { file, samples }) => dump_chunks(&file, samples),
+        Command::Tsdb(TsdbCommand::StressAppend {
+            dir,
+            series,
+            step_ms,
+            block_range_ms,
+        }) => stress_append(&dir, series, step_ms, block_range_ms),
     }
+}
+
+/// Start of the stress data, ms (a multiple of any block range used).
+const STRESS_START: i64 = 1_700_006_400_000;
+
+fn stress_append(
+    dir: &std::path::Path,
+    series: usize,
+    step_ms: i64,
+    block_range_ms: i64,
+) -> anyhow::Result<()> {
+    use meridian_edge::tsdb::db::{Db, DbOptions};
+    use meridian_edge::{Labels, Matcher};
+    use std::io::Write;
+    let db = Db::open(
+        dir,
+        DbOptions {
+            block_range: block_range_ms,
+            retention_time: None,
+            ..Default::default()
+        },
+    )?;
+    let last = db
+        .samples(&[Matcher::equal("__name__", "stress")], i64::MIN, i64::MAX)?
+        .iter()
+        .filter_map(|(_, s)| s.last().map(|x| x.t))
+        .max();
+    let labels: Vec<Labels> = (0..series)
+        .map(|i| Labels::from_pairs([("__name__", "stress".to_string()), ("i", i.to_string())]))
+        .collect();
+    let mut t = last.map_or(STRESS_START, |l| l + step_ms);
+    let mut out = std::io::stdout().lock();
+    for batch in 0..1_000_000u64 {
+        let mut app = db.appender();
+        for (i, l) in labels.iter().enumerate() {
+            app.add(l, t, stress_value(t, i))?;
+        }
+        app.commit()?;
+        writeln!(out, "acked {t}")?;
+        out.flush()?;
+        if batch % 5 == 4 {
+            db.compact()?;
+        }
+        t += step_ms;
+    }
+    Ok(())
+}
+
+/// The value the stress writer stores for series `i` at `t` (the crash test checks it).
+pub fn stress_value(t: i64, i: usize) -> f64 {
+    (t / 1000) as f64 + i as f64 / 64.0
 }
 
 fn dump_chunks(file: &std::path::Path, samples: bool) -> anyhow::Result<()> {

@@ -12,7 +12,8 @@ use std::process::Command;
 
 use meridian_edge::chunkenc::XorIterator;
 use meridian_edge::sample::stale_nan;
-use meridian_edge::tsdb::block::{Block, write_block};
+use meridian_edge::tsdb::block::Block;
+use meridian_edge::tsdb::db::{Db, DbOptions};
 use meridian_edge::{Labels, MatchType, Matcher, Sample};
 
 /// 2 h aligned start, ms.
@@ -157,12 +158,33 @@ fn promtool_reads_our_blocks() {
         }
     }
     assert!(series.len() >= 10_000);
+    // Through the TSDB: appender -> WAL -> head, then the head is cut into 2 h blocks.
     let dir = tempfile::tempdir().unwrap();
-    let mut ulids = Vec::new();
-    for start in [T0, T0 + TWO_HOURS] {
-        let meta = write_block(dir.path(), series.clone(), start, start + TWO_HOURS).unwrap();
-        ulids.push(meta.ulid);
+    let db = Db::open(
+        dir.path(),
+        DbOptions {
+            retention_time: None,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for (labels, samples) in &series {
+        let mut app = db.appender();
+        for s in samples {
+            app.add(labels, s.t, s.v).unwrap();
+        }
+        app.commit().unwrap();
     }
+    let metas = db.flush_head().unwrap();
+    assert_eq!(
+        metas
+            .iter()
+            .map(|m| (m.min_time, m.max_time))
+            .collect::<Vec<_>>(),
+        vec![(T0, T0 + TWO_HOURS), (T0 + TWO_HOURS, T0 + 2 * TWO_HOURS)]
+    );
+    drop(db);
+    let ulids: Vec<String> = metas.into_iter().map(|m| m.ulid).collect();
     for u in &ulids {
         let out = meridian_testkit::run_ok(
             Command::new(&promtool)

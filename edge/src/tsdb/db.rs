@@ -1,7 +1,9 @@
 //! The edge's TSDB: head + WAL + blocks in one directory, as Prometheus lays it out:
 //!
 //! ```text
-//! <dir>/wal/…                  write-ahead log of the head
+//! <dir>/meridian-wal/…         write-ahead log of the head (Meridian's format)
+//! <dir>/wal/                   kept empty: Prometheus tools (`promtool tsdb dump`, `analyze`) open a data
+//!                              directory only with a `wal/`, and would fail to parse ours
 //! <dir>/<ULID>/…               blocks, 2 h ranges aligned like Prometheus' (multiples of the range)
 //! <dir>/<ULID>.tmp-for-*       unfinished block writes or deletions, removed at start-up
 //! ```
@@ -29,6 +31,8 @@ use crate::storeapi::leaf::{SeriesSource, SourceChunk, SourceSeries};
 
 pub const DEFAULT_BLOCK_RANGE: i64 = 2 * 3600 * 1000;
 const DELETION_SUFFIX: &str = ".tmp-for-deletion";
+/// The WAL's directory under the data directory.
+pub const WAL_DIR: &str = "meridian-wal";
 
 /// How the TSDB behaves.
 #[derive(Debug, Clone)]
@@ -122,7 +126,9 @@ impl Db {
             .max()
             .unwrap_or(i64::MIN);
         let mut head = Head::new(opts.block_range, min_valid);
-        let wal_dir = dir.join("wal");
+        let prom_wal = dir.join("wal");
+        fs::create_dir_all(&prom_wal).map_err(io(&prom_wal))?;
+        let wal_dir = dir.join(WAL_DIR);
         let (mut replayed, mut skipped) = (0usize, 0usize);
         for rec in wal::replay(&wal_dir)? {
             match rec {

@@ -1,6 +1,7 @@
 //! Write-ahead log of the head: every committed sample is written here before the commit returns.
 //!
-//! Layout: `wal/00000000`, `wal/00000001`, … segments of at most 128 MiB, and `wal/checkpoint.NNNNNNNN/`
+//! Layout (under `<data dir>/meridian-wal/`): `00000000`, `00000001`, … segments of at most 128 MiB, and
+//! `checkpoint.NNNNNNNN/`
 //! (a snapshot of the head after a truncation, covering segments up to NNNNNNNN). Meridian's own format,
 //! versioned:
 //!
