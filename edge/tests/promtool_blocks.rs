@@ -40,6 +40,21 @@ fn dump(promtool: &Path, dir: &Path) -> HashMap<(String, i64), u64> {
     m
 }
 
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                dir_bytes(&e.path())
+            } else {
+                m.len()
+            }
+        })
+        .sum()
+}
+
 fn parse_go_float(s: &str) -> f64 {
     match s {
         "NaN" => f64::NAN,
@@ -264,6 +279,8 @@ fn we_read_promtools_blocks() {
     );
     let want = dump(&promtool, &blocks);
     let mut got = HashMap::new();
+    let mut by_series: std::collections::BTreeMap<Labels, Vec<Sample>> = Default::default();
+    let (mut their_chunk_bytes, mut their_block_bytes) = (0usize, 0u64);
     let all = [Matcher::new(MatchType::Regex, "__name__", ".+").unwrap()];
     let mut n_blocks = 0;
     for e in std::fs::read_dir(&blocks).unwrap() {
@@ -286,14 +303,60 @@ fn we_read_promtools_blocks() {
                     (samples[0].t, samples[samples.len() - 1].t),
                     (meta.min_time, meta.max_time)
                 );
-                for x in samples {
+                their_chunk_bytes += data.len();
+                for x in &samples {
                     assert!(got.insert((s.labels.to_string(), x.t), key(x.v)).is_none());
                 }
+                by_series
+                    .entry(s.labels.clone())
+                    .or_default()
+                    .extend(samples);
             }
             prev = Some(s.labels);
         }
         assert!(b.index().label_values("room").len() == 20);
+        their_block_bytes += dir_bytes(&p);
     }
     assert!(n_blocks >= 2, "{n_blocks} blocks");
     compare("our reader on promtool's blocks", &got, &want);
+
+    // The same samples through our TSDB: bytes per sample no larger than Prometheus'.
+    let ours_dir = tempfile::tempdir().unwrap();
+    let db = Db::open(
+        ours_dir.path(),
+        DbOptions {
+            retention_time: None,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for (labels, samples) in &by_series {
+        let mut app = db.appender();
+        for x in samples {
+            app.add(labels, x.t, x.v).unwrap();
+        }
+        app.commit().unwrap();
+    }
+    let metas = db.flush_head().unwrap();
+    let (mut our_chunk_bytes, mut our_block_bytes) = (0usize, 0u64);
+    for m in &metas {
+        let b = Block::open(&ours_dir.path().join(&m.ulid)).unwrap();
+        for s in b.select(&all, i64::MIN, i64::MAX).unwrap() {
+            our_chunk_bytes += s.chunks.iter().map(|(_, d)| d.len()).sum::<usize>();
+        }
+        our_block_bytes += dir_bytes(b.dir());
+    }
+    let n = got.len() as f64;
+    eprintln!(
+        "{} samples: chunk bytes/sample ours {:.3} vs promtool {:.3}; whole blocks {:.3} vs {:.3}",
+        got.len(),
+        our_chunk_bytes as f64 / n,
+        their_chunk_bytes as f64 / n,
+        our_block_bytes as f64 / n,
+        their_block_bytes as f64 / n
+    );
+    assert!(
+        our_chunk_bytes <= their_chunk_bytes,
+        "our chunks are larger: {our_chunk_bytes} > {their_chunk_bytes}"
+    );
 }

@@ -75,6 +75,8 @@ pub enum DbError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}: the data directory is in use by another process")]
+    Locked(PathBuf),
 }
 
 impl From<DbError> for Error {
@@ -91,6 +93,8 @@ struct State {
 /// See the module documentation.
 pub struct Db {
     dir: PathBuf,
+    /// Held (flock) while open: one process per data directory.
+    _lock: fs::File,
     opts: DbOptions,
     state: RwLock<State>,
     wal: Mutex<Wal>,
@@ -108,6 +112,18 @@ impl Db {
     /// Opens (or creates) a TSDB: removes unfinished block writes, opens blocks, replays the WAL.
     pub fn open(dir: &Path, opts: DbOptions) -> std::result::Result<Db, DbError> {
         fs::create_dir_all(dir).map_err(io(dir))?;
+        let lock_path = dir.join("lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(DbError::Locked(dir.to_owned())),
+            Err(fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
+        }
         let mut blocks = Vec::new();
         for e in fs::read_dir(dir).map_err(io(dir))?.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -160,6 +176,7 @@ impl Db {
         let wal = Wal::open(&wal_dir, opts.fsync)?;
         Ok(Db {
             dir: dir.to_owned(),
+            _lock: lock,
             opts,
             state: RwLock::new(State { head, blocks }),
             wal: Mutex::new(wal),
@@ -651,6 +668,18 @@ mod tests {
             vec![(2 * H, 4 * H), (4 * H, 6 * H)]
         );
         assert_eq!(db.head_series(), 0);
+    }
+
+    #[test]
+    fn one_process_per_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+        assert!(matches!(
+            Db::open(dir.path(), DbOptions::default()),
+            Err(DbError::Locked(_))
+        ));
+        drop(db);
+        Db::open(dir.path(), DbOptions::default()).unwrap();
     }
 
     #[test]
