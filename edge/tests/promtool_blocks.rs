@@ -330,9 +330,11 @@ fn we_read_promtools_blocks() {
         },
     )
     .unwrap();
-    for (labels, samples) in &by_series {
+    for (labels, samples) in &mut by_series {
+        // Blocks were read in directory order; appends go in time order.
+        samples.sort_by_key(|x| x.t);
         let mut app = db.appender();
-        for x in samples {
+        for x in samples.iter() {
             app.add(labels, x.t, x.v).unwrap();
         }
         app.commit().unwrap();

@@ -273,8 +273,9 @@ impl Block {
             ));
         }
         let index_path = dir.join("index");
-        let index = IndexReader::new(fs::read(&index_path).map_err(io(&index_path))?)
-            .map_err(|e| invalid(&index_path, e))?;
+        let index =
+            IndexReader::new(super::mmap::FileBytes::map(&index_path).map_err(io(&index_path))?)
+                .map_err(|e| invalid(&index_path, e))?;
         let chunks_dir = dir.join("chunks");
         let mut files: Vec<PathBuf> = fs::read_dir(&chunks_dir)
             .map_err(io(&chunks_dir))?

@@ -49,22 +49,23 @@ pub struct RawChunk<'a> {
 }
 
 /// A chunk segment held in memory.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Segment {
-    bytes: Vec<u8>,
+    bytes: super::mmap::FileBytes,
 }
 
 impl Segment {
     /// Reads and checks the header of a segment file.
     pub fn open(path: &Path) -> Result<Segment, SegmentError> {
-        let bytes = std::fs::read(path).map_err(|source| SegmentError::Io {
+        let bytes = super::mmap::FileBytes::map(path).map_err(|source| SegmentError::Io {
             path: path.display().to_string(),
             source,
         })?;
         Segment::from_bytes(bytes)
     }
 
-    pub fn from_bytes(bytes: Vec<u8>) -> Result<Segment, SegmentError> {
+    pub fn from_bytes(bytes: impl Into<super::mmap::FileBytes>) -> Result<Segment, SegmentError> {
+        let bytes: super::mmap::FileBytes = bytes.into();
         if bytes.len() < SEGMENT_HEADER_SIZE {
             return Err(SegmentError::TooShort(bytes.len()));
         }

@@ -13,7 +13,7 @@
 //! truncated (with a WAL checkpoint). Retention deletes blocks outside the retention time or size — and,
 //! when an upload status is set (the shipper), only blocks confirmed uploaded.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -213,7 +213,7 @@ impl Db {
         Appender {
             db: self,
             pending: Vec::new(),
-            last: HashMap::new(),
+            last: super::RefMap::default(),
         }
     }
 
@@ -458,7 +458,7 @@ pub struct Appender<'a> {
     db: &'a Db,
     pending: Vec<(u64, Sample)>,
     /// Last pending sample per series, to check order within the batch.
-    last: HashMap<u64, (i64, u64)>,
+    last: super::RefMap<(i64, u64)>,
 }
 
 impl Appender<'_> {
@@ -509,7 +509,8 @@ impl Appender<'_> {
         }
         let mut st = self.db.write();
         // Re-check against the head as it is now (other commits may have landed since `append`).
-        let mut last: HashMap<u64, (i64, u64)> = HashMap::new();
+        let mut last: super::RefMap<(i64, u64)> = super::RefMap::default();
+        last.reserve(self.pending.len());
         let mut keep = Vec::with_capacity(self.pending.len());
         for (r, s) in &self.pending {
             match st.head.check(*r, *s, last.get(r).copied())? {

@@ -1,10 +1,11 @@
 //! The in-memory head: recent series and their open XOR chunks, indexed by reference, by label hash
 //! and by postings.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
+use super::RefMap;
 use super::postings::{self, Postings};
 use super::wal::Record;
 use crate::chunkenc::{SAMPLES_PER_CHUNK, XorChunk};
@@ -71,8 +72,10 @@ pub(crate) struct MemSeries {
 
 /// See the module documentation.
 pub(crate) struct Head {
-    series: HashMap<u64, MemSeries>,
-    by_hash: HashMap<u64, Vec<u64>>,
+    /// Indexed by reference (references are dense; removed series leave `None`).
+    series: Vec<Option<MemSeries>>,
+    live: usize,
+    by_hash: RefMap<Vec<u64>>,
     postings: BTreeMap<String, BTreeMap<String, Vec<u64>>>,
     next_ref: u64,
     /// Samples before this are refused: their range is already in blocks.
@@ -86,8 +89,9 @@ pub(crate) struct Head {
 impl Head {
     pub fn new(chunk_range: i64, min_valid_time: i64) -> Head {
         Head {
-            series: HashMap::new(),
-            by_hash: HashMap::new(),
+            series: Vec::new(),
+            live: 0,
+            by_hash: RefMap::default(),
             postings: BTreeMap::new(),
             next_ref: 1,
             min_valid_time,
@@ -98,15 +102,24 @@ impl Head {
     }
 
     pub fn num_series(&self) -> usize {
-        self.series.len()
+        self.live
     }
 
+    #[inline]
     pub fn get(&self, r: u64) -> Option<&MemSeries> {
-        self.series.get(&r)
+        self.series.get(r as usize)?.as_ref()
     }
 
+    #[inline]
     pub fn get_mut(&mut self, r: u64) -> Option<&mut MemSeries> {
-        self.series.get_mut(&r)
+        self.series.get_mut(r as usize)?.as_mut()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u64, &MemSeries)> {
+        self.series
+            .iter()
+            .enumerate()
+            .filter_map(|(r, s)| s.as_ref().map(|s| (r as u64, s)))
     }
 
     pub fn lookup(&self, labels: &Labels) -> Option<u64> {
@@ -114,7 +127,7 @@ impl Head {
             .get(&labels.hash_value())?
             .iter()
             .copied()
-            .find(|r| self.series.get(r).is_some_and(|s| s.labels == *labels))
+            .find(|r| self.get(*r).is_some_and(|s| s.labels == *labels))
     }
 
     /// The series' reference, creating it when new (`true`).
@@ -129,7 +142,7 @@ impl Head {
 
     /// Inserts a series under a known reference (WAL replay).
     pub fn insert(&mut self, r: u64, labels: Labels) {
-        if self.series.contains_key(&r) {
+        if self.get(r).is_some() {
             return;
         }
         self.next_ref = self.next_ref.max(r + 1);
@@ -149,16 +162,18 @@ impl Head {
                 list.push(r);
             }
         }
-        self.series.insert(
-            r,
-            MemSeries {
-                labels,
-                chunks: Vec::new(),
-                last: None,
-                logged: false,
-                created_gen: self.generation,
-            },
-        );
+        let i = r as usize;
+        if self.series.len() <= i {
+            self.series.resize_with(i + 1, || None);
+        }
+        self.series[i] = Some(MemSeries {
+            labels,
+            chunks: Vec::new(),
+            last: None,
+            logged: false,
+            created_gen: self.generation,
+        });
+        self.live += 1;
     }
 
     /// Checks a sample against the series' last one and the head's valid range.
@@ -168,7 +183,7 @@ impl Head {
         s: Sample,
         last: Option<(i64, u64)>,
     ) -> Result<Accept, AppendError> {
-        let series = self.series.get(&r).ok_or(AppendError::UnknownRef(r))?;
+        let series = self.get(r).ok_or(AppendError::UnknownRef(r))?;
         if s.t < self.min_valid_time {
             return Err(AppendError::TooOld {
                 labels: series.labels.to_string(),
@@ -200,7 +215,7 @@ impl Head {
     /// boundary, so no chunk spans two blocks.
     pub fn append(&mut self, r: u64, s: Sample) {
         let range = self.chunk_range;
-        let Some(series) = self.series.get_mut(&r) else {
+        let Some(series) = self.series.get_mut(r as usize).and_then(Option::as_mut) else {
             return;
         };
         let cut = match series.chunks.last() {
@@ -227,9 +242,8 @@ impl Head {
     /// `(min, max)` sample times in the head; `(i64::MAX, i64::MIN)` when empty.
     pub fn time_range(&self) -> (i64, i64) {
         let min = self
-            .series
-            .values()
-            .filter_map(|s| s.chunks.first().map(|c| c.min_t))
+            .iter()
+            .filter_map(|(_, s)| s.chunks.first().map(|c| c.min_t))
             .min()
             .unwrap_or(i64::MAX);
         if min == i64::MAX {
@@ -250,7 +264,7 @@ impl Head {
         let Ok(refs) = postings::select(self, matchers);
         refs.into_iter()
             .filter_map(|r| {
-                let s = self.series.get(&r)?;
+                let s = self.get(r)?;
                 let chunks: Vec<SourceChunk> = s
                     .chunks
                     .iter()
@@ -275,9 +289,8 @@ impl Head {
 
     /// Every series' samples within `[start, end)`, for writing a block.
     pub fn samples_in(&self, start: i64, end: i64) -> Vec<(Labels, Vec<Sample>)> {
-        self.series
-            .values()
-            .filter_map(|s| {
+        self.iter()
+            .filter_map(|(_, s)| {
                 let samples: Vec<Sample> = s
                     .chunks
                     .iter()
@@ -296,14 +309,16 @@ impl Head {
     pub fn truncate(&mut self, before: i64) {
         self.min_valid_time = self.min_valid_time.max(before);
         let mut removed = Vec::new();
-        for (r, s) in &mut self.series {
+        for (r, slot) in self.series.iter_mut().enumerate() {
+            let Some(s) = slot else { continue };
             s.chunks.retain(|c| c.chunk.last_t() >= before);
             if s.chunks.is_empty() && (s.last.is_some() || s.created_gen < self.generation) {
-                removed.push(*r);
+                removed.push(r as u64);
             }
         }
         for r in removed {
-            if let Some(s) = self.series.remove(&r) {
+            if let Some(s) = self.series.get_mut(r as usize).and_then(Option::take) {
+                self.live -= 1;
                 if let Some(v) = self.by_hash.get_mut(&s.labels.hash_value()) {
                     v.retain(|x| *x != r);
                 }
@@ -327,18 +342,13 @@ impl Head {
 
     /// The head as WAL records (for a checkpoint).
     pub fn records(&self) -> Vec<Record> {
-        let series: Vec<(u64, Labels)> = self
-            .series
-            .iter()
-            .map(|(r, s)| (*r, s.labels.clone()))
-            .collect();
+        let series: Vec<(u64, Labels)> = self.iter().map(|(r, s)| (r, s.labels.clone())).collect();
         let samples: Vec<(u64, Sample)> = self
-            .series
             .iter()
             .flat_map(|(r, s)| {
                 s.chunks
                     .iter()
-                    .flat_map(move |c| c.chunk.iter().map(move |x| (*r, x)))
+                    .flat_map(move |c| c.chunk.iter().map(move |x| (r, x)))
             })
             .collect();
         vec![Record::Series(series), Record::Samples(samples)]
@@ -346,9 +356,8 @@ impl Head {
 
     /// Approximate memory held by the head: per series its struct, label text and chunk buffers.
     pub fn memory_bytes(&self) -> usize {
-        self.series
-            .values()
-            .map(|s| {
+        self.iter()
+            .map(|(_, s)| {
                 std::mem::size_of::<MemSeries>()
                     + s.labels.text_len()
                     + s.labels.len() * 8
@@ -381,8 +390,6 @@ impl Postings for Head {
     }
 
     fn all(&self) -> Result<Vec<u64>, Self::Error> {
-        let mut all: Vec<u64> = self.series.keys().copied().collect();
-        all.sort_unstable();
-        Ok(all)
+        Ok(self.iter().map(|(r, _)| r).collect())
     }
 }

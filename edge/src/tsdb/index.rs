@@ -316,7 +316,7 @@ impl<'a> Dec<'a> {
 /// series and postings lists are decoded on demand.
 #[derive(Debug)]
 pub struct IndexReader {
-    b: Vec<u8>,
+    b: super::mmap::FileBytes,
     symbols: Vec<String>,
     /// name -> (value, postings list offset), values sorted.
     postings: BTreeMap<String, Vec<(String, usize)>>,
@@ -324,7 +324,8 @@ pub struct IndexReader {
 }
 
 impl IndexReader {
-    pub fn new(b: Vec<u8>) -> Result<IndexReader, IndexError> {
+    pub fn new(b: impl Into<super::mmap::FileBytes>) -> Result<IndexReader, IndexError> {
+        let b: super::mmap::FileBytes = b.into();
         if b.len() < HEADER_LEN + TOC_LEN {
             return Err(IndexError::TooShort(b.len()));
         }

@@ -81,28 +81,35 @@ fn put_str(b: &mut Vec<u8>, s: &str) {
 /// Encodes a record's payload.
 pub fn encode(r: &Record) -> Vec<u8> {
     let mut b = Vec::new();
+    encode_into(r, &mut b);
+    b
+}
+
+/// Appends a record's payload to `b`.
+pub fn encode_into(r: &Record, b: &mut Vec<u8>) {
+    let b = &mut *b;
     match r {
         Record::Series(series) => {
             b.push(REC_SERIES);
             for (r, l) in series {
-                put_uvarint(&mut b, *r);
-                put_uvarint(&mut b, l.len() as u64);
+                put_uvarint(b, *r);
+                put_uvarint(b, l.len() as u64);
                 for x in l.iter() {
-                    put_str(&mut b, x.name);
-                    put_str(&mut b, x.value);
+                    put_str(b, x.name);
+                    put_str(b, x.value);
                 }
             }
         }
         Record::Samples(samples) => {
+            b.reserve(samples.len() * 16 + 1);
             b.push(REC_SAMPLES);
             for (r, s) in samples {
-                put_uvarint(&mut b, *r);
-                put_uvarint(&mut b, ((s.t << 1) ^ (s.t >> 63)) as u64);
+                put_uvarint(b, *r);
+                put_uvarint(b, ((s.t << 1) ^ (s.t >> 63)) as u64);
                 b.extend_from_slice(&s.v.to_bits().to_be_bytes());
             }
         }
     }
-    b
 }
 
 /// Decodes a payload; `None` when it is malformed.
@@ -266,6 +273,8 @@ pub fn replay(dir: &Path) -> Result<Vec<Record>, WalError> {
 pub struct Wal {
     dir: PathBuf,
     file: fs::File,
+    /// Reused encoding buffer.
+    buf: Vec<u8>,
     segment: u64,
     size: u64,
     policy: FsyncPolicy,
@@ -282,6 +291,7 @@ impl Wal {
         Ok(Wal {
             dir: dir.to_owned(),
             file,
+            buf: Vec::new(),
             segment: next,
             size,
             policy,
@@ -290,21 +300,27 @@ impl Wal {
 
     /// Appends records; they are in the operating system (and, with `Always`, on disk) on return.
     pub fn log(&mut self, records: &[Record]) -> Result<(), WalError> {
-        let mut buf = Vec::new();
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
         for r in records {
-            let p = encode(r);
-            buf.extend_from_slice(&(p.len() as u32).to_be_bytes());
-            buf.extend_from_slice(&crc32c::crc32c(&p).to_be_bytes());
-            buf.extend_from_slice(&p);
+            let at = buf.len();
+            buf.extend_from_slice(&[0; 8]);
+            encode_into(r, &mut buf);
+            let len = (buf.len() - at - 8) as u32;
+            let crc = crc32c::crc32c(&buf[at + 8..]);
+            buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+            buf[at + 4..at + 8].copy_from_slice(&crc.to_be_bytes());
         }
         if self.size + buf.len() as u64 > SEGMENT_SIZE && self.size > HEADER as u64 {
             self.cut()?;
         }
-        let path = self.dir.join(segment_name(self.segment));
-        self.file.write_all(&buf).map_err(werr(&path))?;
+        let written = self.file.write_all(&buf);
         self.size += buf.len() as u64;
+        self.buf = buf;
+        let path = || self.dir.join(segment_name(self.segment));
+        written.map_err(|e| werr(&path())(e))?;
         if self.policy == FsyncPolicy::Always {
-            self.file.sync_data().map_err(werr(&path))?;
+            self.file.sync_data().map_err(|e| werr(&path())(e))?;
         }
         Ok(())
     }
@@ -330,6 +346,7 @@ impl Wal {
         fs::create_dir_all(&tmp).map_err(werr(&tmp))?;
         let mut cp = Wal {
             dir: tmp.clone(),
+            buf: Vec::new(),
             file: create_segment(&tmp, 0)?.0,
             segment: 0,
             size: HEADER as u64,
