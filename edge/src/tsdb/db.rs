@@ -57,6 +57,60 @@ impl Default for DbOptions {
     }
 }
 
+/// TSDB self-metrics.
+#[derive(Debug, Default, Clone)]
+pub struct TsdbMetrics {
+    pub head_series: prometheus_client::metrics::gauge::Gauge,
+    /// Memory held by the head (series structs, label text, chunk buffers).
+    pub head_memory_bytes: prometheus_client::metrics::gauge::Gauge,
+    /// `head_memory_bytes / head_series`: the per-series accounting.
+    pub head_memory_per_series_bytes: prometheus_client::metrics::gauge::Gauge,
+    pub blocks: prometheus_client::metrics::gauge::Gauge,
+    pub blocks_written: prometheus_client::metrics::counter::Counter,
+    pub blocks_deleted: prometheus_client::metrics::counter::Counter,
+    pub samples_appended: prometheus_client::metrics::counter::Counter,
+}
+
+impl TsdbMetrics {
+    pub fn register(&self, r: &mut prometheus_client::registry::Registry) {
+        r.register(
+            "meridian_tsdb_head_series",
+            "Series in the head",
+            self.head_series.clone(),
+        );
+        r.register(
+            "meridian_tsdb_head_memory_bytes",
+            "Memory held by the head: series, label text, chunk buffers",
+            self.head_memory_bytes.clone(),
+        );
+        r.register(
+            "meridian_tsdb_head_memory_per_series_bytes",
+            "Head memory per series",
+            self.head_memory_per_series_bytes.clone(),
+        );
+        r.register(
+            "meridian_tsdb_blocks",
+            "Blocks on disk",
+            self.blocks.clone(),
+        );
+        r.register(
+            "meridian_tsdb_blocks_written",
+            "Blocks written from the head",
+            self.blocks_written.clone(),
+        );
+        r.register(
+            "meridian_tsdb_blocks_deleted",
+            "Blocks deleted by retention",
+            self.blocks_deleted.clone(),
+        );
+        r.register(
+            "meridian_tsdb_samples_appended",
+            "Samples committed",
+            self.samples_appended.clone(),
+        );
+    }
+}
+
 /// Whether a block is safely uploaded (implemented by the shipper). Retention keeps every block it
 /// does not confirm.
 pub trait UploadStatus: Send + Sync {
@@ -99,6 +153,7 @@ pub struct Db {
     state: RwLock<State>,
     wal: Mutex<Wal>,
     upload_status: RwLock<Option<Arc<dyn UploadStatus>>>,
+    pub metrics: TsdbMetrics,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> DbError + '_ {
@@ -181,7 +236,9 @@ impl Db {
             state: RwLock::new(State { head, blocks }),
             wal: Mutex::new(wal),
             upload_status: RwLock::new(None),
+            metrics: TsdbMetrics::default(),
         })
+        .inspect(Db::refresh_metrics)
     }
 
     pub fn dir(&self) -> &Path {
@@ -235,6 +292,19 @@ impl Db {
         self.read().head.memory_bytes()
     }
 
+    /// Recomputes the gauges (head memory is a walk over the head: call it periodically, not per append).
+    pub fn refresh_metrics(&self) {
+        let st = self.read();
+        let series = st.head.num_series() as i64;
+        let mem = st.head.memory_bytes() as i64;
+        self.metrics.head_series.set(series);
+        self.metrics.head_memory_bytes.set(mem);
+        self.metrics
+            .head_memory_per_series_bytes
+            .set(if series > 0 { mem / series } else { 0 });
+        self.metrics.blocks.set(st.blocks.len() as i64);
+    }
+
     /// Writes the oldest complete block ranges of the head while it spans more than 1.5 ranges (as
     /// Prometheus decides). Returns the new blocks.
     pub fn compact(&self) -> std::result::Result<Vec<BlockMeta>, DbError> {
@@ -246,6 +316,7 @@ impl Db {
             }
             let start = min.div_euclid(self.opts.block_range) * self.opts.block_range;
             out.extend(self.persist(start, start + self.opts.block_range)?);
+            self.refresh_metrics();
         }
     }
 
@@ -288,6 +359,9 @@ impl Db {
             (upto, st.head.records())
         };
         self.wal().checkpoint(upto, &records)?;
+        if meta.is_some() {
+            self.metrics.blocks_written.inc();
+        }
         Ok(meta.map(|(m, _)| m))
     }
 
@@ -335,7 +409,9 @@ impl Db {
             fs::rename(&from, &to).map_err(io(&from))?;
             fs::remove_dir_all(&to).map_err(io(&to))?;
             tracing::info!(block = %ulid, "block deleted by retention");
+            self.metrics.blocks_deleted.inc();
         }
+        self.refresh_metrics();
         Ok(doomed)
     }
 
@@ -546,6 +622,7 @@ impl Appender<'_> {
         for (r, s) in &keep {
             st.head.append(*r, *s);
         }
+        self.db.metrics.samples_appended.inc_by(keep.len() as u64);
         Ok(keep.len())
     }
 
@@ -635,6 +712,9 @@ mod tests {
         }
         // Reopen: blocks + checkpoint + WAL give back every sample exactly once.
         let db = Db::open(dir.path(), opts.clone()).unwrap();
+        assert_eq!(db.metrics.head_series.get(), 20);
+        assert!(db.metrics.head_memory_per_series_bytes.get() > 100);
+        assert_eq!(db.metrics.blocks.get(), 1);
         let all = [Matcher::new(MatchType::Equal, "__name__", "m").unwrap()];
         let got = db.samples(&all, i64::MIN, i64::MAX).unwrap();
         let mut want_sorted = want.clone();
