@@ -584,48 +584,58 @@ impl Appender<'_> {
             return Ok(0);
         }
         let mut st = self.db.write();
-        // Re-check against the head as it is now (other commits may have landed since `append`).
+        // Re-check against the head as it is now (other commits may have landed since `append`), and
+        // collect series whose record is not in the WAL yet.
         let mut last: super::RefMap<(i64, u64)> = super::RefMap::default();
         last.reserve(self.pending.len());
         let mut keep = Vec::with_capacity(self.pending.len());
-        for (r, s) in &self.pending {
-            match st.head.check(*r, *s, last.get(r).copied())? {
+        let mut new_series: Vec<(u64, Labels)> = Vec::new();
+        for (r, s) in self.pending {
+            let prev = last.get(&r).copied();
+            match st.head.check(r, s, prev)? {
                 Accept::Append => {
-                    keep.push((*r, *s));
-                    last.insert(*r, (s.t, s.v.to_bits()));
+                    if prev.is_none()
+                        && let Some(m) = st.head.get(r)
+                        && !m.logged
+                    {
+                        new_series.push((r, m.labels.clone()));
+                    }
+                    keep.push((r, s));
+                    last.insert(r, (s.t, s.v.to_bits()));
                 }
                 Accept::AlreadyStored => {}
             }
         }
-        let mut new_series: Vec<(u64, Labels)> = Vec::new();
-        for r in last.keys() {
-            if let Some(s) = st.head.get(*r)
-                && !s.logged
-            {
-                new_series.push((*r, s.labels.clone()));
-            }
-        }
         let mut records = Vec::with_capacity(2);
         if !new_series.is_empty() {
-            records.push(Record::Series(new_series.clone()));
+            records.push(Record::Series(new_series));
         }
-        records.push(Record::Samples(keep.clone()));
+        records.push(Record::Samples(keep));
         self.db
             .wal()
             .log(&records)
             .map_err(|e| AppendError::Storage(e.to_string()))?;
-        for (r, _) in &new_series {
-            if let Some(s) = st.head.get_mut(*r) {
-                s.logged = true;
+        let mut stored = 0;
+        for rec in &records {
+            match rec {
+                Record::Series(new) => {
+                    for (r, _) in new {
+                        if let Some(s) = st.head.get_mut(*r) {
+                            s.logged = true;
+                        }
+                    }
+                }
+                Record::Samples(keep) => {
+                    for (r, s) in keep {
+                        st.head.append(*r, *s);
+                    }
+                    stored = keep.len();
+                }
             }
         }
-        for (r, s) in &keep {
-            st.head.append(*r, *s);
-        }
-        self.db.metrics.samples_appended.inc_by(keep.len() as u64);
-        Ok(keep.len())
+        self.db.metrics.samples_appended.inc_by(stored as u64);
+        Ok(stored)
     }
-
     /// Drops the batch.
     pub fn rollback(self) {}
 }
