@@ -13,7 +13,7 @@ use std::process::Command;
 use meridian_edge::chunkenc::XorIterator;
 use meridian_edge::sample::stale_nan;
 use meridian_edge::tsdb::block::Block;
-use meridian_edge::tsdb::db::{Db, DbOptions};
+use meridian_edge::tsdb::db::{Db, DbOptions, dir_size};
 use meridian_edge::{Labels, MatchType, Matcher, Sample};
 
 /// 2 h aligned start, ms.
@@ -38,21 +38,6 @@ fn dump(promtool: &Path, dir: &Path) -> HashMap<(String, i64), u64> {
         );
     }
     m
-}
-
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            let m = e.metadata().unwrap();
-            if m.is_dir() {
-                dir_bytes(&e.path())
-            } else {
-                m.len()
-            }
-        })
-        .sum()
 }
 
 fn parse_go_float(s: &str) -> f64 {
@@ -315,7 +300,7 @@ fn we_read_promtools_blocks() {
             prev = Some(s.labels);
         }
         assert!(b.index().label_values("room").len() == 20);
-        their_block_bytes += dir_bytes(&p);
+        their_block_bytes += dir_size(&p);
     }
     assert!(n_blocks >= 2, "{n_blocks} blocks");
     compare("our reader on promtool's blocks", &got, &want);
@@ -346,7 +331,7 @@ fn we_read_promtools_blocks() {
         for s in b.select(&all, i64::MIN, i64::MAX).unwrap() {
             our_chunk_bytes += s.chunks.iter().map(|(_, d)| d.len()).sum::<usize>();
         }
-        our_block_bytes += dir_bytes(b.dir());
+        our_block_bytes += dir_size(b.dir());
     }
     let n = got.len() as f64;
     eprintln!(

@@ -499,7 +499,8 @@ impl Db {
     }
 }
 
-fn dir_size(dir: &Path) -> u64 {
+/// Bytes of the files under `dir`, recursively (block sizes for retention and reports).
+pub fn dir_size(dir: &Path) -> u64 {
     fs::read_dir(dir)
         .map(|rd| {
             rd.flatten()
