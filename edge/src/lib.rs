@@ -6,6 +6,7 @@ pub mod error;
 pub mod labels;
 pub mod matcher;
 pub mod sample;
+pub mod scrape;
 pub mod storeapi;
 pub mod tsdb;
 

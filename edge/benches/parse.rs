@@ -1,0 +1,64 @@
+//! Exposition parser throughput on a ~1 MB node_exporter-like body (text format 0.0.4): families with
+//! HELP/TYPE, 2–4 labels per series, float values in Go's `%g`-like forms.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use meridian_edge::scrape::parse::{Entry, Format, Parser};
+
+fn body() -> (String, u64) {
+    let mut b = String::new();
+    let mut n = 0u64;
+    let mut fam = 0;
+    while b.len() < 1 << 20 {
+        fam += 1;
+        b.push_str(&format!(
+            "# HELP node_family_{fam}_seconds_total Seconds the CPUs spent in each mode.\n"
+        ));
+        b.push_str(&format!("# TYPE node_family_{fam}_seconds_total counter\n"));
+        for cpu in 0..16 {
+            for mode in [
+                "idle", "iowait", "irq", "nice", "softirq", "steal", "system", "user",
+            ] {
+                b.push_str(&format!(
+                    "node_family_{fam}_seconds_total{{cpu=\"{cpu}\",mode=\"{mode}\"}} {}\n",
+                    1.234_567e6 + (cpu * 31 + fam) as f64 * 0.37
+                ));
+                n += 1;
+            }
+        }
+    }
+    (b, n)
+}
+
+fn bench(c: &mut Criterion) {
+    let (body, n) = body();
+    eprintln!("body: {} bytes, {n} samples", body.len());
+    let mut g = c.benchmark_group("parse");
+    g.throughput(Throughput::Elements(n));
+    g.bench_function("text_1mb_parse_only", |b| {
+        b.iter(|| {
+            let mut sum = 0.0;
+            for e in Parser::new(&body, Format::Text) {
+                if let Ok(Entry::Sample { value, labels, .. }) = e {
+                    sum += value + labels.len() as f64;
+                }
+            }
+            sum
+        })
+    });
+    g.bench_function("text_1mb_parse_and_read_labels", |b| {
+        b.iter(|| {
+            let mut sum = 0.0;
+            for e in Parser::new(&body, Format::Text) {
+                if let Ok(Entry::Sample { value, labels, .. }) = e {
+                    sum +=
+                        value + labels.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>() as f64;
+                }
+            }
+            sum
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
