@@ -36,6 +36,9 @@ impl Format {
     }
 }
 
+/// The `Accept` header Prometheus 2.42 sends when scraping: OpenMetrics preferred, text as fallback.
+pub const SCRAPE_ACCEPT_HEADER: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
 /// Go's `math.NaN()`: the NaN Prometheus stores for a parsed "NaN".
 pub const GO_NAN_BITS: u64 = 0x7ff8_0000_0000_0001;
 
@@ -757,6 +760,49 @@ mod tests {
             .find_map(Result::err)
             .unwrap();
         assert_eq!(e.line, 3);
+    }
+
+    proptest::proptest! {
+        /// A fuzz-style property: any input ends in entries or one error, never a panic or a loop.
+        #[test]
+        fn never_panics(body in "(\\PC|[{}=\",#\\\n ])*", om in proptest::bool::ANY) {
+            let f = if om { Format::OpenMetrics } else { Format::Text };
+            let mut n = 0;
+            for e in Parser::new(&body, f) {
+                if let Ok(Entry::Sample { labels, .. }) = e {
+                    n += labels.iter().count();
+                }
+                n += 1;
+                proptest::prop_assert!(n <= body.len() * 4 + 4);
+            }
+        }
+
+        /// Sample lines built from arbitrary names and escaped values come back exactly.
+        #[test]
+        fn roundtrip_lines(name in "[a-zA-Z_:][a-zA-Z0-9_:]{0,20}", values in proptest::collection::vec("\\PC{0,12}", 0..4), v in proptest::num::f64::NORMAL, ts in proptest::num::i64::ANY) {
+            let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+            let labels: Vec<(String, String)> = values.iter().enumerate().map(|(i, x)| (format!("l{i}"), x.clone())).collect();
+            let body = format!(
+                "{name}{{{}}} {v:?} {ts}\n",
+                labels.iter().map(|(n, x)| format!("{n}=\"{}\"", esc(x))).collect::<Vec<_>>().join(",")
+            );
+            let got = samples(&body, Format::Text);
+            proptest::prop_assert_eq!(got, vec![(name.clone(), labels, v.to_bits(), Some(ts))]);
+        }
+    }
+
+    #[test]
+    fn content_negotiation() {
+        assert_eq!(
+            Format::from_content_type("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            Format::from_content_type("text/plain; version=0.0.4"),
+            Format::Text
+        );
+        assert_eq!(Format::from_content_type(""), Format::Text);
+        assert!(SCRAPE_ACCEPT_HEADER.starts_with("application/openmetrics-text;version=1.0.0"));
     }
 
     #[test]
