@@ -22,31 +22,10 @@ const TWO_HOURS: i64 = 7_200_000;
 
 /// `promtool tsdb dump` output: (labels as Go prints them, timestamp) -> value bits (NaN canonicalised).
 fn dump(promtool: &Path, dir: &Path) -> HashMap<(String, i64), u64> {
-    // promtool 2.42 opens the directory as a Prometheus data directory, which always has a WAL.
-    std::fs::create_dir_all(dir.join("wal")).unwrap();
-    let out = meridian_testkit::run_ok(Command::new(promtool).arg("tsdb").arg("dump").arg(dir));
-    let text = String::from_utf8(out.stdout).unwrap();
-    let mut m = HashMap::new();
-    for line in text.lines() {
-        let mut parts = line.rsplitn(3, ' ');
-        let ts: i64 = parts.next().unwrap().parse().unwrap();
-        let v = parse_go_float(parts.next().unwrap());
-        let labels = parts.next().unwrap().to_owned();
-        assert!(
-            m.insert((labels, ts), key(v)).is_none(),
-            "duplicate sample in dump: {line}"
-        );
-    }
-    m
-}
-
-fn parse_go_float(s: &str) -> f64 {
-    match s {
-        "NaN" => f64::NAN,
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        _ => s.parse().unwrap_or_else(|_| panic!("bad float {s:?}")),
-    }
+    meridian_testkit::promtool_dump(promtool, dir)
+        .into_iter()
+        .map(|(k, v)| (k, key(v)))
+        .collect()
 }
 
 /// Values compare bit-exactly, except that every NaN (stale markers included: `%g` prints them all as

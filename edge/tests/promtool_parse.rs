@@ -86,20 +86,10 @@ fn parser_agrees_with_prometheus() {
             .arg(&input)
             .arg(&out),
     );
-    std::fs::create_dir_all(out.join("wal")).unwrap();
-    let dump = meridian_testkit::run_ok(Command::new(&promtool).arg("tsdb").arg("dump").arg(&out));
-    let mut theirs: HashMap<(String, i64), u64> = HashMap::new();
-    for line in String::from_utf8(dump.stdout).unwrap().lines() {
-        let mut p = line.rsplitn(3, ' ');
-        let ts: i64 = p.next().unwrap().parse().unwrap();
-        let v = match p.next().unwrap() {
-            "NaN" => f64::from_bits(meridian_edge::scrape::parse::GO_NAN_BITS),
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            x => x.parse::<f64>().unwrap(),
-        };
-        theirs.insert((p.next().unwrap().to_owned(), ts), v.to_bits());
-    }
+    let theirs: HashMap<(String, i64), u64> = meridian_testkit::promtool_dump(&promtool, &out)
+        .into_iter()
+        .map(|(k, v)| (k, v.to_bits()))
+        .collect();
 
     let mut ours: HashMap<(String, i64), u64> = HashMap::new();
     for e in Parser::new(&om, Format::OpenMetrics) {

@@ -56,6 +56,25 @@ fn client_cert(ca: &Issued, name: &str) -> Issued {
     .unwrap()
 }
 
+/// A CA (written to `d/ca.crt`) and an `edge-0` server TLS configuration requiring client certificates
+/// from it.
+fn ca_and_server(d: &Path, opts: ServerTlsOptions) -> (Issued, PathBuf, Arc<ServerTls>) {
+    let ca = issue::new_ca("CA", KeyType::P256, Validity::days(365)).unwrap();
+    let (ca_crt, _) = write(d, "ca", &ca);
+    let (srv_crt, srv_key) = write(d, "edge-0", &server_cert(&ca));
+    let tls = ServerTls::load(
+        "test",
+        ServerTlsFiles {
+            cert: srv_crt,
+            key: srv_key,
+            client_ca: Some(ca_crt.clone()),
+        },
+        opts,
+    )
+    .unwrap();
+    (ca, ca_crt, tls)
+}
+
 struct Running {
     addr: SocketAddr,
     _stop: tokio::sync::oneshot::Sender<()>,
@@ -161,22 +180,10 @@ async fn negative_matrix() {
     meridian_pki::install_crypto_provider();
     let dir = TempDir::new().unwrap();
     let d = dir.path();
-    let ca = issue::new_ca("CA", KeyType::P256, Validity::days(365)).unwrap();
+    let (ca, ca_crt, tls) = ca_and_server(d, ServerTlsOptions::default());
     let other_ca = issue::new_ca("Other CA", KeyType::P256, Validity::days(365)).unwrap();
-    let (ca_crt, _) = write(d, "ca", &ca);
-    let (srv_crt, srv_key) = write(d, "edge-0", &server_cert(&ca));
     let gateway = client_cert(&ca, "gateway");
     let (gw_crt, gw_key) = write(d, "gateway", &gateway);
-    let tls = ServerTls::load(
-        "test",
-        ServerTlsFiles {
-            cert: srv_crt,
-            key: srv_key,
-            client_ca: Some(ca_crt.clone()),
-        },
-        ServerTlsOptions::default(),
-    )
-    .unwrap();
     let srv = serve(tls.clone()).await;
 
     // The valid client succeeds, over TLS 1.3 (default) and TLS 1.2.
@@ -310,22 +317,13 @@ async fn identity_allow_list() {
     meridian_pki::install_crypto_provider();
     let dir = TempDir::new().unwrap();
     let d = dir.path();
-    let ca = issue::new_ca("CA", KeyType::P256, Validity::days(365)).unwrap();
-    let (ca_crt, _) = write(d, "ca", &ca);
-    let (srv_crt, srv_key) = write(d, "edge-0", &server_cert(&ca));
-    let tls = ServerTls::load(
-        "test",
-        ServerTlsFiles {
-            cert: srv_crt,
-            key: srv_key,
-            client_ca: Some(ca_crt.clone()),
-        },
+    let (ca, ca_crt, tls) = ca_and_server(
+        d,
         ServerTlsOptions {
             allowed_clients: vec!["gateway".into()],
             ..Default::default()
         },
-    )
-    .unwrap();
+    );
     let srv = serve(tls).await;
     for (name, ok) in [("gateway", true), ("intruder", false)] {
         let (c, k) = write(d, name, &client_cert(&ca, name));
@@ -602,22 +600,13 @@ async fn handshake_timeout() {
     meridian_pki::install_crypto_provider();
     let dir = TempDir::new().unwrap();
     let d = dir.path();
-    let ca = issue::new_ca("CA", KeyType::P256, Validity::days(365)).unwrap();
-    let (ca_crt, _) = write(d, "ca", &ca);
-    let (srv_crt, srv_key) = write(d, "edge-0", &server_cert(&ca));
-    let tls = ServerTls::load(
-        "test",
-        ServerTlsFiles {
-            cert: srv_crt,
-            key: srv_key,
-            client_ca: Some(ca_crt),
-        },
+    let (_, _, tls) = ca_and_server(
+        d,
         ServerTlsOptions {
             handshake_timeout: Duration::from_millis(200),
             ..Default::default()
         },
-    )
-    .unwrap();
+    );
     let srv = serve(tls.clone()).await;
     let mut silent = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
     let mut buf = [0u8; 16];

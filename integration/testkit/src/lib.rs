@@ -83,3 +83,41 @@ pub fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
     }
     out
 }
+
+/// Runs `promtool tsdb dump` on a data directory and returns every sample, keyed by the label set as Go
+/// prints it and the timestamp. Values are parsed from Go's `%g`; every NaN (stale markers included)
+/// comes back as `f64::NAN`, since `%g` prints them all alike. Panics on a repeated sample.
+pub fn promtool_dump(promtool: &Path, dir: &Path) -> std::collections::HashMap<(String, i64), f64> {
+    // promtool 2.42 opens the directory as a Prometheus data directory, which always has a WAL.
+    std::fs::create_dir_all(dir.join("wal"))
+        .unwrap_or_else(|e| panic!("creating {}/wal: {e}", dir.display()));
+    let out = run_ok(
+        std::process::Command::new(promtool)
+            .arg("tsdb")
+            .arg("dump")
+            .arg(dir),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut m = std::collections::HashMap::new();
+    for line in text.lines() {
+        let mut parts = line.rsplitn(3, ' ');
+        let (Some(ts), Some(v), Some(labels)) = (parts.next(), parts.next(), parts.next()) else {
+            panic!("unexpected dump line {line:?}");
+        };
+        let ts: i64 = ts
+            .parse()
+            .unwrap_or_else(|_| panic!("bad timestamp in {line:?}"));
+        let v = match v {
+            "NaN" => f64::NAN,
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            x => x
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+        };
+        if m.insert((labels.to_owned(), ts), v).is_some() {
+            panic!("duplicate sample in dump: {line}");
+        }
+    }
+    m
+}

@@ -16,7 +16,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use super::material::{Role, TlsError, load_certified_key, load_roots};
 use super::metrics::TlsMetrics;
-use super::reload::{Live, Reloadable};
+use super::reload::{Live, LiveBacked};
 use super::server::not_after;
 
 /// Where the client's material lives.
@@ -178,17 +178,11 @@ fn endpoint(
     Ok(ep)
 }
 
-impl Reloadable for ClientTls {
-    fn reload(&self) -> Result<bool, TlsError> {
-        self.live.reload()
-    }
+impl LiveBacked for ClientTls {
+    type Config = ClientConfig;
 
-    fn paths(&self) -> Vec<PathBuf> {
-        self.live.paths()
-    }
-
-    fn name(&self) -> &str {
-        self.live.name()
+    fn live(&self) -> &Live<ClientConfig> {
+        &self.live
     }
 }
 

@@ -24,6 +24,29 @@ pub trait Reloadable: Send + Sync + 'static {
     fn name(&self) -> &str;
 }
 
+/// A configuration that lives in a [`Live`] holder; every such type is [`Reloadable`].
+pub(crate) trait LiveBacked {
+    type Config;
+    fn live(&self) -> &Live<Self::Config>;
+}
+
+impl<T> Reloadable for T
+where
+    T: LiveBacked + Send + Sync + 'static,
+{
+    fn reload(&self) -> Result<bool, TlsError> {
+        self.live().reload()
+    }
+
+    fn paths(&self) -> Vec<PathBuf> {
+        self.live().paths()
+    }
+
+    fn name(&self) -> &str {
+        self.live().name()
+    }
+}
+
 /// Owns the watch task; dropping it (or [`Watcher::stop`]) stops watching.
 #[derive(Debug)]
 pub struct Watcher {

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 use super::material::{Role, TlsError, identities, load_certified_key, load_roots};
 use super::metrics::TlsMetrics;
-use super::reload::{Live, Reloadable};
+use super::reload::{Live, LiveBacked};
 
 /// Where the server's material lives.
 #[derive(Debug, Clone)]
@@ -171,17 +171,11 @@ pub(crate) fn not_after(cert: &CertificateDer<'_>) -> i64 {
         .unwrap_or(0)
 }
 
-impl Reloadable for ServerTls {
-    fn reload(&self) -> Result<bool, TlsError> {
-        self.live.reload()
-    }
+impl LiveBacked for ServerTls {
+    type Config = ServerConfig;
 
-    fn paths(&self) -> Vec<PathBuf> {
-        self.live.paths()
-    }
-
-    fn name(&self) -> &str {
-        self.live.name()
+    fn live(&self) -> &Live<ServerConfig> {
+        &self.live
     }
 }
 
