@@ -451,6 +451,15 @@ impl LabelsBuilder {
             .map(|(_, v)| v.as_str())
     }
 
+    /// A snapshot of the non-empty labels, in insertion order.
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        self.pairs
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .cloned()
+            .collect()
+    }
+
     /// Removes every label.
     pub fn clear(&mut self) {
         self.pairs.clear();

@@ -2,9 +2,12 @@
 //! XOR chunks, TSDB files, StoreAPI protocol) and the edge's own machinery.
 
 pub mod chunkenc;
+pub mod config;
+pub mod discovery;
 pub mod error;
 pub mod labels;
 pub mod matcher;
+pub mod relabel;
 pub mod sample;
 pub mod scrape;
 pub mod storeapi;

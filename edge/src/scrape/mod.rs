@@ -1,4 +1,10 @@
-//! Scraping: the exposition-format parser so far; the scrape loop, relabeling and service discovery
-//! follow with the ingestion issue.
+//! Scraping: the exposition-format parser, targets from discovery, the HTTP client, per-target scrape
+//! loops and the per-job pools that run them.
 
+pub mod http;
+pub mod manager;
 pub mod parse;
+pub mod scrape_loop;
+pub mod target;
+
+pub use manager::{ScrapeManager, TargetsSnapshot};

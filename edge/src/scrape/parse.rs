@@ -160,6 +160,9 @@ pub struct Exemplar<'a> {
 pub enum Entry<'a> {
     Sample {
         name: &'a str,
+        /// The series as written, `name{labels}`: a cache key that needs no parsing (two spellings of one
+        /// series give two keys, which only costs a cache entry).
+        series: &'a str,
         /// In exposition order (not sorted), without `__name__`.
         labels: RawLabels<'a>,
         value: f64,
@@ -291,6 +294,7 @@ impl<'a> Parser<'a> {
             };
             i = end;
         }
+        let series = &line[..i];
         let rest = &line[i..];
         if !rest.starts_with([' ', '\t']) {
             return Err(self.err(line, "expected a space before the value"));
@@ -322,6 +326,7 @@ impl<'a> Parser<'a> {
         };
         Ok(Entry::Sample {
             name,
+            series,
             labels,
             value,
             timestamp,

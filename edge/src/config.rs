@@ -1,0 +1,832 @@
+//! The edge's configuration: Prometheus' own YAML schema (`prometheus.yml`), so a cluster's existing scrape
+//! configuration moves over unchanged.
+//!
+//! - `global` and `scrape_configs` are acted on. `rule_files`, `alerting`, `remote_write`, `remote_read`,
+//!   `storage`, `tracing`, `runtime` and `otlp` are accepted and named in a start-up warning
+//!   ([`Config::ignored_sections`]); any other key is an error with its line and column.
+//! - `$(VAR)` is replaced from the environment before parsing, as Thanos' config reloader does
+//!   (`replica: $(POD_NAME)`); an undefined variable is an error naming it and its line.
+//! - Defaults and checks follow Prometheus (`config/config.go`): a job inherits interval, timeout and limits
+//!   from `global`; its timeout defaults to the smaller of the global timeout and its interval; a timeout
+//!   above the interval, a duplicate job name or an invalid label name is refused.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_saphyr::Spanned;
+
+use crate::labels::Labels;
+use crate::relabel::{RelabelConfig, is_valid_label_name};
+
+/// A configuration that could not be used. The message names the field or value, and a line and column
+/// where there is one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{source_name}: {message}")]
+pub struct ConfigError {
+    /// The file (or "config" for text).
+    pub source_name: String,
+    pub message: String,
+}
+
+/// A Prometheus duration (`1y2w3d4h5m6s7ms`, or `0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct PromDuration(pub Duration);
+
+impl PromDuration {
+    pub fn parse(s: &str) -> Result<PromDuration, String> {
+        if s == "0" {
+            return Ok(PromDuration(Duration::ZERO));
+        }
+        // Units must come in Prometheus' order (largest first, each at most once).
+        const ORDER: [&str; 7] = ["y", "w", "d", "h", "m", "s", "ms"];
+        let mut last = None;
+        let mut rest = s;
+        while !rest.is_empty() {
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            let unit_end = rest[digits..]
+                .find(|c: char| c.is_ascii_digit())
+                .map_or(rest.len(), |i| i + digits);
+            let unit = &rest[digits..unit_end];
+            let pos = ORDER.iter().position(|u| *u == unit);
+            match (digits, pos) {
+                (1.., Some(p)) if last.is_none_or(|l| p > l) => last = Some(p),
+                _ => {
+                    return Err(format!(
+                        "invalid duration {s:?} (use e.g. 15s, 1m, 1h30m, 500ms; units y w d h m s ms)"
+                    ));
+                }
+            }
+            rest = &rest[unit_end..];
+        }
+        meridian_pki::tls::args::parse_duration(s).map(PromDuration)
+    }
+
+    /// Prometheus' `model.Duration.String()`: largest units first, `0s` for zero.
+    pub fn format(d: Duration) -> String {
+        let mut ms = d.as_millis();
+        if ms == 0 {
+            return "0s".into();
+        }
+        let mut out = String::new();
+        for (unit, size) in [
+            ("y", 365 * 86_400_000u128),
+            ("w", 7 * 86_400_000),
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1000),
+            ("ms", 1),
+        ] {
+            if ms >= size {
+                out.push_str(&format!("{}{unit}", ms / size));
+                ms %= size;
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for PromDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&PromDuration::format(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for PromDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        PromDuration::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `global:`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GlobalConfig {
+    pub scrape_interval: PromDuration,
+    pub scrape_timeout: Option<PromDuration>,
+    pub evaluation_interval: PromDuration,
+    pub external_labels: BTreeMap<String, String>,
+    pub query_log_file: Option<String>,
+    pub body_size_limit: Option<String>,
+    pub sample_limit: u64,
+    pub label_limit: u64,
+    pub label_name_length_limit: u64,
+    pub label_value_length_limit: u64,
+    pub target_limit: u64,
+    pub keep_dropped_targets: u64,
+}
+
+impl Default for GlobalConfig {
+    fn default() -> Self {
+        GlobalConfig {
+            scrape_interval: PromDuration(Duration::from_secs(60)),
+            scrape_timeout: None,
+            evaluation_interval: PromDuration(Duration::from_secs(60)),
+            external_labels: BTreeMap::new(),
+            query_log_file: None,
+            body_size_limit: None,
+            sample_limit: 0,
+            label_limit: 0,
+            label_name_length_limit: 0,
+            label_value_length_limit: 0,
+            target_limit: 0,
+            keep_dropped_targets: 0,
+        }
+    }
+}
+
+/// `basic_auth:`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicAuth {
+    pub username: String,
+    pub password: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+/// `authorization:`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authorization {
+    #[serde(rename = "type", default = "default_auth_type")]
+    pub kind: String,
+    pub credentials: Option<String>,
+    pub credentials_file: Option<PathBuf>,
+}
+
+fn default_auth_type() -> String {
+    "Bearer".into()
+}
+
+/// `tls_config:`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub server_name: Option<String>,
+    pub insecure_skip_verify: bool,
+    pub min_version: Option<String>,
+    pub max_version: Option<String>,
+}
+
+/// `static_configs:` entry.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StaticConfig {
+    pub targets: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `file_sd_configs:` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSdConfig {
+    pub files: Vec<String>,
+    #[serde(default = "five_minutes")]
+    pub refresh_interval: PromDuration,
+}
+
+fn five_minutes() -> PromDuration {
+    PromDuration(Duration::from_secs(300))
+}
+
+fn thirty_seconds() -> PromDuration {
+    PromDuration(Duration::from_secs(30))
+}
+
+/// The record type of `dns_sd_configs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum DnsRecordType {
+    #[default]
+    #[serde(rename = "SRV")]
+    Srv,
+    #[serde(rename = "A")]
+    A,
+    #[serde(rename = "AAAA")]
+    Aaaa,
+    #[serde(rename = "MX")]
+    Mx,
+    #[serde(rename = "NS")]
+    Ns,
+}
+
+/// `dns_sd_configs:` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSdConfig {
+    pub names: Vec<String>,
+    #[serde(rename = "type", default)]
+    pub record_type: DnsRecordType,
+    #[serde(default)]
+    pub port: u16,
+    #[serde(default = "thirty_seconds")]
+    pub refresh_interval: PromDuration,
+}
+
+/// One `scrape_configs:` entry as written.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScrapeConfig {
+    job_name: Spanned<String>,
+    #[serde(default)]
+    honor_labels: bool,
+    #[serde(default = "yes")]
+    honor_timestamps: bool,
+    #[serde(default)]
+    track_timestamps_staleness: bool,
+    scrape_interval: Option<PromDuration>,
+    scrape_timeout: Option<PromDuration>,
+    #[serde(default = "default_path")]
+    metrics_path: String,
+    #[serde(default = "default_scheme")]
+    scheme: String,
+    #[serde(default)]
+    params: BTreeMap<String, Vec<String>>,
+    body_size_limit: Option<String>,
+    sample_limit: Option<u64>,
+    label_limit: Option<u64>,
+    label_name_length_limit: Option<u64>,
+    label_value_length_limit: Option<u64>,
+    target_limit: Option<u64>,
+    keep_dropped_targets: Option<u64>,
+    basic_auth: Option<BasicAuth>,
+    authorization: Option<Authorization>,
+    bearer_token: Option<String>,
+    bearer_token_file: Option<PathBuf>,
+    #[serde(default)]
+    tls_config: TlsConfig,
+    #[serde(default = "yes")]
+    follow_redirects: bool,
+    #[serde(default = "yes")]
+    enable_http2: bool,
+    proxy_url: Option<String>,
+    #[serde(default)]
+    static_configs: Vec<StaticConfig>,
+    #[serde(default)]
+    file_sd_configs: Vec<FileSdConfig>,
+    #[serde(default)]
+    dns_sd_configs: Vec<DnsSdConfig>,
+    kubernetes_sd_configs: Option<IgnoredAny>,
+    #[serde(default)]
+    relabel_configs: Vec<RelabelConfig>,
+    #[serde(default)]
+    metric_relabel_configs: Vec<RelabelConfig>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_path() -> String {
+    "/metrics".into()
+}
+fn default_scheme() -> String {
+    "http".into()
+}
+
+/// How the scrape request authenticates.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Auth {
+    None,
+    Basic {
+        username: String,
+        password: Option<String>,
+        password_file: Option<PathBuf>,
+    },
+    /// `Authorization: <kind> <credentials>` (`bearer_token(_file)` is kind `Bearer`).
+    Header {
+        kind: String,
+        credentials: Option<String>,
+        credentials_file: Option<PathBuf>,
+    },
+}
+
+/// One scrape job, with everything inherited from `global` resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScrapeConfig {
+    pub job_name: String,
+    /// Where the job is defined (for messages).
+    pub line: u64,
+    pub honor_labels: bool,
+    pub honor_timestamps: bool,
+    pub scrape_interval: Duration,
+    pub scrape_timeout: Duration,
+    pub metrics_path: String,
+    pub scheme: String,
+    pub params: BTreeMap<String, Vec<String>>,
+    /// 0 = unlimited.
+    pub body_size_limit: u64,
+    pub sample_limit: u64,
+    pub label_limit: u64,
+    pub label_name_length_limit: u64,
+    pub label_value_length_limit: u64,
+    pub target_limit: u64,
+    pub auth: Auth,
+    pub tls_config: TlsConfig,
+    pub follow_redirects: bool,
+    pub static_configs: Vec<StaticConfig>,
+    pub file_sd_configs: Vec<FileSdConfig>,
+    pub dns_sd_configs: Vec<DnsSdConfig>,
+    pub relabel_configs: Vec<RelabelConfig>,
+    pub metric_relabel_configs: Vec<RelabelConfig>,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub global: GlobalConfig,
+    pub external_labels: Labels,
+    pub scrape_configs: Vec<ScrapeConfig>,
+    /// Sections present that the edge accepts but does not act on.
+    pub ignored_sections: Vec<&'static str>,
+    /// Other things worth a warning at load (per job).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    global: GlobalConfig,
+    #[serde(default)]
+    scrape_configs: Vec<RawScrapeConfig>,
+    rule_files: Option<IgnoredAny>,
+    alerting: Option<IgnoredAny>,
+    remote_write: Option<IgnoredAny>,
+    remote_read: Option<IgnoredAny>,
+    storage: Option<IgnoredAny>,
+    tracing: Option<IgnoredAny>,
+    runtime: Option<IgnoredAny>,
+    otlp: Option<IgnoredAny>,
+}
+
+/// Replaces `$(NAME)` with the environment variable `NAME` (letters, digits, `_`), as Thanos' reloader
+/// does; `$(` not followed by a name and `)` is left as written.
+pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("$(") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let name_len = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        if name_len > 0 && after[name_len..].starts_with(')') {
+            let name = &after[..name_len];
+            match lookup(name) {
+                Some(v) => out.push_str(&v),
+                None => {
+                    let line = text[..text.len() - rest.len() + i].matches('\n').count() + 1;
+                    return Err(format!(
+                        "line {line}: environment variable {name:?} referenced as $({name}) is not set"
+                    ));
+                }
+            }
+            rest = &after[name_len + 1..];
+        } else {
+            out.push_str("$(");
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Parses a Prometheus size (`body_size_limit`): bytes with an optional `B`, `KB`, `MB`, `GB`, `TB`
+/// (powers of 1024, as Prometheus' `units.Base2Bytes`), `0` for unlimited.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let n: u64 = t[..digits]
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (use e.g. 10MB)"))?;
+    let mult: u64 = match &t[digits..] {
+        "" | "B" => 1,
+        "KB" | "KiB" => 1 << 10,
+        "MB" | "MiB" => 1 << 20,
+        "GB" | "GiB" => 1 << 30,
+        "TB" | "TiB" => 1 << 40,
+        other => return Err(format!("invalid size unit {other:?} in {s:?}")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+impl Config {
+    /// Loads a file, substituting `$(VAR)` from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let err = |message: String| ConfigError {
+            source_name: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        Config::parse_with_env(&text, |k| std::env::var(k).ok()).map_err(|e| ConfigError {
+            source_name: path.display().to_string(),
+            message: e.message,
+        })
+    }
+
+    /// Parses text without environment substitution.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse_with_env(text, |_| None)
+    }
+
+    pub fn parse_with_env(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let err = |message: String| ConfigError {
+            source_name: "config".into(),
+            message,
+        };
+        let text = expand_env(text, env).map_err(err)?;
+        // An empty file is a valid (empty) Prometheus config.
+        let raw: RawConfig = if text.trim().is_empty() {
+            serde_saphyr::from_str("{}").map_err(|e| err(e.to_string()))?
+        } else {
+            serde_saphyr::from_str(&text).map_err(|e| err(e.to_string()))?
+        };
+        Config::resolve(raw).map_err(err)
+    }
+
+    fn resolve(raw: RawConfig) -> Result<Config, String> {
+        let mut ignored = Vec::new();
+        for (present, name) in [
+            (raw.rule_files.is_some(), "rule_files"),
+            (raw.alerting.is_some(), "alerting"),
+            (raw.remote_write.is_some(), "remote_write"),
+            (raw.remote_read.is_some(), "remote_read"),
+            (raw.storage.is_some(), "storage"),
+            (raw.tracing.is_some(), "tracing"),
+            (raw.runtime.is_some(), "runtime"),
+            (raw.otlp.is_some(), "otlp"),
+        ] {
+            if present {
+                ignored.push(name);
+            }
+        }
+        let g = raw.global;
+        let global_timeout = match g.scrape_timeout {
+            Some(t) if t > g.scrape_interval => {
+                return Err(format!(
+                    "global: scrape_timeout ({t}) is greater than scrape_interval ({})",
+                    g.scrape_interval
+                ));
+            }
+            Some(t) => t.0,
+            None => Duration::from_secs(10).min(g.scrape_interval.0),
+        };
+        if g.scrape_interval.0.is_zero() {
+            return Err("global: scrape_interval must be greater than 0".into());
+        }
+        for (name, value) in &g.external_labels {
+            if !is_valid_label_name(name) {
+                return Err(format!(
+                    "global.external_labels: {name:?} is not a valid label name"
+                ));
+            }
+            if value.is_empty() {
+                return Err(format!(
+                    "global.external_labels: {name:?} has an empty value"
+                ));
+            }
+        }
+        let global_body_limit = match &g.body_size_limit {
+            Some(s) => parse_size(s).map_err(|e| format!("global.body_size_limit: {e}"))?,
+            None => 0,
+        };
+        let external_labels = Labels::from_pairs(
+            g.external_labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        let mut jobs: Vec<ScrapeConfig> = Vec::new();
+        let mut warnings = Vec::new();
+        for r in raw.scrape_configs {
+            let job = r.job_name.value.clone();
+            let line = r.job_name.referenced.line();
+            let at = format!("scrape_configs (job {job:?}, line {line})");
+            if job.is_empty() {
+                return Err(format!("{at}: job_name is empty"));
+            }
+            if let Some(prev) = jobs.iter().find(|j| j.job_name == job) {
+                return Err(format!(
+                    "{at}: job_name {job:?} is already used at line {}",
+                    prev.line
+                ));
+            }
+            let interval = r.scrape_interval.map_or(g.scrape_interval.0, |d| d.0);
+            if interval.is_zero() {
+                return Err(format!("{at}: scrape_interval must be greater than 0"));
+            }
+            let timeout = match r.scrape_timeout {
+                Some(t) => t.0,
+                None => global_timeout.min(interval),
+            };
+            if timeout.is_zero() {
+                return Err(format!("{at}: scrape_timeout must be greater than 0"));
+            }
+            if timeout > interval {
+                return Err(format!(
+                    "{at}: scrape_timeout ({}) is greater than scrape_interval ({})",
+                    PromDuration(timeout),
+                    PromDuration(interval)
+                ));
+            }
+            if r.scheme != "http" && r.scheme != "https" {
+                return Err(format!(
+                    "{at}: scheme {:?} is not supported (http or https)",
+                    r.scheme
+                ));
+            }
+            if !r.metrics_path.starts_with('/') {
+                return Err(format!(
+                    "{at}: metrics_path {:?} must start with '/'",
+                    r.metrics_path
+                ));
+            }
+            if r.proxy_url.is_some() {
+                return Err(format!("{at}: proxy_url is not supported by the edge"));
+            }
+            let auth = match (
+                &r.basic_auth,
+                &r.authorization,
+                &r.bearer_token,
+                &r.bearer_token_file,
+            ) {
+                (Some(_), Some(_), _, _) | (Some(_), _, Some(_), _) | (Some(_), _, _, Some(_)) => {
+                    return Err(format!(
+                        "{at}: at most one of basic_auth, authorization and bearer_token(_file) may be set"
+                    ));
+                }
+                (_, Some(_), Some(_), _) | (_, Some(_), _, Some(_)) | (_, _, Some(_), Some(_)) => {
+                    return Err(format!(
+                        "{at}: at most one of authorization, bearer_token and bearer_token_file may be set"
+                    ));
+                }
+                (Some(b), None, None, None) => {
+                    if b.password.is_some() && b.password_file.is_some() {
+                        return Err(format!(
+                            "{at}: basic_auth: at most one of password and password_file may be set"
+                        ));
+                    }
+                    Auth::Basic {
+                        username: b.username.clone(),
+                        password: b.password.clone(),
+                        password_file: b.password_file.clone(),
+                    }
+                }
+                (None, Some(a), None, None) => {
+                    if a.credentials.is_some() && a.credentials_file.is_some() {
+                        return Err(format!(
+                            "{at}: authorization: at most one of credentials and credentials_file may be set"
+                        ));
+                    }
+                    if a.kind.eq_ignore_ascii_case("basic") {
+                        return Err(format!(
+                            "{at}: authorization type cannot be set to \"basic\", use \"basic_auth\" instead"
+                        ));
+                    }
+                    Auth::Header {
+                        kind: a.kind.clone(),
+                        credentials: a.credentials.clone(),
+                        credentials_file: a.credentials_file.clone(),
+                    }
+                }
+                (None, None, token, file) if token.is_some() || file.is_some() => Auth::Header {
+                    kind: "Bearer".into(),
+                    credentials: token.clone(),
+                    credentials_file: file.clone(),
+                },
+                _ => Auth::None,
+            };
+            for sc in &r.static_configs {
+                for (name, _) in &sc.labels {
+                    if !is_valid_label_name(name) {
+                        return Err(format!(
+                            "{at}: static_configs label {name:?} is not a valid label name"
+                        ));
+                    }
+                }
+                for t in &sc.targets {
+                    if t.contains('/') {
+                        return Err(format!(
+                            "{at}: target {t:?} is not a valid host:port (no scheme or path here; use scheme and metrics_path)"
+                        ));
+                    }
+                }
+            }
+            for f in &r.file_sd_configs {
+                for p in &f.files {
+                    let base = Path::new(p)
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or("");
+                    let ok = [".json", ".yml", ".yaml"]
+                        .iter()
+                        .any(|ext| base.ends_with(ext));
+                    if !ok {
+                        return Err(format!(
+                            "{at}: file_sd_configs file {p:?} must end in .json, .yml or .yaml"
+                        ));
+                    }
+                }
+            }
+            for d in &r.dns_sd_configs {
+                if d.names.is_empty() {
+                    return Err(format!("{at}: dns_sd_configs needs at least one name"));
+                }
+                match d.record_type {
+                    DnsRecordType::Srv => {}
+                    DnsRecordType::A | DnsRecordType::Aaaa if d.port == 0 => {
+                        return Err(format!("{at}: dns_sd_configs of type A/AAAA need a port"));
+                    }
+                    DnsRecordType::A | DnsRecordType::Aaaa => {}
+                    DnsRecordType::Mx | DnsRecordType::Ns => {
+                        return Err(format!(
+                            "{at}: dns_sd_configs type MX/NS is not supported (SRV, A or AAAA)"
+                        ));
+                    }
+                }
+            }
+            if r.kubernetes_sd_configs.is_some() {
+                warnings.push(format!(
+                    "{at}: kubernetes_sd_configs is not supported by this edge yet; the job gets no targets from it"
+                ));
+            }
+            if r.track_timestamps_staleness {
+                warnings.push(format!(
+                    "{at}: track_timestamps_staleness is ignored (series with explicit timestamps get no stale markers)"
+                ));
+            }
+            let body_size_limit = match &r.body_size_limit {
+                Some(s) => parse_size(s).map_err(|e| format!("{at}: body_size_limit: {e}"))?,
+                None => global_body_limit,
+            };
+            jobs.push(ScrapeConfig {
+                job_name: job,
+                line,
+                honor_labels: r.honor_labels,
+                honor_timestamps: r.honor_timestamps,
+                scrape_interval: interval,
+                scrape_timeout: timeout,
+                metrics_path: r.metrics_path,
+                scheme: r.scheme,
+                params: r.params,
+                body_size_limit,
+                sample_limit: r.sample_limit.unwrap_or(g.sample_limit),
+                label_limit: r.label_limit.unwrap_or(g.label_limit),
+                label_name_length_limit: r
+                    .label_name_length_limit
+                    .unwrap_or(g.label_name_length_limit),
+                label_value_length_limit: r
+                    .label_value_length_limit
+                    .unwrap_or(g.label_value_length_limit),
+                target_limit: r.target_limit.unwrap_or(g.target_limit),
+                auth,
+                tls_config: r.tls_config,
+                follow_redirects: r.follow_redirects,
+                static_configs: r.static_configs,
+                file_sd_configs: r.file_sd_configs,
+                dns_sd_configs: r.dns_sd_configs,
+                relabel_configs: r.relabel_configs,
+                metric_relabel_configs: r.metric_relabel_configs,
+            });
+            let _ = r.enable_http2;
+        }
+        Ok(Config {
+            global: g,
+            external_labels,
+            scrape_configs: jobs,
+            ignored_sections: ignored,
+            warnings,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            PromDuration::parse("1m30s").unwrap().0,
+            Duration::from_secs(90)
+        );
+        assert_eq!(PromDuration::parse("0").unwrap().0, Duration::ZERO);
+        assert!(PromDuration::parse("30s1m").is_err());
+        assert!(PromDuration::parse("1.5s").is_err());
+        assert!(PromDuration::parse("s").is_err());
+        assert_eq!(PromDuration::format(Duration::from_secs(90)), "1m30s");
+        assert_eq!(PromDuration::format(Duration::from_secs(15)), "15s");
+        assert_eq!(PromDuration::format(Duration::from_secs(86400)), "1d");
+        assert_eq!(PromDuration::format(Duration::from_millis(1500)), "1s500ms");
+    }
+
+    #[test]
+    fn defaults_and_inheritance() {
+        let c = Config::parse(
+            "global:\n  scrape_interval: 5s\n  external_labels: {cluster: a}\nscrape_configs:\n  - job_name: x\n    static_configs: [{targets: ['h:1']}]\n  - job_name: y\n    scrape_interval: 1m\n",
+        )
+        .unwrap();
+        let x = &c.scrape_configs[0];
+        assert_eq!(x.scrape_interval, Duration::from_secs(5));
+        assert_eq!(x.scrape_timeout, Duration::from_secs(5));
+        assert_eq!(x.metrics_path, "/metrics");
+        assert!(x.honor_timestamps);
+        assert_eq!(c.scrape_configs[1].scrape_timeout, Duration::from_secs(5));
+        assert_eq!(c.external_labels.get("cluster"), Some("a"));
+        assert_eq!(x.line, 5);
+        let empty = Config::parse("").unwrap();
+        assert_eq!(empty.global.scrape_interval.0, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn ignored_sections_are_named() {
+        let c = Config::parse(
+            "rule_files: [a.yml]\nalerting: {alertmanagers: []}\nremote_write: [{url: 'http://x'}]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.ignored_sections,
+            ["rule_files", "alerting", "remote_write"]
+        );
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let cases = [
+            (
+                "scrape_configs:\n  - job_name: a\n    scrape_intervall: 1s\n",
+                "scrape_intervall",
+            ),
+            (
+                "scrape_configs:\n  - job_name: a\n    scrape_intervall: 1s\n",
+                "line 3",
+            ),
+            ("globall: {}\n", "globall"),
+            (
+                "scrape_configs:\n  - job_name: a\n  - job_name: a\n",
+                "already used at line 2",
+            ),
+            (
+                "scrape_configs:\n  - job_name: a\n    scrape_interval: 5s\n    scrape_timeout: 10s\n",
+                "greater than scrape_interval",
+            ),
+            (
+                "scrape_configs:\n  - job_name: a\n    scrape_interval: 5x\n",
+                "invalid duration \"5x\"",
+            ),
+            (
+                "scrape_configs:\n  - job_name: a\n    relabel_configs: [{action: hashmod, target_label: x}]\n",
+                "modulus",
+            ),
+            ("global:\n  external_labels: {\"a-b\": x}\n", "\"a-b\""),
+            (
+                "scrape_configs:\n  - job_name: a\n    static_configs: [{targets: ['http://h:1/metrics']}]\n",
+                "not a valid host:port",
+            ),
+            (
+                "scrape_configs:\n  - job_name: a\n    basic_auth: {username: u}\n    bearer_token: t\n",
+                "at most one",
+            ),
+        ];
+        for (y, want) in cases {
+            let e = Config::parse(y).unwrap_err().to_string();
+            assert!(e.contains(want), "{y}\n=> {e}");
+        }
+    }
+
+    #[test]
+    fn env_substitution() {
+        let env = |k: &str| (k == "POD_NAME").then(|| "edge-0".to_string());
+        let c = Config::parse_with_env(
+            "global:\n  external_labels:\n    replica: $(POD_NAME)\n    x: $(\n",
+            env,
+        )
+        .unwrap();
+        assert_eq!(c.external_labels.get("replica"), Some("edge-0"));
+        assert_eq!(c.external_labels.get("x"), Some("$("));
+        let e = Config::parse_with_env("global:\n  external_labels:\n    r: $(NOPE)\n", env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3") && e.contains("\"NOPE\""), "{e}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10MB").unwrap(), 10 << 20);
+        assert_eq!(parse_size("0").unwrap(), 0);
+        assert!(parse_size("10XB").is_err());
+    }
+}

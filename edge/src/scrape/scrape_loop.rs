@@ -1,0 +1,716 @@
+//! One target's scrape loop: fetch, parse, label, append, report, mark stale — Prometheus' `scrapeLoop`.
+//!
+//! - **Timing.** The first scrape waits for the target's offset within the interval: a hash of its labels
+//!   (xor a seed from the external labels) modulo the interval, measured against the wall clock, so a
+//!   fleet's scrapes spread evenly and the same target is scraped at the same phase after a restart.
+//!   Samples carry the scrape's start time unless `honor_timestamps` and the sample has its own.
+//! - **Labels.** Target labels are attached to every sample; a clash renames the exposed label to
+//!   `exported_<name>` (repeatedly, until free), unless `honor_labels` keeps the exposed value. Then
+//!   `metric_relabel_configs` run. The result is cached per series *text* (`name{...}` as exposed), so
+//!   steady-state scrapes neither relabel nor allocate label sets — Prometheus' scrape cache.
+//! - **Staleness.** Series of the last successful scrape that are missing now get a stale marker at this
+//!   scrape's timestamp; a failed scrape (HTTP error, parse error, a limit) marks all of them. Series with
+//!   explicit timestamps are never marked. When the target goes away its series and its report series
+//!   are marked too.
+//! - **Report series**: `up`, `scrape_duration_seconds`, `scrape_samples_scraped`,
+//!   `scrape_samples_post_metric_relabeling`, `scrape_series_added`.
+//! - **Limits**: `sample_limit` (counted after relabeling; the whole scrape fails, as in Prometheus),
+//!   `label_limit`, `label_name_length_limit`, `label_value_length_limit`, and the body size limit.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::http::{Conn, HttpClient};
+use super::parse::{Entry, Format, Parser};
+use super::target::Target;
+use crate::config::ScrapeConfig;
+use crate::labels::{Labels, LabelsBuilder};
+use crate::relabel::{RelabelConfig, process_builder};
+use crate::sample::stale_nan;
+use crate::tsdb::db::{Appender, Db};
+use crate::tsdb::head::AppendError;
+
+/// Scrape cache entries unseen for this many scrapes are forgotten.
+const CACHE_KEEP_ITERATIONS: u64 = 10;
+
+/// What a loop needs from its job's configuration.
+#[derive(Debug, Clone)]
+pub struct LoopSettings {
+    pub honor_labels: bool,
+    pub honor_timestamps: bool,
+    pub sample_limit: u64,
+    pub label_limit: u64,
+    pub label_name_length_limit: u64,
+    pub label_value_length_limit: u64,
+    pub metric_relabel_configs: Vec<RelabelConfig>,
+}
+
+impl LoopSettings {
+    pub fn from_config(cfg: &ScrapeConfig) -> LoopSettings {
+        LoopSettings {
+            honor_labels: cfg.honor_labels,
+            honor_timestamps: cfg.honor_timestamps,
+            sample_limit: cfg.sample_limit,
+            label_limit: cfg.label_limit,
+            label_name_length_limit: cfg.label_name_length_limit,
+            label_value_length_limit: cfg.label_value_length_limit,
+            metric_relabel_configs: cfg.metric_relabel_configs.clone(),
+        }
+    }
+}
+
+struct CacheEntry {
+    r: u64,
+    labels: Labels,
+    last_iter: u64,
+}
+
+/// A loop's memory: scrape cache and staleness tracking. Survives a config reload (handed to the
+/// replacement loop), as Prometheus hands its scrape cache over.
+#[derive(Default)]
+pub struct LoopState {
+    series: HashMap<Box<str>, CacheEntry>,
+    /// Series text that metric relabeling dropped, with the iteration last seen.
+    dropped: HashMap<Box<str>, u64>,
+    /// Series (without explicit timestamps) of the last successful scrape.
+    prev: HashSet<Labels>,
+    /// Report series references.
+    report: Vec<(Labels, u64)>,
+    iter: u64,
+    /// Timestamp of the last scrape appended (ms), 0 before the first.
+    pub last_ts: i64,
+}
+
+/// The outcome of one scrape, for the report series and the targets API.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScrapeOutcome {
+    pub scraped: u64,
+    pub post_relabel: u64,
+    pub series_added: u64,
+    /// Samples refused by the TSDB (out of order, duplicate, too old): skipped, not fatal.
+    pub rejected: u64,
+    pub error: Option<String>,
+}
+
+/// The five report series names.
+pub const REPORT_NAMES: [&str; 5] = [
+    "up",
+    "scrape_duration_seconds",
+    "scrape_samples_scraped",
+    "scrape_samples_post_metric_relabeling",
+    "scrape_series_added",
+];
+
+impl LoopState {
+    pub fn new() -> LoopState {
+        LoopState::default()
+    }
+
+    /// Appends one scrape: `body` is the response (or why there is none), `ts` the scrape start (ms).
+    pub fn append_scrape(
+        &mut self,
+        db: &Db,
+        target_labels: &Labels,
+        s: &LoopSettings,
+        body: Result<(&str, Format), String>,
+        ts: i64,
+        duration: Duration,
+    ) -> Result<ScrapeOutcome, AppendError> {
+        self.iter += 1;
+        let mut out = ScrapeOutcome::default();
+        let mut app = db.appender();
+        let mut cur: HashSet<Labels> = HashSet::with_capacity(self.prev.len());
+        let res = match body {
+            Ok((text, format)) => self.append_body(
+                &mut app,
+                target_labels,
+                s,
+                text,
+                format,
+                ts,
+                &mut cur,
+                &mut out,
+            ),
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(()) => {
+                for gone in self.prev.difference(&cur) {
+                    stale(&mut app, gone, ts);
+                }
+                self.prev = cur;
+                let iter = self.iter;
+                self.series
+                    .retain(|_, e| iter - e.last_iter <= CACHE_KEEP_ITERATIONS);
+                self.dropped
+                    .retain(|_, i| iter - *i <= CACHE_KEEP_ITERATIONS);
+            }
+            Err(e) => {
+                app.rollback();
+                app = db.appender();
+                for gone in &self.prev {
+                    stale(&mut app, gone, ts);
+                }
+                self.prev.clear();
+                out.error = Some(e);
+            }
+        }
+        self.append_report(&mut app, target_labels, ts, duration, &out);
+        self.last_ts = ts;
+        app.commit()?;
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn append_body(
+        &mut self,
+        app: &mut Appender<'_>,
+        target_labels: &Labels,
+        s: &LoopSettings,
+        text: &str,
+        format: Format,
+        ts: i64,
+        cur: &mut HashSet<Labels>,
+        out: &mut ScrapeOutcome,
+    ) -> Result<(), String> {
+        let mut lb = LabelsBuilder::new();
+        let mut limit_err: Option<String> = None;
+        for entry in Parser::new(text, format) {
+            let entry = entry.map_err(|e| e.to_string())?;
+            let Entry::Sample {
+                name,
+                series,
+                labels,
+                value,
+                timestamp,
+                ..
+            } = entry
+            else {
+                continue;
+            };
+            out.scraped += 1;
+            if self.dropped.contains_key(series) {
+                if let Some(i) = self.dropped.get_mut(series) {
+                    *i = self.iter;
+                }
+                continue;
+            }
+            let (r, lset, cached) = match self.series.get_mut(series) {
+                Some(e) => {
+                    e.last_iter = self.iter;
+                    (e.r, e.labels.clone(), true)
+                }
+                None => {
+                    lb.clear();
+                    lb.set("__name__", name);
+                    for (n, v) in labels.iter() {
+                        lb.set(n, &v);
+                    }
+                    let Some(lset) = sample_labels(&mut lb, target_labels, s) else {
+                        self.dropped.insert(series.into(), self.iter);
+                        continue;
+                    };
+                    if !lset.has("__name__") {
+                        return Err(format!(
+                            "metric name label is missing after relabeling of {series}"
+                        ));
+                    }
+                    check_label_limits(&lset, s)?;
+                    (app.series_ref(&lset), lset, false)
+                }
+            };
+            out.post_relabel += 1;
+            if s.sample_limit > 0 && out.post_relabel > s.sample_limit {
+                // Keep counting so the report says how many there were.
+                limit_err.get_or_insert_with(|| {
+                    format!("sample limit exceeded (limit {})", s.sample_limit)
+                });
+                continue;
+            }
+            let explicit = timestamp.filter(|_| s.honor_timestamps);
+            let t = explicit.unwrap_or(ts);
+            let mut r = r;
+            let res = match app.append(r, t, value) {
+                Err(AppendError::UnknownRef(_)) => {
+                    // The series left the head since we cached it: resolve it again.
+                    r = app.series_ref(&lset);
+                    app.append(r, t, value)
+                }
+                other => other,
+            };
+            match res {
+                Ok(()) => {}
+                Err(e) if e.is_client_error() => out.rejected += 1,
+                Err(e) => return Err(e.to_string()),
+            }
+            if !cached {
+                out.series_added += 1;
+            }
+            if !cached || self.series.get(series).is_some_and(|e| e.r != r) {
+                self.series.insert(
+                    series.into(),
+                    CacheEntry {
+                        r,
+                        labels: lset.clone(),
+                        last_iter: self.iter,
+                    },
+                );
+            }
+            if explicit.is_none() {
+                cur.insert(lset);
+            }
+        }
+        match limit_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn append_report(
+        &mut self,
+        app: &mut Appender<'_>,
+        target_labels: &Labels,
+        ts: i64,
+        duration: Duration,
+        out: &ScrapeOutcome,
+    ) {
+        if self.report.is_empty() {
+            self.report = REPORT_NAMES
+                .iter()
+                .map(|n| {
+                    let mut lb = target_labels.to_builder();
+                    lb.set("__name__", n);
+                    let l = lb.build();
+                    let r = app.series_ref(&l);
+                    (l, r)
+                })
+                .collect();
+        }
+        let values = [
+            if out.error.is_none() { 1.0 } else { 0.0 },
+            duration.as_secs_f64(),
+            out.scraped as f64,
+            out.post_relabel as f64,
+            out.series_added as f64,
+        ];
+        for (i, v) in values.into_iter().enumerate() {
+            let (l, r) = &mut self.report[i];
+            if let Err(AppendError::UnknownRef(_)) = app.append(*r, ts, v) {
+                *r = app.series_ref(l);
+                let _ = app.append(*r, ts, v);
+            }
+        }
+    }
+
+    /// Marks every series of the last scrape and the report series stale (the target went away).
+    pub fn stale_all(&mut self, db: &Db, ts: i64) -> Result<(), AppendError> {
+        let ts = ts.max(self.last_ts + 1);
+        let mut app = db.appender();
+        for l in self.prev.drain() {
+            stale(&mut app, &l, ts);
+        }
+        for (l, _) in &self.report {
+            stale(&mut app, l, ts);
+        }
+        app.commit()?;
+        Ok(())
+    }
+}
+
+fn stale(app: &mut Appender<'_>, labels: &Labels, ts: i64) {
+    let r = app.series_ref(labels);
+    // A refusal (the series already has a sample at `ts`) is fine: it is not extended past it.
+    let _ = app.append(r, ts, stale_nan());
+}
+
+/// Attaches the target labels to an exposed label set (Prometheus' `mutateSampleLabels`) and runs
+/// metric relabeling; `None` when relabeling dropped it.
+pub fn sample_labels(
+    lb: &mut LabelsBuilder,
+    target_labels: &Labels,
+    s: &LoopSettings,
+) -> Option<Labels> {
+    if s.honor_labels {
+        for l in target_labels.iter() {
+            if lb.get(l.name).is_none() {
+                lb.set(l.name, l.value);
+            }
+        }
+    } else {
+        let exposed = lb.pairs();
+        let has = |n: &str| exposed.iter().any(|(k, _)| k == n);
+        let mut conflicts: Vec<(String, String)> = Vec::new();
+        for l in target_labels.iter() {
+            if let Some(v) = lb.get(l.name) {
+                conflicts.push((l.name.to_owned(), v.to_owned()));
+            }
+            lb.set(l.name, l.value);
+        }
+        // Shorter names first, each prefixed with `exported_` until it collides with nothing.
+        conflicts.sort_by_key(|(n, _)| n.len());
+        let mut taken: Vec<String> = Vec::new();
+        for (name, value) in &conflicts {
+            let mut new = name.clone();
+            loop {
+                new = format!("exported_{new}");
+                if !has(&new) && !target_labels.has(&new) && !taken.contains(&new) {
+                    break;
+                }
+            }
+            lb.set(&new, value);
+            taken.push(new);
+        }
+    }
+    if !process_builder(lb, &s.metric_relabel_configs) {
+        return None;
+    }
+    let l = lb.build();
+    (!l.is_empty()).then_some(l)
+}
+
+fn check_label_limits(l: &Labels, s: &LoopSettings) -> Result<(), String> {
+    let short = || {
+        let t = l.to_string();
+        t.chars().take(50).collect::<String>()
+    };
+    if s.label_limit > 0 && l.len() as u64 > s.label_limit {
+        return Err(format!(
+            "label_limit exceeded (metric: {}, number of labels: {}, limit: {})",
+            short(),
+            l.len(),
+            s.label_limit
+        ));
+    }
+    for lab in l.iter() {
+        if s.label_name_length_limit > 0 && lab.name.len() as u64 > s.label_name_length_limit {
+            return Err(format!(
+                "label_name_length_limit exceeded (metric: {}, label name: {}, length: {}, limit: {})",
+                short(),
+                lab.name,
+                lab.name.len(),
+                s.label_name_length_limit
+            ));
+        }
+        if s.label_value_length_limit > 0 && lab.value.len() as u64 > s.label_value_length_limit {
+            return Err(format!(
+                "label_value_length_limit exceeded (metric: {}, label name: {}, value: {:?}, length: {}, limit: {})",
+                short(),
+                lab.name,
+                lab.value,
+                lab.value.len(),
+                s.label_value_length_limit
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The target's health as the targets API shows it.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    /// `None` before the first scrape.
+    pub last_scrape: Option<SystemTime>,
+    pub last_duration: Duration,
+    pub last_error: Option<String>,
+    pub last_samples: u64,
+}
+
+/// How a loop ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// The target is gone: mark its series stale.
+    Remove,
+    /// A replacement loop takes over (config reload): hand the state over, write nothing.
+    Handover,
+}
+
+/// A running loop's handle parts.
+pub struct LoopContext {
+    pub target: Target,
+    /// The target's labels without `__` labels (what its series carry).
+    pub public: Labels,
+    pub settings: LoopSettings,
+    pub client: Arc<HttpClient>,
+    pub path_and_query: String,
+    pub db: Arc<Db>,
+    pub health: Arc<Mutex<Health>>,
+    /// Mixed into the start offset (Prometheus' `offsetSeed`).
+    pub offset_seed: u64,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The delay until this target's next scrape phase (Prometheus' `Target.offset`).
+pub fn start_offset(target_hash: u64, seed: u64, interval: Duration, now: SystemTime) -> Duration {
+    let iv = interval.as_nanos().max(1);
+    let now_ns = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let base = iv - now_ns % iv;
+    let offset = u128::from(target_hash ^ seed) % iv;
+    let mut next = base + offset;
+    if next > iv {
+        next -= iv;
+    }
+    Duration::from_nanos(u64::try_from(next).unwrap_or(u64::MAX))
+}
+
+/// Runs the loop until `stop` fires; returns the state for a handover (`None` if it was consumed).
+pub async fn run(
+    ctx: LoopContext,
+    mut state: LoopState,
+    stop: tokio::sync::watch::Receiver<Option<StopMode>>,
+) -> Option<LoopState> {
+    let mut stop = stop;
+    let mut conn = Conn::default();
+    let interval = ctx.target.interval;
+    let first = start_offset(
+        ctx.target.labels.hash_value(),
+        ctx.offset_seed,
+        interval,
+        SystemTime::now(),
+    );
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + first, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let db = ctx.db.clone();
+    let ctx = Arc::new(ctx);
+    let mode = loop {
+        tokio::select! {
+            biased;
+            r = stop.changed() => {
+                let m = if r.is_err() { Some(StopMode::Remove) } else { *stop.borrow() };
+                if let Some(m) = m { break m; }
+            }
+            _ = ticker.tick() => {
+                state = scrape_once(&ctx, state, &mut conn).await;
+            }
+        }
+    };
+    match mode {
+        StopMode::Handover => Some(state),
+        StopMode::Remove => {
+            let ts = now_ms();
+            let res = tokio::task::spawn_blocking(move || state.stale_all(&db, ts)).await;
+            if let Ok(Err(e)) = res {
+                tracing::warn!(target = %ctx.public, error = %e, "could not write stale markers");
+            }
+            None
+        }
+    }
+}
+
+/// One scrape: fetch, then parse and append on the blocking pool.
+pub async fn scrape_once(ctx: &Arc<LoopContext>, state: LoopState, conn: &mut Conn) -> LoopState {
+    let start_wall = now_ms();
+    let start = Instant::now();
+    let resp = ctx
+        .client
+        .get(
+            conn,
+            ctx.target.address(),
+            &ctx.path_and_query,
+            ctx.target.timeout,
+        )
+        .await;
+    let fetched = start.elapsed();
+    let ctx2 = ctx.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        let mut state = state;
+        let body: Result<(String, Format), String> = match resp {
+            Ok(r) => match String::from_utf8(r.body.to_vec()) {
+                Ok(s) => Ok((s, Format::from_content_type(&r.content_type))),
+                Err(_) => Err("response body is not valid UTF-8".to_string()),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        let out = state.append_scrape(
+            &ctx2.db,
+            &ctx2.public,
+            &ctx2.settings,
+            body.as_ref()
+                .map(|(s, f)| (s.as_str(), *f))
+                .map_err(Clone::clone),
+            start_wall,
+            fetched,
+        );
+        (state, out)
+    })
+    .await;
+    let (state, out) = match res {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::error!(error = %e, "scrape append task failed");
+            return LoopState::new();
+        }
+    };
+    let mut h = ctx
+        .health
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    h.last_scrape =
+        Some(UNIX_EPOCH + Duration::from_millis(u64::try_from(start_wall).unwrap_or(0)));
+    h.last_duration = fetched;
+    match out {
+        Ok(o) => {
+            if let Some(e) = &o.error {
+                tracing::debug!(target = %ctx.public, error = %e, "scrape failed");
+            }
+            h.last_error = o.error;
+            h.last_samples = o.post_relabel;
+        }
+        Err(e) => {
+            tracing::warn!(target = %ctx.public, error = %e, "storing a scrape failed");
+            h.last_error = Some(format!("storage: {e}"));
+        }
+    }
+    state
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::matcher::Matcher;
+    use crate::sample::is_stale_nan;
+    use crate::tsdb::db::DbOptions;
+
+    fn settings() -> LoopSettings {
+        LoopSettings {
+            honor_labels: false,
+            honor_timestamps: true,
+            sample_limit: 0,
+            label_limit: 0,
+            label_name_length_limit: 0,
+            label_value_length_limit: 0,
+            metric_relabel_configs: vec![],
+        }
+    }
+
+    fn series(db: &Db) -> Vec<(String, Vec<(i64, f64)>)> {
+        db.samples(
+            &[Matcher::new(crate::MatchType::Regex, "__name__", ".+").unwrap()],
+            0,
+            i64::MAX,
+        )
+        .unwrap()
+        .into_iter()
+        .map(|(l, s)| (l.to_string(), s.into_iter().map(|s| (s.t, s.v)).collect()))
+        .collect()
+    }
+
+    #[test]
+    fn labels_clash_and_honor() {
+        let target = Labels::from_pairs([("job", "j"), ("instance", "i:1")]);
+        let mut lb = LabelsBuilder::new();
+        lb.set("__name__", "m")
+            .set("job", "x")
+            .set("exported_job", "y");
+        let l = sample_labels(&mut lb, &target, &settings()).unwrap();
+        assert_eq!(
+            l.to_string(),
+            r#"{__name__="m", exported_exported_job="x", exported_job="y", instance="i:1", job="j"}"#
+        );
+        let mut lb = LabelsBuilder::new();
+        lb.set("__name__", "m").set("job", "x");
+        let honor = LoopSettings {
+            honor_labels: true,
+            ..settings()
+        };
+        let l = sample_labels(&mut lb, &target, &honor).unwrap();
+        assert_eq!(l.to_string(), r#"{__name__="m", instance="i:1", job="x"}"#);
+    }
+
+    #[test]
+    fn staleness_reports_and_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+        let target = Labels::from_pairs([("job", "j"), ("instance", "i:1")]);
+        let mut st = LoopState::new();
+        let s = settings();
+        let d = Duration::from_millis(5);
+        let o = st
+            .append_scrape(
+                &db,
+                &target,
+                &s,
+                Ok(("a 1\nb{x=\"1\"} 2\nc 3 500\n", Format::Text)),
+                1000,
+                d,
+            )
+            .unwrap();
+        assert_eq!((o.scraped, o.post_relabel, o.series_added), (3, 3, 3));
+        // b disappears; c has an explicit timestamp and is never marked stale.
+        let o = st
+            .append_scrape(&db, &target, &s, Ok(("a 2\n", Format::Text)), 2000, d)
+            .unwrap();
+        assert_eq!((o.scraped, o.series_added), (1, 0));
+        // A failed scrape marks a stale; up = 0.
+        let o = st
+            .append_scrape(&db, &target, &s, Err("connection refused".into()), 3000, d)
+            .unwrap();
+        assert_eq!(o.error.as_deref(), Some("connection refused"));
+        let all = series(&db);
+        let get = |name: &str| {
+            all.iter()
+                .find(|(l, _)| l.starts_with(&format!("{{__name__=\"{name}\"")))
+                .unwrap()
+                .1
+                .clone()
+        };
+        let b = get("b");
+        assert_eq!(b.len(), 2);
+        assert!(is_stale_nan(b[1].1) && b[1].0 == 2000);
+        let a = get("a");
+        assert_eq!(a.len(), 3);
+        assert!(is_stale_nan(a[2].1) && a[2].0 == 3000);
+        assert_eq!(get("c"), vec![(500, 3.0)]);
+        let up: Vec<f64> = get("up").iter().map(|s| s.1).collect();
+        assert_eq!(up, vec![1.0, 1.0, 0.0]);
+        // The target goes away: report series become stale too.
+        st.stale_all(&db, 3500).unwrap();
+        let all = series(&db);
+        let up = &all
+            .iter()
+            .find(|(l, _)| l.starts_with("{__name__=\"up\""))
+            .unwrap()
+            .1;
+        assert!(is_stale_nan(up.last().unwrap().1));
+
+        // sample_limit fails the whole scrape but reports the counts.
+        let mut st = LoopState::new();
+        let lim = LoopSettings {
+            sample_limit: 1,
+            ..settings()
+        };
+        let o = st
+            .append_scrape(
+                &db,
+                &target,
+                &lim,
+                Ok(("x 1\ny 2\n", Format::Text)),
+                10_000,
+                d,
+            )
+            .unwrap();
+        assert_eq!(o.error.as_deref(), Some("sample limit exceeded (limit 1)"));
+        assert_eq!((o.scraped, o.post_relabel), (2, 2));
+        assert!(
+            series(&db)
+                .iter()
+                .all(|(l, _)| !l.starts_with("{__name__=\"x\""))
+        );
+    }
+
+    #[test]
+    fn offsets_are_deterministic_and_within_the_interval() {
+        let iv = Duration::from_secs(15);
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let a = start_offset(42, 7, iv, now);
+        assert_eq!(a, start_offset(42, 7, iv, now));
+        assert!(a <= iv);
+        assert_ne!(a, start_offset(43, 7, iv, now));
+    }
+}
