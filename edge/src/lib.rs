@@ -1,12 +1,14 @@
 //! Meridian edge library: the data formats every Meridian component shares (labels, matchers, samples,
 //! XOR chunks, TSDB files, StoreAPI protocol) and the edge's own machinery.
 
+pub mod agent;
 pub mod chunkenc;
 pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod labels;
 pub mod matcher;
+pub mod receive;
 pub mod relabel;
 pub mod sample;
 pub mod scrape;

@@ -1,5 +1,5 @@
-//! `meridian-edge`: the per-cluster agent. So far it offers the TSDB inspection tools; scraping, the local
-//! TSDB, the shipper and the StoreAPI server arrive with their issues.
+//! `meridian-edge`: the per-cluster agent. `run` scrapes (Prometheus config), receives remote write and
+//! keeps the local TSDB; `tsdb` inspects TSDB files.
 
 use std::path::PathBuf;
 
@@ -21,9 +21,50 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the edge: scrape the targets of a Prometheus config, receive remote write, store locally.
+    Run(RunArgs),
     /// Inspect TSDB files.
     #[command(subcommand)]
     Tsdb(TsdbCommand),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Prometheus configuration file (global, scrape_configs); `$(VAR)` is taken from the environment.
+    #[arg(long = "config.file", value_name = "FILE")]
+    config_file: PathBuf,
+    /// TSDB directory.
+    #[arg(long = "tsdb.path", value_name = "DIR", default_value = "data")]
+    tsdb_path: PathBuf,
+    /// Blocks older than this are deleted (once uploaded, when a shipper runs).
+    #[arg(long = "tsdb.retention", value_name = "DURATION", default_value = "15d", value_parser = parse_ms)]
+    tsdb_retention: i64,
+    /// Listen address of the HTTP server (metrics, health, reload, remote write, targets).
+    #[arg(
+        long = "http-address",
+        value_name = "HOST:PORT",
+        default_value = "0.0.0.0:10902"
+    )]
+    http_address: String,
+    #[command(flatten)]
+    http_tls: meridian_pki::tls::args::HttpTlsArgs,
+    /// DNS server for dns_sd_configs (default: the system resolver).
+    #[arg(long = "dns.server", value_name = "IP:PORT")]
+    dns_server: Option<std::net::SocketAddr>,
+    /// Largest accepted remote-write body (compressed), bytes.
+    #[arg(long = "receive.max-body-bytes", default_value_t = 32 << 20)]
+    receive_max_body_bytes: usize,
+    /// Do not watch the config file for changes (SIGHUP and /-/reload still work).
+    #[arg(long = "config.no-watch")]
+    no_watch: bool,
+    /// Log level filter (tracing EnvFilter syntax).
+    #[arg(long = "log.level", default_value = "info")]
+    log_level: String,
+}
+
+fn parse_ms(s: &str) -> Result<i64, String> {
+    let d = meridian_pki::tls::args::parse_duration(s)?;
+    i64::try_from(d.as_millis()).map_err(|_| format!("duration {s:?} is too long"))
 }
 
 #[derive(Subcommand)]
@@ -54,6 +95,7 @@ fn main() -> anyhow::Result<()> {
     meridian_pki::install_crypto_provider();
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => run(args),
         Command::Tsdb(TsdbCommand::Chunks { file, samples }) => dump_chunks(&file, samples),
         Command::Tsdb(TsdbCommand::StressAppend {
             dir,
@@ -62,6 +104,60 @@ fn main() -> anyhow::Result<()> {
             block_range_ms,
         }) => stress_append(&dir, series, step_ms, block_range_ms),
     }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    use meridian_edge::agent::{Agent, AgentOptions};
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log_level)?)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let http_tls = args.http_tls.load()?;
+        let listener = tokio::net::TcpListener::bind(&args.http_address)
+            .await
+            .with_context(|| format!("--http-address {}", args.http_address))?;
+        let agent = Agent::start(AgentOptions {
+            config_file: args.config_file,
+            tsdb_path: args.tsdb_path,
+            db: meridian_edge::tsdb::db::DbOptions {
+                retention_time: Some(args.tsdb_retention),
+                ..Default::default()
+            },
+            http_listener: listener,
+            http_tls,
+            discovery: meridian_edge::discovery::DiscoveryOptions {
+                dns_server: args.dns_server,
+            },
+            receive: meridian_edge::receive::ReceiveLimits {
+                max_body_bytes: args.receive_max_body_bytes,
+                ..Default::default()
+            },
+            watch_config: !args.no_watch,
+        })
+        .await?;
+        // Printed for scripts and tests that start us on port 0.
+        println!("http listening on {}", agent.http_addr());
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading configuration");
+                    let _ = agent.reload().await;
+                }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        agent.shutdown().await;
+        Ok(())
+    })
 }
 
 /// Start of the stress data, ms (a multiple of any block range used).

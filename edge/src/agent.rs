@@ -1,0 +1,511 @@
+//! The running edge: TSDB, scrape manager, remote-write receiver, HTTP server, configuration reloads and
+//! TSDB housekeeping, with one owner for every task and an ordered shutdown.
+//!
+//! HTTP endpoints (one port): `/metrics`, `/-/healthy`, `/-/ready`, `POST|PUT /-/reload`,
+//! `POST /api/v1/write` and `/api/v1/receive` (remote write), `GET /api/v1/targets` (Prometheus' shape).
+//!
+//! Reloads come from `SIGHUP` (the binary forwards it), `/-/reload`, and changes to the config file (its
+//! directory is watched, which catches a ConfigMap's `..data` symlink swap; the file is also re-checked
+//! every 10 s). A config that fails to load or apply leaves the running one in place and sets
+//! `meridian_config_last_reload_successful` to 0.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::Mutex as AsyncMutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, PromDuration};
+use crate::discovery::DiscoveryOptions;
+use crate::receive::{self, ReceiveLimits, ReceiveMetrics};
+use crate::scrape::ScrapeManager;
+use crate::tsdb::db::{Db, DbOptions};
+
+/// How to start an edge.
+pub struct AgentOptions {
+    pub config_file: PathBuf,
+    pub tsdb_path: PathBuf,
+    pub db: DbOptions,
+    /// Where the HTTP server listens (bound by the caller, so tests can use port 0).
+    pub http_listener: TcpListener,
+    pub http_tls: Option<Arc<meridian_pki::tls::server::ServerTls>>,
+    pub discovery: DiscoveryOptions,
+    pub receive: ReceiveLimits,
+    /// Watch the config file and reload on change.
+    pub watch_config: bool,
+}
+
+/// Reload bookkeeping, exposed as metrics.
+#[derive(Debug, Clone, Default)]
+struct ReloadMetrics {
+    last_successful: Gauge,
+    last_success_timestamp: Gauge,
+}
+
+struct Shared {
+    config_file: PathBuf,
+    db: Arc<Db>,
+    scrape: ScrapeManager,
+    config: std::sync::Mutex<(Arc<Config>, String)>,
+    reload_lock: AsyncMutex<()>,
+    reload_metrics: ReloadMetrics,
+    receive_metrics: ReceiveMetrics,
+    receive_limits: ReceiveLimits,
+    registry: Registry,
+    ready: AtomicBool,
+}
+
+/// A running edge.
+pub struct Agent {
+    shared: Arc<Shared>,
+    http_addr: SocketAddr,
+    stop: CancellationToken,
+    http: tokio::task::JoinHandle<()>,
+    background: tokio::task::JoinSet<()>,
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0))
+}
+
+fn log_config_warnings(cfg: &Config) {
+    if !cfg.ignored_sections.is_empty() {
+        tracing::warn!(
+            sections = %cfg.ignored_sections.join(", "),
+            "the edge accepts but does not act on these config sections"
+        );
+    }
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+}
+
+impl Agent {
+    /// Loads the config (an error here is fatal), opens the TSDB, starts scraping and serving.
+    pub async fn start(opts: AgentOptions) -> anyhow::Result<Agent> {
+        let text = tokio::fs::read_to_string(&opts.config_file)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", opts.config_file.display()))?;
+        let cfg = Config::load(&opts.config_file)?;
+        log_config_warnings(&cfg);
+        let path = opts.tsdb_path.clone();
+        let dbo = opts.db.clone();
+        let db = Arc::new(tokio::task::spawn_blocking(move || Db::open(&path, dbo)).await??);
+        let mut registry = Registry::default();
+        db.metrics.register(&mut registry);
+        let reload_metrics = ReloadMetrics::default();
+        registry.register(
+            "meridian_config_last_reload_successful",
+            "Whether the last configuration reload attempt was successful",
+            reload_metrics.last_successful.clone(),
+        );
+        registry.register(
+            "meridian_config_last_reload_success_timestamp_seconds",
+            "Timestamp of the last successful configuration reload",
+            reload_metrics.last_success_timestamp.clone(),
+        );
+        let receive_metrics = ReceiveMetrics::default();
+        receive_metrics.register(&mut registry);
+        let scrape = ScrapeManager::new(db.clone(), opts.discovery.clone());
+        scrape
+            .apply(&cfg)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: {e}", opts.config_file.display()))?;
+        reload_metrics.last_successful.set(1);
+        reload_metrics.last_success_timestamp.set(now_secs());
+        let shared = Arc::new(Shared {
+            config_file: opts.config_file.clone(),
+            db: db.clone(),
+            scrape,
+            config: std::sync::Mutex::new((Arc::new(cfg), text)),
+            reload_lock: AsyncMutex::new(()),
+            reload_metrics,
+            receive_metrics,
+            receive_limits: opts.receive,
+            registry,
+            ready: AtomicBool::new(false),
+        });
+        let stop = CancellationToken::new();
+        let http_addr = opts.http_listener.local_addr()?;
+        let app = router(shared.clone());
+        let http_stop = stop.clone();
+        let http = match opts.http_tls {
+            None => {
+                let listener = opts.http_listener;
+                tokio::spawn(async move {
+                    let r = axum::serve(listener, app)
+                        .with_graceful_shutdown(http_stop.cancelled_owned())
+                        .await;
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, "HTTP server failed");
+                    }
+                })
+            }
+            Some(tls) => {
+                let incoming =
+                    meridian_pki::tls::server::TlsIncoming::new(tls, opts.http_listener)?;
+                tokio::spawn(async move {
+                    let r = axum::serve(incoming, app)
+                        .with_graceful_shutdown(http_stop.cancelled_owned())
+                        .await;
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, "HTTP server failed");
+                    }
+                })
+            }
+        };
+        let mut background = tokio::task::JoinSet::new();
+        background.spawn(housekeeping(db, stop.clone()));
+        if opts.watch_config {
+            background.spawn(watch_config(shared.clone(), stop.clone()));
+        }
+        shared.ready.store(true, Ordering::SeqCst);
+        tracing::info!(http = %http_addr, "edge started");
+        Ok(Agent {
+            shared,
+            http_addr,
+            stop,
+            http,
+            background,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn db(&self) -> &Arc<Db> {
+        &self.shared.db
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.shared.current_config()
+    }
+
+    /// Reloads the config file now (what SIGHUP does).
+    pub async fn reload(&self) -> Result<(), String> {
+        self.shared.reload(true).await.map(|_| ())
+    }
+
+    pub async fn targets(&self) -> crate::scrape::TargetsSnapshot {
+        self.shared.scrape.targets().await
+    }
+
+    /// Ordered shutdown: not ready, stop scraping (loops finish their current append), stop the HTTP
+    /// server (in-flight writes complete), stop housekeeping; the TSDB closes when the last handle goes.
+    pub async fn shutdown(mut self) {
+        self.shared.ready.store(false, Ordering::SeqCst);
+        self.shared.scrape.stop().await;
+        self.stop.cancel();
+        let _ = (&mut self.http).await;
+        while self.background.join_next().await.is_some() {}
+        tracing::info!("edge stopped");
+    }
+}
+
+impl Shared {
+    fn current_config(&self) -> Arc<Config> {
+        self.config
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
+            .clone()
+    }
+
+    /// Reloads; with `force` false only when the file's text changed. Returns whether it applied.
+    async fn reload(&self, force: bool) -> Result<bool, String> {
+        let _guard = self.reload_lock.lock().await;
+        let text = match tokio::fs::read_to_string(&self.config_file).await {
+            Ok(t) => t,
+            Err(e) => {
+                self.reload_metrics.last_successful.set(0);
+                return Err(format!("{}: cannot read: {e}", self.config_file.display()));
+            }
+        };
+        if !force
+            && self
+                .config
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .1
+                == text
+        {
+            return Ok(false);
+        }
+        let result = async {
+            let cfg = Config::parse_with_env(&text, |k| std::env::var(k).ok())
+                .map_err(|e| format!("{}: {}", self.config_file.display(), e.message))?;
+            self.scrape.apply(&cfg).await?;
+            Ok::<Config, String>(cfg)
+        }
+        .await;
+        match result {
+            Ok(cfg) => {
+                log_config_warnings(&cfg);
+                *self
+                    .config
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = (Arc::new(cfg), text);
+                self.reload_metrics.last_successful.set(1);
+                self.reload_metrics.last_success_timestamp.set(now_secs());
+                tracing::info!(file = %self.config_file.display(), "configuration reloaded");
+                Ok(true)
+            }
+            Err(e) => {
+                // Remember the text so an unchanged bad file is not retried every few seconds.
+                self.config
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .1 = text;
+                self.reload_metrics.last_successful.set(0);
+                tracing::error!(error = %e, "configuration reload failed; the previous configuration stays in effect");
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Compaction, retention and TSDB gauges, once a minute (and once at start).
+async fn housekeeping(db: Arc<Db>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let db = db.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            db.compact()?;
+            db.apply_retention(now_ms())?;
+            db.refresh_metrics();
+            Ok::<(), crate::tsdb::db::DbError>(())
+        })
+        .await;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "TSDB housekeeping failed"),
+            Err(e) => tracing::error!(error = %e, "TSDB housekeeping task failed"),
+        }
+    }
+}
+
+async fn watch_config(shared: Arc<Shared>, stop: CancellationToken) {
+    use notify::{RecursiveMode, Watcher};
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let dir = shared
+        .config_file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let watcher = notify::recommended_watcher(move |_e: notify::Result<notify::Event>| {
+        let _ = tx.try_send(());
+    })
+    .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w));
+    let _watcher = match watcher {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the config directory; checking every 10s");
+            None
+        }
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = rx.recv() => {
+                // Let an editor's write or a symlink swap finish.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                while rx.try_recv().is_ok() {}
+            }
+            _ = tick.tick() => {}
+        }
+        let _ = shared.reload(false).await;
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    let limit = shared.receive_limits.max_body_bytes;
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route(
+            "/-/healthy",
+            get(|| async { "Meridian edge is Healthy.\n" }),
+        )
+        .route("/-/ready", get(ready))
+        .route("/-/reload", post(reload).put(reload))
+        .route("/api/v1/write", post(remote_write))
+        .route("/api/v1/receive", post(remote_write))
+        .route("/api/v1/targets", get(targets))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(shared)
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    let mut out = String::new();
+    match prometheus_client::encoding::text::encode(&mut out, &s.registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            out,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn ready(State(s): State<Arc<Shared>>) -> Response {
+    if s.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "Meridian edge is Ready.\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n").into_response()
+    }
+}
+
+async fn reload(State(s): State<Arc<Shared>>) -> Response {
+    match s.reload(true).await {
+        Ok(_) => (StatusCode::OK, "").into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to reload config: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn remote_write(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let h = |n: header::HeaderName| headers.get(n).and_then(|v| v.to_str().ok());
+    if let Err(a) = receive::check_headers(h(header::CONTENT_TYPE), h(header::CONTENT_ENCODING)) {
+        return answer(a);
+    }
+    let shared = s.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        receive::write(
+            &shared.db,
+            &body,
+            shared.receive_limits,
+            &shared.receive_metrics,
+        )
+    })
+    .await;
+    match res {
+        Ok(a) => answer(a),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+fn answer(a: receive::Answer) -> Response {
+    let code = StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if a.status >= 400 {
+        tracing::debug!(status = a.status, message = %a.message, "remote write refused");
+    }
+    (code, a.message).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct TargetsQuery {
+    state: Option<String>,
+}
+
+fn labels_json(l: &crate::labels::Labels) -> serde_json::Value {
+    serde_json::Value::Object(
+        l.iter()
+            .map(|x| {
+                (
+                    x.name.to_owned(),
+                    serde_json::Value::String(x.value.to_owned()),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn rfc3339(t: Option<SystemTime>) -> String {
+    let Some(t) = t else {
+        return "0001-01-01T00:00:00Z".into();
+    };
+    let nanos = t
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(0));
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// `GET /api/v1/targets`, as Prometheus answers it.
+async fn targets(State(s): State<Arc<Shared>>, Query(q): Query<TargetsQuery>) -> Response {
+    let state = q.state.as_deref().unwrap_or("any");
+    if !matches!(state, "any" | "active" | "dropped") {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({
+                "status": "error", "errorType": "bad_data",
+                "error": format!("invalid state {state:?}: use active, dropped or any"),
+            })),
+        )
+            .into_response();
+    }
+    let snap = s.scrape.targets().await;
+    let mut active = Vec::new();
+    if state != "dropped" {
+        for a in &snap.active {
+            let h = &a.health;
+            let health = match (&h.last_scrape, &h.last_error) {
+                (None, _) => "unknown",
+                (Some(_), None) => "up",
+                (Some(_), Some(_)) => "down",
+            };
+            active.push(serde_json::json!({
+                "discoveredLabels": labels_json(&a.target.discovered),
+                "labels": labels_json(&a.target.public_labels()),
+                "scrapePool": a.pool,
+                "scrapeUrl": a.url,
+                "globalUrl": a.url,
+                "lastError": h.last_error.clone().unwrap_or_default(),
+                "lastScrape": rfc3339(h.last_scrape),
+                "lastScrapeDuration": h.last_duration.as_secs_f64(),
+                "health": health,
+                "scrapeInterval": PromDuration::format(a.target.interval),
+                "scrapeTimeout": PromDuration::format(a.target.timeout),
+            }));
+        }
+    }
+    let mut dropped = Vec::new();
+    if state != "active" {
+        for (_, d) in &snap.dropped {
+            dropped.push(serde_json::json!({ "discoveredLabels": labels_json(&d.discovered) }));
+        }
+    }
+    axum::Json(serde_json::json!({
+        "status": "success",
+        "data": { "activeTargets": active, "droppedTargets": dropped },
+    }))
+    .into_response()
+}
