@@ -121,3 +121,226 @@ pub fn promtool_dump(promtool: &Path, dir: &Path) -> std::collections::HashMap<(
     }
     m
 }
+
+/// A plain HTTP/1.1 response.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("response is not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// A blocking HTTP/1.1 request to 127.0.0.1 (`Connection: close`; chunked bodies decoded). Errors are
+/// returned, not panicked, so callers can poll a server that is still starting.
+pub fn http(
+    method: &str,
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<HttpResponse> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let head_end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no end of headers"))?;
+    let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no status"))?;
+    let mut body = raw[head_end + 4..].to_vec();
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("transfer-encoding:")
+            && l.to_ascii_lowercase().contains("chunked")
+    });
+    if chunked {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let nl = rest
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .ok_or_else(|| bad("bad chunk"))?;
+            let size_text = String::from_utf8_lossy(&rest[..nl]).into_owned();
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| bad("bad chunk size"))?;
+            rest = &rest[nl + 2..];
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[..size.min(rest.len())]);
+            rest = &rest[(size + 2).min(rest.len())..];
+        }
+        body = out;
+    }
+    Ok(HttpResponse { status, body })
+}
+
+/// `GET` that panics on connection errors.
+pub fn http_get(addr: &str, path: &str) -> HttpResponse {
+    http("GET", addr, path, &[], b"").unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"))
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, panicking with `what` after `timeout`.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: std::time::Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Percent-encodes a query parameter value.
+pub fn urlencode(s: &str) -> String {
+    let mut o = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                o.push(b as char)
+            }
+            _ => o.push_str(&format!("%{b:02X}")),
+        }
+    }
+    o
+}
+
+/// A real Prometheus server (Debian's 2.42) on a free loopback port with its own data directory.
+#[derive(Debug)]
+pub struct Prometheus {
+    pub addr: String,
+    pub data: PathBuf,
+    pub config: PathBuf,
+    child: Option<ChildGuard>,
+}
+
+impl Prometheus {
+    /// Starts `prometheus` with `config` (YAML text) written into `dir`; waits until it is ready.
+    /// `None` when Prometheus is missing outside CI.
+    pub fn start(dir: &Path, config: &str, extra_args: &[&str]) -> Option<Prometheus> {
+        let bin = require("prometheus", "apt-get install prometheus")?;
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let cfg = dir.join("prometheus.yml");
+        std::fs::write(&cfg, config).unwrap_or_else(|e| panic!("writing config: {e}"));
+        let data = dir.join("prom-data");
+        let log = std::fs::File::create(dir.join("prometheus.log"))
+            .unwrap_or_else(|e| panic!("log file: {e}"));
+        let child = std::process::Command::new(bin)
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!("--storage.tsdb.path={}", data.display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--web.enable-lifecycle")
+            .args(extra_args)
+            .stdout(log.try_clone().unwrap_or_else(|e| panic!("{e}")))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting prometheus: {e}"));
+        let p = Prometheus {
+            addr: addr.clone(),
+            data,
+            config: cfg,
+            child: Some(ChildGuard(child)),
+        };
+        let log_path = dir.join("prometheus.log");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut p = p;
+        while !http("GET", &addr, "/-/ready", &[], b"").is_ok_and(|r| r.status == 200) {
+            let exited = p
+                .child
+                .as_mut()
+                .is_some_and(|c| c.0.try_wait().ok().flatten().is_some());
+            if exited || std::time::Instant::now() > deadline {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                panic!("Prometheus did not become ready in 30 s; its log:\n{log}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Some(p)
+    }
+
+    /// An instant query; returns `(labels, value)` pairs of the vector result.
+    pub fn query(&self, expr: &str) -> Vec<(std::collections::BTreeMap<String, String>, f64)> {
+        let r = http_get(
+            &self.addr,
+            &format!("/api/v1/query?query={}", urlencode(expr)),
+        );
+        let j = r.json();
+        assert_eq!(j["status"], "success", "query {expr}: {j}");
+        j["data"]["result"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| {
+                        let labels = s["metric"]
+                            .as_object()
+                            .map(|m| {
+                                m.iter()
+                                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()))
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        let v = parse_go_float(s["value"][1].as_str().unwrap_or(""));
+                        (labels, v)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Stops Prometheus gracefully (SIGTERM; it flushes remote write and the head) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(c.pid().to_string())
+                .status();
+            let _ = c.0.wait();
+        }
+    }
+}
+
+/// Parses a float as Go's `strconv.FormatFloat(v, 'f', -1, 64)` prints it (Prometheus' API values).
+pub fn parse_go_float(s: &str) -> f64 {
+    match s {
+        "NaN" => f64::NAN,
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        x => x.parse().unwrap_or_else(|_| panic!("not a float: {x:?}")),
+    }
+}
