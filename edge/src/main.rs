@@ -32,7 +32,7 @@ enum Command {
 struct RunArgs {
     /// Prometheus configuration file (global, scrape_configs); `$(VAR)` is taken from the environment.
     #[arg(long = "config.file", value_name = "FILE")]
-    config_file: PathBuf,
+    config_path: PathBuf,
     /// TSDB directory.
     #[arg(long = "tsdb.path", value_name = "DIR", default_value = "data")]
     tsdb_path: PathBuf,
@@ -121,7 +121,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("--http-address {}", args.http_address))?;
         let agent = Agent::start(AgentOptions {
-            config_file: args.config_file,
+            config_file: args.config_path,
             tsdb_path: args.tsdb_path,
             db: meridian_edge::tsdb::db::DbOptions {
                 retention_time: Some(args.tsdb_retention),

@@ -250,13 +250,15 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
-    /// Starts `prometheus` with `config` (YAML text) written into `dir`; waits until it is ready.
+    /// Starts `prometheus` with `config` (YAML text, `$PROMETHEUS_ADDR` replaced by its own address)
+    /// written into `dir`; waits until it is ready.
     /// `None` when Prometheus is missing outside CI.
     pub fn start(dir: &Path, config: &str, extra_args: &[&str]) -> Option<Prometheus> {
         let bin = require("prometheus", "apt-get install prometheus")?;
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let cfg = dir.join("prometheus.yml");
+        let config = config.replace("$PROMETHEUS_ADDR", &addr);
         std::fs::write(&cfg, config).unwrap_or_else(|e| panic!("writing config: {e}"));
         let data = dir.join("prom-data");
         let log = std::fs::File::create(dir.join("prometheus.log"))
@@ -323,6 +325,20 @@ impl Prometheus {
             .unwrap_or_default()
     }
 
+    /// Replaces the config file and asks Prometheus to reload it.
+    pub fn reload(&self, config: &str) {
+        let config = config.replace("$PROMETHEUS_ADDR", &self.addr);
+        std::fs::write(&self.config, config).unwrap_or_else(|e| panic!("writing config: {e}"));
+        let r = http("POST", &self.addr, "/-/reload", &[], b"")
+            .unwrap_or_else(|e| panic!("reloading Prometheus: {e}"));
+        assert_eq!(r.status, 200, "Prometheus reload: {}", r.text());
+    }
+
+    /// The value of an unlabeled (or first) series of Prometheus' own `/metrics`.
+    pub fn self_metric(&self, name: &str) -> Option<f64> {
+        metric_value(&http_get(&self.addr, "/metrics").text(), name)
+    }
+
     /// Stops Prometheus gracefully (SIGTERM; it flushes remote write and the head) and waits for it.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -343,4 +359,23 @@ pub fn parse_go_float(s: &str) -> f64 {
         "-Inf" => f64::NEG_INFINITY,
         x => x.parse().unwrap_or_else(|_| panic!("not a float: {x:?}")),
     }
+}
+
+/// The sum over all series named `name` in a text exposition (None when there is none).
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some(rest) = line.strip_prefix(name) else {
+            continue;
+        };
+        if !(rest.starts_with(' ') || rest.starts_with('{')) {
+            continue;
+        }
+        let v = rest.rsplit(' ').next().map(parse_go_float)?;
+        found = Some(found.unwrap_or(0.0) + v);
+    }
+    found
 }
