@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 # Debian packages by the command the tests look for.
 declare -A apt_for=(
   [promtool]=prometheus
+  [prometheus]=prometheus
+  [prometheus-node-exporter]=prometheus-node-exporter
+  [dnsmasq]=dnsmasq-base
   [nginx]=nginx
   [openssl]=openssl
 )

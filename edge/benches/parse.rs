@@ -1,5 +1,6 @@
 //! Exposition parser throughput on a ~1 MB node_exporter-like body (text format 0.0.4): families with
-//! HELP/TYPE, 2–4 labels per series, float values in Go's `%g`-like forms.
+//! HELP/TYPE, 2–4 labels per series, float values in Go's `%g`-like forms; and on a ~10 MB
+//! kube-state-metrics-like body (long label sets: namespace, pod, uid, node, …; integer values).
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use meridian_edge::scrape::parse::{Entry, Format, Parser};
@@ -29,6 +30,38 @@ fn body() -> (String, u64) {
     (b, n)
 }
 
+fn ksm_body() -> (String, u64) {
+    let mut b = String::new();
+    let mut n = 0u64;
+    let phases = ["Pending", "Running", "Succeeded", "Failed", "Unknown"];
+    b.push_str("# HELP kube_pod_status_phase The pods current phase.\n# TYPE kube_pod_status_phase gauge\n");
+    let mut pod = 0u64;
+    while b.len() < 10 << 20 {
+        pod += 1;
+        for (i, phase) in phases.iter().enumerate() {
+            b.push_str(&format!(
+                "kube_pod_status_phase{{namespace=\"team-{}\",pod=\"web-{pod:06}-7f9c8d6b5-x2x{}\",uid=\"6f1c{pod:08x}-3b2a-4c1d-9e8f-{pod:012x}\",phase=\"{phase}\"}} {}\n",
+                pod % 97,
+                pod % 10,
+                u8::from(i == 1)
+            ));
+            n += 1;
+        }
+        b.push_str(&format!(
+            "kube_pod_info{{namespace=\"team-{}\",pod=\"web-{pod:06}-7f9c8d6b5-x2x{}\",uid=\"6f1c{pod:08x}-3b2a-4c1d-9e8f-{pod:012x}\",host_ip=\"10.0.{}.{}\",pod_ip=\"10.244.{}.{}\",node=\"node-{}\",created_by_kind=\"ReplicaSet\",created_by_name=\"web-{pod:06}-7f9c8d6b5\",priority_class=\"\",host_network=\"false\"}} 1\n",
+            pod % 97,
+            pod % 10,
+            pod / 250 % 256,
+            pod % 250,
+            pod / 250 % 256,
+            pod % 250,
+            pod % 300
+        ));
+        n += 1;
+    }
+    (b, n)
+}
+
 fn bench(c: &mut Criterion) {
     let (body, n) = body();
     eprintln!("body: {} bytes, {n} samples", body.len());
@@ -49,6 +82,25 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let mut sum = 0.0;
             for e in Parser::new(&body, Format::Text) {
+                if let Ok(Entry::Sample { value, labels, .. }) = e {
+                    sum +=
+                        value + labels.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>() as f64;
+                }
+            }
+            sum
+        })
+    });
+    let (ksm, kn) = ksm_body();
+    eprintln!(
+        "kube-state-metrics-like body: {} bytes, {kn} samples",
+        ksm.len()
+    );
+    g.throughput(Throughput::Elements(kn));
+    g.sample_size(20);
+    g.bench_function("text_10mb_ksm_parse_and_read_labels", |b| {
+        b.iter(|| {
+            let mut sum = 0.0;
+            for e in Parser::new(&ksm, Format::Text) {
                 if let Ok(Entry::Sample { value, labels, .. }) = e {
                     sum +=
                         value + labels.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>() as f64;

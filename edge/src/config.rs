@@ -609,7 +609,7 @@ impl Config {
                 _ => Auth::None,
             };
             for sc in &r.static_configs {
-                for (name, _) in &sc.labels {
+                for name in sc.labels.keys() {
                     if !is_valid_label_name(name) {
                         return Err(format!(
                             "{at}: static_configs label {name:?} is not a valid label name"

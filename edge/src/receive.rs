@@ -253,7 +253,9 @@ mod tests {
     use crate::proto::prometheus::{Label, Sample, TimeSeries};
     use crate::tsdb::db::DbOptions;
 
-    fn body(series: Vec<(Vec<(&str, &str)>, Vec<(i64, f64)>)>) -> Vec<u8> {
+    type Series<'a> = (Vec<(&'a str, &'a str)>, Vec<(i64, f64)>);
+
+    fn body(series: Vec<Series<'_>>) -> Vec<u8> {
         let req = WriteRequest {
             timeseries: series
                 .into_iter()

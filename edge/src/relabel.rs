@@ -215,9 +215,7 @@ fn is_valid_target_template(s: &str) -> bool {
                     return false;
                 }
             }
-        } else if first && !(b[i].is_ascii_alphabetic() || b[i] == b'_') {
-            return false;
-        } else if !word(b[i]) {
+        } else if (first && !(b[i].is_ascii_alphabetic() || b[i] == b'_')) || !word(b[i]) {
             return false;
         } else {
             i += 1;

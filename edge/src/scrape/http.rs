@@ -308,7 +308,7 @@ impl HttpClient {
             .await
             .map_err(|e| HttpError::Connect(format!("dial tcp {host}: {e}")))?;
         let _ = tcp.set_nodelay(true);
-        let sender = if let Some(tls) = &self.tls {
+        if let Some(tls) = &self.tls {
             let name = self.server_name.clone().unwrap_or_else(|| host_only(host));
             let sn = ServerName::try_from(name.clone())
                 .map_err(|e| HttpError::Connect(format!("invalid server name {name:?}: {e}")))?;
@@ -319,8 +319,7 @@ impl HttpClient {
             handshake(TokioIo::new(stream)).await
         } else {
             handshake(TokioIo::new(tcp)).await
-        };
-        sender
+        }
     }
 }
 
