@@ -64,11 +64,40 @@ fn start_edge(dir: &std::path::Path, config: &str) -> (ChildGuard, String) {
 
 const RW_SERIES: usize = 1000;
 const RW_SAMPLES: usize = 5;
-const RW_REQUESTS: usize = 400;
 
-fn payloads() -> Vec<Vec<u8>> {
+/// Full size under `cargo bench`; a few seconds' smoke run under `cargo test --all-targets` (which runs
+/// bench binaries without `--bench`), so the code keeps working without costing CI minutes.
+#[derive(Clone, Copy)]
+struct Scale {
+    rw_requests: usize,
+    targets: usize,
+    series_per_target: usize,
+    interval_s: u64,
+    warmup: Duration,
+    measure: Duration,
+}
+
+const FULL: Scale = Scale {
+    rw_requests: 400,
+    targets: 1000,
+    series_per_target: 1000,
+    interval_s: 15,
+    warmup: Duration::from_secs(32),
+    measure: Duration::from_secs(60),
+};
+
+const SMOKE: Scale = Scale {
+    rw_requests: 8,
+    targets: 5,
+    series_per_target: 10,
+    interval_s: 1,
+    warmup: Duration::from_secs(2),
+    measure: Duration::from_secs(2),
+};
+
+fn payloads(requests: usize) -> Vec<Vec<u8>> {
     let t0 = 1_700_000_000_000i64;
-    (0..RW_REQUESTS)
+    (0..requests)
         .map(|r| {
             let req = pb::WriteRequest {
                 timeseries: (0..RW_SERIES)
@@ -165,12 +194,13 @@ fn blast(addr: &str, path: &str, pid: u32, payloads: &Arc<Vec<Vec<u8>>>) -> (f64
     (t0.elapsed().as_secs_f64(), cpu_seconds(pid) - cpu0)
 }
 
-fn remote_write() {
-    let payloads = Arc::new(payloads());
-    let samples = (RW_SERIES * RW_SAMPLES * RW_REQUESTS) as f64;
+fn remote_write(scale: Scale) {
+    let payloads = Arc::new(payloads(scale.rw_requests));
+    let samples = (RW_SERIES * RW_SAMPLES * scale.rw_requests) as f64;
     let bytes: usize = payloads.iter().map(Vec::len).sum();
     println!(
-        "remote_write: {RW_REQUESTS} requests x {RW_SERIES} series x {RW_SAMPLES} samples = {samples} samples, {:.1} MB snappy",
+        "remote_write: {} requests x {RW_SERIES} series x {RW_SAMPLES} samples = {samples} samples, {:.1} MB snappy",
+        scale.rw_requests,
         bytes as f64 / 1e6
     );
     let dir = tempfile::tempdir().unwrap();
@@ -214,10 +244,8 @@ fn prom_pid(p: &Prometheus) -> u32 {
         .expect("prometheus pid")
 }
 
-const TARGETS: usize = 1000;
-const SERIES_PER_TARGET: usize = 1000;
-
-fn scrape() {
+fn scrape(scale: Scale) {
+    let (targets_n, series_n) = (scale.targets, scale.series_per_target);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -226,7 +254,7 @@ fn scrape() {
     let counter = Arc::new(AtomicU64::new(0));
     let mut addrs = Vec::new();
     rt.block_on(async {
-        for t in 0..TARGETS {
+        for t in 0..targets_n {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             addrs.push(l.local_addr().unwrap().to_string());
             let c = counter.clone();
@@ -235,9 +263,9 @@ fn scrape() {
                 axum::routing::get(move || {
                     let n = c.fetch_add(1, Ordering::Relaxed);
                     async move {
-                        let mut b = String::with_capacity(SERIES_PER_TARGET * 80);
+                        let mut b = String::with_capacity(series_n * 80);
                         b.push_str("# TYPE app_requests_total counter\n");
-                        for s in 0..SERIES_PER_TARGET {
+                        for s in 0..series_n {
                             b.push_str(&format!(
                                 "app_requests_total{{handler=\"/api/v{}/item\",code=\"{}\",method=\"GET\"}} {}\n",
                                 s / 4,
@@ -254,27 +282,30 @@ fn scrape() {
     });
     let targets: Vec<String> = addrs.iter().map(|a| format!("'{a}'")).collect();
     let config = format!(
-        "global:\n  scrape_interval: 15s\n  scrape_timeout: 10s\nscrape_configs:\n  - job_name: load\n    static_configs: [{{targets: [{}]}}]\n",
+        "global:\n  scrape_interval: {}s\n  scrape_timeout: {}s\nscrape_configs:\n  - job_name: load\n    static_configs: [{{targets: [{}]}}]\n",
+        scale.interval_s,
+        scale.interval_s.min(10),
         targets.join(", ")
     );
     let dir = tempfile::tempdir().unwrap();
     let (edge, _addr) = start_edge(dir.path(), &config);
     let pid = edge.pid();
     println!(
-        "scrape: {TARGETS} targets x {SERIES_PER_TARGET} series every 15s; warming up 2 intervals"
+        "scrape: {targets_n} targets x {series_n} series every {}s; warming up {:?}",
+        scale.interval_s, scale.warmup
     );
-    std::thread::sleep(Duration::from_secs(32));
+    std::thread::sleep(scale.warmup);
     let (cpu0, t0) = (cpu_seconds(pid), Instant::now());
     let scrapes0 = counter.load(Ordering::Relaxed);
-    std::thread::sleep(Duration::from_secs(60));
+    std::thread::sleep(scale.measure);
     let (cpu, wall) = (cpu_seconds(pid) - cpu0, t0.elapsed().as_secs_f64());
     let scrapes = counter.load(Ordering::Relaxed) - scrapes0;
     let rss = rss_bytes(pid);
-    let series = (TARGETS * (SERIES_PER_TARGET + 5)) as f64;
+    let series = (targets_n * (series_n + 5)) as f64;
     println!(
         "  {scrapes} scrapes in {wall:.0}s: {:.3} cores, {:.0} samples/s; RSS {} MB = {:.0} B per series",
         cpu / wall,
-        scrapes as f64 * SERIES_PER_TARGET as f64 / wall,
+        scrapes as f64 * series_n as f64 / wall,
         rss >> 20,
         rss as f64 / series
     );
