@@ -315,15 +315,20 @@ fn scrape(scale: Scale) {
 
 fn main() {
     meridian_pki::install_crypto_provider();
+    let scale = if std::env::args().any(|a| a == "--bench") {
+        FULL
+    } else {
+        SMOKE
+    };
     let which: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
     let want = |n: &str| which.is_empty() || which.iter().any(|w| w == n);
     if want("remote_write") {
-        remote_write();
+        remote_write(scale);
     }
     if want("scrape") {
-        scrape();
+        scrape(scale);
     }
 }
