@@ -150,28 +150,11 @@ impl Agent {
         let app = router(shared.clone());
         let http_stop = stop.clone();
         let http = match opts.http_tls {
-            None => {
-                let listener = opts.http_listener;
-                tokio::spawn(async move {
-                    let r = axum::serve(listener, app)
-                        .with_graceful_shutdown(http_stop.cancelled_owned())
-                        .await;
-                    if let Err(e) = r {
-                        tracing::error!(error = %e, "HTTP server failed");
-                    }
-                })
-            }
+            None => tokio::spawn(serve_http(opts.http_listener, app, http_stop)),
             Some(tls) => {
                 let incoming =
                     meridian_pki::tls::server::TlsIncoming::new(tls, opts.http_listener)?;
-                tokio::spawn(async move {
-                    let r = axum::serve(incoming, app)
-                        .with_graceful_shutdown(http_stop.cancelled_owned())
-                        .await;
-                    if let Err(e) = r {
-                        tracing::error!(error = %e, "HTTP server failed");
-                    }
-                })
+                tokio::spawn(serve_http(incoming, app, http_stop))
             }
         };
         let mut background = tokio::task::JoinSet::new();
@@ -282,6 +265,19 @@ impl Shared {
                 Err(e)
             }
         }
+    }
+}
+
+async fn serve_http<L>(listener: L, app: Router, stop: CancellationToken)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let r = axum::serve(listener, app)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await;
+    if let Err(e) = r {
+        tracing::error!(error = %e, "HTTP server failed");
     }
 }
 

@@ -8,7 +8,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -58,22 +57,8 @@ fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).unwrap();
-    let text_end = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let status: u16 = std::str::from_utf8(&out[9..12]).unwrap().parse().unwrap();
-    (status, out[text_end + 4..].to_vec())
+    let r = meridian_testkit::http(method, addr, path, headers, body).unwrap();
+    (r.status, r.body)
 }
 
 fn metric(addr: &str, name: &str) -> f64 {

@@ -17,7 +17,7 @@ use hickory_resolver::proto::rr::{RData, RecordType};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{TargetGroup, Update, sleep_or_stop};
+use super::{TargetGroup, Update, send_if_changed, sleep_or_stop};
 use crate::config::{DnsRecordType, DnsSdConfig};
 use crate::labels::Labels;
 
@@ -223,18 +223,8 @@ impl DnsSd {
                 }
             }
             let groups: Vec<TargetGroup> = last.values().cloned().collect();
-            if sent.as_ref() != Some(&groups) {
-                if tx
-                    .send(Update {
-                        provider,
-                        groups: groups.clone(),
-                    })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                sent = Some(groups);
+            if !send_if_changed(&tx, provider, &mut sent, groups).await {
+                return;
             }
             if !sleep_or_stop(self.cfg.refresh_interval.0, &stop).await {
                 return;

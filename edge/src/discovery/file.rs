@@ -13,7 +13,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{TargetGroup, Update, sleep_or_stop};
+use super::{TargetGroup, Update, send_if_changed, sleep_or_stop};
 use crate::labels::Labels;
 use crate::relabel::is_valid_label_name;
 
@@ -218,18 +218,8 @@ impl FileSd {
         let mut sent: Option<Vec<TargetGroup>> = None;
         loop {
             let groups = self.refresh().await;
-            if sent.as_ref() != Some(&groups) {
-                if tx
-                    .send(Update {
-                        provider,
-                        groups: groups.clone(),
-                    })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                sent = Some(groups);
+            if !send_if_changed(&tx, provider, &mut sent, groups).await {
+                return;
             }
             tokio::select! {
                 () = stop.cancelled() => return,

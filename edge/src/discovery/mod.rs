@@ -99,6 +99,27 @@ pub fn start_providers(
     }
 }
 
+/// Sends `groups` unless they equal what was sent last; `false` when the receiver is gone.
+pub(crate) async fn send_if_changed(
+    tx: &mpsc::Sender<Update>,
+    provider: usize,
+    sent: &mut Option<Vec<TargetGroup>>,
+    groups: Vec<TargetGroup>,
+) -> bool {
+    if sent.as_ref() == Some(&groups) {
+        return true;
+    }
+    let ok = tx
+        .send(Update {
+            provider,
+            groups: groups.clone(),
+        })
+        .await
+        .is_ok();
+    *sent = Some(groups);
+    ok
+}
+
 /// Waits `period` or until `stop`; `false` when stopped.
 pub(crate) async fn sleep_or_stop(period: Duration, stop: &CancellationToken) -> bool {
     tokio::select! {
