@@ -48,6 +48,7 @@ fn start_edge(dir: &std::path::Path, config: &str) -> (ChildGuard, String) {
         .arg(format!("--config.file={}", cfg.display()))
         .arg(format!("--tsdb.path={}", dir.join("edge-data").display()))
         .arg(format!("--http-address={addr}"))
+        .arg("--grpc-address=127.0.0.1:0")
         .arg("--log.level=warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -31,6 +31,7 @@ use crate::config::{Config, PromDuration};
 use crate::discovery::DiscoveryOptions;
 use crate::receive::{self, ReceiveLimits, ReceiveMetrics};
 use crate::scrape::ScrapeManager;
+use crate::storeapi::leaf::LeafStore;
 use crate::tsdb::db::{Db, DbOptions};
 
 /// How to start an edge.
@@ -41,6 +42,12 @@ pub struct AgentOptions {
     /// Where the HTTP server listens (bound by the caller, so tests can use port 0).
     pub http_listener: TcpListener,
     pub http_tls: Option<Arc<meridian_pki::tls::server::ServerTls>>,
+    /// Where the StoreAPI (gRPC) listens; `None` serves no StoreAPI.
+    pub grpc_listener: Option<TcpListener>,
+    /// TLS (mTLS with a client CA) for the StoreAPI; its files are watched and reloaded.
+    pub grpc_tls: Option<Arc<meridian_pki::tls::server::ServerTls>>,
+    /// How often the gRPC TLS files are re-checked besides being watched.
+    pub grpc_tls_reload_interval: Duration,
     pub discovery: DiscoveryOptions,
     pub receive: ReceiveLimits,
     /// Watch the config file and reload on change.
@@ -71,8 +78,12 @@ struct Shared {
 pub struct Agent {
     shared: Arc<Shared>,
     http_addr: SocketAddr,
+    grpc_addr: Option<SocketAddr>,
     stop: CancellationToken,
     http: tokio::task::JoinHandle<()>,
+    /// The StoreAPI server and the TLS watcher; stopped after everything that writes.
+    grpc: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    tls_watcher: Option<meridian_pki::tls::Watcher>,
     background: tokio::task::JoinSet<()>,
 }
 
@@ -157,24 +168,69 @@ impl Agent {
                 tokio::spawn(serve_http(incoming, app, http_stop))
             }
         };
+        let (mut grpc, mut grpc_addr, mut tls_watcher) = (None, None, None);
+        if let Some(listener) = opts.grpc_listener {
+            grpc_addr = Some(listener.local_addr()?);
+            let external = shared.current_config().external_labels.clone();
+            let store: Arc<dyn crate::storeapi::Store> =
+                Arc::new(LeafStore::from_source(db.clone(), external));
+            let grpc_stop = CancellationToken::new();
+            let shutdown = grpc_stop.clone().cancelled_owned();
+            let task = match opts.grpc_tls {
+                None => tokio::spawn(async move {
+                    if let Err(e) =
+                        crate::storeapi::server::serve_tcp(store, listener, shutdown).await
+                    {
+                        tracing::error!(error = %e, "StoreAPI server failed");
+                    }
+                }),
+                Some(tls) => {
+                    tls_watcher = Some(meridian_pki::tls::watch(
+                        tls.clone(),
+                        opts.grpc_tls_reload_interval,
+                    )?);
+                    let incoming = meridian_pki::tls::server::TlsIncoming::new(tls, listener)?;
+                    tokio::spawn(async move {
+                        let r = crate::storeapi::server::serve_incoming(
+                            store,
+                            incoming.into_stream(),
+                            shutdown,
+                        )
+                        .await;
+                        if let Err(e) = r {
+                            tracing::error!(error = %e, "StoreAPI server failed");
+                        }
+                    })
+                }
+            };
+            grpc = Some((grpc_stop, task));
+        }
         let mut background = tokio::task::JoinSet::new();
         background.spawn(housekeeping(db, stop.clone()));
         if opts.watch_config {
             background.spawn(watch_config(shared.clone(), stop.clone()));
         }
         shared.ready.store(true, Ordering::SeqCst);
-        tracing::info!(http = %http_addr, "edge started");
+        tracing::info!(http = %http_addr, grpc = ?grpc_addr, "edge started");
         Ok(Agent {
             shared,
             http_addr,
+            grpc_addr,
             stop,
             http,
+            grpc,
+            tls_watcher,
             background,
         })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Where the StoreAPI listens, when it is served.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc_addr
     }
 
     pub fn db(&self) -> &Arc<Db> {
@@ -195,14 +251,33 @@ impl Agent {
     }
 
     /// Ordered shutdown: not ready, stop scraping (loops finish their current append), stop the HTTP
-    /// server (in-flight writes complete), stop housekeeping; the TSDB closes when the last handle goes.
+    /// server (in-flight remote writes complete), stop housekeeping, then the StoreAPI server (queries
+    /// in flight finish) and the TLS watcher; the TSDB closes when the last handle goes.
     pub async fn shutdown(mut self) {
         self.shared.ready.store(false, Ordering::SeqCst);
         self.shared.scrape.stop().await;
         self.stop.cancel();
         let _ = (&mut self.http).await;
         while self.background.join_next().await.is_some() {}
+        if let Some((stop, task)) = self.grpc.take() {
+            stop.cancel();
+            let _ = task.await;
+        }
+        if let Some(w) = self.tls_watcher.take() {
+            w.stop().await;
+        }
         tracing::info!("edge stopped");
+    }
+}
+
+/// Dropping an agent without [`Agent::shutdown`] still stops its servers and housekeeping (scrape loops
+/// end with the runtime).
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some((stop, _)) = &self.grpc {
+            stop.cancel();
+        }
     }
 }
 
@@ -245,6 +320,11 @@ impl Shared {
         match result {
             Ok(cfg) => {
                 log_config_warnings(&cfg);
+                if cfg.external_labels != self.current_config().external_labels {
+                    tracing::warn!(
+                        "global.external_labels changed: the StoreAPI keeps announcing the labels it started with until the edge restarts"
+                    );
+                }
                 *self
                     .config
                     .lock()

@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the edge: scrape the targets of a Prometheus config, receive remote write, store locally.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Inspect TSDB files.
     #[command(subcommand)]
     Tsdb(TsdbCommand),
@@ -48,6 +48,15 @@ struct RunArgs {
     http_address: String,
     #[command(flatten)]
     http_tls: meridian_pki::tls::args::HttpTlsArgs,
+    /// Listen address of the StoreAPI (gRPC); `none` serves no StoreAPI.
+    #[arg(
+        long = "grpc-address",
+        value_name = "HOST:PORT",
+        default_value = "0.0.0.0:10901"
+    )]
+    grpc_address: String,
+    #[command(flatten)]
+    grpc_tls: meridian_pki::tls::args::GrpcServerTlsArgs,
     /// DNS server for dns_sd_configs (default: the system resolver).
     #[arg(long = "dns.server", value_name = "IP:PORT")]
     dns_server: Option<std::net::SocketAddr>,
@@ -95,7 +104,7 @@ fn main() -> anyhow::Result<()> {
     meridian_pki::install_crypto_provider();
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Tsdb(TsdbCommand::Chunks { file, samples }) => dump_chunks(&file, samples),
         Command::Tsdb(TsdbCommand::StressAppend {
             dir,
@@ -116,10 +125,25 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
+        // Signal handlers first: a SIGHUP during start-up must not take the default action (exit).
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
         let http_tls = args.http_tls.load()?;
         let listener = tokio::net::TcpListener::bind(&args.http_address)
             .await
             .with_context(|| format!("--http-address {}", args.http_address))?;
+        let grpc_tls = args.grpc_tls.load()?;
+        let grpc_listener = if args.grpc_address == "none" {
+            None
+        } else {
+            Some(
+                tokio::net::TcpListener::bind(&args.grpc_address)
+                    .await
+                    .with_context(|| format!("--grpc-address {}", args.grpc_address))?,
+            )
+        };
         let agent = Agent::start(AgentOptions {
             config_file: args.config_path,
             tsdb_path: args.tsdb_path,
@@ -129,6 +153,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             },
             http_listener: listener,
             http_tls,
+            grpc_listener,
+            grpc_tls,
+            grpc_tls_reload_interval: args.grpc_tls.reload_interval,
             discovery: meridian_edge::discovery::DiscoveryOptions {
                 dns_server: args.dns_server,
             },
@@ -140,11 +167,16 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         })
         .await?;
         // Printed for scripts and tests that start us on port 0.
-        println!("http listening on {}", agent.http_addr());
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hup = signal(SignalKind::hangup())?;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
+        {
+            // Best effort: whoever started us may have closed our stdout; that is no reason to exit.
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "http listening on {}", agent.http_addr());
+            if let Some(g) = agent.grpc_addr() {
+                let _ = writeln!(out, "grpc listening on {g}");
+            }
+            let _ = out.flush();
+        }
         loop {
             tokio::select! {
                 _ = hup.recv() => {

@@ -98,6 +98,9 @@ async fn srv_and_a_records() {
         db: Default::default(),
         http_listener: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         http_tls: None,
+        grpc_listener: None,
+        grpc_tls: None,
+        grpc_tls_reload_interval: std::time::Duration::from_secs(60),
         discovery: DiscoveryOptions {
             dns_server: Some(dns),
         },

@@ -35,6 +35,7 @@ fn start_edge(config: &Path, data: &Path, addr: &str, log: &Path, watch: bool) -
         .arg(format!("--config.file={}", config.display()))
         .arg(format!("--tsdb.path={}", data.display()))
         .arg(format!("--http-address={addr}"))
+        .arg("--grpc-address=127.0.0.1:0")
         .arg("--log.level=info")
         .stdout(Stdio::piped())
         .stderr(log);
@@ -44,8 +45,11 @@ fn start_edge(config: &Path, data: &Path, addr: &str, log: &Path, watch: bool) -
     let mut child = cmd.spawn().unwrap();
     // The edge prints its address once it serves.
     let out = child.stdout.take().unwrap();
+    let mut reader = BufReader::new(out);
     let mut line = String::new();
-    BufReader::new(out).read_line(&mut line).unwrap();
+    reader.read_line(&mut line).unwrap();
+    // Keep reading so the edge never writes into a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
     assert!(
         line.starts_with("http listening on"),
         "edge said {line:?}; its log:\n{}",
