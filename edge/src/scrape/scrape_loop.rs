@@ -231,10 +231,12 @@ impl LoopState {
             let explicit = timestamp.filter(|_| s.honor_timestamps);
             let t = explicit.unwrap_or(ts);
             let mut r = r;
+            let mut reresolved = false;
             let res = match app.append(r, t, value) {
                 Err(AppendError::UnknownRef(_)) => {
                     // The series left the head since we cached it: resolve it again.
                     r = app.series_ref(&lset);
+                    reresolved = true;
                     app.append(r, t, value)
                 }
                 other => other,
@@ -247,7 +249,7 @@ impl LoopState {
             if !cached {
                 out.series_added += 1;
             }
-            if !cached || self.series.get(series).is_some_and(|e| e.r != r) {
+            if !cached || reresolved {
                 self.series.insert(
                     series.into(),
                     CacheEntry {
@@ -519,8 +521,9 @@ pub async fn scrape_once(ctx: &Arc<LoopContext>, state: LoopState, conn: &mut Co
     let ctx2 = ctx.clone();
     let res = tokio::task::spawn_blocking(move || {
         let mut state = state;
-        let body: Result<(String, Format), String> = match resp {
-            Ok(r) => match String::from_utf8(r.body.to_vec()) {
+        // The body is parsed where it was received: no copy.
+        let body: Result<(&str, Format), String> = match &resp {
+            Ok(r) => match std::str::from_utf8(&r.body) {
                 Ok(s) => Ok((s, Format::from_content_type(&r.content_type))),
                 Err(_) => Err("response body is not valid UTF-8".to_string()),
             },
@@ -530,9 +533,7 @@ pub async fn scrape_once(ctx: &Arc<LoopContext>, state: LoopState, conn: &mut Co
             &ctx2.db,
             &ctx2.public,
             &ctx2.settings,
-            body.as_ref()
-                .map(|(s, f)| (s.as_str(), *f))
-                .map_err(Clone::clone),
+            body,
             start_wall,
             fetched,
         );
@@ -702,6 +703,42 @@ mod tests {
                 .iter()
                 .all(|(l, _)| !l.starts_with("{__name__=\"x\""))
         );
+    }
+
+    /// A cached series that left the head (cut into a block, no samples since) is resolved again.
+    #[test]
+    fn cached_reference_of_a_series_that_left_the_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+        let target = Labels::from_pairs([("job", "j"), ("instance", "i:1")]);
+        let (s, d) = (settings(), Duration::from_millis(1));
+        let mut st = LoopState::new();
+        let h = 3_600_000;
+        st.append_scrape(&db, &target, &s, Ok(("a 1\nb 1\n", Format::Text)), 1000, d)
+            .unwrap();
+        st.append_scrape(&db, &target, &s, Ok(("a 2\n", Format::Text)), 2000, d)
+            .unwrap();
+        st.append_scrape(&db, &target, &s, Ok(("a 3\n", Format::Text)), 4 * h, d)
+            .unwrap();
+        assert_eq!(db.head_series(), 7);
+        assert!(!db.compact().unwrap().is_empty(), "a block was cut");
+        assert_eq!(db.head_series(), 6, "b left the head");
+        let o = st
+            .append_scrape(
+                &db,
+                &target,
+                &s,
+                Ok(("a 4\nb 5\n", Format::Text)),
+                4 * h + 1000,
+                d,
+            )
+            .unwrap();
+        assert_eq!(o.error, None);
+        assert_eq!(o.rejected, 0);
+        let b = db
+            .samples(&[Matcher::equal("__name__", "b")], 0, i64::MAX)
+            .unwrap();
+        assert_eq!(b[0].1.last().map(|x| (x.t, x.v)), Some((4 * h + 1000, 5.0)));
     }
 
     #[test]
