@@ -54,6 +54,30 @@ pub struct AgentOptions {
     pub watch_config: bool,
 }
 
+impl AgentOptions {
+    /// Defaults for everything but the config file, the TSDB directory and the HTTP listener: no
+    /// StoreAPI, no TLS, the system resolver, default receive limits, no config watcher.
+    pub fn new(
+        config_file: PathBuf,
+        tsdb_path: PathBuf,
+        http_listener: TcpListener,
+    ) -> AgentOptions {
+        AgentOptions {
+            config_file,
+            tsdb_path,
+            db: DbOptions::default(),
+            http_listener,
+            http_tls: None,
+            grpc_listener: None,
+            grpc_tls: None,
+            grpc_tls_reload_interval: Duration::from_secs(60),
+            discovery: DiscoveryOptions::default(),
+            receive: ReceiveLimits::default(),
+            watch_config: false,
+        }
+    }
+}
+
 /// Reload bookkeeping, exposed as metrics.
 #[derive(Debug, Clone, Default)]
 struct ReloadMetrics {

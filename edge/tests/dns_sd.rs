@@ -93,19 +93,14 @@ async fn srv_and_a_records() {
     )
     .unwrap();
     let agent = Agent::start(AgentOptions {
-        config_file: cfg,
-        tsdb_path: dir.path().join("data"),
-        db: Default::default(),
-        http_listener: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        http_tls: None,
-        grpc_listener: None,
-        grpc_tls: None,
-        grpc_tls_reload_interval: std::time::Duration::from_secs(60),
         discovery: DiscoveryOptions {
             dns_server: Some(dns),
         },
-        receive: Default::default(),
-        watch_config: false,
+        ..AgentOptions::new(
+            cfg,
+            dir.path().join("data"),
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        )
     })
     .await
     .unwrap();

@@ -105,19 +105,11 @@ scrape_configs:
     );
     let cfg = dir.path().join("edge.yml");
     std::fs::write(&cfg, config).unwrap();
-    let agent = Agent::start(AgentOptions {
-        config_file: cfg,
-        tsdb_path: dir.path().join("data"),
-        db: Default::default(),
-        http_listener: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        http_tls: None,
-        grpc_listener: None,
-        grpc_tls: None,
-        grpc_tls_reload_interval: std::time::Duration::from_secs(60),
-        discovery: Default::default(),
-        receive: Default::default(),
-        watch_config: false,
-    })
+    let agent = Agent::start(AgentOptions::new(
+        cfg,
+        dir.path().join("data"),
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    ))
     .await
     .unwrap();
     let addr = agent.http_addr().to_string();

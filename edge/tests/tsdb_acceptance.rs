@@ -1,13 +1,19 @@
-//! The StoreAPI acceptance suite against the edge TSDB: head only, blocks only, and both.
+//! The StoreAPI acceptance suite against the edge TSDB: head only, blocks only, and both; served by a
+//! bare `LeafStore` and by the running edge over mTLS.
 
 #![allow(clippy::unwrap_used)]
 
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
+use meridian_edge::agent::{Agent, AgentOptions};
 use meridian_edge::storeapi::acceptance::{self, Fixture, StartedStore};
 use meridian_edge::storeapi::leaf::LeafStore;
 use meridian_edge::storeapi::server;
 use meridian_edge::tsdb::db::{Db, DbOptions};
+use meridian_pki::issue::{self, KeyType, Usage, Validity};
+use meridian_pki::tls::{ClientTls, ClientTlsFiles, ServerTls, ServerTlsFiles, ServerTlsOptions};
 use tokio::net::TcpListener;
 use tonic::transport::Endpoint;
 
@@ -18,15 +24,20 @@ enum Layout {
     Both,
 }
 
-async fn start(fx: Fixture, layout: Layout) -> StartedStore {
-    let dir = tempfile::tempdir().unwrap();
-    // 30-minute blocks so the fixture's ~100 minutes span several of them.
-    let opts = DbOptions {
-        block_range: 30 * 60 * 1000,
+/// 30-minute blocks so the fixture's ~100 minutes span several of them.
+const BLOCK_RANGE: i64 = 30 * 60 * 1000;
+
+fn db_options() -> DbOptions {
+    DbOptions {
+        block_range: BLOCK_RANGE,
         retention_time: None,
         ..Default::default()
-    };
-    let db = Arc::new(Db::open(dir.path(), opts).unwrap());
+    }
+}
+
+/// A TSDB in `dir` holding the fixture, split between head and blocks as `layout` says.
+fn fill(dir: &Path, fx: &Fixture, layout: Layout) -> Db {
+    let db = Db::open(dir, db_options()).unwrap();
     for (labels, samples) in &fx.series {
         let mut app = db.appender();
         for s in samples {
@@ -58,6 +69,12 @@ async fn start(fx: Fixture, layout: Layout) -> StartedStore {
             ),
         }
     }
+    db
+}
+
+async fn start(fx: Fixture, layout: Layout) -> StartedStore {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(fill(dir.path(), &fx, layout));
     let store = LeafStore::from_source(db, fx.external_labels.clone());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -89,4 +106,139 @@ async fn tsdb_blocks_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tsdb_head_and_blocks() {
     acceptance::run(|fx| start(fx, Layout::Both)).await;
+}
+
+fn pki(dir: &Path) {
+    let ca = issue::new_ca("ca", KeyType::P256, Validity::days(2)).unwrap();
+    issue::write_pair(dir, "ca", &ca, true).unwrap();
+    let s = issue::issue(
+        &ca,
+        Usage::Server,
+        "edge",
+        &["edge-0.cluster-a.example".to_string()],
+        &[],
+        KeyType::P256,
+        Validity::days(1),
+    )
+    .unwrap();
+    issue::write_pair(dir, "edge", &s, true).unwrap();
+    let c = issue::issue(
+        &ca,
+        Usage::Client,
+        "gateway",
+        &[],
+        &[],
+        KeyType::P256,
+        Validity::days(1),
+    )
+    .unwrap();
+    issue::write_pair(dir, "gateway", &c, true).unwrap();
+}
+
+/// The same suite against the running edge (`Agent`, as `meridian-edge run` starts it) over real mTLS:
+/// the edge opens the prepared TSDB with the fixture's external labels in its Prometheus config; a client
+/// without a certificate is refused.
+async fn start_edge_mtls(fx: Fixture, layout: Layout) -> StartedStore {
+    meridian_pki::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    drop(fill(&data, &fx, layout));
+    let ext: Vec<String> = fx
+        .external_labels
+        .iter()
+        .map(|l| format!("{}: {}", l.name, serde_json::to_string(l.value).unwrap()))
+        .collect();
+    let cfg = dir.path().join("edge.yml");
+    std::fs::write(
+        &cfg,
+        format!("global:\n  external_labels: {{{}}}\n", ext.join(", ")),
+    )
+    .unwrap();
+    let certs = dir.path().join("pki");
+    std::fs::create_dir_all(&certs).unwrap();
+    pki(&certs);
+    let tls = ServerTls::load(
+        "edge",
+        ServerTlsFiles {
+            cert: certs.join("edge.crt"),
+            key: certs.join("edge.key"),
+            client_ca: Some(certs.join("ca.crt")),
+        },
+        ServerTlsOptions::default(),
+    )
+    .unwrap();
+    let agent = Agent::start(AgentOptions {
+        db: db_options(),
+        grpc_listener: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+        grpc_tls: Some(tls),
+        ..AgentOptions::new(
+            cfg,
+            data,
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    let addr = agent.grpc_addr().unwrap().to_string();
+    let client = ClientTls::load(
+        "gateway",
+        ClientTlsFiles {
+            ca: certs.join("ca.crt"),
+            cert: Some(certs.join("gateway.crt")),
+            key: Some(certs.join("gateway.key")),
+        },
+    )
+    .unwrap();
+    let channel = client
+        .channel(
+            &addr,
+            Some("edge-0.cluster-a.example"),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    // Without a client certificate the handshake is refused.
+    let anonymous = ClientTls::load(
+        "anonymous",
+        ClientTlsFiles {
+            ca: certs.join("ca.crt"),
+            cert: None,
+            key: None,
+        },
+    )
+    .unwrap();
+    let refused = match anonymous
+        .channel(
+            &addr,
+            Some("edge-0.cluster-a.example"),
+            Duration::from_secs(5),
+        )
+        .await
+    {
+        Err(_) => true,
+        Ok(ch) => meridian_edge::proto::thanos::info::info_client::InfoClient::new(ch)
+            .info(meridian_edge::proto::thanos::info::InfoRequest {})
+            .await
+            .is_err(),
+    };
+    assert!(refused, "a client without a certificate was served");
+    StartedStore {
+        channel,
+        guard: Box::new((agent, dir)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_mtls_head_only() {
+    acceptance::run(|fx| start_edge_mtls(fx, Layout::HeadOnly)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_mtls_blocks_only() {
+    acceptance::run(|fx| start_edge_mtls(fx, Layout::BlocksOnly)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_mtls_head_and_blocks() {
+    acceptance::run(|fx| start_edge_mtls(fx, Layout::Both)).await;
 }

@@ -32,21 +32,9 @@ async fn start_edge(dir: &Path, config: &str) -> Agent {
     let cfg = dir.join("edge.yml");
     std::fs::write(&cfg, config).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Agent::start(AgentOptions {
-        config_file: cfg,
-        tsdb_path: dir.join("edge-data"),
-        db: Default::default(),
-        http_listener: listener,
-        http_tls: None,
-        grpc_listener: None,
-        grpc_tls: None,
-        grpc_tls_reload_interval: std::time::Duration::from_secs(60),
-        discovery: Default::default(),
-        receive: Default::default(),
-        watch_config: false,
-    })
-    .await
-    .unwrap()
+    Agent::start(AgentOptions::new(cfg, dir.join("edge-data"), listener))
+        .await
+        .unwrap()
 }
 
 /// Latest sample of every series of the edge matching `job=~jobs`, keyed by the label set as text.
