@@ -29,9 +29,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, PromDuration};
 use crate::discovery::DiscoveryOptions;
+use crate::metadata::MetadataStore;
 use crate::receive::{self, ReceiveLimits, ReceiveMetrics};
 use crate::scrape::ScrapeManager;
-use crate::storeapi::leaf::LeafStore;
+use crate::storeapi::leaf::{LeafStore, SeriesSource, SourceSeries};
 use crate::tsdb::db::{Db, DbOptions};
 
 /// How to start an edge.
@@ -78,6 +79,35 @@ impl AgentOptions {
     }
 }
 
+/// What the edge's StoreAPI serves: the TSDB's series and the metadata scrapes and remote writes
+/// brought.
+struct EdgeSource {
+    db: Arc<Db>,
+    metadata: Arc<MetadataStore>,
+}
+
+impl SeriesSource for EdgeSource {
+    fn select(
+        &self,
+        matchers: &[crate::matcher::Matcher],
+        mint: i64,
+        maxt: i64,
+        with_data: bool,
+    ) -> crate::error::Result<Vec<SourceSeries>> {
+        self.db.select(matchers, mint, maxt, with_data)
+    }
+
+    fn time_range(&self) -> (i64, i64) {
+        self.db.time_range()
+    }
+
+    fn metadata(
+        &self,
+    ) -> Option<std::collections::BTreeMap<String, Vec<crate::proto::thanos::Meta>>> {
+        Some(self.metadata.all(std::time::Instant::now()))
+    }
+}
+
 /// Reload bookkeeping, exposed as metrics.
 #[derive(Debug, Clone, Default)]
 struct ReloadMetrics {
@@ -88,6 +118,7 @@ struct ReloadMetrics {
 struct Shared {
     config_file: PathBuf,
     db: Arc<Db>,
+    metadata: Arc<MetadataStore>,
     scrape: ScrapeManager,
     config: std::sync::Mutex<(Arc<Config>, String)>,
     reload_lock: AsyncMutex<()>,
@@ -161,7 +192,8 @@ impl Agent {
         );
         let receive_metrics = ReceiveMetrics::default();
         receive_metrics.register(&mut registry);
-        let scrape = ScrapeManager::new(db.clone(), opts.discovery.clone());
+        let metadata = Arc::new(MetadataStore::new());
+        let scrape = ScrapeManager::new(db.clone(), metadata.clone(), opts.discovery.clone());
         scrape
             .apply(&cfg)
             .await
@@ -171,6 +203,7 @@ impl Agent {
         let shared = Arc::new(Shared {
             config_file: opts.config_file.clone(),
             db: db.clone(),
+            metadata: metadata.clone(),
             scrape,
             config: std::sync::Mutex::new((Arc::new(cfg), text)),
             reload_lock: AsyncMutex::new(()),
@@ -196,8 +229,13 @@ impl Agent {
         if let Some(listener) = opts.grpc_listener {
             grpc_addr = Some(listener.local_addr()?);
             let external = shared.current_config().external_labels.clone();
-            let store: Arc<dyn crate::storeapi::Store> =
-                Arc::new(LeafStore::from_source(db.clone(), external));
+            let store: Arc<dyn crate::storeapi::Store> = Arc::new(LeafStore::from_source(
+                EdgeSource {
+                    db: db.clone(),
+                    metadata: metadata.clone(),
+                },
+                external,
+            ));
             let grpc_stop = CancellationToken::new();
             let shutdown = grpc_stop.clone().cancelled_owned();
             let task = match opts.grpc_tls {
@@ -259,6 +297,11 @@ impl Agent {
 
     pub fn db(&self) -> &Arc<Db> {
         &self.shared.db
+    }
+
+    /// The metric metadata the StoreAPI serves (scraped and remote-written), by family.
+    pub fn metadata(&self) -> std::collections::BTreeMap<String, Vec<crate::proto::thanos::Meta>> {
+        self.shared.metadata.all(std::time::Instant::now())
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -505,6 +548,7 @@ async fn remote_write(State(s): State<Arc<Shared>>, headers: HeaderMap, body: By
     let res = tokio::task::spawn_blocking(move || {
         receive::write(
             &shared.db,
+            &shared.metadata,
             &body,
             shared.receive_limits,
             &shared.receive_metrics,

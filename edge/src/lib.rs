@@ -8,6 +8,7 @@ pub mod discovery;
 pub mod error;
 pub mod labels;
 pub mod matcher;
+pub mod metadata;
 pub mod receive;
 pub mod relabel;
 pub mod sample;

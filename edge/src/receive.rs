@@ -23,6 +23,7 @@ use prometheus_client::metrics::family::Family;
 use prost::Message;
 
 use crate::labels::Labels;
+use crate::metadata::{Meta, MetadataStore, remote_write_kind};
 use crate::proto::prometheus::WriteRequest;
 use crate::relabel::is_valid_label_name;
 use crate::tsdb::db::Db;
@@ -123,9 +124,16 @@ pub fn check_headers(
     }
 }
 
-/// Decodes and stores one request body (already known to be within `max_body_bytes`).
-pub fn write(db: &Db, body: &[u8], limits: ReceiveLimits, metrics: &ReceiveMetrics) -> Answer {
-    let answer = write_inner(db, body, limits, metrics);
+/// Decodes and stores one request body (already known to be within `max_body_bytes`): samples into
+/// `db`, metric metadata (which Prometheus sends in requests of its own) into `metadata`.
+pub fn write(
+    db: &Db,
+    metadata: &MetadataStore,
+    body: &[u8],
+    limits: ReceiveLimits,
+    metrics: &ReceiveMetrics,
+) -> Answer {
+    let answer = write_inner(db, metadata, body, limits, metrics);
     metrics
         .requests
         .get_or_create(&CodeLabel {
@@ -135,7 +143,13 @@ pub fn write(db: &Db, body: &[u8], limits: ReceiveLimits, metrics: &ReceiveMetri
     answer
 }
 
-fn write_inner(db: &Db, body: &[u8], limits: ReceiveLimits, metrics: &ReceiveMetrics) -> Answer {
+fn write_inner(
+    db: &Db,
+    metadata: &MetadataStore,
+    body: &[u8],
+    limits: ReceiveLimits,
+    metrics: &ReceiveMetrics,
+) -> Answer {
     if body.len() > limits.max_body_bytes {
         return Answer::new(
             413,
@@ -167,6 +181,30 @@ fn write_inner(db: &Db, body: &[u8], limits: ReceiveLimits, metrics: &ReceiveMet
         Ok(r) => r,
         Err(e) => return Answer::new(400, format!("body is not a WriteRequest: {e}")),
     };
+    if !req.metadata.is_empty() {
+        let refused = metadata.record_remote_write(
+            req.metadata
+                .iter()
+                .filter(|m| !m.metric_family_name.is_empty())
+                .map(|m| {
+                    (
+                        m.metric_family_name.clone(),
+                        Meta {
+                            kind: remote_write_kind(m.r#type),
+                            help: m.help.clone(),
+                            unit: m.unit.clone(),
+                        },
+                    )
+                }),
+            std::time::Instant::now(),
+        );
+        if refused > 0 {
+            tracing::warn!(
+                refused,
+                "remote-write metadata store is full; new families ignored"
+            );
+        }
+    }
     let mut app = db.appender();
     let (mut stored, mut rejected) = (0u64, 0u64);
     let mut first_reason: Option<String> = None;
@@ -289,15 +327,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path(), DbOptions::default()).unwrap();
         let m = ReceiveMetrics::default();
+        let md = MetadataStore::new();
         let lim = ReceiveLimits::default();
         let ok = body(vec![(
             vec![("__name__", "a"), ("x", "1")],
             vec![(1000, 1.0), (2000, 2.0)],
         )]);
-        assert_eq!(write(&db, &ok, lim, &m).status, 204);
+        assert_eq!(write(&db, &md, &ok, lim, &m).status, 204);
         // The same batch again (a retry after a lost response): nothing doubled; the older sample is
         // refused as out of order (400: the sender drops the batch, whose samples are all stored).
-        assert_eq!(write(&db, &ok, lim, &m).status, 400);
+        assert_eq!(write(&db, &md, &ok, lim, &m).status, 400);
         let all = db
             .samples(&[crate::Matcher::equal("__name__", "a")], 0, i64::MAX)
             .unwrap();
@@ -307,23 +346,23 @@ mod tests {
             (vec![("__name__", "a"), ("x", "1")], vec![(1500, 9.0)]),
             (vec![("__name__", "b")], vec![(1000, 1.0)]),
         ]);
-        let a = write(&db, &mixed, lim, &m);
+        let a = write(&db, &md, &mixed, lim, &m);
         assert_eq!(a.status, 400, "{a:?}");
         assert!(a.message.contains("1 sample(s) refused, 1 stored"), "{a:?}");
         assert_eq!(db.head_series(), 2);
-        assert_eq!(write(&db, b"not snappy", lim, &m).status, 400);
+        assert_eq!(write(&db, &md, b"not snappy", lim, &m).status, 400);
         let garbage = snap::raw::Encoder::new().compress_vec(&[0xff; 10]).unwrap();
-        assert_eq!(write(&db, &garbage, lim, &m).status, 400);
+        assert_eq!(write(&db, &md, &garbage, lim, &m).status, 400);
         let small = ReceiveLimits {
             max_body_bytes: 1 << 20,
             max_decoded_bytes: 10,
         };
-        assert_eq!(write(&db, &ok, small, &m).status, 413);
+        assert_eq!(write(&db, &md, &ok, small, &m).status, 413);
         let bad = body(vec![(
             vec![("__name__", "a"), ("a-b", "1")],
             vec![(1, 1.0)],
         )]);
-        assert!(write(&db, &bad, lim, &m).message.contains("\"a-b\""));
+        assert!(write(&db, &md, &bad, lim, &m).message.contains("\"a-b\""));
         assert_eq!(
             check_headers(Some("application/json"), Some("snappy"))
                 .unwrap_err()
@@ -343,5 +382,47 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    #[test]
+    fn metadata_requests_are_recorded() {
+        use crate::proto::prometheus::MetricMetadata;
+        use crate::proto::prometheus::metric_metadata::MetricType;
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+        let md = MetadataStore::new();
+        let req = WriteRequest {
+            metadata: vec![
+                MetricMetadata {
+                    r#type: MetricType::Counter as i32,
+                    metric_family_name: "http_requests_total".into(),
+                    help: "Requests.".into(),
+                    unit: String::new(),
+                },
+                MetricMetadata {
+                    r#type: MetricType::Gaugehistogram as i32,
+                    metric_family_name: "queue_wait".into(),
+                    help: String::new(),
+                    unit: "seconds".into(),
+                },
+            ],
+            ..Default::default()
+        };
+        let b = snap::raw::Encoder::new()
+            .compress_vec(&req.encode_to_vec())
+            .unwrap();
+        let a = write(
+            &db,
+            &md,
+            &b,
+            ReceiveLimits::default(),
+            &ReceiveMetrics::default(),
+        );
+        assert_eq!(a.status, 204, "{a:?}");
+        let all = md.all(std::time::Instant::now());
+        assert_eq!(all["http_requests_total"][0].r#type, "counter");
+        assert_eq!(all["http_requests_total"][0].help, "Requests.");
+        assert_eq!(all["queue_wait"][0].r#type, "gaugehistogram");
+        assert_eq!(all["queue_wait"][0].unit, "seconds");
     }
 }

@@ -179,6 +179,7 @@ async fn start_edge_mtls(fx: Fixture, layout: Layout) -> StartedStore {
     })
     .await
     .unwrap();
+    send_metadata(&agent.http_addr().to_string(), &fx).await;
     let addr = agent.grpc_addr().unwrap().to_string();
     let client = ClientTls::load(
         "gateway",
@@ -226,6 +227,59 @@ async fn start_edge_mtls(fx: Fixture, layout: Layout) -> StartedStore {
         channel,
         guard: Box::new((agent, dir)),
     }
+}
+
+/// Delivers the fixture's metadata as Prometheus does: a remote-write request carrying only metadata.
+async fn send_metadata(http: &str, fx: &Fixture) {
+    use meridian_edge::proto::prometheus::{
+        MetricMetadata, WriteRequest, metric_metadata::MetricType,
+    };
+    use prost::Message;
+    let metadata = fx
+        .metadata
+        .iter()
+        .flat_map(|(family, metas)| {
+            metas.iter().map(move |m| MetricMetadata {
+                r#type: match m.r#type.as_str() {
+                    "counter" => MetricType::Counter,
+                    "gauge" => MetricType::Gauge,
+                    "histogram" => MetricType::Histogram,
+                    "summary" => MetricType::Summary,
+                    other => panic!("fixture type {other}"),
+                } as i32,
+                metric_family_name: family.clone(),
+                help: m.help.clone(),
+                unit: m.unit.clone(),
+            })
+        })
+        .collect();
+    let body = snap::raw::Encoder::new()
+        .compress_vec(
+            &WriteRequest {
+                metadata,
+                ..Default::default()
+            }
+            .encode_to_vec(),
+        )
+        .unwrap();
+    let http = http.to_owned();
+    let r = tokio::task::spawn_blocking(move || {
+        meridian_testkit::http(
+            "POST",
+            &http,
+            "/api/v1/write",
+            &[
+                ("Content-Type", "application/x-protobuf"),
+                ("Content-Encoding", "snappy"),
+                ("X-Prometheus-Remote-Write-Version", "0.1.0"),
+            ],
+            &body,
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(r.status, 204, "{}", r.text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -238,6 +238,50 @@ async fn same_series_and_values_as_prometheus() {
         &diffs[..diffs.len().min(10)]
     );
     eprintln!("compared {} series: identical", ours.len());
+    // The metadata the edge serves (TYPE/HELP/UNIT by family) is Prometheus' `/api/v1/metadata`.
+    let theirs = http_get(&prom.addr, "/api/v1/metadata").json();
+    let theirs: BTreeMap<String, BTreeSet<(String, String, String)>> = theirs["data"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(family, metas)| {
+            let set = metas
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| {
+                    let f = |k: &str| m[k].as_str().unwrap_or_default().to_owned();
+                    (f("type"), f("help"), f("unit"))
+                })
+                .collect();
+            (family.clone(), set)
+        })
+        .collect();
+    let ours: BTreeMap<String, BTreeSet<(String, String, String)>> = edge
+        .metadata()
+        .into_iter()
+        .map(|(family, metas)| {
+            let set = metas
+                .into_iter()
+                .map(|m| (m.r#type, m.help, m.unit))
+                .collect();
+            (family, set)
+        })
+        .collect();
+    assert!(
+        theirs.len() > 100,
+        "Prometheus has {} families",
+        theirs.len()
+    );
+    let differ: Vec<_> = ours
+        .iter()
+        .filter(|(k, v)| theirs.get(*k) != Some(*v))
+        .map(|(k, _)| k)
+        .chain(theirs.keys().filter(|k| !ours.contains_key(*k)))
+        .take(10)
+        .collect();
+    assert!(differ.is_empty(), "metadata differs for {differ:?}");
+    eprintln!("metadata of {} families: identical", ours.len());
     edge.shutdown().await;
     prom.stop();
 }

@@ -22,6 +22,7 @@ use super::target::{DroppedTarget, Target, targets_from_groups};
 use crate::config::{Config, ScrapeConfig};
 use crate::discovery::{DiscoveryOptions, TargetGroup, Update, provider_count, start_providers};
 use crate::labels::Labels;
+use crate::metadata::{MetadataStore, TargetKey};
 use crate::tsdb::db::Db;
 
 /// One active target as the targets API shows it.
@@ -65,14 +66,17 @@ struct PoolHandle {
 /// Owns all scrape pools.
 pub struct ScrapeManager {
     db: Arc<Db>,
+    metadata: Arc<MetadataStore>,
     opts: DiscoveryOptions,
     pools: tokio::sync::Mutex<BTreeMap<String, PoolHandle>>,
 }
 
 impl ScrapeManager {
-    pub fn new(db: Arc<Db>, opts: DiscoveryOptions) -> ScrapeManager {
+    /// Scrape loops append to `db` and publish their targets' metadata to `metadata`.
+    pub fn new(db: Arc<Db>, metadata: Arc<MetadataStore>, opts: DiscoveryOptions) -> ScrapeManager {
         ScrapeManager {
             db,
+            metadata,
             opts,
             pools: tokio::sync::Mutex::new(BTreeMap::new()),
         }
@@ -127,6 +131,7 @@ impl ScrapeManager {
                         cfg: job.clone(),
                         client,
                         db: self.db.clone(),
+                        metadata: self.metadata.clone(),
                         opts: self.opts.clone(),
                         seed,
                         status: status.clone(),
@@ -204,6 +209,7 @@ struct Pool {
     cfg: ScrapeConfig,
     client: Arc<HttpClient>,
     db: Arc<Db>,
+    metadata: Arc<MetadataStore>,
     opts: DiscoveryOptions,
     seed: u64,
     status: Arc<Mutex<PoolStatus>>,
@@ -329,6 +335,11 @@ impl Pool {
                 db: self.db.clone(),
                 health: health.clone(),
                 offset_seed: self.seed,
+                metadata: self.metadata.clone(),
+                metadata_key: TargetKey {
+                    pool: self.cfg.job_name.clone(),
+                    labels: t.labels.clone(),
+                },
             };
             let state = states.remove(&t.labels).unwrap_or_default();
             let (stop_tx, stop_rx) = watch::channel(None);
@@ -343,7 +354,11 @@ impl Pool {
             );
         }
         // States whose targets did not come back after a reconfiguration: their series end here.
-        for (_, mut st) in states {
+        for (labels, mut st) in states {
+            self.metadata.remove(&TargetKey {
+                pool: self.cfg.job_name.clone(),
+                labels,
+            });
             let db = self.db.clone();
             self.ending.spawn(async move {
                 let ts = std::time::SystemTime::now()

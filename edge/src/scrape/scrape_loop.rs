@@ -26,6 +26,7 @@ use super::parse::{Entry, Format, Parser};
 use super::target::Target;
 use crate::config::ScrapeConfig;
 use crate::labels::{Labels, LabelsBuilder};
+use crate::metadata::{Meta, MetadataStore, TargetKey};
 use crate::relabel::{RelabelConfig, process_builder};
 use crate::sample::stale_nan;
 use crate::tsdb::db::{Appender, Db};
@@ -80,6 +81,10 @@ pub struct LoopState {
     iter: u64,
     /// Timestamp of the last scrape appended (ms), 0 before the first.
     pub last_ts: i64,
+    /// TYPE/HELP/UNIT by family as exposed, with the iteration last seen.
+    metadata: HashMap<Box<str>, (Meta, u64)>,
+    /// The metadata changed since it was last published.
+    metadata_changed: bool,
 }
 
 /// The outcome of one scrape, for the report series and the targets API.
@@ -145,6 +150,10 @@ impl LoopState {
                     .retain(|_, e| iter - e.last_iter <= CACHE_KEEP_ITERATIONS);
                 self.dropped
                     .retain(|_, i| iter - *i <= CACHE_KEEP_ITERATIONS);
+                let before = self.metadata.len();
+                self.metadata
+                    .retain(|_, (_, i)| iter - *i <= CACHE_KEEP_ITERATIONS);
+                self.metadata_changed |= self.metadata.len() != before;
             }
             Err(e) => {
                 app.rollback();
@@ -178,16 +187,28 @@ impl LoopState {
         let mut limit_err: Option<String> = None;
         for entry in Parser::new(text, format) {
             let entry = entry.map_err(|e| e.to_string())?;
-            let Entry::Sample {
-                name,
-                series,
-                labels,
-                value,
-                timestamp,
-                ..
-            } = entry
-            else {
-                continue;
+            let (name, series, labels, value, timestamp) = match entry {
+                Entry::Sample {
+                    name,
+                    series,
+                    labels,
+                    value,
+                    timestamp,
+                    ..
+                } => (name, series, labels, value, timestamp),
+                Entry::Help { metric, text } => {
+                    self.set_meta(metric, |m| replace(&mut m.help, text.as_ref()));
+                    continue;
+                }
+                Entry::Type { metric, kind } => {
+                    let kind = kind.as_str();
+                    self.set_meta(metric, |m| std::mem::replace(&mut m.kind, kind) != kind);
+                    continue;
+                }
+                Entry::Unit { metric, unit } => {
+                    self.set_meta(metric, |m| replace(&mut m.unit, unit));
+                    continue;
+                }
             };
             out.scraped += 1;
             if self.dropped.contains_key(series) {
@@ -269,6 +290,40 @@ impl LoopState {
         }
     }
 
+    /// Updates a family's metadata; `update` says whether it changed anything.
+    fn set_meta(&mut self, family: &str, update: impl FnOnce(&mut Meta) -> bool) {
+        let iter = self.iter;
+        match self.metadata.get_mut(family) {
+            Some((m, seen)) => {
+                *seen = iter;
+                self.metadata_changed |= update(m);
+            }
+            None => {
+                let mut m = Meta {
+                    kind: "unknown",
+                    help: String::new(),
+                    unit: String::new(),
+                };
+                update(&mut m);
+                self.metadata.insert(family.into(), (m, iter));
+                self.metadata_changed = true;
+            }
+        }
+    }
+
+    /// The families' metadata if it changed since the last call.
+    pub fn take_metadata_update(&mut self) -> Option<Vec<(String, Meta)>> {
+        if !std::mem::take(&mut self.metadata_changed) {
+            return None;
+        }
+        Some(
+            self.metadata
+                .iter()
+                .map(|(f, (m, _))| (f.to_string(), m.clone()))
+                .collect(),
+        )
+    }
+
     fn append_report(
         &mut self,
         app: &mut Appender<'_>,
@@ -318,6 +373,15 @@ impl LoopState {
         app.commit()?;
         Ok(())
     }
+}
+
+/// Sets `field` to `value`; whether it changed.
+fn replace(field: &mut String, value: &str) -> bool {
+    if field == value {
+        return false;
+    }
+    value.clone_into(field);
+    true
 }
 
 fn stale(app: &mut Appender<'_>, labels: &Labels, ts: i64) {
@@ -439,6 +503,9 @@ pub struct LoopContext {
     pub health: Arc<Mutex<Health>>,
     /// Mixed into the start offset (Prometheus' `offsetSeed`).
     pub offset_seed: u64,
+    /// Where the target's metadata is published, under `metadata_key`.
+    pub metadata: Arc<MetadataStore>,
+    pub metadata_key: TargetKey,
 }
 
 fn now_ms() -> i64 {
@@ -494,6 +561,7 @@ pub async fn run(
     match mode {
         StopMode::Handover => Some(state),
         StopMode::Remove => {
+            ctx.metadata.remove(&ctx.metadata_key);
             let ts = now_ms();
             let res = tokio::task::spawn_blocking(move || state.stale_all(&db, ts)).await;
             if let Ok(Err(e)) = res {
@@ -540,13 +608,16 @@ pub async fn scrape_once(ctx: &Arc<LoopContext>, state: LoopState, conn: &mut Co
         (state, out)
     })
     .await;
-    let (state, out) = match res {
+    let (mut state, out) = match res {
         Ok(x) => x,
         Err(e) => {
             tracing::error!(error = %e, "scrape append task failed");
             return LoopState::new();
         }
     };
+    if let Some(families) = state.take_metadata_update() {
+        ctx.metadata.publish(ctx.metadata_key.clone(), families);
+    }
     let mut h = ctx
         .health
         .lock()
@@ -624,14 +695,78 @@ mod tests {
         assert_eq!(l.to_string(), r#"{__name__="m", instance="i:1", job="x"}"#);
     }
 
-    #[test]
-    fn staleness_reports_and_limits() {
+    fn fixture() -> (
+        tempfile::TempDir,
+        Db,
+        Labels,
+        LoopState,
+        LoopSettings,
+        Duration,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path(), DbOptions::default()).unwrap();
         let target = Labels::from_pairs([("job", "j"), ("instance", "i:1")]);
-        let mut st = LoopState::new();
-        let s = settings();
-        let d = Duration::from_millis(5);
+        (
+            dir,
+            db,
+            target,
+            LoopState::new(),
+            settings(),
+            Duration::from_millis(5),
+        )
+    }
+
+    #[test]
+    fn metadata_follows_the_exposition() {
+        let (_dir, db, target, mut st, s, d) = fixture();
+        let om = "# TYPE req counter\n# HELP req Requests \\ served.\n# UNIT req\n\
+                  req_total 1\n# TYPE lat_seconds gauge\n# UNIT lat_seconds seconds\nlat_seconds 2\n# EOF\n";
+        st.append_scrape(&db, &target, &s, Ok((om, Format::OpenMetrics)), 1000, d)
+            .unwrap();
+        let mut got = st.take_metadata_update().unwrap();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        let m = |kind, help: &str, unit: &str| Meta {
+            kind,
+            help: help.into(),
+            unit: unit.into(),
+        };
+        assert_eq!(
+            got,
+            vec![
+                ("lat_seconds".to_string(), m("gauge", "", "seconds")),
+                ("req".to_string(), m("counter", "Requests \\ served.", "")),
+            ]
+        );
+        // Nothing changed: nothing to publish.
+        st.append_scrape(&db, &target, &s, Ok((om, Format::OpenMetrics)), 2000, d)
+            .unwrap();
+        assert!(st.take_metadata_update().is_none());
+        // A failed scrape keeps it; a family no longer exposed for ten scrapes is forgotten.
+        st.append_scrape(&db, &target, &s, Err("down".into()), 3000, d)
+            .unwrap();
+        assert!(st.take_metadata_update().is_none());
+        let text = "# HELP up_now Text format.\n# TYPE up_now untyped\nup_now 1\n";
+        for i in 0..=CACHE_KEEP_ITERATIONS {
+            st.append_scrape(
+                &db,
+                &target,
+                &s,
+                Ok((text, Format::Text)),
+                4000 + i as i64,
+                d,
+            )
+            .unwrap();
+        }
+        let got = st.take_metadata_update().unwrap();
+        assert_eq!(
+            got,
+            vec![("up_now".to_string(), m("unknown", "Text format.", ""))]
+        );
+    }
+
+    #[test]
+    fn staleness_reports_and_limits() {
+        let (_dir, db, target, mut st, s, d) = fixture();
         let o = st
             .append_scrape(
                 &db,
