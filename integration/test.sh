@@ -26,6 +26,14 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# The S3-compatible server the shipper and bucket-store tests use (PyPI; pinned).
+if ! command -v moto_server >/dev/null 2>&1; then
+  echo "== installing: moto[server] (PyPI)"
+  python3 -m pip install -q "moto[server]==5.2.1"
+  PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+  export PATH
+fi
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

@@ -30,8 +30,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, PromDuration};
 use crate::discovery::DiscoveryOptions;
 use crate::metadata::MetadataStore;
+use crate::objstore::Bucket;
 use crate::receive::{self, ReceiveLimits, ReceiveMetrics};
 use crate::scrape::ScrapeManager;
+use crate::shipper::{Shipper, ShipperOptions};
 use crate::storeapi::leaf::{LeafStore, SeriesSource, SourceSeries};
 use crate::tsdb::db::{Db, DbOptions};
 
@@ -53,6 +55,11 @@ pub struct AgentOptions {
     pub receive: ReceiveLimits,
     /// Watch the config file and reload on change.
     pub watch_config: bool,
+    /// Where finished blocks are uploaded; `None` ships nothing (retention then deletes freely).
+    pub objstore: Option<Bucket>,
+    pub shipper: ShipperOptions,
+    /// How long shutdown waits for a running upload before abandoning it.
+    pub shipper_shutdown_timeout: Duration,
 }
 
 impl AgentOptions {
@@ -75,8 +82,20 @@ impl AgentOptions {
             discovery: DiscoveryOptions::default(),
             receive: ReceiveLimits::default(),
             watch_config: false,
+            objstore: None,
+            shipper: ShipperOptions::default(),
+            shipper_shutdown_timeout: Duration::from_secs(30),
         }
     }
+}
+
+/// The running shipper: its task and the two ways to end it.
+struct ShipperTask {
+    shipper: Arc<Shipper>,
+    stop: CancellationToken,
+    abandon: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    grace: Duration,
 }
 
 /// What the edge's StoreAPI serves: the TSDB's series and the metadata scrapes and remote writes
@@ -140,6 +159,7 @@ pub struct Agent {
     grpc: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
     tls_watcher: Option<meridian_pki::tls::Watcher>,
     background: tokio::task::JoinSet<()>,
+    shipper: Option<ShipperTask>,
 }
 
 fn now_secs() -> i64 {
@@ -192,6 +212,20 @@ impl Agent {
         );
         let receive_metrics = ReceiveMetrics::default();
         receive_metrics.register(&mut registry);
+        let shipper = match opts.objstore {
+            None => None,
+            Some(bucket) => {
+                let s = Shipper::new(
+                    bucket,
+                    db.clone(),
+                    cfg.external_labels.clone(),
+                    opts.shipper.clone(),
+                )?;
+                s.metrics.register(&mut registry);
+                tracing::info!(bucket = %s.bucket().description, "shipping blocks to object storage");
+                Some(Arc::new(s))
+            }
+        };
         let metadata = Arc::new(MetadataStore::new());
         let scrape = ScrapeManager::new(db.clone(), metadata.clone(), opts.discovery.clone());
         scrape
@@ -268,7 +302,22 @@ impl Agent {
             grpc = Some((grpc_stop, task));
         }
         let mut background = tokio::task::JoinSet::new();
-        background.spawn(housekeeping(db, stop.clone()));
+        background.spawn(housekeeping(
+            db,
+            shipper.as_ref().map(|s| s.waker()),
+            stop.clone(),
+        ));
+        let shipper = shipper.map(|s| {
+            let (stop, abandon) = (CancellationToken::new(), CancellationToken::new());
+            let task = tokio::spawn(s.clone().run(stop.clone(), abandon.clone()));
+            ShipperTask {
+                shipper: s,
+                stop,
+                abandon,
+                task,
+                grace: opts.shipper_shutdown_timeout,
+            }
+        });
         if opts.watch_config {
             background.spawn(watch_config(shared.clone(), stop.clone()));
         }
@@ -283,6 +332,7 @@ impl Agent {
             grpc,
             tls_watcher,
             background,
+            shipper,
         })
     }
 
@@ -317,15 +367,37 @@ impl Agent {
         self.shared.scrape.targets().await
     }
 
+    /// The shipper, when blocks are uploaded.
+    pub fn shipper(&self) -> Option<&Arc<Shipper>> {
+        self.shipper.as_ref().map(|s| &s.shipper)
+    }
+
     /// Ordered shutdown: not ready, stop scraping (loops finish their current append), stop the HTTP
-    /// server (in-flight remote writes complete), stop housekeeping, then the StoreAPI server (queries
-    /// in flight finish) and the TLS watcher; the TSDB closes when the last handle goes.
+    /// server (in-flight remote writes complete), stop housekeeping; cut the blocks that are due (the
+    /// rest of the head is in the WAL); let the shipper finish uploading within its grace period, then
+    /// abandon the upload (it is redone from the start at the next start, and no `meta.json` of it
+    /// exists); then stop the StoreAPI server (queries in flight finish) and the TLS watcher. The TSDB
+    /// closes when the last handle goes.
     pub async fn shutdown(mut self) {
         self.shared.ready.store(false, Ordering::SeqCst);
         self.shared.scrape.stop().await;
         self.stop.cancel();
         let _ = (&mut self.http).await;
         while self.background.join_next().await.is_some() {}
+        let db = self.shared.db.clone();
+        match tokio::task::spawn_blocking(move || db.compact()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "shutdown: compaction failed"),
+            Err(e) => tracing::error!(error = %e, "shutdown: compaction task failed"),
+        }
+        if let Some(mut s) = self.shipper.take() {
+            s.stop.cancel();
+            if tokio::time::timeout(s.grace, &mut s.task).await.is_err() {
+                tracing::warn!(grace = ?s.grace, "shutdown: abandoning the running upload");
+                s.abandon.cancel();
+                let _ = s.task.await;
+            }
+        }
         if let Some((stop, task)) = self.grpc.take() {
             stop.cancel();
             let _ = task.await;
@@ -342,6 +414,10 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.stop.cancel();
+        if let Some(s) = &self.shipper {
+            s.abandon.cancel();
+            s.stop.cancel();
+        }
         if let Some((stop, _)) = &self.grpc {
             stop.cancel();
         }
@@ -428,8 +504,13 @@ where
     }
 }
 
-/// Compaction, retention and TSDB gauges, once a minute (and once at start).
-async fn housekeeping(db: Arc<Db>, stop: CancellationToken) {
+/// Compaction, retention and TSDB gauges, once a minute (and once at start); new blocks wake the
+/// shipper.
+async fn housekeeping(
+    db: Arc<Db>,
+    shipper: Option<Arc<tokio::sync::Notify>>,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
@@ -438,14 +519,18 @@ async fn housekeeping(db: Arc<Db>, stop: CancellationToken) {
         }
         let db = db.clone();
         let r = tokio::task::spawn_blocking(move || {
-            db.compact()?;
+            let new = db.compact()?;
             db.apply_retention(now_ms())?;
             db.refresh_metrics();
-            Ok::<(), crate::tsdb::db::DbError>(())
+            Ok::<bool, crate::tsdb::db::DbError>(!new.is_empty())
         })
         .await;
         match r {
-            Ok(Ok(())) => {}
+            Ok(Ok(new_blocks)) => {
+                if let (true, Some(w)) = (new_blocks, &shipper) {
+                    w.notify_one();
+                }
+            }
             Ok(Err(e)) => tracing::error!(error = %e, "TSDB housekeeping failed"),
             Err(e) => tracing::error!(error = %e, "TSDB housekeeping task failed"),
         }

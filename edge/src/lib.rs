@@ -9,10 +9,12 @@ pub mod error;
 pub mod labels;
 pub mod matcher;
 pub mod metadata;
+pub mod objstore;
 pub mod receive;
 pub mod relabel;
 pub mod sample;
 pub mod scrape;
+pub mod shipper;
 pub mod storeapi;
 pub mod tsdb;
 

@@ -63,6 +63,24 @@ struct RunArgs {
     /// Largest accepted remote-write body (compressed), bytes.
     #[arg(long = "receive.max-body-bytes", default_value_t = 32 << 20)]
     receive_max_body_bytes: usize,
+    /// Object storage for finished blocks, as a file in Thanos' objstore YAML format.
+    #[arg(
+        long = "objstore.config-file",
+        value_name = "FILE",
+        conflicts_with = "objstore_config"
+    )]
+    objstore_config_file: Option<PathBuf>,
+    /// Object storage for finished blocks, Thanos' objstore YAML given inline.
+    #[arg(long = "objstore.config", value_name = "YAML")]
+    objstore_config: Option<String>,
+    /// How long shutdown waits for a running upload before abandoning it (it is redone at the next
+    /// start).
+    #[arg(long = "shipper.shutdown-timeout", value_name = "DURATION", default_value = "30s", value_parser = meridian_pki::tls::args::parse_duration)]
+    shipper_shutdown_timeout: std::time::Duration,
+    /// Time range of each block the TSDB cuts (Prometheus' `--storage.tsdb.min-block-duration`); keep
+    /// the default 2h outside tests.
+    #[arg(long = "tsdb.min-block-duration", value_name = "DURATION", default_value = "2h", value_parser = parse_ms, hide = true)]
+    tsdb_block_duration: i64,
     /// Do not watch the config file for changes (SIGHUP and /-/reload still work).
     #[arg(long = "config.no-watch")]
     no_watch: bool,
@@ -144,11 +162,20 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                     .with_context(|| format!("--grpc-address {}", args.grpc_address))?,
             )
         };
+        let objstore = match (&args.objstore_config_file, &args.objstore_config) {
+            (Some(f), _) => Some(meridian_edge::objstore::Bucket::from_file(f)?),
+            (None, Some(text)) => Some(meridian_edge::objstore::Bucket::parse(
+                text,
+                "--objstore.config",
+            )?),
+            (None, None) => None,
+        };
         let agent = Agent::start(AgentOptions {
             config_file: args.config_path,
             tsdb_path: args.tsdb_path,
             db: meridian_edge::tsdb::db::DbOptions {
                 retention_time: Some(args.tsdb_retention),
+                block_range: args.tsdb_block_duration,
                 ..Default::default()
             },
             http_listener: listener,
@@ -164,6 +191,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 ..Default::default()
             },
             watch_config: !args.no_watch,
+            objstore,
+            shipper: Default::default(),
+            shipper_shutdown_timeout: args.shipper_shutdown_timeout,
         })
         .await?;
         // Printed for scripts and tests that start us on port 0.

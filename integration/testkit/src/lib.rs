@@ -379,3 +379,235 @@ pub fn metric_value(text: &str, name: &str) -> Option<f64> {
     }
     found
 }
+
+/// A local S3 API: PyPI's `moto_server` on a free loopback port, stopped (by its pid) when dropped.
+/// Data lives in the server's memory.
+#[derive(Debug)]
+pub struct Moto {
+    pub addr: String,
+    _child: ChildGuard,
+}
+
+impl Moto {
+    /// Starts the server and waits until it answers; `None` (after a `SKIPPED` line) when `moto_server`
+    /// is missing outside CI.
+    pub fn start() -> Option<Moto> {
+        let bin = require("moto_server", "pip install 'moto[server]'")?;
+        let port = free_port();
+        let child = std::process::Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("moto_server: {e}"));
+        let addr = format!("127.0.0.1:{port}");
+        let guard = ChildGuard(child);
+        wait_for(
+            "moto_server to answer",
+            std::time::Duration::from_secs(30),
+            || {
+                http("GET", &addr, "/moto-api/", &[], b"")
+                    .ok()
+                    .filter(|r| r.status < 500)
+            },
+        );
+        Some(Moto {
+            addr,
+            _child: guard,
+        })
+    }
+
+    /// Creates a bucket.
+    pub fn create_bucket(&self, name: &str) {
+        let r = http("PUT", &self.addr, &format!("/{name}"), &[], b"")
+            .unwrap_or_else(|e| panic!("create bucket {name}: {e}"));
+        assert!(
+            r.status < 300,
+            "create bucket {name}: {} {}",
+            r.status,
+            r.text()
+        );
+    }
+
+    /// Thanos objstore YAML for a bucket on this server.
+    pub fn objstore_yaml(&self, bucket: &str, extra: &str) -> String {
+        format!(
+            "type: S3\nconfig:\n  bucket: {bucket}\n  endpoint: {}\n  region: us-east-1\n  access_key: test\n  secret_key: test\n  insecure: true\n{extra}",
+            self.addr
+        )
+    }
+}
+
+/// A TCP proxy on a free loopback port that can fail on command: `stall` stops moving bytes (requests
+/// hang, as behind a frozen server), `cut` resets every connection and refuses new ones (the server is
+/// down), `resume` restores normal service. Counts the bytes sent upstream.
+#[derive(Debug, Clone)]
+pub struct FaultProxy {
+    pub addr: String,
+    state: std::sync::Arc<ProxyState>,
+}
+
+#[derive(Debug)]
+struct ProxyState {
+    /// Upstream byte count at which the proxy stalls by itself.
+    stall_at: std::sync::atomic::AtomicU64,
+    mode: std::sync::Mutex<ProxyMode>,
+    changed: std::sync::Condvar,
+    upstream_bytes: std::sync::atomic::AtomicU64,
+    conns: std::sync::Mutex<Vec<std::net::TcpStream>>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ProxyMode {
+    #[default]
+    Pass,
+    Stall,
+    Cut,
+}
+
+impl FaultProxy {
+    /// Proxies to `upstream` (`host:port`).
+    pub fn start(upstream: &str) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("proxy: {e}"));
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let state = std::sync::Arc::new(ProxyState {
+            stall_at: std::sync::atomic::AtomicU64::new(u64::MAX),
+            mode: std::sync::Mutex::default(),
+            changed: std::sync::Condvar::new(),
+            upstream_bytes: std::sync::atomic::AtomicU64::new(0),
+            conns: std::sync::Mutex::default(),
+        });
+        let (st, up) = (state.clone(), upstream.to_owned());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if st.mode() == ProxyMode::Cut {
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&up) else {
+                    continue;
+                };
+                if let (Ok(c), Ok(s)) = (client.try_clone(), server.try_clone()) {
+                    st.lock_conns().extend([c, s]);
+                }
+                for (from, to, count) in [
+                    (client.try_clone(), server.try_clone(), true),
+                    (server.try_clone(), client.try_clone(), false),
+                ] {
+                    let (Ok(from), Ok(to)) = (from, to) else {
+                        continue;
+                    };
+                    let st = st.clone();
+                    std::thread::spawn(move || st.pump(from, to, count));
+                }
+            }
+        });
+        FaultProxy { addr, state }
+    }
+
+    pub fn stall(&self) {
+        self.state.set(ProxyMode::Stall);
+    }
+
+    /// Stalls by itself once this many bytes went upstream (in the middle of a request).
+    pub fn stall_after(&self, bytes: u64) {
+        self.state
+            .stall_at
+            .store(bytes, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_stalled(&self) -> bool {
+        self.state.mode() == ProxyMode::Stall
+    }
+
+    pub fn cut(&self) {
+        self.state.set(ProxyMode::Cut);
+        for c in self.state.lock_conns().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    pub fn resume(&self) {
+        self.state.set(ProxyMode::Pass);
+    }
+
+    /// Bytes forwarded from clients to the upstream so far.
+    pub fn upstream_bytes(&self) -> u64 {
+        self.state
+            .upstream_bytes
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl ProxyState {
+    fn mode(&self) -> ProxyMode {
+        *self
+            .mode
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set(&self, m: ProxyMode) {
+        *self
+            .mode
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = m;
+        self.changed.notify_all();
+    }
+
+    fn lock_conns(&self) -> std::sync::MutexGuard<'_, Vec<std::net::TcpStream>> {
+        self.conns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn pump(&self, mut from: std::net::TcpStream, mut to: std::net::TcpStream, upstream: bool) {
+        use std::io::{Read, Write};
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            // Hold the bytes while stalled; drop the connection when cut.
+            {
+                let mut m = self
+                    .mode
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let sent = self
+                    .upstream_bytes
+                    .load(std::sync::atomic::Ordering::SeqCst);
+                if upstream
+                    && *m == ProxyMode::Pass
+                    && sent + n as u64 > self.stall_at.load(std::sync::atomic::Ordering::SeqCst)
+                {
+                    self.stall_at
+                        .store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
+                    *m = ProxyMode::Stall;
+                }
+                while *m == ProxyMode::Stall {
+                    m = self
+                        .changed
+                        .wait(m)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+                if *m == ProxyMode::Cut {
+                    break;
+                }
+            }
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            if upstream {
+                self.upstream_bytes
+                    .fetch_add(n as u64, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let _ = to.shutdown(std::net::Shutdown::Both);
+        let _ = from.shutdown(std::net::Shutdown::Both);
+    }
+}
