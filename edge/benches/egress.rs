@@ -266,7 +266,7 @@ fn main() {
         rt.block_on(stream(if full { 10_000 } else { 100 }));
     }
     if want("upload") {
-        // 480 samples a series at ~9 bytes: 23,000 series make ~100 MB.
-        rt.block_on(upload(if full { 23_000 } else { 200 }));
+        // 480 samples a series at ~8 bytes: 26,000 series make ~100 MB.
+        rt.block_on(upload(if full { 26_000 } else { 200 }));
     }
 }
