@@ -34,6 +34,12 @@ if ! command -v moto_server >/dev/null 2>&1; then
   export PATH
 fi
 
+# An independent StoreAPI client for the wire-format test (gRPC's C core, Python protobuf; pinned).
+if ! python3 -c "import grpc, grpc_tools" >/dev/null 2>&1; then
+  echo "== installing: grpcio grpcio-tools (PyPI)"
+  python3 -m pip install -q "grpcio==1.76.0" "grpcio-tools==1.76.0"
+fi
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0

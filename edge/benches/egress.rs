@@ -23,8 +23,7 @@ use meridian_edge::objstore::Bucket;
 use meridian_edge::proto::thanos as pb;
 use meridian_edge::shipper::{Shipper, ShipperOptions};
 use meridian_edge::tsdb::db::{Db, DbOptions};
-use meridian_pki::issue::{self, KeyType, Usage, Validity};
-use meridian_pki::tls::{ClientTls, ClientTlsFiles, ServerTls, ServerTlsFiles, ServerTlsOptions};
+use meridian_pki::dev::DevPki;
 use prost::Message;
 
 const STEP: i64 = 15_000;
@@ -64,27 +63,6 @@ fn fill(dir: &Path, t0: i64, series: usize, samples_per_series: i64) -> u64 {
     n
 }
 
-fn pki(dir: &Path) {
-    let ca = issue::new_ca("ca", KeyType::P256, Validity::days(2)).unwrap();
-    issue::write_pair(dir, "ca", &ca, true).unwrap();
-    for (name, usage, sans) in [
-        ("edge", Usage::Server, vec!["edge.example".to_string()]),
-        ("gateway", Usage::Client, vec![]),
-    ] {
-        let c = issue::issue(
-            &ca,
-            usage,
-            name,
-            &sans,
-            &[],
-            KeyType::P256,
-            Validity::days(1),
-        )
-        .unwrap();
-        issue::write_pair(dir, name, &c, true).unwrap();
-    }
-}
-
 async fn stream(series: usize) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
@@ -102,19 +80,8 @@ async fn stream(series: usize) {
         "global:\n  external_labels: {cluster: a, replica: '0'}\n",
     )
     .unwrap();
-    let certs = tmp.path().join("pki");
-    std::fs::create_dir_all(&certs).unwrap();
-    pki(&certs);
-    let tls = ServerTls::load(
-        "edge",
-        ServerTlsFiles {
-            cert: certs.join("edge.crt"),
-            key: certs.join("edge.key"),
-            client_ca: Some(certs.join("ca.crt")),
-        },
-        ServerTlsOptions::default(),
-    )
-    .unwrap();
+    let pki = DevPki::create(&tmp.path().join("pki"), "edge.example").unwrap();
+    let tls = pki.server_tls().unwrap();
     let agent = Agent::start(AgentOptions {
         grpc_listener: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
         grpc_tls: Some(tls),
@@ -126,16 +93,9 @@ async fn stream(series: usize) {
     })
     .await
     .unwrap();
-    let client = ClientTls::load(
-        "gateway",
-        ClientTlsFiles {
-            ca: certs.join("ca.crt"),
-            cert: Some(certs.join("gateway.crt")),
-            key: Some(certs.join("gateway.key")),
-        },
-    )
-    .unwrap();
-    let channel = client
+    let channel = pki
+        .client_tls(true)
+        .unwrap()
         .channel(
             &agent.grpc_addr().unwrap().to_string(),
             Some("edge.example"),

@@ -12,8 +12,7 @@ use meridian_edge::storeapi::acceptance::{self, Fixture, StartedStore};
 use meridian_edge::storeapi::leaf::LeafStore;
 use meridian_edge::storeapi::server;
 use meridian_edge::tsdb::db::{Db, DbOptions};
-use meridian_pki::issue::{self, KeyType, Usage, Validity};
-use meridian_pki::tls::{ClientTls, ClientTlsFiles, ServerTls, ServerTlsFiles, ServerTlsOptions};
+use meridian_pki::dev::DevPki;
 use tokio::net::TcpListener;
 use tonic::transport::Endpoint;
 
@@ -108,89 +107,16 @@ async fn tsdb_head_and_blocks() {
     acceptance::run(|fx| start(fx, Layout::Both)).await;
 }
 
-fn pki(dir: &Path) {
-    let ca = issue::new_ca("ca", KeyType::P256, Validity::days(2)).unwrap();
-    issue::write_pair(dir, "ca", &ca, true).unwrap();
-    let s = issue::issue(
-        &ca,
-        Usage::Server,
-        "edge",
-        &["edge-0.cluster-a.example".to_string()],
-        &[],
-        KeyType::P256,
-        Validity::days(1),
-    )
-    .unwrap();
-    issue::write_pair(dir, "edge", &s, true).unwrap();
-    let c = issue::issue(
-        &ca,
-        Usage::Client,
-        "gateway",
-        &[],
-        &[],
-        KeyType::P256,
-        Validity::days(1),
-    )
-    .unwrap();
-    issue::write_pair(dir, "gateway", &c, true).unwrap();
-}
-
 /// The same suite against the running edge (`Agent`, as `meridian-edge run` starts it) over real mTLS:
 /// the edge opens the prepared TSDB with the fixture's external labels in its Prometheus config; a client
 /// without a certificate is refused.
 async fn start_edge_mtls(fx: Fixture, layout: Layout) -> StartedStore {
-    meridian_pki::install_crypto_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    drop(fill(&data, &fx, layout));
-    let ext: Vec<String> = fx
-        .external_labels
-        .iter()
-        .map(|l| format!("{}: {}", l.name, serde_json::to_string(l.value).unwrap()))
-        .collect();
-    let cfg = dir.path().join("edge.yml");
-    std::fs::write(
-        &cfg,
-        format!("global:\n  external_labels: {{{}}}\n", ext.join(", ")),
-    )
-    .unwrap();
-    let certs = dir.path().join("pki");
-    std::fs::create_dir_all(&certs).unwrap();
-    pki(&certs);
-    let tls = ServerTls::load(
-        "edge",
-        ServerTlsFiles {
-            cert: certs.join("edge.crt"),
-            key: certs.join("edge.key"),
-            client_ca: Some(certs.join("ca.crt")),
-        },
-        ServerTlsOptions::default(),
-    )
-    .unwrap();
-    let agent = Agent::start(AgentOptions {
-        db: db_options(),
-        grpc_listener: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
-        grpc_tls: Some(tls),
-        ..AgentOptions::new(
-            cfg,
-            data,
-            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        )
-    })
-    .await
-    .unwrap();
-    send_metadata(&agent.http_addr().to_string(), &fx).await;
-    let addr = agent.grpc_addr().unwrap().to_string();
-    let client = ClientTls::load(
-        "gateway",
-        ClientTlsFiles {
-            ca: certs.join("ca.crt"),
-            cert: Some(certs.join("gateway.crt")),
-            key: Some(certs.join("gateway.key")),
-        },
-    )
-    .unwrap();
-    let channel = client
+    let edge = EdgeOverMtls::start(&fx, layout).await;
+    let addr = edge.addr.clone();
+    let channel = edge
+        .pki
+        .client_tls(true)
+        .unwrap()
         .channel(
             &addr,
             Some("edge-0.cluster-a.example"),
@@ -199,15 +125,7 @@ async fn start_edge_mtls(fx: Fixture, layout: Layout) -> StartedStore {
         .await
         .unwrap();
     // Without a client certificate the handshake is refused.
-    let anonymous = ClientTls::load(
-        "anonymous",
-        ClientTlsFiles {
-            ca: certs.join("ca.crt"),
-            cert: None,
-            key: None,
-        },
-    )
-    .unwrap();
+    let anonymous = edge.pki.client_tls(false).unwrap();
     let refused = match anonymous
         .channel(
             &addr,
@@ -225,7 +143,57 @@ async fn start_edge_mtls(fx: Fixture, layout: Layout) -> StartedStore {
     assert!(refused, "a client without a certificate was served");
     StartedStore {
         channel,
-        guard: Box::new((agent, dir)),
+        guard: Box::new(edge),
+    }
+}
+
+/// A running edge over mTLS holding a fixture (its metadata delivered by remote write).
+struct EdgeOverMtls {
+    _agent: Agent,
+    addr: String,
+    pki: DevPki,
+    _dir: tempfile::TempDir,
+}
+
+impl EdgeOverMtls {
+    async fn start(fx: &Fixture, layout: Layout) -> EdgeOverMtls {
+        meridian_pki::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        drop(fill(&data, fx, layout));
+        let ext: Vec<String> = fx
+            .external_labels
+            .iter()
+            .map(|l| format!("{}: {}", l.name, serde_json::to_string(l.value).unwrap()))
+            .collect();
+        let cfg = dir.path().join("edge.yml");
+        std::fs::write(
+            &cfg,
+            format!("global:\n  external_labels: {{{}}}\n", ext.join(", ")),
+        )
+        .unwrap();
+        let pki = DevPki::create(&dir.path().join("pki"), "edge-0.cluster-a.example").unwrap();
+        let tls = pki.server_tls().unwrap();
+        let agent = Agent::start(AgentOptions {
+            db: db_options(),
+            grpc_listener: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            grpc_tls: Some(tls),
+            ..AgentOptions::new(
+                cfg,
+                data,
+                tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            )
+        })
+        .await
+        .unwrap();
+        send_metadata(&agent.http_addr().to_string(), fx).await;
+        let addr = agent.grpc_addr().unwrap().to_string();
+        EdgeOverMtls {
+            _agent: agent,
+            addr,
+            pki,
+            _dir: dir,
+        }
     }
 }
 
@@ -295,4 +263,110 @@ async fn edge_mtls_blocks_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_mtls_head_and_blocks() {
     acceptance::run(|fx| start_edge_mtls(fx, Layout::Both)).await;
+}
+
+/// A client that shares no code with Meridian — Python's grpcio (gRPC's C core) with messages compiled
+/// at run time from `integration/wire-client/*.proto`, written from `shared/specs/storeapi-wire.md` —
+/// reads Info, Series and LabelValues from the running edge over mTLS and gets what the spec promises:
+/// the fixture's series (external labels attached, sorted), every sample, the label values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn independent_wire_client_reads_the_edge() {
+    if !meridian_testkit::require_python_modules(
+        &["grpc", "grpc_tools"],
+        "python3 -m pip install grpcio grpcio-tools",
+    ) {
+        return;
+    }
+    let fx = acceptance::main_fixture();
+    let edge = EdgeOverMtls::start(&fx, Layout::Both).await;
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../integration/wire-client/storeapi_client.py");
+    let (addr, pki) = (edge.addr.clone(), edge.pki.clone());
+    let run = move |batch: &str| {
+        let out = meridian_testkit::run_ok(
+            std::process::Command::new("python3")
+                .arg(&script)
+                .arg(&addr)
+                .arg("edge-0.cluster-a.example")
+                .arg(pki.path("ca.crt"))
+                .arg(pki.path("client.crt"))
+                .arg(pki.path("client.key"))
+                .arg(i64::MIN.to_string())
+                .arg(i64::MAX.to_string())
+                .arg("job")
+                .arg(batch),
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let (plain, batched) = tokio::task::spawn_blocking(move || (run("0"), run("3")))
+        .await
+        .unwrap();
+    let info = &plain["info"];
+    let ext: std::collections::BTreeMap<String, String> = fx
+        .external_labels
+        .iter()
+        .map(|l| (l.name.to_owned(), l.value.to_owned()))
+        .collect();
+    assert_eq!(info["label_sets"][0], serde_json::json!(ext));
+    assert_eq!(info["component_type"], "sidecar");
+    assert_eq!(info["store"]["supports_without_replica_labels"], true);
+    assert_eq!(info["metric_metadata"], true);
+    let (mint, maxt) = fx
+        .series
+        .iter()
+        .flat_map(|(_, s)| s.iter().map(|x| x.t))
+        .fold((i64::MAX, i64::MIN), |(a, b), t| (a.min(t), b.max(t)));
+    assert_eq!(
+        (
+            info["store"]["min_time"].as_i64(),
+            info["store"]["max_time"].as_i64()
+        ),
+        (Some(mint), Some(maxt))
+    );
+    // Every fixture series, with the external labels, in label order, with all its samples.
+    let mut want: Vec<(String, usize)> = fx
+        .series
+        .iter()
+        .map(|(l, s)| {
+            let mut b = l.to_builder();
+            for e in fx.external_labels.iter() {
+                b.set(e.name, e.value);
+            }
+            (b.build().to_string(), s.len())
+        })
+        .collect();
+    want.sort();
+    let got_of = |v: &serde_json::Value| -> Vec<(String, usize)> {
+        v["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let l = meridian_edge::Labels::from_pairs(
+                    s["labels"]
+                        .as_object()
+                        .unwrap()
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned())),
+                );
+                (l.to_string(), s["samples"].as_u64().unwrap() as usize)
+            })
+            .collect()
+    };
+    assert_eq!(
+        got_of(&plain),
+        want,
+        "series as the independent client read them"
+    );
+    assert_eq!(got_of(&batched), want, "series in SeriesBatch frames");
+    assert_eq!(plain["frames"]["batch"], 0);
+    assert!(batched["frames"]["batch"].as_u64().unwrap() > 0);
+    let mut jobs: Vec<String> = fx
+        .series
+        .iter()
+        .filter_map(|(l, _)| l.get("job").map(str::to_owned))
+        .collect();
+    jobs.sort();
+    jobs.dedup();
+    assert_eq!(plain["label_values"], serde_json::json!(jobs));
 }

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+pub mod dev;
 pub mod inspect;
 pub mod issue;
 pub mod k8s;

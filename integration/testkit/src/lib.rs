@@ -611,3 +611,24 @@ impl ProxyState {
         let _ = from.shutdown(std::net::Shutdown::Both);
     }
 }
+
+/// Whether `python3` can import every module (a real client library a test runs). Like [`require`]:
+/// under `CI=true` a missing module panics; otherwise `false` after a `SKIPPED` line.
+pub fn require_python_modules(modules: &[&str], install: &str) -> bool {
+    let ok = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(format!("import {}", modules.join(", ")))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return true;
+    }
+    let msg = format!("python3 modules {modules:?} not found (install: {install})");
+    if in_ci() {
+        panic!("CI=true and a required component is missing: {msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    false
+}
