@@ -2,6 +2,8 @@
 //! `thanos.info.Info`), plaintext or over (m)TLS. Discovery, fan-out, dedup, PromQL and the HTTP API
 //! arrive with their issues.
 
+pub mod dedup;
+
 use std::sync::Arc;
 use std::time::Duration;
 
