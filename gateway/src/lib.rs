@@ -1,6 +1,6 @@
 //! Meridian gateway library. So far: probing StoreAPI endpoints the way the endpoint set will (through
-//! `thanos.info.Info`), plaintext or over (m)TLS. Discovery, fan-out, dedup, PromQL and the HTTP API
-//! arrive with their issues.
+//! `thanos.info.Info`), plaintext or over (m)TLS, and [`dedup`], the merge of HA replicas' samples.
+//! Discovery, fan-out, PromQL and the HTTP API arrive with their issues.
 
 pub mod dedup;
 
