@@ -5,35 +5,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use meridian_edge::agent::{Agent, AgentOptions};
 use meridian_edge::discovery::DiscoveryOptions;
 use meridian_edge::discovery::dns::DnsResolver;
-use meridian_testkit::{ChildGuard, free_port, http_get, require, wait_for};
-
-fn dnsmasq(bin: &Path, port: u16, records: &[String]) -> ChildGuard {
-    let mut cmd = Command::new(bin);
-    cmd.args([
-        "--keep-in-foreground",
-        "--no-daemon",
-        "--no-resolv",
-        "--no-hosts",
-        "--conf-file=/dev/null",
-        "--bind-interfaces",
-        "--listen-address=127.0.0.1",
-        "--user=root",
-        "--pid-file=",
-        "--local-ttl=1",
-    ])
-    .arg(format!("--port={port}"))
-    .args(records)
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
-    ChildGuard(cmd.spawn().unwrap())
-}
+use meridian_testkit::{dnsmasq, free_port, http_get, require, wait_for};
 
 async fn metrics_server() -> SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -6,17 +6,17 @@
 //!
 //! It follows the idea of Thanos' *penalty* deduplication (`pkg/dedup/iter.go`, itself from the
 //! Prometheus HA discussion): **stick to one replica and switch only when it has a gap**, so the result
-//! has one replica's scrape phase and regular spacing rather than the union of all samples. A gap is
-//! measured on the replica's own data: its next sample is more than **twice its scrape interval** after
-//! the last merged sample. Thanos estimates the interval as the last delta (5 s before it has one); here
-//! it is the median of the replica's deltas (5 s for a replica with a single sample), which an earlier
-//! outage of the replica cannot inflate.
+//! has one replica's scrape phase and regular spacing rather than the union of all samples. The current
+//! replica has a gap when its next sample is more than **twice the scrape interval** after the last
+//! merged sample. Thanos estimates the interval as the last delta (5 s before it has one); here
+//! it is the lower quartile of all the replicas' deltas (5 s when no replica has two samples), which
+//! outages cannot inflate.
 //!
 //! Where Thanos penalises the other replicas by skipping ahead of them (which can skip real samples and
 //! leave a merged gap up to two intervals longer than any replica's), this implementation decides on the
 //! full sample slices, which the gateway has decoded anyway:
 //! - on a gap, it switches to the replica with the **earliest** sample after the last merged one, except
-//!   that a sample closer than half that replica's own interval to the last merged sample is passed over
+//!   that a sample closer than half the scrape interval to the last merged sample is passed over
 //!   for the next one (a replica scraping at another phase would otherwise add a sample too close to the
 //!   previous one); so a merged gap is at most one interval longer than the gap all replicas share;
 //! - ties prefer the current replica, then a **canonical order of the replicas by content**, so the
@@ -92,8 +92,8 @@ pub fn dedup(replicas: &[&[Sample]], kind: SeriesKind) -> Vec<Sample> {
         1 => return reps[0].to_vec(),
         _ => {}
     }
-    // Each replica's scrape interval: the median of its deltas (robust to its own outages).
-    let intervals: Vec<i64> = reps.iter().map(|r| median_interval(r)).collect();
+    // The scrape interval, from every replica's data (replicas of one series share it).
+    let iv = scrape_interval(&reps);
     let total = reps.iter().map(|r| r.len()).max().unwrap_or(0);
     let mut out: Vec<Sample> = Vec::with_capacity(total);
     // Index of each replica's first sample after the last merged one.
@@ -110,9 +110,7 @@ pub fn dedup(replicas: &[&[Sample]], kind: SeriesKind) -> Vec<Sample> {
         }
         // Stick to the current replica unless it has a gap.
         let stick = match (cur, last_t) {
-            (Some(c), Some(lt)) => reps[c]
-                .get(next[c])
-                .is_some_and(|s| s.t - lt <= 2 * intervals[c]),
+            (Some(c), Some(lt)) => reps[c].get(next[c]).is_some_and(|s| s.t - lt <= 2 * iv),
             _ => false,
         };
         let pick = if stick {
@@ -121,7 +119,7 @@ pub fn dedup(replicas: &[&[Sample]], kind: SeriesKind) -> Vec<Sample> {
             // The earliest usable sample of any replica; ties: the current replica, then canonical order.
             let mut best: Option<((i64, bool, usize), usize)> = None;
             for (i, r) in reps.iter().enumerate() {
-                let Some(j) = usable(r, next[i], last_t, intervals[i]) else {
+                let Some(j) = usable(r, next[i], last_t, iv) else {
                     continue;
                 };
                 let key = (r[j].t, Some(i) != cur, i);
@@ -154,17 +152,22 @@ fn same(a: &[Sample], b: &[Sample]) -> bool {
             .all(|(x, y)| x.t == y.t && x.v.to_bits() == y.v.to_bits())
 }
 
-/// The median delta between a replica's samples; the initial penalty when it has fewer than two.
-fn median_interval(r: &[Sample]) -> i64 {
-    let mut d: Vec<i64> = r.windows(2).map(|w| w[1].t - w[0].t).collect();
+/// The scrape interval: the lower quartile of the deltas between consecutive samples of every replica
+/// (missed scrapes and outages only make deltas longer, so this holds until most of the data is
+/// missing); the initial penalty when no replica has two samples.
+fn scrape_interval(reps: &[&[Sample]]) -> i64 {
+    let mut d: Vec<i64> = reps
+        .iter()
+        .flat_map(|r| r.windows(2).map(|w| w[1].t - w[0].t))
+        .collect();
     if d.is_empty() {
         return INITIAL_PENALTY_MS;
     }
-    let mid = d.len() / 2;
-    *d.select_nth_unstable(mid).1
+    let q = (d.len() - 1) / 4;
+    (*d.select_nth_unstable(q).1).max(1)
 }
 
-/// The replica's first sample from `from` on, unless it is closer to `last_t` than half the replica's
+/// The replica's first sample from `from` on, unless it is closer to `last_t` than half the scrape
 /// interval (another scrape phase): then its following one, if it has one.
 fn usable(r: &[Sample], from: usize, last_t: Option<i64>, interval: i64) -> Option<usize> {
     let s = r.get(from)?;

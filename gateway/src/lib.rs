@@ -3,6 +3,7 @@
 //! Discovery, fan-out, PromQL and the HTTP API arrive with their issues.
 
 pub mod dedup;
+pub mod discovery;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -632,3 +632,29 @@ pub fn require_python_modules(modules: &[&str], install: &str) -> bool {
     eprintln!("SKIPPED: {msg}");
     false
 }
+
+/// Starts Debian's dnsmasq (`bin`, from [`require`]) as a DNS server on 127.0.0.1:`port` that answers
+/// only from its arguments (`--srv-host=…`, `--host-record=…`, `--addn-hosts=…`, `--local=/domain/`),
+/// with 1 s TTLs; stopped when the guard drops. SIGHUP makes it re-read `--addn-hosts` files.
+pub fn dnsmasq(bin: &Path, port: u16, args: &[String]) -> ChildGuard {
+    let child = std::process::Command::new(bin)
+        .args([
+            "--keep-in-foreground",
+            "--no-daemon",
+            "--no-resolv",
+            "--no-hosts",
+            "--conf-file=/dev/null",
+            "--bind-interfaces",
+            "--listen-address=127.0.0.1",
+            "--user=root",
+            "--pid-file=",
+            "--local-ttl=1",
+        ])
+        .arg(format!("--port={port}"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("dnsmasq: {e}"));
+    ChildGuard(child)
+}
