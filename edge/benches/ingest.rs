@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use meridian_edge::proto::prometheus as pb;
 use meridian_testkit::{ChildGuard, Prometheus, free_port, http, wait_for};
-use prost::Message;
 
 fn cpu_seconds(pid: u32) -> f64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -142,9 +141,7 @@ fn payloads(requests: usize) -> Vec<Vec<u8>> {
                     .collect(),
                 ..Default::default()
             };
-            snap::raw::Encoder::new()
-                .compress_vec(&req.encode_to_vec())
-                .unwrap()
+            meridian_edge::receive::encode_body(&req).unwrap()
         })
         .collect()
 }

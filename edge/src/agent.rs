@@ -125,6 +125,10 @@ impl SeriesSource for EdgeSource {
     ) -> Option<std::collections::BTreeMap<String, Vec<crate::proto::thanos::Meta>>> {
         Some(self.metadata.all(std::time::Instant::now()))
     }
+
+    fn serves_metadata(&self) -> bool {
+        true
+    }
 }
 
 /// Reload bookkeeping, exposed as metrics.

@@ -65,7 +65,12 @@ pub struct TargetKey {
 struct Inner {
     targets: HashMap<TargetKey, Arc<Vec<(String, Meta)>>>,
     remote: HashMap<String, (Meta, Instant)>,
+    /// When expired remote-write entries were last dropped (a sweep is a walk over all of them).
+    last_sweep: Option<Instant>,
 }
+
+/// Expired remote-write metadata is dropped at most this often ([`MetadataStore::all`] skips it anyway).
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// See the module documentation. Cheap to share (`Arc`).
 #[derive(Default)]
@@ -102,9 +107,17 @@ impl MetadataStore {
         now: Instant,
     ) -> usize {
         let mut inner = self.lock();
-        inner
-            .remote
-            .retain(|_, (_, seen)| now.saturating_duration_since(*seen) < REMOTE_WRITE_TTL);
+        let full = inner.remote.len() >= MAX_REMOTE_WRITE_FAMILIES;
+        if full
+            || inner
+                .last_sweep
+                .is_none_or(|t| now.saturating_duration_since(t) >= SWEEP_EVERY)
+        {
+            inner
+                .remote
+                .retain(|_, (_, seen)| now.saturating_duration_since(*seen) < REMOTE_WRITE_TTL);
+            inner.last_sweep = Some(now);
+        }
         let mut refused = 0;
         for (family, meta) in entries {
             if inner.remote.len() >= MAX_REMOTE_WRITE_FAMILIES

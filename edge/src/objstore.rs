@@ -277,69 +277,48 @@ impl Bucket {
             message,
         };
         let head: Head = serde_saphyr::from_str(text).map_err(|e| err(e.to_string()))?;
-        let mut warnings = Vec::new();
-        let (store, description, part_size, disable_multipart, user_metadata, prefix): (
-            Arc<dyn ObjectStore>,
-            String,
-            u64,
-            bool,
-            BTreeMap<String, String>,
-            String,
-        ) = match head.kind.to_ascii_uppercase().as_str() {
+        fn typed<C: serde::de::DeserializeOwned>(text: &str) -> Result<Typed<C>, String> {
+            serde_saphyr::from_str(text).map_err(|e| e.to_string())
+        }
+        // Each provider opens its store; the fields it does not set keep these defaults.
+        let mut b = Bucket {
+            store: Arc::new(object_store::memory::InMemory::new()),
+            description: String::new(),
+            part_size: DEFAULT_PART_SIZE,
+            disable_multipart: false,
+            user_metadata: BTreeMap::new(),
+            warnings: Vec::new(),
+        };
+        let prefix = match head.kind.to_ascii_uppercase().as_str() {
             "FILESYSTEM" => {
-                let t: Typed<FsConfig> =
-                    serde_saphyr::from_str(text).map_err(|e| err(e.to_string()))?;
+                let t: Typed<FsConfig> = typed(text).map_err(err)?;
                 let (store, dir) = filesystem(&t.config).map_err(err)?;
-                (
-                    store,
-                    format!("file://{}", dir.display()),
-                    DEFAULT_PART_SIZE,
-                    false,
-                    BTreeMap::new(),
-                    t.prefix,
-                )
+                (b.store, b.description) = (store, format!("file://{}", dir.display()));
+                t.prefix
             }
             "S3" => {
-                let t: Typed<S3Config> =
-                    serde_saphyr::from_str(text).map_err(|e| err(e.to_string()))?;
+                let t: Typed<S3Config> = typed(text).map_err(err)?;
                 let c = &t.config;
-                let store = s3(c, &mut warnings).map_err(err)?;
-                (
-                    store,
-                    format!("s3://{}", c.bucket),
-                    part_size(c.part_size, "config.part_size").map_err(err)?,
-                    c.disable_multipart,
-                    c.put_user_metadata.clone(),
-                    t.prefix,
-                )
+                b.store = s3(c, &mut b.warnings).map_err(err)?;
+                b.description = format!("s3://{}", c.bucket);
+                b.part_size = part_size(c.part_size, "config.part_size").map_err(err)?;
+                b.disable_multipart = c.disable_multipart;
+                b.user_metadata.clone_from(&c.put_user_metadata);
+                t.prefix
             }
             "GCS" => {
-                let t: Typed<GcsConfig> =
-                    serde_saphyr::from_str(text).map_err(|e| err(e.to_string()))?;
+                let t: Typed<GcsConfig> = typed(text).map_err(err)?;
                 let c = &t.config;
-                let store = gcs(c, &mut warnings).map_err(err)?;
-                (
-                    store,
-                    format!("gs://{}", c.bucket),
-                    part_size(c.chunk_size_bytes, "config.chunk_size_bytes").map_err(err)?,
-                    false,
-                    BTreeMap::new(),
-                    t.prefix,
-                )
+                b.store = gcs(c, &mut b.warnings).map_err(err)?;
+                b.description = format!("gs://{}", c.bucket);
+                b.part_size =
+                    part_size(c.chunk_size_bytes, "config.chunk_size_bytes").map_err(err)?;
+                t.prefix
             }
             "AZURE" => {
-                let t: Typed<AzureConfig> =
-                    serde_saphyr::from_str(text).map_err(|e| err(e.to_string()))?;
-                let c = &t.config;
-                let (store, desc) = azure(c, &mut warnings).map_err(err)?;
-                (
-                    store,
-                    desc,
-                    DEFAULT_PART_SIZE,
-                    false,
-                    BTreeMap::new(),
-                    t.prefix,
-                )
+                let t: Typed<AzureConfig> = typed(text).map_err(err)?;
+                (b.store, b.description) = azure(&t.config, &mut b.warnings).map_err(err)?;
+                t.prefix
             }
             other => {
                 return Err(err(format!(
@@ -348,24 +327,13 @@ impl Bucket {
             }
         };
         let prefix = prefix.trim_matches('/');
-        let (store, description): (Arc<dyn ObjectStore>, String) = if prefix.is_empty() {
-            (store, description)
-        } else {
+        if !prefix.is_empty() {
             let p =
                 ObjectPath::parse(prefix).map_err(|e| err(format!("prefix {prefix:?}: {e}")))?;
-            (
-                Arc::new(PrefixStore::new(store, p)),
-                format!("{description}/{prefix}"),
-            )
-        };
-        Ok(Bucket {
-            store,
-            description,
-            part_size,
-            disable_multipart,
-            user_metadata,
-            warnings,
-        })
+            b.store = Arc::new(PrefixStore::new(b.store, p));
+            b.description = format!("{}/{prefix}", b.description);
+        }
+        Ok(b)
     }
 }
 
@@ -547,7 +515,6 @@ fn s3(c: &S3Config, warnings: &mut Vec<String>) -> Result<Arc<dyn ObjectStore>, 
     }
     b = b
         .with_virtual_hosted_style_request(virtual_hosted && !c.endpoint.is_empty())
-        .with_allow_http(c.insecure)
         .with_retry(retry(c.max_retries))
         .with_client_options(client_options(&c.http_config, warnings)?.with_allow_http(c.insecure));
     match c.sse_config.kind.as_str() {

@@ -124,6 +124,11 @@ pub fn check_headers(
     }
 }
 
+/// A remote-write 1.0 request body: the snappy block of the protobuf `WriteRequest` (what senders POST).
+pub fn encode_body(req: &WriteRequest) -> Result<Vec<u8>, snap::Error> {
+    snap::raw::Encoder::new().compress_vec(&req.encode_to_vec())
+}
+
 /// Decodes and stores one request body (already known to be within `max_body_bytes`): samples into
 /// `db`, metric metadata (which Prometheus sends in requests of its own) into `metadata`.
 pub fn write(
@@ -317,9 +322,7 @@ mod tests {
                 .collect(),
             ..Default::default()
         };
-        snap::raw::Encoder::new()
-            .compress_vec(&req.encode_to_vec())
-            .unwrap()
+        encode_body(&req).unwrap()
     }
 
     #[test]
@@ -408,9 +411,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        let b = snap::raw::Encoder::new()
-            .compress_vec(&req.encode_to_vec())
-            .unwrap();
+        let b = encode_body(&req).unwrap();
         let a = write(
             &db,
             &md,

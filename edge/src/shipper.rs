@@ -418,7 +418,12 @@ impl Shipper {
             &self.opts.source,
             &segments,
             &files,
-        );
+        )
+        .map_err(|e| ShipperError::Local {
+            ulid: ulid.clone(),
+            path: dir.join("meta.json"),
+            source: std::io::Error::other(e),
+        })?;
         let object = block_path(ulid, BlockObject::Meta);
         or_abandon(
             abandon,
@@ -611,7 +616,7 @@ fn thanos_meta(
     source: &str,
     segments: &[String],
     files: &[(String, u64)],
-) -> Vec<u8> {
+) -> serde_json::Result<Vec<u8>> {
     let labels: BTreeMap<&str, &str> = external_labels.iter().map(|l| (l.name, l.value)).collect();
     let mut file_list: Vec<serde_json::Value> = files
         .iter()
@@ -630,8 +635,7 @@ fn thanos_meta(
             "files": file_list,
         }),
     );
-    // Serializing a struct of strings, numbers and JSON values cannot fail.
-    serde_json::to_vec_pretty(&m).unwrap_or_default()
+    serde_json::to_vec_pretty(&m)
 }
 
 #[cfg(test)]

@@ -202,7 +202,6 @@ async fn send_metadata(http: &str, fx: &Fixture) {
     use meridian_edge::proto::prometheus::{
         MetricMetadata, WriteRequest, metric_metadata::MetricType,
     };
-    use prost::Message;
     let metadata = fx
         .metadata
         .iter()
@@ -221,15 +220,11 @@ async fn send_metadata(http: &str, fx: &Fixture) {
             })
         })
         .collect();
-    let body = snap::raw::Encoder::new()
-        .compress_vec(
-            &WriteRequest {
-                metadata,
-                ..Default::default()
-            }
-            .encode_to_vec(),
-        )
-        .unwrap();
+    let body = meridian_edge::receive::encode_body(&WriteRequest {
+        metadata,
+        ..Default::default()
+    })
+    .unwrap();
     let http = http.to_owned();
     let r = tokio::task::spawn_blocking(move || {
         meridian_testkit::http(

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use meridian_edge::Labels;
 use meridian_edge::proto::prometheus as prom;
 use meridian_edge::tsdb::db::{Db, DbOptions};
-use prost::Message;
 
 const SERIES: usize = 100_000;
 const SAMPLES: i64 = 10;
@@ -161,9 +160,7 @@ fn main() {
                     .collect(),
                 metadata: vec![],
             };
-            let body = snap::raw::Encoder::new()
-                .compress_vec(&req.encode_to_vec())
-                .unwrap();
+            let body = meridian_edge::receive::encode_body(&req).unwrap();
             let (status, resp) = http(
                 &addr,
                 "POST",

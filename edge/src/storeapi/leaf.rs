@@ -54,6 +54,12 @@ pub trait SeriesSource: Send + Sync + 'static {
     fn metadata(&self) -> Option<BTreeMap<String, Vec<pb::Meta>>> {
         None
     }
+
+    /// Whether [`SeriesSource::metadata`] is served (what `Info` announces). Override it where building
+    /// the metadata is not cheap: `Info` is polled by every querier.
+    fn serves_metadata(&self) -> bool {
+        self.metadata().is_some()
+    }
 }
 
 /// A StoreAPI store over a [`SeriesSource`].
@@ -131,8 +137,8 @@ impl<S: SeriesSource> Store for LeafStore<S> {
             }),
             metric_metadata: self
                 .source
-                .metadata()
-                .map(|_| infopb::MetricMetadataInfo {}),
+                .serves_metadata()
+                .then_some(infopb::MetricMetadataInfo {}),
             ..Default::default()
         })
     }
