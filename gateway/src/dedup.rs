@@ -213,6 +213,72 @@ fn switch_adjustment(
     last.v + increase - v
 }
 
+/// Merges several copies of one series that reached the gateway separately. Copies that **agree** (where
+/// their time ranges overlap they hold the same timestamps with the same values: the same replica's data
+/// from an edge and from the bucket, or from two overlapping blocks) are joined as a union, which is exact.
+/// Copies that disagree are HA replicas with their own scrape phases and go through [`dedup`].
+pub fn merge_replicas(copies: &[&[Sample]], kind: SeriesKind) -> Vec<Sample> {
+    let copies: Vec<&[Sample]> = copies.iter().copied().filter(|c| !c.is_empty()).collect();
+    match copies.len() {
+        0 => return Vec::new(),
+        1 => return copies[0].to_vec(),
+        _ => {}
+    }
+    let agree = copies
+        .iter()
+        .enumerate()
+        .all(|(i, a)| copies[i + 1..].iter().all(|b| agree_on_overlap(a, b)));
+    if agree {
+        union(&copies)
+    } else {
+        dedup(&copies, kind)
+    }
+}
+
+/// Whether two sorted sample slices hold the same samples inside the time range both cover.
+fn agree_on_overlap(a: &[Sample], b: &[Sample]) -> bool {
+    let (Some(af), Some(al), Some(bf), Some(bl)) = (a.first(), a.last(), b.first(), b.last())
+    else {
+        return true;
+    };
+    let (lo, hi) = (af.t.max(bf.t), al.t.min(bl.t));
+    if lo > hi {
+        return true;
+    }
+    fn window(s: &[Sample], lo: i64, hi: i64) -> &[Sample] {
+        let from = s.partition_point(|x| x.t < lo);
+        let to = s.partition_point(|x| x.t <= hi);
+        &s[from..to]
+    }
+    window(a, lo, hi) == window(b, lo, hi)
+}
+
+/// The sorted union of sample slices; a timestamp present in several keeps the first copy's value.
+fn union(copies: &[&[Sample]]) -> Vec<Sample> {
+    let mut out: Vec<Sample> =
+        Vec::with_capacity(copies.iter().map(|c| c.len()).max().unwrap_or(0));
+    let mut pos = vec![0usize; copies.len()];
+    loop {
+        let mut best: Option<(i64, usize)> = None;
+        for (i, c) in copies.iter().enumerate() {
+            if let Some(s) = c.get(pos[i])
+                && best.is_none_or(|(t, _)| s.t < t)
+            {
+                best = Some((s.t, i));
+            }
+        }
+        let Some((t, i)) = best else {
+            return out;
+        };
+        out.push(copies[i][pos[i]]);
+        for (j, c) in copies.iter().enumerate() {
+            while c.get(pos[j]).is_some_and(|s| s.t == t) {
+                pos[j] += 1;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -347,6 +413,21 @@ mod tests {
                 })
                 .collect()
         })
+    }
+
+    #[test]
+    fn copies_of_one_replica_join_exactly() {
+        // The same replica from two sources with overlapping ranges (edge head and an uploaded block).
+        let full = series(0, 300, 0, |k| (k % 7) as f64);
+        let (a, b) = (&full[..200], &full[150..]);
+        for kind in [SeriesKind::Gauge, SeriesKind::Counter] {
+            assert_eq!(merge_replicas(&[a, b], kind), full);
+            assert_eq!(merge_replicas(&[b, a, &full[40..60]], kind), full);
+        }
+        // Real replicas (another phase) are deduplicated, not interleaved.
+        let other = series(0, 300, 4_000, |k| (k % 7) as f64);
+        let m = merge_replicas(&[&full, &other], SeriesKind::Gauge);
+        assert_eq!(m, full);
     }
 
     proptest! {

@@ -4,6 +4,8 @@
 
 pub mod dedup;
 pub mod discovery;
+pub mod fanout;
+pub mod queryable;
 
 use std::sync::Arc;
 use std::time::Duration;

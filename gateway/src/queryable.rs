@@ -1,0 +1,73 @@
+//! The seam between the PromQL engine and the data: like Prometheus' `storage.Queryable`, the engine asks
+//! for the samples of the series that match some selectors in a time range and never learns where they
+//! come from. The fan-out over the endpoint set (with replica deduplication) implements it; so can
+//! anything else (tests, the bucket store on its own).
+
+use meridian_edge::error::Result;
+use meridian_edge::labels::Labels;
+use meridian_edge::matcher::Matcher;
+use meridian_edge::sample::Sample;
+
+/// What the engine knows about a selection (Prometheus' `SelectHints`): it lets stores and dedup choose
+/// well, never changes the answer's meaning.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SelectHints {
+    /// The function the selection feeds (`rate`, `sum_over_time`, ...); counter functions make replica
+    /// deduplication counter-aware.
+    pub func: Option<String>,
+    /// Query resolution, ms (0 for instant queries).
+    pub step_ms: i64,
+    /// Range of a matrix selector, ms (0 for vector selectors).
+    pub range_ms: i64,
+}
+
+/// One selection.
+#[derive(Debug, Clone)]
+pub struct SelectRequest {
+    pub matchers: Vec<Matcher>,
+    /// Inclusive bounds, ms.
+    pub start: i64,
+    pub end: i64,
+    pub hints: SelectHints,
+}
+
+/// One series and its samples inside the requested range, in time order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesData {
+    pub labels: Labels,
+    pub samples: Vec<Sample>,
+}
+
+/// The answer to a selection: series sorted by labels, and warnings (partial responses) to pass on.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Selected {
+    pub series: Vec<SeriesData>,
+    pub warnings: Vec<String>,
+}
+
+/// A label names or values question.
+#[derive(Debug, Clone, Default)]
+pub struct LabelsRequest {
+    pub matchers: Vec<Matcher>,
+    pub start: i64,
+    pub end: i64,
+    /// 0 = unlimited.
+    pub limit: usize,
+}
+
+/// Sorted label names or values, and warnings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Named {
+    pub names: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// Where the PromQL engine gets its data from.
+#[async_trait::async_trait]
+pub trait Queryable: Send + Sync {
+    async fn select(&self, req: SelectRequest) -> Result<Selected>;
+
+    async fn label_names(&self, req: LabelsRequest) -> Result<Named>;
+
+    async fn label_values(&self, name: &str, req: LabelsRequest) -> Result<Named>;
+}

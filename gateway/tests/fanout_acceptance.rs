@@ -1,0 +1,73 @@
+//! The StoreAPI acceptance suite against the gateway's own StoreAPI: the fan-out over in-memory stores,
+//! served by tonic on loopback. The fixture is spread over two stores so that the merge is exercised:
+//! some series live in one store only, the others are split in time with an overlap held by both (as an
+//! edge and the bucket hold the same recent blocks). The answer must be exactly the fixture's.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use meridian_edge::storeapi::acceptance::{self, Fixture, StartedStore};
+use meridian_edge::storeapi::memstore::MemStore;
+use meridian_edge::storeapi::{Store, server};
+use meridian_gateway::fanout::{Fanout, FanoutOptions, StaticStores};
+use tokio::net::TcpListener;
+use tonic::transport::Endpoint;
+
+async fn start_gateway(fx: Fixture) -> StartedStore {
+    let a = MemStore::new(fx.external_labels.clone());
+    let b = MemStore::new(fx.external_labels.clone());
+    for (i, (labels, samples)) in fx.series.iter().enumerate() {
+        match i % 3 {
+            0 => a.append(labels, samples).unwrap(),
+            1 => b.append(labels, samples).unwrap(),
+            _ => {
+                // A holds the first 60 %, B the last 60 %: the middle fifth is in both.
+                let n = samples.len();
+                a.append(labels, &samples[..(n * 3).div_ceil(5)]).unwrap();
+                b.append(labels, &samples[n * 2 / 5..]).unwrap();
+            }
+        }
+    }
+    for (metric, metas) in &fx.metadata {
+        a.set_metadata(metric, metas.clone());
+        b.set_metadata(metric, metas.clone());
+    }
+    let stores: Vec<(String, Arc<dyn Store>)> =
+        vec![("mem-a".into(), Arc::new(a)), ("mem-b".into(), Arc::new(b))];
+    let set = StaticStores::probe(stores).await.unwrap();
+    let fanout = Fanout::new(Arc::new(set), FanoutOptions::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server::serve_tcp(Arc::new(fanout), listener, async {
+        let _ = stop_rx.await;
+    }));
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    struct Guard(
+        Option<tokio::sync::oneshot::Sender<()>>,
+        tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    );
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            if let Some(tx) = self.0.take() {
+                let _ = tx.send(());
+            }
+            self.1.abort();
+        }
+    }
+    StartedStore {
+        channel,
+        guard: Box::new(Guard(Some(stop_tx), task)),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_storeapi_passes_acceptance_suite() {
+    meridian_pki::install_crypto_provider();
+    acceptance::run(start_gateway).await;
+}
