@@ -4,11 +4,9 @@
 
 use std::sync::Arc;
 
+use meridian_edge::storeapi::MAX_MESSAGE_SIZE;
 use meridian_edge::storeapi::acceptance::{self, Fixture, StartedStore};
 use meridian_edge::storeapi::memstore::MemStore;
-use meridian_edge::storeapi::{MAX_MESSAGE_SIZE, server};
-use tokio::net::TcpListener;
-use tonic::transport::Endpoint;
 
 async fn start_memstore(fx: Fixture) -> StartedStore {
     let store = MemStore::new(fx.external_labels.clone());
@@ -18,34 +16,7 @@ async fn start_memstore(fx: Fixture) -> StartedStore {
     for (metric, metas) in &fx.metadata {
         store.set_metadata(metric, metas.clone());
     }
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server::serve_tcp(Arc::new(store), listener, async {
-        let _ = stop_rx.await;
-    }));
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
-    // Dropping the guard stops the server: the sender is dropped and the task is aborted.
-    struct Guard(
-        Option<tokio::sync::oneshot::Sender<()>>,
-        tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-    );
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            if let Some(tx) = self.0.take() {
-                let _ = tx.send(());
-            }
-            self.1.abort();
-        }
-    }
-    StartedStore {
-        channel,
-        guard: Box::new(Guard(Some(stop_tx), task)),
-    }
+    acceptance::serve_plaintext(Arc::new(store)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,12 +7,10 @@
 
 use std::sync::Arc;
 
+use meridian_edge::storeapi::Store;
 use meridian_edge::storeapi::acceptance::{self, Fixture, StartedStore};
 use meridian_edge::storeapi::memstore::MemStore;
-use meridian_edge::storeapi::{Store, server};
 use meridian_gateway::fanout::{Fanout, FanoutOptions, StaticStores};
-use tokio::net::TcpListener;
-use tonic::transport::Endpoint;
 
 async fn start_gateway(fx: Fixture) -> StartedStore {
     let a = MemStore::new(fx.external_labels.clone());
@@ -37,33 +35,7 @@ async fn start_gateway(fx: Fixture) -> StartedStore {
         vec![("mem-a".into(), Arc::new(a)), ("mem-b".into(), Arc::new(b))];
     let set = StaticStores::probe(stores).await.unwrap();
     let fanout = Fanout::new(Arc::new(set), FanoutOptions::default());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server::serve_tcp(Arc::new(fanout), listener, async {
-        let _ = stop_rx.await;
-    }));
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    struct Guard(
-        Option<tokio::sync::oneshot::Sender<()>>,
-        tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
-    );
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            if let Some(tx) = self.0.take() {
-                let _ = tx.send(());
-            }
-            self.1.abort();
-        }
-    }
-    StartedStore {
-        channel,
-        guard: Box::new(Guard(Some(stop_tx), task)),
-    }
+    acceptance::serve_plaintext(Arc::new(fanout)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,6 +48,39 @@ pub struct StartedStore {
     pub guard: Box<dyn Any + Send>,
 }
 
+/// Serves `store` over plaintext gRPC on a loopback port; dropping the guard stops the server.
+pub async fn serve_plaintext(store: std::sync::Arc<dyn crate::storeapi::Store>) -> StartedStore {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(crate::storeapi::server::serve_tcp(store, listener, async {
+        let _ = stop_rx.await;
+    }));
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    struct Guard(
+        Option<tokio::sync::oneshot::Sender<()>>,
+        tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    );
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            if let Some(tx) = self.0.take() {
+                let _ = tx.send(());
+            }
+            self.1.abort();
+        }
+    }
+    StartedStore {
+        channel,
+        guard: Box::new(Guard(Some(stop_tx), task)),
+    }
+}
+
 /// Base timestamp of the fixtures (aligned to a 2 h block boundary), ms.
 pub const T0: i64 = 1_700_006_400_000;
 const S: i64 = 1000;
