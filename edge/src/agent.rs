@@ -276,33 +276,15 @@ impl Agent {
             ));
             let grpc_stop = CancellationToken::new();
             let shutdown = grpc_stop.clone().cancelled_owned();
-            let task = match opts.grpc_tls {
-                None => tokio::spawn(async move {
-                    if let Err(e) =
-                        crate::storeapi::server::serve_tcp(store, listener, shutdown).await
-                    {
-                        tracing::error!(error = %e, "StoreAPI server failed");
-                    }
-                }),
-                Some(tls) => {
-                    tls_watcher = Some(meridian_pki::tls::watch(
-                        tls.clone(),
-                        opts.grpc_tls_reload_interval,
-                    )?);
-                    let incoming = meridian_pki::tls::server::TlsIncoming::new(tls, listener)?;
-                    tokio::spawn(async move {
-                        let r = crate::storeapi::server::serve_incoming(
-                            store,
-                            incoming.into_stream(),
-                            shutdown,
-                        )
-                        .await;
-                        if let Err(e) = r {
-                            tracing::error!(error = %e, "StoreAPI server failed");
-                        }
-                    })
-                }
-            };
+            let spawned = crate::storeapi::server::spawn(
+                store,
+                listener,
+                opts.grpc_tls,
+                opts.grpc_tls_reload_interval,
+                shutdown,
+            )?;
+            tls_watcher = spawned.tls_watcher;
+            let task = spawned.task;
             grpc = Some((grpc_stop, task));
         }
         let mut background = tokio::task::JoinSet::new();
@@ -663,7 +645,8 @@ struct TargetsQuery {
     state: Option<String>,
 }
 
-fn labels_json(l: &crate::labels::Labels) -> serde_json::Value {
+/// A label set as the Prometheus HTTP API writes it: a JSON object.
+pub fn labels_json(l: &crate::labels::Labels) -> serde_json::Value {
     serde_json::Value::Object(
         l.iter()
             .map(|x| {
@@ -676,7 +659,8 @@ fn labels_json(l: &crate::labels::Labels) -> serde_json::Value {
     )
 }
 
-fn rfc3339(t: Option<SystemTime>) -> String {
+/// RFC 3339 with nanoseconds, as Go formats `time.Time` in JSON; Go's zero time for `None`.
+pub fn rfc3339(t: Option<SystemTime>) -> String {
     let Some(t) = t else {
         return "0001-01-01T00:00:00Z".into();
     };

@@ -2,18 +2,20 @@
 //! `thanos.info.Info`), plaintext or over (m)TLS, and [`dedup`], the merge of HA replicas' samples.
 //! Discovery, fan-out, PromQL and the HTTP API arrive with their issues.
 
+pub mod api;
+pub mod app;
 pub mod dedup;
 pub mod discovery;
+pub mod endpoints;
 pub mod fanout;
 pub mod queryable;
 
-use std::sync::Arc;
 use std::time::Duration;
 
+pub use endpoints::Transport;
 use meridian_edge::error::{Error, ErrorKind, Result};
 use meridian_edge::storeapi::client::StoreClient;
 use meridian_edge::storeapi::{Store, labels_from_proto};
-use meridian_pki::tls::ClientTls;
 
 /// What an endpoint announces about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,18 +27,6 @@ pub struct EndpointInfo {
     pub max_time: Option<i64>,
     pub supports_without_replica_labels: bool,
     pub serves_metadata: bool,
-}
-
-/// How to reach an endpoint: plaintext, or TLS with a client configuration and an optional server name
-/// (SNI and verification) override.
-#[derive(Debug, Clone, Default)]
-pub enum Transport {
-    #[default]
-    Plaintext,
-    Tls {
-        tls: Arc<ClientTls>,
-        server_name: Option<String>,
-    },
 }
 
 /// Asks one endpoint for its `Info`.

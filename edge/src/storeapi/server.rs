@@ -75,6 +75,45 @@ where
         .await
 }
 
+/// A StoreAPI server task, plaintext or TLS (then with the watcher that reloads its certificates).
+pub struct Spawned {
+    pub task: tokio::task::JoinHandle<()>,
+    pub tls_watcher: Option<meridian_pki::tls::Watcher>,
+}
+
+/// Spawns the StoreAPI server for `store` on `listener`, over TLS when `tls` is given (its files are
+/// re-checked every `reload_interval`), until `shutdown` resolves. Server errors are logged.
+pub fn spawn(
+    store: Arc<dyn Store>,
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<meridian_pki::tls::ServerTls>>,
+    reload_interval: std::time::Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<Spawned> {
+    let log = |r: Result<(), tonic::transport::Error>| {
+        if let Err(e) = r {
+            tracing::error!(error = %e, "StoreAPI server failed");
+        }
+    };
+    Ok(match tls {
+        None => Spawned {
+            task: tokio::spawn(async move { log(serve_tcp(store, listener, shutdown).await) }),
+            tls_watcher: None,
+        },
+        Some(tls) => {
+            let watcher = meridian_pki::tls::watch(tls.clone(), reload_interval)
+                .map_err(std::io::Error::other)?;
+            let incoming = meridian_pki::tls::TlsIncoming::new(tls, listener)?;
+            Spawned {
+                task: tokio::spawn(async move {
+                    log(serve_incoming(store, incoming.into_stream(), shutdown).await)
+                }),
+                tls_watcher: Some(watcher),
+            }
+        }
+    })
+}
+
 #[derive(Clone)]
 struct Adapter {
     store: Arc<dyn Store>,

@@ -11,19 +11,35 @@ use super::{ClientTls, ClientTlsFiles, ServerTls, ServerTlsFiles, ServerTlsOptio
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct GrpcServerTlsArgs {
     /// TLS certificate (chain) for the gRPC server; enables TLS.
-    #[arg(long = "grpc-server-tls-cert", value_name = "FILE")]
+    #[arg(
+        long = "grpc-server-tls-cert",
+        id = "grpc-server-tls-cert",
+        value_name = "FILE"
+    )]
     pub cert: Option<PathBuf>,
     /// TLS private key for the gRPC server.
-    #[arg(long = "grpc-server-tls-key", value_name = "FILE")]
+    #[arg(
+        long = "grpc-server-tls-key",
+        id = "grpc-server-tls-key",
+        value_name = "FILE"
+    )]
     pub key: Option<PathBuf>,
     /// CA bundle to verify client certificates with; enables mTLS (client certificate required).
-    #[arg(long = "grpc-server-tls-client-ca", value_name = "FILE")]
+    #[arg(
+        long = "grpc-server-tls-client-ca",
+        id = "grpc-server-tls-client-ca",
+        value_name = "FILE"
+    )]
     pub client_ca: Option<PathBuf>,
     /// Only allow clients whose certificate has this DNS/URI SAN or CN (repeatable).
-    #[arg(long = "grpc-server-tls-allowed-client", value_name = "IDENTITY")]
+    #[arg(
+        long = "grpc-server-tls-allowed-client",
+        id = "grpc-server-tls-allowed-client",
+        value_name = "IDENTITY"
+    )]
     pub allowed_clients: Vec<String>,
     /// How often TLS files are re-checked, besides watching them.
-    #[arg(long = "grpc-server-tls-reload-interval", value_name = "DURATION", default_value = "1m", value_parser = parse_duration)]
+    #[arg(long = "grpc-server-tls-reload-interval", id = "grpc-server-tls-reload-interval", value_name = "DURATION", default_value = "1m", value_parser = parse_duration)]
     pub reload_interval: Duration,
 }
 
@@ -66,19 +82,35 @@ impl GrpcServerTlsArgs {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct GrpcClientTlsArgs {
     /// Use TLS when talking to gRPC servers.
-    #[arg(long = "grpc-client-tls-secure")]
+    #[arg(long = "grpc-client-tls-secure", id = "grpc-client-tls-secure")]
     pub secure: bool,
     /// Client certificate for mTLS.
-    #[arg(long = "grpc-client-tls-cert", value_name = "FILE")]
+    #[arg(
+        long = "grpc-client-tls-cert",
+        id = "grpc-client-tls-cert",
+        value_name = "FILE"
+    )]
     pub cert: Option<PathBuf>,
     /// Client private key for mTLS.
-    #[arg(long = "grpc-client-tls-key", value_name = "FILE")]
+    #[arg(
+        long = "grpc-client-tls-key",
+        id = "grpc-client-tls-key",
+        value_name = "FILE"
+    )]
     pub key: Option<PathBuf>,
     /// CA bundle to verify server certificates with.
-    #[arg(long = "grpc-client-tls-ca", value_name = "FILE")]
+    #[arg(
+        long = "grpc-client-tls-ca",
+        id = "grpc-client-tls-ca",
+        value_name = "FILE"
+    )]
     pub ca: Option<PathBuf>,
     /// Server name to verify and send as SNI (default: the endpoint's host).
-    #[arg(long = "grpc-client-server-name", value_name = "NAME")]
+    #[arg(
+        long = "grpc-client-server-name",
+        id = "grpc-client-server-name",
+        value_name = "NAME"
+    )]
     pub server_name: Option<String>,
 }
 

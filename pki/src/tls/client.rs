@@ -113,6 +113,7 @@ impl ClientTls {
         Ok(TlsConnector {
             source: Source::Reloadable(self.clone()),
             server_name,
+            dial: None,
         })
     }
 
@@ -125,6 +126,21 @@ impl ClientTls {
     ) -> Result<Channel, TlsError> {
         let ep = endpoint(address, server_name, connect_timeout)?;
         Ok(ep.connect_with_connector_lazy(self.connector(server_name)?))
+    }
+
+    /// Like [`ClientTls::channel_lazy`], but TCP connections are made by `dial` (the gateway resolves
+    /// host names through its own DNS servers); the host name still goes into SNI and verification.
+    pub fn channel_lazy_with_dial(
+        self: &Arc<Self>,
+        address: &str,
+        server_name: Option<&str>,
+        connect_timeout: Duration,
+        dial: Dial,
+    ) -> Result<Channel, TlsError> {
+        let ep = endpoint(address, server_name, connect_timeout)?;
+        let mut connector = self.connector(server_name)?;
+        connector.dial = Some(dial);
+        Ok(ep.connect_with_connector_lazy(connector))
     }
 
     /// A connected gRPC channel to `address` over TLS.
@@ -186,11 +202,16 @@ impl LiveBacked for ClientTls {
     }
 }
 
+/// Opens the TCP connection to `(host, port)` for a connector; the default is the system resolver.
+pub type Dial =
+    Arc<dyn Fn(String, u16) -> BoxFuture<'static, std::io::Result<TcpStream>> + Send + Sync>;
+
 /// Connects TCP, then TLS with the current client configuration. A `tower::Service<Uri>` for tonic.
 #[derive(Clone)]
 pub struct TlsConnector {
     source: Source,
     server_name: Option<ServerName<'static>>,
+    dial: Option<Dial>,
 }
 
 #[derive(Clone)]
@@ -208,6 +229,7 @@ impl TlsConnector {
         TlsConnector {
             source: Source::Fixed(config),
             server_name,
+            dial: None,
         }
     }
 }
@@ -230,6 +252,7 @@ impl tower::Service<Uri> for TlsConnector {
             Source::Fixed(c) => c.clone(),
         };
         let server_name = self.server_name.clone();
+        let dial = self.dial.clone();
         Box::pin(async move {
             let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
             let host = uri
@@ -246,7 +269,10 @@ impl tower::Service<Uri> for TlsConnector {
                 None => ServerName::try_from(host.clone())
                     .map_err(|e| invalid(format!("invalid server name {host:?}: {e}")))?,
             };
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            let tcp = match dial {
+                Some(dial) => dial(host, port).await?,
+                None => TcpStream::connect((host.as_str(), port)).await?,
+            };
             let _ = tcp.set_nodelay(true);
             let tls = tokio_rustls::TlsConnector::from(config)
                 .connect(name, tcp)

@@ -9,7 +9,7 @@ pub mod reload;
 pub mod server;
 pub mod web_config;
 
-pub use client::{ClientTls, ClientTlsFiles, ConnectError, TlsConnector};
+pub use client::{ClientTls, ClientTlsFiles, ConnectError, Dial, TlsConnector};
 pub use material::{Role, TlsError};
 pub use metrics::TlsMetrics;
 pub use reload::{Reloadable, Watcher, watch};

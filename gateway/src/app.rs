@@ -1,0 +1,135 @@
+//! A running gateway: the endpoint set (discovery and `Info` polling), the fan-out, its StoreAPI server
+//! (plaintext or mTLS) and the HTTP server. Every task is owned here and stopped in order by
+//! [`Gateway::shutdown`]: HTTP first, then gRPC (in-flight calls finish), then the endpoint set.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meridian_edge::discovery::dns::DnsResolver;
+use meridian_edge::storeapi::Store;
+use meridian_pki::tls::ServerTls;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::endpoints::{EndpointGroup, EndpointSet, EndpointSetOptions};
+use crate::fanout::{Fanout, FanoutOptions};
+
+/// Everything a gateway is started with.
+pub struct GatewayOptions {
+    pub flag_group: EndpointGroup,
+    /// `--dns.nameserver`; `None` = the system resolver.
+    pub dns_server: Option<SocketAddr>,
+    pub endpoints: EndpointSetOptions,
+    pub fanout: FanoutOptions,
+    pub grpc_listener: TcpListener,
+    pub grpc_tls: Option<Arc<ServerTls>>,
+    pub grpc_tls_reload_interval: Duration,
+    pub http_listener: TcpListener,
+}
+
+/// A started gateway.
+pub struct Gateway {
+    endpoints: Arc<EndpointSet>,
+    fanout: Arc<Fanout>,
+    grpc_addr: SocketAddr,
+    http_addr: SocketAddr,
+    set_stop: CancellationToken,
+    set_task: JoinHandle<()>,
+    grpc_stop: CancellationToken,
+    grpc_task: JoinHandle<()>,
+    http_stop: CancellationToken,
+    http_task: JoinHandle<()>,
+    tls_watcher: Option<meridian_pki::tls::Watcher>,
+}
+
+impl Gateway {
+    /// Starts everything; the endpoints are discovered and asked for `Info` once before this returns,
+    /// so the first queries see them.
+    pub async fn start(opts: GatewayOptions) -> anyhow::Result<Gateway> {
+        let resolver = DnsResolver::new(opts.dns_server)?;
+        let endpoints = EndpointSet::new(
+            resolver,
+            opts.dns_server.is_some(),
+            opts.flag_group,
+            opts.endpoints,
+        )?;
+        endpoints.refresh_now().await;
+        let fanout = Arc::new(Fanout::new(endpoints.clone(), opts.fanout));
+
+        let set_stop = CancellationToken::new();
+        let set_task = tokio::spawn(endpoints.clone().run(set_stop.clone()));
+
+        let grpc_addr = opts.grpc_listener.local_addr()?;
+        let grpc_stop = CancellationToken::new();
+        let shutdown = grpc_stop.clone().cancelled_owned();
+        let store: Arc<dyn Store> = fanout.clone();
+        let spawned = meridian_edge::storeapi::server::spawn(
+            store,
+            opts.grpc_listener,
+            opts.grpc_tls,
+            opts.grpc_tls_reload_interval,
+            shutdown,
+        )?;
+        let (grpc_task, tls_watcher) = (spawned.task, spawned.tls_watcher);
+
+        let http_addr = opts.http_listener.local_addr()?;
+        let http_stop = CancellationToken::new();
+        let app = crate::api::router(endpoints.clone());
+        let stop = http_stop.clone();
+        let listener = opts.http_listener;
+        let http_task = tokio::spawn(async move {
+            let r = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(e) = r {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        tracing::info!(grpc = %grpc_addr, http = %http_addr, "gateway started");
+        Ok(Gateway {
+            endpoints,
+            fanout,
+            grpc_addr,
+            http_addr,
+            set_stop,
+            set_task,
+            grpc_stop,
+            grpc_task,
+            http_stop,
+            http_task,
+            tls_watcher,
+        })
+    }
+
+    pub fn endpoints(&self) -> &Arc<EndpointSet> {
+        &self.endpoints
+    }
+
+    pub fn fanout(&self) -> &Arc<Fanout> {
+        &self.fanout
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Stops HTTP, then gRPC, then discovery, waiting for each.
+    pub async fn shutdown(self) {
+        self.http_stop.cancel();
+        let _ = self.http_task.await;
+        self.grpc_stop.cancel();
+        let _ = self.grpc_task.await;
+        self.set_stop.cancel();
+        let _ = self.set_task.await;
+        if let Some(w) = self.tls_watcher {
+            w.stop().await;
+        }
+        tracing::info!("gateway stopped");
+    }
+}
