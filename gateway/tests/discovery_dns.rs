@@ -7,7 +7,6 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use meridian_edge::discovery::dns::DnsResolver;
@@ -99,14 +98,7 @@ async fn srv_discovery_follows_records_and_survives_dns_outage() {
         HOSTS.replace("127.0.0.22 edge-b-1.meridian.test\n", ""),
     )
     .unwrap();
-    let pid = dns.as_ref().unwrap().pid().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    dns.as_ref().unwrap().signal("HUP");
     let mut changed = false;
     for _ in 0..100 {
         let (f, _) = d.refresh().await;

@@ -177,17 +177,6 @@ fn dns_server(bin: &Path, port: u16, hosts: &Path, ports: &[(String, u16)]) -> C
     dnsmasq(bin, port, &args)
 }
 
-fn sighup(child: &ChildGuard) {
-    let pid = child.pid().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_discovers_clusters_by_srv_and_deduplicates_replicas() {
     meridian_pki::install_crypto_provider();
@@ -280,7 +269,7 @@ async fn gateway_discovers_clusters_by_srv_and_deduplicates_replicas() {
         hosts_text.replace("127.0.0.22 edge-b-1.meridian.test\n", ""),
     )
     .unwrap();
-    sighup(dns.as_ref().unwrap());
+    dns.as_ref().unwrap().signal("HUP");
     let three: Vec<String> = want[..3].to_vec();
     let started = Instant::now();
     wait_for("edge-b-1 removed", Duration::from_secs(10), || {

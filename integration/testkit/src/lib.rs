@@ -59,6 +59,16 @@ impl ChildGuard {
     pub fn pid(&self) -> u32 {
         self.0.id()
     }
+
+    /// Sends a signal (`"HUP"`, `"TERM"`, ...) with `kill`, panicking when it cannot be delivered.
+    pub fn signal(&self, name: &str) {
+        let ok = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{name} {} failed", self.pid());
+    }
 }
 
 impl Drop for ChildGuard {
