@@ -117,12 +117,22 @@ async fn replica_via(
     Ok(labels.get("replica").unwrap_or_default().to_owned())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gateway_reaches_two_edges_through_one_nginx_listener() {
-    meridian_pki::install_crypto_provider();
-    let Some(nginx_bin) = meridian_testkit::require("nginx", "apt-get install nginx") else {
-        return;
-    };
+/// nginx in front of two mTLS edge stand-ins, with the certificates of `deploy/nginx`'s template (plus a
+/// client certificate `stranger` from another CA, whose CA is `other-ca`).
+struct Ingress {
+    dir: tempfile::TempDir,
+    pki: std::path::PathBuf,
+    listen: SocketAddr,
+    edges: (
+        SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+    ),
+    nginx: ChildGuard,
+}
+
+async fn ingress(nginx_bin: &Path) -> Ingress {
     let dir = tempfile::tempdir().unwrap();
     let pki = dir.path().join("pki");
     let prefix = dir.path().join("nginx");
@@ -148,14 +158,15 @@ async fn gateway_reaches_two_edges_through_one_nginx_listener() {
     );
     write(&pki, "gateway", &leaf(&ca, Usage::Client, "gateway", &[]));
     let other_ca = issue::new_ca("Other CA", KeyType::P256, Validity::days(30)).unwrap();
+    write(&pki, "other-ca", &other_ca);
     write(
         &pki,
         "stranger",
         &leaf(&other_ca, Usage::Client, "gateway", &[]),
     );
 
-    let (e0, _s0) = edge(&pki, 0).await;
-    let (e1, _s1) = edge(&pki, 1).await;
+    let (e0, s0) = edge(&pki, 0).await;
+    let (e1, s1) = edge(&pki, 1).await;
     let listen: SocketAddr = format!("127.0.0.1:{}", meridian_testkit::free_port())
         .parse()
         .unwrap();
@@ -187,6 +198,28 @@ async fn gateway_reaches_two_edges_through_one_nginx_listener() {
     );
     wait_for_port(listen, &mut nginx).await;
 
+    Ingress {
+        dir,
+        pki,
+        listen,
+        edges: (e0, s0, e1, s1),
+        nginx,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_reaches_two_edges_through_one_nginx_listener() {
+    meridian_pki::install_crypto_provider();
+    let Some(nginx_bin) = meridian_testkit::require("nginx", "apt-get install nginx") else {
+        return;
+    };
+    let Ingress {
+        dir: _dir,
+        pki,
+        listen,
+        edges: (e0, _s0, _e1, _s1),
+        nginx,
+    } = ingress(&nginx_bin).await;
     let gateway = ClientTls::load(
         "gateway",
         ClientTlsFiles {
@@ -262,4 +295,171 @@ fn stranger_config(pki: &Path) -> Arc<rustls::ClientConfig> {
         .unwrap();
     cfg.alpn_protocols = vec![b"h2".to_vec()];
     Arc::new(cfg)
+}
+
+/// The gateway finds the edges behind the ingress through DNS (`dnssrvnoa+`: the SRV targets are the
+/// edges' public names, all pointing at the ingress), reaches each under its own name (SNI) with the
+/// settings of its endpoint config entry, and merges the replicas. A second entry with a client
+/// certificate nginx does not trust fails, and queries name that endpoint in a partial-response warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_fans_out_through_nginx_found_by_srv_with_per_endpoint_sni() {
+    use meridian_gateway::app::{Gateway, GatewayOptions};
+    use meridian_gateway::endpoints::{EndpointGroup, EndpointSetOptions};
+    use meridian_gateway::fanout::{FanoutOptions, QueryOptions};
+    use meridian_gateway::queryable::{Queryable, SelectRequest};
+
+    meridian_pki::install_crypto_provider();
+    let Some(nginx_bin) = meridian_testkit::require("nginx", "apt-get install nginx") else {
+        return;
+    };
+    let Some(dnsmasq_bin) = meridian_testkit::require("dnsmasq", "apt-get install dnsmasq-base")
+    else {
+        return;
+    };
+    let ing = ingress(&nginx_bin).await;
+    let port = ing.listen.port();
+    let hosts = ing.pki.join("hosts");
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1 {}\n127.0.0.1 {}\n", HOSTS[0], HOSTS[1]),
+    )
+    .unwrap();
+    let dns_port = meridian_testkit::free_port();
+    let mut args = vec![
+        "--local=/cluster-a.example/".to_string(),
+        format!("--addn-hosts={}", hosts.display()),
+    ];
+    for h in HOSTS {
+        args.push(format!(
+            "--srv-host=_grpc._tcp.edges.cluster-a.example,{h},{port}"
+        ));
+    }
+    let _dns = meridian_testkit::dnsmasq(&dnsmasq_bin, dns_port, &args);
+
+    // A CA bundle with both CAs, so the stranger's certificate is valid on our side.
+    let bundle = [
+        std::fs::read_to_string(ing.pki.join("ca.crt")).unwrap(),
+        std::fs::read_to_string(ing.pki.join("other-ca.crt")).unwrap(),
+    ]
+    .concat();
+    std::fs::write(ing.pki.join("both-cas.crt"), bundle).unwrap();
+    let stranger = format!("127.0.0.1:{port}");
+    let config = ing.pki.join("endpoints.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "- endpoints: [\"dnssrvnoa+_grpc._tcp.edges.cluster-a.example\"]\n  \
+               tls_config: {{ca_file: ca.crt, cert_file: gateway.crt, key_file: gateway.key}}\n\
+             - endpoints: [\"{stranger}\"]\n  \
+               tls_config:\n    ca_file: both-cas.crt\n    cert_file: stranger.crt\n    \
+             key_file: stranger.key\n    server_name: {}\n",
+            HOSTS[1]
+        ),
+    )
+    .unwrap();
+
+    let gateway = Gateway::start(GatewayOptions {
+        flag_group: EndpointGroup {
+            specs: vec![],
+            transport: Default::default(),
+        },
+        dns_server: Some(format!("127.0.0.1:{dns_port}").parse().unwrap()),
+        endpoints: EndpointSetOptions {
+            dns_interval: Duration::from_secs(1),
+            info_interval: Duration::from_millis(200),
+            config_file: Some(config),
+            replica_labels: vec!["replica".into()],
+            ..Default::default()
+        },
+        fanout: FanoutOptions {
+            replica_labels: vec!["replica".into()],
+            ..Default::default()
+        },
+        grpc_listener: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        grpc_tls: None,
+        grpc_tls_reload_interval: Duration::from_secs(60),
+        http_listener: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    })
+    .await
+    .unwrap();
+
+    let via_names: Vec<String> = HOSTS.iter().map(|h| format!("{h}:{port}")).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let stores = gateway.fanout().store_set().stores();
+        let healthy: Vec<String> = stores
+            .iter()
+            .filter(|s| s.meta.is_some() && s.unhealthy.is_none())
+            .map(|s| s.name.clone())
+            .collect();
+        let refused = stores
+            .iter()
+            .any(|s| s.name == stranger && s.unhealthy.is_some());
+        if healthy == via_names && refused {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "endpoints not as expected: {:?}",
+            stores
+                .iter()
+                .map(|s| (&s.name, s.meta.is_some(), &s.unhealthy))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let select = |dedup: bool| {
+        let q = gateway.fanout().querier(QueryOptions {
+            dedup,
+            ..Default::default()
+        });
+        async move {
+            q.select(SelectRequest {
+                matchers: vec![meridian_edge::Matcher::equal("__name__", "up")],
+                start: 0,
+                end: 10_000,
+                hints: Default::default(),
+            })
+            .await
+            .unwrap()
+        }
+    };
+    // Both replicas, each reached under its own name through the one ingress address.
+    let all = select(false).await;
+    let replicas: Vec<&str> = all
+        .series
+        .iter()
+        .map(|s| s.labels.get("replica").unwrap())
+        .collect();
+    assert_eq!(replicas, vec!["0", "1"]);
+    assert_eq!(all.warnings.len(), 1, "{:?}", all.warnings);
+    assert!(
+        all.warnings[0].starts_with(&format!("{stranger}: ")),
+        "warning does not name the endpoint: {:?}",
+        all.warnings
+    );
+    // Deduplicated over the replica label: one series.
+    let merged = select(true).await;
+    assert_eq!(merged.series.len(), 1);
+    assert_eq!(merged.series[0].labels.get("replica"), None);
+    assert_eq!(merged.series[0].samples, vec![Sample::new(1000, 1.0)]);
+
+    // The stores view shows the refused endpoint with its error.
+    let view =
+        meridian_testkit::http_get(&gateway.http_addr().to_string(), "/api/v1/stores").json();
+    let all_stores: Vec<&serde_json::Value> = view["data"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|v| v.as_array().unwrap())
+        .collect();
+    assert_eq!(all_stores.len(), 3, "{view}");
+    let refused = all_stores
+        .iter()
+        .find(|s| s["name"] == stranger.as_str())
+        .unwrap();
+    assert!(refused["lastError"].is_string(), "{refused}");
+    gateway.shutdown().await;
+    drop(ing.nginx);
 }
