@@ -657,7 +657,7 @@ fn merge_sorted(lists: Vec<StoreSeries>) -> Vec<Group> {
 
 /// Decodes one copy's chunks into samples, sorted by time, a timestamp once (its chunks may overlap, like
 /// an edge's head and its newest block).
-fn decode(chunks: &[pb::AggrChunk]) -> Result<Vec<Sample>> {
+fn decode<'a>(chunks: impl IntoIterator<Item = &'a pb::AggrChunk>) -> Result<Vec<Sample>> {
     let mut out: Vec<Sample> = Vec::new();
     let mut sorted = true;
     for c in chunks {
@@ -719,6 +719,39 @@ fn encode(samples: &[Sample], mint: i64, maxt: i64) -> Result<Vec<pb::AggrChunk>
     Ok(out)
 }
 
+/// The chunks of a group's members in time order, identical chunks once, when no two overlap in time
+/// (one replica's data split by time, as over edge head and bucket blocks): then they are simply one
+/// series. `None` when some overlap.
+fn disjoint_chunks(members: &[pb::Series]) -> Option<Vec<&pb::AggrChunk>> {
+    let mut all: Vec<&pb::AggrChunk> = members.iter().flat_map(|s| &s.chunks).collect();
+    all.sort_by_key(|c| (c.min_time, c.max_time));
+    all.dedup_by(|a, b| {
+        a.min_time == b.min_time
+            && a.max_time == b.max_time
+            && a.raw.as_ref().map(|r| &r.data) == b.raw.as_ref().map(|r| &r.data)
+    });
+    all.windows(2)
+        .all(|w| w[1].min_time > w[0].max_time)
+        .then_some(all)
+}
+
+/// The samples of a group: its members' chunks in order when they do not overlap, otherwise each
+/// member decoded and the copies merged ([`merge_replicas`]).
+fn group_samples(members: &[pb::Series], kind: SeriesKind) -> Result<Vec<Sample>> {
+    if let [one] = members {
+        return decode(&one.chunks);
+    }
+    if let Some(chunks) = disjoint_chunks(members) {
+        return decode(chunks);
+    }
+    let copies = members
+        .iter()
+        .map(|m| decode(&m.chunks))
+        .collect::<Result<Vec<_>>>()?;
+    let refs: Vec<&[Sample]> = copies.iter().map(Vec::as_slice).collect();
+    Ok(merge_replicas(&refs, kind))
+}
+
 /// The chunks of one merged series for the StoreAPI: identical chunks once; chunks of several copies that
 /// overlap in time are decoded, merged and re-encoded.
 fn merge_chunks(
@@ -730,22 +763,10 @@ fn merge_chunks(
     if members.len() == 1 {
         return Ok(members.into_iter().flat_map(|s| s.chunks).collect());
     }
-    let mut all: Vec<pb::AggrChunk> = members.iter().flat_map(|s| s.chunks.clone()).collect();
-    all.sort_by_key(|c| (c.min_time, c.max_time));
-    all.dedup_by(|a, b| {
-        a.min_time == b.min_time
-            && a.max_time == b.max_time
-            && a.raw.as_ref().map(|r| &r.data) == b.raw.as_ref().map(|r| &r.data)
-    });
-    if all.windows(2).all(|w| w[1].min_time > w[0].max_time) {
-        return Ok(all);
+    if let Some(chunks) = disjoint_chunks(&members) {
+        return Ok(chunks.into_iter().cloned().collect());
     }
-    let copies = members
-        .iter()
-        .map(|m| decode(&m.chunks))
-        .collect::<Result<Vec<_>>>()?;
-    let refs: Vec<&[Sample]> = copies.iter().map(Vec::as_slice).collect();
-    encode(&merge_replicas(&refs, kind), mint, maxt)
+    encode(&group_samples(&members, kind)?, mint, maxt)
 }
 
 #[async_trait::async_trait]
