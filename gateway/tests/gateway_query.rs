@@ -313,6 +313,9 @@ async fn partial_response_warns_or_aborts_naming_the_store() {
 
     // Cluster b stops: cluster a and c answer, plus a warning naming b.
     drop(stop_b);
+    wait_for("b to stop listening", Duration::from_secs(10), || {
+        std::net::TcpStream::connect(b).is_err().then_some(())
+    });
     let got = query(&gw.grpc, "up", &[], false).await.unwrap();
     let clusters: Vec<&str> = got
         .series
