@@ -21,6 +21,8 @@ pub struct GatewayOptions {
     pub flag_group: EndpointGroup,
     /// `--dns.nameserver`; `None` = the system resolver.
     pub dns_server: Option<SocketAddr>,
+    /// Longest time a DNS answer is cached (`--dns.ttl-cap`).
+    pub dns_ttl_cap: Duration,
     pub endpoints: EndpointSetOptions,
     pub fanout: FanoutOptions,
     pub grpc_listener: TcpListener,
@@ -48,7 +50,7 @@ impl Gateway {
     /// Starts everything; the endpoints are discovered and asked for `Info` once before this returns,
     /// so the first queries see them.
     pub async fn start(opts: GatewayOptions) -> anyhow::Result<Gateway> {
-        let resolver = DnsResolver::new(opts.dns_server)?;
+        let resolver = DnsResolver::with_ttl_cap(opts.dns_server, opts.dns_ttl_cap)?;
         let endpoints = EndpointSet::new(
             resolver,
             opts.dns_server.is_some(),

@@ -1,6 +1,7 @@
-//! Meridian gateway library. So far: probing StoreAPI endpoints the way the endpoint set will (through
-//! `thanos.info.Info`), plaintext or over (m)TLS, and [`dedup`], the merge of HA replicas' samples.
-//! Discovery, fan-out, PromQL and the HTTP API arrive with their issues.
+//! Meridian gateway library: [`discovery`] finds endpoints (static, DNS, DNS SRV), [`endpoints`] keeps the
+//! endpoint set (per-group TLS, `Info` polling, health), [`fanout`] asks the stores and merges their
+//! answers ([`dedup`] merges HA replicas), [`queryable`] is the seam the PromQL engine reads through,
+//! [`api`] serves HTTP and [`app`] runs it all. [`probe`] asks one endpoint for its `Info`.
 
 pub mod api;
 pub mod app;

@@ -62,6 +62,9 @@ struct QueryArgs {
     /// DNS server for discovery and for connecting (host:port); default: /etc/resolv.conf.
     #[arg(long = "dns.nameserver", value_name = "HOST:PORT")]
     dns_nameserver: Option<SocketAddr>,
+    /// Longest time a DNS answer is cached, whatever its TTL.
+    #[arg(long = "dns.ttl-cap", default_value = "5s", value_parser = parse_duration)]
+    dns_ttl_cap: Duration,
     /// How often DNS endpoints are resolved again.
     #[arg(long = "store.sd-dns-interval", default_value = "30s", value_parser = parse_duration)]
     dns_interval: Duration,
@@ -146,6 +149,7 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
             transport,
         },
         dns_server: args.dns_nameserver,
+        dns_ttl_cap: args.dns_ttl_cap,
         endpoints: EndpointSetOptions {
             dns_interval: args.dns_interval,
             info_interval: args.info_interval,

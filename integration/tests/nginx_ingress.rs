@@ -364,6 +364,7 @@ async fn gateway_fans_out_through_nginx_found_by_srv_with_per_endpoint_sni() {
             transport: Default::default(),
         },
         dns_server: Some(format!("127.0.0.1:{dns_port}").parse().unwrap()),
+        dns_ttl_cap: Duration::from_secs(1),
         endpoints: EndpointSetOptions {
             dns_interval: Duration::from_secs(1),
             info_interval: Duration::from_millis(200),

@@ -56,6 +56,14 @@ impl DnsResolver {
     /// The system resolver, or `server` when given (UDP and TCP on its port). Answers are cached no
     /// longer than 5 s so discovery sees changes at its own refresh interval.
     pub fn new(server: Option<SocketAddr>) -> Result<DnsResolver, DnsError> {
+        DnsResolver::with_ttl_cap(server, Duration::from_secs(5))
+    }
+
+    /// Like [`DnsResolver::new`], caching answers no longer than `ttl_cap`.
+    pub fn with_ttl_cap(
+        server: Option<SocketAddr>,
+        ttl_cap: Duration,
+    ) -> Result<DnsResolver, DnsError> {
         let err = |reason: String| DnsError {
             name: String::new(),
             kind: "resolver",
@@ -76,8 +84,8 @@ impl DnsResolver {
             None => TokioResolver::builder_tokio().map_err(|e| err(e.to_string()))?,
         };
         let opts = builder.options_mut();
-        opts.positive_max_ttl = Some(Duration::from_secs(5));
-        opts.negative_max_ttl = Some(Duration::from_secs(5));
+        opts.positive_max_ttl = Some(ttl_cap);
+        opts.negative_max_ttl = Some(ttl_cap);
         opts.attempts = 2;
         opts.timeout = Duration::from_secs(3);
         let inner = builder.build().map_err(|e| err(e.to_string()))?;
