@@ -263,7 +263,8 @@ async fn gateway_discovers_clusters_by_srv_and_deduplicates_replicas() {
         );
     }
 
-    // edge-b-1 loses its address record: gone from the set within the refresh interval.
+    // edge-b-1 loses its address record: gone from the set within the refresh interval (1 s, plus the
+    // 5 s answer cache at most).
     std::fs::write(
         &hosts,
         hosts_text.replace("127.0.0.22 edge-b-1.meridian.test\n", ""),
@@ -276,6 +277,21 @@ async fn gateway_discovers_clusters_by_srv_and_deduplicates_replicas() {
         (healthy(&stores(&gw.http)) == three).then_some(())
     });
     eprintln!("record removal noticed after {:?}", started.elapsed());
+    // And back: the record returns, so does the endpoint.
+    std::fs::write(&hosts, &hosts_text).unwrap();
+    dns.as_ref().unwrap().signal("HUP");
+    wait_for("edge-b-1 back", Duration::from_secs(10), || {
+        (healthy(&stores(&gw.http)) == want).then_some(())
+    });
+    std::fs::write(
+        &hosts,
+        hosts_text.replace("127.0.0.22 edge-b-1.meridian.test\n", ""),
+    )
+    .unwrap();
+    dns.as_ref().unwrap().signal("HUP");
+    wait_for("edge-b-1 removed again", Duration::from_secs(10), || {
+        (healthy(&stores(&gw.http)) == three).then_some(())
+    });
 
     // The DNS server stops: the gateway keeps the last good set (and keeps answering).
     drop(dns.take());
