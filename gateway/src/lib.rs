@@ -9,6 +9,7 @@ pub mod dedup;
 pub mod discovery;
 pub mod endpoints;
 pub mod fanout;
+pub mod promql;
 pub mod queryable;
 
 use std::time::Duration;

@@ -28,6 +28,16 @@ struct Cli {
 enum Command {
     /// Run the query gateway: discover endpoints, fan out, deduplicate, serve.
     Query(Box<QueryArgs>),
+    /// Run PromQL test scripts (Prometheus' promqltest format) against the engine and report run, passed,
+    /// failed and skipped cases (with reasons); exit status 1 when a case fails.
+    Promqltest {
+        /// `.test` files or directories of them.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Print every failure (default: the first 50).
+        #[arg(long)]
+        all: bool,
+    },
     /// Ask StoreAPI endpoints what they serve (thanos.info.Info) and print it.
     Probe {
         /// Endpoint address host:port; repeatable.
@@ -111,6 +121,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Query(args) => rt.block_on(query(*args)),
         Command::Probe { endpoints, tls } => rt.block_on(probe(endpoints, tls)),
+        Command::Promqltest { paths, all } => rt.block_on(promqltest(paths, all)),
     }
 }
 
@@ -179,6 +190,25 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
     gateway.shutdown().await;
+    Ok(())
+}
+
+async fn promqltest(paths: Vec<PathBuf>, all: bool) -> anyhow::Result<()> {
+    use meridian_gateway::promql::promqltest;
+    let mut report = promqltest::Report::default();
+    for p in paths {
+        if p.is_dir() {
+            report.merge(promqltest::run_dir(&p).await?);
+        } else {
+            let text = std::fs::read_to_string(&p).with_context(|| p.display().to_string())?;
+            let name = p.display().to_string();
+            report.merge(promqltest::run_script(&text, &name).await);
+        }
+    }
+    print!("{}", report.summary(if all { usize::MAX } else { 50 }, all));
+    if !report.failures.is_empty() {
+        anyhow::bail!("{} case(s) failed", report.failures.len());
+    }
     Ok(())
 }
 

@@ -1,0 +1,324 @@
+//! Aggregation operators. Series are grouped once; each group is aggregated step by step over the
+//! members present at that step. Sums use Kahan-Neumaier compensation as Prometheus 3 does; `avg` sums
+//! directly and switches to an incremental mean only where the sum would overflow.
+
+use std::collections::HashMap;
+
+use meridian_edge::error::Result;
+use meridian_edge::labels::Labels;
+use promql_parser::parser::{AggregateExpr, LabelModifier};
+
+use super::eval::{Evaluator, Row, Steps, Val, exec};
+
+/// Kahan-Neumaier summation step: adds `inc` to `sum` with compensation `c`.
+pub(crate) fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    let c = if t.is_infinite() {
+        0.0
+    } else if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
+    (t, c)
+}
+
+/// Prometheus' `quantile`: linear interpolation between the closest ranks.
+pub(crate) fn quantile(q: f64, values: &mut [f64]) -> f64 {
+    if values.is_empty() || q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    // Go's sort.Float64s: NaN before everything else.
+    values.sort_by(|a, b| match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        _ => a.total_cmp(b),
+    });
+    let n = values.len() as f64;
+    let rank = q * (n - 1.0);
+    let lower = rank.floor().max(0.0);
+    let upper = (lower + 1.0).min(n - 1.0);
+    let weight = rank - rank.floor();
+    values[lower as usize] * (1.0 - weight) + values[upper as usize] * weight
+}
+
+/// Go's `strconv.FormatFloat(v, 'f', -1, 64)`.
+pub(crate) fn format_go_float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v == f64::INFINITY {
+        "+Inf".into()
+    } else if v == f64::NEG_INFINITY {
+        "-Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Average of values (Kahan sum, incremental mean after an overflow), as `avg` and `avg_over_time`.
+pub(crate) fn average(values: impl Iterator<Item = f64>) -> f64 {
+    let (mut sum, mut c, mut count) = (0.0f64, 0.0f64, 0.0f64);
+    let mut incremental = false;
+    let mut mean = 0.0f64;
+    for v in values {
+        count += 1.0;
+        if count == 1.0 {
+            sum = v;
+            continue;
+        }
+        if !incremental {
+            let (ns, nc) = kahan_inc(v, sum, c);
+            if !ns.is_infinite() {
+                sum = ns;
+                c = nc;
+                continue;
+            }
+            incremental = true;
+            mean = sum / (count - 1.0);
+            c /= count - 1.0;
+        }
+        let q = (count - 1.0) / count;
+        let (m, nc) = kahan_inc(v / count, q * mean, q * c);
+        mean = m;
+        c = nc;
+    }
+    if incremental {
+        mean + c
+    } else {
+        (sum + c) / count
+    }
+}
+
+fn group_labels(l: &Labels, modifier: Option<&LabelModifier>) -> Labels {
+    match modifier {
+        Some(LabelModifier::Include(by)) => l.keep_only(&by.labels),
+        Some(LabelModifier::Exclude(without)) => {
+            let mut names: Vec<&str> = without.labels.iter().map(String::as_str).collect();
+            names.push("__name__");
+            l.without(&names)
+        }
+        None => Labels::empty(),
+    }
+}
+
+pub(crate) fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr, s: &Steps) -> Result<Val> {
+    let op = a.op.to_string();
+    let op = op.as_str();
+    let param = match &a.param {
+        Some(p) => Some(ev.eval(p, s)?),
+        None => None,
+    };
+    let rows = match ev.eval(&a.expr, s)? {
+        Val::Vector(r) => r,
+        other => {
+            return Err(exec(format!(
+                "aggregation {op} expects a vector, got {}",
+                other.kind()
+            )));
+        }
+    };
+    let modifier = a.modifier.as_ref();
+    let mut order: Vec<Labels> = Vec::new();
+    let mut groups: HashMap<Labels, Vec<usize>> = HashMap::new();
+    for (k, r) in rows.iter().enumerate() {
+        let g = group_labels(&r.labels, modifier);
+        groups
+            .entry(g.clone())
+            .or_insert_with(|| {
+                order.push(g);
+                Vec::new()
+            })
+            .push(k);
+    }
+    let scalar_param = |name: &str| -> Result<Vec<f64>> {
+        match &param {
+            Some(Val::Scalar(v)) => Ok(v.clone()),
+            _ => Err(exec(format!("{name}: expected a scalar parameter"))),
+        }
+    };
+    let mut out: Vec<Row> = Vec::new();
+    match op {
+        "topk" | "bottomk" | "limitk" => {
+            let k = scalar_param(op)?;
+            if k.iter().any(|k| k.is_nan()) {
+                return Err(exec(format!("Parameter value is NaN for {op}")));
+            }
+            for g in &order {
+                let members = &groups[g];
+                let mut picked: Vec<Row> = members
+                    .iter()
+                    .map(|&m| Row::new(rows[m].labels.clone(), s.n))
+                    .collect();
+                for i in 0..s.n {
+                    let kf = k[i];
+                    // Saturating: a huge k keeps everything.
+                    let kk = kf as i64;
+                    if kk < 1 {
+                        continue;
+                    }
+                    let mut present: Vec<(usize, f64)> = members
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(j, &m)| rows[m].get(i).map(|v| (j, v)))
+                        .collect();
+                    if op != "limitk" {
+                        let top = op == "topk";
+                        present.sort_by(|a, b| nan_last(a.1, b.1, top));
+                    }
+                    for (j, v) in present.into_iter().take(kk as usize) {
+                        picked[j].set(i, v);
+                    }
+                }
+                let mut kept: Vec<Row> = picked.into_iter().filter(Row::any).collect();
+                if s.n == 1 && op != "limitk" {
+                    let top = op == "topk";
+                    kept.sort_by(|a, b| nan_last(a.v[0], b.v[0], top));
+                }
+                out.extend(kept);
+            }
+            return Ok(Val::Vector(out));
+        }
+        "count_values" => {
+            let Some(Val::Str(label)) = &param else {
+                return Err(exec("count_values: expected a string parameter"));
+            };
+            if !valid_label_name(label) {
+                return Err(exec(format!("invalid label name {label:?}")));
+            }
+            let mut index: HashMap<Labels, usize> = HashMap::new();
+            for g in &order {
+                for i in 0..s.n {
+                    let mut counts: Vec<(String, f64)> = Vec::new();
+                    for &m in &groups[g] {
+                        if let Some(v) = rows[m].get(i) {
+                            let key = format_go_float(v);
+                            match counts.iter_mut().find(|(k, _)| *k == key) {
+                                Some(c) => c.1 += 1.0,
+                                None => counts.push((key, 1.0)),
+                            }
+                        }
+                    }
+                    for (value, count) in counts {
+                        let mut b = g.to_builder();
+                        b.set(label, &value);
+                        let labels = b.build();
+                        let k = *index.entry(labels.clone()).or_insert_with(|| {
+                            out.push(Row::new(labels, s.n));
+                            out.len() - 1
+                        });
+                        out[k].set(i, count);
+                    }
+                }
+            }
+            return Ok(Val::Vector(out));
+        }
+        _ => {}
+    }
+    let q = if op == "quantile" {
+        Some(scalar_param(op)?)
+    } else {
+        None
+    };
+    let ratio = if op == "limit_ratio" {
+        Some(scalar_param(op)?)
+    } else {
+        None
+    };
+    if let Some(r) = &ratio {
+        if r.iter().any(|r| r.is_nan()) {
+            return Err(exec("Ratio value is NaN"));
+        }
+        // limit_ratio keeps a deterministic subset of the series (by label hash) at every step.
+        for g in &order {
+            for &m in &groups[g] {
+                let mut row = rows[m].clone();
+                let h = row.labels.hash_value() as f64 / u64::MAX as f64;
+                for i in 0..s.n {
+                    let ri = r[i].clamp(-1.0, 1.0);
+                    let keep = if ri >= 0.0 { h < ri } else { h >= 1.0 + ri };
+                    if !keep {
+                        row.ok[i] = false;
+                    }
+                }
+                if row.any() {
+                    out.push(row);
+                }
+            }
+        }
+        return Ok(Val::Vector(out));
+    }
+    let mut values: Vec<f64> = Vec::new();
+    for g in order {
+        let members = &groups[&g];
+        let mut row = Row::new(g, s.n);
+        for i in 0..s.n {
+            values.clear();
+            values.extend(members.iter().filter_map(|&m| rows[m].get(i)));
+            if values.is_empty() {
+                continue;
+            }
+            let v = match op {
+                "sum" => {
+                    let (mut sum, mut c) = (values[0], 0.0);
+                    for &v in &values[1..] {
+                        (sum, c) = kahan_inc(v, sum, c);
+                    }
+                    sum + c
+                }
+                "avg" => average(values.iter().copied()),
+                "count" => values.len() as f64,
+                "group" => 1.0,
+                "min" => values[1..].iter().fold(values[0], |acc, &v| {
+                    if acc > v || acc.is_nan() { v } else { acc }
+                }),
+                "max" => values[1..].iter().fold(values[0], |acc, &v| {
+                    if acc < v || acc.is_nan() { v } else { acc }
+                }),
+                "stddev" | "stdvar" => {
+                    let (mut count, mut mean, mut var) = (0.0f64, 0.0f64, 0.0f64);
+                    for &v in &values {
+                        count += 1.0;
+                        let delta = v - mean;
+                        mean += delta / count;
+                        var += delta * (v - mean);
+                    }
+                    let sv = var / count;
+                    if op == "stddev" { sv.sqrt() } else { sv }
+                }
+                "quantile" => {
+                    let qv = q.as_ref().map_or(f64::NAN, |q| q[i]);
+                    quantile(qv, &mut values)
+                }
+                other => return Err(exec(format!("unsupported aggregation {other}"))),
+            };
+            row.set(i, v);
+        }
+        if row.any() {
+            out.push(row);
+        }
+    }
+    Ok(Val::Vector(out))
+}
+
+/// Descending (`desc`) or ascending order with NaN last either way.
+pub(crate) fn nan_last(x: f64, y: f64, desc: bool) -> std::cmp::Ordering {
+    match (x.is_nan(), y.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Greater,
+        (false, true) => std::cmp::Ordering::Less,
+        _ if desc => y.total_cmp(&x),
+        _ => x.total_cmp(&y),
+    }
+}
+
+/// Prometheus 3 accepts any valid UTF-8 label name; bytes that were not UTF-8 arrive as U+FFFD.
+pub(crate) fn valid_label_name(s: &str) -> bool {
+    !s.is_empty() && !s.contains('\u{FFFD}')
+}

@@ -1,0 +1,423 @@
+//! The evaluator: every node yields its value at every step at once (see the module documentation of
+//! [`super`]).
+
+use std::collections::HashMap;
+
+use meridian_edge::error::{Error, ErrorKind, Result};
+use meridian_edge::labels::Labels;
+use meridian_edge::sample::{Sample, is_stale_nan};
+use promql_parser::parser::{Expr, MatrixSelector, SubqueryExpr, VectorSelector};
+
+use super::{QueryValue, VectorSample, at_ms, offset_ms};
+use crate::queryable::SeriesData;
+
+/// The evaluation grid: `n` steps from `start`, `step` apart (ms).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Steps {
+    pub start: i64,
+    pub step: i64,
+    pub n: usize,
+}
+
+impl Steps {
+    pub fn t(&self, i: usize) -> i64 {
+        self.start + i as i64 * self.step
+    }
+}
+
+/// One series of an instant-vector node: its value at each step where `ok`.
+#[derive(Debug, Clone)]
+pub(crate) struct Row {
+    pub labels: Labels,
+    pub v: Vec<f64>,
+    pub ok: Vec<bool>,
+}
+
+impl Row {
+    pub fn new(labels: Labels, n: usize) -> Row {
+        Row {
+            labels,
+            v: vec![0.0; n],
+            ok: vec![false; n],
+        }
+    }
+
+    pub fn set(&mut self, i: usize, v: f64) {
+        self.v[i] = v;
+        self.ok[i] = true;
+    }
+
+    pub fn get(&self, i: usize) -> Option<f64> {
+        self.ok[i].then(|| self.v[i])
+    }
+
+    pub fn any(&self) -> bool {
+        self.ok.iter().any(|b| *b)
+    }
+}
+
+/// A range-vector node: series' raw samples (no staleness markers) and, per step, the end of the
+/// window `(end - range, end]`.
+#[derive(Debug, Clone)]
+pub(crate) struct RangeVal {
+    pub series: Vec<(Labels, Vec<Sample>)>,
+    pub ends: Vec<i64>,
+    pub range: i64,
+}
+
+impl RangeVal {
+    /// The samples of series `s` in the window of step `i`.
+    pub fn window(&self, s: usize, i: usize) -> &[Sample] {
+        let samples = &self.series[s].1;
+        let end = self.ends[i];
+        let lo = samples.partition_point(|x| x.t <= end - self.range);
+        let hi = samples.partition_point(|x| x.t <= end);
+        &samples[lo..hi]
+    }
+}
+
+/// A series of a vector selector: its labels, samples and, per step, the index of the sample used.
+pub(crate) type VectorPoints<'a> = (Labels, &'a [Sample], Vec<Option<usize>>);
+
+#[derive(Debug, Clone)]
+pub(crate) enum Val {
+    Scalar(Vec<f64>),
+    Str(String),
+    Vector(Vec<Row>),
+    Range(RangeVal),
+}
+
+impl Val {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Val::Scalar(_) => "scalar",
+            Val::Str(_) => "string",
+            Val::Vector(_) => "vector",
+            Val::Range(_) => "matrix",
+        }
+    }
+}
+
+pub(crate) fn exec(msg: impl Into<String>) -> Error {
+    Error::new(ErrorKind::Execution, msg)
+}
+
+pub(crate) struct Evaluator<'a> {
+    data: &'a HashMap<usize, Vec<SeriesData>>,
+    pub lookback: i64,
+    sub_step: i64,
+    max_samples: usize,
+    pub qstart: i64,
+    pub qend: i64,
+}
+
+impl<'a> Evaluator<'a> {
+    pub fn new(
+        data: &'a HashMap<usize, Vec<SeriesData>>,
+        lookback: i64,
+        sub_step: i64,
+        max_samples: usize,
+        qstart: i64,
+        qend: i64,
+    ) -> Evaluator<'a> {
+        Evaluator {
+            data,
+            lookback,
+            sub_step,
+            max_samples,
+            qstart,
+            qend,
+        }
+    }
+
+    pub fn eval_top(&mut self, e: &Expr, s: &Steps) -> Result<Val> {
+        self.eval(e, s)
+    }
+
+    fn check_samples(&self, n: usize) -> Result<()> {
+        if n > self.max_samples {
+            return Err(exec(
+                "query processing would load too many samples into memory in query execution",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn eval(&mut self, e: &Expr, s: &Steps) -> Result<Val> {
+        match e {
+            Expr::NumberLiteral(n) => Ok(Val::Scalar(vec![n.val; s.n])),
+            Expr::StringLiteral(l) => Ok(Val::Str(l.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr, s),
+            Expr::Unary(u) => match self.eval(&u.expr, s)? {
+                Val::Scalar(v) => Ok(Val::Scalar(v.into_iter().map(|x| -x).collect())),
+                Val::Vector(rows) => {
+                    let rows = rows
+                        .into_iter()
+                        .map(|mut r| {
+                            r.labels = drop_name(&r.labels);
+                            r.v.iter_mut().for_each(|x| *x = -*x);
+                            r
+                        })
+                        .collect();
+                    Ok(Val::Vector(merge_rows(rows)?))
+                }
+                other => Err(exec(format!(
+                    "unary expression only allowed on scalar or vector, got {}",
+                    other.kind()
+                ))),
+            },
+            Expr::VectorSelector(vs) => self.vector_selector(vs, s),
+            Expr::MatrixSelector(m) => self.matrix_selector(m, s),
+            Expr::Subquery(sq) => self.subquery(sq, s),
+            Expr::Call(c) => super::functions::call(self, c, s),
+            Expr::Aggregate(a) => super::aggregate::eval(self, a, s),
+            Expr::Binary(b) => super::binary::eval(self, b, s),
+            Expr::Extension(_) => Err(exec("extension expressions are not supported")),
+        }
+    }
+
+    /// The series fetched for a selector node.
+    pub fn selected(&self, vs: &VectorSelector) -> &'a [SeriesData] {
+        self.data
+            .get(&(vs as *const VectorSelector as usize))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Per step, the time a selector with these modifiers looks at.
+    pub fn eval_times(
+        &self,
+        at: &Option<promql_parser::parser::AtModifier>,
+        offset: &Option<promql_parser::parser::Offset>,
+        s: &Steps,
+    ) -> Vec<i64> {
+        let o = offset_ms(offset);
+        match at_ms(at, self.qstart, self.qend) {
+            Some(t) => vec![t - o; s.n],
+            None => (0..s.n).map(|i| s.t(i) - o).collect(),
+        }
+    }
+
+    /// For each series, per step, the index of the sample a vector selector uses (the last one in
+    /// `(t - lookback, t]`, not a staleness marker).
+    pub fn vector_points(&self, vs: &VectorSelector, s: &Steps) -> Vec<VectorPoints<'a>> {
+        let times = self.eval_times(&vs.at, &vs.offset, s);
+        let mut out = Vec::new();
+        for sd in self.selected(vs) {
+            let samples = sd.samples.as_slice();
+            let mut idx = Vec::with_capacity(s.n);
+            let mut any = false;
+            for &t in &times {
+                let hi = samples.partition_point(|x| x.t <= t);
+                let found = hi
+                    .checked_sub(1)
+                    .filter(|&j| samples[j].t > t - self.lookback && !is_stale_nan(samples[j].v));
+                any |= found.is_some();
+                idx.push(found);
+            }
+            if any {
+                out.push((sd.labels.clone(), samples, idx));
+            }
+        }
+        out
+    }
+
+    fn vector_selector(&mut self, vs: &VectorSelector, s: &Steps) -> Result<Val> {
+        let points = self.vector_points(vs, s);
+        let mut total = 0;
+        let rows: Vec<Row> = points
+            .into_iter()
+            .map(|(labels, samples, idx)| {
+                let mut r = Row::new(labels, s.n);
+                for (i, j) in idx.into_iter().enumerate() {
+                    if let Some(j) = j {
+                        r.set(i, samples[j].v);
+                        total += 1;
+                    }
+                }
+                r
+            })
+            .collect();
+        self.check_samples(total)?;
+        Ok(Val::Vector(rows))
+    }
+
+    fn matrix_selector(&mut self, m: &MatrixSelector, s: &Steps) -> Result<Val> {
+        let ends = self.eval_times(&m.vs.at, &m.vs.offset, s);
+        let range = i64::try_from(m.range.as_millis()).unwrap_or(i64::MAX);
+        let mut total = 0;
+        let series: Vec<(Labels, Vec<Sample>)> = self
+            .selected(&m.vs)
+            .iter()
+            .filter_map(|sd| {
+                let samples: Vec<Sample> = sd
+                    .samples
+                    .iter()
+                    .copied()
+                    .filter(|x| !is_stale_nan(x.v))
+                    .collect();
+                total += samples.len();
+                (!samples.is_empty()).then(|| (sd.labels.clone(), samples))
+            })
+            .collect();
+        self.check_samples(total)?;
+        Ok(Val::Range(RangeVal {
+            series,
+            ends,
+            range,
+        }))
+    }
+
+    fn subquery(&mut self, sq: &SubqueryExpr, s: &Steps) -> Result<Val> {
+        let ends = self.eval_times(&sq.at, &sq.offset, s);
+        let range = i64::try_from(sq.range.as_millis()).unwrap_or(i64::MAX);
+        let step = sq
+            .step
+            .as_ref()
+            .map_or(self.sub_step, |d| {
+                i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+            })
+            .max(1);
+        let lo = ends.iter().copied().min().unwrap_or(0) - range;
+        let hi = ends.iter().copied().max().unwrap_or(0);
+        // The inner grid is aligned to multiples of the step (as Prometheus does), starting after `lo`.
+        let start = lo.div_euclid(step) * step + if lo.rem_euclid(step) == 0 { 0 } else { step };
+        let n = if hi < start {
+            0
+        } else {
+            ((hi - start) / step) as usize + 1
+        };
+        let inner = Steps { start, step, n };
+        let series = match self.eval(&sq.expr, &inner)? {
+            Val::Vector(rows) => rows
+                .into_iter()
+                .filter_map(|r| {
+                    let samples: Vec<Sample> = (0..n)
+                        .filter_map(|i| r.get(i).map(|v| Sample::new(inner.t(i), v)))
+                        .collect();
+                    (!samples.is_empty()).then_some((r.labels, samples))
+                })
+                .collect(),
+            Val::Scalar(v) => vec![(
+                Labels::empty(),
+                v.into_iter()
+                    .enumerate()
+                    .map(|(i, x)| Sample::new(inner.t(i), x))
+                    .collect(),
+            )],
+            other => {
+                return Err(exec(format!(
+                    "subquery is only allowed on instant vector, got {}",
+                    other.kind()
+                )));
+            }
+        };
+        Ok(Val::Range(RangeVal {
+            series,
+            ends,
+            range,
+        }))
+    }
+}
+
+/// Labels without `__name__`.
+pub(crate) fn drop_name(l: &Labels) -> Labels {
+    if l.has("__name__") {
+        l.without(&["__name__"])
+    } else {
+        l.clone()
+    }
+}
+
+/// Joins rows with equal labels (label-changing operations can produce them); two present at the same
+/// step is Prometheus' "same labelset" error.
+pub(crate) fn merge_rows(rows: Vec<Row>) -> Result<Vec<Row>> {
+    let mut index: HashMap<Labels, usize> = HashMap::with_capacity(rows.len());
+    let mut out: Vec<Row> = Vec::with_capacity(rows.len());
+    for r in rows {
+        match index.get(&r.labels) {
+            None => {
+                index.insert(r.labels.clone(), out.len());
+                out.push(r);
+            }
+            Some(&k) => {
+                let into = &mut out[k];
+                for i in 0..r.ok.len() {
+                    if r.ok[i] {
+                        if into.ok[i] {
+                            return Err(exec(
+                                "vector cannot contain metrics with the same labelset",
+                            ));
+                        }
+                        into.set(i, r.v[i]);
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The API value of the top-level node.
+pub(crate) fn to_query_value(v: Val, s: &Steps, instant: bool, _e: &Expr) -> Result<QueryValue> {
+    if instant {
+        let t = s.start;
+        return Ok(match v {
+            Val::Scalar(x) => QueryValue::Scalar { t, v: x[0] },
+            Val::Str(x) => QueryValue::String { t, s: x },
+            Val::Vector(rows) => QueryValue::Vector(
+                rows.into_iter()
+                    .filter_map(|r| {
+                        r.get(0).map(|v| VectorSample {
+                            labels: r.labels,
+                            t,
+                            v,
+                        })
+                    })
+                    .collect(),
+            ),
+            Val::Range(rv) => {
+                let mut out: Vec<SeriesData> = (0..rv.series.len())
+                    .filter_map(|k| {
+                        let w = rv.window(k, 0);
+                        (!w.is_empty()).then(|| SeriesData {
+                            labels: rv.series[k].0.clone(),
+                            samples: w.to_vec(),
+                        })
+                    })
+                    .collect();
+                out.sort_by(|a, b| a.labels.cmp(&b.labels));
+                QueryValue::Matrix(out)
+            }
+        });
+    }
+    let mut out: Vec<SeriesData> = match v {
+        Val::Scalar(x) => vec![SeriesData {
+            labels: Labels::empty(),
+            samples: x
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| Sample::new(s.t(i), v))
+                .collect(),
+        }],
+        Val::Vector(rows) => rows
+            .into_iter()
+            .filter_map(|r| {
+                let samples: Vec<Sample> = (0..s.n)
+                    .filter_map(|i| r.get(i).map(|v| Sample::new(s.t(i), v)))
+                    .collect();
+                (!samples.is_empty()).then_some(SeriesData {
+                    labels: r.labels,
+                    samples,
+                })
+            })
+            .collect(),
+        other => {
+            return Err(Error::bad_data(format!(
+                "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                other.kind()
+            )));
+        }
+    };
+    out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    Ok(QueryValue::Matrix(out))
+}

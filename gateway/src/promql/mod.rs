@@ -1,0 +1,467 @@
+//! The PromQL engine: Prometheus 3 float semantics over a [`Queryable`].
+//!
+//! Parsing is promql-parser's; evaluation is ours. A query runs in two phases:
+//! 1. **Fetch.** The AST is walked once to find every selector and the time range it needs (lookback,
+//!    ranges, offsets, `@`, subqueries all applied), and all selections are asked of the `Queryable` in
+//!    parallel, with the calling function as a hint (counter-aware dedup).
+//! 2. **Evaluate**, synchronously, **series at a time over all steps**: every node produces, for each
+//!    output series, its values at every step of the query at once (a presence mask marks the steps where
+//!    the series exists). A range query is one pass over each series' samples, with sliding windows for
+//!    `rate` and `*_over_time`, never one evaluation per step; vector matching and grouping are done
+//!    once per series, not per step. An instant query is a range query of one step.
+//!
+//! Semantics follow Prometheus 3: lookback and range windows are left-open (`(t - range, t]`), staleness
+//! markers end series, `__name__` is dropped by arithmetic and most functions.
+
+// Step loops index several per-step arrays (values, presence, parameters) in lockstep; an index is the
+// clearest way to write them.
+#![allow(clippy::needless_range_loop)]
+
+mod aggregate;
+mod binary;
+mod eval;
+mod functions;
+pub mod promqltest;
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use meridian_edge::error::{Error, ErrorKind, Result};
+use meridian_edge::labels::Labels;
+use meridian_edge::matcher::{MatchType, Matcher};
+use meridian_edge::sample::Sample;
+use promql_parser::parser::{self, AtModifier, Expr, Offset, VectorSelector};
+
+use crate::queryable::{Queryable, SelectHints, SelectRequest, SeriesData};
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// How far back a vector selector looks for a sample (`--query.lookback-delta`, 5 m).
+    pub lookback_delta: Duration,
+    /// Subquery resolution when none is given (the evaluation interval, 1 m).
+    pub default_subquery_step: Duration,
+    /// Most samples a query may hold at once (`--query.max-samples`).
+    pub max_samples: usize,
+    /// `--query.timeout`.
+    pub timeout: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> EngineOptions {
+        EngineOptions {
+            lookback_delta: Duration::from_secs(300),
+            default_subquery_step: Duration::from_secs(60),
+            max_samples: 50_000_000,
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// One sample of an instant vector result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VectorSample {
+    pub labels: Labels,
+    pub t: i64,
+    pub v: f64,
+}
+
+/// A query's value, as the HTTP API returns it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueryValue {
+    Scalar {
+        t: i64,
+        v: f64,
+    },
+    String {
+        t: i64,
+        s: String,
+    },
+    /// Instant vector, in output order (sorted by labels unless the query orders it).
+    Vector(Vec<VectorSample>),
+    /// Range vector or range query result, series sorted by labels.
+    Matrix(Vec<SeriesData>),
+}
+
+/// A query's value and its warnings (partial responses).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryResult {
+    pub value: QueryValue,
+    pub warnings: Vec<String>,
+}
+
+/// The PromQL engine.
+#[derive(Debug, Clone, Default)]
+pub struct Engine {
+    opts: EngineOptions,
+}
+
+/// Parses a query, mapping the parser's message to a `bad_data` error.
+pub fn parse(query: &str) -> Result<Expr> {
+    parser::parse(query).map_err(|e| Error::bad_data(format!("invalid parameter \"query\": {e}")))
+}
+
+fn ms(d: &Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn time_ms(t: &SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => ms(&d),
+        Err(e) => -ms(&e.duration()),
+    }
+}
+
+pub(crate) fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        None => 0,
+        Some(Offset::Pos(d)) => ms(d),
+        Some(Offset::Neg(d)) => -ms(d),
+    }
+}
+
+/// The fixed evaluation time of an `@` modifier, if any.
+pub(crate) fn at_ms(at: &Option<AtModifier>, start: i64, end: i64) -> Option<i64> {
+    match at {
+        None => None,
+        Some(AtModifier::Start) => Some(start),
+        Some(AtModifier::End) => Some(end),
+        Some(AtModifier::At(t)) => Some(time_ms(t)),
+    }
+}
+
+/// Our matchers from a selector (Go RE2 semantics: the parser's compiled regexes are not used).
+pub(crate) fn selector_matchers(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>> {
+    use promql_parser::label::MatchOp;
+    let convert = |ms: &[promql_parser::label::Matcher]| -> Result<Vec<Matcher>> {
+        let mut out = Vec::with_capacity(ms.len() + 1);
+        if let Some(name) = &vs.name
+            && !ms.iter().any(|m| m.name == "__name__")
+        {
+            out.push(Matcher::equal("__name__", name.clone()));
+        }
+        for m in ms {
+            let kind = match m.op {
+                MatchOp::Equal => MatchType::Equal,
+                MatchOp::NotEqual => MatchType::NotEqual,
+                MatchOp::Re(_) => MatchType::Regex,
+                MatchOp::NotRe(_) => MatchType::NotRegex,
+            };
+            out.push(Matcher::new(kind, m.name.clone(), m.value.clone())?);
+        }
+        Ok(out)
+    };
+    if vs.matchers.or_matchers.is_empty() {
+        Ok(vec![convert(&vs.matchers.matchers)?])
+    } else {
+        vs.matchers
+            .or_matchers
+            .iter()
+            .map(|ms| convert(ms))
+            .collect()
+    }
+}
+
+/// A selection the evaluation needs: the selector node, its time range and the function consuming it.
+struct Need<'a> {
+    vs: &'a VectorSelector,
+    start: i64,
+    end: i64,
+    func: Option<String>,
+}
+
+/// Context of the fetch walk: the query's own start and end (for `@ start()`/`end()`).
+struct Walk {
+    qstart: i64,
+    qend: i64,
+    lookback: i64,
+    sub_step: i64,
+}
+
+impl Walk {
+    /// Records the selections of `e` evaluated at times within `[lo, hi]`.
+    fn collect<'a>(
+        &self,
+        e: &'a Expr,
+        lo: i64,
+        hi: i64,
+        func: Option<&str>,
+        out: &mut Vec<Need<'a>>,
+    ) {
+        match e {
+            Expr::VectorSelector(vs) => {
+                let (lo, hi) = self.shift(&vs.at, &vs.offset, lo, hi);
+                out.push(Need {
+                    vs,
+                    start: lo - self.lookback,
+                    end: hi,
+                    func: func.map(str::to_owned),
+                });
+            }
+            Expr::MatrixSelector(m) => {
+                let (lo, hi) = self.shift(&m.vs.at, &m.vs.offset, lo, hi);
+                out.push(Need {
+                    vs: &m.vs,
+                    start: lo - ms(&m.range),
+                    end: hi,
+                    func: func.map(str::to_owned),
+                });
+            }
+            Expr::Subquery(sq) => {
+                let (lo, hi) = self.shift(&sq.at, &sq.offset, lo, hi);
+                let step = sq.step.as_ref().map_or(self.sub_step, ms).max(1);
+                let start = lo - ms(&sq.range);
+                self.collect(&sq.expr, start, hi, func, out);
+                let _ = step;
+            }
+            Expr::Aggregate(a) => {
+                if let Some(p) = &a.param {
+                    self.collect(p, lo, hi, None, out);
+                }
+                self.collect(&a.expr, lo, hi, None, out);
+            }
+            Expr::Unary(u) => self.collect(&u.expr, lo, hi, None, out),
+            Expr::Binary(b) => {
+                self.collect(&b.lhs, lo, hi, None, out);
+                self.collect(&b.rhs, lo, hi, None, out);
+            }
+            Expr::Paren(p) => self.collect(&p.expr, lo, hi, func, out),
+            Expr::Call(c) => {
+                for a in &c.args.args {
+                    self.collect(a, lo, hi, Some(c.func.name), out);
+                }
+            }
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+        }
+    }
+
+    fn shift(
+        &self,
+        at: &Option<AtModifier>,
+        offset: &Option<Offset>,
+        lo: i64,
+        hi: i64,
+    ) -> (i64, i64) {
+        let o = offset_ms(offset);
+        match at_ms(at, self.qstart, self.qend) {
+            Some(t) => (t - o, t - o),
+            None => (lo - o, hi - o),
+        }
+    }
+}
+
+impl Engine {
+    pub fn new(opts: EngineOptions) -> Engine {
+        Engine { opts }
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    /// Evaluates `query` at `t` (ms).
+    pub async fn instant(&self, q: &dyn Queryable, query: &str, t: i64) -> Result<QueryResult> {
+        let expr = parse(query)?;
+        self.run(q, &expr, t, t, 0).await
+    }
+
+    /// Evaluates `query` at every `step` (ms) from `start` to `end`; the result is a matrix.
+    pub async fn range(
+        &self,
+        q: &dyn Queryable,
+        query: &str,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<QueryResult> {
+        if step <= 0 {
+            return Err(Error::bad_data(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer",
+            ));
+        }
+        if end < start {
+            return Err(Error::bad_data(
+                "end timestamp must not be before start time",
+            ));
+        }
+        let expr = parse(query)?;
+        let vt = expr.value_type();
+        if !matches!(
+            vt,
+            parser::value::ValueType::Scalar | parser::value::ValueType::Vector
+        ) {
+            return Err(Error::bad_data(format!(
+                "invalid expression type \"{vt}\" for range query, must be Scalar or instant Vector"
+            )));
+        }
+        self.run(q, &expr, start, end, step).await
+    }
+
+    /// Evaluates a parsed expression over `[start, end]` at `step` (0 = instant).
+    pub async fn run(
+        &self,
+        q: &dyn Queryable,
+        expr: &Expr,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<QueryResult> {
+        let deadline = tokio::time::Instant::now() + self.opts.timeout;
+        let fetch = self.fetch(q, expr, start, end);
+        let (data, warnings) = tokio::time::timeout_at(deadline, fetch)
+            .await
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Timeout,
+                    "query timed out in expression evaluation",
+                )
+            })??;
+        let n = if step == 0 {
+            1
+        } else {
+            ((end - start) / step) as usize + 1
+        };
+        let steps = eval::Steps {
+            start,
+            step: step.max(1),
+            n,
+        };
+        let mut ev = eval::Evaluator::new(
+            &data,
+            ms(&self.opts.lookback_delta),
+            ms(&self.opts.default_subquery_step),
+            self.opts.max_samples,
+            start,
+            end,
+        );
+        let val = ev.eval_top(expr, &steps)?;
+        let value = eval::to_query_value(val, &steps, step == 0, expr)?;
+        Ok(QueryResult { value, warnings })
+    }
+
+    async fn fetch(
+        &self,
+        q: &dyn Queryable,
+        expr: &Expr,
+        start: i64,
+        end: i64,
+    ) -> Result<(HashMap<usize, Vec<SeriesData>>, Vec<String>)> {
+        let walk = Walk {
+            qstart: start,
+            qend: end,
+            lookback: ms(&self.opts.lookback_delta),
+            sub_step: ms(&self.opts.default_subquery_step),
+        };
+        let mut needs = Vec::new();
+        walk.collect(expr, start, end, None, &mut needs);
+        // One selection per selector node, over the union of the ranges it is needed for.
+        let mut by_node: HashMap<usize, (&VectorSelector, i64, i64, Option<String>)> =
+            HashMap::new();
+        for n in needs {
+            let key = n.vs as *const VectorSelector as usize;
+            let e = by_node
+                .entry(key)
+                .or_insert((n.vs, n.start, n.end, n.func.clone()));
+            e.1 = e.1.min(n.start);
+            e.2 = e.2.max(n.end);
+        }
+        let mut calls = Vec::new();
+        for (key, (vs, lo, hi, func)) in by_node {
+            let alternatives = selector_matchers(vs)?;
+            calls.push(async move {
+                let mut merged: Vec<SeriesData> = Vec::new();
+                let mut warnings = Vec::new();
+                for matchers in alternatives {
+                    let got = q
+                        .select(SelectRequest {
+                            matchers,
+                            // Left-open windows: a sample exactly at the lower bound is never used.
+                            start: lo + 1,
+                            end: hi,
+                            hints: SelectHints {
+                                func: func.clone(),
+                                ..Default::default()
+                            },
+                        })
+                        .await?;
+                    warnings.extend(got.warnings);
+                    merged.extend(got.series);
+                }
+                merged.sort_by(|a, b| a.labels.cmp(&b.labels));
+                merged.dedup_by(|a, b| a.labels == b.labels);
+                Ok::<_, Error>((key, merged, warnings))
+            });
+        }
+        let mut data = HashMap::new();
+        let mut warnings = Vec::new();
+        for r in futures::future::join_all(calls).await {
+            let (key, series, w) = r?;
+            warnings.extend(w);
+            data.insert(key, series);
+        }
+        Ok((data, warnings))
+    }
+}
+
+/// An in-memory [`Queryable`] over fixed series (tests, the promqltest runner).
+#[derive(Debug, Clone, Default)]
+pub struct MemQueryable {
+    pub series: Vec<SeriesData>,
+}
+
+#[async_trait::async_trait]
+impl Queryable for MemQueryable {
+    async fn select(&self, req: SelectRequest) -> Result<crate::queryable::Selected> {
+        let mut out = Vec::new();
+        for s in &self.series {
+            if !meridian_edge::matcher::matches_all(&req.matchers, &s.labels) {
+                continue;
+            }
+            let samples: Vec<Sample> = s
+                .samples
+                .iter()
+                .copied()
+                .filter(|x| x.t >= req.start && x.t <= req.end)
+                .collect();
+            if !samples.is_empty() {
+                out.push(SeriesData {
+                    labels: s.labels.clone(),
+                    samples,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(crate::queryable::Selected {
+            series: out,
+            warnings: vec![],
+        })
+    }
+
+    async fn label_names(
+        &self,
+        _req: crate::queryable::LabelsRequest,
+    ) -> Result<crate::queryable::Named> {
+        Ok(self.distinct(|l| l.iter().map(|x| x.name.to_owned()).collect()))
+    }
+
+    async fn label_values(
+        &self,
+        name: &str,
+        _req: crate::queryable::LabelsRequest,
+    ) -> Result<crate::queryable::Named> {
+        Ok(self.distinct(|l| l.get(name).map(str::to_owned).into_iter().collect()))
+    }
+}
+
+impl MemQueryable {
+    /// Sorted distinct strings taken from every series' labels.
+    fn distinct(&self, f: impl Fn(&Labels) -> Vec<String>) -> crate::queryable::Named {
+        let mut names: Vec<String> = self.series.iter().flat_map(|s| f(&s.labels)).collect();
+        names.sort();
+        names.dedup();
+        crate::queryable::Named {
+            names,
+            warnings: vec![],
+        }
+    }
+}
