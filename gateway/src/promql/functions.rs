@@ -753,7 +753,22 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Val> {
         "histogram_quantile" => {
             let q = scalar_arg(ev, arg(0)?, s)?;
             let rows = vector_arg(ev, arg(1)?, s)?;
-            histogram_quantile(&q, rows, s)
+            histogram_quantile(&[q], None, rows, s)
+        }
+        "histogram_quantiles" => {
+            let rows = vector_arg(ev, arg(0)?, s)?;
+            let label = string_arg(ev, arg(1)?, s)?;
+            let mut qs = Vec::new();
+            for a in args.iter().skip(2) {
+                qs.push(scalar_arg(ev, a, s)?);
+            }
+            histogram_quantile(&qs, Some(&label), rows, s)
+        }
+        "histogram_fraction" => {
+            let lo = scalar_arg(ev, arg(0)?, s)?;
+            let hi = scalar_arg(ev, arg(1)?, s)?;
+            let rows = vector_arg(ev, arg(2)?, s)?;
+            histogram_fraction(&lo, &hi, rows, s)
         }
         "day_of_month" => date_part(ev, c, s, |d| f64::from(d.day())),
         "day_of_week" => date_part(ev, c, s, |d| {
@@ -816,9 +831,9 @@ fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     }
 }
 
-/// Classic-bucket `histogram_quantile`, with Prometheus' fix-ups: buckets with equal bounds are summed,
-/// counts forced monotonic, tiny differences treated as equal.
-fn histogram_quantile(q: &[f64], rows: Vec<Row>, s: &Steps) -> Result<Val> {
+/// Classic histograms of a vector: series grouped by labels without `le` (the name still tells two
+/// histograms apart), with each bucket's upper bound and row.
+fn classic_groups(rows: &[Row]) -> Vec<(Labels, Vec<(f64, usize)>)> {
     let mut groups: Vec<(Labels, Vec<(f64, usize)>)> = Vec::new();
     let mut index: HashMap<Labels, usize> = HashMap::new();
     for (k, r) in rows.iter().enumerate() {
@@ -828,31 +843,140 @@ fn histogram_quantile(q: &[f64], rows: Vec<Row>, s: &Steps) -> Result<Val> {
         let Ok(bound) = parse_go_float(le) else {
             continue;
         };
-        let g = r.labels.without(&["le", "__name__"]);
+        let g = r.labels.without(&["le"]);
         let gi = *index.entry(g.clone()).or_insert_with(|| {
             groups.push((g, Vec::new()));
             groups.len() - 1
         });
         groups[gi].1.push((bound, k));
     }
+    groups
+}
+
+/// The buckets of a group present at step `i`, sorted, equal bounds summed, counts made monotonic
+/// (differences within a relative 1e-12 are noise), as Prometheus fixes them up. `None` without a
+/// `+Inf` bucket.
+fn buckets_at(rows: &[Row], buckets: &[(f64, usize)], i: usize) -> Option<Vec<(f64, f64)>> {
+    let mut b: Vec<(f64, f64)> = buckets
+        .iter()
+        .filter_map(|&(ub, k)| rows[k].get(i).map(|c| (ub, c)))
+        .collect();
+    if b.is_empty() {
+        return None;
+    }
+    b.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(b.len());
+    for (ub, c) in b {
+        match merged.last_mut() {
+            Some(last) if last.0 == ub => last.1 += c,
+            _ => merged.push((ub, c)),
+        }
+    }
+    let mut prev = merged[0].1;
+    for x in merged.iter_mut().skip(1) {
+        let curr = x.1;
+        if curr == prev {
+            continue;
+        }
+        if ((curr - prev) / curr.abs().max(prev.abs())).abs() <= 1e-12 || curr < prev {
+            x.1 = prev;
+            continue;
+        }
+        prev = curr;
+    }
+    Some(merged)
+}
+
+/// `histogram_quantile` (one `q`) and `histogram_quantiles` (several, each as a series labelled
+/// `label="<q>"`) over classic buckets.
+fn histogram_quantile(
+    q: &[Vec<f64>],
+    label: Option<&str>,
+    rows: Vec<Row>,
+    s: &Steps,
+) -> Result<Val> {
     let mut out = Vec::new();
-    for (labels, buckets) in groups {
-        let mut row = Row::new(labels, s.n);
-        for i in 0..s.n {
-            let mut b: Vec<(f64, f64)> = buckets
-                .iter()
-                .filter_map(|&(ub, k)| rows[k].get(i).map(|c| (ub, c)))
-                .collect();
-            if b.is_empty() {
-                continue;
+    for (group, buckets) in classic_groups(&rows) {
+        let base = drop_name(&group);
+        for qv in q {
+            let labels = match label {
+                Some(l) => {
+                    // Like `le` values: integral quantiles keep one decimal ("1.0").
+                    let mut text = super::aggregate::format_go_float(qv[0]);
+                    if qv[0].is_finite() && !text.contains(['.', 'e']) {
+                        text.push_str(".0");
+                    }
+                    set_or_delete(&base, l, &text)
+                }
+                None => base.clone(),
+            };
+            let mut row = Row::new(labels, s.n);
+            for i in 0..s.n {
+                if let Some(b) = buckets_at(&rows, &buckets, i) {
+                    let v = if b.last().is_some_and(|x| x.0 == f64::INFINITY) {
+                        bucket_quantile(qv[i], &b)
+                    } else {
+                        f64::NAN
+                    };
+                    row.set(i, v);
+                }
             }
-            row.set(i, bucket_quantile(q[i], &mut b));
+            if row.any() {
+                out.push(row);
+            }
+        }
+    }
+    Ok(Val::Vector(merge_rows(out)?))
+}
+
+/// `histogram_fraction(lower, upper, buckets)` over classic buckets: the share of observations in
+/// `[lower, upper]`. A bucket inside the range counts fully; a finite bucket partly inside counts in
+/// proportion to the overlap (linear interpolation); an infinitely wide bucket partly inside counts
+/// nothing. The first bucket starts at 0 when its bound is positive, at -Inf otherwise.
+fn histogram_fraction(lo: &[f64], hi: &[f64], rows: Vec<Row>, s: &Steps) -> Result<Val> {
+    let mut out = Vec::new();
+    for (group, buckets) in classic_groups(&rows) {
+        let mut row = Row::new(drop_name(&group), s.n);
+        for i in 0..s.n {
+            let Some(b) = buckets_at(&rows, &buckets, i) else {
+                continue;
+            };
+            let (lower, upper) = (lo[i], hi[i]);
+            let total = b.last().map_or(0.0, |x| x.1);
+            let v = if lower.is_nan() || upper.is_nan() || total == 0.0 {
+                f64::NAN
+            } else if lower >= upper {
+                0.0
+            } else {
+                let mut sum = 0.0;
+                for (k, &(ub, count)) in b.iter().enumerate() {
+                    let (lb, below) = if k == 0 {
+                        (if ub > 0.0 { 0.0 } else { f64::NEG_INFINITY }, 0.0)
+                    } else {
+                        (b[k - 1].0, b[k - 1].1)
+                    };
+                    let c = count - below;
+                    // An infinitely wide bucket counts fully when the range reaches its open end.
+                    let reaches_open_end = (ub == f64::INFINITY
+                        && upper == f64::INFINITY
+                        && lower < ub)
+                        || (lb == f64::NEG_INFINITY && lower == f64::NEG_INFINITY && upper > lb);
+                    if (lb >= lower && ub <= upper) || reaches_open_end {
+                        sum += c;
+                    } else if lb.is_finite() && ub.is_finite() && ub > lb {
+                        let overlap = (ub.min(upper) - lb.max(lower)).max(0.0);
+                        sum += c * overlap / (ub - lb);
+                    }
+                }
+                sum / total
+            };
+            row.set(i, v);
         }
         if row.any() {
             out.push(row);
         }
     }
-    Ok(Val::Vector(out))
+    Ok(Val::Vector(merge_rows(out)?))
 }
 
 fn parse_go_float(s: &str) -> std::result::Result<f64, ()> {
@@ -864,7 +988,7 @@ fn parse_go_float(s: &str) -> std::result::Result<f64, ()> {
     }
 }
 
-fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
+fn bucket_quantile(q: f64, merged: &[(f64, f64)]) -> f64 {
     if q.is_nan() {
         return f64::NAN;
     }
@@ -873,31 +997,6 @@ fn bucket_quantile(q: f64, buckets: &mut [(f64, f64)]) -> f64 {
     }
     if q > 1.0 {
         return f64::INFINITY;
-    }
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    if buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
-        return f64::NAN;
-    }
-    // Buckets with the same bound are one bucket.
-    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
-    for &(ub, c) in buckets.iter() {
-        match merged.last_mut() {
-            Some(last) if last.0 == ub => last.1 += c,
-            _ => merged.push((ub, c)),
-        }
-    }
-    // Monotonic counts; differences within 1e-12 (relative) are noise.
-    let mut prev = merged[0].1;
-    for b in merged.iter_mut().skip(1) {
-        let curr = b.1;
-        if curr == prev {
-            continue;
-        }
-        if ((curr - prev) / curr.abs().max(prev.abs())).abs() <= 1e-12 || curr < prev {
-            b.1 = prev;
-            continue;
-        }
-        prev = curr;
     }
     if merged.len() < 2 {
         return f64::NAN;
