@@ -1,0 +1,519 @@
+//! Differential PromQL test against Debian's Prometheus 2.42 on the same data: synthetic series shaped like
+//! the PromLabs demo service (the data the PromQL compliance query list expects) are written as
+//! OpenMetrics, turned into blocks by `promtool tsdb create-blocks-from openmetrics` and served by a real
+//! Prometheus; the same samples go into Meridian's engine. Every query of the compliance list (variants
+//! expanded as the compliance tester does) runs as instant queries and as a range query on both; values
+//! must agree (relative 1e-9; Kahan summation in Prometheus 3 differs from 2.42 in the last bits), or
+//! both must fail.
+//!
+//! Prometheus 3 differs from 2.42 in window boundaries (left-open): samples sit at odd milliseconds and
+//! query times at half seconds, so no sample or subquery step lands on a boundary. Queries whose 3.x
+//! meaning differs on purpose are listed in `KNOWN` with the reason.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use meridian_edge::{Labels, Sample};
+use meridian_gateway::promql::{Engine, MemQueryable, QueryValue};
+use meridian_gateway::queryable::SeriesData;
+use meridian_testkit::{Prometheus, http_get, require, run_ok, urlencode};
+
+const T0: i64 = 1_700_006_400_000;
+const STEP: i64 = 15_000;
+/// 2 h of data.
+const POINTS: i64 = 480;
+const OFFSET_MS: i64 = 3_217;
+
+/// Queries whose Prometheus 3 meaning differs from 2.42's, and why.
+const KNOWN: &[(&str, &str)] = &[
+    (
+        "label_replace(demo_num_cpus, \"~invalid\", \"\", \"src\", \"(.*)\")",
+        "Prometheus 3 accepts any UTF-8 label name",
+    ),
+    (
+        "label_join(demo_num_cpus, \"~invalid\", \"-\", \"instance\")",
+        "Prometheus 3 accepts any UTF-8 label name",
+    ),
+];
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn generate() -> Vec<SeriesData> {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut out = Vec::new();
+    let t = |k: i64| T0 + k * STEP + OFFSET_MS;
+    for i in 0..3 {
+        let instance = format!("demo.promlabs.com:1000{i}");
+        let base = |name: &str, extra: &[(&str, &str)]| {
+            let mut pairs = vec![
+                ("__name__", name),
+                ("instance", instance.as_str()),
+                ("job", "demo"),
+            ];
+            pairs.extend_from_slice(extra);
+            Labels::from_pairs(pairs)
+        };
+        for ty in ["buffers", "cached", "free", "used"] {
+            let mut v = 1e9 * (1.0 + rng.next());
+            let samples = (0..POINTS)
+                .map(|k| {
+                    v += (rng.next() - 0.5) * 1e7;
+                    Sample::new(t(k), v.round())
+                })
+                .collect();
+            out.push(SeriesData {
+                labels: base("demo_memory_usage_bytes", &[("type", ty)]),
+                samples,
+            });
+        }
+        for mode in ["idle", "system", "user"] {
+            let mut v = 1000.0 * rng.next();
+            let reset_at = 100 + (rng.next() * 300.0) as i64;
+            let samples = (0..POINTS)
+                .map(|k| {
+                    if k == reset_at {
+                        v = 0.0;
+                    }
+                    v += 15.0 * rng.next();
+                    Sample::new(t(k), (v * 1000.0).round() / 1000.0)
+                })
+                .collect();
+            out.push(SeriesData {
+                labels: base("demo_cpu_usage_seconds_total", &[("mode", mode)]),
+                samples,
+            });
+        }
+        out.push(SeriesData {
+            labels: base("demo_num_cpus", &[]),
+            samples: (0..POINTS)
+                .map(|k| Sample::new(t(k), f64::from(4 << i)))
+                .collect(),
+        });
+        let mut disk = 5e10;
+        out.push(SeriesData {
+            labels: base("demo_disk_usage_bytes", &[]),
+            samples: (0..POINTS)
+                .map(|k| {
+                    disk += 1e6 * (rng.next() + 0.2);
+                    Sample::new(t(k), disk.round())
+                })
+                .collect(),
+        });
+        let mut last = (T0 / 1000) as f64;
+        out.push(SeriesData {
+            labels: base("demo_batch_last_success_timestamp_seconds", &[]),
+            samples: (0..POINTS)
+                .map(|k| {
+                    if k % 20 == 7 {
+                        last = (t(k) / 1000) as f64;
+                    }
+                    Sample::new(t(k), last)
+                })
+                .collect(),
+        });
+        // Present in bursts, absent (longer than the lookback) in between.
+        out.push(SeriesData {
+            labels: base("demo_intermittent_metric", &[]),
+            samples: (0..POINTS)
+                .filter(|k| (k / 40) % 2 == 0)
+                .map(|k| Sample::new(t(k), k as f64))
+                .collect(),
+        });
+        for (method, path) in [("GET", "/api/foo"), ("POST", "/api/bar")] {
+            let bounds = ["0.1", "0.25", "0.5", "1", "2.5", "+Inf"];
+            let mut counts = [0.0f64; 6];
+            let mut sum = 0.0;
+            let mut series: Vec<Vec<Sample>> = vec![Vec::new(); 8];
+            for k in 0..POINTS {
+                for _ in 0..(5.0 + 10.0 * rng.next()) as usize {
+                    let d = rng.next() * rng.next() * 4.0;
+                    sum += d;
+                    for (b, c) in counts.iter_mut().enumerate() {
+                        let ub: f64 = if b == 5 {
+                            f64::INFINITY
+                        } else {
+                            bounds[b].parse().unwrap()
+                        };
+                        if d <= ub {
+                            *c += 1.0;
+                        }
+                    }
+                }
+                for b in 0..6 {
+                    series[b].push(Sample::new(t(k), counts[b]));
+                }
+                series[6].push(Sample::new(t(k), (sum * 1e6).round() / 1e6));
+                series[7].push(Sample::new(t(k), counts[5]));
+            }
+            let common = [("method", method), ("path", path), ("status", "200")];
+            for (b, samples) in series.into_iter().enumerate() {
+                let labels = match b {
+                    0..=5 => {
+                        let mut extra = common.to_vec();
+                        extra.push(("le", bounds[b]));
+                        base("demo_api_request_duration_seconds_bucket", &extra)
+                    }
+                    6 => base("demo_api_request_duration_seconds_sum", &common),
+                    _ => base("demo_api_request_duration_seconds_count", &common),
+                };
+                out.push(SeriesData { labels, samples });
+            }
+        }
+    }
+    out
+}
+
+fn openmetrics(series: &[SeriesData]) -> String {
+    let mut by_name: BTreeMap<&str, Vec<&SeriesData>> = BTreeMap::new();
+    for s in series {
+        by_name
+            .entry(s.labels.metric_name().unwrap())
+            .or_default()
+            .push(s);
+    }
+    let mut out = String::new();
+    for (name, list) in by_name {
+        writeln!(out, "# TYPE {name} unknown").unwrap();
+        for s in list {
+            let labels: Vec<String> = s
+                .labels
+                .iter()
+                .filter(|l| l.name != "__name__")
+                .map(|l| format!("{}=\"{}\"", l.name, l.value))
+                .collect();
+            for smp in &s.samples {
+                writeln!(
+                    out,
+                    "{name}{{{}}} {} {}.{:03}",
+                    labels.join(","),
+                    smp.v,
+                    smp.t / 1000,
+                    smp.t % 1000
+                )
+                .unwrap();
+            }
+        }
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
+/// The compliance tester's variant values.
+fn variants(arg: &str) -> Vec<&'static str> {
+    match arg {
+        "offset" => vec!["1m", "5m", "10m"],
+        "range" => vec!["1s", "15s", "1m", "5m", "15m", "1h"],
+        "simpleAggrOp" => vec!["sum", "avg", "max", "min", "count", "stddev", "stdvar"],
+        "topBottomOp" => vec!["topk", "bottomk"],
+        "quantile" => vec![
+            "-0.5", "0.1", "0.5", "0.75", "0.95", "0.90", "0.99", "1", "1.5",
+        ],
+        "arithBinOp" => vec!["+", "-", "*", "/", "%", "^"],
+        "compBinOp" => vec!["==", "!=", "<", ">", "<=", ">="],
+        "binOp" => vec![
+            "+", "-", "*", "/", "%", "^", "==", "!=", "<", ">", "<=", ">=",
+        ],
+        "simpleTimeAggrOp" => vec![
+            "sum", "avg", "max", "min", "count", "stddev", "stdvar", "last", "present",
+        ],
+        "simpleMathFunc" => vec![
+            "abs", "ceil", "floor", "exp", "sqrt", "ln", "log2", "log10", "round",
+        ],
+        "extrapolatedRateFunc" => vec!["delta", "rate", "increase"],
+        "instantRateFunc" => vec!["idelta", "irate"],
+        "clampFunc" => vec!["clamp_min", "clamp_max"],
+        "dateFunc" => vec![
+            "day_of_month",
+            "day_of_week",
+            "days_in_month",
+            "hour",
+            "minute",
+            "month",
+            "year",
+        ],
+        other => panic!("unknown variant argument {other}"),
+    }
+}
+
+/// The queries of the compliance list with every variant expanded.
+fn queries(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let l = line.trim();
+        let Some(rest) = l
+            .strip_prefix("- query:")
+            .or_else(|| l.strip_prefix("query:"))
+        else {
+            continue;
+        };
+        let q = rest.trim();
+        let q = q
+            .strip_prefix('\'')
+            .and_then(|x| x.strip_suffix('\''))
+            .or_else(|| q.strip_prefix('"').and_then(|x| x.strip_suffix('"')))
+            .unwrap_or(q)
+            .to_owned();
+        let mut expanded = vec![q];
+        loop {
+            let mut next = Vec::new();
+            let mut changed = false;
+            for q in &expanded {
+                if let Some(start) = q.find("{{.") {
+                    let end = q[start..].find("}}").unwrap() + start;
+                    let arg = &q[start + 3..end];
+                    for v in variants(arg) {
+                        // The same argument everywhere in the query takes the same value.
+                        next.push(q.replace(&format!("{{{{.{arg}}}}}"), v));
+                    }
+                    changed = true;
+                } else {
+                    next.push(q.clone());
+                }
+            }
+            expanded = next;
+            if !changed {
+                break;
+            }
+        }
+        out.extend(expanded);
+    }
+    out
+}
+
+/// A comparable form of a result: `(labels, [(t, v)])` sorted by labels.
+type Canon = Vec<(String, Vec<(i64, f64)>)>;
+
+/// A result or the error message.
+type Answer = Result<Canon, String>;
+
+fn from_prometheus(j: &serde_json::Value) -> Result<Canon, String> {
+    if j["status"] != "success" {
+        return Err(j["error"].as_str().unwrap_or("").to_owned());
+    }
+    let data = &j["data"];
+    let value = |p: &serde_json::Value| -> (i64, f64) {
+        let t = (p[0].as_f64().unwrap() * 1000.0).round() as i64;
+        (t, meridian_testkit::parse_go_float(p[1].as_str().unwrap()))
+    };
+    let labels = |m: &serde_json::Value| -> String {
+        let pairs: Vec<(String, String)> = m
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Labels::from_pairs(pairs.iter().map(|(a, b)| (a.as_str(), b.as_str()))).to_string()
+    };
+    let mut out: Canon = match data["resultType"].as_str() {
+        Some("scalar") | Some("string") => vec![("scalar".into(), vec![value(&data["result"])])],
+        Some("vector") => data["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (labels(&s["metric"]), vec![value(&s["value"])]))
+            .collect(),
+        Some("matrix") => data["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    labels(&s["metric"]),
+                    s["values"].as_array().unwrap().iter().map(value).collect(),
+                )
+            })
+            .collect(),
+        other => return Err(format!("result type {other:?}")),
+    };
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+fn from_meridian(v: QueryValue) -> Canon {
+    let mut out: Canon = match v {
+        QueryValue::Scalar { t, v } => vec![("scalar".into(), vec![(t, v)])],
+        QueryValue::String { t, .. } => vec![("scalar".into(), vec![(t, f64::NAN)])],
+        QueryValue::Vector(v) => v
+            .into_iter()
+            .map(|s| (s.labels.to_string(), vec![(s.t, s.v)]))
+            .collect(),
+        QueryValue::Matrix(m) => m
+            .into_iter()
+            .map(|s| {
+                (
+                    s.labels.to_string(),
+                    s.samples.iter().map(|x| (x.t, x.v)).collect(),
+                )
+            })
+            .collect(),
+    };
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
+}
+
+fn differs(p: &Canon, m: &Canon) -> Option<String> {
+    if p.len() != m.len() {
+        return Some(format!(
+            "{} series from Prometheus, {} from Meridian: {:?} vs {:?}",
+            p.len(),
+            m.len(),
+            p.iter().map(|s| &s.0).take(4).collect::<Vec<_>>(),
+            m.iter().map(|s| &s.0).take(4).collect::<Vec<_>>()
+        ));
+    }
+    for (a, b) in p.iter().zip(m) {
+        if a.0 != b.0 {
+            return Some(format!("labels {} vs {}", a.0, b.0));
+        }
+        if a.1.len() != b.1.len() {
+            return Some(format!("{}: {} vs {} points", a.0, a.1.len(), b.1.len()));
+        }
+        for (x, y) in a.1.iter().zip(&b.1) {
+            if x.0 != y.0 || !close(x.1, y.1) {
+                return Some(format!("{}: Prometheus {:?}, Meridian {:?}", a.0, x, y));
+            }
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compliance_queries_agree_with_prometheus() {
+    let Some(promtool) = require("promtool", "apt-get install prometheus") else {
+        return;
+    };
+    let list = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/conformance/compliance/promql-test-queries.yml");
+    let list = std::env::var_os("MERIDIAN_PROMQL_COMPLIANCE_QUERIES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or(list);
+    let Ok(text) = std::fs::read_to_string(&list) else {
+        println!(
+            "compliance query list not found at {} (set MERIDIAN_PROMQL_COMPLIANCE_QUERIES); not run",
+            list.display()
+        );
+        return;
+    };
+    let series = generate();
+    let dir = tempfile::tempdir().unwrap();
+    let om = dir.path().join("data.om");
+    std::fs::write(&om, openmetrics(&series)).unwrap();
+    let data = dir.path().join("prom-data");
+    run_ok(
+        std::process::Command::new(&promtool)
+            .args(["tsdb", "create-blocks-from", "openmetrics"])
+            .arg(&om)
+            .arg(&data),
+    );
+    let Some(prom) = Prometheus::start(
+        dir.path(),
+        "global: {}\n",
+        &["--storage.tsdb.retention.time=100y"],
+    ) else {
+        return;
+    };
+    let store = MemQueryable { series };
+    let engine = Engine::default();
+    let qs = queries(&text);
+    let (mut compared, mut known, mut failures) = (0, 0, Vec::new());
+    // Comparisons where both answered with data (not both empty, not both errors).
+    let mut with_data = 0;
+    let instants = [T0 + 3_600_500, T0 + 5_821_500];
+    let (rstart, rend, rstep) = (T0 + 1_800_500, T0 + 6_600_500, 60_000);
+    for q in &qs {
+        if std::env::var_os("MERIDIAN_SHOW_KNOWN").is_none()
+            && let Some((_, why)) = KNOWN.iter().find(|(k, _)| k == q)
+        {
+            known += 1;
+            println!("known difference: {q}: {why}");
+            continue;
+        }
+        let mut cases: Vec<(String, Answer, Answer)> = Vec::new();
+        for t in instants {
+            let p = from_prometheus(
+                &http_get(
+                    &prom.addr,
+                    &format!(
+                        "/api/v1/query?query={}&time={}.{:03}",
+                        urlencode(q),
+                        t / 1000,
+                        t % 1000
+                    ),
+                )
+                .json(),
+            );
+            let m = engine
+                .instant(&store, q, t)
+                .await
+                .map(|r| from_meridian(r.value))
+                .map_err(|e| e.message);
+            cases.push((format!("instant at {t}"), p, m));
+        }
+        let p = from_prometheus(
+            &http_get(
+                &prom.addr,
+                &format!(
+                    "/api/v1/query_range?query={}&start={}.{:03}&end={}.{:03}&step={}",
+                    urlencode(q),
+                    rstart / 1000,
+                    rstart % 1000,
+                    rend / 1000,
+                    rend % 1000,
+                    rstep / 1000
+                ),
+            )
+            .json(),
+        );
+        let m = engine
+            .range(&store, q, rstart, rend, rstep)
+            .await
+            .map(|r| from_meridian(r.value))
+            .map_err(|e| e.message);
+        cases.push(("range".into(), p, m));
+        for (what, p, m) in cases {
+            compared += 1;
+            if let (Ok(p), Ok(_)) = (&p, &m)
+                && !p.is_empty()
+            {
+                with_data += 1;
+            }
+            let problem = match (&p, &m) {
+                (Err(_), Err(_)) => None,
+                (Ok(p), Ok(m)) => differs(p, m),
+                (Err(e), Ok(_)) => Some(format!("Prometheus fails ({e}), Meridian answers")),
+                (Ok(_), Err(e)) => Some(format!("Meridian fails ({e}), Prometheus answers")),
+            };
+            if let Some(d) = problem {
+                failures.push(format!("{q} [{what}]: {d}"));
+            }
+        }
+    }
+    println!(
+        "{} queries, {compared} comparisons ({with_data} with data), {known} known differences, {} mismatches",
+        qs.len(),
+        failures.len()
+    );
+    for f in &failures {
+        println!("MISMATCH {f}");
+    }
+    assert!(qs.len() > 400, "only {} queries expanded", qs.len());
+    assert!(with_data > 1200, "only {with_data} comparisons had data");
+    assert!(failures.is_empty(), "{} mismatches", failures.len());
+}
