@@ -151,3 +151,43 @@ proptest! {
         }
     }
 }
+
+/// Limits end queries with Prometheus' error types.
+#[test]
+fn limits_give_prometheus_error_types() {
+    use meridian_edge::error::ErrorKind;
+    use meridian_gateway::promql::EngineOptions;
+    use std::time::Duration;
+    let rt = rt();
+    let series: Vec<SeriesData> = (0..50)
+        .map(|k| SeriesData {
+            labels: Labels::from_pairs([("__name__", "m"), ("k", &k.to_string())]),
+            samples: (0..200)
+                .map(|i| Sample::new(i * 15_000, i as f64))
+                .collect(),
+        })
+        .collect();
+    let store = MemQueryable { series };
+    let small = Engine::new(EngineOptions {
+        max_samples: 1_000,
+        ..Default::default()
+    });
+    let e = rt
+        .block_on(small.range(&store, "sum(rate(m[5m]))", 0, 3_000_000, 15_000))
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Execution);
+    assert_eq!(e.kind.prometheus_error_type(), "execution");
+    assert!(e.message.contains("too many samples"), "{e}");
+    let hurried = Engine::new(EngineOptions {
+        timeout: Duration::from_nanos(1),
+        ..Default::default()
+    });
+    let e = rt
+        .block_on(hurried.range(&store, "sum(rate(m[5m]))", 0, 3_000_000, 15_000))
+        .unwrap_err();
+    assert_eq!(e.kind.prometheus_error_type(), "timeout", "{e}");
+    let bad = rt
+        .block_on(Engine::default().instant(&store, "sum(", 0))
+        .unwrap_err();
+    assert_eq!(bad.kind.prometheus_error_type(), "bad_data", "{bad}");
+}

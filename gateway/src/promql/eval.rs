@@ -102,11 +102,22 @@ pub(crate) fn exec(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::Execution, msg)
 }
 
+/// What bounds an evaluation.
+pub(crate) struct Limits {
+    pub lookback: i64,
+    pub sub_step: i64,
+    pub max_samples: usize,
+    pub deadline: std::time::Instant,
+    pub cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
 pub(crate) struct Evaluator<'a> {
     data: &'a HashMap<usize, Vec<SeriesData>>,
     pub lookback: i64,
     sub_step: i64,
     max_samples: usize,
+    deadline: std::time::Instant,
+    cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
     pub qstart: i64,
     pub qend: i64,
 }
@@ -114,17 +125,17 @@ pub(crate) struct Evaluator<'a> {
 impl<'a> Evaluator<'a> {
     pub fn new(
         data: &'a HashMap<usize, Vec<SeriesData>>,
-        lookback: i64,
-        sub_step: i64,
-        max_samples: usize,
+        limits: Limits,
         qstart: i64,
         qend: i64,
     ) -> Evaluator<'a> {
         Evaluator {
             data,
-            lookback,
-            sub_step,
-            max_samples,
+            lookback: limits.lookback,
+            sub_step: limits.sub_step,
+            max_samples: limits.max_samples,
+            deadline: limits.deadline,
+            cancel: limits.cancel,
             qstart,
             qend,
         }
@@ -144,6 +155,15 @@ impl<'a> Evaluator<'a> {
     }
 
     pub fn eval(&mut self, e: &Expr, s: &Steps) -> Result<Val> {
+        if self.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::new(ErrorKind::Canceled, "query was canceled"));
+        }
+        if std::time::Instant::now() > self.deadline {
+            return Err(Error::new(
+                ErrorKind::Timeout,
+                "query timed out in expression evaluation",
+            ));
+        }
         match e {
             Expr::NumberLiteral(n) => Ok(Val::Scalar(vec![n.val; s.n])),
             Expr::StringLiteral(l) => Ok(Val::Str(l.val.clone())),

@@ -24,6 +24,8 @@ mod functions;
 pub mod promqltest;
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use meridian_edge::error::{Error, ErrorKind, Result};
@@ -262,7 +264,7 @@ impl Engine {
     /// Evaluates `query` at `t` (ms).
     pub async fn instant(&self, q: &dyn Queryable, query: &str, t: i64) -> Result<QueryResult> {
         let expr = parse(query)?;
-        self.run(q, &expr, t, t, 0).await
+        self.run(q, expr, t, t, 0).await
     }
 
     /// Evaluates `query` at every `step` (ms) from `start` to `end`; the result is a matrix.
@@ -294,28 +296,36 @@ impl Engine {
                 "invalid expression type \"{vt}\" for range query, must be Scalar or instant Vector"
             )));
         }
-        self.run(q, &expr, start, end, step).await
+        self.run(q, expr, start, end, step).await
     }
 
     /// Evaluates a parsed expression over `[start, end]` at `step` (0 = instant).
+    ///
+    /// Selections are fetched on the async runtime; the evaluation, pure computation, runs on a
+    /// blocking thread and checks the deadline (`timeout` error) and cancellation (`canceled`, when this
+    /// future is dropped because the client went away) at every node.
     pub async fn run(
         &self,
         q: &dyn Queryable,
-        expr: &Expr,
+        expr: Expr,
         start: i64,
         end: i64,
         step: i64,
     ) -> Result<QueryResult> {
+        // Boxed so that the nodes keep their addresses (the keys of the fetched data) when the
+        // expression moves to the evaluation thread.
+        let expr = Box::new(expr);
         let deadline = tokio::time::Instant::now() + self.opts.timeout;
-        let fetch = self.fetch(q, expr, start, end);
+        let timed_out = || {
+            Error::new(
+                ErrorKind::Timeout,
+                "query timed out in expression evaluation",
+            )
+        };
+        let fetch = self.fetch(q, &expr, start, end);
         let (data, warnings) = tokio::time::timeout_at(deadline, fetch)
             .await
-            .map_err(|_| {
-                Error::new(
-                    ErrorKind::Timeout,
-                    "query timed out in expression evaluation",
-                )
-            })??;
+            .map_err(|_| timed_out())??;
         let n = if step == 0 {
             1
         } else {
@@ -326,16 +336,40 @@ impl Engine {
             step: step.max(1),
             n,
         };
-        let mut ev = eval::Evaluator::new(
-            &data,
+        let cancel = Arc::new(AtomicBool::new(false));
+        // Dropping this future (client gone) cancels the evaluation.
+        struct CancelOnDrop(Arc<AtomicBool>);
+        impl Drop for CancelOnDrop {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _guard = CancelOnDrop(cancel.clone());
+        let (lookback, sub_step, max_samples) = (
             ms(&self.opts.lookback_delta),
             ms(&self.opts.default_subquery_step),
             self.opts.max_samples,
-            start,
-            end,
         );
-        let val = ev.eval_top(expr, &steps)?;
-        let value = eval::to_query_value(val, &steps, step == 0, expr)?;
+        let deadline_std = deadline.into_std();
+        let task = tokio::task::spawn_blocking(move || {
+            let mut ev = eval::Evaluator::new(
+                &data,
+                eval::Limits {
+                    lookback,
+                    sub_step,
+                    max_samples,
+                    deadline: deadline_std,
+                    cancel,
+                },
+                start,
+                end,
+            );
+            let val = ev.eval_top(&expr, &steps)?;
+            eval::to_query_value(val, &steps, step == 0, &expr)
+        });
+        let value = task
+            .await
+            .map_err(|e| Error::internal(format!("query evaluation failed: {e}")))??;
         Ok(QueryResult { value, warnings })
     }
 
@@ -394,10 +428,18 @@ impl Engine {
         }
         let mut data = HashMap::new();
         let mut warnings = Vec::new();
+        let mut loaded = 0usize;
         for r in futures::future::join_all(calls).await {
             let (key, series, w) = r?;
+            loaded += series.iter().map(|s| s.samples.len()).sum::<usize>();
             warnings.extend(w);
             data.insert(key, series);
+        }
+        if loaded > self.opts.max_samples {
+            return Err(Error::new(
+                ErrorKind::Execution,
+                "query processing would load too many samples into memory in query execution",
+            ));
         }
         Ok((data, warnings))
     }
