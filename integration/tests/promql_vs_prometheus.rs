@@ -12,19 +12,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-
-use meridian_edge::{Labels, Sample};
+use meridian_edge::Labels;
 use meridian_gateway::promql::{Engine, MemQueryable, QueryValue};
-use meridian_gateway::queryable::SeriesData;
 use meridian_testkit::{Prometheus, http_get, require, run_ok, urlencode};
 
-const T0: i64 = 1_700_006_400_000;
-const STEP: i64 = 15_000;
+use meridian_integration::demo::{T0, generate, openmetrics};
+
 /// 2 h of data.
 const POINTS: i64 = 480;
-const OFFSET_MS: i64 = 3_217;
 
 /// Queries whose Prometheus 3 meaning differs from 2.42's, and why.
 const KNOWN: &[(&str, &str)] = &[
@@ -37,177 +32,6 @@ const KNOWN: &[(&str, &str)] = &[
         "Prometheus 3 accepts any UTF-8 label name",
     ),
 ];
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-fn generate() -> Vec<SeriesData> {
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let mut out = Vec::new();
-    let t = |k: i64| T0 + k * STEP + OFFSET_MS;
-    for i in 0..3 {
-        let instance = format!("demo.promlabs.com:1000{i}");
-        let base = |name: &str, extra: &[(&str, &str)]| {
-            let mut pairs = vec![
-                ("__name__", name),
-                ("instance", instance.as_str()),
-                ("job", "demo"),
-            ];
-            pairs.extend_from_slice(extra);
-            Labels::from_pairs(pairs)
-        };
-        for ty in ["buffers", "cached", "free", "used"] {
-            let mut v = 1e9 * (1.0 + rng.next());
-            let samples = (0..POINTS)
-                .map(|k| {
-                    v += (rng.next() - 0.5) * 1e7;
-                    Sample::new(t(k), v.round())
-                })
-                .collect();
-            out.push(SeriesData {
-                labels: base("demo_memory_usage_bytes", &[("type", ty)]),
-                samples,
-            });
-        }
-        for mode in ["idle", "system", "user"] {
-            let mut v = 1000.0 * rng.next();
-            let reset_at = 100 + (rng.next() * 300.0) as i64;
-            let samples = (0..POINTS)
-                .map(|k| {
-                    if k == reset_at {
-                        v = 0.0;
-                    }
-                    v += 15.0 * rng.next();
-                    Sample::new(t(k), (v * 1000.0).round() / 1000.0)
-                })
-                .collect();
-            out.push(SeriesData {
-                labels: base("demo_cpu_usage_seconds_total", &[("mode", mode)]),
-                samples,
-            });
-        }
-        out.push(SeriesData {
-            labels: base("demo_num_cpus", &[]),
-            samples: (0..POINTS)
-                .map(|k| Sample::new(t(k), f64::from(4 << i)))
-                .collect(),
-        });
-        let mut disk = 5e10;
-        out.push(SeriesData {
-            labels: base("demo_disk_usage_bytes", &[]),
-            samples: (0..POINTS)
-                .map(|k| {
-                    disk += 1e6 * (rng.next() + 0.2);
-                    Sample::new(t(k), disk.round())
-                })
-                .collect(),
-        });
-        let mut last = (T0 / 1000) as f64;
-        out.push(SeriesData {
-            labels: base("demo_batch_last_success_timestamp_seconds", &[]),
-            samples: (0..POINTS)
-                .map(|k| {
-                    if k % 20 == 7 {
-                        last = (t(k) / 1000) as f64;
-                    }
-                    Sample::new(t(k), last)
-                })
-                .collect(),
-        });
-        // Present in bursts, absent (longer than the lookback) in between.
-        out.push(SeriesData {
-            labels: base("demo_intermittent_metric", &[]),
-            samples: (0..POINTS)
-                .filter(|k| (k / 40) % 2 == 0)
-                .map(|k| Sample::new(t(k), k as f64))
-                .collect(),
-        });
-        for (method, path) in [("GET", "/api/foo"), ("POST", "/api/bar")] {
-            let bounds = ["0.1", "0.25", "0.5", "1", "2.5", "+Inf"];
-            let mut counts = [0.0f64; 6];
-            let mut sum = 0.0;
-            let mut series: Vec<Vec<Sample>> = vec![Vec::new(); 8];
-            for k in 0..POINTS {
-                for _ in 0..(5.0 + 10.0 * rng.next()) as usize {
-                    let d = rng.next() * rng.next() * 4.0;
-                    sum += d;
-                    for (b, c) in counts.iter_mut().enumerate() {
-                        let ub: f64 = if b == 5 {
-                            f64::INFINITY
-                        } else {
-                            bounds[b].parse().unwrap()
-                        };
-                        if d <= ub {
-                            *c += 1.0;
-                        }
-                    }
-                }
-                for b in 0..6 {
-                    series[b].push(Sample::new(t(k), counts[b]));
-                }
-                series[6].push(Sample::new(t(k), (sum * 1e6).round() / 1e6));
-                series[7].push(Sample::new(t(k), counts[5]));
-            }
-            let common = [("method", method), ("path", path), ("status", "200")];
-            for (b, samples) in series.into_iter().enumerate() {
-                let labels = match b {
-                    0..=5 => {
-                        let mut extra = common.to_vec();
-                        extra.push(("le", bounds[b]));
-                        base("demo_api_request_duration_seconds_bucket", &extra)
-                    }
-                    6 => base("demo_api_request_duration_seconds_sum", &common),
-                    _ => base("demo_api_request_duration_seconds_count", &common),
-                };
-                out.push(SeriesData { labels, samples });
-            }
-        }
-    }
-    out
-}
-
-fn openmetrics(series: &[SeriesData]) -> String {
-    let mut by_name: BTreeMap<&str, Vec<&SeriesData>> = BTreeMap::new();
-    for s in series {
-        by_name
-            .entry(s.labels.metric_name().unwrap())
-            .or_default()
-            .push(s);
-    }
-    let mut out = String::new();
-    for (name, list) in by_name {
-        writeln!(out, "# TYPE {name} unknown").unwrap();
-        for s in list {
-            let labels: Vec<String> = s
-                .labels
-                .iter()
-                .filter(|l| l.name != "__name__")
-                .map(|l| format!("{}=\"{}\"", l.name, l.value))
-                .collect();
-            for smp in &s.samples {
-                writeln!(
-                    out,
-                    "{name}{{{}}} {} {}.{:03}",
-                    labels.join(","),
-                    smp.v,
-                    smp.t / 1000,
-                    smp.t % 1000
-                )
-                .unwrap();
-            }
-        }
-    }
-    out.push_str("# EOF\n");
-    out
-}
 
 /// The compliance tester's variant values.
 fn variants(arg: &str) -> Vec<&'static str> {
@@ -411,7 +235,7 @@ async fn compliance_queries_agree_with_prometheus() {
         );
         return;
     };
-    let series = generate();
+    let series = generate(3, POINTS);
     let dir = tempfile::tempdir().unwrap();
     let om = dir.path().join("data.om");
     std::fs::write(&om, openmetrics(&series)).unwrap();
