@@ -192,4 +192,89 @@ pub mod demo {
         out.push_str("# EOF\n");
         out
     }
+
+    /// The compliance tester's variant values.
+    fn variants(arg: &str) -> Vec<&'static str> {
+        match arg {
+            "offset" => vec!["1m", "5m", "10m"],
+            "range" => vec!["1s", "15s", "1m", "5m", "15m", "1h"],
+            "simpleAggrOp" => vec!["sum", "avg", "max", "min", "count", "stddev", "stdvar"],
+            "topBottomOp" => vec!["topk", "bottomk"],
+            "quantile" => vec![
+                "-0.5", "0.1", "0.5", "0.75", "0.95", "0.90", "0.99", "1", "1.5",
+            ],
+            "arithBinOp" => vec!["+", "-", "*", "/", "%", "^"],
+            "compBinOp" => vec!["==", "!=", "<", ">", "<=", ">="],
+            "binOp" => vec![
+                "+", "-", "*", "/", "%", "^", "==", "!=", "<", ">", "<=", ">=",
+            ],
+            "simpleTimeAggrOp" => vec![
+                "sum", "avg", "max", "min", "count", "stddev", "stdvar", "last", "present",
+            ],
+            "simpleMathFunc" => vec![
+                "abs", "ceil", "floor", "exp", "sqrt", "ln", "log2", "log10", "round",
+            ],
+            "extrapolatedRateFunc" => vec!["delta", "rate", "increase"],
+            "instantRateFunc" => vec!["idelta", "irate"],
+            "clampFunc" => vec!["clamp_min", "clamp_max"],
+            "dateFunc" => vec![
+                "day_of_month",
+                "day_of_week",
+                "days_in_month",
+                "hour",
+                "minute",
+                "month",
+                "year",
+            ],
+            // An argument this list does not know expands to nothing (the query is left out).
+            _ => vec![],
+        }
+    }
+
+    /// The queries of the PromQL compliance list (`promql-test-queries.yml`) with every variant expanded.
+    pub fn compliance_queries(text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for line in text.lines() {
+            let l = line.trim();
+            let Some(rest) = l
+                .strip_prefix("- query:")
+                .or_else(|| l.strip_prefix("query:"))
+            else {
+                continue;
+            };
+            let q = rest.trim();
+            let q = q
+                .strip_prefix('\'')
+                .and_then(|x| x.strip_suffix('\''))
+                .or_else(|| q.strip_prefix('"').and_then(|x| x.strip_suffix('"')))
+                .unwrap_or(q)
+                .to_owned();
+            let mut expanded = vec![q];
+            loop {
+                let mut next = Vec::new();
+                let mut changed = false;
+                for q in &expanded {
+                    if let Some(start) = q.find("{{.") {
+                        let Some(end) = q[start..].find("}}").map(|e| e + start) else {
+                            continue;
+                        };
+                        let arg = &q[start + 3..end];
+                        for v in variants(arg) {
+                            // The same argument everywhere in the query takes the same value.
+                            next.push(q.replace(&format!("{{{{.{arg}}}}}"), v));
+                        }
+                        changed = true;
+                    } else {
+                        next.push(q.clone());
+                    }
+                }
+                expanded = next;
+                if !changed {
+                    break;
+                }
+            }
+            out.extend(expanded);
+        }
+        out
+    }
 }

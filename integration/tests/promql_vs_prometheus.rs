@@ -16,7 +16,7 @@ use meridian_edge::Labels;
 use meridian_gateway::promql::{Engine, MemQueryable, QueryValue};
 use meridian_testkit::{Prometheus, http_get, require, run_ok, urlencode};
 
-use meridian_integration::demo::{T0, generate, openmetrics};
+use meridian_integration::demo::{T0, compliance_queries, generate, openmetrics};
 
 /// 2 h of data.
 const POINTS: i64 = 480;
@@ -32,88 +32,6 @@ const KNOWN: &[(&str, &str)] = &[
         "Prometheus 3 accepts any UTF-8 label name",
     ),
 ];
-
-/// The compliance tester's variant values.
-fn variants(arg: &str) -> Vec<&'static str> {
-    match arg {
-        "offset" => vec!["1m", "5m", "10m"],
-        "range" => vec!["1s", "15s", "1m", "5m", "15m", "1h"],
-        "simpleAggrOp" => vec!["sum", "avg", "max", "min", "count", "stddev", "stdvar"],
-        "topBottomOp" => vec!["topk", "bottomk"],
-        "quantile" => vec![
-            "-0.5", "0.1", "0.5", "0.75", "0.95", "0.90", "0.99", "1", "1.5",
-        ],
-        "arithBinOp" => vec!["+", "-", "*", "/", "%", "^"],
-        "compBinOp" => vec!["==", "!=", "<", ">", "<=", ">="],
-        "binOp" => vec![
-            "+", "-", "*", "/", "%", "^", "==", "!=", "<", ">", "<=", ">=",
-        ],
-        "simpleTimeAggrOp" => vec![
-            "sum", "avg", "max", "min", "count", "stddev", "stdvar", "last", "present",
-        ],
-        "simpleMathFunc" => vec![
-            "abs", "ceil", "floor", "exp", "sqrt", "ln", "log2", "log10", "round",
-        ],
-        "extrapolatedRateFunc" => vec!["delta", "rate", "increase"],
-        "instantRateFunc" => vec!["idelta", "irate"],
-        "clampFunc" => vec!["clamp_min", "clamp_max"],
-        "dateFunc" => vec![
-            "day_of_month",
-            "day_of_week",
-            "days_in_month",
-            "hour",
-            "minute",
-            "month",
-            "year",
-        ],
-        other => panic!("unknown variant argument {other}"),
-    }
-}
-
-/// The queries of the compliance list with every variant expanded.
-fn queries(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let l = line.trim();
-        let Some(rest) = l
-            .strip_prefix("- query:")
-            .or_else(|| l.strip_prefix("query:"))
-        else {
-            continue;
-        };
-        let q = rest.trim();
-        let q = q
-            .strip_prefix('\'')
-            .and_then(|x| x.strip_suffix('\''))
-            .or_else(|| q.strip_prefix('"').and_then(|x| x.strip_suffix('"')))
-            .unwrap_or(q)
-            .to_owned();
-        let mut expanded = vec![q];
-        loop {
-            let mut next = Vec::new();
-            let mut changed = false;
-            for q in &expanded {
-                if let Some(start) = q.find("{{.") {
-                    let end = q[start..].find("}}").unwrap() + start;
-                    let arg = &q[start + 3..end];
-                    for v in variants(arg) {
-                        // The same argument everywhere in the query takes the same value.
-                        next.push(q.replace(&format!("{{{{.{arg}}}}}"), v));
-                    }
-                    changed = true;
-                } else {
-                    next.push(q.clone());
-                }
-            }
-            expanded = next;
-            if !changed {
-                break;
-            }
-        }
-        out.extend(expanded);
-    }
-    out
-}
 
 /// A comparable form of a result: `(labels, [(t, v)])` sorted by labels.
 type Canon = Vec<(String, Vec<(i64, f64)>)>;
@@ -255,7 +173,7 @@ async fn compliance_queries_agree_with_prometheus() {
     };
     let store = MemQueryable { series };
     let engine = Engine::default();
-    let qs = queries(&text);
+    let qs = compliance_queries(&text);
     let (mut compared, mut known, mut failures) = (0, 0, Vec::new());
     // Comparisons where both answered with data (not both empty, not both errors).
     let mut with_data = 0;

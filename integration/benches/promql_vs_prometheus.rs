@@ -1,0 +1,252 @@
+//! PromQL engine speed side by side with Prometheus 2.42 on the same data.
+//!
+//! ~10,000 demo-shaped series (370 instances) × 24 h at 15 s (57 M samples) go into Meridian's TSDB in
+//! this process (appended, then cut into blocks: queries read through the block reader, the leaf
+//! StoreAPI and the fan-out, no network) and by remote write into a Prometheus 2.42 on loopback. The
+//! compliance query list (variants expanded) then runs on both as an instant query (1 h before the
+//! end) and as a range query (the last 6 h at 60 s). Per query: the best of 3 wall times; Prometheus'
+//! includes its HTTP API and JSON encoding, ours does not include any encoding. Prints every query's
+//! ratio, the geometric mean and the worst.
+//!
+//! Run: `cargo bench -p meridian-integration --bench promql_vs_prometheus` (needs `prometheus` on PATH
+//! and the compliance list at `../shared/conformance/compliance/promql-test-queries.yml` or
+//! `MERIDIAN_PROMQL_COMPLIANCE_QUERIES`). Under `cargo test --all-targets`: a 3-instance, 1 h smoke run
+//! of the engine alone.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use meridian_edge::Labels;
+use meridian_edge::proto::prometheus as prom;
+use meridian_edge::storeapi::Store;
+use meridian_edge::storeapi::leaf::LeafStore;
+use meridian_edge::tsdb::db::{Db, DbOptions};
+use meridian_gateway::fanout::{Fanout, FanoutOptions, QueryOptions, StaticStores};
+use meridian_gateway::promql::Engine;
+use meridian_integration::demo::{STEP, T0, compliance_queries, generate};
+use meridian_testkit::{Prometheus, http, urlencode};
+
+fn best<F: FnMut() -> bool>(runs: usize, mut f: F) -> Option<Duration> {
+    let mut best = Duration::MAX;
+    for _ in 0..runs {
+        let start = Instant::now();
+        if !f() {
+            return None;
+        }
+        best = best.min(start.elapsed());
+    }
+    Some(best)
+}
+
+fn remote_write(addr: &str, series: &[meridian_gateway::queryable::SeriesData], points: i64) {
+    // Time-ordered batches across all series, as a scraping Prometheus would send them.
+    let batch = 20usize;
+    let mut k = 0usize;
+    while (k as i64) < points {
+        let mut req = prom::WriteRequest::default();
+        for s in series {
+            let samples: Vec<prom::Sample> = s
+                .samples
+                .iter()
+                .skip(k)
+                .take(batch)
+                .map(|x| prom::Sample {
+                    value: x.v,
+                    timestamp: x.t,
+                })
+                .collect();
+            if samples.is_empty() {
+                continue;
+            }
+            req.timeseries.push(prom::TimeSeries {
+                labels: s
+                    .labels
+                    .iter()
+                    .map(|l| prom::Label {
+                        name: l.name.to_owned(),
+                        value: l.value.to_owned(),
+                    })
+                    .collect(),
+                samples,
+                ..Default::default()
+            });
+        }
+        let body = meridian_edge::receive::encode_body(&req).unwrap();
+        let r = http(
+            "POST",
+            addr,
+            "/api/v1/write",
+            &[
+                ("Content-Encoding", "snappy"),
+                ("Content-Type", "application/x-protobuf"),
+                ("X-Prometheus-Remote-Write-Version", "0.1.0"),
+            ],
+            &body,
+        )
+        .unwrap();
+        assert!(r.status < 300, "remote write: {} {}", r.status, r.text());
+        k += batch;
+    }
+}
+
+fn main() {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let (instances, points) = if bench { (370, 5_760) } else { (3, 240) };
+    meridian_pki::install_crypto_provider();
+    let series = generate(instances, points);
+    let total: usize = series.iter().map(|s| s.samples.len()).sum();
+    let end = T0 + (points - 1) * STEP;
+    println!(
+        "{} series, {total} samples, 15 s, {} h",
+        series.len(),
+        points * 15 / 3600
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Db::open(&dir.path().join("meridian"), DbOptions::default()).unwrap());
+    let load = Instant::now();
+    for s in &series {
+        let mut app = db.appender();
+        let r = app.series_ref(&s.labels);
+        for x in &s.samples {
+            app.append(r, x.t, x.v).unwrap();
+        }
+        app.commit().unwrap();
+    }
+    db.flush_head().unwrap();
+    println!(
+        "Meridian: loaded and cut into blocks in {:.1}s",
+        load.elapsed().as_secs_f64()
+    );
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let fanout = rt.block_on(async {
+        let store: Arc<dyn Store> = Arc::new(LeafStore::from_source(db.clone(), Labels::empty()));
+        Arc::new(Fanout::new(
+            Arc::new(
+                StaticStores::probe(vec![("tsdb".into(), store)])
+                    .await
+                    .unwrap(),
+            ),
+            FanoutOptions::default(),
+        ))
+    });
+    let engine = Engine::default();
+    let querier = fanout.querier(QueryOptions::default());
+
+    let list = std::env::var_os("MERIDIAN_PROMQL_COMPLIANCE_QUERIES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../shared/conformance/compliance/promql-test-queries.yml")
+        });
+    let queries = match std::fs::read_to_string(&list) {
+        Ok(t) => compliance_queries(&t),
+        Err(_) => vec![
+            "rate(demo_cpu_usage_seconds_total[5m])".to_string(),
+            "sum by (instance) (demo_memory_usage_bytes)".to_string(),
+            "histogram_quantile(0.9, rate(demo_api_request_duration_seconds_bucket[1m]))"
+                .to_string(),
+        ],
+    };
+    let instant_t = end - 3_600_000 + 500;
+    let (rstart, rend) = (end - 6 * 3_600_000 + 500, end + 500);
+
+    if !bench {
+        // Smoke run: the engine answers every query over the block reader.
+        for q in &queries {
+            let _ = rt.block_on(engine.instant(&querier, q, instant_t));
+        }
+        println!("smoke: {} queries evaluated", queries.len());
+        return;
+    }
+
+    let pdir = tempfile::tempdir().unwrap();
+    let Some(prometheus) = Prometheus::start(
+        pdir.path(),
+        "global: {}\n",
+        &[
+            "--web.enable-remote-write-receiver",
+            "--storage.tsdb.retention.time=100y",
+        ],
+    ) else {
+        println!("prometheus not found; only Meridian loaded");
+        return;
+    };
+    let load = Instant::now();
+    remote_write(&prometheus.addr, &series, points);
+    println!(
+        "Prometheus: remote-written in {:.1}s",
+        load.elapsed().as_secs_f64()
+    );
+    drop(series);
+
+    let mut ratios = Vec::new();
+    let mut worst: (f64, String) = (0.0, String::new());
+    for q in &queries {
+        for (kind, path, ours) in [
+            (
+                "instant",
+                format!(
+                    "/api/v1/query?query={}&time={}.{:03}",
+                    urlencode(q),
+                    instant_t / 1000,
+                    instant_t % 1000
+                ),
+                true,
+            ),
+            (
+                "range",
+                format!(
+                    "/api/v1/query_range?query={}&start={}.{:03}&end={}.{:03}&step=60",
+                    urlencode(q),
+                    rstart / 1000,
+                    rstart % 1000,
+                    rend / 1000,
+                    rend % 1000
+                ),
+                false,
+            ),
+        ] {
+            let p = best(3, || {
+                http("GET", &prometheus.addr, &path, &[], b"").is_ok_and(|r| r.status == 200)
+            });
+            let m = best(3, || {
+                rt.block_on(async {
+                    if ours {
+                        engine.instant(&querier, q, instant_t).await.is_ok()
+                    } else {
+                        engine
+                            .range(&querier, q, rstart, rend, 60_000)
+                            .await
+                            .is_ok()
+                    }
+                })
+            });
+            let (Some(p), Some(m)) = (p, m) else { continue };
+            let ratio = m.as_secs_f64() / p.as_secs_f64().max(1e-6);
+            println!(
+                "{kind:7} {:9.3} ms  Prometheus {:9.3} ms  {ratio:6.2}x  {q}",
+                m.as_secs_f64() * 1e3,
+                p.as_secs_f64() * 1e3
+            );
+            if ratio > worst.0 {
+                worst = (ratio, format!("{kind} {q}"));
+            }
+            ratios.push(ratio);
+        }
+    }
+    let geo = (ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64).exp();
+    println!(
+        "{} comparisons: geometric mean ours/Prometheus {geo:.3}x; worst {:.2}x ({})",
+        ratios.len(),
+        worst.0,
+        worst.1
+    );
+}
