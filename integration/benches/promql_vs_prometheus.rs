@@ -41,17 +41,18 @@ fn best<F: FnMut() -> bool>(runs: usize, mut f: F) -> Option<Duration> {
 }
 
 fn remote_write(addr: &str, series: &[meridian_gateway::queryable::SeriesData], points: i64) {
-    // Time-ordered batches across all series, as a scraping Prometheus would send them.
-    let batch = 20usize;
-    let mut k = 0usize;
-    while (k as i64) < points {
+    // Time-ordered batches across all series (by time, not position: some series have gaps), as a
+    // scraping Prometheus would send them.
+    let batch = 20i64;
+    let mut k = 0i64;
+    while k < points {
+        let (from, to) = (T0 + k * STEP, T0 + (k + batch) * STEP);
         let mut req = prom::WriteRequest::default();
         for s in series {
             let samples: Vec<prom::Sample> = s
                 .samples
                 .iter()
-                .skip(k)
-                .take(batch)
+                .filter(|x| x.t >= from && x.t < to)
                 .map(|x| prom::Sample {
                     value: x.v,
                     timestamp: x.t,
