@@ -195,6 +195,15 @@ fn latest_checkpoint(dir: &Path) -> Result<Option<(PathBuf, u64)>, WalError> {
 /// reports `true`.
 fn read_segment(path: &Path, out: &mut Vec<Record>) -> Result<bool, WalError> {
     let bytes = fs::read(path).map_err(werr(path))?;
+    if bytes.len() < HEADER {
+        // A segment whose creation was cut short (killed before its header was written and synced):
+        // it never held a record. It is removed, not kept as a torn segment — an empty "torn" file
+        // would make every later replay discard the segments written after it, acknowledged records
+        // included (found by the SIGKILL test).
+        tracing::warn!(segment = %path.display(), "removing a WAL segment whose creation was interrupted");
+        fs::remove_file(path).map_err(werr(path))?;
+        return Ok(false);
+    }
     let mut pos = HEADER;
     let good_header = bytes.len() >= HEADER && &bytes[..4] == MAGIC && bytes[4] == VERSION;
     let mut torn = !good_header;
@@ -443,6 +452,28 @@ mod tests {
         b[n - 4] ^= 0xff;
         fs::write(&seg, b).unwrap();
         assert_eq!(replay(&w).unwrap(), recs()[..1].to_vec());
+    }
+
+    #[test]
+    fn interrupted_segment_creation_loses_nothing_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = dir.path().join("wal");
+        {
+            let mut wal = Wal::open(&w, FsyncPolicy::Always).unwrap();
+            wal.log(&recs()).unwrap();
+        }
+        // A writer killed while creating its segment leaves a file without (a whole) header.
+        fs::write(w.join(segment_name(1)), &MAGIC[..2]).unwrap();
+        assert_eq!(replay(&w).unwrap(), recs());
+        // The next writer's records, in the segment after it, survive every later replay.
+        {
+            let mut wal = Wal::open(&w, FsyncPolicy::Always).unwrap();
+            wal.log(&[Record::Samples(vec![(1, Sample::new(10, 2.0))])])
+                .unwrap();
+        }
+        for _ in 0..2 {
+            assert_eq!(replay(&w).unwrap().len(), 3);
+        }
     }
 
     #[test]
