@@ -461,23 +461,37 @@ impl Fanout {
         kind_of(name, self.set.metric_type(name).as_deref(), func)
     }
 
+    /// Asks every selected store `call` and joins the answers' strings (names or values) into one
+    /// sorted, deduplicated, limited list; `split` takes a store's answer apart into strings and warnings.
+    #[allow(clippy::too_many_arguments)]
     async fn label_query<T, F, Fut>(
         &self,
         matchers: &[pb::LabelMatcher],
         (start, end): (i64, i64),
-        strategy: PartialResponse,
+        (disabled, strategy): (bool, i32),
+        limit: i64,
         deadline: Option<Instant>,
         call: F,
-    ) -> Result<(Vec<T>, Vec<String>)>
+        split: fn(T) -> (Vec<String>, Vec<String>),
+    ) -> Result<(Vec<String>, Vec<String>)>
     where
         F: Fn(&StoreRef) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
+        let strategy = PartialResponse::from_request(disabled, strategy);
         let matchers = matchers_from_proto(matchers)?;
         let (targets, mut warnings) = self.targets(&matchers, start, end, strategy, |_| true)?;
-        let out = self
+        let answers = self
             .call_all(&targets, strategy, deadline, &mut warnings, call)
             .await?;
+        let mut set = BTreeSet::new();
+        for a in answers {
+            let (strings, w) = split(a);
+            set.extend(strings);
+            warnings.extend(w);
+        }
+        let mut out: Vec<String> = set.into_iter().collect();
+        truncate_to_limit(&mut out, limit);
         Ok((out, warnings))
     }
 
@@ -487,29 +501,20 @@ impl Fanout {
         req: pb::LabelNamesRequest,
         deadline: Option<Instant>,
     ) -> Result<pb::LabelNamesResponse> {
-        let strategy = PartialResponse::from_request(
-            req.partial_response_disabled,
-            req.partial_response_strategy,
-        );
-        let (answers, mut warnings) = self
+        let (names, warnings) = self
             .label_query(
                 &req.matchers,
                 (req.start, req.end),
-                strategy,
+                (req.partial_response_disabled, req.partial_response_strategy),
+                req.limit,
                 deadline,
                 |t| {
                     let (r, store) = (req.clone(), t.store.clone());
                     async move { store.label_names(r).await }
                 },
+                |a| (a.names, a.warnings),
             )
             .await?;
-        let mut set = BTreeSet::new();
-        for a in answers {
-            set.extend(a.names);
-            warnings.extend(a.warnings);
-        }
-        let mut names: Vec<String> = set.into_iter().collect();
-        truncate_to_limit(&mut names, req.limit);
         Ok(pb::LabelNamesResponse {
             names,
             warnings,
@@ -526,29 +531,20 @@ impl Fanout {
         if req.label.is_empty() {
             return Err(Error::bad_data("label values request without a label name"));
         }
-        let strategy = PartialResponse::from_request(
-            req.partial_response_disabled,
-            req.partial_response_strategy,
-        );
-        let (answers, mut warnings) = self
+        let (values, warnings) = self
             .label_query(
                 &req.matchers,
                 (req.start, req.end),
-                strategy,
+                (req.partial_response_disabled, req.partial_response_strategy),
+                req.limit,
                 deadline,
                 |t| {
                     let (r, store) = (req.clone(), t.store.clone());
                     async move { store.label_values(r).await }
                 },
+                |a| (a.values, a.warnings),
             )
             .await?;
-        let mut set = BTreeSet::new();
-        for a in answers {
-            set.extend(a.values);
-            warnings.extend(a.warnings);
-        }
-        let mut values: Vec<String> = set.into_iter().collect();
-        truncate_to_limit(&mut values, req.limit);
         Ok(pb::LabelValuesResponse {
             values,
             warnings,
