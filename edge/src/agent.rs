@@ -477,7 +477,8 @@ impl Shared {
     }
 }
 
-async fn serve_http<L>(listener: L, app: Router, stop: CancellationToken)
+/// Serves `app` on `listener` (plain TCP or TLS) until `stop`, finishing requests in flight.
+pub async fn serve_http<L>(listener: L, app: Router, stop: CancellationToken)
 where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,

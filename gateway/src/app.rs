@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::{Api, ApiOptions};
 use crate::endpoints::{EndpointGroup, EndpointSet, EndpointSetOptions};
 use crate::fanout::{Fanout, FanoutOptions};
 
@@ -29,12 +30,16 @@ pub struct GatewayOptions {
     pub grpc_tls: Option<Arc<ServerTls>>,
     pub grpc_tls_reload_interval: Duration,
     pub http_listener: TcpListener,
+    /// TLS (and mTLS) for the HTTP server (`--http.tls-config-file`).
+    pub http_tls: Option<Arc<ServerTls>>,
+    pub api: ApiOptions,
 }
 
 /// A started gateway.
 pub struct Gateway {
     endpoints: Arc<EndpointSet>,
     fanout: Arc<Fanout>,
+    api: Arc<Api>,
     grpc_addr: SocketAddr,
     http_addr: SocketAddr,
     set_stop: CancellationToken,
@@ -78,21 +83,37 @@ impl Gateway {
 
         let http_addr = opts.http_listener.local_addr()?;
         let http_stop = CancellationToken::new();
-        let app = crate::api::router(endpoints.clone());
+        let view = endpoints.clone();
+        let http_tls_metrics = opts.http_tls.clone();
+        let api = Arc::new(Api::new(
+            fanout.clone(),
+            Arc::new(move || view.stores_view()),
+            opts.api,
+            |r| {
+                if let Some(tls) = &http_tls_metrics {
+                    tls.metrics().register(r);
+                }
+            },
+        ));
+        let app = crate::api::router(api.clone());
         let stop = http_stop.clone();
-        let listener = opts.http_listener;
-        let http_task = tokio::spawn(async move {
-            let r = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-            if let Err(e) = r {
-                tracing::error!(error = %e, "HTTP server failed");
+        let http_task = match opts.http_tls {
+            None => tokio::spawn(meridian_edge::agent::serve_http(
+                opts.http_listener,
+                app,
+                stop,
+            )),
+            Some(tls) => {
+                let incoming =
+                    meridian_pki::tls::server::TlsIncoming::new(tls, opts.http_listener)?;
+                tokio::spawn(meridian_edge::agent::serve_http(incoming, app, stop))
             }
-        });
+        };
         tracing::info!(grpc = %grpc_addr, http = %http_addr, "gateway started");
         Ok(Gateway {
             endpoints,
             fanout,
+            api,
             grpc_addr,
             http_addr,
             set_stop,
@@ -111,6 +132,10 @@ impl Gateway {
 
     pub fn fanout(&self) -> &Arc<Fanout> {
         &self.fanout
+    }
+
+    pub fn api(&self) -> &Arc<Api> {
+        &self.api
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {

@@ -63,7 +63,8 @@ impl PartialResponse {
         }
     }
 
-    fn to_proto(self) -> i32 {
+    /// The StoreAPI enum value.
+    pub fn to_proto(self) -> i32 {
         match self {
             PartialResponse::Warn => pb::PartialResponseStrategy::Warn as i32,
             PartialResponse::Abort => pb::PartialResponseStrategy::Abort as i32,
@@ -211,6 +212,117 @@ pub struct QueryOptions {
     pub replica_labels: Option<Vec<String>>,
     /// The query's deadline.
     pub deadline: Option<Instant>,
+    /// Thanos' `storeMatch[]`: ask only the stores one of these matcher sets selects.
+    pub store_match: Vec<Vec<Matcher>>,
+}
+
+/// Which stores a call may ask, and until when.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scope<'a> {
+    pub deadline: Option<Instant>,
+    /// Thanos' `storeMatch[]` (empty = every store): a store is asked when one set's matchers all
+    /// match one of its external label sets, with `__address__` standing for the store's address.
+    pub store_match: &'a [Vec<Matcher>],
+}
+
+impl Scope<'_> {
+    fn admits(&self, name: &str, meta: &StoreMeta) -> bool {
+        if self.store_match.is_empty() {
+            return true;
+        }
+        let empty = [Labels::empty()];
+        let sets: &[Labels] = if meta.label_sets.is_empty() {
+            &empty
+        } else {
+            &meta.label_sets
+        };
+        self.store_match.iter().any(|ms| {
+            sets.iter().any(|ls| {
+                ms.iter().all(|m| {
+                    if m.name() == "__address__" {
+                        m.matches(name)
+                    } else {
+                        m.matches(ls.get_or_empty(m.name()))
+                    }
+                })
+            })
+        })
+    }
+}
+
+/// What the fan-out records about the stores it asks (self-monitoring).
+#[derive(Debug)]
+pub struct FanoutMetrics {
+    /// Seconds per store call, by store address.
+    pub store_duration: prometheus_client::metrics::family::Family<
+        StoreLabel,
+        prometheus_client::metrics::histogram::Histogram,
+        fn() -> prometheus_client::metrics::histogram::Histogram,
+    >,
+    /// Failed store calls, by store address.
+    pub store_errors: prometheus_client::metrics::family::Family<
+        StoreLabel,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    /// Series assembled from more than one store answer (replicas or copies merged).
+    pub series_merged: prometheus_client::metrics::counter::Counter,
+    /// Series answered, merged or not.
+    pub series_total: prometheus_client::metrics::counter::Counter,
+}
+
+/// The `store` label of the per-store metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+pub struct StoreLabel {
+    pub store: String,
+}
+
+fn store_histogram() -> prometheus_client::metrics::histogram::Histogram {
+    prometheus_client::metrics::histogram::Histogram::new([
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ])
+}
+
+impl Default for FanoutMetrics {
+    fn default() -> FanoutMetrics {
+        FanoutMetrics::new()
+    }
+}
+
+impl FanoutMetrics {
+    pub fn new() -> FanoutMetrics {
+        FanoutMetrics {
+            store_duration: prometheus_client::metrics::family::Family::new_with_constructor(
+                store_histogram,
+            ),
+            store_errors: Default::default(),
+            series_merged: Default::default(),
+            series_total: Default::default(),
+        }
+    }
+
+    pub fn register(&self, r: &mut prometheus_client::registry::Registry) {
+        r.register_with_unit(
+            "meridian_gateway_store_request_duration",
+            "Time to a store's whole answer, by store address",
+            prometheus_client::registry::Unit::Seconds,
+            self.store_duration.clone(),
+        );
+        r.register(
+            "meridian_gateway_store_request_errors",
+            "Store calls that failed or timed out, by store address",
+            self.store_errors.clone(),
+        );
+        r.register(
+            "meridian_gateway_dedup_series_merged",
+            "Series assembled from more than one store answer (HA replicas or copies merged)",
+            self.series_merged.clone(),
+        );
+        r.register(
+            "meridian_gateway_fanout_series",
+            "Series the fan-out answered",
+            self.series_total.clone(),
+        );
+    }
 }
 
 /// Counts what a query fetched against its limits.
@@ -295,11 +407,21 @@ struct Group {
 pub struct Fanout {
     set: Arc<dyn StoreSet>,
     opts: FanoutOptions,
+    metrics: Arc<FanoutMetrics>,
 }
 
 impl Fanout {
     pub fn new(set: Arc<dyn StoreSet>, opts: FanoutOptions) -> Fanout {
-        Fanout { set, opts }
+        Fanout {
+            set,
+            opts,
+            metrics: Arc::new(FanoutMetrics::new()),
+        }
+    }
+
+    /// Store latencies and errors, merged series (register them to export).
+    pub fn metrics(&self) -> &Arc<FanoutMetrics> {
+        &self.metrics
     }
 
     pub fn options(&self) -> &FanoutOptions {
@@ -315,6 +437,7 @@ impl Fanout {
         Querier {
             fanout: self.clone(),
             opts,
+            stores_asked: Default::default(),
         }
     }
 
@@ -325,11 +448,17 @@ impl Fanout {
         mint: i64,
         maxt: i64,
         strategy: PartialResponse,
+        scope: &Scope<'_>,
         wanted: impl Fn(&StoreMeta) -> bool,
     ) -> Result<(Vec<StoreRef>, Vec<String>)> {
         let mut targets = Vec::new();
         let mut warnings = Vec::new();
         for s in self.set.stores() {
+            if let Some(meta) = &s.meta
+                && !scope.admits(&s.name, meta)
+            {
+                continue;
+            }
             let problem = match (&s.meta, &s.unhealthy) {
                 (None, reason) => format!(
                     "{}: not ready (no Info answer yet{})",
@@ -378,8 +507,13 @@ impl Fanout {
         let store_timeout = self.opts.store_timeout;
         let calls = targets.iter().map(|t| {
             let fut = call(t);
+            let metrics = self.metrics.clone();
             async move {
-                match store_timeout {
+                let started = std::time::Instant::now();
+                let label = StoreLabel {
+                    store: t.name.clone(),
+                };
+                let r = match store_timeout {
                     Some(d) => tokio::time::timeout(d, fut).await.unwrap_or_else(|_| {
                         Err(Error::new(
                             ErrorKind::Timeout,
@@ -387,7 +521,15 @@ impl Fanout {
                         ))
                     }),
                     None => fut.await,
+                };
+                metrics
+                    .store_duration
+                    .get_or_create(&label)
+                    .observe(started.elapsed().as_secs_f64());
+                if r.is_err() {
+                    metrics.store_errors.get_or_create(&label).inc();
                 }
+                r
             }
         });
         let all = join_all(calls);
@@ -424,17 +566,23 @@ impl Fanout {
         &self,
         req: pb::SeriesRequest,
         strategy: PartialResponse,
-        deadline: Option<Instant>,
-    ) -> Result<(Vec<Group>, Vec<String>)> {
+        scope: &Scope<'_>,
+    ) -> Result<(Vec<Group>, Vec<String>, usize)> {
         let matchers = matchers_from_proto(&req.matchers)?;
         if matchers.is_empty() {
             return Err(Error::bad_data("no matchers specified"));
         }
-        let (targets, mut warnings) =
-            self.targets(&matchers, req.min_time, req.max_time, strategy, |_| true)?;
+        let (targets, mut warnings) = self.targets(
+            &matchers,
+            req.min_time,
+            req.max_time,
+            strategy,
+            scope,
+            |_| true,
+        )?;
         let budget = Arc::new(Budget::new(self.opts.limits));
         let answers = self
-            .call_all(&targets, strategy, deadline, &mut warnings, |t| {
+            .call_all(&targets, strategy, scope.deadline, &mut warnings, |t| {
                 // Stores that do not support without_replica_labels send those external labels anyway.
                 let strip: Vec<String> = match &t.meta {
                     Some(m) if !m.supports_without_replica_labels => req
@@ -453,7 +601,12 @@ impl Fanout {
             warnings.extend(w);
             lists.push(list);
         }
-        Ok((merge_sorted(lists), warnings))
+        let groups = merge_sorted(lists);
+        self.metrics.series_total.inc_by(groups.len() as u64);
+        self.metrics
+            .series_merged
+            .inc_by(groups.iter().filter(|g| g.members.len() > 1).count() as u64);
+        Ok((groups, warnings, targets.len()))
     }
 
     fn series_kind(&self, labels: &Labels, func: Option<&str>) -> SeriesKind {
@@ -470,7 +623,7 @@ impl Fanout {
         (start, end): (i64, i64),
         (disabled, strategy): (bool, i32),
         limit: i64,
-        deadline: Option<Instant>,
+        scope: &Scope<'_>,
         call: F,
         split: fn(T) -> (Vec<String>, Vec<String>),
     ) -> Result<(Vec<String>, Vec<String>)>
@@ -480,9 +633,10 @@ impl Fanout {
     {
         let strategy = PartialResponse::from_request(disabled, strategy);
         let matchers = matchers_from_proto(matchers)?;
-        let (targets, mut warnings) = self.targets(&matchers, start, end, strategy, |_| true)?;
+        let (targets, mut warnings) =
+            self.targets(&matchers, start, end, strategy, scope, |_| true)?;
         let answers = self
-            .call_all(&targets, strategy, deadline, &mut warnings, call)
+            .call_all(&targets, strategy, scope.deadline, &mut warnings, call)
             .await?;
         let mut set = BTreeSet::new();
         for a in answers {
@@ -495,11 +649,11 @@ impl Fanout {
         Ok((out, warnings))
     }
 
-    /// `LabelNames` over every selected store, within `deadline`.
+    /// `LabelNames` over every store in `scope`.
     pub async fn label_names_with(
         &self,
         req: pb::LabelNamesRequest,
-        deadline: Option<Instant>,
+        scope: &Scope<'_>,
     ) -> Result<pb::LabelNamesResponse> {
         let (names, warnings) = self
             .label_query(
@@ -507,7 +661,7 @@ impl Fanout {
                 (req.start, req.end),
                 (req.partial_response_disabled, req.partial_response_strategy),
                 req.limit,
-                deadline,
+                scope,
                 |t| {
                     let (r, store) = (req.clone(), t.store.clone());
                     async move { store.label_names(r).await }
@@ -522,11 +676,11 @@ impl Fanout {
         })
     }
 
-    /// `LabelValues` over every selected store, within `deadline`.
+    /// `LabelValues` over every store in `scope`.
     pub async fn label_values_with(
         &self,
         req: pb::LabelValuesRequest,
-        deadline: Option<Instant>,
+        scope: &Scope<'_>,
     ) -> Result<pb::LabelValuesResponse> {
         if req.label.is_empty() {
             return Err(Error::bad_data("label values request without a label name"));
@@ -537,7 +691,7 @@ impl Fanout {
                 (req.start, req.end),
                 (req.partial_response_disabled, req.partial_response_strategy),
                 req.limit,
-                deadline,
+                scope,
                 |t| {
                     let (r, store) = (req.clone(), t.store.clone());
                     async move { store.label_values(r).await }
@@ -823,7 +977,7 @@ impl Store for Fanout {
             .as_ref()
             .and_then(|h| h.func.as_ref())
             .map(|f| f.name.clone());
-        let (groups, warnings) = self.fetch_groups(req, strategy, None).await?;
+        let (groups, warnings, _) = self.fetch_groups(req, strategy, &Scope::default()).await?;
         let mut frames: Vec<Result<SeriesFrame>> = Vec::with_capacity(groups.len() + 1);
         for g in groups {
             if limit > 0 && frames.len() as i64 >= limit {
@@ -845,18 +999,20 @@ impl Store for Fanout {
     }
 
     async fn label_names(&self, req: pb::LabelNamesRequest) -> Result<pb::LabelNamesResponse> {
-        self.label_names_with(req, None).await
+        self.label_names_with(req, &Scope::default()).await
     }
 
     async fn label_values(&self, req: pb::LabelValuesRequest) -> Result<pb::LabelValuesResponse> {
-        self.label_values_with(req, None).await
+        self.label_values_with(req, &Scope::default()).await
     }
 
     async fn metric_metadata(&self, req: pb::MetricMetadataRequest) -> Result<MetadataStream> {
         use pb::metric_metadata_response::Result as R;
         let strategy = PartialResponse::from_request(false, req.partial_response_strategy);
         let (targets, mut warnings) =
-            self.targets(&[], i64::MIN, i64::MAX, strategy, |m| m.serves_metadata)?;
+            self.targets(&[], i64::MIN, i64::MAX, strategy, &Scope::default(), |m| {
+                m.serves_metadata
+            })?;
         let answers = self
             .call_all(&targets, strategy, None, &mut warnings, |t| {
                 let (r, store) = (req.clone(), t.store.clone());
@@ -913,9 +1069,22 @@ impl Store for Fanout {
 pub struct Querier {
     fanout: Arc<Fanout>,
     opts: QueryOptions,
+    stores_asked: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Querier {
+    /// The most stores one selection of this query asked (for the query log).
+    pub fn stores_asked(&self) -> usize {
+        self.stores_asked.load(AtomicOrdering::Relaxed)
+    }
+
+    fn scope(&self) -> Scope<'_> {
+        Scope {
+            deadline: self.opts.deadline,
+            store_match: &self.opts.store_match,
+        }
+    }
+
     fn strategy(&self) -> PartialResponse {
         self.opts
             .partial_response
@@ -945,6 +1114,8 @@ impl Querier {
 impl Queryable for Querier {
     async fn select(&self, req: SelectRequest) -> Result<Selected> {
         let strategy = self.strategy();
+        // Prometheus' hint for lookups that need no samples (`/api/v1/series`).
+        let skip_chunks = req.hints.func.as_deref() == Some("series");
         let hints = pb::QueryHints {
             step_millis: req.hints.step_ms,
             func: req
@@ -964,13 +1135,22 @@ impl Queryable for Querier {
             partial_response_strategy: strategy.to_proto(),
             without_replica_labels: self.without(),
             query_hints: Some(hints),
+            skip_chunks,
             ..Default::default()
         };
-        let (groups, warnings) = self
+        let (groups, warnings, asked) = self
             .fanout
-            .fetch_groups(sreq, strategy, self.opts.deadline)
+            .fetch_groups(sreq, strategy, &self.scope())
             .await?;
+        self.stores_asked.fetch_max(asked, AtomicOrdering::Relaxed);
         let mut series = Vec::with_capacity(groups.len());
+        if skip_chunks {
+            series.extend(groups.into_iter().map(|g| SeriesData {
+                labels: g.labels,
+                samples: vec![],
+            }));
+            return Ok(Selected { series, warnings });
+        }
         for g in groups {
             let kind = self
                 .fanout
@@ -1004,7 +1184,7 @@ impl Queryable for Querier {
             without_replica_labels: self.without(),
             ..Default::default()
         };
-        let mut r = self.fanout.label_names_with(r, self.opts.deadline).await?;
+        let mut r = self.fanout.label_names_with(r, &self.scope()).await?;
         let names = std::mem::take(&mut r.names);
         Ok(Named {
             names,
@@ -1024,7 +1204,7 @@ impl Queryable for Querier {
             without_replica_labels: self.without(),
             ..Default::default()
         };
-        let r = self.fanout.label_values_with(r, self.opts.deadline).await?;
+        let r = self.fanout.label_values_with(r, &self.scope()).await?;
         Ok(Named {
             names: r.values,
             warnings: r.warnings,

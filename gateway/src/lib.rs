@@ -5,10 +5,12 @@
 
 pub mod api;
 pub mod app;
+pub mod cache;
 pub mod dedup;
 pub mod discovery;
 pub mod endpoints;
 pub mod fanout;
+pub mod metrics;
 pub mod promql;
 pub mod queryable;
 

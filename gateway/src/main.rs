@@ -107,29 +107,127 @@ struct QueryArgs {
     /// Most bytes (labels and chunks) a query may fetch from stores (0 = unlimited).
     #[arg(long = "store.limits.request-bytes", default_value = "0")]
     limit_bytes: u64,
+    /// TLS (and mTLS) for the HTTP API, in Prometheus' web configuration format.
+    #[command(flatten)]
+    http_tls: meridian_pki::tls::args::HttpTlsArgs,
+    /// Longest a query may run (a request's `timeout` can only shorten it).
+    #[arg(long = "query.timeout", default_value = "2m", value_parser = parse_duration)]
+    query_timeout: Duration,
+    /// Most samples a query may load into memory at once.
+    #[arg(long = "query.max-samples", default_value = "50000000")]
+    query_max_samples: usize,
+    /// How far back a vector selector looks for a sample.
+    #[arg(long = "query.lookback-delta", default_value = "5m", value_parser = parse_duration)]
+    lookback_delta: Duration,
+    /// Subquery resolution when a subquery gives none.
+    #[arg(long = "query.default-evaluation-interval", default_value = "1m", value_parser = parse_duration)]
+    default_evaluation_interval: Duration,
+    /// Range queries are split into pieces of this length, each cached on its own.
+    #[arg(long = "query-range.split-interval", default_value = "24h", value_parser = parse_duration)]
+    split_interval: Duration,
+    /// Pieces of range queries newer than this are not cached (data may still arrive).
+    #[arg(long = "query-range.max-freshness", default_value = "1m", value_parser = parse_duration)]
+    max_freshness: Duration,
+    /// Memory for the results cache (bytes; KB, MB, GB, KiB, MiB, GiB suffixes); 0 disables it.
+    #[arg(long = "query-range.response-cache-max-size", default_value = "256MiB", value_parser = parse_bytes)]
+    cache_max_size: u64,
+    /// How long label and series answers are cached.
+    #[arg(long = "query.labels-cache-ttl", default_value = "10s", value_parser = parse_duration)]
+    labels_cache_ttl: Duration,
+    /// Largest HTTP request body accepted (bytes; KB, MB, KiB, MiB suffixes).
+    #[arg(long = "http.max-request-body-size", default_value = "8MiB", value_parser = parse_bytes)]
+    max_body: u64,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long = "log.level", default_value = "info")]
     log_level: String,
+    /// Log format: logfmt-like text or one JSON object per line.
+    #[arg(long = "log.format", default_value = "logfmt", value_parser = ["logfmt", "json"])]
+    log_format: String,
+}
+
+/// Sizes for flags: a number of bytes with an optional unit (KB = 1000, KiB = 1024, ...).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (use e.g. 268435456, 256MiB, 1GB)"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "invalid size unit {other:?} in {s:?} (B, KB, MB, GB, KiB, MiB, GiB)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 fn main() -> anyhow::Result<()> {
+    use clap::{CommandFactory, FromArgMatches};
     meridian_pki::install_crypto_provider();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let flags = flag_values(&matches);
+    let cli = Cli::from_arg_matches(&matches)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     match cli.command {
-        Command::Query(args) => rt.block_on(query(*args)),
+        Command::Query(args) => rt.block_on(query(*args, flags)),
         Command::Probe { endpoints, tls } => rt.block_on(probe(endpoints, tls)),
         Command::Promqltest { paths, all } => rt.block_on(promqltest(paths, all)),
     }
 }
 
-async fn query(args: QueryArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log_level)?)
-        .with_writer(std::io::stderr)
-        .init();
+/// Every flag of the subcommand with its value (defaults included), for `/api/v1/status/flags`.
+fn flag_values(matches: &clap::ArgMatches) -> Vec<(String, String)> {
+    use clap::CommandFactory;
+    let Some((name, sub)) = matches.subcommand() else {
+        return vec![];
+    };
+    let cmd = Cli::command();
+    let Some(sc) = cmd.find_subcommand(name) else {
+        return vec![];
+    };
+    let mut out = Vec::new();
+    for arg in sc.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        let value = sub
+            .get_raw(arg.get_id().as_str())
+            .map(|vals| {
+                vals.map(|v| v.to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        out.push((long.to_owned(), value));
+    }
+    out.sort();
+    out
+}
+
+async fn query(args: QueryArgs, flags: Vec<(String, String)>) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)?;
+    if args.log_format == "json" {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -149,6 +247,11 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
     let http_listener = tokio::net::TcpListener::bind(&args.http_address)
         .await
         .with_context(|| format!("--http-address {}", args.http_address))?;
+    let config_yaml = match &args.endpoint_config {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("--endpoint.config-file {}", p.display()))?,
+        None => String::new(),
+    };
     let partial_response = if args.no_partial_response {
         PartialResponse::Abort
     } else {
@@ -183,6 +286,24 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
         grpc_tls: args.grpc_tls.load()?,
         grpc_tls_reload_interval: args.grpc_tls.reload_interval,
         http_listener,
+        http_tls: args.http_tls.load()?,
+        api: meridian_gateway::api::ApiOptions {
+            engine: meridian_gateway::promql::EngineOptions {
+                lookback_delta: args.lookback_delta,
+                default_subquery_step: args.default_evaluation_interval,
+                max_samples: args.query_max_samples,
+                timeout: args.query_timeout,
+            },
+            cache: meridian_gateway::cache::CacheOptions {
+                max_bytes: args.cache_max_size,
+                split_interval: args.split_interval,
+                max_freshness: args.max_freshness,
+                labels_ttl: args.labels_cache_ttl,
+            },
+            flags,
+            config_yaml,
+            max_body_bytes: usize::try_from(args.max_body).unwrap_or(usize::MAX),
+        },
     })
     .await?;
     tokio::select! {

@@ -13,7 +13,8 @@ use meridian_edge::sample::Sample;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SelectHints {
     /// The function the selection feeds (`rate`, `sum_over_time`, ...); counter functions make replica
-    /// deduplication counter-aware.
+    /// deduplication counter-aware. `series` (as in Prometheus) asks for labels only: the series may come
+    /// without samples.
     pub func: Option<String>,
     /// Query resolution, ms (0 for instant queries).
     pub step_ms: i64,

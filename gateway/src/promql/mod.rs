@@ -90,6 +90,8 @@ pub enum QueryValue {
 pub struct QueryResult {
     pub value: QueryValue,
     pub warnings: Vec<String>,
+    /// Samples loaded from the queryable.
+    pub samples: usize,
 }
 
 /// The PromQL engine.
@@ -323,7 +325,7 @@ impl Engine {
             )
         };
         let fetch = self.fetch(q, &expr, start, end);
-        let (data, warnings) = tokio::time::timeout_at(deadline, fetch)
+        let (data, warnings, samples) = tokio::time::timeout_at(deadline, fetch)
             .await
             .map_err(|_| timed_out())??;
         let n = if step == 0 {
@@ -370,7 +372,11 @@ impl Engine {
         let value = task
             .await
             .map_err(|e| Error::internal(format!("query evaluation failed: {e}")))??;
-        Ok(QueryResult { value, warnings })
+        Ok(QueryResult {
+            value,
+            warnings,
+            samples,
+        })
     }
 
     async fn fetch(
@@ -379,7 +385,7 @@ impl Engine {
         expr: &Expr,
         start: i64,
         end: i64,
-    ) -> Result<(HashMap<usize, Vec<SeriesData>>, Vec<String>)> {
+    ) -> Result<(HashMap<usize, Vec<SeriesData>>, Vec<String>, usize)> {
         let walk = Walk {
             qstart: start,
             qend: end,
@@ -441,7 +447,7 @@ impl Engine {
                 "query processing would load too many samples into memory in query execution",
             ));
         }
-        Ok((data, warnings))
+        Ok((data, warnings, loaded))
     }
 }
 

@@ -136,10 +136,21 @@ pub fn promtool_dump(promtool: &Path, dir: &Path) -> std::collections::HashMap<(
 #[derive(Debug, Clone)]
 pub struct HttpResponse {
     pub status: u16,
+    /// Header names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
 impl HttpResponse {
+    /// The first value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
@@ -210,7 +221,17 @@ pub fn http(
         }
         body = out;
     }
-    Ok(HttpResponse { status, body })
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// `GET` that panics on connection errors.

@@ -1,0 +1,457 @@
+//! Results cache (moka, bounded in bytes by a weigher).
+//!
+//! **Range queries** are split at multiples of `--query-range.split-interval` (24 h, counted from the
+//! Unix epoch) into pieces that each hold whole steps of the request's own grid (`start + k·step`). A
+//! piece is evaluated as a range query from its first to its last step and cached under (normalized
+//! query, the options that change answers, step, first step, last step): a later request on the same
+//! grid that covers the piece finds it, whatever its own start and end. This keeps the cache from ever
+//! changing an answer (unlike aligning `start` to the step, which moves the grid): a range query at a
+//! step is, step by step, the instant query at that time, so its pieces concatenate to the whole. What
+//! would break that is left whole and uncached: queries with `@ start()`/`@ end()` (their value depends on
+//! the request's own start and end).
+//!
+//! Not cached: pieces whose last step is newer than `now - max_freshness` (data may still arrive), and
+//! any piece whose answer carries warnings (a store was missing). Concurrent loads of one piece are
+//! coalesced (moka's `try_get_with`): the second request waits for the first one's answer.
+//!
+//! **Label and series responses** are cached as encoded bytes for a short time (`labels_ttl`), again
+//! only without warnings.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meridian_edge::error::{Error, Result};
+use meridian_edge::labels::Labels;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::promql::{QueryResult, QueryValue};
+use crate::queryable::SeriesData;
+
+/// Cache settings.
+#[derive(Debug, Clone)]
+pub struct CacheOptions {
+    /// Bytes the range-query pieces may take (0 disables the cache).
+    pub max_bytes: u64,
+    /// Piece length (`--query-range.split-interval`).
+    pub split_interval: Duration,
+    /// Pieces newer than this are not cached (`--query-range.max-freshness`).
+    pub max_freshness: Duration,
+    /// How long label and series answers are kept.
+    pub labels_ttl: Duration,
+}
+
+impl Default for CacheOptions {
+    fn default() -> CacheOptions {
+        CacheOptions {
+            max_bytes: 256 << 20,
+            split_interval: Duration::from_secs(24 * 3600),
+            max_freshness: Duration::from_secs(60),
+            labels_ttl: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Where a range answer came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub hits: usize,
+    pub misses: usize,
+    /// Pieces evaluated without the cache (fresh, warnings, unsplittable, cache off).
+    pub uncached: usize,
+}
+
+impl Outcome {
+    /// `hit`, `miss`, `partial` (some pieces from the cache) or `uncached`, for the query log.
+    pub fn summary(&self) -> &'static str {
+        match (self.hits, self.misses + self.uncached) {
+            (0, 0) => "empty",
+            (0, _) if self.misses > 0 => "miss",
+            (0, _) => "uncached",
+            (_, 0) => "hit",
+            _ => "partial",
+        }
+    }
+}
+
+/// A range query's merged answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RangeAnswer {
+    /// Series sorted by labels, samples in time order.
+    pub series: Vec<SeriesData>,
+    pub warnings: Vec<String>,
+    pub outcome: Outcome,
+    /// Samples loaded for the pieces evaluated now (cached pieces load none).
+    pub samples: usize,
+}
+
+/// The key of one piece.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PieceKey {
+    /// Normalized query and the options that change answers.
+    query: Arc<str>,
+    step: i64,
+    first: i64,
+    last: i64,
+}
+
+/// Why a loaded piece is not kept.
+#[derive(Debug)]
+enum NotKept {
+    Failed(Error),
+    /// The answer carried warnings: returned to every waiter, not stored.
+    Warned(Arc<Piece>),
+}
+
+#[derive(Debug)]
+struct Piece {
+    series: Vec<SeriesData>,
+    warnings: Vec<String>,
+    samples: usize,
+}
+
+/// Cache self-metrics.
+#[derive(Debug, Default)]
+pub struct CacheMetrics {
+    pub requests: Family<ResultLabel, Counter>,
+    pub bytes: Gauge,
+    pub entries: Gauge,
+}
+
+/// Labels of the cache request counter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ResultLabel {
+    /// `range` or `labels`.
+    pub cache: &'static str,
+    /// `hit`, `miss` or `uncached`.
+    pub result: &'static str,
+}
+
+impl CacheMetrics {
+    pub fn register(&self, r: &mut prometheus_client::registry::Registry) {
+        r.register(
+            "meridian_gateway_cache_requests",
+            "Results cache lookups by cache (range pieces, labels/series) and result",
+            self.requests.clone(),
+        );
+        r.register_with_unit(
+            "meridian_gateway_cache_size",
+            "Bytes held by the range-query results cache",
+            prometheus_client::registry::Unit::Bytes,
+            self.bytes.clone(),
+        );
+        r.register(
+            "meridian_gateway_cache_entries",
+            "Pieces held by the range-query results cache",
+            self.entries.clone(),
+        );
+    }
+
+    fn count(&self, cache: &'static str, result: &'static str, n: usize) {
+        self.requests
+            .get_or_create(&ResultLabel { cache, result })
+            .inc_by(n as u64);
+    }
+}
+
+/// The results cache.
+pub struct ResultsCache {
+    opts: CacheOptions,
+    pieces: Option<moka::future::Cache<PieceKey, Arc<Piece>>>,
+    labels: Option<moka::future::Cache<String, Arc<Vec<u8>>>>,
+    metrics: Arc<CacheMetrics>,
+}
+
+impl std::fmt::Debug for ResultsCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResultsCache")
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+fn piece_weight(p: &Piece) -> u32 {
+    let bytes: usize = p
+        .series
+        .iter()
+        .map(|s| s.labels.text_len() + 48 + s.samples.len() * 16)
+        .sum::<usize>()
+        + 64;
+    u32::try_from(bytes).unwrap_or(u32::MAX)
+}
+
+impl ResultsCache {
+    pub fn new(opts: CacheOptions) -> ResultsCache {
+        let pieces = (opts.max_bytes > 0).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(opts.max_bytes)
+                .weigher(|k: &PieceKey, v: &Arc<Piece>| {
+                    piece_weight(v).saturating_add(u32::try_from(k.query.len()).unwrap_or(0))
+                })
+                .build()
+        });
+        let labels = (opts.max_bytes > 0 && !opts.labels_ttl.is_zero()).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity((opts.max_bytes / 8).max(1 << 20))
+                .weigher(|k: &String, v: &Arc<Vec<u8>>| {
+                    u32::try_from(k.len() + v.len()).unwrap_or(u32::MAX)
+                })
+                .time_to_live(opts.labels_ttl)
+                .build()
+        });
+        ResultsCache {
+            opts,
+            pieces,
+            labels,
+            metrics: Arc::new(CacheMetrics::default()),
+        }
+    }
+
+    pub fn options(&self) -> &CacheOptions {
+        &self.opts
+    }
+
+    pub fn metrics(&self) -> &Arc<CacheMetrics> {
+        &self.metrics
+    }
+
+    /// Answers a range query from cached pieces and `eval(first, last)` for the others.
+    ///
+    /// `key` is the normalized query with every option that changes answers; `now` (ms) decides which
+    /// pieces are too fresh to keep; `splittable` is false for queries that must run whole.
+    pub async fn range<F, Fut>(
+        &self,
+        key: &str,
+        splittable: bool,
+        (start, end, step): (i64, i64, i64),
+        now: i64,
+        eval: F,
+    ) -> Result<RangeAnswer>
+    where
+        F: Fn(i64, i64) -> Fut,
+        Fut: std::future::Future<Output = Result<QueryResult>>,
+    {
+        let Some(cache) = self.pieces.as_ref().filter(|_| splittable) else {
+            let piece = run_piece(eval(start, end).await?)?;
+            self.metrics.count("range", "uncached", 1);
+            let outcome = Outcome {
+                uncached: 1,
+                ..Outcome::default()
+            };
+            return Ok(merge(vec![(Arc::new(piece), false)], outcome));
+        };
+        let split = i64::try_from(self.opts.split_interval.as_millis())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let fresh_from =
+            now.saturating_sub(i64::try_from(self.opts.max_freshness.as_millis()).unwrap_or(0));
+        let query: Arc<str> = Arc::from(key);
+        // Pieces in time order: (first step, last step).
+        let mut ranges = Vec::new();
+        let mut t = start;
+        while t <= end {
+            let piece_end = (t.div_euclid(split) + 1).saturating_mul(split);
+            // Last step of the grid before the piece boundary, not after `end`.
+            let bound = (piece_end - 1).min(end);
+            let last = t + (bound - t) / step * step;
+            ranges.push((t, last));
+            match last.checked_add(step) {
+                Some(n) => t = n,
+                None => break,
+            }
+        }
+        let mut outcome = Outcome::default();
+        let mut jobs = Vec::with_capacity(ranges.len());
+        // Fresh pieces (at the end) run as one evaluation.
+        let fresh_at = ranges
+            .iter()
+            .position(|&(_, last)| last > fresh_from)
+            .unwrap_or(ranges.len());
+        for &(first, last) in &ranges[..fresh_at] {
+            let key = PieceKey {
+                query: query.clone(),
+                step,
+                first,
+                last,
+            };
+            if let Some(p) = cache.get(&key).await {
+                outcome.hits += 1;
+                jobs.push(futures::future::Either::Left(async move { Ok((p, true)) }));
+                continue;
+            }
+            outcome.misses += 1;
+            let fut = eval(first, last);
+            jobs.push(futures::future::Either::Right(
+                futures::future::Either::Left(async move {
+                    let r = cache
+                        .try_get_with(key, async move {
+                            let piece = run_piece(fut.await.map_err(NotKept::Failed)?)
+                                .map_err(NotKept::Failed)?;
+                            if piece.warnings.is_empty() {
+                                Ok(Arc::new(piece))
+                            } else {
+                                Err(NotKept::Warned(Arc::new(piece)))
+                            }
+                        })
+                        .await;
+                    match r {
+                        Ok(p) => Ok((p, false)),
+                        Err(e) => match &*e {
+                            NotKept::Warned(p) => Ok((p.clone(), false)),
+                            NotKept::Failed(e) => Err(e.clone()),
+                        },
+                    }
+                }),
+            ));
+        }
+        if fresh_at < ranges.len() {
+            outcome.uncached += 1;
+            let (first, last) = (ranges[fresh_at].0, end - (end - start) % step);
+            let fut = eval(first, last);
+            jobs.push(futures::future::Either::Right(
+                futures::future::Either::Right(async move {
+                    Ok((Arc::new(run_piece(fut.await?)?), false))
+                }),
+            ));
+        }
+        let pieces = futures::future::join_all(jobs)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
+        self.metrics.count("range", "hit", outcome.hits);
+        self.metrics.count("range", "miss", outcome.misses);
+        self.metrics.count("range", "uncached", outcome.uncached);
+        self.metrics
+            .bytes
+            .set(i64::try_from(cache.weighted_size()).unwrap_or(i64::MAX));
+        self.metrics
+            .entries
+            .set(i64::try_from(cache.entry_count()).unwrap_or(i64::MAX));
+        Ok(merge(pieces, outcome))
+    }
+
+    /// A label or series answer (encoded `data` and warnings) from the cache or from `load`; answers with
+    /// warnings are not kept. Returns the answer and whether it was a hit.
+    pub async fn labels<F, Fut>(
+        &self,
+        key: String,
+        load: F,
+    ) -> Result<(Arc<Vec<u8>>, Vec<String>, bool)>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<(Vec<u8>, Vec<String>)>>,
+    {
+        let Some(cache) = &self.labels else {
+            let (data, warnings) = load().await?;
+            self.metrics.count("labels", "uncached", 1);
+            return Ok((Arc::new(data), warnings, false));
+        };
+        if let Some(hit) = cache.get(&key).await {
+            self.metrics.count("labels", "hit", 1);
+            return Ok((hit, vec![], true));
+        }
+        self.metrics.count("labels", "miss", 1);
+        let r = cache
+            .try_get_with(key, async move {
+                let (data, warnings) = load().await.map_err(|e| (Some(e), None))?;
+                if warnings.is_empty() {
+                    Ok(Arc::new(data))
+                } else {
+                    Err((None, Some((Arc::new(data), warnings))))
+                }
+            })
+            .await;
+        match r {
+            Ok(data) => Ok((data, vec![], false)),
+            Err(e) => match &*e {
+                (_, Some((data, warnings))) => Ok((data.clone(), warnings.clone(), false)),
+                (Some(err), None) => Err(err.clone()),
+                (None, None) => Err(Error::internal("results cache: load without answer")),
+            },
+        }
+    }
+}
+
+fn run_piece(r: QueryResult) -> Result<Piece> {
+    match r.value {
+        QueryValue::Matrix(series) => Ok(Piece {
+            series,
+            warnings: r.warnings,
+            samples: r.samples,
+        }),
+        other => Err(Error::internal(format!(
+            "range evaluation returned {other:?} instead of a matrix"
+        ))),
+    }
+}
+
+/// Joins pieces (in time order) into one answer: samples of equal series concatenated, series sorted
+/// by labels, warnings deduplicated in order.
+fn merge(pieces: Vec<(Arc<Piece>, bool)>, outcome: Outcome) -> RangeAnswer {
+    let mut warnings: Vec<String> = Vec::new();
+    let samples = pieces
+        .iter()
+        .filter(|(_, hit)| !hit)
+        .map(|(p, _)| p.samples)
+        .sum();
+    if pieces.len() == 1 {
+        let p = &pieces[0].0;
+        for w in &p.warnings {
+            if !warnings.contains(w) {
+                warnings.push(w.clone());
+            }
+        }
+        return RangeAnswer {
+            series: p.series.clone(),
+            warnings,
+            outcome,
+            samples,
+        };
+    }
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    let mut series: Vec<SeriesData> = Vec::new();
+    for (p, _) in &pieces {
+        for w in &p.warnings {
+            if !warnings.contains(w) {
+                warnings.push(w.clone());
+            }
+        }
+        for s in &p.series {
+            match index.get(&s.labels) {
+                Some(&i) => series[i].samples.extend_from_slice(&s.samples),
+                None => {
+                    index.insert(s.labels.clone(), series.len());
+                    series.push(s.clone());
+                }
+            }
+        }
+    }
+    series.sort_by(|a, b| a.labels.cmp(&b.labels));
+    RangeAnswer {
+        series,
+        warnings,
+        outcome,
+        samples,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcome_summaries() {
+        let o = |hits, misses, uncached| Outcome {
+            hits,
+            misses,
+            uncached,
+        };
+        assert_eq!(o(2, 0, 0).summary(), "hit");
+        assert_eq!(o(0, 2, 0).summary(), "miss");
+        assert_eq!(o(1, 1, 1).summary(), "partial");
+        assert_eq!(o(0, 0, 1).summary(), "uncached");
+    }
+}
