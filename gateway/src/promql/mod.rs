@@ -294,8 +294,14 @@ impl Engine {
             vt,
             parser::value::ValueType::Scalar | parser::value::ValueType::Vector
         ) {
+            // Prometheus names the types as its documentation does (`parser.DocumentedType`).
+            let documented = match vt {
+                parser::value::ValueType::Matrix => "range vector",
+                parser::value::ValueType::String => "string",
+                _ => "instant vector",
+            };
             return Err(Error::bad_data(format!(
-                "invalid expression type \"{vt}\" for range query, must be Scalar or instant Vector"
+                "invalid expression type \"{documented}\" for range query, must be Scalar or instant Vector"
             )));
         }
         self.run(q, expr, start, end, step).await

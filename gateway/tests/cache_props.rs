@@ -1,0 +1,180 @@
+//! The results cache can never change an answer: over random ranges, steps and queries, asked one after
+//! another of the same cache (so later requests overlap earlier ones and hit their pieces), the cached
+//! answer equals the engine's direct answer bit for bit. Pieces are an hour long here, "now" falls
+//! inside the data (so some pieces are too fresh to keep), and the queries include what splitting could
+//! break: windows reaching across piece boundaries, subqueries, `offset`, `@ start()`, `time()`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use meridian_edge::Labels;
+use meridian_edge::sample::Sample;
+use meridian_gateway::cache::{CacheOptions, ResultsCache};
+use meridian_gateway::promql::{Engine, MemQueryable, QueryValue};
+use meridian_gateway::queryable::SeriesData;
+use proptest::prelude::*;
+
+const T0: i64 = 1_700_000_000_000;
+/// Six hours of data.
+const SPAN: i64 = 6 * 3_600_000;
+
+const QUERIES: &[&str] = &[
+    "rate(c[5m])",
+    "sum by (job) (c)",
+    "c offset 10m",
+    "max_over_time(c[17m:2m])",
+    "c @ start()",
+    "timestamp(c)",
+    "deriv(g[10m])",
+    "g > 5",
+    "time()",
+    "count_over_time(g[1h])",
+];
+
+fn data() -> MemQueryable {
+    let mut series = Vec::new();
+    for (i, job) in ["a", "b", "a"].iter().enumerate() {
+        let id = i.to_string();
+        let mut c = Vec::new();
+        let mut g = Vec::new();
+        let mut v = 0.0;
+        let mut t = T0 + 1_234 * i as i64;
+        let mut k = 0u64;
+        while t < T0 + SPAN {
+            k += 1;
+            // A counter with a reset and a gap, and an irregular gauge.
+            v += (k % 7) as f64;
+            if k == 900 {
+                v = 0.0;
+            }
+            if !(400..440).contains(&k) {
+                c.push(Sample { t, v });
+                g.push(Sample {
+                    t,
+                    v: ((k * 37 + i as u64) % 11) as f64,
+                });
+            }
+            t += 10_000 + (k % 5) as i64 * 1_000;
+        }
+        series.push(SeriesData {
+            labels: Labels::from_pairs([("__name__", "c"), ("id", id.as_str()), ("job", job)]),
+            samples: c,
+        });
+        series.push(SeriesData {
+            labels: Labels::from_pairs([("__name__", "g"), ("id", id.as_str()), ("job", job)]),
+            samples: g,
+        });
+    }
+    MemQueryable { series }
+}
+
+fn same(a: &[SeriesData], b: &[SeriesData]) -> Result<(), String> {
+    if a.len() != b.len() {
+        return Err(format!("{} series vs {}", a.len(), b.len()));
+    }
+    for (x, y) in a.iter().zip(b) {
+        if x.labels != y.labels {
+            return Err(format!("labels {} vs {}", x.labels, y.labels));
+        }
+        let xs: Vec<(i64, u64)> = x.samples.iter().map(|s| (s.t, s.v.to_bits())).collect();
+        let ys: Vec<(i64, u64)> = y.samples.iter().map(|s| (s.t, s.v.to_bits())).collect();
+        if xs != ys {
+            return Err(format!("{}: samples differ", x.labels));
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+    #[test]
+    fn cached_answers_equal_uncached(
+        requests in prop::collection::vec(
+            (0..QUERIES.len(), 0i64..SPAN / 1000, 1i64..400, prop::sample::select(vec![7_000i64, 15_000, 30_000, 60_000, 300_000])),
+            1..8,
+        ),
+        now_offset in 0i64..SPAN,
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let r: Result<(), String> = rt.block_on(async {
+            let store = data();
+            let engine = Engine::default();
+            let cache = ResultsCache::new(CacheOptions {
+                max_bytes: 64 << 20,
+                split_interval: Duration::from_secs(3600),
+                max_freshness: Duration::from_secs(60),
+                labels_ttl: Duration::ZERO,
+            });
+            let now = T0 + now_offset;
+            for (qi, start_s, steps, step) in requests {
+                let q = QUERIES[qi];
+                let start = T0 + start_s * 1000 + 500;
+                let end = start + steps * step;
+                let splittable = !q.contains("start()");
+                let cached = cache
+                    .range(q, splittable, (start, end, step), now, |a, b| {
+                        let (engine, store) = (&engine, &store);
+                        async move { engine.range(store, q, a, b, step).await }
+                    })
+                    .await
+                    .map_err(|e| format!("{q}: {e}"))?;
+                let direct = engine
+                    .range(&store, q, start, end, step)
+                    .await
+                    .map_err(|e| format!("{q}: {e}"))?;
+                let QueryValue::Matrix(direct) = direct.value else {
+                    return Err(format!("{q}: not a matrix"));
+                };
+                same(&cached.series, &direct)
+                    .map_err(|e| format!("{q} [{start}, {end}] step {step} now {now}: {e} ({:?})", cached.outcome))?;
+            }
+            Ok(())
+        });
+        prop_assert!(r.is_ok(), "{}", r.err().unwrap_or_default());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pieces_are_reused_and_fresh_ones_are_not_kept() {
+    let store = data();
+    let engine = Engine::default();
+    let cache = ResultsCache::new(CacheOptions {
+        split_interval: Duration::from_secs(3600),
+        ..CacheOptions::default()
+    });
+    let q = "sum by (job) (rate(c[5m]))";
+    let step = 30_000;
+    let run = |start: i64, end: i64, now: i64| {
+        let (engine, store, cache) = (&engine, &store, &cache);
+        async move {
+            cache
+                .range(q, true, (start, end, step), now, |a, b| async move {
+                    engine.range(store, q, a, b, step).await
+                })
+                .await
+                .unwrap()
+        }
+    };
+    // 4 h on the hour grid: four pieces, the last one fresh (now is inside it).
+    let start = T0 / 3_600_000 * 3_600_000 + 3_600_000;
+    let end = start + 4 * 3_600_000 - step;
+    let now = end - 30_000;
+    let first = run(start, end, now).await;
+    assert_eq!((first.outcome.misses, first.outcome.uncached), (3, 1));
+    let again = run(start, end, now).await;
+    assert_eq!((again.outcome.hits, again.outcome.uncached), (3, 1));
+    assert_eq!(again.series, first.series);
+    // Later, everything is old enough: the fresh piece is now cached too.
+    let later = run(start, end, end + 3_600_000).await;
+    assert_eq!((later.outcome.hits, later.outcome.misses), (3, 1));
+    // A request shifted by whole steps shares the middle pieces.
+    let shifted = run(start + 3_600_000, end + 3_600_000, end + 7_200_000).await;
+    assert_eq!(shifted.outcome.hits, 3);
+    assert!(shifted.samples > 0, "the one new piece loaded samples");
+}
