@@ -124,7 +124,7 @@ pub struct CacheMetrics {
 /// Labels of the cache request counter.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
 pub struct ResultLabel {
-    /// `range` or `labels`.
+    /// `range` (pieces), `response` (whole range answers) or `labels`.
     pub cache: &'static str,
     /// `hit`, `miss` or `uncached`.
     pub result: &'static str,
@@ -162,6 +162,7 @@ pub struct ResultsCache {
     opts: CacheOptions,
     pieces: Option<moka::future::Cache<PieceKey, Arc<Piece>>>,
     labels: Option<moka::future::Cache<String, Arc<Vec<u8>>>>,
+    responses: Option<moka::future::Cache<String, Arc<CachedBody>>>,
     metrics: Arc<CacheMetrics>,
 }
 
@@ -202,10 +203,21 @@ impl ResultsCache {
                 .time_to_live(opts.labels_ttl)
                 .build()
         });
+        // Whole encoded answers to repeated requests: a quarter of the budget.
+        let responses = (opts.max_bytes > 0).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(opts.max_bytes / 4)
+                .weigher(|k: &String, v: &Arc<CachedBody>| {
+                    // The gzipped copy, made on first demand, is counted in advance (about a fifth).
+                    u32::try_from(k.len() + v.plain.len() + v.plain.len() / 5).unwrap_or(u32::MAX)
+                })
+                .build()
+        });
         ResultsCache {
             opts,
             pieces,
             labels,
+            responses,
             metrics: Arc::new(CacheMetrics::default()),
         }
     }
@@ -371,6 +383,34 @@ impl ResultsCache {
                 (Some(err), None) => Err(err.clone()),
                 (None, None) => Err(Error::internal("results cache: load without answer")),
             },
+        }
+    }
+}
+
+/// A whole encoded response, kept for identical requests (its gzipped copy made on first demand).
+#[derive(Debug, Default)]
+pub struct CachedBody {
+    pub plain: bytes::Bytes,
+    pub gzip: tokio::sync::OnceCell<bytes::Bytes>,
+}
+
+impl ResultsCache {
+    /// The kept response to an identical request, if any.
+    ///
+    /// A range answer is kept whole only when every piece of it was old enough to cache and no
+    /// warning came with it: then it is exactly what its pieces would assemble to, and encoding a
+    /// large matrix again (the bulk of a cached answer's cost) is skipped.
+    pub async fn response(&self, key: &str) -> Option<Arc<CachedBody>> {
+        let hit = self.responses.as_ref()?.get(key).await;
+        self.metrics
+            .count("response", if hit.is_some() { "hit" } else { "miss" }, 1);
+        hit
+    }
+
+    /// Keeps an encoded response (see [`ResultsCache::response`]).
+    pub async fn keep_response(&self, key: String, body: Arc<CachedBody>) {
+        if let Some(c) = &self.responses {
+            c.insert(key, body).await;
         }
     }
 }

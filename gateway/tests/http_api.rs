@@ -45,7 +45,10 @@ fn counter_value(t: i64) -> f64 {
 }
 
 fn store(cluster: &str, replica: &str, from: i64) -> MemStore {
-    let s = MemStore::new(Labels::from_pairs([("cluster", cluster), ("replica", replica)]));
+    let s = MemStore::new(Labels::from_pairs([
+        ("cluster", cluster),
+        ("replica", replica),
+    ]));
     let samples: Vec<Sample> = (from..POINTS)
         .map(|i| {
             let t = T0 + i * 15_000;
@@ -261,7 +264,10 @@ async fn grafana_datasource_requests() {
     // Series.
     let r = get(
         a,
-        &format!("/api/v1/series?match[]={}", urlencode("up{instance=\"i2\"}")),
+        &format!(
+            "/api/v1/series?match[]={}",
+            urlencode("up{instance=\"i2\"}")
+        ),
     )
     .await;
     assert_eq!(
@@ -331,7 +337,11 @@ async fn grafana_datasource_requests() {
         "/api/v1/rules",
         "/api/v1/alerts",
     ] {
-        let g = get(a, &format!("{path}?query=up&match[]=up&start=1&end=2&step=1")).await;
+        let g = get(
+            a,
+            &format!("{path}?query=up&match[]=up&start=1&end=2&step=1"),
+        )
+        .await;
         let p = post_form(a, path, "query=up&match[]=up&start=1&end=2&step=1").await;
         assert_eq!(g.status, 200, "GET {path}: {}", g.text());
         assert_eq!(p.status, 200, "POST {path}: {}", p.text());
@@ -549,7 +559,10 @@ async fn thanos_parameters_and_partial_responses() {
         .map(|s| s["metric"].to_string())
         .collect();
     assert_eq!(metrics.len(), 4, "{metrics:?}");
-    assert!(metrics.iter().all(|m| !m.contains("cluster")), "{metrics:?}");
+    assert!(
+        metrics.iter().all(|m| !m.contains("cluster")),
+        "{metrics:?}"
+    );
     // max_source_resolution and engine are accepted.
     let r = get(
         a,
@@ -573,7 +586,7 @@ async fn repeated_range_query_is_served_from_cache_with_identical_bytes() {
     let hits = |text: &str| {
         meridian_testkit::metric_value(
             text,
-            "meridian_gateway_cache_requests_total{cache=\"range\",result=\"hit\"}",
+            "meridian_gateway_cache_requests_total{cache=\"response\",result=\"hit\"}",
         )
         .unwrap_or(0.0)
     };
@@ -591,12 +604,19 @@ async fn repeated_range_query_is_served_from_cache_with_identical_bytes() {
     let gz = request(a, "GET", &path, &[("Accept-Encoding", "gzip")], "").await;
     assert_eq!(gz.header("content-encoding"), Some("gzip"));
     let mut plain = Vec::new();
-    std::io::Read::read_to_end(
-        &mut flate2::read::GzDecoder::new(&gz.body[..]),
-        &mut plain,
-    )
-    .unwrap();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz.body[..]), &mut plain)
+        .unwrap();
     assert_eq!(plain, first.body);
+    // Another request over the same pieces (a limit makes it another whole answer) reuses them.
+    let limited = path.replace("step=30", "step=30&limit=1");
+    let third = get(a, &limited).await;
+    assert_eq!(third.status, 200);
+    assert!(third.text().contains("results truncated due to limit"));
+    let piece_hits = meridian_testkit::metric_value(
+        &api.metrics_text(),
+        "meridian_gateway_cache_requests_total{cache=\"range\",result=\"hit\"}",
+    );
+    assert_eq!(piece_hits, Some(1.0), "{}", api.metrics_text());
     gw.shutdown().await;
 }
 

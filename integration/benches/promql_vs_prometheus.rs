@@ -25,72 +25,9 @@ use meridian_edge::storeapi::leaf::LeafStore;
 use meridian_edge::tsdb::db::{Db, DbOptions};
 use meridian_gateway::fanout::{Fanout, FanoutOptions, QueryOptions, StaticStores};
 use meridian_gateway::promql::Engine;
+use meridian_integration::bench::{best, remote_write};
 use meridian_integration::demo::{STEP, T0, compliance_queries, generate};
 use meridian_testkit::{Prometheus, http, urlencode};
-
-fn best<F: FnMut() -> bool>(runs: usize, mut f: F) -> Option<Duration> {
-    let mut best = Duration::MAX;
-    for _ in 0..runs {
-        let start = Instant::now();
-        if !f() {
-            return None;
-        }
-        best = best.min(start.elapsed());
-    }
-    Some(best)
-}
-
-fn remote_write(addr: &str, series: &[meridian_gateway::queryable::SeriesData], points: i64) {
-    // Time-ordered batches across all series (by time, not position: some series have gaps), as a
-    // scraping Prometheus would send them.
-    let batch = 20i64;
-    let mut k = 0i64;
-    while k < points {
-        let (from, to) = (T0 + k * STEP, T0 + (k + batch) * STEP);
-        let mut req = prom::WriteRequest::default();
-        for s in series {
-            let samples: Vec<prom::Sample> = s
-                .samples
-                .iter()
-                .filter(|x| x.t >= from && x.t < to)
-                .map(|x| prom::Sample {
-                    value: x.v,
-                    timestamp: x.t,
-                })
-                .collect();
-            if samples.is_empty() {
-                continue;
-            }
-            req.timeseries.push(prom::TimeSeries {
-                labels: s
-                    .labels
-                    .iter()
-                    .map(|l| prom::Label {
-                        name: l.name.to_owned(),
-                        value: l.value.to_owned(),
-                    })
-                    .collect(),
-                samples,
-                ..Default::default()
-            });
-        }
-        let body = meridian_edge::receive::encode_body(&req).unwrap();
-        let r = http(
-            "POST",
-            addr,
-            "/api/v1/write",
-            &[
-                ("Content-Encoding", "snappy"),
-                ("Content-Type", "application/x-protobuf"),
-                ("X-Prometheus-Remote-Write-Version", "0.1.0"),
-            ],
-            &body,
-        )
-        .unwrap();
-        assert!(r.status < 300, "remote write: {} {}", r.status, r.text());
-        k += batch;
-    }
-}
 
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");

@@ -1,5 +1,6 @@
 //! Meridian's end-to-end tests (in `tests/`) and side-by-side benchmarks against real components.
-//! Shared helpers live in `meridian-testkit`; [`demo`] makes the data PromQL comparisons run on.
+//! Shared helpers live in `meridian-testkit`; [`demo`] makes the data PromQL comparisons run on and
+//! [`bench`] holds what the side-by-side benchmarks share.
 
 /// Synthetic series shaped like the PromLabs demo service's (what the PromQL compliance query list
 /// expects), deterministic.
@@ -276,5 +277,84 @@ pub mod demo {
             out.extend(expanded);
         }
         out
+    }
+}
+
+/// What the side-by-side benchmarks share: timing and loading Prometheus by remote write.
+pub mod bench {
+    use std::time::{Duration, Instant};
+
+    use meridian_edge::proto::prometheus as prom;
+    use meridian_testkit::http;
+
+    use crate::demo::{STEP, T0};
+
+    /// The best wall time of `runs` runs of `f`; `None` when a run fails (`f` returns false).
+    pub fn best<F: FnMut() -> bool>(runs: usize, mut f: F) -> Option<Duration> {
+        let mut best = Duration::MAX;
+        for _ in 0..runs {
+            let start = Instant::now();
+            if !f() {
+                return None;
+            }
+            best = best.min(start.elapsed());
+        }
+        Some(best)
+    }
+
+    pub fn remote_write(
+        addr: &str,
+        series: &[meridian_gateway::queryable::SeriesData],
+        points: i64,
+    ) {
+        // Time-ordered batches across all series (by time, not position: some series have gaps), as a
+        // scraping Prometheus would send them.
+        let batch = 20i64;
+        let mut k = 0i64;
+        while k < points {
+            let (from, to) = (T0 + k * STEP, T0 + (k + batch) * STEP);
+            let mut req = prom::WriteRequest::default();
+            for s in series {
+                let samples: Vec<prom::Sample> = s
+                    .samples
+                    .iter()
+                    .filter(|x| x.t >= from && x.t < to)
+                    .map(|x| prom::Sample {
+                        value: x.v,
+                        timestamp: x.t,
+                    })
+                    .collect();
+                if samples.is_empty() {
+                    continue;
+                }
+                req.timeseries.push(prom::TimeSeries {
+                    labels: s
+                        .labels
+                        .iter()
+                        .map(|l| prom::Label {
+                            name: l.name.to_owned(),
+                            value: l.value.to_owned(),
+                        })
+                        .collect(),
+                    samples,
+                    ..Default::default()
+                });
+            }
+            let body = meridian_edge::receive::encode_body(&req).unwrap();
+            let r = http(
+                "POST",
+                addr,
+                "/api/v1/write",
+                &[
+                    ("Content-Encoding", "snappy"),
+                    ("Content-Type", "application/x-protobuf"),
+                    ("X-Prometheus-Remote-Write-Version", "0.1.0"),
+                ],
+                &body,
+            )
+            .unwrap();
+            assert!(r.status < 300, "remote write: {} {}", r.status, r.text());
+            k += batch;
+        }
     }
 }

@@ -244,9 +244,16 @@ async fn promtool_and_error_shapes_match_prometheus() {
             })
             .collect();
         let (p, m) = (&outs[0], &outs[1]);
-        assert_eq!(p.0, m.0, "promtool {args:?}: exit status\nprometheus: {}\nmeridian: {}", p.1, m.1);
+        assert_eq!(
+            p.0, m.0,
+            "promtool {args:?}: exit status\nprometheus: {}\nmeridian: {}",
+            p.1, m.1
+        );
         if p.0 {
-            assert!(!p.1.trim().is_empty(), "promtool {args:?}: empty answer from Prometheus");
+            assert!(
+                !p.1.trim().is_empty(),
+                "promtool {args:?}: empty answer from Prometheus"
+            );
             if *unordered {
                 assert_eq!(sorted_lines(&p.1), sorted_lines(&m.1), "promtool {args:?}");
             } else {
@@ -264,11 +271,17 @@ async fn promtool_and_error_shapes_match_prometheus() {
         ("/api/v1/query_range?query=up&start=10&end=5&step=1", true),
         ("/api/v1/query_range?query=up&start=1&end=5&step=0", true),
         ("/api/v1/query_range?query=up&start=1&end=5&step=-1", true),
-        ("/api/v1/query_range?query=up&start=0&end=11001&step=1", true),
+        (
+            "/api/v1/query_range?query=up&start=0&end=11001&step=1",
+            true,
+        ),
         ("/api/v1/query_range?query=up&start=abc&end=5&step=1", true),
         ("/api/v1/query_range?query=up&start=1&end=5&step=abc", true),
         ("/api/v1/query_range?query=up&end=5&step=1", true),
-        ("/api/v1/query_range?query=rate(up)&start=1&end=5&step=1", false),
+        (
+            "/api/v1/query_range?query=rate(up)&start=1&end=5&step=1",
+            false,
+        ),
         ("/api/v1/series", true),
         ("/api/v1/series?match[]=%7B%7D", false),
         ("/api/v1/series?match[]=up&start=abc", true),
@@ -286,9 +299,15 @@ async fn promtool_and_error_shapes_match_prometheus() {
         let p = http_get(&prom.addr, path);
         let m = http_get(&ours, path);
         let (pj, mj) = (p.json(), m.json());
-        assert_eq!(p.status, m.status, "{path}: status\nprometheus: {pj}\nmeridian: {mj}");
+        assert_eq!(
+            p.status, m.status,
+            "{path}: status\nprometheus: {pj}\nmeridian: {mj}"
+        );
         assert_eq!(pj["status"], mj["status"], "{path}");
-        assert_eq!(pj["errorType"], mj["errorType"], "{path}\nprometheus: {pj}\nmeridian: {mj}");
+        assert_eq!(
+            pj["errorType"], mj["errorType"],
+            "{path}\nprometheus: {pj}\nmeridian: {mj}"
+        );
         if *same_message {
             // 2.42 spelled one prefix "Invalid time value"; Prometheus 3 lower-cased it.
             let norm = |v: &serde_json::Value| v["error"].as_str().unwrap_or("").to_lowercase();

@@ -52,23 +52,44 @@ pub fn float_unquoted(out: &mut Vec<u8>, v: f64) {
             out.push(b'0');
         }
         out.extend_from_slice(digits.as_bytes());
+    } else if v.fract() == 0.0 && abs < 1e15 {
+        // Whole numbers (counters, most gauges) without the formatting machinery; the same digits.
+        if v.is_sign_negative() {
+            out.push(b'-');
+        }
+        write_u64(out, abs as u64);
     } else {
         let _ = write!(out, "{v}");
     }
 }
 
+/// Decimal digits of `n`.
+fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
 /// A millisecond timestamp in seconds, as Prometheus' `MarshalTimestamp`: the whole seconds, then, when
 /// the milliseconds are not zero, a dot and the milliseconds as three digits (`1.5 s` is `1.500`).
 pub fn timestamp(out: &mut Vec<u8>, t: i64) {
-    let mut t = i128::from(t);
     if t < 0 {
         out.push(b'-');
-        t = -t;
     }
-    let _ = write!(out, "{}", t / 1000);
+    let t = t.unsigned_abs();
+    write_u64(out, t / 1000);
     let frac = t % 1000;
     if frac != 0 {
-        let _ = write!(out, ".{frac:03}");
+        let digit = |d: u64| b'0' + (d % 10) as u8;
+        out.extend_from_slice(&[b'.', digit(frac / 100), digit(frac / 10), digit(frac)]);
     }
 }
 
@@ -275,6 +296,10 @@ mod tests {
             (0.1, "0.1"),
             (1.5, "1.5"),
             (123456789.0, "123456789"),
+            (-42.0, "-42"),
+            (999999999999999.0, "999999999999999"),
+            (1e15, "1000000000000000"),
+            (9007199254740993.0, "9007199254740992"),
             (1e20, "100000000000000000000"),
             (1e21, "1e+21"),
             (1.5e300, "1.5e+300"),

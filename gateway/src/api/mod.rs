@@ -27,7 +27,7 @@ use meridian_edge::proto::thanos as pb;
 use meridian_edge::storeapi::Store;
 use prometheus_client::registry::Registry;
 
-use crate::cache::{CacheOptions, ResultsCache};
+use crate::cache::{CacheOptions, CachedBody, ResultsCache};
 use crate::fanout::{Fanout, PartialResponse, QueryOptions};
 use crate::metrics::ApiMetrics;
 use crate::promql::{Engine, EngineOptions, QueryValue};
@@ -263,6 +263,8 @@ struct Answer {
     data: Arc<Vec<u8>>,
     warnings: Vec<String>,
     infos: Vec<String>,
+    /// The whole response, already encoded (a kept range answer): sent as it is.
+    whole: Option<Arc<CachedBody>>,
 }
 
 impl Answer {
@@ -271,6 +273,16 @@ impl Answer {
             data: Arc::new(data),
             warnings,
             infos: vec![],
+            whole: None,
+        }
+    }
+
+    fn whole(body: Arc<CachedBody>) -> Answer {
+        Answer {
+            data: Arc::default(),
+            warnings: vec![],
+            infos: vec![],
+            whole: Some(body),
         }
     }
 
@@ -311,16 +323,17 @@ async fn serve(
             });
             coding.eq_ignore_ascii_case("gzip") && !refused
         });
-    let (status, body, no_store) = match result {
+    let (status, body, no_store, whole) = match result {
+        Ok(Answer { whole: Some(w), .. }) => (StatusCode::OK, w.plain.clone(), false, Some(w)),
         Ok(a) => {
             let no_store = !a.warnings.is_empty();
             let bytes = json::success(&a.data, &a.warnings, &a.infos);
-            (StatusCode::OK, bytes, no_store)
+            (StatusCode::OK, Bytes::from(bytes), no_store, None)
         }
         Err(e) => {
             let status = StatusCode::from_u16(e.kind.http_status())
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            (status, json::error(&e), false)
+            (status, Bytes::from(json::error(&e)), false, None)
         }
     };
     let method_label = if method == Method::POST {
@@ -334,11 +347,39 @@ async fn serve(
         status.as_u16(),
         started.elapsed().as_secs_f64(),
     );
-    respond(status, body, gzip, no_store).await
+    respond(status, body, gzip, no_store, whole).await
 }
 
-/// The response, gzipped (on a blocking thread when large) when the client accepts it.
-async fn respond(status: StatusCode, body: Vec<u8>, gzip: bool, no_store: bool) -> Response {
+/// Gzips `body` (on a blocking thread when large).
+async fn gzip_bytes(body: Bytes) -> std::io::Result<Bytes> {
+    let large = body.len() >= 256 << 10;
+    let compress = move || {
+        let mut enc = flate2::write::GzEncoder::new(
+            Vec::with_capacity(body.len() / 4),
+            flate2::Compression::fast(),
+        );
+        enc.write_all(&body)
+            .and_then(|()| enc.finish())
+            .map(Bytes::from)
+    };
+    if large {
+        tokio::task::spawn_blocking(compress)
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+    } else {
+        compress()
+    }
+}
+
+/// The response, gzipped when the client accepts it (a kept response keeps its gzipped copy too).
+async fn respond(
+    status: StatusCode,
+    body: Bytes,
+    gzip: bool,
+    no_store: bool,
+    whole: Option<Arc<CachedBody>>,
+) -> Response {
     let mut builder = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json");
@@ -346,21 +387,13 @@ async fn respond(status: StatusCode, body: Vec<u8>, gzip: bool, no_store: bool) 
         builder = builder.header(header::CACHE_CONTROL, "no-store");
     }
     let body = if gzip && body.len() >= 1024 {
-        let large = body.len() >= 256 << 10;
-        let compress = move || {
-            let mut enc = flate2::write::GzEncoder::new(
-                Vec::with_capacity(body.len() / 4),
-                flate2::Compression::fast(),
-            );
-            enc.write_all(&body).and_then(|()| enc.finish())
-        };
-        let compressed = if large {
-            tokio::task::spawn_blocking(compress)
+        let compressed = match &whole {
+            Some(w) => w
+                .gzip
+                .get_or_try_init(|| gzip_bytes(body.clone()))
                 .await
-                .map_err(std::io::Error::other)
-                .and_then(|r| r)
-        } else {
-            compress()
+                .cloned(),
+            None => gzip_bytes(body).await,
         };
         match compressed {
             Ok(c) => {
@@ -644,6 +677,11 @@ async fn query_range(api: &Arc<Api>, p: &Params) -> Result<Answer> {
         engine.options().default_subquery_step,
     );
     let splittable = !normalized.contains("start()") && !normalized.contains("end()");
+    let whole_key = format!("{key}\u{0}{start} {end} {step_ms} {limit}");
+    if splittable && let Some(w) = api.cache.response(&whole_key).await {
+        log_cached(q, started);
+        return Ok(Answer::whole(w));
+    }
     let querier = api.fanout.querier(opts);
     let _in_flight = InFlight::new(&api.metrics);
     let result = api
@@ -673,7 +711,28 @@ async fn query_range(api: &Arc<Api>, p: &Params) -> Result<Answer> {
         out.push(b'}');
     })
     .await?;
+    // Every piece came from or went into the piece cache: the whole answer is kept too.
+    if splittable && r.outcome.uncached == 0 && warnings.is_empty() {
+        let whole = Arc::new(CachedBody {
+            plain: Bytes::from(json::success(&data, &[], &[])),
+            ..Default::default()
+        });
+        api.cache.keep_response(whole_key, whole.clone()).await;
+        return Ok(Answer::whole(whole));
+    }
     Ok(Answer::data(data, warnings))
+}
+
+fn log_cached(q: &str, started: Instant) {
+    tracing::info!(
+        kind = "query_range",
+        query = q,
+        duration_seconds = started.elapsed().as_secs_f64(),
+        samples = 0,
+        stores = 0,
+        cache = "response",
+        "query"
+    );
 }
 
 /// `start` and `end` of a metadata query (defaults: all time).
@@ -738,6 +797,7 @@ async fn series(api: &Arc<Api>, p: &Params) -> Result<Answer> {
         data,
         warnings,
         infos: vec![],
+        whole: None,
     })
 }
 
@@ -790,6 +850,7 @@ async fn labels(api: &Arc<Api>, name: Option<String>, p: &Params) -> Result<Answ
         data,
         warnings,
         infos: vec![],
+        whole: None,
     })
 }
 
