@@ -178,3 +178,31 @@ async fn pieces_are_reused_and_fresh_ones_are_not_kept() {
     assert_eq!(shifted.outcome.hits, 3);
     assert!(shifted.samples > 0, "the one new piece loaded samples");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_identical_loads_are_coalesced() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let store = data();
+    let engine = Engine::default();
+    let cache = ResultsCache::new(CacheOptions::default());
+    let evaluations = AtomicUsize::new(0);
+    let q = "sum(rate(c[5m]))";
+    let (start, end, step) = (T0 + 600_000, T0 + 3_600_000, 60_000);
+    let one = || {
+        let (engine, store, cache, evaluations) = (&engine, &store, &cache, &evaluations);
+        async move {
+            cache
+                .range(q, true, (start, end, step), T0 + SPAN * 10, |a, b| async move {
+                    evaluations.fetch_add(1, Ordering::SeqCst);
+                    // Slow enough that the other requests arrive while this one loads.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    engine.range(store, q, a, b, step).await
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let answers = futures::future::join_all((0..4).map(|_| one())).await;
+    assert_eq!(evaluations.load(Ordering::SeqCst), 1, "one load for four requests");
+    assert!(answers.windows(2).all(|w| w[0].series == w[1].series));
+}

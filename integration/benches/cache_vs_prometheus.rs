@@ -4,8 +4,9 @@
 //! ~1,000 demo-shaped series (37 instances) × 24 h at 15 s go into Meridian's TSDB in this process (cut
 //! into blocks, read through the leaf StoreAPI and the fan-out) and by remote write into a Prometheus
 //! 2.42 on loopback. Both are asked over HTTP on loopback, so both times include parsing, evaluation
-//! and JSON encoding. Uncached: an API with the cache off; cached: the same request repeated on an API
-//! with the cache on (the first request fills it). Each figure is the best of 5.
+//! and JSON encoding; both are asked with `Accept-Encoding: gzip`, as Grafana and promtool ask (so
+//! both gzip their answers). Uncached: an API with the cache off; cached: the same request repeated on
+//! an API with the cache on (the first request fills it). Each figure is the best of 5.
 //!
 //! Run: `cargo bench -p meridian-integration --bench cache_vs_prometheus` (needs `prometheus` on PATH).
 //! Under `cargo test --all-targets`: a 2-instance, 1 h smoke run of the cached path only.
@@ -32,8 +33,9 @@ const QUERIES: &[&str] = &[
     "histogram_quantile(0.99, sum by (le, instance) (rate(demo_api_request_duration_seconds_bucket[5m])))",
 ];
 
+/// As Grafana and promtool (Go's HTTP client) ask: gzip accepted. Returns the bytes received.
 fn get_ok(addr: &str, path: &str) -> usize {
-    let r = http("GET", addr, path, &[], b"").unwrap();
+    let r = http("GET", addr, path, &[("Accept-Encoding", "gzip")], b"").unwrap();
     assert_eq!(r.status, 200, "{path}: {}", r.text());
     r.body.len()
 }
@@ -140,7 +142,7 @@ fn main() {
     let ms = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64() * 1000.0);
     println!(
         "{:<100} {:>10} {:>10} {:>10} {:>9} {:>9} {:>8}",
-        "query (24 h at 60 s)", "uncached", "cached", "Prom 2.42", "c/unc", "c/Prom", "MB"
+        "query (24 h at 60 s)", "uncached", "cached", "Prom 2.42", "c/unc", "c/Prom", "MB gz"
     );
     for q in QUERIES {
         let p = path(q);

@@ -874,10 +874,21 @@ async fn metadata(api: &Arc<Api>, p: &Params) -> Result<Answer> {
         limit: -1,
         partial_response_strategy: strategy.to_proto(),
     };
-    let mut stream = api.fanout.metric_metadata(req).await?;
+    let timed_out = || {
+        Error::new(
+            meridian_edge::error::ErrorKind::Timeout,
+            "metadata request timed out (--query.timeout)",
+        )
+    };
+    let mut stream = tokio::time::timeout_at(deadline(api), api.fanout.metric_metadata(req))
+        .await
+        .map_err(|_| timed_out())??;
     let mut all: std::collections::BTreeMap<String, Vec<pb::Meta>> = Default::default();
     let mut warnings = Vec::new();
-    while let Some(frame) = stream.next().await {
+    while let Some(frame) = tokio::time::timeout_at(deadline(api), stream.next())
+        .await
+        .map_err(|_| timed_out())?
+    {
         use pb::metric_metadata_response::Result as R;
         match frame?.result {
             // The fan-out sends one frame, merged over the stores.
