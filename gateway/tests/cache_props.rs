@@ -192,17 +192,27 @@ async fn concurrent_identical_loads_are_coalesced() {
         let (engine, store, cache, evaluations) = (&engine, &store, &cache, &evaluations);
         async move {
             cache
-                .range(q, true, (start, end, step), T0 + SPAN * 10, |a, b| async move {
-                    evaluations.fetch_add(1, Ordering::SeqCst);
-                    // Slow enough that the other requests arrive while this one loads.
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    engine.range(store, q, a, b, step).await
-                })
+                .range(
+                    q,
+                    true,
+                    (start, end, step),
+                    T0 + SPAN * 10,
+                    |a, b| async move {
+                        evaluations.fetch_add(1, Ordering::SeqCst);
+                        // Slow enough that the other requests arrive while this one loads.
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        engine.range(store, q, a, b, step).await
+                    },
+                )
                 .await
                 .unwrap()
         }
     };
     let answers = futures::future::join_all((0..4).map(|_| one())).await;
-    assert_eq!(evaluations.load(Ordering::SeqCst), 1, "one load for four requests");
+    assert_eq!(
+        evaluations.load(Ordering::SeqCst),
+        1,
+        "one load for four requests"
+    );
     assert!(answers.windows(2).all(|w| w[0].series == w[1].series));
 }

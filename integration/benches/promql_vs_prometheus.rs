@@ -16,10 +16,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use meridian_edge::Labels;
-use meridian_edge::proto::prometheus as prom;
 use meridian_edge::storeapi::Store;
 use meridian_edge::storeapi::leaf::LeafStore;
 use meridian_edge::tsdb::db::{Db, DbOptions};

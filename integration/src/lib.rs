@@ -340,7 +340,8 @@ pub mod bench {
                     ..Default::default()
                 });
             }
-            let body = meridian_edge::receive::encode_body(&req).unwrap();
+            let body = meridian_edge::receive::encode_body(&req)
+                .unwrap_or_else(|e| panic!("encoding a remote-write request: {e}"));
             let r = http(
                 "POST",
                 addr,
@@ -352,7 +353,7 @@ pub mod bench {
                 ],
                 &body,
             )
-            .unwrap();
+            .unwrap_or_else(|e| panic!("remote write to {addr}: {e}"));
             assert!(r.status < 300, "remote write: {} {}", r.status, r.text());
             k += batch;
         }
