@@ -3,7 +3,8 @@
 //!   stores view following record changes and surviving a DNS outage, and replica deduplication through
 //!   the gateway's own StoreAPI (as a gateway layered above it asks);
 //! - partial response: a stopped cluster and a hanging one become warnings naming them, within the
-//!   per-store timeout; with `abort` the query fails.
+//!   per-store timeout; with `abort` the query fails;
+//! - the HTTP API over mTLS (`--http.tls-config-file`) with JSON query logs (`--log.format=json`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -375,4 +376,112 @@ async fn partial_response_warns_or_aborts_naming_the_store() {
         "{err}"
     );
     proxy.resume();
+}
+
+/// `GET` over HTTPS with `tls`'s client configuration: the status and body, or the error.
+async fn https_get(
+    tls: &meridian_pki::tls::client::ClientTls,
+    addr: &str,
+    path: &str,
+) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(tls.config())
+        .connect(name, tcp)
+        .await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut raw = Vec::new();
+    match s.read_to_end(&mut raw).await {
+        Ok(_) => {}
+        // A server may close without close_notify once the answer is sent.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+        Err(e) => return Err(e),
+    }
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP answer: {text:?}")))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    Ok((status, body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_api_over_mtls_with_json_query_log() {
+    meridian_pki::install_crypto_provider();
+    let (a, _stop_a) = serve_on("127.0.0.1", replica_store("a", 0)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = meridian_pki::dev::DevPki::create(dir.path(), "localhost").unwrap();
+    let web = dir.path().join("web.yml");
+    std::fs::write(
+        &web,
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  \
+         client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n",
+    )
+    .unwrap();
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let http_addr = format!("127.0.0.1:{}", free_port());
+    let log = dir.path().join("gateway.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_meridian-gateway"))
+        .arg("query")
+        .args(["--grpc-address", &grpc, "--http-address", &http_addr])
+        .args(["--endpoint", &a.to_string()])
+        .arg(format!("--http.tls-config-file={}", web.display()))
+        .arg("--log.format=json")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _child = ChildGuard(child);
+    let client = pki.client_tls(true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok((200, _)) = https_get(&client, &http_addr, "/-/ready").await {
+            break;
+        }
+        assert!(Instant::now() < deadline, "gateway HTTPS not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = https_get(
+        &client,
+        &http_addr,
+        &format!("/api/v1/query?query=up&time={}", (T0 + 600 * S) / 1000),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let j: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(j["data"]["result"].as_array().map(Vec::len), Some(1), "{j}");
+    // Without a client certificate, no answer.
+    let anonymous = pki.client_tls(false).unwrap();
+    let r = https_get(&anonymous, &http_addr, "/-/ready").await;
+    assert!(r.is_err(), "answered without a client certificate: {r:?}");
+    // Plain HTTP is not served either.
+    assert!(
+        http("GET", &http_addr, "/-/ready", &[], b"").map_or(true, |r| r.status != 200),
+        "plain HTTP answered"
+    );
+    // One JSON log line for the query, with its duration, samples, stores and cache outcome.
+    let line = wait_for("the query's log line", Duration::from_secs(10), || {
+        std::fs::read_to_string(&log)
+            .ok()?
+            .lines()
+            .find(|l| l.contains("\"message\":\"query\""))
+            .map(str::to_owned)
+    });
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let f = &v["fields"];
+    assert_eq!(f["query"], "up", "{line}");
+    assert!(f["duration_seconds"].is_number(), "{line}");
+    assert!(f["samples"].as_u64().is_some_and(|n| n > 0), "{line}");
+    assert_eq!(f["stores"], 1, "{line}");
+    assert_eq!(f["cache"], "none", "{line}");
 }
