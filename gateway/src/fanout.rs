@@ -807,22 +807,58 @@ fn merge_sorted(lists: Vec<StoreSeries>) -> Vec<Group> {
 
 /// Decodes one copy's chunks into samples, sorted by time, a timestamp once (its chunks may overlap, like
 /// an edge's head and its newest block).
-fn decode<'a>(chunks: impl IntoIterator<Item = &'a pb::AggrChunk>) -> Result<Vec<Sample>> {
-    let mut out: Vec<Sample> = Vec::new();
+fn decode<C: std::borrow::Borrow<pb::AggrChunk>>(chunks: &[C]) -> Result<Vec<Sample>> {
+    decode_range(chunks, i64::MIN, i64::MAX)
+}
+
+/// [`decode`] keeping only the samples in `[mint, maxt]`: chunks outside are not decoded, and a chunk's
+/// decoding stops at its first sample after `maxt` (an instant query needs a few samples of each
+/// 120-sample chunk; storing only those is most of what makes its fetch cheap).
+fn decode_range<C: std::borrow::Borrow<pb::AggrChunk>>(
+    chunks: &[C],
+    mint: i64,
+    maxt: i64,
+) -> Result<Vec<Sample>> {
+    let wanted = |c: &&pb::AggrChunk| c.max_time >= mint && c.min_time <= maxt;
+    // Room for the samples expected inside the range (chunk sample counts, pro rata).
+    let expected: usize = chunks
+        .iter()
+        .map(std::borrow::Borrow::borrow)
+        .filter(wanted)
+        .filter_map(|c| {
+            let raw = c.raw.as_ref()?;
+            let n = f64::from(u16::from_be_bytes([*raw.data.first()?, *raw.data.get(1)?]));
+            let span = (c.max_time - c.min_time) as f64 + 1.0;
+            let inside = (c.max_time.min(maxt) - c.min_time.max(mint)) as f64 + 1.0;
+            Some((n * (inside / span).clamp(0.0, 1.0)).ceil() as usize + 1)
+        })
+        .sum();
+    let mut out: Vec<Sample> = Vec::with_capacity(expected);
     let mut sorted = true;
-    for c in chunks {
+    for c in chunks
+        .iter()
+        .map(std::borrow::Borrow::borrow)
+        .filter(wanted)
+    {
         let Some(raw) = &c.raw else { continue };
         if raw.r#type != pb::chunk::Encoding::Xor as i32 {
             return Err(Error::new(
-                ErrorKind::Unimplemented,
-                "native histogram chunks are not supported yet",
+                ErrorKind::Execution,
+                "native histograms are not supported yet (this series has native histogram chunks)",
             ));
         }
         let mut it = XorIterator::new(&raw.data)
             .map_err(|e| Error::internal(format!("a store sent a corrupt chunk: {e}")))?;
         let before = out.last().map(|s| s.t);
         let first = out.len();
-        out.extend(it.by_ref().map(|s| Sample::new(s.t, s.v)));
+        for s in it.by_ref() {
+            if s.t > maxt {
+                break;
+            }
+            if s.t >= mint {
+                out.push(Sample::new(s.t, s.v));
+            }
+        }
         if let Some(e) = it.err() {
             return Err(Error::internal(format!(
                 "a store sent a corrupt chunk: {e}"
@@ -892,7 +928,7 @@ fn group_samples(members: &[pb::Series], kind: SeriesKind) -> Result<Vec<Sample>
         return decode(&one.chunks);
     }
     if let Some(chunks) = disjoint_chunks(members) {
-        return decode(chunks);
+        return decode(&chunks);
     }
     let copies = members
         .iter()
@@ -1155,14 +1191,16 @@ impl Queryable for Querier {
             let kind = self
                 .fanout
                 .series_kind(&g.labels, req.hints.func.as_deref());
-            let copies = g
-                .members
-                .iter()
-                .map(|m| decode(&m.chunks))
-                .collect::<Result<Vec<_>>>()?;
-            let refs: Vec<&[Sample]> = copies.iter().map(Vec::as_slice).collect();
-            let mut samples = merge_replicas(&refs, kind);
-            samples.retain(|s| s.t >= req.start && s.t <= req.end);
+            let decoded = |m: &pb::Series| {
+                decode_range(&m.chunks, req.start, req.end).map_err(|e| e.context(&g.labels))
+            };
+            let samples = if let [one] = &g.members[..] {
+                decoded(one)?
+            } else {
+                let copies = g.members.iter().map(decoded).collect::<Result<Vec<_>>>()?;
+                let refs: Vec<&[Sample]> = copies.iter().map(Vec::as_slice).collect();
+                merge_replicas(&refs, kind)
+            };
             if !samples.is_empty() {
                 series.push(SeriesData {
                     labels: g.labels,

@@ -14,6 +14,9 @@
 //! of the engine alone.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// The counting allocator below (peak memory per query) is the only unsafe code: it forwards to the
+// system allocator.
+#![allow(unsafe_code)]
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,6 +30,61 @@ use meridian_gateway::promql::Engine;
 use meridian_integration::bench::{best, remote_write};
 use meridian_integration::demo::{STEP, T0, compliance_queries, generate};
 use meridian_testkit::{Prometheus, http, urlencode};
+
+/// The system allocator, counting live bytes and their peak (the peak memory of each query).
+struct Counting;
+
+static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static PEAK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn grew(by: usize) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let now = LIVE.fetch_add(by, Relaxed) + by;
+    PEAK.fetch_max(now, Relaxed);
+}
+
+// SAFETY: every call is forwarded unchanged to `System`; only counters are updated besides.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { std::alloc::System.alloc(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.dealloc(ptr, layout) };
+        LIVE.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { std::alloc::System.realloc(ptr, layout, new) };
+        if !p.is_null() {
+            if new >= layout.size() {
+                grew(new - layout.size());
+            } else {
+                LIVE.fetch_sub(layout.size() - new, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Runs `f` and returns its result and the most heap it held at once beyond what was live before.
+fn peak_of<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let base = LIVE.load(Relaxed);
+    PEAK.store(base, Relaxed);
+    let r = f();
+    (r, PEAK.load(Relaxed).saturating_sub(base))
+}
 
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
@@ -125,6 +183,8 @@ fn main() {
     drop(series);
 
     let mut ratios = Vec::new();
+    let mut by_kind: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    let mut peaks: Vec<(usize, String)> = Vec::new();
     let mut worst: (f64, String) = (0.0, String::new());
     for q in &queries {
         for (kind, path, ours) in [
@@ -154,7 +214,7 @@ fn main() {
             let p = best(3, || {
                 http("GET", &prometheus.addr, &path, &[], b"").is_ok_and(|r| r.status == 200)
             });
-            let m = best(3, || {
+            let run = || {
                 rt.block_on(async {
                     if ours {
                         engine.instant(&querier, q, instant_t).await.is_ok()
@@ -165,25 +225,52 @@ fn main() {
                             .is_ok()
                     }
                 })
-            });
+            };
+            let (_, peak) = peak_of(run);
+            let m = best(3, run);
             let (Some(p), Some(m)) = (p, m) else { continue };
             let ratio = m.as_secs_f64() / p.as_secs_f64().max(1e-6);
             println!(
-                "{kind:7} {:9.3} ms  Prometheus {:9.3} ms  {ratio:6.2}x  {q}",
+                "{kind:7} {:9.3} ms  Prometheus {:9.3} ms  {ratio:6.2}x  peak {:8.1} MB  {q}",
                 m.as_secs_f64() * 1e3,
-                p.as_secs_f64() * 1e3
+                p.as_secs_f64() * 1e3,
+                peak as f64 / 1e6
             );
+            by_kind.entry(kind).or_default().push(ratio);
+            peaks.push((peak, format!("{kind} {q}")));
             if ratio > worst.0 {
                 worst = (ratio, format!("{kind} {q}"));
             }
             ratios.push(ratio);
         }
     }
-    let geo = (ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64).exp();
+    let geo = |rs: &[f64]| (rs.iter().map(|r| r.ln()).sum::<f64>() / rs.len() as f64).exp();
     println!(
-        "{} comparisons: geometric mean ours/Prometheus {geo:.3}x; worst {:.2}x ({})",
+        "{} comparisons: geometric mean ours/Prometheus {:.3}x; worst {:.2}x ({})",
         ratios.len(),
+        geo(&ratios),
         worst.0,
         worst.1
     );
+    for (kind, rs) in &by_kind {
+        println!(
+            "{kind}: {} comparisons, geometric mean {:.3}x, {} slower than Prometheus, {} over 1.5x",
+            rs.len(),
+            geo(rs),
+            rs.iter().filter(|r| **r > 1.0).count(),
+            rs.iter().filter(|r| **r > 1.5).count()
+        );
+    }
+    peaks.sort();
+    if let (Some(max), Some(median)) = (peaks.last(), peaks.get(peaks.len() / 2)) {
+        println!(
+            "peak heap per query (ours): median {:.1} MB, largest {:.1} MB ({})",
+            median.0 as f64 / 1e6,
+            max.0 as f64 / 1e6,
+            max.1
+        );
+        for (p, q) in peaks.iter().rev().take(5) {
+            println!("  {:8.1} MB  {q}", *p as f64 / 1e6);
+        }
+    }
 }

@@ -101,18 +101,43 @@ impl<S: SeriesSource> LeafStore<S> {
         maxt: i64,
         without: &[String],
         with_data: bool,
-    ) -> Result<BTreeMap<Labels, Vec<SourceChunk>>> {
-        let mut out: BTreeMap<Labels, Vec<SourceChunk>> = BTreeMap::new();
-        for s in self.source.select(matchers, mint, maxt, with_data)? {
-            out.entry(self.ext.apply(&s.labels, without))
-                .or_default()
-                .extend(s.chunks);
+    ) -> Result<Vec<(Labels, Vec<SourceChunk>)>> {
+        let all: Vec<(Labels, Vec<SourceChunk>)> = self
+            .source
+            .select(matchers, mint, maxt, with_data)?
+            .into_iter()
+            .map(|s| (self.ext.apply(&s.labels, without), s.chunks))
+            .collect();
+        Ok(merge_equal_series(all))
+    }
+}
+
+/// Series sorted by labels, equal ones joined (their chunks in time order).
+///
+/// The input is usually sorted already (a source's series, or runs of them, one per block): the
+/// stable sort detects runs and costs a comparison per series then, where a map would cost a
+/// logarithm of them per insertion.
+pub fn merge_equal_series(
+    mut all: Vec<(Labels, Vec<SourceChunk>)>,
+) -> Vec<(Labels, Vec<SourceChunk>)> {
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out: Vec<(Labels, Vec<SourceChunk>)> = Vec::with_capacity(all.len());
+    let mut joined = false;
+    for (labels, chunks) in all {
+        match out.last_mut() {
+            Some(last) if last.0 == labels => {
+                last.1.extend(chunks);
+                joined = true;
+            }
+            _ => out.push((labels, chunks)),
         }
-        for chunks in out.values_mut() {
+    }
+    if joined {
+        for (_, chunks) in &mut out {
             chunks.sort_by_key(|c| (c.min_time, c.max_time));
         }
-        Ok(out)
     }
+    out
 }
 
 #[async_trait::async_trait]
@@ -158,7 +183,7 @@ impl<S: SeriesSource> Store for LeafStore<S> {
             &q.without_replica_labels,
             !q.skip_chunks,
         )?;
-        let mut selected: Vec<(Labels, Vec<SourceChunk>)> = selected.into_iter().collect();
+        let mut selected = selected;
         truncate_to_limit(&mut selected, req.limit);
         let skip = q.skip_chunks;
         let frames = selected.into_iter().map(move |(labels, chunks)| {

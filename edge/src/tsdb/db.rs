@@ -13,7 +13,6 @@
 //! truncated (with a WAL checkpoint). Retention deletes blocks outside the retention time or size — and,
 //! when an upload status is set (the shipper), only blocks confirmed uploaded.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -426,17 +425,17 @@ impl Db {
         with_data: bool,
     ) -> std::result::Result<Vec<SourceSeries>, DbError> {
         let st = self.read();
-        let mut merged: BTreeMap<Labels, Vec<SourceChunk>> = BTreeMap::new();
+        let mut all: Vec<(Labels, Vec<SourceChunk>)> = Vec::new();
         for b in &st.blocks {
             let m = b.meta();
             if m.max_time <= mint || m.min_time > maxt {
                 continue;
             }
             for s in b.select(matchers, mint, maxt)? {
-                merged
-                    .entry(s.labels)
-                    .or_default()
-                    .extend(s.chunks.into_iter().map(|(meta, data)| SourceChunk {
+                let chunks = s
+                    .chunks
+                    .into_iter()
+                    .map(|(meta, data)| SourceChunk {
                         min_time: meta.min_time,
                         max_time: meta.max_time,
                         data: if with_data {
@@ -444,18 +443,18 @@ impl Db {
                         } else {
                             Bytes::new()
                         },
-                    }));
+                    })
+                    .collect();
+                all.push((s.labels, chunks));
             }
         }
         for s in st.head.select(matchers, mint, maxt, with_data) {
-            merged.entry(s.labels).or_default().extend(s.chunks);
+            all.push((s.labels, s.chunks));
         }
-        Ok(merged
+        // Blocks and the head each give sorted runs; equal series across them are joined.
+        Ok(crate::storeapi::leaf::merge_equal_series(all)
             .into_iter()
-            .map(|(labels, mut chunks)| {
-                chunks.sort_by_key(|c| (c.min_time, c.max_time));
-                SourceSeries { labels, chunks }
-            })
+            .map(|(labels, chunks)| SourceSeries { labels, chunks })
             .collect())
     }
 

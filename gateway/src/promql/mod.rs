@@ -414,6 +414,7 @@ impl Engine {
         let mut calls = Vec::new();
         for (key, (vs, lo, hi, func)) in by_node {
             let alternatives = selector_matchers(vs)?;
+            let alternatives_len = alternatives.len();
             calls.push(async move {
                 let mut merged: Vec<SeriesData> = Vec::new();
                 let mut warnings = Vec::new();
@@ -433,8 +434,11 @@ impl Engine {
                     warnings.extend(got.warnings);
                     merged.extend(got.series);
                 }
-                merged.sort_by(|a, b| a.labels.cmp(&b.labels));
-                merged.dedup_by(|a, b| a.labels == b.labels);
+                // One selection comes sorted; the alternatives of an `or` selector are joined.
+                if alternatives_len > 1 {
+                    merged.sort_by(|a, b| a.labels.cmp(&b.labels));
+                    merged.dedup_by(|a, b| a.labels == b.labels);
+                }
                 Ok::<_, Error>((key, merged, warnings))
             });
         }
