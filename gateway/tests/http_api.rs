@@ -659,3 +659,90 @@ async fn metrics_pass_promtool_check() {
     );
     gw.shutdown().await;
 }
+
+/// A store that takes `delay` before every `Series` answer.
+struct SlowStore {
+    inner: MemStore,
+    delay: std::time::Duration,
+}
+
+#[async_trait::async_trait]
+impl Store for SlowStore {
+    async fn info(&self) -> meridian_edge::error::Result<pb::info::InfoResponse> {
+        self.inner.info().await
+    }
+
+    async fn series(
+        &self,
+        req: pb::SeriesRequest,
+    ) -> meridian_edge::error::Result<meridian_edge::storeapi::SeriesStream> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.series(req).await
+    }
+
+    async fn label_names(
+        &self,
+        req: pb::LabelNamesRequest,
+    ) -> meridian_edge::error::Result<pb::LabelNamesResponse> {
+        self.inner.label_names(req).await
+    }
+
+    async fn label_values(
+        &self,
+        req: pb::LabelValuesRequest,
+    ) -> meridian_edge::error::Result<pb::LabelValuesResponse> {
+        self.inner.label_values(req).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_stops_when_its_client_goes_away() {
+    let slow = SlowStore {
+        inner: store("s", "0", 0),
+        delay: std::time::Duration::from_secs(60),
+    };
+    let meta = meridian_gateway::fanout::StoreMeta::from_info(&slow.info().await.unwrap());
+    let extra = vec![StoreRef {
+        name: "slow:10901".into(),
+        store: Arc::new(slow),
+        meta: Some(meta),
+        unhealthy: None,
+    }];
+    let (gw, api) = start(extra).await;
+    let in_flight = |api: &Api| {
+        meridian_testkit::metric_value(&api.metrics_text(), "meridian_gateway_queries_in_flight")
+    };
+    let addr = gw.addr.clone();
+    let path = format!("/api/v1/query?query=up&time={}", secs(T0 + 3_600_000));
+    let client = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+        s
+    })
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while in_flight(&api) != Some(1.0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the query never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // While the client waits, so does the query.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(in_flight(&api), Some(1.0));
+    // The client goes away: the query (waiting on the slow store) is dropped, long before the store
+    // would answer.
+    drop(client);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while in_flight(&api) != Some(0.0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the query kept running after its client left"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    gw.shutdown().await;
+}
