@@ -172,11 +172,7 @@ fn now_secs() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0))
-}
+use crate::sample::now_ms;
 
 fn log_config_warnings(cfg: &Config) {
     if !cfg.ignored_sections.is_empty() {

@@ -346,12 +346,8 @@ impl ResultsCache {
     }
 
     /// A label or series answer (encoded `data` and warnings) from the cache or from `load`; answers with
-    /// warnings are not kept. Returns the answer and whether it was a hit.
-    pub async fn labels<F, Fut>(
-        &self,
-        key: String,
-        load: F,
-    ) -> Result<(Arc<Vec<u8>>, Vec<String>, bool)>
+    /// warnings are not kept.
+    pub async fn labels<F, Fut>(&self, key: String, load: F) -> Result<(Arc<Vec<u8>>, Vec<String>)>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<(Vec<u8>, Vec<String>)>>,
@@ -359,11 +355,11 @@ impl ResultsCache {
         let Some(cache) = &self.labels else {
             let (data, warnings) = load().await?;
             self.metrics.count("labels", "uncached", 1);
-            return Ok((Arc::new(data), warnings, false));
+            return Ok((Arc::new(data), warnings));
         };
         if let Some(hit) = cache.get(&key).await {
             self.metrics.count("labels", "hit", 1);
-            return Ok((hit, vec![], true));
+            return Ok((hit, vec![]));
         }
         self.metrics.count("labels", "miss", 1);
         let r = cache
@@ -377,9 +373,9 @@ impl ResultsCache {
             })
             .await;
         match r {
-            Ok(data) => Ok((data, vec![], false)),
+            Ok(data) => Ok((data, vec![])),
             Err(e) => match &*e {
-                (_, Some((data, warnings))) => Ok((data.clone(), warnings.clone(), false)),
+                (_, Some((data, warnings))) => Ok((data.clone(), warnings.clone())),
                 (Some(err), None) => Err(err.clone()),
                 (None, None) => Err(Error::internal("results cache: load without answer")),
             },

@@ -16,14 +16,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use meridian_edge::Labels;
-use meridian_edge::storeapi::Store;
-use meridian_edge::storeapi::leaf::LeafStore;
-use meridian_edge::tsdb::db::{Db, DbOptions};
 use meridian_gateway::api::{Api, ApiOptions};
 use meridian_gateway::cache::CacheOptions;
-use meridian_gateway::fanout::{Fanout, FanoutOptions, StaticStores};
-use meridian_integration::bench::{best, remote_write};
+use meridian_integration::bench::{best, load_tsdb, remote_write, tsdb_fanout};
 use meridian_integration::demo::{STEP, T0, generate};
 use meridian_testkit::{Prometheus, http, urlencode};
 
@@ -53,16 +48,7 @@ fn main() {
         points * 15 / 3600
     );
     let dir = tempfile::tempdir().unwrap();
-    let db = Arc::new(Db::open(&dir.path().join("meridian"), DbOptions::default()).unwrap());
-    for s in &series {
-        let mut app = db.appender();
-        let r = app.series_ref(&s.labels);
-        for x in &s.samples {
-            app.append(r, x.t, x.v).unwrap();
-        }
-        app.commit().unwrap();
-    }
-    db.flush_head().unwrap();
+    let db = load_tsdb(&dir.path().join("meridian"), &series);
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -71,15 +57,7 @@ fn main() {
         .unwrap();
     // Two APIs over one fan-out: the cache off and on.
     let (uncached, cached) = rt.block_on(async {
-        let store: Arc<dyn Store> = Arc::new(LeafStore::from_source(db.clone(), Labels::empty()));
-        let fanout = Arc::new(Fanout::new(
-            Arc::new(
-                StaticStores::probe(vec![("tsdb".into(), store)])
-                    .await
-                    .unwrap(),
-            ),
-            FanoutOptions::default(),
-        ));
+        let fanout = tsdb_fanout(db).await;
         let mut addrs = Vec::new();
         for max_bytes in [0, 1 << 30] {
             let api = Arc::new(Api::new(

@@ -18,16 +18,11 @@
 // system allocator.
 #![allow(unsafe_code)]
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use meridian_edge::Labels;
-use meridian_edge::storeapi::Store;
-use meridian_edge::storeapi::leaf::LeafStore;
-use meridian_edge::tsdb::db::{Db, DbOptions};
-use meridian_gateway::fanout::{Fanout, FanoutOptions, QueryOptions, StaticStores};
+use meridian_gateway::fanout::QueryOptions;
 use meridian_gateway::promql::Engine;
-use meridian_integration::bench::{best, remote_write};
+use meridian_integration::bench::{best, load_tsdb, remote_write, tsdb_fanout};
 use meridian_integration::demo::{STEP, T0, compliance_queries, generate};
 use meridian_testkit::{Prometheus, http, urlencode};
 
@@ -100,17 +95,8 @@ fn main() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let db = Arc::new(Db::open(&dir.path().join("meridian"), DbOptions::default()).unwrap());
     let load = Instant::now();
-    for s in &series {
-        let mut app = db.appender();
-        let r = app.series_ref(&s.labels);
-        for x in &s.samples {
-            app.append(r, x.t, x.v).unwrap();
-        }
-        app.commit().unwrap();
-    }
-    db.flush_head().unwrap();
+    let db = load_tsdb(&dir.path().join("meridian"), &series);
     println!(
         "Meridian: loaded and cut into blocks in {:.1}s",
         load.elapsed().as_secs_f64()
@@ -121,17 +107,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let fanout = rt.block_on(async {
-        let store: Arc<dyn Store> = Arc::new(LeafStore::from_source(db.clone(), Labels::empty()));
-        Arc::new(Fanout::new(
-            Arc::new(
-                StaticStores::probe(vec![("tsdb".into(), store)])
-                    .await
-                    .unwrap(),
-            ),
-            FanoutOptions::default(),
-        ))
-    });
+    let fanout = rt.block_on(tsdb_fanout(db));
     let engine = Engine::default();
     let querier = fanout.querier(QueryOptions::default());
 

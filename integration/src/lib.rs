@@ -10,6 +10,26 @@ pub mod demo {
 
     use meridian_edge::{Labels, Sample};
     use meridian_gateway::queryable::SeriesData;
+    use meridian_testkit::{Prometheus, run_ok};
+
+    /// A Prometheus serving `series` from blocks that `promtool tsdb create-blocks-from openmetrics`
+    /// made in `dir`; `None` when Prometheus is missing outside CI.
+    pub fn prometheus_from_blocks(
+        promtool: &std::path::Path,
+        dir: &std::path::Path,
+        series: &[SeriesData],
+    ) -> Option<Prometheus> {
+        let om = dir.join("data.om");
+        std::fs::write(&om, openmetrics(series))
+            .unwrap_or_else(|e| panic!("writing {}: {e}", om.display()));
+        run_ok(
+            std::process::Command::new(promtool)
+                .args(["tsdb", "create-blocks-from", "openmetrics"])
+                .arg(&om)
+                .arg(dir.join("prom-data")),
+        );
+        Prometheus::start(dir, "global: {}\n", &["--storage.tsdb.retention.time=100y"])
+    }
 
     /// First sample time (2 h aligned), ms.
     pub const T0: i64 = 1_700_006_400_000;
@@ -284,10 +304,48 @@ pub mod demo {
 pub mod bench {
     use std::time::{Duration, Instant};
 
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use meridian_edge::Labels;
     use meridian_edge::proto::prometheus as prom;
+    use meridian_edge::storeapi::Store;
+    use meridian_edge::storeapi::leaf::LeafStore;
+    use meridian_edge::tsdb::db::{Db, DbOptions};
+    use meridian_gateway::fanout::{Fanout, FanoutOptions, StaticStores};
+    use meridian_gateway::queryable::SeriesData;
     use meridian_testkit::http;
 
     use crate::demo::{STEP, T0};
+
+    /// A TSDB in `dir` holding `series`, cut into blocks (queries read the block reader).
+    pub fn load_tsdb(dir: &Path, series: &[SeriesData]) -> Arc<Db> {
+        let db = Arc::new(
+            Db::open(dir, DbOptions::default()).unwrap_or_else(|e| panic!("opening the TSDB: {e}")),
+        );
+        for s in series {
+            let mut app = db.appender();
+            let r = app.series_ref(&s.labels);
+            for x in &s.samples {
+                app.append(r, x.t, x.v)
+                    .unwrap_or_else(|e| panic!("appending to the TSDB: {e}"));
+            }
+            app.commit()
+                .unwrap_or_else(|e| panic!("committing to the TSDB: {e}"));
+        }
+        db.flush_head()
+            .unwrap_or_else(|e| panic!("cutting blocks: {e}"));
+        db
+    }
+
+    /// The fan-out over one leaf store on `db` (in process, no network).
+    pub async fn tsdb_fanout(db: Arc<Db>) -> Arc<Fanout> {
+        let store: Arc<dyn Store> = Arc::new(LeafStore::from_source(db, Labels::empty()));
+        let set = StaticStores::probe(vec![("tsdb".into(), store)])
+            .await
+            .unwrap_or_else(|e| panic!("probing the TSDB store: {e}"));
+        Arc::new(Fanout::new(Arc::new(set), FanoutOptions::default()))
+    }
 
     /// The best wall time of `runs` runs of `f`; `None` when a run fails (`f` returns false).
     pub fn best<F: FnMut() -> bool>(runs: usize, mut f: F) -> Option<Duration> {

@@ -19,8 +19,8 @@ use meridian_edge::storeapi::Store;
 use meridian_edge::storeapi::memstore::MemStore;
 use meridian_gateway::app::{Gateway, GatewayOptions};
 use meridian_gateway::endpoints::{EndpointGroup, EndpointSetOptions};
-use meridian_integration::demo::{T0, generate, openmetrics};
-use meridian_testkit::{Prometheus, http_get, require, run_ok};
+use meridian_integration::demo::{T0, generate, prometheus_from_blocks};
+use meridian_testkit::{http_get, require};
 
 const POINTS: i64 = 480;
 
@@ -99,19 +99,7 @@ async fn promtool_and_error_shapes_match_prometheus() {
     };
     let series = generate(2, POINTS);
     let dir = tempfile::tempdir().unwrap();
-    let om = dir.path().join("data.om");
-    std::fs::write(&om, openmetrics(&series)).unwrap();
-    run_ok(
-        std::process::Command::new(&promtool)
-            .args(["tsdb", "create-blocks-from", "openmetrics"])
-            .arg(&om)
-            .arg(dir.path().join("prom-data")),
-    );
-    let Some(prom) = Prometheus::start(
-        dir.path(),
-        "global: {}\n",
-        &["--storage.tsdb.retention.time=100y"],
-    ) else {
+    let Some(prom) = prometheus_from_blocks(&promtool, dir.path(), &series) else {
         return;
     };
     let (gw, ours) = start_gateway(&series).await;
@@ -121,113 +109,54 @@ async fn promtool_and_error_shapes_match_prometheus() {
     ];
     let t = secs(T0 + 3_600_500);
     let (start, end) = (secs(T0 + 1_800_500), secs(T0 + 5_400_500));
+    let time = format!("--time={t}");
+    let (from, to) = (format!("--start={start}"), format!("--end={end}"));
+    let args = |a: &[&str]| -> Vec<String> { a.iter().map(|x| (*x).to_owned()).collect() };
+    let instant = |q: &str| args(&["query", "instant", "URL", q, &time]);
+    let ranged =
+        |what: &str, arg: &str, last: &str| args(&["query", what, "URL", arg, &from, &to, last]);
+    // (promtool arguments, whether the answer is an instant vector in no promised order)
     let cases: Vec<(Vec<String>, bool)> = vec![
+        (instant("demo_cpu_usage_seconds_total"), true),
         (
-            vec![
-                "query".into(),
-                "instant".into(),
-                "URL".into(),
-                "demo_cpu_usage_seconds_total".into(),
-                format!("--time={t}"),
-            ],
+            instant("sum by (mode) (rate(demo_cpu_usage_seconds_total[5m]))"),
             true,
         ),
         (
-            vec![
-                "query".into(),
-                "instant".into(),
-                "URL".into(),
-                "sum by (mode) (rate(demo_cpu_usage_seconds_total[5m]))".into(),
-                format!("--time={t}"),
-            ],
+            instant(
+                "histogram_quantile(0.9, sum by (le) (rate(demo_api_request_duration_seconds_bucket[5m])))",
+            ),
             true,
         ),
+        (instant("scalar(sum(demo_num_cpus))"), false),
+        (instant("sum("), false),
         (
-            vec![
-                "query".into(),
-                "instant".into(),
-                "URL".into(),
-                "histogram_quantile(0.9, sum by (le) (rate(demo_api_request_duration_seconds_bucket[5m])))".into(),
-                format!("--time={t}"),
-            ],
-            true,
-        ),
-        (
-            vec![
-                "query".into(),
-                "instant".into(),
-                "URL".into(),
-                "scalar(sum(demo_num_cpus))".into(),
-                format!("--time={t}"),
-            ],
+            ranged(
+                "range",
+                "avg by (instance) (demo_memory_usage_bytes)",
+                "--step=1m",
+            ),
             false,
         ),
         (
-            vec![
-                "query".into(),
-                "range".into(),
-                "URL".into(),
-                "avg by (instance) (demo_memory_usage_bytes)".into(),
-                format!("--start={start}"),
-                format!("--end={end}"),
-                "--step=1m".into(),
-            ],
+            ranged(
+                "range",
+                "rate(demo_cpu_usage_seconds_total{mode=\"idle\"}[2m])",
+                "--step=90s",
+            ),
             false,
         ),
         (
-            vec![
-                "query".into(),
-                "range".into(),
-                "URL".into(),
-                "rate(demo_cpu_usage_seconds_total{mode=\"idle\"}[2m])".into(),
-                format!("--start={start}"),
-                format!("--end={end}"),
-                "--step=90s".into(),
-            ],
+            ranged(
+                "series",
+                "--match=demo_disk_usage_bytes",
+                "--match=demo_num_cpus",
+            ),
             false,
         ),
+        (args(&["query", "labels", "URL", "mode", &from, &to]), false),
         (
-            vec![
-                "query".into(),
-                "series".into(),
-                "URL".into(),
-                "--match=demo_disk_usage_bytes".into(),
-                "--match=demo_num_cpus".into(),
-                format!("--start={start}"),
-                format!("--end={end}"),
-            ],
-            false,
-        ),
-        (
-            vec![
-                "query".into(),
-                "labels".into(),
-                "URL".into(),
-                "mode".into(),
-                format!("--start={start}"),
-                format!("--end={end}"),
-            ],
-            false,
-        ),
-        (
-            vec![
-                "query".into(),
-                "labels".into(),
-                "URL".into(),
-                "__name__".into(),
-                format!("--start={start}"),
-                format!("--end={end}"),
-            ],
-            false,
-        ),
-        (
-            vec![
-                "query".into(),
-                "instant".into(),
-                "URL".into(),
-                "sum(".into(),
-                format!("--time={t}"),
-            ],
+            args(&["query", "labels", "URL", "__name__", &from, &to]),
             false,
         ),
     ];
@@ -238,7 +167,13 @@ async fn promtool_and_error_shapes_match_prometheus() {
             .map(|(_, url)| {
                 let a: Vec<String> = args
                     .iter()
-                    .map(|x| if x == "URL" { url.clone() } else { x.clone() })
+                    .map(|x| {
+                        if *x == "URL" {
+                            url.clone()
+                        } else {
+                            (*x).to_owned()
+                        }
+                    })
                     .collect();
                 promtool_out(&promtool, &a)
             })

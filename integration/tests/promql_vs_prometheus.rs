@@ -14,9 +14,9 @@
 
 use meridian_edge::Labels;
 use meridian_gateway::promql::{Engine, MemQueryable, QueryValue};
-use meridian_testkit::{Prometheus, http_get, require, run_ok, urlencode};
+use meridian_testkit::{http_get, require, urlencode};
 
-use meridian_integration::demo::{T0, compliance_queries, generate, openmetrics};
+use meridian_integration::demo::{T0, compliance_queries, generate, prometheus_from_blocks};
 
 /// 2 h of data.
 const POINTS: i64 = 480;
@@ -155,20 +155,7 @@ async fn compliance_queries_agree_with_prometheus() {
     };
     let series = generate(3, POINTS);
     let dir = tempfile::tempdir().unwrap();
-    let om = dir.path().join("data.om");
-    std::fs::write(&om, openmetrics(&series)).unwrap();
-    let data = dir.path().join("prom-data");
-    run_ok(
-        std::process::Command::new(&promtool)
-            .args(["tsdb", "create-blocks-from", "openmetrics"])
-            .arg(&om)
-            .arg(&data),
-    );
-    let Some(prom) = Prometheus::start(
-        dir.path(),
-        "global: {}\n",
-        &["--storage.tsdb.retention.time=100y"],
-    ) else {
+    let Some(prom) = prometheus_from_blocks(&promtool, dir.path(), &series) else {
         return;
     };
     let store = MemQueryable { series };

@@ -508,11 +508,7 @@ pub struct LoopContext {
     pub metadata_key: TargetKey,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+use crate::sample::now_ms;
 
 /// The delay until this target's next scrape phase (Prometheus' `Target.offset`).
 pub fn start_offset(target_hash: u64, seed: u64, interval: Duration, now: SystemTime) -> Duration {

@@ -156,16 +156,26 @@ pub fn labels(out: &mut Vec<u8>, l: &Labels) {
     out.push(b'}');
 }
 
-/// A list of strings.
-pub fn strings<S: AsRef<str>>(out: &mut Vec<u8>, list: &[S]) {
+/// A JSON array of `items`, each written by `item`.
+fn array<T>(out: &mut Vec<u8>, items: &[T], mut item: impl FnMut(&mut Vec<u8>, &T)) {
     out.push(b'[');
-    for (i, s) in list.iter().enumerate() {
+    for (i, x) in items.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        string(out, s.as_ref());
+        item(out, x);
     }
     out.push(b']');
+}
+
+/// A list of strings.
+pub fn strings<S: AsRef<str>>(out: &mut Vec<u8>, list: &[S]) {
+    array(out, list, |out, s| string(out, s.as_ref()));
+}
+
+/// A list of label sets (`/api/v1/series`).
+pub fn label_sets(out: &mut Vec<u8>, list: &[Labels]) {
+    array(out, list, labels);
 }
 
 /// `[t, "v"]`.
@@ -179,23 +189,13 @@ fn point(out: &mut Vec<u8>, t: i64, v: f64) {
 
 /// The series of a matrix, each `{"metric":{…},"values":[[t,"v"],…]}`.
 pub fn matrix(out: &mut Vec<u8>, series: &[SeriesData]) {
-    out.push(b'[');
-    for (i, s) in series.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
+    array(out, series, |out, s| {
         out.extend_from_slice(b"{\"metric\":");
         labels(out, &s.labels);
-        out.extend_from_slice(b",\"values\":[");
-        for (j, p) in s.samples.iter().enumerate() {
-            if j > 0 {
-                out.push(b',');
-            }
-            point(out, p.t, p.v);
-        }
-        out.extend_from_slice(b"]}");
-    }
-    out.push(b']');
+        out.extend_from_slice(b",\"values\":");
+        array(out, &s.samples, |out, p| point(out, p.t, p.v));
+        out.push(b'}');
+    });
 }
 
 /// A query result's `data`: `{"resultType":…,"result":…}`.
@@ -214,18 +214,14 @@ pub fn query_data(out: &mut Vec<u8>, v: &QueryValue) {
             out.push(b']');
         }
         QueryValue::Vector(samples) => {
-            out.extend_from_slice(b"\"vector\",\"result\":[");
-            for (i, s) in samples.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
+            out.extend_from_slice(b"\"vector\",\"result\":");
+            array(out, samples, |out, s| {
                 out.extend_from_slice(b"{\"metric\":");
                 labels(out, &s.labels);
                 out.extend_from_slice(b",\"value\":");
                 point(out, s.t, s.v);
                 out.push(b'}');
-            }
-            out.push(b']');
+            });
         }
         QueryValue::Matrix(series) => {
             out.extend_from_slice(b"\"matrix\",\"result\":");

@@ -12,7 +12,7 @@ pub mod params;
 
 use std::io::Write as _;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -82,13 +82,6 @@ impl std::fmt::Debug for Api {
     }
 }
 
-/// Wall-clock milliseconds.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 impl Api {
     /// The API over `fanout`; `extra` registers more metrics (TLS, the endpoint set) into `/metrics`.
     pub fn new(
@@ -112,7 +105,7 @@ impl Api {
             registry,
             opts,
             started: SystemTime::now(),
-            now: Arc::new(now_ms),
+            now: Arc::new(meridian_edge::sample::now_ms),
         }
     }
 
@@ -268,9 +261,9 @@ struct Answer {
 }
 
 impl Answer {
-    fn data(data: Vec<u8>, warnings: Vec<String>) -> Answer {
+    fn data(data: impl Into<Arc<Vec<u8>>>, warnings: Vec<String>) -> Answer {
         Answer {
-            data: Arc::new(data),
+            data: data.into(),
             warnings,
             infos: vec![],
             whole: None,
@@ -758,7 +751,7 @@ async fn series(api: &Arc<Api>, p: &Params) -> Result<Answer> {
         .map_err(|e| invalid_param("match[]", &e.message))?;
     let opts = query_options(p, Some(deadline(api)))?;
     let querier = api.fanout.querier(opts);
-    let (data, warnings, _) = api
+    let (data, warnings) = api
         .cache
         .labels(labels_key("\u{0}series", p), || async move {
             let mut all: Vec<Labels> = Vec::new();
@@ -782,23 +775,11 @@ async fn series(api: &Arc<Api>, p: &Params) -> Result<Answer> {
             all.dedup();
             truncate(&mut all, limit, &mut warnings);
             let mut out = Vec::with_capacity(all.len() * 64);
-            out.push(b'[');
-            for (i, l) in all.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                json::labels(&mut out, l);
-            }
-            out.push(b']');
+            json::label_sets(&mut out, &all);
             Ok((out, warnings))
         })
         .await?;
-    Ok(Answer {
-        data,
-        warnings,
-        infos: vec![],
-        whole: None,
-    })
+    Ok(Answer::data(data, warnings))
 }
 
 fn deadline(api: &Api) -> tokio::time::Instant {
@@ -817,7 +798,7 @@ async fn labels(api: &Arc<Api>, name: Option<String>, p: &Params) -> Result<Answ
     let sets = p.matcher_sets("match[]")?;
     let querier = api.fanout.querier(query_options(p, Some(deadline(api)))?);
     let key = labels_key(name.as_deref().unwrap_or("\u{0}names"), p);
-    let (data, warnings, _) = api
+    let (data, warnings) = api
         .cache
         .labels(key, || async move {
             let sets = if sets.is_empty() { vec![vec![]] } else { sets };
@@ -846,12 +827,7 @@ async fn labels(api: &Arc<Api>, name: Option<String>, p: &Params) -> Result<Answ
             Ok((out, warnings))
         })
         .await?;
-    Ok(Answer {
-        data,
-        warnings,
-        infos: vec![],
-        whole: None,
-    })
+    Ok(Answer::data(data, warnings))
 }
 
 async fn metadata(api: &Arc<Api>, p: &Params) -> Result<Answer> {
