@@ -289,7 +289,9 @@ impl Shipper {
                     report.already_there.push(ulid.clone());
                 }
                 Err(object_store::Error::NotFound { .. }) => {
-                    self.upload_block(meta, abandon).await?;
+                    self.uploader()
+                        .upload_block(meta, &self.db.dir().join(&ulid), abandon)
+                        .await?;
                     self.metrics.uploads.inc();
                     self.metrics.last_success_timestamp.set(now_secs());
                     tracing::info!(block = %ulid, bucket = %self.bucket.description, "block uploaded");
@@ -308,6 +310,15 @@ impl Shipper {
             self.metrics.pending_blocks.dec();
         }
         Ok(report)
+    }
+
+    fn uploader(&self) -> Uploader<'_> {
+        Uploader {
+            bucket: &self.bucket,
+            labels: &self.external_labels,
+            source: &self.opts.source,
+            uploaded_bytes: &self.metrics.uploaded_bytes,
+        }
     }
 
     /// Runs cycles every `interval` (sooner after a failure, with backoff) until `stop`; then one last
@@ -350,13 +361,55 @@ impl Shipper {
         }
     }
 
+    /// Writes the state file atomically: the uploaded blocks that are still local.
+    async fn write_state(&self, local: &[BlockMeta]) -> Result<(), ShipperError> {
+        let uploaded: Vec<String> = {
+            let set = self.uploaded.lock();
+            local
+                .iter()
+                .filter(|m| set.contains(&m.ulid))
+                .map(|m| m.ulid.clone())
+                .collect()
+        };
+        let body = serde_json::to_vec_pretty(&StateFile {
+            version: STATE_VERSION,
+            uploaded,
+        })
+        .map_err(|e| ShipperError::State {
+            path: self.state_path.clone(),
+            reason: e.to_string(),
+        })?;
+        let path = self.state_path.clone();
+        tokio::task::spawn_blocking(move || write_atomic(&path, &body))
+            .await
+            .map_err(|e| ShipperError::State {
+                path: self.state_path.clone(),
+                reason: e.to_string(),
+            })?
+            .map_err(|e| ShipperError::State {
+                path: self.state_path.clone(),
+                reason: e.to_string(),
+            })
+    }
+}
+
+/// Uploads block directories into a bucket with Thanos' meta.json section.
+struct Uploader<'a> {
+    bucket: &'a Bucket,
+    labels: &'a Labels,
+    source: &'a str,
+    uploaded_bytes: &'a Counter,
+}
+
+impl Uploader<'_> {
+    /// Uploads block directory `dir` (described by `meta`): chunks, index, sizes checked, meta.json last.
     async fn upload_block(
         &self,
         meta: &BlockMeta,
+        dir: &Path,
         abandon: &CancellationToken,
     ) -> Result<(), ShipperError> {
         let ulid = &meta.ulid;
-        let dir = self.db.dir().join(ulid);
         let local = |path: &Path| {
             let (ulid, path) = (ulid.clone(), path.to_owned());
             move |source| ShipperError::Local { ulid, path, source }
@@ -412,17 +465,12 @@ impl Shipper {
         if abandon.is_cancelled() {
             return Err(ShipperError::Abandoned);
         }
-        let body = thanos_meta(
-            meta,
-            &self.external_labels,
-            &self.opts.source,
-            &segments,
-            &files,
-        )
-        .map_err(|e| ShipperError::Local {
-            ulid: ulid.clone(),
-            path: dir.join("meta.json"),
-            source: std::io::Error::other(e),
+        let body = thanos_meta(meta, self.labels, self.source, &segments, &files).map_err(|e| {
+            ShipperError::Local {
+                ulid: ulid.clone(),
+                path: dir.join("meta.json"),
+                source: std::io::Error::other(e),
+            }
         })?;
         let object = block_path(ulid, BlockObject::Meta);
         or_abandon(
@@ -488,7 +536,7 @@ impl Shipper {
             )
             .await?
             .map_err(remote)?;
-            self.metrics.uploaded_bytes.inc_by(n);
+            self.uploaded_bytes.inc_by(n);
             return Ok(n);
         }
         let part = usize::try_from(self.bucket.part_size).unwrap_or(usize::MAX);
@@ -531,7 +579,7 @@ impl Shipper {
         match result {
             Ok(()) => {
                 or_abandon(abandon, w.finish()).await?.map_err(remote)?;
-                self.metrics.uploaded_bytes.inc_by(total);
+                self.uploaded_bytes.inc_by(total);
                 Ok(total)
             }
             Err(e) => {
@@ -549,37 +597,39 @@ impl Shipper {
             }
         }
     }
+}
 
-    /// Writes the state file atomically: the uploaded blocks that are still local.
-    async fn write_state(&self, local: &[BlockMeta]) -> Result<(), ShipperError> {
-        let uploaded: Vec<String> = {
-            let set = self.uploaded.lock();
-            local
-                .iter()
-                .filter(|m| set.contains(&m.ulid))
-                .map(|m| m.ulid.clone())
-                .collect()
-        };
-        let body = serde_json::to_vec_pretty(&StateFile {
-            version: STATE_VERSION,
-            uploaded,
-        })
-        .map_err(|e| ShipperError::State {
-            path: self.state_path.clone(),
-            reason: e.to_string(),
-        })?;
-        let path = self.state_path.clone();
-        tokio::task::spawn_blocking(move || write_atomic(&path, &body))
-            .await
-            .map_err(|e| ShipperError::State {
-                path: self.state_path.clone(),
-                reason: e.to_string(),
-            })?
-            .map_err(|e| ShipperError::State {
-                path: self.state_path.clone(),
-                reason: e.to_string(),
-            })
+/// Uploads one block directory — ours, Prometheus' or promtool's — as the shipper does (chunks, index,
+/// sizes checked, then `meta.json` with the `thanos` section: `external_labels`, `source`, files), and
+/// returns its meta. For backfilling a bucket with blocks made elsewhere, and for tests.
+pub async fn upload_block_dir(
+    bucket: &Bucket,
+    dir: &Path,
+    external_labels: &Labels,
+    source: &str,
+) -> Result<BlockMeta, ShipperError> {
+    let meta_path = dir.join("meta.json");
+    let local = |source: std::io::Error| ShipperError::Local {
+        ulid: dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        path: meta_path.clone(),
+        source,
+    };
+    let raw = tokio::fs::read(&meta_path).await.map_err(local)?;
+    let meta: BlockMeta =
+        serde_json::from_slice(&raw).map_err(|e| local(std::io::Error::other(e)))?;
+    let counter = Counter::default();
+    Uploader {
+        bucket,
+        labels: external_labels,
+        source,
+        uploaded_bytes: &counter,
     }
+    .upload_block(&meta, dir, &CancellationToken::new())
+    .await?;
+    Ok(meta)
 }
 
 /// Awaits `fut` unless `abandon` fires first (the request in flight is dropped).

@@ -48,6 +48,9 @@ use tonic::transport::{Channel, Endpoint as TonicEndpoint, Uri};
 use crate::discovery::{EndpointDiscovery, EndpointSpec};
 use crate::fanout::{StoreMeta, StoreRef, StoreSet};
 
+/// The group key of stores added with [`EndpointSet::add_local`].
+const LOCAL_GROUP: usize = usize::MAX;
+
 /// How to reach an endpoint: plaintext, or TLS with a client configuration and an optional server name
 /// (SNI and verification) override.
 #[derive(Debug, Clone, Default)]
@@ -208,7 +211,6 @@ struct Status {
 /// One endpoint of the set.
 struct Endpoint {
     address: String,
-    client: StoreClient,
     store: Arc<dyn Store>,
     status: Mutex<Status>,
 }
@@ -306,7 +308,8 @@ impl EndpointSet {
                 st.groups = Arc::new(groups);
                 st.config_text = Some(text);
                 st.config_error = None;
-                st.endpoints.retain(|(g, _), _| *g == 0);
+                st.endpoints
+                    .retain(|(g, _), _| *g == 0 || *g == LOCAL_GROUP);
                 st.generation += 1;
                 tracing::info!(file = %path.display(), "endpoint config reloaded");
             }
@@ -417,7 +420,8 @@ impl EndpointSet {
         if st.generation != generation {
             return; // the config changed meanwhile; the next refresh uses it
         }
-        st.endpoints.retain(|k, _| wanted.contains(k));
+        st.endpoints
+            .retain(|k, _| k.0 == LOCAL_GROUP || wanted.contains(k));
         for (g, address) in wanted {
             if st.endpoints.contains_key(&(g, address.clone())) {
                 continue;
@@ -431,8 +435,7 @@ impl EndpointSet {
                     let client = StoreClient::new(channel, address.clone());
                     let ep = Endpoint {
                         address: address.clone(),
-                        store: Arc::new(client.clone()),
-                        client,
+                        store: Arc::new(client),
                         status: Mutex::new(Status::default()),
                     };
                     st.endpoints.insert((g, address.clone()), Arc::new(ep));
@@ -444,13 +447,26 @@ impl EndpointSet {
         }
     }
 
+    /// Adds a store living in this process (the bucket store): polled for `Info` and asked like any
+    /// endpoint, under `name`, and never removed by discovery or config reloads.
+    pub fn add_local(&self, name: &str, store: Arc<dyn Store>) {
+        let ep = Endpoint {
+            address: name.to_owned(),
+            store,
+            status: Mutex::new(Status::default()),
+        };
+        self.state()
+            .endpoints
+            .insert((LOCAL_GROUP, name.to_owned()), Arc::new(ep));
+    }
+
     /// Asks every endpoint for `Info` (and, now and then, its metric metadata TYPEs).
     async fn poll(&self) {
         let endpoints: Vec<Arc<Endpoint>> = self.state().endpoints.values().cloned().collect();
         let timeout = self.opts.info_timeout;
         let metadata_interval = self.opts.metadata_interval;
         futures::future::join_all(endpoints.iter().map(|ep| async move {
-            let answer = tokio::time::timeout(timeout, ep.client.info()).await;
+            let answer = tokio::time::timeout(timeout, ep.store.info()).await;
             let now = Instant::now();
             let serves_metadata = {
                 let mut st = ep.status();

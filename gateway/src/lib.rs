@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod app;
+pub mod bucket;
 pub mod cache;
 pub mod dedup;
 pub mod discovery;

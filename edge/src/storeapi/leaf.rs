@@ -185,18 +185,7 @@ impl<S: SeriesSource> Store for LeafStore<S> {
         )?;
         let mut selected = selected;
         truncate_to_limit(&mut selected, req.limit);
-        let skip = q.skip_chunks;
-        let frames = selected.into_iter().map(move |(labels, chunks)| {
-            Ok(SeriesFrame::Series(pb::Series {
-                labels: labels_to_proto(&labels),
-                chunks: if skip {
-                    vec![]
-                } else {
-                    chunks.into_iter().map(to_aggr_chunk).collect()
-                },
-            }))
-        });
-        Ok(Box::pin(futures::stream::iter(frames)))
+        Ok(series_stream(selected, q.skip_chunks))
     }
 
     async fn label_names(&self, req: pb::LabelNamesRequest) -> Result<pb::LabelNamesResponse> {
@@ -281,7 +270,23 @@ impl<S: SeriesSource> Store for LeafStore<S> {
     }
 }
 
-fn to_aggr_chunk(c: SourceChunk) -> pb::AggrChunk {
+/// Series (sorted, merged, limited) as a `Series` answer; without chunks when `skip_chunks`.
+pub fn series_stream(series: Vec<(Labels, Vec<SourceChunk>)>, skip_chunks: bool) -> SeriesStream {
+    let frames = series.into_iter().map(move |(labels, chunks)| {
+        Ok(SeriesFrame::Series(pb::Series {
+            labels: labels_to_proto(&labels),
+            chunks: if skip_chunks {
+                vec![]
+            } else {
+                chunks.into_iter().map(to_aggr_chunk).collect()
+            },
+        }))
+    });
+    Box::pin(futures::stream::iter(frames))
+}
+
+/// The wire form of a chunk (XOR, with its xxHash64).
+pub fn to_aggr_chunk(c: SourceChunk) -> pb::AggrChunk {
     pb::AggrChunk {
         min_time: c.min_time,
         max_time: c.max_time,

@@ -81,38 +81,7 @@ impl Segment {
 
     /// The chunk starting at `offset` (the low 32 bits of a chunk reference), checksum verified.
     pub fn chunk_at(&self, offset: usize) -> Result<RawChunk<'_>, SegmentError> {
-        let corrupt = |reason: &str| SegmentError::Corrupt {
-            offset,
-            reason: reason.to_owned(),
-        };
-        let rest = self
-            .bytes
-            .get(offset..)
-            .filter(|r| !r.is_empty())
-            .ok_or_else(|| corrupt("offset beyond the end of the segment"))?;
-        let (len, n) = uvarint(rest).ok_or_else(|| corrupt("bad length varint"))?;
-        let len = usize::try_from(len).map_err(|_| corrupt("length overflows"))?;
-        let body = rest
-            .get(n..n + 1 + len + 4)
-            .ok_or_else(|| corrupt("chunk runs past the end of the segment"))?;
-        let encoding =
-            Encoding::from_u8(body[0]).ok_or_else(|| corrupt("unknown chunk encoding"))?;
-        let data = &body[1..1 + len];
-        let found =
-            u32::from_be_bytes([body[1 + len], body[2 + len], body[3 + len], body[4 + len]]);
-        let computed = crc32c::crc32c(&body[..1 + len]);
-        if found != computed {
-            return Err(SegmentError::Checksum {
-                offset,
-                found,
-                computed,
-            });
-        }
-        Ok(RawChunk {
-            offset,
-            encoding,
-            data,
-        })
+        parse_chunk_record(self.bytes.get(offset..).unwrap_or_default(), offset)
     }
 
     /// Every chunk, in file order.
@@ -136,6 +105,45 @@ impl Segment {
             }
         })
     }
+}
+
+/// The length of the chunk record at the start of `b` (length field, encoding, data and checksum);
+/// `None` when `b` is too short to hold the length field.
+pub fn chunk_record_len(b: &[u8]) -> Option<usize> {
+    let (len, n) = uvarint(b)?;
+    usize::try_from(len).ok()?.checked_add(n + 1 + 4)
+}
+
+/// Parses the chunk record at the start of `b`, found at byte `offset` of its segment; checksum verified.
+pub fn parse_chunk_record(b: &[u8], offset: usize) -> Result<RawChunk<'_>, SegmentError> {
+    let corrupt = |reason: &str| SegmentError::Corrupt {
+        offset,
+        reason: reason.to_owned(),
+    };
+    if b.is_empty() {
+        return Err(corrupt("offset beyond the end of the segment"));
+    }
+    let (len, n) = uvarint(b).ok_or_else(|| corrupt("bad length varint"))?;
+    let len = usize::try_from(len).map_err(|_| corrupt("length overflows"))?;
+    let body = b
+        .get(n..n.saturating_add(len).saturating_add(5))
+        .ok_or_else(|| corrupt("chunk runs past the end of the segment"))?;
+    let encoding = Encoding::from_u8(body[0]).ok_or_else(|| corrupt("unknown chunk encoding"))?;
+    let data = &body[1..1 + len];
+    let found = u32::from_be_bytes([body[1 + len], body[2 + len], body[3 + len], body[4 + len]]);
+    let computed = crc32c::crc32c(&body[..1 + len]);
+    if found != computed {
+        return Err(SegmentError::Checksum {
+            offset,
+            found,
+            computed,
+        });
+    }
+    Ok(RawChunk {
+        offset,
+        encoding,
+        data,
+    })
 }
 
 /// Go `binary.Uvarint` over bytes: the value and the bytes it took.

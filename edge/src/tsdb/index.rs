@@ -23,8 +23,10 @@ use crate::matcher::Matcher;
 
 pub const MAGIC_INDEX: u32 = 0xBAAA_D700;
 pub const FORMAT_V2: u8 = 2;
-const HEADER_LEN: usize = 5;
-const TOC_LEN: usize = 6 * 8 + 4;
+/// Magic and version at the start of an index file.
+pub const HEADER_LEN: usize = 5;
+/// The table of contents at the end of an index file: six offsets and a checksum.
+pub const TOC_LEN: usize = 6 * 8 + 4;
 
 /// Where a chunk lives and what time it spans (inclusive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +54,25 @@ pub enum IndexError {
     },
     #[error("series {0} of the index refers to symbol {1}, which does not exist")]
     BadSymbol(u32, u32),
+}
+
+impl IndexError {
+    /// The error with its offset made absolute (errors of a section parsed from a slice count from the
+    /// slice's start).
+    fn shifted(self, by: usize) -> IndexError {
+        match self {
+            IndexError::Corrupt {
+                section,
+                offset,
+                reason,
+            } => IndexError::Corrupt {
+                section,
+                offset: offset + by,
+                reason,
+            },
+            e => e,
+        }
+    }
 }
 
 fn put_uvarint(b: &mut Vec<u8>, mut x: u64) {
@@ -312,57 +333,101 @@ impl<'a> Dec<'a> {
     }
 }
 
-/// An index file, parsed enough to answer lookups: symbols and the postings offset table are loaded,
-/// series and postings lists are decoded on demand.
-#[derive(Debug)]
-pub struct IndexReader {
-    b: super::mmap::FileBytes,
+/// The table of contents at the end of an index file: where each section starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Toc {
+    pub symbols: u64,
+    pub series: u64,
+    pub label_indices: u64,
+    pub label_offset_table: u64,
+    pub postings: u64,
+    pub postings_offset_table: u64,
+}
+
+impl Toc {
+    /// Parses the last [`TOC_LEN`] bytes of an index file, found at offset `at`.
+    pub fn parse(b: &[u8], at: usize) -> Result<Toc, IndexError> {
+        let mut d = Dec::new(b, 0, "TOC");
+        let mut t = [0u64; 6];
+        for x in &mut t {
+            *x = d.be64()?;
+        }
+        let want = d.be32()?;
+        if crc32c::crc32c(&b[..48]) != want {
+            return Err(IndexError::Corrupt {
+                section: "TOC",
+                offset: at,
+                reason: "checksum mismatch".into(),
+            });
+        }
+        let [
+            symbols,
+            series,
+            label_indices,
+            label_offset_table,
+            postings,
+            postings_offset_table,
+        ] = t;
+        Ok(Toc {
+            symbols,
+            series,
+            label_indices,
+            label_offset_table,
+            postings,
+            postings_offset_table,
+        })
+    }
+}
+
+/// Checks the first [`HEADER_LEN`] bytes of an index file (magic and format version).
+pub fn check_header(b: &[u8]) -> Result<(), IndexError> {
+    if b.len() < HEADER_LEN {
+        return Err(IndexError::TooShort(b.len()));
+    }
+    let magic = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    if magic != MAGIC_INDEX {
+        return Err(IndexError::BadMagic(magic));
+    }
+    if b[4] != FORMAT_V2 {
+        return Err(IndexError::BadVersion(b[4]));
+    }
+    Ok(())
+}
+
+/// The part of an index a reader keeps in memory: the symbol table and the postings offset table (what
+/// Thanos calls the index-header). Series and postings lists are parsed from bytes the caller fetched,
+/// from a mapped file ([`IndexReader`]) or by ranged reads from object storage.
+#[derive(Debug, Clone)]
+pub struct IndexHeader {
     symbols: Vec<String>,
     /// name -> (value, postings list offset), values sorted.
     postings: BTreeMap<String, Vec<(String, usize)>>,
     all_postings: usize,
 }
 
-impl IndexReader {
-    pub fn new(b: impl Into<super::mmap::FileBytes>) -> Result<IndexReader, IndexError> {
-        let b: super::mmap::FileBytes = b.into();
-        if b.len() < HEADER_LEN + TOC_LEN {
-            return Err(IndexError::TooShort(b.len()));
-        }
-        let magic = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-        if magic != MAGIC_INDEX {
-            return Err(IndexError::BadMagic(magic));
-        }
-        if b[4] != FORMAT_V2 {
-            return Err(IndexError::BadVersion(b[4]));
-        }
-        let toc_at = b.len() - TOC_LEN;
-        let mut d = Dec::new(&b, toc_at, "TOC");
-        let mut toc = [0u64; 6];
-        for t in &mut toc {
-            *t = d.be64()?;
-        }
-        if crc32c::crc32c(&b[toc_at..toc_at + 48]) != d.be32()? {
-            return Err(IndexError::Corrupt {
-                section: "TOC",
-                offset: toc_at,
-                reason: "checksum mismatch".into(),
-            });
-        }
-        let [sym_off, _series, _li, _lit, _postings, pt_off] = toc;
-
-        let body = Dec::new(&b, sym_off as usize, "symbol table").section()?;
+impl IndexHeader {
+    /// Parses the symbol table section (from its length field; found at offset `symbols_at`) and the
+    /// postings offset table section, if the index has one.
+    pub fn parse(
+        symbols: &[u8],
+        symbols_at: usize,
+        postings_table: Option<(&[u8], usize)>,
+    ) -> Result<IndexHeader, IndexError> {
+        let body = Dec::new(symbols, 0, "symbol table")
+            .section()
+            .map_err(|e| e.shifted(symbols_at))?;
         let mut d = Dec::new(body, 0, "symbol table");
         let n = d.be32()? as usize;
-        let mut symbols = Vec::with_capacity(n);
+        let mut syms = Vec::with_capacity(n.min(body.len()));
         for _ in 0..n {
-            symbols.push(d.str()?.to_owned());
+            syms.push(d.str()?.to_owned());
         }
-
         let mut postings: BTreeMap<String, Vec<(String, usize)>> = BTreeMap::new();
         let mut all_postings = None;
-        if pt_off != 0 {
-            let body = Dec::new(&b, pt_off as usize, "postings offset table").section()?;
+        if let Some((table, at)) = postings_table {
+            let body = Dec::new(table, 0, "postings offset table")
+                .section()
+                .map_err(|e| e.shifted(at))?;
             let mut d = Dec::new(body, 0, "postings offset table");
             let n = d.be32()? as usize;
             for _ in 0..n {
@@ -382,12 +447,10 @@ impl IndexReader {
                 }
             }
         }
-        let all_postings = all_postings.unwrap_or(0);
-        Ok(IndexReader {
-            b,
-            symbols,
+        Ok(IndexHeader {
+            symbols: syms,
             postings,
-            all_postings,
+            all_postings: all_postings.unwrap_or(0),
         })
     }
 
@@ -404,53 +467,50 @@ impl IndexReader {
             .unwrap_or_default()
     }
 
-    fn postings_at(&self, off: usize) -> Result<Vec<u32>, IndexError> {
-        if off == 0 {
-            return Ok(vec![]);
-        }
-        let body = Dec::new(&self.b, off, "postings").section()?;
-        let mut d = Dec::new(body, 0, "postings");
-        let n = d.be32()? as usize;
-        (0..n).map(|_| d.be32()).collect()
+    /// Where the postings list of `name=value` starts; `None` when no series has that pair.
+    pub fn postings_offset(&self, name: &str, value: &str) -> Option<usize> {
+        let values = self.postings.get(name)?;
+        values
+            .binary_search_by(|(v, _)| v.as_str().cmp(value))
+            .ok()
+            .map(|i| values[i].1)
     }
 
-    /// Series IDs with `name=value`, sorted.
-    pub fn postings(&self, name: &str, value: &str) -> Result<Vec<u32>, IndexError> {
-        let Some(values) = self.postings.get(name) else {
-            return Ok(vec![]);
-        };
-        match values.binary_search_by(|(v, _)| v.as_str().cmp(value)) {
-            Ok(i) => self.postings_at(values[i].1),
-            Err(_) => Ok(vec![]),
-        }
+    /// Where the list of every series starts; `None` when the index has none (no series).
+    pub fn all_postings_offset(&self) -> Option<usize> {
+        (self.all_postings != 0).then_some(self.all_postings)
     }
 
-    /// Every series ID, sorted (series order is label order).
-    pub fn all_postings(&self) -> Result<Vec<u32>, IndexError> {
-        self.postings_at(self.all_postings)
+    /// Every postings list's start, sorted: a list ends where the next one starts (or where the
+    /// postings section ends), which is what a ranged read of one list needs to know.
+    pub fn postings_starts(&self) -> Vec<usize> {
+        let mut v: Vec<usize> = self
+            .postings
+            .values()
+            .flat_map(|vs| vs.iter().map(|(_, o)| *o))
+            .chain(self.all_postings_offset())
+            .collect();
+        v.sort_unstable();
+        v
     }
 
-    /// Series IDs whose labels satisfy every matcher (a missing label counts as `""`), sorted. With no
-    /// matchers, every series.
-    pub fn select(&self, matchers: &[Matcher]) -> Result<Vec<u32>, IndexError> {
-        Ok(super::postings::select(self, matchers)?
-            .into_iter()
-            .map(|id| id as u32)
-            .collect())
-    }
-
-    /// A series' labels and chunk metas.
-    pub fn series(&self, id: u32) -> Result<(Labels, Vec<ChunkMeta>), IndexError> {
+    /// Parses series `id` from `b`, the index bytes from the series' offset (`id × 16`) on; `b` must hold
+    /// the whole entry ([`series_entry_len`] tells how long it is).
+    pub fn parse_series(&self, id: u32, b: &[u8]) -> Result<(Labels, Vec<ChunkMeta>), IndexError> {
         let off = id as usize * 16;
-        let mut d = Dec::new(&self.b, off, "series");
-        let len = d.uvarint()? as usize;
-        let body = d.bytes(len)?;
-        if crc32c::crc32c(body) != d.be32()? {
-            return Err(d.err(format!("checksum mismatch in series {id}")));
+        let mut d = Dec::new(b, 0, "series");
+        let len = d.uvarint().map_err(|e| e.shifted(off))?;
+        let body = d.bytes(len as usize).map_err(|e| e.shifted(off))?;
+        if crc32c::crc32c(body) != d.be32().map_err(|e| e.shifted(off))? {
+            return Err(IndexError::Corrupt {
+                section: "series",
+                offset: off,
+                reason: format!("checksum mismatch in series {id}"),
+            });
         }
         let mut d = Dec::new(body, 0, "series");
         let nl = d.uvarint()? as usize;
-        let mut pairs = Vec::with_capacity(nl);
+        let mut pairs = Vec::with_capacity(nl.min(body.len()));
         for _ in 0..nl {
             let n = d.uvarint()? as u32;
             let v = d.uvarint()? as u32;
@@ -463,7 +523,7 @@ impl IndexReader {
             pairs.push((sym(n)?, sym(v)?));
         }
         let nc = d.uvarint()? as usize;
-        let mut chunks = Vec::with_capacity(nc);
+        let mut chunks = Vec::with_capacity(nc.min(body.len()));
         if nc > 0 {
             let min_time = d.varint()?;
             let max_time = min_time + d.uvarint()? as i64;
@@ -493,6 +553,122 @@ impl IndexReader {
     /// Number of symbols (for `analyze`-style output).
     pub fn symbol_count(&self) -> usize {
         self.symbols.len()
+    }
+
+    /// Approximate heap bytes held (for byte-bounded caches).
+    pub fn heap_size(&self) -> usize {
+        let syms: usize = self.symbols.iter().map(|s| s.len() + 24).sum();
+        let postings: usize = self
+            .postings
+            .iter()
+            .map(|(n, vs)| n.len() + 48 + vs.iter().map(|(v, _)| v.len() + 32).sum::<usize>())
+            .sum();
+        syms + postings + 64
+    }
+}
+
+/// The length of the series entry at the start of `b` (length field, body and checksum); `None` when
+/// `b` is too short to hold the length field.
+pub fn series_entry_len(b: &[u8]) -> Option<usize> {
+    let (len, n) = super::chunks::uvarint(b)?;
+    usize::try_from(len).ok()?.checked_add(n + 4)
+}
+
+/// Parses the postings list at the start of `b` (found at offset `at`): sorted series IDs.
+pub fn parse_postings(b: &[u8], at: usize) -> Result<Vec<u32>, IndexError> {
+    let body = Dec::new(b, 0, "postings")
+        .section()
+        .map_err(|e| e.shifted(at))?;
+    let mut d = Dec::new(body, 0, "postings");
+    let n = d.be32()? as usize;
+    if n.saturating_mul(4) > body.len() {
+        return Err(IndexError::Corrupt {
+            section: "postings",
+            offset: at,
+            reason: format!("{n} entries do not fit in {} bytes", body.len()),
+        });
+    }
+    (0..n).map(|_| d.be32()).collect()
+}
+
+/// An index file, parsed enough to answer lookups: the [`IndexHeader`] is loaded, series and postings
+/// lists are decoded on demand from the (mapped) file.
+#[derive(Debug)]
+pub struct IndexReader {
+    b: super::mmap::FileBytes,
+    header: IndexHeader,
+}
+
+impl IndexReader {
+    pub fn new(b: impl Into<super::mmap::FileBytes>) -> Result<IndexReader, IndexError> {
+        let b: super::mmap::FileBytes = b.into();
+        if b.len() < HEADER_LEN + TOC_LEN {
+            return Err(IndexError::TooShort(b.len()));
+        }
+        check_header(&b)?;
+        let toc_at = b.len() - TOC_LEN;
+        let toc = Toc::parse(&b[toc_at..], toc_at)?;
+        let from = |off: u64| b.get(off as usize..).unwrap_or_default();
+        let table = (toc.postings_offset_table != 0).then(|| {
+            (
+                from(toc.postings_offset_table),
+                toc.postings_offset_table as usize,
+            )
+        });
+        let header = IndexHeader::parse(from(toc.symbols), toc.symbols as usize, table)?;
+        Ok(IndexReader { b, header })
+    }
+
+    pub fn header(&self) -> &IndexHeader {
+        &self.header
+    }
+
+    /// Label names with at least one series, sorted.
+    pub fn label_names(&self) -> Vec<&str> {
+        self.header.label_names()
+    }
+
+    /// Values of a label, sorted.
+    pub fn label_values(&self, name: &str) -> Vec<&str> {
+        self.header.label_values(name)
+    }
+
+    fn postings_at(&self, off: Option<usize>) -> Result<Vec<u32>, IndexError> {
+        match off {
+            None => Ok(vec![]),
+            Some(off) => parse_postings(self.b.get(off..).unwrap_or_default(), off),
+        }
+    }
+
+    /// Series IDs with `name=value`, sorted.
+    pub fn postings(&self, name: &str, value: &str) -> Result<Vec<u32>, IndexError> {
+        self.postings_at(self.header.postings_offset(name, value))
+    }
+
+    /// Every series ID, sorted (series order is label order).
+    pub fn all_postings(&self) -> Result<Vec<u32>, IndexError> {
+        self.postings_at(self.header.all_postings_offset())
+    }
+
+    /// Series IDs whose labels satisfy every matcher (a missing label counts as `""`), sorted. With no
+    /// matchers, every series.
+    pub fn select(&self, matchers: &[Matcher]) -> Result<Vec<u32>, IndexError> {
+        Ok(super::postings::select(self, matchers)?
+            .into_iter()
+            .map(|id| id as u32)
+            .collect())
+    }
+
+    /// A series' labels and chunk metas.
+    pub fn series(&self, id: u32) -> Result<(Labels, Vec<ChunkMeta>), IndexError> {
+        let off = id as usize * 16;
+        self.header
+            .parse_series(id, self.b.get(off..).unwrap_or_default())
+    }
+
+    /// Number of symbols (for `analyze`-style output).
+    pub fn symbol_count(&self) -> usize {
+        self.header.symbol_count()
     }
 }
 

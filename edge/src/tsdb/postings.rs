@@ -69,6 +69,39 @@ pub fn select<P: Postings>(p: &P, matchers: &[Matcher]) -> Result<Vec<u64>, P::E
     Ok(r)
 }
 
+/// The postings lists [`select`] may read for `matchers`: `(name, value)` pairs, and whether it needs
+/// the list of every series. A reader that fetches lists from far away (object storage) fetches these
+/// together first, then runs [`select`] over what it fetched.
+pub fn required<P: Postings>(p: &P, matchers: &[Matcher]) -> (Vec<(String, String)>, bool) {
+    let mut out = Vec::new();
+    let mut positive = false;
+    for m in matchers {
+        let name = m.name();
+        if m.matches_empty() {
+            out.extend(
+                p.values(name)
+                    .into_iter()
+                    .filter(|v| !m.matches(v))
+                    .map(|v| (name.to_owned(), v.to_owned())),
+            );
+            continue;
+        }
+        positive = true;
+        match m.set_values() {
+            Some(values) => out.extend(values.iter().map(|v| (name.to_owned(), v.to_string()))),
+            None => out.extend(
+                p.values(name)
+                    .into_iter()
+                    .filter(|v| m.matches(v))
+                    .map(|v| (name.to_owned(), v.to_owned())),
+            ),
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    (out, !positive)
+}
+
 fn intersect(a: &[u64], b: &[u64]) -> Vec<u64> {
     let (mut i, mut j, mut out) = (0, 0, Vec::new());
     while i < a.len() && j < b.len() {

@@ -1,0 +1,745 @@
+//! The bucket store: the history the edges' shippers uploaded, served over the StoreAPI straight from
+//! object storage (Thanos' store gateway, inside the gateway or on its own as `meridian-gateway store`).
+//!
+//! - **Sync.** Every `--sync-block-duration` the bucket's top level is listed and the `meta.json` of
+//!   each new block directory fetched (`--block-meta-fetch-concurrency` at a time). A directory without
+//!   `meta.json` is an unfinished upload and is ignored until it has one; a block gone from the bucket
+//!   is dropped. Each block's external labels and time range come from its `meta.json` (`thanos`
+//!   section; blocks without one have no external labels). Downsampled blocks (`resolution` > 0) are
+//!   left out: their chunks are aggregates, not raw samples.
+//! - **Filters** for sharding the store across instances: `--min-time`/`--max-time` keep blocks
+//!   overlapping that range, `--selector.relabel-config` keeps blocks whose external labels survive
+//!   the relabeling (`keep`/`drop` on them), as in Thanos.
+//! - **Lazy reads** ([`reader`]): start-up reads `meta.json` files only; a block's index-header is read
+//!   on its first query, postings, series and chunks with coalesced ranged GETs, all cached.
+//! - **StoreAPI** with `ComponentType` "store": every distinct set of external labels is announced;
+//!   matchers on external labels pick blocks; series equal across blocks are one series.
+//! - **Limits** per request on series, samples and downloaded bytes (`--store.grpc.*-limit`).
+
+pub mod reader;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use meridian_edge::error::{Error, ErrorKind, Result};
+use meridian_edge::labels::Labels;
+use meridian_edge::matcher::Matcher;
+use meridian_edge::objstore::{BlockObject, Bucket, block_path};
+use meridian_edge::proto::thanos as pb;
+use meridian_edge::proto::thanos::info as infopb;
+use meridian_edge::relabel::RelabelConfig;
+use meridian_edge::storeapi::leaf::{SourceChunk, merge_equal_series, series_stream};
+use meridian_edge::storeapi::{
+    ExternalLabels, SeriesQuery, SeriesStream, Store, labels_to_proto, matchers_from_proto,
+    no_series_matchers_error, truncate_to_limit,
+};
+use meridian_edge::tsdb::block::BlockMeta;
+use object_store::ObjectStoreExt;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio_util::sync::CancellationToken;
+
+use reader::{Budget, Caches, Reader};
+
+/// Per-request limits (0 = unlimited).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BucketLimits {
+    /// `--store.grpc.touched-series-limit`.
+    pub series: u64,
+    /// `--store.grpc.series-sample-limit`.
+    pub samples: u64,
+    /// `--store.grpc.downloaded-bytes-limit`.
+    pub bytes: u64,
+}
+
+/// How the bucket store runs.
+#[derive(Debug, Clone)]
+pub struct BucketStoreOptions {
+    /// `--sync-block-duration`.
+    pub sync_interval: Duration,
+    /// `--block-meta-fetch-concurrency`.
+    pub meta_fetch_concurrency: usize,
+    /// `--index-cache-size`: index-headers, postings and series.
+    pub index_cache_bytes: u64,
+    /// `--chunk-cache-size`.
+    pub chunk_cache_bytes: u64,
+    /// `--min-time` / `--max-time` (ms, inclusive): only blocks overlapping this range are served.
+    pub min_time: i64,
+    pub max_time: i64,
+    /// `--selector.relabel-config`: applied to each block's external labels; dropped blocks are not
+    /// served.
+    pub selector: Vec<RelabelConfig>,
+    pub limits: BucketLimits,
+    /// Blocks read in parallel for one request.
+    pub block_concurrency: usize,
+}
+
+impl Default for BucketStoreOptions {
+    fn default() -> Self {
+        BucketStoreOptions {
+            sync_interval: Duration::from_secs(180),
+            meta_fetch_concurrency: 32,
+            index_cache_bytes: 250 << 20,
+            chunk_cache_bytes: 500 << 20,
+            min_time: i64::MIN,
+            max_time: i64::MAX,
+            selector: Vec::new(),
+            limits: BucketLimits::default(),
+            block_concurrency: 8,
+        }
+    }
+}
+
+/// Parses `--selector.relabel-config` YAML: a list of relabel configs.
+pub fn parse_selector(yaml: &str) -> std::result::Result<Vec<RelabelConfig>, String> {
+    if yaml.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_saphyr::from_str(yaml).map_err(|e| format!("--selector.relabel-config: {e}"))
+}
+
+/// The bucket store's self-metrics.
+#[derive(Debug, Default)]
+pub struct BucketMetrics {
+    pub blocks_loaded: Gauge,
+    pub syncs: Counter,
+    pub sync_failures: Counter,
+    /// Block directories skipped at sync (no meta.json yet, unreadable, downsampled, filtered).
+    pub blocks_ignored: Gauge,
+    pub requests: Family<KindLabel, Counter>,
+    pub fetched_bytes: Family<KindLabel, Counter>,
+    pub cache_requests: Family<CacheLabel, Counter>,
+    pub cache_bytes: Family<CacheNameLabel, Gauge>,
+}
+
+/// What a GET read: `meta`, `index`, `chunks`, or a `list`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+pub struct CacheLabel {
+    pub cache: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+pub struct CacheNameLabel {
+    pub cache: &'static str,
+}
+
+impl BucketMetrics {
+    fn get(&self, kind: &'static str) {
+        self.requests.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    fn fetched(&self, kind: &'static str, bytes: u64) {
+        self.fetched_bytes
+            .get_or_create(&KindLabel { kind })
+            .inc_by(bytes);
+    }
+
+    fn cache(&self, cache: &'static str, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.cache_requests
+            .get_or_create(&CacheLabel { cache, result })
+            .inc();
+    }
+
+    /// GET (and LIST/HEAD) requests sent so far, all kinds.
+    pub fn requests_total(&self) -> u64 {
+        ["meta", "index", "chunks", "list"]
+            .iter()
+            .map(|kind| self.requests.get_or_create(&KindLabel { kind }).get())
+            .sum()
+    }
+
+    /// Bytes fetched so far, all kinds.
+    pub fn fetched_total(&self) -> u64 {
+        ["meta", "index", "chunks"]
+            .iter()
+            .map(|kind| self.fetched_bytes.get_or_create(&KindLabel { kind }).get())
+            .sum()
+    }
+
+    pub fn register(&self, r: &mut prometheus_client::registry::Registry) {
+        r.register(
+            "meridian_bucket_store_blocks_loaded",
+            "Blocks the bucket store serves",
+            self.blocks_loaded.clone(),
+        );
+        r.register(
+            "meridian_bucket_store_blocks_ignored",
+            "Block directories skipped at the last sync (no meta.json yet, unreadable, downsampled or filtered out)",
+            self.blocks_ignored.clone(),
+        );
+        r.register(
+            "meridian_bucket_store_syncs",
+            "Bucket syncs",
+            self.syncs.clone(),
+        );
+        r.register(
+            "meridian_bucket_store_sync_failures",
+            "Bucket syncs that failed",
+            self.sync_failures.clone(),
+        );
+        r.register(
+            "meridian_bucket_store_requests",
+            "Requests to object storage by what they read",
+            self.requests.clone(),
+        );
+        r.register_with_unit(
+            "meridian_bucket_store_fetched",
+            "Bytes read from object storage by what they held",
+            prometheus_client::registry::Unit::Bytes,
+            self.fetched_bytes.clone(),
+        );
+        r.register(
+            "meridian_bucket_store_cache_requests",
+            "Bucket store cache lookups by cache and result",
+            self.cache_requests.clone(),
+        );
+        r.register_with_unit(
+            "meridian_bucket_store_cache_size",
+            "Bytes held by the bucket store caches",
+            prometheus_client::registry::Unit::Bytes,
+            self.cache_bytes.clone(),
+        );
+    }
+}
+
+/// A block in the bucket, as known from its `meta.json`.
+#[derive(Debug)]
+pub struct RemoteBlock {
+    pub ulid: Arc<str>,
+    pub meta: BlockMeta,
+    pub ext: ExternalLabels,
+    /// The index size, when `meta.json` lists it (`thanos.files`).
+    index_size: Option<u64>,
+    /// Chunk segment sizes by sequence, when `meta.json` lists them.
+    segment_sizes: Option<Vec<u64>>,
+}
+
+impl RemoteBlock {
+    /// Reads the parts of `meta.json` the store uses; `Err` says why the block cannot be served.
+    fn from_meta(meta: BlockMeta) -> std::result::Result<RemoteBlock, String> {
+        let thanos = meta.extra.get("thanos");
+        let labels = thanos
+            .and_then(|t| t.get("labels"))
+            .and_then(|l| l.as_object())
+            .map(|m| {
+                Labels::from_pairs(
+                    m.iter()
+                        .filter_map(|(k, v)| v.as_str().map(|v| (k.as_str(), v))),
+                )
+            })
+            .unwrap_or_else(Labels::empty);
+        let resolution = thanos
+            .and_then(|t| t.get("downsample"))
+            .and_then(|d| d.get("resolution"))
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(0);
+        if resolution != 0 {
+            return Err(format!(
+                "downsampled block (resolution {resolution} ms) not served"
+            ));
+        }
+        let files: Vec<(String, u64)> = thanos
+            .and_then(|t| t.get("files"))
+            .and_then(|f| f.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|f| {
+                        Some((
+                            f.get("rel_path")?.as_str()?.to_owned(),
+                            f.get("size_bytes")?.as_u64()?,
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let index_size = files.iter().find(|(p, _)| p == "index").map(|(_, s)| *s);
+        let mut segs: Vec<(&str, u64)> = files
+            .iter()
+            .filter_map(|(p, s)| Some((p.strip_prefix("chunks/")?, *s)))
+            .collect();
+        segs.sort();
+        let segment_sizes =
+            (index_size.is_some() && !segs.is_empty()).then(|| segs.iter().map(|s| s.1).collect());
+        Ok(RemoteBlock {
+            ulid: Arc::from(meta.ulid.as_str()),
+            meta,
+            ext: ExternalLabels::new(labels),
+            index_size,
+            segment_sizes,
+        })
+    }
+
+    /// Inclusive time range.
+    fn overlaps(&self, mint: i64, maxt: i64) -> bool {
+        self.meta.min_time <= maxt && self.meta.max_time > mint
+    }
+}
+
+/// What a sync changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    pub added: usize,
+    pub removed: usize,
+    pub ignored: usize,
+    pub loaded: usize,
+}
+
+/// See the module documentation.
+pub struct BucketStore {
+    bucket: Bucket,
+    opts: BucketStoreOptions,
+    reader: Reader,
+    blocks: RwLock<Arc<BTreeMap<String, Arc<RemoteBlock>>>>,
+    synced: AtomicBool,
+    /// One sync at a time.
+    sync_lock: tokio::sync::Mutex<()>,
+}
+
+fn is_ulid(s: &str) -> bool {
+    s.len() == 26
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b.is_ascii_uppercase() && !b"ILOU".contains(&b)))
+}
+
+impl BucketStore {
+    pub fn new(bucket: Bucket, opts: BucketStoreOptions) -> BucketStore {
+        for w in &bucket.warnings {
+            tracing::warn!(bucket = %bucket.description, "objstore config: {w}");
+        }
+        let reader = Reader {
+            store: bucket.store.clone(),
+            caches: Caches::new(opts.index_cache_bytes, opts.chunk_cache_bytes),
+            metrics: Arc::new(BucketMetrics::default()),
+        };
+        BucketStore {
+            bucket,
+            opts,
+            reader,
+            blocks: RwLock::new(Arc::new(BTreeMap::new())),
+            synced: AtomicBool::new(false),
+            sync_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<BucketMetrics> {
+        &self.reader.metrics
+    }
+
+    /// Updates the cache size gauges (call before exposing metrics).
+    pub fn observe_caches(&self) {
+        for (cache, bytes) in self.reader.caches.weighted_sizes() {
+            self.reader
+                .metrics
+                .cache_bytes
+                .get_or_create(&CacheNameLabel { cache })
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+    }
+
+    pub fn description(&self) -> &str {
+        &self.bucket.description
+    }
+
+    /// Whether the first sync has completed.
+    pub fn is_ready(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// The blocks served, by ULID.
+    pub fn blocks(&self) -> Arc<BTreeMap<String, Arc<RemoteBlock>>> {
+        self.blocks
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn admitted(&self, b: &RemoteBlock) -> std::result::Result<(), String> {
+        if !b.overlaps(self.opts.min_time, self.opts.max_time) {
+            return Err("outside --min-time/--max-time".into());
+        }
+        if !self.opts.selector.is_empty()
+            && meridian_edge::relabel::process(b.ext.labels(), &self.opts.selector).is_none()
+        {
+            return Err("external labels dropped by --selector.relabel-config".into());
+        }
+        Ok(())
+    }
+
+    /// Lists the bucket and loads new blocks' `meta.json`; drops blocks no longer there.
+    pub async fn sync(&self) -> Result<SyncReport> {
+        let _one = self.sync_lock.lock().await;
+        let result = self.sync_inner().await;
+        self.reader.metrics.syncs.inc();
+        match &result {
+            Ok(_) => self.synced.store(true, Ordering::Release),
+            Err(_) => {
+                self.reader.metrics.sync_failures.inc();
+            }
+        }
+        result
+    }
+
+    async fn sync_inner(&self) -> Result<SyncReport> {
+        let store = &self.bucket.store;
+        self.reader.metrics.get("list");
+        let listing = store.list_with_delimiter(None).await.map_err(|e| {
+            Error::new(
+                ErrorKind::Unavailable,
+                format!("listing bucket {}: {e}", self.bucket.description),
+            )
+        })?;
+        let present: BTreeSet<String> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_owned))
+            .filter(|n| is_ulid(n))
+            .collect();
+        let known = self.blocks();
+        let new: Vec<String> = present
+            .iter()
+            .filter(|u| !known.contains_key(*u))
+            .cloned()
+            .collect();
+        let loaded: Vec<std::result::Result<RemoteBlock, (String, String)>> =
+            futures::stream::iter(new.into_iter().map(|ulid| async move {
+                let path = block_path(&ulid, BlockObject::Meta);
+                self.reader.metrics.get("meta");
+                let body = match store.get(&path).await {
+                    Ok(r) => r.bytes().await,
+                    Err(e) => Err(e),
+                };
+                let body = match body {
+                    Ok(b) => b,
+                    Err(object_store::Error::NotFound { .. }) => {
+                        return Err((ulid, "no meta.json yet (upload unfinished)".into()));
+                    }
+                    Err(e) => return Err((ulid, format!("reading meta.json: {e}"))),
+                };
+                self.reader.metrics.fetched("meta", body.len() as u64);
+                let meta: BlockMeta = serde_json::from_slice(&body)
+                    .map_err(|e| (ulid.clone(), format!("meta.json: {e}")))?;
+                if meta.ulid != ulid {
+                    return Err((
+                        ulid.clone(),
+                        format!("meta.json names block {:?}", meta.ulid),
+                    ));
+                }
+                RemoteBlock::from_meta(meta).map_err(|e| (ulid, e))
+            }))
+            .buffer_unordered(self.opts.meta_fetch_concurrency.max(1))
+            .collect()
+            .await;
+        let mut next: BTreeMap<String, Arc<RemoteBlock>> = known
+            .iter()
+            .filter(|(u, _)| present.contains(*u))
+            .map(|(u, b)| (u.clone(), b.clone()))
+            .collect();
+        let removed = known.len() - next.len();
+        for (u, _) in known.iter().filter(|(u, _)| !present.contains(*u)) {
+            self.reader.caches.forget(u);
+        }
+        let (mut added, mut ignored) = (0, 0);
+        for r in loaded {
+            match r.and_then(|b| {
+                self.admitted(&b)
+                    .map(|()| b)
+                    .map_err(|e| (String::new(), e))
+            }) {
+                Ok(b) => {
+                    added += 1;
+                    next.insert(b.ulid.to_string(), Arc::new(b));
+                }
+                Err((ulid, why)) => {
+                    ignored += 1;
+                    tracing::debug!(block = %ulid, reason = %why, "block not served");
+                }
+            }
+        }
+        let report = SyncReport {
+            added,
+            removed,
+            ignored,
+            loaded: next.len(),
+        };
+        self.reader
+            .metrics
+            .blocks_loaded
+            .set(i64::try_from(next.len()).unwrap_or(i64::MAX));
+        self.reader
+            .metrics
+            .blocks_ignored
+            .set(i64::try_from(ignored).unwrap_or(i64::MAX));
+        *self
+            .blocks
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(next);
+        if added > 0 || removed > 0 {
+            tracing::info!(bucket = %self.bucket.description, added, removed, loaded = report.loaded, "bucket synced");
+        }
+        Ok(report)
+    }
+
+    /// Syncs every `sync_interval` until `stop` (the first sync is the caller's).
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(self.opts.sync_interval) => {}
+            }
+            if let Err(e) = self.sync().await {
+                tracing::warn!(error = %e, "bucket sync failed; serving the blocks known before");
+            }
+        }
+    }
+
+    /// The blocks a request reads, each with the matchers left for its series' own labels; an error
+    /// when some block would be asked without matchers on series labels.
+    fn targets(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<(Arc<RemoteBlock>, Vec<Matcher>)>> {
+        let mut out = Vec::new();
+        for b in self.blocks().values() {
+            if !b.overlaps(mint, maxt) {
+                continue;
+            }
+            if let Some(rest) = b.ext.filter_matchers(matchers.to_vec()) {
+                out.push((b.clone(), rest));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs `select` on every target block, a few at a time.
+    async fn select_all(
+        &self,
+        targets: Vec<(Arc<RemoteBlock>, Vec<Matcher>)>,
+        mint: i64,
+        maxt: i64,
+        with_data: bool,
+        without: &[String],
+        budget: &Budget,
+    ) -> Result<Vec<(Labels, Vec<SourceChunk>)>> {
+        let per_block: Vec<Vec<(Labels, Vec<SourceChunk>)>> =
+            futures::stream::iter(targets.into_iter().map(|(b, ms)| async move {
+                let series = self
+                    .reader
+                    .select(&b, &ms, mint, maxt, with_data, budget)
+                    .await?;
+                Ok::<_, Error>(
+                    series
+                        .into_iter()
+                        .map(|s| (b.ext.apply(&s.labels, without), s.chunks))
+                        .collect(),
+                )
+            }))
+            .buffered(self.opts.block_concurrency.max(1))
+            .try_collect()
+            .await?;
+        Ok(per_block.into_iter().flatten().collect())
+    }
+
+    fn time_range(&self) -> (i64, i64) {
+        let blocks = self.blocks();
+        let min = blocks.values().map(|b| b.meta.min_time).min();
+        let max = blocks.values().map(|b| b.meta.max_time - 1).max();
+        (min.unwrap_or(i64::MAX), max.unwrap_or(i64::MIN))
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for BucketStore {
+    async fn info(&self) -> Result<infopb::InfoResponse> {
+        let blocks = self.blocks();
+        let mut sets: BTreeMap<Labels, (i64, i64)> = BTreeMap::new();
+        for b in blocks.values() {
+            let e = sets
+                .entry(b.ext.labels().clone())
+                .or_insert((i64::MAX, i64::MIN));
+            e.0 = e.0.min(b.meta.min_time);
+            e.1 = e.1.max(b.meta.max_time - 1);
+        }
+        let (min_time, max_time) = self.time_range();
+        Ok(infopb::InfoResponse {
+            label_sets: sets
+                .keys()
+                .filter(|l| !l.is_empty())
+                .map(|l| pb::ZLabelSet {
+                    labels: labels_to_proto(l),
+                })
+                .collect(),
+            component_type: "store".into(),
+            store: Some(infopb::StoreInfo {
+                min_time,
+                max_time,
+                supports_sharding: false,
+                supports_without_replica_labels: true,
+                tsdb_infos: sets
+                    .iter()
+                    .map(|(l, (min, max))| infopb::TsdbInfo {
+                        labels: Some(pb::ZLabelSet {
+                            labels: labels_to_proto(l),
+                        }),
+                        min_time: *min,
+                        max_time: *max,
+                    })
+                    .collect(),
+            }),
+            ..Default::default()
+        })
+    }
+
+    async fn series(&self, req: pb::SeriesRequest) -> Result<SeriesStream> {
+        let q = SeriesQuery::from_request(&req)?;
+        if q.matchers.is_empty() {
+            return Err(no_series_matchers_error());
+        }
+        let targets = self.targets(&q.matchers, q.min_time, q.max_time)?;
+        if targets.iter().any(|(_, ms)| ms.is_empty()) {
+            return Err(no_series_matchers_error());
+        }
+        let budget = Budget::new(self.opts.limits);
+        let all = self
+            .select_all(
+                targets,
+                q.min_time,
+                q.max_time,
+                !q.skip_chunks,
+                &q.without_replica_labels,
+                &budget,
+            )
+            .await?;
+        let mut merged = merge_equal_series(all);
+        // Blocks that overlap in time (a replica's data before and after vertical compaction, or
+        // copies) may hold the same chunk twice: identical chunks are sent once.
+        for (_, chunks) in &mut merged {
+            chunks.dedup_by(|a, b| {
+                a.min_time == b.min_time && a.max_time == b.max_time && a.data == b.data
+            });
+        }
+        truncate_to_limit(&mut merged, req.limit);
+        Ok(series_stream(merged, q.skip_chunks))
+    }
+
+    async fn label_names(&self, req: pb::LabelNamesRequest) -> Result<pb::LabelNamesResponse> {
+        let matchers = matchers_from_proto(&req.matchers)?;
+        let budget = Budget::new(self.opts.limits);
+        let mut set = BTreeSet::new();
+        for (b, rest) in self.targets(&matchers, req.start, req.end)? {
+            let before = set.len();
+            let mut any = false;
+            if rest.is_empty() {
+                // Block-granular: every name of the block's index.
+                let h = self.reader.header(&b).await?;
+                set.extend(h.header.label_names().into_iter().map(str::to_owned));
+                any = h.header.all_postings_offset().is_some();
+            } else {
+                for s in self
+                    .reader
+                    .select(&b, &rest, req.start, req.end, false, &budget)
+                    .await?
+                {
+                    any = true;
+                    set.extend(s.labels.iter().map(|l| l.name.to_owned()));
+                }
+            }
+            if any || set.len() > before {
+                set.extend(
+                    b.ext
+                        .names_without(&req.without_replica_labels)
+                        .map(str::to_owned),
+                );
+            }
+        }
+        let mut names: Vec<String> = set.into_iter().collect();
+        truncate_to_limit(&mut names, req.limit);
+        Ok(pb::LabelNamesResponse {
+            names,
+            ..Default::default()
+        })
+    }
+
+    async fn label_values(&self, req: pb::LabelValuesRequest) -> Result<pb::LabelValuesResponse> {
+        if req.label.is_empty() {
+            return Err(Error::bad_data("label values request without a label name"));
+        }
+        let matchers = matchers_from_proto(&req.matchers)?;
+        let removed = req.without_replica_labels.contains(&req.label);
+        let budget = Budget::new(self.opts.limits);
+        let mut set = BTreeSet::new();
+        for (b, rest) in self.targets(&matchers, req.start, req.end)? {
+            let external = b.ext.labels().get(&req.label).map(str::to_owned);
+            if rest.is_empty() {
+                let h = self.reader.header(&b).await?;
+                match external {
+                    Some(v) if !removed && h.header.all_postings_offset().is_some() => {
+                        set.insert(v);
+                    }
+                    Some(_) => {}
+                    None => set.extend(
+                        h.header
+                            .label_values(&req.label)
+                            .into_iter()
+                            .map(str::to_owned),
+                    ),
+                }
+                continue;
+            }
+            let selected = self
+                .reader
+                .select(&b, &rest, req.start, req.end, false, &budget)
+                .await?;
+            match external {
+                Some(v) if !removed && !selected.is_empty() => {
+                    set.insert(v);
+                }
+                Some(_) => {}
+                None => set.extend(
+                    selected
+                        .iter()
+                        .filter_map(|s| s.labels.get(&req.label).map(str::to_owned)),
+                ),
+            }
+        }
+        let mut values: Vec<String> = set.into_iter().collect();
+        truncate_to_limit(&mut values, req.limit);
+        Ok(pb::LabelValuesResponse {
+            values,
+            ..Default::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ulids_are_recognised() {
+        assert!(is_ulid("01HGW2N7EHJX0Y3ZQK3Q6T9V8R"));
+        assert!(!is_ulid("01HGW2N7EHJX0Y3ZQK3Q6T9V8"));
+        assert!(!is_ulid("01HGW2N7EHJX0Y3ZQK3Q6T9V8I"));
+        assert!(!is_ulid("debug"));
+    }
+
+    #[test]
+    fn selector_parses_and_names_the_flag() {
+        let s = parse_selector("- action: keep\n  source_labels: [cluster]\n  regex: a\n").unwrap();
+        assert_eq!(s.len(), 1);
+        let e = parse_selector("- action: nope\n").unwrap_err();
+        assert!(e.contains("--selector.relabel-config"), "{e}");
+    }
+}

@@ -1,0 +1,723 @@
+//! Reading one block in the bucket without downloading it: ranged GETs for the parts a query needs.
+//!
+//! - The **index-header** (table of contents, symbol table, postings offset table) is read on a block's
+//!   first query with three ranged GETs (the TOC, then the start of the index up to the series, and the
+//!   postings offset table) and kept in a byte-bounded cache; nothing is read at start-up.
+//! - **Postings lists** a query's matchers need are fetched together; a list's end is the next list's
+//!   start, known from the offset table.
+//! - **Series entries** are fetched by estimate (`id × 16` plus [`SERIES_ESTIMATE`] bytes; an entry
+//!   found longer is fetched again exactly) and **chunks** likewise (the next chunk of the same series
+//!   bounds a chunk exactly; the last one is estimated).
+//! - Ranges of one object closer than [`MAX_GAP`] are **coalesced** into one GET, as Thanos' store
+//!   gateway partitions them: series and chunks of neighbouring series are neighbours in the files.
+//! - Postings lists, series entries and chunks are cached (moka, byte-bounded) by block and position.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use meridian_edge::chunkenc::Encoding;
+use meridian_edge::error::{Error, ErrorKind, Result};
+use meridian_edge::labels::Labels;
+use meridian_edge::matcher::Matcher;
+use meridian_edge::objstore::{BlockObject, block_path};
+use meridian_edge::storeapi::leaf::{SourceChunk, SourceSeries};
+use meridian_edge::tsdb::chunks::{chunk_record_len, parse_chunk_record};
+use meridian_edge::tsdb::index::{
+    ChunkMeta, HEADER_LEN, IndexHeader, TOC_LEN, Toc, check_header, parse_postings,
+    series_entry_len,
+};
+use meridian_edge::tsdb::postings::{self, Postings};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+use super::{BucketMetrics, RemoteBlock};
+
+/// Ranges of one object closer than this are fetched with one GET.
+pub const MAX_GAP: u64 = 128 << 10;
+/// Bytes fetched for a series entry whose end is not known (most are far shorter).
+pub const SERIES_ESTIMATE: u64 = 1024;
+/// Bytes fetched for a chunk whose end is not known: a 120-sample XOR chunk rarely exceeds it.
+pub const CHUNK_ESTIMATE: u64 = 2048;
+/// GETs in flight per object read.
+const FETCH_CONCURRENCY: usize = 8;
+
+/// A block's index-header, as cached.
+#[derive(Debug)]
+pub struct Loaded {
+    pub toc: Toc,
+    pub header: IndexHeader,
+    /// Postings list starts, sorted (a list ends where the next begins).
+    starts: Vec<usize>,
+    /// Size of each chunk segment file, by sequence (`chunks/000001` is 0).
+    segments: Vec<u64>,
+}
+
+impl Loaded {
+    fn weight(&self) -> u32 {
+        u32::try_from(self.header.heap_size() + self.starts.len() * 8 + 256).unwrap_or(u32::MAX)
+    }
+
+    /// Where the postings section ends (the label offset table follows it).
+    fn postings_end(&self) -> u64 {
+        [self.toc.label_offset_table, self.toc.postings_offset_table]
+            .into_iter()
+            .find(|&o| o > self.toc.postings)
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Where the series section ends.
+    fn series_end(&self) -> u64 {
+        [self.toc.label_indices, self.toc.postings]
+            .into_iter()
+            .find(|&o| o > self.toc.series)
+            .unwrap_or(u64::MAX)
+    }
+}
+
+type PostingsKey = (Arc<str>, String, String);
+type SeriesKey = (Arc<str>, u32);
+type ChunkKey = (Arc<str>, u64);
+type SeriesEntry = Arc<(Labels, Vec<ChunkMeta>)>;
+/// A chunk and the reference of its series' next chunk (which bounds it).
+type NextChunk = (ChunkMeta, Option<u64>);
+
+/// The caches, byte-bounded.
+pub struct Caches {
+    headers: moka::future::Cache<Arc<str>, Arc<Loaded>>,
+    postings: moka::sync::Cache<PostingsKey, Arc<Vec<u32>>>,
+    series: moka::sync::Cache<SeriesKey, SeriesEntry>,
+    chunks: moka::sync::Cache<ChunkKey, Bytes>,
+}
+
+impl Caches {
+    /// `index_bytes` is shared between index-headers, postings and series (a third each);
+    /// `chunk_bytes` holds chunks.
+    pub fn new(index_bytes: u64, chunk_bytes: u64) -> Caches {
+        let third = index_bytes / 3;
+        Caches {
+            headers: moka::future::Cache::builder()
+                .max_capacity(third)
+                .weigher(|_, v: &Arc<Loaded>| v.weight())
+                .build(),
+            postings: moka::sync::Cache::builder()
+                .max_capacity(third)
+                .weigher(|k: &PostingsKey, v: &Arc<Vec<u32>>| {
+                    u32::try_from(v.len() * 4 + k.1.len() + k.2.len() + 96).unwrap_or(u32::MAX)
+                })
+                .build(),
+            series: moka::sync::Cache::builder()
+                .max_capacity(third)
+                .weigher(|_, v: &SeriesEntry| {
+                    let labels: usize = v.0.iter().map(|l| l.name.len() + l.value.len()).sum();
+                    u32::try_from(labels * 2 + v.1.len() * 24 + 128).unwrap_or(u32::MAX)
+                })
+                .build(),
+            chunks: moka::sync::Cache::builder()
+                .max_capacity(chunk_bytes)
+                .weigher(|_, v: &Bytes| u32::try_from(v.len() + 64).unwrap_or(u32::MAX))
+                .build(),
+        }
+    }
+
+    /// Bytes held, by cache (for the metrics).
+    pub fn weighted_sizes(&self) -> [(&'static str, u64); 4] {
+        [
+            ("index-header", self.headers.weighted_size()),
+            ("postings", self.postings.weighted_size()),
+            ("series", self.series.weighted_size()),
+            ("chunks", self.chunks.weighted_size()),
+        ]
+    }
+
+    /// Drops what is cached for a block that left the bucket.
+    pub fn forget(&self, ulid: &str) {
+        let u: Arc<str> = Arc::from(ulid);
+        let headers = self.headers.clone();
+        let key = u.clone();
+        // The future cache's invalidation is async; the entry is small and the block gone, so it
+        // is left to eviction when no runtime is at hand.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { headers.invalidate(&key).await });
+        }
+        let _ = self
+            .postings
+            .invalidate_entries_if(move |k, _| k.0 == u)
+            .map_err(|e| tracing::debug!(error = %e, "postings cache invalidation"));
+    }
+}
+
+/// What one request may fetch (`--store.grpc.*-limit`), counted across its blocks.
+#[derive(Debug, Default)]
+pub struct Budget {
+    pub limits: super::BucketLimits,
+    series: AtomicU64,
+    samples: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Budget {
+    pub fn new(limits: super::BucketLimits) -> Budget {
+        Budget {
+            limits,
+            ..Default::default()
+        }
+    }
+
+    fn charge(
+        &self,
+        counter: &AtomicU64,
+        add: u64,
+        limit: u64,
+        what: &str,
+        flag: &str,
+    ) -> Result<()> {
+        let total = counter.fetch_add(add, Ordering::Relaxed) + add;
+        if limit > 0 && total > limit {
+            return Err(Error::limit(format!(
+                "the request touched more than {limit} {what} in the bucket (limit {flag}); \
+                 narrow the selectors or the time range"
+            )));
+        }
+        Ok(())
+    }
+
+    fn series(&self, n: usize) -> Result<()> {
+        self.charge(
+            &self.series,
+            n as u64,
+            self.limits.series,
+            "series",
+            "--store.grpc.touched-series-limit",
+        )
+    }
+
+    fn samples(&self, n: u64) -> Result<()> {
+        self.charge(
+            &self.samples,
+            n,
+            self.limits.samples,
+            "samples",
+            "--store.grpc.series-sample-limit",
+        )
+    }
+
+    fn bytes(&self, n: u64) -> Result<()> {
+        self.charge(
+            &self.bytes,
+            n,
+            self.limits.bytes,
+            "bytes",
+            "--store.grpc.downloaded-bytes-limit",
+        )
+    }
+}
+
+/// Reads blocks of one bucket.
+pub struct Reader {
+    pub store: Arc<dyn ObjectStore>,
+    pub caches: Caches,
+    pub metrics: Arc<BucketMetrics>,
+}
+
+fn bucket_err(path: &ObjectPath, e: &object_store::Error) -> Error {
+    Error::new(ErrorKind::Unavailable, format!("bucket object {path}: {e}"))
+}
+
+fn corrupt(ulid: &str, e: impl std::fmt::Display) -> Error {
+    Error::new(
+        ErrorKind::Internal,
+        format!("block {ulid} in the bucket: {e}"),
+    )
+}
+
+/// An error of [`Reader::fetch_records`]: bucket errors pass, an unreadable length becomes `what`.
+fn corrupt_or(ulid: &str, e: Error, what: &str) -> Error {
+    if e.kind == ErrorKind::Internal && e.message.is_empty() {
+        corrupt(ulid, what)
+    } else {
+        e
+    }
+}
+
+/// Merges ranges closer than [`MAX_GAP`] (sorted by start) and tells, for each input range, which
+/// merged range holds it.
+fn coalesce(ranges: &[Range<u64>]) -> (Vec<Range<u64>>, Vec<usize>) {
+    let mut order: Vec<usize> = (0..ranges.len()).collect();
+    order.sort_by_key(|&i| ranges[i].start);
+    let mut merged: Vec<Range<u64>> = Vec::new();
+    let mut owner = vec![0; ranges.len()];
+    for i in order {
+        let r = &ranges[i];
+        match merged.last_mut() {
+            Some(m) if r.start <= m.end.saturating_add(MAX_GAP) => m.end = m.end.max(r.end),
+            _ => merged.push(r.clone()),
+        }
+        owner[i] = merged.len() - 1;
+    }
+    (merged, owner)
+}
+
+impl Reader {
+    /// Fetches byte ranges of one object, coalescing near ones; each answer may be shorter than asked
+    /// where the object ends.
+    async fn fetch(
+        &self,
+        kind: &'static str,
+        path: &ObjectPath,
+        ranges: &[Range<u64>],
+        budget: Option<&Budget>,
+    ) -> Result<Vec<Bytes>> {
+        let (merged, owner) = coalesce(ranges);
+        let bodies: Vec<Bytes> =
+            futures::stream::iter(merged.iter().cloned().map(|r| async move {
+                self.metrics.get(kind);
+                let b = self
+                    .store
+                    .get_range(path, r)
+                    .await
+                    .map_err(|e| bucket_err(path, &e))?;
+                self.metrics.fetched(kind, b.len() as u64);
+                if let Some(budget) = budget {
+                    budget.bytes(b.len() as u64)?;
+                }
+                Ok::<Bytes, Error>(b)
+            }))
+            .buffered(FETCH_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(ranges
+            .iter()
+            .zip(owner)
+            .map(|(r, j)| {
+                let body = &bodies[j];
+                let from = usize::try_from(r.start - merged[j].start).unwrap_or(usize::MAX);
+                let to = usize::try_from(r.end - merged[j].start).unwrap_or(usize::MAX);
+                body.slice(from.min(body.len())..to.min(body.len()))
+            })
+            .collect())
+    }
+
+    /// Fetches length-prefixed records (series entries, chunks) at the starts of `ranges`, which are
+    /// estimates: a record found longer than its range is fetched again, exactly. `None` from
+    /// `record_len` (no readable length) is an error without a message, for the caller to name.
+    async fn fetch_records(
+        &self,
+        kind: &'static str,
+        path: &ObjectPath,
+        ranges: &[Range<u64>],
+        record_len: fn(&[u8]) -> Option<usize>,
+        budget: &Budget,
+    ) -> Result<Vec<Bytes>> {
+        let mut bodies = self.fetch(kind, path, ranges, Some(budget)).await?;
+        let mut again: Vec<(usize, Range<u64>)> = Vec::new();
+        for (k, body) in bodies.iter().enumerate() {
+            let len = record_len(body).ok_or_else(|| Error::new(ErrorKind::Internal, ""))?;
+            if len > body.len() {
+                again.push((k, ranges[k].start..ranges[k].start + len as u64));
+            }
+        }
+        if !again.is_empty() {
+            let rs: Vec<Range<u64>> = again.iter().map(|(_, r)| r.clone()).collect();
+            let exact = self.fetch(kind, path, &rs, Some(budget)).await?;
+            for ((k, _), body) in again.into_iter().zip(exact) {
+                bodies[k] = body;
+            }
+        }
+        Ok(bodies)
+    }
+
+    /// The block's index-header, read on first use and cached; concurrent first uses share one read.
+    pub async fn header(&self, b: &RemoteBlock) -> Result<Arc<Loaded>> {
+        let hit = self.caches.headers.get(&b.ulid).await;
+        self.metrics.cache("index-header", hit.is_some());
+        if let Some(h) = hit {
+            return Ok(h);
+        }
+        self.caches
+            .headers
+            .try_get_with(b.ulid.clone(), self.load_header(b))
+            .await
+            .map_err(|e: Arc<Error>| Error::new(e.kind, e.message.clone()))
+    }
+
+    async fn load_header(&self, b: &RemoteBlock) -> Result<Arc<Loaded>> {
+        let ulid = &*b.ulid;
+        let path = block_path(ulid, BlockObject::Index);
+        let size = match b.index_size {
+            Some(s) => s,
+            None => {
+                self.metrics.get("index");
+                self.store
+                    .head(&path)
+                    .await
+                    .map_err(|e| bucket_err(&path, &e))?
+                    .size
+            }
+        };
+        if size < (HEADER_LEN + TOC_LEN) as u64 {
+            return Err(corrupt(ulid, format!("index is only {size} bytes")));
+        }
+        let toc_at = size - TOC_LEN as u64;
+        let tail = self
+            .fetch("index", &path, std::slice::from_ref(&(toc_at..size)), None)
+            .await?;
+        let toc = Toc::parse(&tail[0], toc_at as usize).map_err(|e| corrupt(ulid, e))?;
+        // The symbols start right after the magic; one range holds both (and is checked).
+        let mut ranges = Vec::with_capacity(2);
+        ranges.push(0..toc.series.max(HEADER_LEN as u64));
+        if toc.postings_offset_table != 0 {
+            ranges.push(toc.postings_offset_table..toc_at);
+        }
+        let got = self.fetch("index", &path, &ranges, None).await?;
+        check_header(&got[0]).map_err(|e| corrupt(ulid, e))?;
+        let symbols = got[0]
+            .get(toc.symbols as usize..)
+            .ok_or_else(|| corrupt(ulid, "symbol table offset beyond the series"))?;
+        let table = got
+            .get(1)
+            .map(|t| (&t[..], toc.postings_offset_table as usize));
+        let header = IndexHeader::parse(symbols, toc.symbols as usize, table)
+            .map_err(|e| corrupt(ulid, e))?;
+        let segments = match &b.segment_sizes {
+            Some(s) => s.clone(),
+            None => self.list_segments(ulid).await?,
+        };
+        let starts = header.postings_starts();
+        Ok(Arc::new(Loaded {
+            toc,
+            header,
+            starts,
+            segments,
+        }))
+    }
+
+    /// Sizes of the block's chunk segments, by listing them (blocks whose meta.json lists no files).
+    async fn list_segments(&self, ulid: &str) -> Result<Vec<u64>> {
+        let dir = ObjectPath::from_iter([ulid, "chunks"]);
+        self.metrics.get("list");
+        let objects: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&dir))
+            .try_collect()
+            .await
+            .map_err(|e| bucket_err(&dir, &e))?;
+        let mut segs: Vec<(String, u64)> = objects
+            .into_iter()
+            .filter_map(|o| {
+                let name = o.location.filename()?.to_owned();
+                name.chars()
+                    .all(|c| c.is_ascii_digit())
+                    .then_some((name, o.size))
+            })
+            .collect();
+        segs.sort();
+        Ok(segs.into_iter().map(|(_, s)| s).collect())
+    }
+
+    /// Postings lists for `keys` (and the list of all series when `all`), from the cache or the bucket.
+    async fn postings(
+        &self,
+        b: &RemoteBlock,
+        h: &Loaded,
+        keys: Vec<(String, String)>,
+        all: bool,
+        budget: &Budget,
+    ) -> Result<Fetched> {
+        let mut lists: HashMap<(String, String), Arc<Vec<u32>>> = HashMap::new();
+        let mut want: Vec<((String, String), usize)> = Vec::new();
+        let mut wanted = keys;
+        if all {
+            wanted.push((String::new(), String::new()));
+        }
+        for (name, value) in wanted {
+            let off = if name.is_empty() && value.is_empty() {
+                h.header.all_postings_offset()
+            } else {
+                h.header.postings_offset(&name, &value)
+            };
+            let Some(off) = off else { continue };
+            let key = (b.ulid.clone(), name, value);
+            let hit = self.caches.postings.get(&key);
+            self.metrics.cache("postings", hit.is_some());
+            match hit {
+                Some(l) => {
+                    lists.insert((key.1, key.2), l);
+                }
+                None => want.push(((key.1, key.2), off)),
+            }
+        }
+        if !want.is_empty() {
+            let end = h.postings_end();
+            let ranges: Vec<Range<u64>> = want
+                .iter()
+                .map(|(_, off)| {
+                    let next = h.starts.partition_point(|s| s <= off);
+                    let stop = h.starts.get(next).map_or(end, |s| *s as u64).min(end);
+                    *off as u64..stop.max(*off as u64 + 8)
+                })
+                .collect();
+            let path = block_path(&b.ulid, BlockObject::Index);
+            let bodies = self.fetch("index", &path, &ranges, Some(budget)).await?;
+            for ((key, off), body) in want.into_iter().zip(bodies) {
+                let list = Arc::new(parse_postings(&body, off).map_err(|e| corrupt(&b.ulid, e))?);
+                self.caches
+                    .postings
+                    .insert((b.ulid.clone(), key.0.clone(), key.1.clone()), list.clone());
+                lists.insert(key, list);
+            }
+        }
+        let all_list = all
+            .then(|| lists.remove(&(String::new(), String::new())))
+            .flatten();
+        Ok(Fetched {
+            lists,
+            all: all_list,
+        })
+    }
+
+    /// Series entries by ID, from the cache or the bucket.
+    async fn series(
+        &self,
+        b: &RemoteBlock,
+        h: &Loaded,
+        ids: &[u64],
+        budget: &Budget,
+    ) -> Result<Vec<SeriesEntry>> {
+        let mut out: Vec<Option<SeriesEntry>> = Vec::with_capacity(ids.len());
+        let mut missing: Vec<(usize, u32)> = Vec::new();
+        for (i, &id) in ids.iter().enumerate() {
+            let id = u32::try_from(id).map_err(|_| corrupt(&b.ulid, "series ID overflows"))?;
+            let hit = self.caches.series.get(&(b.ulid.clone(), id));
+            self.metrics.cache("series", hit.is_some());
+            if hit.is_none() {
+                missing.push((i, id));
+            }
+            out.push(hit);
+        }
+        if !missing.is_empty() {
+            let path = block_path(&b.ulid, BlockObject::Index);
+            let end = h.series_end();
+            let ranges: Vec<Range<u64>> = missing
+                .iter()
+                .map(|(_, id)| {
+                    let start = u64::from(*id) * 16;
+                    start..(start + SERIES_ESTIMATE).min(end).max(start + 1)
+                })
+                .collect();
+            let bodies = self
+                .fetch_records("index", &path, &ranges, series_entry_len, budget)
+                .await
+                .map_err(|e| corrupt_or(&b.ulid, e, "series entry without a length"))?;
+            for ((i, id), body) in missing.into_iter().zip(bodies) {
+                let entry = Arc::new(
+                    h.header
+                        .parse_series(id, &body)
+                        .map_err(|e| corrupt(&b.ulid, e))?,
+                );
+                self.caches
+                    .series
+                    .insert((b.ulid.clone(), id), entry.clone());
+                out[i] = Some(entry);
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Chunk data by reference. `refs` come with the reference of the same series' next chunk, which
+    /// bounds the chunk when it is in the same segment.
+    async fn chunks(
+        &self,
+        b: &RemoteBlock,
+        h: &Loaded,
+        refs: &[(u64, Option<u64>)],
+        budget: &Budget,
+    ) -> Result<HashMap<u64, Bytes>> {
+        let mut out = HashMap::with_capacity(refs.len());
+        let mut by_segment: HashMap<usize, Vec<(u64, Range<u64>)>> = HashMap::new();
+        for &(r, next) in refs {
+            let hit = self.caches.chunks.get(&(b.ulid.clone(), r));
+            self.metrics.cache("chunks", hit.is_some());
+            if let Some(c) = hit {
+                out.insert(r, c);
+                continue;
+            }
+            let seg = (r >> 32) as usize;
+            let off = r & 0xffff_ffff;
+            let size = *h.segments.get(seg).ok_or_else(|| {
+                corrupt(
+                    &b.ulid,
+                    format!("chunk reference {r:#x} names a missing segment"),
+                )
+            })?;
+            let end = match next {
+                Some(n) if (n >> 32) as usize == seg && (n & 0xffff_ffff) > off => n & 0xffff_ffff,
+                _ => off + CHUNK_ESTIMATE,
+            }
+            .min(size);
+            if off >= end {
+                return Err(corrupt(
+                    &b.ulid,
+                    format!("chunk reference {r:#x} is beyond its segment's end"),
+                ));
+            }
+            by_segment.entry(seg).or_default().push((r, off..end));
+        }
+        for (seg, wanted) in by_segment {
+            let name = format!("{:06}", seg + 1);
+            let path = block_path(&b.ulid, BlockObject::Chunks(&name));
+            let ranges: Vec<Range<u64>> = wanted.iter().map(|(_, r)| r.clone()).collect();
+            let bodies = self
+                .fetch_records("chunks", &path, &ranges, chunk_record_len, budget)
+                .await
+                .map_err(|e| corrupt_or(&b.ulid, e, "chunk without a length"))?;
+            for ((r, range), body) in wanted.into_iter().zip(bodies) {
+                let c = parse_chunk_record(&body, range.start as usize)
+                    .map_err(|e| corrupt(&b.ulid, format!("segment {name}: {e}")))?;
+                if c.encoding != Encoding::Xor {
+                    return Err(Error::new(
+                        ErrorKind::Execution,
+                        format!(
+                            "block {}: chunk {r:#x} has encoding {:?}; native histograms are not supported yet",
+                            b.ulid, c.encoding
+                        ),
+                    ));
+                }
+                // A slice of the fetched body: the chunk cache holds the chunk's own bytes only.
+                let start = c.data.as_ptr() as usize - body.as_ptr() as usize;
+                let data = Bytes::copy_from_slice(&body[start..start + c.data.len()]);
+                self.caches.chunks.insert((b.ulid.clone(), r), data.clone());
+                out.insert(r, data);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Series of block `b` matching `matchers` (on the series' own labels) with chunks overlapping
+    /// `[mint, maxt]`, with those chunks (data only when `with_data`), in label order.
+    pub async fn select(
+        &self,
+        b: &RemoteBlock,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        with_data: bool,
+        budget: &Budget,
+    ) -> Result<Vec<SourceSeries>> {
+        let h = self.header(b).await?;
+        let (keys, all) = postings::required(&HeaderOnly(&h.header), matchers);
+        let fetched = self.postings(b, &h, keys, all, budget).await?;
+        let ids = postings::select(&Lists(&h.header, &fetched), matchers)?;
+        let entries = self.series(b, &h, &ids, budget).await?;
+        let mut selected: Vec<(Labels, Vec<NextChunk>)> = Vec::new();
+        for e in entries {
+            let (labels, metas) = &*e;
+            let chunks: Vec<NextChunk> = metas
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.min_time <= maxt && m.max_time >= mint)
+                .map(|(i, m)| (*m, metas.get(i + 1).map(|n| n.chunk_ref)))
+                .collect();
+            if !chunks.is_empty() {
+                selected.push((labels.clone(), chunks));
+            }
+        }
+        budget.series(selected.len())?;
+        let data = if with_data {
+            let refs: Vec<(u64, Option<u64>)> = selected
+                .iter()
+                .flat_map(|(_, cs)| cs.iter().map(|(m, next)| (m.chunk_ref, *next)))
+                .collect();
+            self.chunks(b, &h, &refs, budget).await?
+        } else {
+            HashMap::new()
+        };
+        let mut samples = 0u64;
+        let out = selected
+            .into_iter()
+            .map(|(labels, cs)| SourceSeries {
+                labels,
+                chunks: cs
+                    .into_iter()
+                    .map(|(m, _)| {
+                        let data = data.get(&m.chunk_ref).cloned().unwrap_or_default();
+                        // Every chunk encoding starts with its sample count, big-endian u16.
+                        if data.len() >= 2 {
+                            samples += u64::from(u16::from_be_bytes([data[0], data[1]]));
+                        }
+                        SourceChunk {
+                            min_time: m.min_time,
+                            max_time: m.max_time,
+                            data,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        budget.samples(samples)?;
+        Ok(out)
+    }
+}
+
+/// The label values of an index-header, for working out which postings lists a query needs.
+struct HeaderOnly<'a>(&'a IndexHeader);
+
+impl Postings for HeaderOnly<'_> {
+    type Error = Error;
+    fn values(&self, name: &str) -> Vec<&str> {
+        self.0.label_values(name)
+    }
+    fn list(&self, _: &str, _: &str) -> Result<Vec<u64>> {
+        Ok(vec![])
+    }
+    fn all(&self) -> Result<Vec<u64>> {
+        Ok(vec![])
+    }
+}
+
+/// Postings lists fetched for one query.
+struct Fetched {
+    lists: HashMap<(String, String), Arc<Vec<u32>>>,
+    all: Option<Arc<Vec<u32>>>,
+}
+
+struct Lists<'a>(&'a IndexHeader, &'a Fetched);
+
+impl Postings for Lists<'_> {
+    type Error = Error;
+    fn values(&self, name: &str) -> Vec<&str> {
+        self.0.label_values(name)
+    }
+    fn list(&self, name: &str, value: &str) -> Result<Vec<u64>> {
+        Ok(self
+            .1
+            .lists
+            .get(&(name.to_owned(), value.to_owned()))
+            .map(|l| l.iter().map(|&x| u64::from(x)).collect())
+            .unwrap_or_default())
+    }
+    fn all(&self) -> Result<Vec<u64>> {
+        Ok(self
+            .1
+            .all
+            .as_ref()
+            .map(|l| l.iter().map(|&x| u64::from(x)).collect())
+            .unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coalescing_joins_near_ranges_and_keeps_owners() {
+        let rs = vec![1000..1100, 0..10, 10..20, 1_000_000..1_000_100, 50..60];
+        let (merged, owner) = coalesce(&rs);
+        assert_eq!(merged, vec![0..1100, 1_000_000..1_000_100]);
+        assert_eq!(owner, vec![0, 0, 0, 1, 0]);
+    }
+}
