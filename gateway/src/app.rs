@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{Api, ApiOptions};
+use crate::bucket::BucketStore;
 use crate::endpoints::{EndpointGroup, EndpointSet, EndpointSetOptions};
 use crate::fanout::{Fanout, FanoutOptions};
 
@@ -32,6 +33,8 @@ pub struct GatewayOptions {
     pub http_listener: TcpListener,
     /// TLS (and mTLS) for the HTTP server (`--http.tls-config-file`).
     pub http_tls: Option<Arc<ServerTls>>,
+    /// A bucket store inside the gateway (`--objstore.config-file`), asked like any endpoint.
+    pub bucket: Option<Arc<BucketStore>>,
     pub api: ApiOptions,
 }
 
@@ -49,6 +52,44 @@ pub struct Gateway {
     http_stop: CancellationToken,
     http_task: JoinHandle<()>,
     tls_watcher: Option<meridian_pki::tls::Watcher>,
+    bucket: Option<Background>,
+}
+
+/// A background task and its stop token.
+struct Background {
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Background {
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Syncs `store` until the first sync succeeds (retrying with backoff), then every sync interval.
+fn run_bucket(store: Arc<BucketStore>, first_done: bool) -> Background {
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let task = tokio::spawn(async move {
+        let mut delay = Duration::from_secs(1);
+        while !first_done && !store.is_ready() {
+            match store.sync().await {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?delay, "first bucket sync failed");
+                    tokio::select! {
+                        () = token.cancelled() => return,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(60));
+                }
+            }
+        }
+        store.run(token).await;
+    });
+    Background { stop, task }
 }
 
 impl Gateway {
@@ -62,6 +103,18 @@ impl Gateway {
             opts.flag_group,
             opts.endpoints,
         )?;
+        let bucket = match &opts.bucket {
+            Some(store) => {
+                // The first sync before the first query, so history is there from the start.
+                let first = store.sync().await;
+                if let Err(e) = &first {
+                    tracing::warn!(error = %e, "first bucket sync failed; retrying in the background");
+                }
+                endpoints.add_local(&format!("bucket {}", store.description()), store.clone());
+                Some(run_bucket(store.clone(), first.is_ok()))
+            }
+            None => None,
+        };
         endpoints.refresh_now().await;
         let fanout = Arc::new(Fanout::new(endpoints.clone(), opts.fanout));
 
@@ -85,6 +138,7 @@ impl Gateway {
         let http_stop = CancellationToken::new();
         let view = endpoints.clone();
         let http_tls_metrics = opts.http_tls.clone();
+        let bucket_metrics = opts.bucket.as_ref().map(|b| b.metrics().clone());
         let api = Arc::new(Api::new(
             fanout.clone(),
             Arc::new(move || view.stores_view()),
@@ -92,6 +146,9 @@ impl Gateway {
             |r| {
                 if let Some(tls) = &http_tls_metrics {
                     tls.metrics().register(r);
+                }
+                if let Some(m) = &bucket_metrics {
+                    m.register(r);
                 }
             },
         ));
@@ -123,6 +180,7 @@ impl Gateway {
             http_stop,
             http_task,
             tls_watcher,
+            bucket,
         })
     }
 
@@ -154,9 +212,125 @@ impl Gateway {
         let _ = self.grpc_task.await;
         self.set_stop.cancel();
         let _ = self.set_task.await;
+        if let Some(b) = self.bucket {
+            b.stop().await;
+        }
         if let Some(w) = self.tls_watcher {
             w.stop().await;
         }
         tracing::info!("gateway stopped");
+    }
+}
+
+/// A bucket store on its own (`meridian-gateway store`): the StoreAPI (plaintext or mTLS) and an HTTP
+/// server with `/-/healthy`, `/-/ready` (after the first sync) and `/metrics`. Ready before the first
+/// sync ends is never claimed; the sync runs in the background, so start-up itself reads nothing.
+pub struct StoreGateway {
+    grpc_addr: SocketAddr,
+    http_addr: SocketAddr,
+    grpc_stop: CancellationToken,
+    grpc_task: JoinHandle<()>,
+    http_stop: CancellationToken,
+    http_task: JoinHandle<()>,
+    tls_watcher: Option<meridian_pki::tls::Watcher>,
+    sync: Background,
+}
+
+impl StoreGateway {
+    pub fn start(
+        store: Arc<BucketStore>,
+        grpc_listener: TcpListener,
+        grpc_tls: Option<Arc<ServerTls>>,
+        grpc_tls_reload_interval: Duration,
+        http_listener: TcpListener,
+    ) -> anyhow::Result<StoreGateway> {
+        let sync = run_bucket(store.clone(), false);
+        let grpc_addr = grpc_listener.local_addr()?;
+        let grpc_stop = CancellationToken::new();
+        let spawned = meridian_edge::storeapi::server::spawn(
+            store.clone(),
+            grpc_listener,
+            grpc_tls,
+            grpc_tls_reload_interval,
+            grpc_stop.clone().cancelled_owned(),
+        )?;
+        let http_addr = http_listener.local_addr()?;
+        let http_stop = CancellationToken::new();
+        let mut registry = prometheus_client::registry::Registry::default();
+        store.metrics().register(&mut registry);
+        let registry = Arc::new(registry);
+        let ready = store.clone();
+        let observed = store.clone();
+        let app = axum::Router::new()
+            .route("/-/healthy", axum::routing::get(|| async { "OK\n" }))
+            .route(
+                "/-/ready",
+                axum::routing::get(move || {
+                    let ready = ready.is_ready();
+                    async move {
+                        if ready {
+                            (axum::http::StatusCode::OK, "Ready\n")
+                        } else {
+                            (
+                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                "Not ready: the first bucket sync has not completed\n",
+                            )
+                        }
+                    }
+                }),
+            )
+            .route(
+                "/metrics",
+                axum::routing::get(move || {
+                    observed.observe_caches();
+                    let text = crate::metrics::encode_text(&registry).unwrap_or_default();
+                    async move {
+                        (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4; charset=utf-8",
+                            )],
+                            text,
+                        )
+                    }
+                }),
+            );
+        let http_task = tokio::spawn(meridian_edge::agent::serve_http(
+            http_listener,
+            app,
+            http_stop.clone(),
+        ));
+        tracing::info!(grpc = %grpc_addr, http = %http_addr, bucket = %store.description(), "bucket store started");
+        Ok(StoreGateway {
+            grpc_addr,
+            http_addr,
+            grpc_stop,
+            grpc_task: spawned.task,
+            http_stop,
+            http_task,
+            tls_watcher: spawned.tls_watcher,
+            sync,
+        })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Stops HTTP, then gRPC (in-flight calls finish), then the sync loop.
+    pub async fn shutdown(self) {
+        self.http_stop.cancel();
+        let _ = self.http_task.await;
+        self.grpc_stop.cancel();
+        let _ = self.grpc_task.await;
+        self.sync.stop().await;
+        if let Some(w) = self.tls_watcher {
+            w.stop().await;
+        }
+        tracing::info!("bucket store stopped");
     }
 }

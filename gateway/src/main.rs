@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use meridian_gateway::bucket::{BucketLimits, BucketStore, BucketStoreOptions, parse_selector};
 use meridian_gateway::discovery::EndpointSpec;
 use meridian_gateway::endpoints::{EndpointGroup, EndpointSetOptions};
 use meridian_gateway::fanout::{FanoutOptions, Limits, PartialResponse};
@@ -28,6 +29,9 @@ struct Cli {
 enum Command {
     /// Run the query gateway: discover endpoints, fan out, deduplicate, serve.
     Query(Box<QueryArgs>),
+    /// Serve the blocks of an object storage bucket over the StoreAPI on its own (Thanos' store
+    /// gateway), for installations that shard history across instances.
+    Store(Box<StoreArgs>),
     /// Run PromQL test scripts (Prometheus' promqltest format) against the engine and report run, passed,
     /// failed and skipped cases (with reasons); exit status 1 when a case fails.
     Promqltest {
@@ -46,6 +50,131 @@ enum Command {
         #[command(flatten)]
         tls: meridian_pki::tls::args::GrpcClientTlsArgs,
     },
+}
+
+/// The bucket store's flags (Thanos store gateway names), shared by `query` and `store`.
+#[derive(clap::Args)]
+struct BucketArgs {
+    /// Thanos objstore YAML file of the bucket whose blocks are served (the edges' uploads).
+    #[arg(long = "objstore.config-file", value_name = "FILE")]
+    objstore_config_file: Option<PathBuf>,
+    /// The objstore YAML itself (instead of a file).
+    #[arg(
+        long = "objstore.config",
+        value_name = "YAML",
+        conflicts_with = "objstore_config_file"
+    )]
+    objstore_config: Option<String>,
+    /// How often the bucket is listed for new and deleted blocks.
+    #[arg(long = "sync-block-duration", default_value = "3m", value_parser = parse_duration)]
+    sync_interval: Duration,
+    /// meta.json files fetched at once during a sync.
+    #[arg(long = "block-meta-fetch-concurrency", default_value = "32")]
+    meta_fetch_concurrency: usize,
+    /// Memory for index-headers, postings and series read from the bucket (bytes; KiB, MiB, GiB...).
+    #[arg(long = "index-cache-size", default_value = "250MiB", value_parser = parse_bytes)]
+    index_cache_size: u64,
+    /// Memory for chunks read from the bucket.
+    #[arg(long = "chunk-cache-size", default_value = "500MiB", value_parser = parse_bytes)]
+    chunk_cache_size: u64,
+    /// Serve only blocks ending after this time: RFC 3339, or a duration relative to now (-2w, -36h).
+    #[arg(long = "min-time", value_name = "TIME", value_parser = parse_store_time)]
+    min_time: Option<i64>,
+    /// Serve only blocks starting before this time: RFC 3339, or a duration relative to now.
+    #[arg(long = "max-time", value_name = "TIME", value_parser = parse_store_time)]
+    max_time: Option<i64>,
+    /// Relabel configs applied to each block's external labels; blocks they drop are not served.
+    #[arg(long = "selector.relabel-config-file", value_name = "FILE")]
+    selector_file: Option<PathBuf>,
+    /// The relabel configs themselves (YAML).
+    #[arg(
+        long = "selector.relabel-config",
+        value_name = "YAML",
+        conflicts_with = "selector_file"
+    )]
+    selector: Option<String>,
+    /// Most series one request may touch in the bucket (0 = unlimited).
+    #[arg(long = "store.grpc.touched-series-limit", default_value = "0")]
+    touched_series_limit: u64,
+    /// Most samples one request may read from the bucket (0 = unlimited).
+    #[arg(long = "store.grpc.series-sample-limit", default_value = "0")]
+    series_sample_limit: u64,
+    /// Most bytes one request may download from the bucket (0 = unlimited).
+    #[arg(long = "store.grpc.downloaded-bytes-limit", default_value = "0", value_parser = parse_bytes)]
+    downloaded_bytes_limit: u64,
+}
+
+impl BucketArgs {
+    /// The bucket store these flags describe; `None` without an objstore config.
+    fn open(&self) -> anyhow::Result<Option<std::sync::Arc<BucketStore>>> {
+        let bucket = match (&self.objstore_config_file, &self.objstore_config) {
+            (Some(p), _) => meridian_edge::objstore::Bucket::from_file(p)?,
+            (None, Some(text)) => {
+                meridian_edge::objstore::Bucket::parse(text, "--objstore.config")?
+            }
+            (None, None) => return Ok(None),
+        };
+        let selector_text = match (&self.selector_file, &self.selector) {
+            (Some(p), _) => std::fs::read_to_string(p)
+                .with_context(|| format!("--selector.relabel-config-file {}", p.display()))?,
+            (None, Some(t)) => t.clone(),
+            (None, None) => String::new(),
+        };
+        let selector = parse_selector(&selector_text).map_err(anyhow::Error::msg)?;
+        let opts = BucketStoreOptions {
+            sync_interval: self.sync_interval,
+            meta_fetch_concurrency: self.meta_fetch_concurrency,
+            index_cache_bytes: self.index_cache_size,
+            chunk_cache_bytes: self.chunk_cache_size,
+            min_time: self.min_time.unwrap_or(i64::MIN),
+            max_time: self.max_time.unwrap_or(i64::MAX),
+            selector,
+            limits: BucketLimits {
+                series: self.touched_series_limit,
+                samples: self.series_sample_limit,
+                bytes: self.downloaded_bytes_limit,
+            },
+            ..Default::default()
+        };
+        Ok(Some(std::sync::Arc::new(BucketStore::new(bucket, opts))))
+    }
+}
+
+/// `--min-time`/`--max-time`: RFC 3339, or a duration relative to now (`-2w`, `36h`), in ms.
+fn parse_store_time(s: &str) -> Result<i64, String> {
+    if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
+        return i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
+            .map_err(|_| format!("time {s:?} is out of range"));
+    }
+    let (sign, d) = match s.strip_prefix('-') {
+        Some(rest) => (-1, rest),
+        None => (1, s),
+    };
+    let d = meridian_edge::config::PromDuration::parse(d).map_err(|_| {
+        format!("invalid time {s:?}: use RFC 3339 (2024-01-02T15:04:05Z) or a duration such as -2w")
+    })?;
+    let ms = i64::try_from(d.0.as_millis()).map_err(|_| format!("duration {s:?} is too long"))?;
+    Ok(meridian_edge::sample::now_ms() + sign * ms)
+}
+
+#[derive(clap::Args)]
+struct StoreArgs {
+    /// StoreAPI listen address (ComponentType "store").
+    #[arg(long = "grpc-address", default_value = "0.0.0.0:10901")]
+    grpc_address: String,
+    /// HTTP listen address: /-/healthy, /-/ready (after the first sync) and /metrics.
+    #[arg(long = "http-address", default_value = "0.0.0.0:10902")]
+    http_address: String,
+    #[command(flatten)]
+    grpc_tls: meridian_pki::tls::args::GrpcServerTlsArgs,
+    #[command(flatten)]
+    bucket: BucketArgs,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long = "log.level", default_value = "info")]
+    log_level: String,
+    /// Log format: logfmt-like text or one JSON object per line.
+    #[arg(long = "log.format", default_value = "logfmt", value_parser = ["logfmt", "json"])]
+    log_format: String,
 }
 
 #[derive(clap::Args)]
@@ -134,6 +263,9 @@ struct QueryArgs {
     /// How long label and series answers are cached.
     #[arg(long = "query.labels-cache-ttl", default_value = "10s", value_parser = parse_duration)]
     labels_cache_ttl: Duration,
+    /// History from object storage, served by a bucket store inside the gateway.
+    #[command(flatten)]
+    bucket: BucketArgs,
     /// Largest HTTP request body accepted (bytes; KB, MB, KiB, MiB suffixes).
     #[arg(long = "http.max-request-body-size", default_value = "8MiB", value_parser = parse_bytes)]
     max_body: u64,
@@ -182,6 +314,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Query(args) => rt.block_on(query(*args, flags)),
+        Command::Store(args) => rt.block_on(store(*args)),
         Command::Probe { endpoints, tls } => rt.block_on(probe(endpoints, tls)),
         Command::Promqltest { paths, all } => rt.block_on(promqltest(paths, all)),
     }
@@ -214,9 +347,9 @@ fn flag_values(matches: &clap::ArgMatches) -> Vec<(String, String)> {
     out
 }
 
-async fn query(args: QueryArgs, flags: Vec<(String, String)>) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)?;
-    if args.log_format == "json" {
+fn init_logging(level: &str, format: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)?;
+    if format == "json" {
         tracing_subscriber::fmt()
             .json()
             .with_env_filter(filter)
@@ -228,11 +361,51 @@ async fn query(args: QueryArgs, flags: Vec<(String, String)>) -> anyhow::Result<
             .with_writer(std::io::stderr)
             .init();
     }
+    Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT.
+async fn stop_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    if args.endpoints.is_empty() && args.endpoint_config.is_none() {
-        anyhow::bail!("no endpoints: give --endpoint or --endpoint.config-file");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    Ok(())
+}
+
+async fn store(args: StoreArgs) -> anyhow::Result<()> {
+    init_logging(&args.log_level, &args.log_format)?;
+    let Some(store) = args.bucket.open()? else {
+        anyhow::bail!("no bucket: give --objstore.config-file or --objstore.config");
+    };
+    let grpc_listener = tokio::net::TcpListener::bind(&args.grpc_address)
+        .await
+        .with_context(|| format!("--grpc-address {}", args.grpc_address))?;
+    let http_listener = tokio::net::TcpListener::bind(&args.http_address)
+        .await
+        .with_context(|| format!("--http-address {}", args.http_address))?;
+    let running = meridian_gateway::app::StoreGateway::start(
+        store,
+        grpc_listener,
+        args.grpc_tls.load()?,
+        args.grpc_tls.reload_interval,
+        http_listener,
+    )?;
+    stop_signal().await?;
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn query(args: QueryArgs, flags: Vec<(String, String)>) -> anyhow::Result<()> {
+    init_logging(&args.log_level, &args.log_format)?;
+    let bucket = args.bucket.open()?;
+    if args.endpoints.is_empty() && args.endpoint_config.is_none() && bucket.is_none() {
+        anyhow::bail!(
+            "no stores: give --endpoint, --endpoint.config-file or --objstore.config-file"
+        );
     }
     let transport = match args.client_tls.load()? {
         Some(tls) => meridian_gateway::Transport::Tls {
@@ -287,6 +460,7 @@ async fn query(args: QueryArgs, flags: Vec<(String, String)>) -> anyhow::Result<
         grpc_tls_reload_interval: args.grpc_tls.reload_interval,
         http_listener,
         http_tls: args.http_tls.load()?,
+        bucket,
         api: meridian_gateway::api::ApiOptions {
             engine: meridian_gateway::promql::EngineOptions {
                 lookback_delta: args.lookback_delta,
@@ -306,10 +480,7 @@ async fn query(args: QueryArgs, flags: Vec<(String, String)>) -> anyhow::Result<
         },
     })
     .await?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-    }
+    stop_signal().await?;
     gateway.shutdown().await;
     Ok(())
 }

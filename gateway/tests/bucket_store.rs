@@ -318,18 +318,14 @@ async fn history_across_edge_and_bucket() {
     assert!(store.metrics().fetched_total() > 0);
 }
 
-/// 1,000 small blocks: a sync reads only their meta.json files (no index bytes), and the first query
-/// reads index-headers of the blocks it touches only.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn start_up_reads_no_index_and_queries_touch_only_their_blocks() {
-    meridian_pki::install_crypto_provider();
-    let root = tempfile::tempdir().unwrap();
-    let local = root.path().join("blocks");
+/// `n` small 2 h blocks (3 series, 4 samples) uploaded to a FILESYSTEM bucket in `root/bucket`,
+/// alternately of clusters `a` and `b`, plus one unfinished upload (no meta.json).
+async fn many_blocks(root: &Path, n: i64) -> Bucket {
+    let local = root.join("blocks");
     std::fs::create_dir_all(&local).unwrap();
-    let bucket = fs_bucket(&root.path().join("bucket"));
-    std::fs::create_dir_all(root.path().join("bucket")).unwrap();
-    let blocks = 1000;
-    for b in 0..blocks {
+    let bucket = fs_bucket(&root.join("bucket"));
+    std::fs::create_dir_all(root.join("bucket")).unwrap();
+    for b in 0..n {
         let start = T0 + b * 2 * H;
         let series: Vec<(Labels, Vec<Sample>)> = (0..3)
             .map(|i| {
@@ -353,8 +349,103 @@ async fn start_up_reads_no_index_and_queries_touch_only_their_blocks() {
         .unwrap();
         std::fs::remove_dir_all(local.join(&meta.ulid)).unwrap();
     }
-    // One unfinished upload (no meta.json): ignored.
-    std::fs::create_dir_all(root.path().join("bucket/01HGW2N7EHJX0Y3ZQK3Q6T9V8R/chunks")).unwrap();
+    std::fs::create_dir_all(root.join("bucket/01HGW2N7EHJX0Y3ZQK3Q6T9V8R/chunks")).unwrap();
+    bucket
+}
+
+/// Resident memory of a process, from /proc (kB → bytes).
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// `meridian-gateway store` on 1,000 blocks: ready within seconds with a bounded RSS before the first
+/// query; the query gateway then reads history through it over the StoreAPI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_command_is_ready_fast_and_small_on_1000_blocks() {
+    use meridian_testkit::{ChildGuard, free_port, http, wait_for};
+    meridian_pki::install_crypto_provider();
+    let root = tempfile::tempdir().unwrap();
+    many_blocks(root.path(), 1000).await;
+    let objstore = root.path().join("objstore.yml");
+    std::fs::write(
+        &objstore,
+        format!(
+            "type: FILESYSTEM\nconfig:\n  directory: {}\n",
+            root.path().join("bucket").display()
+        ),
+    )
+    .unwrap();
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let http_addr = format!("127.0.0.1:{}", free_port());
+    let started = std::time::Instant::now();
+    let mut child = ChildGuard(
+        std::process::Command::new(env!("CARGO_BIN_EXE_meridian-gateway"))
+            .arg("store")
+            .arg(format!("--objstore.config-file={}", objstore.display()))
+            .args(["--grpc-address", &grpc, "--http-address", &http_addr])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("store ready", std::time::Duration::from_secs(30), || {
+        if let Ok(Some(status)) = child.0.try_wait() {
+            panic!("store exited with {status}");
+        }
+        http("GET", &http_addr, "/-/ready", &[], b"")
+            .ok()
+            .filter(|r| r.status == 200)
+    });
+    let ready = started.elapsed();
+    let rss = rss_bytes(child.pid());
+    println!(
+        "store on 1000 blocks: ready in {ready:?}, RSS {:.1} MiB before the first query",
+        rss as f64 / (1 << 20) as f64
+    );
+    assert!(
+        ready < std::time::Duration::from_secs(10),
+        "ready after {ready:?}"
+    );
+    assert!(rss < 64 << 20, "RSS {rss} bytes before the first query");
+    let metrics = http("GET", &http_addr, "/metrics", &[], b"")
+        .unwrap()
+        .text();
+    assert_eq!(
+        meridian_testkit::metric_value(&metrics, "meridian_bucket_store_blocks_loaded"),
+        Some(1000.0),
+        "{metrics}"
+    );
+
+    // The query gateway asks the store like any endpoint.
+    let client = meridian_edge::storeapi::client::StoreClient::new(
+        tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+            .unwrap()
+            .connect_lazy(),
+        grpc.clone(),
+    );
+    let info = client.info().await.unwrap();
+    assert_eq!(info.component_type, "store");
+    assert_eq!(info.label_sets.len(), 2);
+    child.signal("TERM");
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "store exited with {status}");
+}
+
+/// 1,000 small blocks: a sync reads only their meta.json files (no index bytes), and the first query
+/// reads index-headers of the blocks it touches only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_reads_no_index_and_queries_touch_only_their_blocks() {
+    meridian_pki::install_crypto_provider();
+    let root = tempfile::tempdir().unwrap();
+    let blocks = 1000;
+    let bucket = many_blocks(root.path(), blocks).await;
 
     let store = BucketStore::new(bucket.clone(), BucketStoreOptions::default());
     let started = std::time::Instant::now();

@@ -19,16 +19,34 @@ pub mod demo {
         dir: &std::path::Path,
         series: &[SeriesData],
     ) -> Option<Prometheus> {
+        promtool_blocks(promtool, dir, series);
+        Prometheus::start(dir, "global: {}\n", &["--storage.tsdb.retention.time=100y"])
+    }
+
+    /// Blocks made by `promtool tsdb create-blocks-from openmetrics` from `series`, in
+    /// `dir/prom-data` (where [`prometheus_from_blocks`] starts Prometheus); returns their directories.
+    pub fn promtool_blocks(
+        promtool: &std::path::Path,
+        dir: &std::path::Path,
+        series: &[SeriesData],
+    ) -> Vec<std::path::PathBuf> {
         let om = dir.join("data.om");
         std::fs::write(&om, openmetrics(series))
             .unwrap_or_else(|e| panic!("writing {}: {e}", om.display()));
+        let data = dir.join("prom-data");
         run_ok(
             std::process::Command::new(promtool)
                 .args(["tsdb", "create-blocks-from", "openmetrics"])
                 .arg(&om)
-                .arg(dir.join("prom-data")),
+                .arg(&data),
         );
-        Prometheus::start(dir, "global: {}\n", &["--storage.tsdb.retention.time=100y"])
+        let mut blocks: Vec<std::path::PathBuf> = std::fs::read_dir(&data)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", data.display()))
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join("meta.json").is_file())
+            .collect();
+        blocks.sort();
+        blocks
     }
 
     /// First sample time (2 h aligned), ms.

@@ -58,6 +58,7 @@ async fn start_gateway(series: &[meridian_gateway::queryable::SeriesData]) -> (G
         grpc_tls_reload_interval: Duration::from_secs(60),
         http_listener: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         http_tls: None,
+        bucket: None,
         api: Default::default(),
     })
     .await

@@ -381,6 +381,7 @@ async fn gateway_fans_out_through_nginx_found_by_srv_with_per_endpoint_sni() {
         grpc_tls_reload_interval: Duration::from_secs(60),
         http_listener: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
         http_tls: None,
+        bucket: None,
         api: Default::default(),
     })
     .await

@@ -563,6 +563,8 @@ impl BucketStore {
 #[async_trait::async_trait]
 impl Store for BucketStore {
     async fn info(&self) -> Result<infopb::InfoResponse> {
+        // Info is polled every few seconds: a good moment to refresh the cache size gauges.
+        self.observe_caches();
         let blocks = self.blocks();
         let mut sets: BTreeMap<Labels, (i64, i64)> = BTreeMap::new();
         for b in blocks.values() {
