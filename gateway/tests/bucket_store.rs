@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -20,6 +22,7 @@ use meridian_gateway::bucket::{BucketLimits, BucketStore, BucketStoreOptions, pa
 use meridian_gateway::fanout::{Fanout, FanoutOptions, QueryOptions, StaticStores};
 use meridian_gateway::promql::{Engine, QueryValue};
 use meridian_testkit::Moto;
+use support::{H, STEP, T0, counter, fs_bucket, many_blocks, rss_bytes};
 use tokio_util::sync::CancellationToken;
 
 /// 30-minute blocks, so the fixture's ~100 minutes span several.
@@ -105,17 +108,6 @@ async fn serve(
     started
 }
 
-fn fs_bucket(dir: &Path) -> Bucket {
-    Bucket::parse(
-        &format!(
-            "type: FILESYSTEM\nconfig:\n  directory: {}\n",
-            dir.display()
-        ),
-        "test",
-    )
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acceptance_over_filesystem() {
     meridian_pki::install_crypto_provider();
@@ -151,18 +143,6 @@ async fn acceptance_over_s3() {
         }
     })
     .await;
-}
-
-const H: i64 = 3_600_000;
-const STEP: i64 = 15_000;
-/// A 2 h boundary, so block ranges line up with whole hours.
-const T0: i64 = 1_700_006_400_000;
-
-fn counter(i: usize) -> Labels {
-    Labels::from_pairs([
-        ("__name__", "requests_total"),
-        ("instance", &format!("i{i}")),
-    ])
 }
 
 /// Counter `i` grows by `i + 1 + k % 3` at step `k` and is reset to 0 at step 2000.
@@ -316,53 +296,6 @@ async fn history_across_edge_and_bucket() {
     );
     // The bucket alone holds the deleted history; the edge alone does not.
     assert!(store.metrics().fetched_total() > 0);
-}
-
-/// `n` small 2 h blocks (3 series, 4 samples) uploaded to a FILESYSTEM bucket in `root/bucket`,
-/// alternately of clusters `a` and `b`, plus one unfinished upload (no meta.json).
-async fn many_blocks(root: &Path, n: i64) -> Bucket {
-    let local = root.join("blocks");
-    std::fs::create_dir_all(&local).unwrap();
-    let bucket = fs_bucket(&root.join("bucket"));
-    std::fs::create_dir_all(root.join("bucket")).unwrap();
-    for b in 0..n {
-        let start = T0 + b * 2 * H;
-        let series: Vec<(Labels, Vec<Sample>)> = (0..3)
-            .map(|i| {
-                (
-                    counter(i),
-                    (0..4)
-                        .map(|k| Sample::new(start + k * 60_000, (b * 10 + k) as f64))
-                        .collect(),
-                )
-            })
-            .collect();
-        let meta = write_block(&local, series, start, start + 2 * H).unwrap();
-        let cluster = if b % 2 == 0 { "a" } else { "b" };
-        upload_block_dir(
-            &bucket,
-            &local.join(&meta.ulid),
-            &Labels::from_pairs([("cluster", cluster)]),
-            "test",
-        )
-        .await
-        .unwrap();
-        std::fs::remove_dir_all(local.join(&meta.ulid)).unwrap();
-    }
-    std::fs::create_dir_all(root.join("bucket/01HGW2N7EHJX0Y3ZQK3Q6T9V8R/chunks")).unwrap();
-    bucket
-}
-
-/// Resident memory of a process, from /proc (kB → bytes).
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kb * 1024
 }
 
 /// `meridian-gateway store` on 1,000 blocks: ready within seconds with a bounded RSS before the first

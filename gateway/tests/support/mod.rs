@@ -1,0 +1,80 @@
+//! Helpers shared by the bucket store's tests and benchmarks (the benches include this file by path).
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::Path;
+
+use meridian_edge::labels::Labels;
+use meridian_edge::objstore::Bucket;
+use meridian_edge::sample::Sample;
+use meridian_edge::shipper::upload_block_dir;
+use meridian_edge::tsdb::block::write_block;
+
+pub const H: i64 = 3_600_000;
+pub const STEP: i64 = 15_000;
+/// A 2 h boundary, so block ranges line up with whole hours.
+pub const T0: i64 = 1_700_006_400_000;
+
+pub fn counter(i: usize) -> Labels {
+    Labels::from_pairs([
+        ("__name__", "requests_total"),
+        ("instance", &format!("i{i}")),
+    ])
+}
+
+pub fn fs_bucket(dir: &Path) -> Bucket {
+    Bucket::parse(
+        &format!(
+            "type: FILESYSTEM\nconfig:\n  directory: {}\n",
+            dir.display()
+        ),
+        "test",
+    )
+    .unwrap()
+}
+/// `n` small 2 h blocks (3 series, 4 samples) uploaded to a FILESYSTEM bucket in `root/bucket`,
+/// alternately of clusters `a` and `b`, plus one unfinished upload (no meta.json).
+pub async fn many_blocks(root: &Path, n: i64) -> Bucket {
+    let local = root.join("blocks");
+    std::fs::create_dir_all(&local).unwrap();
+    let bucket = fs_bucket(&root.join("bucket"));
+    std::fs::create_dir_all(root.join("bucket")).unwrap();
+    for b in 0..n {
+        let start = T0 + b * 2 * H;
+        let series: Vec<(Labels, Vec<Sample>)> = (0..3)
+            .map(|i| {
+                (
+                    counter(i),
+                    (0..4)
+                        .map(|k| Sample::new(start + k * 60_000, (b * 10 + k) as f64))
+                        .collect(),
+                )
+            })
+            .collect();
+        let meta = write_block(&local, series, start, start + 2 * H).unwrap();
+        let cluster = if b % 2 == 0 { "a" } else { "b" };
+        upload_block_dir(
+            &bucket,
+            &local.join(&meta.ulid),
+            &Labels::from_pairs([("cluster", cluster)]),
+            "test",
+        )
+        .await
+        .unwrap();
+        std::fs::remove_dir_all(local.join(&meta.ulid)).unwrap();
+    }
+    std::fs::create_dir_all(root.join("bucket/01HGW2N7EHJX0Y3ZQK3Q6T9V8R/chunks")).unwrap();
+    bucket
+}
+
+/// Resident memory of a process, from /proc (kB → bytes).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
