@@ -508,6 +508,12 @@ async fn filters_and_limits() {
         Err(e) => e,
     };
     assert_eq!(err.kind, meridian_edge::error::ErrorKind::LimitExceeded);
+    // A block deleted from the bucket (by a compactor) disappears at the next sync.
+    let gone = s.blocks().keys().next().cloned().unwrap();
+    std::fs::remove_dir_all(root.path().join(&gone)).unwrap();
+    let report = s.sync().await.unwrap();
+    assert_eq!((report.removed, report.loaded), (1, 2));
+    assert!(!s.blocks().contains_key(&gone));
     assert!(
         err.message.contains("--store.grpc.touched-series-limit"),
         "{}",

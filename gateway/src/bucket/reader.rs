@@ -105,12 +105,14 @@ impl Caches {
                 .build(),
             postings: moka::sync::Cache::builder()
                 .max_capacity(third)
+                .support_invalidation_closures()
                 .weigher(|k: &PostingsKey, v: &Arc<Vec<u32>>| {
                     u32::try_from(v.len() * 4 + k.1.len() + k.2.len() + 96).unwrap_or(u32::MAX)
                 })
                 .build(),
             series: moka::sync::Cache::builder()
                 .max_capacity(third)
+                .support_invalidation_closures()
                 .weigher(|_, v: &SeriesEntry| {
                     let labels: usize = v.0.iter().map(|l| l.name.len() + l.value.len()).sum();
                     u32::try_from(labels * 2 + v.1.len() * 24 + 128).unwrap_or(u32::MAX)
@@ -118,6 +120,7 @@ impl Caches {
                 .build(),
             chunks: moka::sync::Cache::builder()
                 .max_capacity(chunk_bytes)
+                .support_invalidation_closures()
                 .weigher(|_, v: &Bytes| u32::try_from(v.len() + 64).unwrap_or(u32::MAX))
                 .build(),
         }
@@ -143,10 +146,26 @@ impl Caches {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move { headers.invalidate(&key).await });
         }
-        let _ = self
-            .postings
-            .invalidate_entries_if(move |k, _| k.0 == u)
-            .map_err(|e| tracing::debug!(error = %e, "postings cache invalidation"));
+        let failed = [
+            self.postings
+                .invalidate_entries_if({
+                    let u = u.clone();
+                    move |k, _| k.0 == u
+                })
+                .err(),
+            self.series
+                .invalidate_entries_if({
+                    let u = u.clone();
+                    move |k, _| k.0 == u
+                })
+                .err(),
+            self.chunks
+                .invalidate_entries_if(move |k, _| k.0 == u)
+                .err(),
+        ];
+        for e in failed.into_iter().flatten() {
+            tracing::debug!(error = %e, "bucket cache invalidation");
+        }
     }
 }
 
