@@ -515,6 +515,11 @@ impl EndpointSet {
             let (Some(meta), None) = (&s.meta, &s.unhealthy) else {
                 continue;
             };
+            // A bucket store holds the same label sets as the edges whose uploads it serves: the
+            // copies are meant to be joined, nothing to warn about.
+            if meta.component_type == "store" {
+                continue;
+            }
             for ls in &meta.label_sets {
                 seen.entry(ls.clone()).or_default().push(s.name.clone());
             }
