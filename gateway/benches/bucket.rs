@@ -25,8 +25,7 @@ use meridian_edge::tsdb::block::write_block;
 use meridian_gateway::bucket::{BucketStore, BucketStoreOptions};
 use meridian_gateway::fanout::{Fanout, FanoutOptions, QueryOptions, StaticStores};
 use meridian_gateway::promql::{Engine, EngineOptions, QueryValue};
-use meridian_testkit::{ChildGuard, free_port, http, wait_for};
-use support::{STEP, T0, fs_bucket, many_blocks, rss_bytes};
+use support::{STEP, T0, fs_bucket, many_blocks, rss_bytes, spawn_store};
 
 const DAY: i64 = 24 * 3_600_000;
 
@@ -36,37 +35,7 @@ fn start_up(counts: &[i64], rt: &tokio::runtime::Runtime) {
     for &n in counts {
         let root = tempfile::tempdir().unwrap();
         rt.block_on(many_blocks(root.path(), n));
-        let objstore = root.path().join("objstore.yml");
-        std::fs::write(
-            &objstore,
-            format!(
-                "type: FILESYSTEM\nconfig:\n  directory: {}\n",
-                root.path().join("bucket").display()
-            ),
-        )
-        .unwrap();
-        let http_addr = format!("127.0.0.1:{}", free_port());
-        let started = Instant::now();
-        let mut child = ChildGuard(
-            std::process::Command::new(env!("CARGO_BIN_EXE_meridian-gateway"))
-                .arg("store")
-                .arg(format!("--objstore.config-file={}", objstore.display()))
-                .arg(format!("--grpc-address=127.0.0.1:{}", free_port()))
-                .arg(format!("--http-address={http_addr}"))
-                .arg("--log.level=warn")
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        wait_for("store ready", Duration::from_secs(60), || {
-            if let Ok(Some(s)) = child.0.try_wait() {
-                panic!("store exited with {s}");
-            }
-            http("GET", &http_addr, "/-/ready", &[], b"")
-                .ok()
-                .filter(|r| r.status == 200)
-        });
-        let ready = started.elapsed();
+        let (child, _, _, ready) = spawn_store(root.path(), env!("CARGO_BIN_EXE_meridian-gateway"));
         let rss = rss_bytes(child.pid());
         println!(
             "| {n} | {:.0} ms | {:.1} MiB |",

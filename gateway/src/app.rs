@@ -38,6 +38,31 @@ pub struct GatewayOptions {
     pub api: ApiOptions,
 }
 
+impl GatewayOptions {
+    /// Defaults for everything but the `--endpoint` group and the listeners: the system resolver,
+    /// default endpoint set, fan-out and API options, no TLS, no bucket store.
+    pub fn new(
+        flag_group: EndpointGroup,
+        grpc_listener: TcpListener,
+        http_listener: TcpListener,
+    ) -> GatewayOptions {
+        GatewayOptions {
+            flag_group,
+            dns_server: None,
+            dns_ttl_cap: Duration::from_secs(5),
+            endpoints: EndpointSetOptions::default(),
+            fanout: FanoutOptions::default(),
+            grpc_listener,
+            grpc_tls: None,
+            grpc_tls_reload_interval: Duration::from_secs(60),
+            http_listener,
+            http_tls: None,
+            bucket: None,
+            api: ApiOptions::default(),
+        }
+    }
+}
+
 /// A started gateway.
 pub struct Gateway {
     endpoints: Arc<EndpointSet>,
@@ -45,12 +70,9 @@ pub struct Gateway {
     api: Arc<Api>,
     grpc_addr: SocketAddr,
     http_addr: SocketAddr,
-    set_stop: CancellationToken,
-    set_task: JoinHandle<()>,
-    grpc_stop: CancellationToken,
-    grpc_task: JoinHandle<()>,
-    http_stop: CancellationToken,
-    http_task: JoinHandle<()>,
+    set: Background,
+    grpc: Background,
+    http: Background,
     tls_watcher: Option<meridian_pki::tls::Watcher>,
     bucket: Option<Background>,
 }
@@ -173,12 +195,18 @@ impl Gateway {
             api,
             grpc_addr,
             http_addr,
-            set_stop,
-            set_task,
-            grpc_stop,
-            grpc_task,
-            http_stop,
-            http_task,
+            set: Background {
+                stop: set_stop,
+                task: set_task,
+            },
+            grpc: Background {
+                stop: grpc_stop,
+                task: grpc_task,
+            },
+            http: Background {
+                stop: http_stop,
+                task: http_task,
+            },
             tls_watcher,
             bucket,
         })
@@ -206,12 +234,9 @@ impl Gateway {
 
     /// Stops HTTP, then gRPC, then discovery, waiting for each.
     pub async fn shutdown(self) {
-        self.http_stop.cancel();
-        let _ = self.http_task.await;
-        self.grpc_stop.cancel();
-        let _ = self.grpc_task.await;
-        self.set_stop.cancel();
-        let _ = self.set_task.await;
+        self.http.stop().await;
+        self.grpc.stop().await;
+        self.set.stop().await;
         if let Some(b) = self.bucket {
             b.stop().await;
         }
@@ -228,10 +253,8 @@ impl Gateway {
 pub struct StoreGateway {
     grpc_addr: SocketAddr,
     http_addr: SocketAddr,
-    grpc_stop: CancellationToken,
-    grpc_task: JoinHandle<()>,
-    http_stop: CancellationToken,
-    http_task: JoinHandle<()>,
+    grpc: Background,
+    http: Background,
     tls_watcher: Option<meridian_pki::tls::Watcher>,
     sync: Background,
 }
@@ -304,10 +327,14 @@ impl StoreGateway {
         Ok(StoreGateway {
             grpc_addr,
             http_addr,
-            grpc_stop,
-            grpc_task: spawned.task,
-            http_stop,
-            http_task,
+            grpc: Background {
+                stop: grpc_stop,
+                task: spawned.task,
+            },
+            http: Background {
+                stop: http_stop,
+                task: http_task,
+            },
             tls_watcher: spawned.tls_watcher,
             sync,
         })
@@ -323,10 +350,8 @@ impl StoreGateway {
 
     /// Stops HTTP, then gRPC (in-flight calls finish), then the sync loop.
     pub async fn shutdown(self) {
-        self.http_stop.cancel();
-        let _ = self.http_task.await;
-        self.grpc_stop.cancel();
-        let _ = self.grpc_task.await;
+        self.http.stop().await;
+        self.grpc.stop().await;
         self.sync.stop().await;
         if let Some(w) = self.tls_watcher {
             w.stop().await;

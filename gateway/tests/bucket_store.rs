@@ -22,7 +22,7 @@ use meridian_gateway::bucket::{BucketLimits, BucketStore, BucketStoreOptions, pa
 use meridian_gateway::fanout::{Fanout, FanoutOptions, QueryOptions, StaticStores};
 use meridian_gateway::promql::{Engine, QueryValue};
 use meridian_testkit::Moto;
-use support::{H, STEP, T0, counter, fs_bucket, many_blocks, rss_bytes};
+use support::{H, STEP, T0, counter, fs_bucket, many_blocks, rss_bytes, spawn_store};
 use tokio_util::sync::CancellationToken;
 
 /// 30-minute blocks, so the fixture's ~100 minutes span several.
@@ -302,41 +302,12 @@ async fn history_across_edge_and_bucket() {
 /// query; the query gateway then reads history through it over the StoreAPI.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_command_is_ready_fast_and_small_on_1000_blocks() {
-    use meridian_testkit::{ChildGuard, free_port, http, wait_for};
+    use meridian_testkit::http;
     meridian_pki::install_crypto_provider();
     let root = tempfile::tempdir().unwrap();
     many_blocks(root.path(), 1000).await;
-    let objstore = root.path().join("objstore.yml");
-    std::fs::write(
-        &objstore,
-        format!(
-            "type: FILESYSTEM\nconfig:\n  directory: {}\n",
-            root.path().join("bucket").display()
-        ),
-    )
-    .unwrap();
-    let grpc = format!("127.0.0.1:{}", free_port());
-    let http_addr = format!("127.0.0.1:{}", free_port());
-    let started = std::time::Instant::now();
-    let mut child = ChildGuard(
-        std::process::Command::new(env!("CARGO_BIN_EXE_meridian-gateway"))
-            .arg("store")
-            .arg(format!("--objstore.config-file={}", objstore.display()))
-            .args(["--grpc-address", &grpc, "--http-address", &http_addr])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for("store ready", std::time::Duration::from_secs(30), || {
-        if let Ok(Some(status)) = child.0.try_wait() {
-            panic!("store exited with {status}");
-        }
-        http("GET", &http_addr, "/-/ready", &[], b"")
-            .ok()
-            .filter(|r| r.status == 200)
-    });
-    let ready = started.elapsed();
+    let (mut child, grpc, http_addr, ready) =
+        spawn_store(root.path(), env!("CARGO_BIN_EXE_meridian-gateway"));
     let rss = rss_bytes(child.pid());
     println!(
         "store on 1000 blocks: ready in {ready:?}, RSS {:.1} MiB before the first query",

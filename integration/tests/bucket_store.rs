@@ -7,14 +7,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use meridian_edge::Labels;
 use meridian_edge::objstore::Bucket;
 use meridian_edge::shipper::upload_block_dir;
 use meridian_gateway::app::{Gateway, GatewayOptions};
 use meridian_gateway::bucket::{BucketStore, BucketStoreOptions};
-use meridian_gateway::endpoints::{EndpointGroup, EndpointSetOptions};
+use meridian_gateway::endpoints::EndpointGroup;
 use meridian_integration::demo::{T0, generate, promtool_blocks};
 use meridian_testkit::{Prometheus, http_get, require, urlencode};
 
@@ -83,21 +82,15 @@ async fn promtool_blocks_in_the_bucket_answer_like_prometheus() {
     };
     let store = Arc::new(BucketStore::new(bucket, BucketStoreOptions::default()));
     let gw = Gateway::start(GatewayOptions {
-        flag_group: EndpointGroup {
-            specs: vec![],
-            transport: meridian_gateway::Transport::Plaintext,
-        },
-        dns_server: None,
-        dns_ttl_cap: Duration::from_secs(5),
-        endpoints: EndpointSetOptions::default(),
-        fanout: Default::default(),
-        grpc_listener: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        grpc_tls: None,
-        grpc_tls_reload_interval: Duration::from_secs(60),
-        http_listener: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        http_tls: None,
         bucket: Some(store.clone()),
-        api: Default::default(),
+        ..GatewayOptions::new(
+            EndpointGroup {
+                specs: vec![],
+                transport: meridian_gateway::Transport::Plaintext,
+            },
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        )
     })
     .await
     .unwrap();

@@ -18,7 +18,7 @@ use meridian_edge::Labels;
 use meridian_edge::storeapi::Store;
 use meridian_edge::storeapi::memstore::MemStore;
 use meridian_gateway::app::{Gateway, GatewayOptions};
-use meridian_gateway::endpoints::{EndpointGroup, EndpointSetOptions};
+use meridian_gateway::endpoints::EndpointGroup;
 use meridian_integration::demo::{T0, generate, prometheus_from_blocks};
 use meridian_testkit::{http_get, require};
 
@@ -44,23 +44,14 @@ async fn start_gateway(series: &[meridian_gateway::queryable::SeriesData]) -> (G
     // The server lives as long as the test process.
     std::mem::forget(spawned);
     std::mem::forget(stop);
-    let gw = Gateway::start(GatewayOptions {
-        flag_group: EndpointGroup {
+    let gw = Gateway::start(GatewayOptions::new(
+        EndpointGroup {
             specs: vec![store_addr.parse().unwrap()],
             transport: meridian_gateway::Transport::Plaintext,
         },
-        dns_server: None,
-        dns_ttl_cap: Duration::from_secs(5),
-        endpoints: EndpointSetOptions::default(),
-        fanout: Default::default(),
-        grpc_listener: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        grpc_tls: None,
-        grpc_tls_reload_interval: Duration::from_secs(60),
-        http_listener: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        http_tls: None,
-        bucket: None,
-        api: Default::default(),
-    })
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    ))
     .await
     .unwrap();
     let addr = gw.http_addr().to_string();

@@ -359,10 +359,6 @@ async fn gateway_fans_out_through_nginx_found_by_srv_with_per_endpoint_sni() {
     .unwrap();
 
     let gateway = Gateway::start(GatewayOptions {
-        flag_group: EndpointGroup {
-            specs: vec![],
-            transport: Default::default(),
-        },
         dns_server: Some(format!("127.0.0.1:{dns_port}").parse().unwrap()),
         dns_ttl_cap: Duration::from_secs(1),
         endpoints: EndpointSetOptions {
@@ -376,13 +372,14 @@ async fn gateway_fans_out_through_nginx_found_by_srv_with_per_endpoint_sni() {
             replica_labels: vec!["replica".into()],
             ..Default::default()
         },
-        grpc_listener: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        grpc_tls: None,
-        grpc_tls_reload_interval: Duration::from_secs(60),
-        http_listener: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        http_tls: None,
-        bucket: None,
-        api: Default::default(),
+        ..GatewayOptions::new(
+            EndpointGroup {
+                specs: vec![],
+                transport: Default::default(),
+            },
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        )
     })
     .await
     .unwrap();

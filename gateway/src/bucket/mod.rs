@@ -503,14 +503,13 @@ impl BucketStore {
         }
     }
 
-    /// The blocks a request reads, each with the matchers left for its series' own labels; an error
-    /// when some block would be asked without matchers on series labels.
+    /// The blocks a request reads, each with the matchers left for its series' own labels.
     fn targets(
         &self,
         matchers: &[Matcher],
         mint: i64,
         maxt: i64,
-    ) -> Result<Vec<(Arc<RemoteBlock>, Vec<Matcher>)>> {
+    ) -> Vec<(Arc<RemoteBlock>, Vec<Matcher>)> {
         let mut out = Vec::new();
         for b in self.blocks().values() {
             if !b.overlaps(mint, maxt) {
@@ -520,7 +519,7 @@ impl BucketStore {
                 out.push((b.clone(), rest));
             }
         }
-        Ok(out)
+        out
     }
 
     /// Runs `select` on every target block, a few at a time.
@@ -609,7 +608,7 @@ impl Store for BucketStore {
         if q.matchers.is_empty() {
             return Err(no_series_matchers_error());
         }
-        let targets = self.targets(&q.matchers, q.min_time, q.max_time)?;
+        let targets = self.targets(&q.matchers, q.min_time, q.max_time);
         if targets.iter().any(|(_, ms)| ms.is_empty()) {
             return Err(no_series_matchers_error());
         }
@@ -640,7 +639,7 @@ impl Store for BucketStore {
         let matchers = matchers_from_proto(&req.matchers)?;
         let budget = Budget::new(self.opts.limits);
         let mut set = BTreeSet::new();
-        for (b, rest) in self.targets(&matchers, req.start, req.end)? {
+        for (b, rest) in self.targets(&matchers, req.start, req.end) {
             let before = set.len();
             let mut any = false;
             if rest.is_empty() {
@@ -682,7 +681,7 @@ impl Store for BucketStore {
         let removed = req.without_replica_labels.contains(&req.label);
         let budget = Budget::new(self.opts.limits);
         let mut set = BTreeSet::new();
-        for (b, rest) in self.targets(&matchers, req.start, req.end)? {
+        for (b, rest) in self.targets(&matchers, req.start, req.end) {
             let external = b.ext.labels().get(&req.label).map(str::to_owned);
             if rest.is_empty() {
                 let h = self.reader.header(&b).await?;

@@ -78,3 +78,50 @@ pub fn rss_bytes(pid: u32) -> u64 {
         .unwrap();
     kb * 1024
 }
+
+/// A `meridian-gateway store` process serving the FILESYSTEM bucket in `root/bucket`, waited on until
+/// `/-/ready`: the process, its gRPC and HTTP addresses, and the time from spawn to ready.
+pub fn spawn_store(
+    root: &Path,
+    bin: &str,
+) -> (
+    meridian_testkit::ChildGuard,
+    String,
+    String,
+    std::time::Duration,
+) {
+    use meridian_testkit::{ChildGuard, free_port, http, wait_for};
+    let objstore = root.join("objstore.yml");
+    std::fs::write(
+        &objstore,
+        format!(
+            "type: FILESYSTEM\nconfig:\n  directory: {}\n",
+            root.join("bucket").display()
+        ),
+    )
+    .unwrap();
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let http_addr = format!("127.0.0.1:{}", free_port());
+    let started = std::time::Instant::now();
+    let mut child = ChildGuard(
+        std::process::Command::new(bin)
+            .arg("store")
+            .arg(format!("--objstore.config-file={}", objstore.display()))
+            .args(["--grpc-address", &grpc, "--http-address", &http_addr])
+            .arg("--log.level=warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("store ready", std::time::Duration::from_secs(60), || {
+        if let Ok(Some(status)) = child.0.try_wait() {
+            panic!("store exited with {status}");
+        }
+        http("GET", &http_addr, "/-/ready", &[], b"")
+            .ok()
+            .filter(|r| r.status == 200)
+    });
+    let ready = started.elapsed();
+    (child, grpc, http_addr, ready)
+}
