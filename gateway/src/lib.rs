@@ -14,6 +14,7 @@ pub mod fanout;
 pub mod metrics;
 pub mod promql;
 pub mod queryable;
+pub mod rules;
 
 use std::time::Duration;
 

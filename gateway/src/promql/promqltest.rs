@@ -222,6 +222,26 @@ fn expand_values(tokens: &[&str]) -> Result<Vec<Option<f64>>, String> {
     Ok(out)
 }
 
+/// One series in the series notation, as promqltest's `load` and promtool's `input_series` write it:
+/// `labels` (`up{job="a"}`) and `values` (`0+10x5 _ stale 3`), one value every `interval_ms` from 0.
+pub fn series_from_notation(
+    labels: &str,
+    values: &str,
+    interval_ms: i64,
+) -> Result<SeriesData, String> {
+    let (labels, rest) = parse_series_labels(labels.trim())?;
+    if !rest.trim().is_empty() {
+        return Err(format!("unexpected {rest:?} after the label set"));
+    }
+    let tokens: Vec<&str> = values.split_whitespace().collect();
+    let samples = expand_values(&tokens)?
+        .into_iter()
+        .enumerate()
+        .filter_map(|(k, v)| v.map(|v| Sample::new(k as i64 * interval_ms, v)))
+        .collect();
+    Ok(SeriesData { labels, samples })
+}
+
 enum Expect {
     Instant(Vec<(Labels, f64)>, Option<f64>),
     Range(Vec<(Labels, Vec<Option<f64>>)>),

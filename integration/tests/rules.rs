@@ -1,0 +1,365 @@
+//! Rules next to Debian's Prometheus 2.42 and Alertmanager 0.25.
+//!
+//! - **Oracle**: the rules of `rules/oracle.yml` over input series in the series notation are evaluated
+//!   by Meridian every minute; the firing alerts it sees (labels and annotations, at every minute) are
+//!   written as a `promtool test rules` file, and promtool — evaluating the same rules over the same
+//!   series — must agree. A changed expectation must make promtool fail (the oracle can fail).
+//! - **Rule file checks**: `promtool check rules` and Meridian accept and reject the same files.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use meridian_edge::Labels;
+use meridian_edge::error::Result;
+use meridian_gateway::fanout::PartialResponse;
+use meridian_gateway::promql::promqltest::series_from_notation;
+use meridian_gateway::promql::{Engine, MemQueryable};
+use meridian_gateway::queryable::{LabelsRequest, Named, Queryable, SelectRequest, Selected};
+use meridian_gateway::rules::file;
+use meridian_gateway::rules::{AlertState, EvalContext, Group, RuleSink};
+use meridian_testkit::require;
+
+/// Input series and rule outputs in one place: what promtool's test storage is.
+#[derive(Default)]
+struct Store(RwLock<MemQueryable>);
+
+#[async_trait::async_trait]
+impl Queryable for Store {
+    async fn select(&self, req: SelectRequest) -> Result<Selected> {
+        let mem = self.0.read().unwrap().clone();
+        mem.select(req).await
+    }
+    async fn label_names(&self, req: LabelsRequest) -> Result<Named> {
+        let mem = self.0.read().unwrap().clone();
+        mem.label_names(req).await
+    }
+    async fn label_values(&self, name: &str, req: LabelsRequest) -> Result<Named> {
+        let mem = self.0.read().unwrap().clone();
+        mem.label_values(name, req).await
+    }
+}
+
+impl RuleSink for Store {
+    fn write(&self, samples: Vec<(Labels, i64, f64)>) -> std::result::Result<(), String> {
+        let mut mem = self.0.write().unwrap();
+        for (l, t, v) in samples {
+            let s = meridian_edge::sample::Sample::new(t, v);
+            match mem.series.iter_mut().find(|x| x.labels == l) {
+                Some(x) => x.samples.push(s),
+                None => mem.series.push(meridian_gateway::queryable::SeriesData {
+                    labels: l,
+                    samples: vec![s],
+                }),
+            }
+        }
+        Ok(())
+    }
+}
+
+const INPUT: &[(&str, &str)] = &[
+    (r#"http_errors_total{job="api"}"#, "0+30x5 150+120x10"),
+    (r#"http_errors_total{job="web"}"#, "0+10x15"),
+    (
+        r#"up{job="node", instance="node-1:9100"}"#,
+        "1 1 0 0 0 0 1 1 1 1 1 1 0 0 0 0",
+    ),
+    (r#"up{job="node", instance="node-2:9100"}"#, "1x15"),
+    (r#"disk_used_bytes{instance="db-1"}"#, "95x15"),
+    (r#"disk_size_bytes{instance="db-1"}"#, "1073741824x15"),
+    (
+        r#"disk_used_bytes{instance="app-1"}"#,
+        "50 50 50 99 99 99 50x9",
+    ),
+    (r#"disk_size_bytes{instance="app-1"}"#, "100x15"),
+];
+
+const MINUTES: i64 = 15;
+
+/// Meridian's firing alerts at every minute: `(minute, alertname) -> [(labels, annotations)]`.
+type Firing = BTreeMap<(i64, String), Vec<(BTreeMap<String, String>, BTreeMap<String, String>)>>;
+
+async fn meridian_alerts(rules: &Path, external: &BTreeMap<String, String>) -> Firing {
+    let store = Arc::new(Store::default());
+    for (labels, values) in INPUT {
+        let s = series_from_notation(labels, values, 60_000).unwrap();
+        store.0.write().unwrap().series.push(s);
+    }
+    let q: Arc<dyn Queryable> = store.clone();
+    let ctx = EvalContext {
+        engine: Engine::default(),
+        queryable: Arc::new(move |_| q.clone()),
+        sink: store.clone(),
+        alerts: None,
+        external_labels: external.clone(),
+        external_url: "http://meridian.example".into(),
+        default_partial_response: PartialResponse::Abort,
+        resend_delay: Duration::from_secs(60),
+        for_outage_tolerance: Duration::from_secs(3600),
+        for_grace_period: Duration::from_secs(600),
+    };
+    let specs = file::load(rules).unwrap();
+    let groups: Vec<Group> = specs
+        .into_iter()
+        .map(|s| Group::new(s, Duration::from_secs(60)))
+        .collect();
+    let names: Vec<String> = groups
+        .iter()
+        .flat_map(|g| g.rules.iter())
+        .filter(|r| matches!(r.spec.kind, file::RuleKind::Alert { .. }))
+        .map(|r| r.spec.name.clone())
+        .collect();
+    let mut out = Firing::new();
+    for minute in 0..=MINUTES {
+        for g in &groups {
+            g.eval(&ctx, minute * 60_000).await;
+            for r in &g.rules {
+                let st = r.health();
+                assert_eq!(st.health, "ok", "{}: {}", r.spec.name, st.last_error);
+            }
+        }
+        for name in &names {
+            out.insert((minute, name.clone()), vec![]);
+        }
+        for g in &groups {
+            for (name, a) in g.alerts() {
+                if a.state != AlertState::Firing {
+                    continue;
+                }
+                let labels = a
+                    .labels
+                    .iter()
+                    .filter(|l| l.name != "alertname")
+                    .map(|l| (l.name.to_owned(), l.value.to_owned()))
+                    .collect();
+                out.get_mut(&(minute, name))
+                    .unwrap()
+                    .push((labels, a.annotations));
+            }
+        }
+    }
+    out
+}
+
+fn yaml_map(m: &BTreeMap<String, String>, indent: &str) -> String {
+    let mut s = String::new();
+    for (k, v) in m {
+        s.push_str(&format!(
+            "{indent}{k}: {}\n",
+            serde_json::to_string(v).unwrap()
+        ));
+    }
+    if s.is_empty() {
+        s = format!("{indent}{{}}\n");
+    }
+    s
+}
+
+/// A `promtool test rules` file expecting `firing`.
+fn promtool_test(rules: &Path, external: &BTreeMap<String, String>, firing: &Firing) -> String {
+    let mut t = format!(
+        "rule_files: [{}]\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    external_labels:\n{}    external_url: http://meridian.example\n    input_series:\n",
+        serde_json::to_string(&rules.display().to_string()).unwrap(),
+        yaml_map(external, "      ")
+    );
+    for (labels, values) in INPUT {
+        t.push_str(&format!(
+            "      - series: {}\n        values: {}\n",
+            serde_json::to_string(labels).unwrap(),
+            serde_json::to_string(values).unwrap()
+        ));
+    }
+    t.push_str("    alert_rule_test:\n");
+    for ((minute, name), alerts) in firing {
+        t.push_str(&format!(
+            "      - eval_time: {minute}m\n        alertname: {name}\n"
+        ));
+        if alerts.is_empty() {
+            t.push_str("        exp_alerts: []\n");
+            continue;
+        }
+        t.push_str("        exp_alerts:\n");
+        for (labels, annotations) in alerts {
+            t.push_str("          - exp_labels:\n");
+            t.push_str(&yaml_map(labels, "              "));
+            t.push_str("            exp_annotations:\n");
+            t.push_str(&yaml_map(annotations, "              "));
+        }
+    }
+    t
+}
+
+#[tokio::test]
+async fn firing_alerts_agree_with_promtool_test_rules() {
+    let Some(promtool) = require("promtool", "apt-get install prometheus") else {
+        return;
+    };
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/rules/oracle.yml");
+    let external: BTreeMap<String, String> = [("cluster".to_owned(), "eu-1".to_owned())].into();
+    let firing = meridian_alerts(&rules, &external).await;
+    // The rules must exercise every state: something fires, something does not, at some minutes.
+    let total: usize = firing.values().map(Vec::len).sum();
+    assert!(total > 10, "too few firing alerts to compare: {firing:?}");
+    for name in ["HighErrorRate", "InstanceDown", "DiskAlmostFull"] {
+        assert!(
+            firing.iter().any(|((_, n), a)| n == name && !a.is_empty()),
+            "{name} never fires"
+        );
+        assert!(
+            firing.iter().any(|((_, n), a)| n == name && a.is_empty()),
+            "{name} always fires"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = |text: &str| {
+        let f = dir.path().join("test.yml");
+        std::fs::write(&f, text).unwrap();
+        let out = std::process::Command::new(&promtool)
+            .args(["test", "rules"])
+            .arg(&f)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let test = promtool_test(&rules, &external, &firing);
+    let (ok, output) = run(&test);
+    assert!(
+        ok,
+        "promtool disagrees with Meridian:\n{output}\n--- test file ---\n{test}"
+    );
+
+    // The oracle can fail: one changed annotation, and one alert dropped, are each caught.
+    let mut changed = firing.clone();
+    let (_, alerts) = changed.iter_mut().find(|(_, a)| !a.is_empty()).unwrap();
+    alerts[0]
+        .1
+        .insert("summary".into(), "something else".into());
+    let (ok, _) = run(&promtool_test(&rules, &external, &changed));
+    assert!(!ok, "promtool accepted a changed annotation");
+    let mut dropped = firing.clone();
+    let (_, alerts) = dropped
+        .iter_mut()
+        .rev()
+        .find(|(_, a)| !a.is_empty())
+        .unwrap();
+    alerts.pop();
+    let (ok, _) = run(&promtool_test(&rules, &external, &dropped));
+    assert!(!ok, "promtool accepted a missing alert");
+}
+
+/// Rule files `promtool check rules` accepts or rejects; Meridian must decide the same.
+const CHECK_CASES: &[(&str, &str)] = &[
+    ("empty", ""),
+    ("no groups", "groups: []\n"),
+    (
+        "valid",
+        "groups:\n- name: a\n  interval: 30s\n  limit: 10\n  rules:\n  - record: job:up:sum\n    expr: sum by (job) (up)\n    labels: {team: infra}\n  - alert: Down\n    expr: up == 0\n    for: 5m\n    keep_firing_for: 10m\n    labels: {severity: page}\n    annotations:\n      summary: '{{ $labels.instance }} down for {{ $value | humanizeDuration }}'\n",
+    ),
+    (
+        "numeric expr",
+        "groups:\n- name: a\n  rules:\n  - record: one\n    expr: 1\n",
+    ),
+    ("empty group name", "groups:\n- name: ''\n  rules: []\n"),
+    (
+        "repeated group",
+        "groups:\n- name: a\n  rules: []\n- name: a\n  rules: []\n",
+    ),
+    (
+        "record and alert",
+        "groups:\n- name: a\n  rules:\n  - record: x\n    alert: y\n    expr: up\n",
+    ),
+    (
+        "neither record nor alert",
+        "groups:\n- name: a\n  rules:\n  - expr: up\n",
+    ),
+    ("no expr", "groups:\n- name: a\n  rules:\n  - record: x\n"),
+    (
+        "bad expr",
+        "groups:\n- name: a\n  rules:\n  - record: x\n    expr: 'sum(up'\n",
+    ),
+    (
+        "bad record name",
+        "groups:\n- name: a\n  rules:\n  - record: 'x-y'\n    expr: up\n",
+    ),
+    (
+        "for on record",
+        "groups:\n- name: a\n  rules:\n  - record: x\n    expr: up\n    for: 1m\n",
+    ),
+    (
+        "annotations on record",
+        "groups:\n- name: a\n  rules:\n  - record: x\n    expr: up\n    annotations: {a: b}\n",
+    ),
+    (
+        "bad label name",
+        "groups:\n- name: a\n  rules:\n  - alert: x\n    expr: up\n    labels: {'1abc': v}\n",
+    ),
+    (
+        "__name__ label",
+        "groups:\n- name: a\n  rules:\n  - record: x\n    expr: up\n    labels: {__name__: v}\n",
+    ),
+    (
+        "bad annotation name",
+        "groups:\n- name: a\n  rules:\n  - alert: x\n    expr: up\n    annotations: {'a-b': v}\n",
+    ),
+    (
+        "bad template",
+        "groups:\n- name: a\n  rules:\n  - alert: x\n    expr: up\n    annotations: {a: '{{ $labels.x '}\n",
+    ),
+    (
+        "unknown rule field",
+        "groups:\n- name: a\n  rules:\n  - alert: x\n    expr: up\n    severity: page\n",
+    ),
+    (
+        "unknown group field",
+        "groups:\n- name: a\n  evaluation: 1m\n  rules: []\n",
+    ),
+    (
+        "bad duration",
+        "groups:\n- name: a\n  rules:\n  - alert: x\n    expr: up\n    for: 5 minutes\n",
+    ),
+    ("not yaml", "groups: [\n"),
+];
+
+#[test]
+fn rule_file_checks_agree_with_promtool_check_rules() {
+    let Some(promtool) = require("promtool", "apt-get install prometheus") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut disagreements = Vec::new();
+    let mut rejected = 0;
+    for (name, text) in CHECK_CASES {
+        let f = dir.path().join("rules.yml");
+        std::fs::write(&f, text).unwrap();
+        let out = std::process::Command::new(&promtool)
+            .args(["check", "rules"])
+            .arg(&f)
+            .output()
+            .unwrap();
+        let theirs = out.status.success();
+        let ours = file::load(&f);
+        if !theirs {
+            rejected += 1;
+        }
+        if theirs != ours.is_ok() {
+            disagreements.push(format!(
+                "{name}: promtool {} ({}), Meridian {:?}",
+                if theirs { "accepts" } else { "rejects" },
+                String::from_utf8_lossy(&out.stderr).trim(),
+                ours.map(|g| g.len())
+            ));
+        }
+    }
+    assert!(rejected >= 10, "too few rejected cases: {rejected}");
+    assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
+}
