@@ -16,7 +16,9 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{Api, ApiOptions};
 use crate::bucket::BucketStore;
 use crate::endpoints::{EndpointGroup, EndpointSet, EndpointSetOptions};
-use crate::fanout::{Fanout, FanoutOptions};
+use crate::fanout::{Fanout, FanoutOptions, QueryOptions};
+use crate::rules::tsdb::RuleTsdb;
+use crate::rules::{EvalContext, FanoutSink, RuleManager, RulesOptions};
 
 /// Everything a gateway is started with.
 pub struct GatewayOptions {
@@ -35,6 +37,8 @@ pub struct GatewayOptions {
     pub http_tls: Option<Arc<ServerTls>>,
     /// A bucket store inside the gateway (`--objstore.config-file`), asked like any endpoint.
     pub bucket: Option<Arc<BucketStore>>,
+    /// Rule evaluation (`--rule-file`).
+    pub rules: Option<RulesOptions>,
     pub api: ApiOptions,
 }
 
@@ -58,6 +62,7 @@ impl GatewayOptions {
             http_listener,
             http_tls: None,
             bucket: None,
+            rules: None,
             api: ApiOptions::default(),
         }
     }
@@ -75,6 +80,7 @@ pub struct Gateway {
     http: Background,
     tls_watcher: Option<meridian_pki::tls::Watcher>,
     bucket: Option<Background>,
+    rules: Option<(Arc<RuleManager>, Background)>,
 }
 
 /// A background task and its stop token.
@@ -137,6 +143,20 @@ impl Gateway {
             }
             None => None,
         };
+        let engine_opts = opts.api.engine.clone();
+        let rule_tsdb = match &opts.rules {
+            Some(r) => {
+                let (dir, labels, retention) =
+                    (r.data_dir.clone(), r.external_labels.clone(), r.retention);
+                let t =
+                    tokio::task::spawn_blocking(move || RuleTsdb::open(&dir, labels, retention))
+                        .await?
+                        .map_err(anyhow::Error::msg)?;
+                endpoints.add_local("rules", t.store());
+                Some(t)
+            }
+            None => None,
+        };
         endpoints.refresh_now().await;
         let fanout = Arc::new(Fanout::new(endpoints.clone(), opts.fanout));
 
@@ -188,6 +208,48 @@ impl Gateway {
                 tokio::spawn(meridian_edge::agent::serve_http(incoming, app, stop))
             }
         };
+        let rules = match (opts.rules, rule_tsdb) {
+            (Some(r), Some(tsdb)) => {
+                let view = fanout.clone();
+                let ctx = EvalContext {
+                    engine: crate::promql::Engine::new(engine_opts),
+                    queryable: Arc::new(move |strategy| {
+                        Arc::new(view.querier(QueryOptions {
+                            dedup: true,
+                            partial_response: Some(strategy),
+                            ..QueryOptions::default()
+                        })) as Arc<dyn crate::queryable::Queryable>
+                    }),
+                    sink: Arc::new(tsdb.clone()),
+                    alerts: (!r.alert_sinks.is_empty())
+                        .then(|| Arc::new(FanoutSink(r.alert_sinks.clone())) as _),
+                    external_labels: r
+                        .external_labels
+                        .iter()
+                        .map(|l| (l.name.to_owned(), l.value.to_owned()))
+                        .collect(),
+                    external_url: r.external_url.clone(),
+                    default_partial_response: r.partial_response,
+                    resend_delay: r.resend_delay,
+                    for_outage_tolerance: r.for_outage_tolerance,
+                    for_grace_period: r.for_grace_period,
+                };
+                let manager = RuleManager::new(
+                    r.files.clone(),
+                    r.eval_interval,
+                    ctx,
+                    Arc::new(meridian_edge::sample::now_ms),
+                )
+                .map_err(anyhow::Error::msg)?;
+                manager.start();
+                manager.watch();
+                api.set_rules(manager.clone());
+                let stop = CancellationToken::new();
+                let task = tokio::spawn(tsdb.housekeeping(Duration::from_secs(60), stop.clone()));
+                Some((manager, Background { stop, task }))
+            }
+            _ => None,
+        };
         tracing::info!(grpc = %grpc_addr, http = %http_addr, "gateway started");
         Ok(Gateway {
             endpoints,
@@ -209,6 +271,7 @@ impl Gateway {
             },
             tls_watcher,
             bucket,
+            rules,
         })
     }
 
@@ -232,8 +295,18 @@ impl Gateway {
         self.http_addr
     }
 
-    /// Stops HTTP, then gRPC, then discovery, waiting for each.
+    /// The rule manager, when rules are evaluated.
+    pub fn rules(&self) -> Option<&Arc<RuleManager>> {
+        self.rules.as_ref().map(|(m, _)| m)
+    }
+
+    /// Stops rule evaluation (its TSDB cut once more), then HTTP, then gRPC, then discovery, waiting
+    /// for each.
     pub async fn shutdown(self) {
+        if let Some((m, housekeeping)) = self.rules {
+            m.stop().await;
+            housekeeping.stop().await;
+        }
         self.http.stop().await;
         self.grpc.stop().await;
         self.set.stop().await;

@@ -42,6 +42,12 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Check rule files as `promtool check rules` does; exit status 1 when one is refused.
+    CheckRules {
+        /// Rule files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Ask StoreAPI endpoints what they serve (thanos.info.Info) and print it.
     Probe {
         /// Endpoint address host:port; repeatable.
@@ -50,6 +56,102 @@ enum Command {
         #[command(flatten)]
         tls: meridian_pki::tls::args::GrpcClientTlsArgs,
     },
+}
+
+/// Rule evaluation flags (Thanos Ruler's names).
+#[derive(clap::Args)]
+struct RuleArgs {
+    /// Rule file (Prometheus format); globs allowed; repeatable. Reloaded on SIGHUP, `POST /-/reload`
+    /// and file change.
+    #[arg(long = "rule-file", value_name = "FILE")]
+    rule_files: Vec<String>,
+    /// Evaluation interval of groups without their own.
+    #[arg(long = "eval-interval", default_value = "1m", value_parser = parse_duration)]
+    eval_interval: Duration,
+    /// Directory of the TSDB holding recorded series and ALERTS.
+    #[arg(long = "data-dir", default_value = "data")]
+    data_dir: PathBuf,
+    /// External label of the rule TSDB and of sent alerts, `name="value"`; repeatable.
+    #[arg(long = "label", value_name = "NAME=\"VALUE\"")]
+    labels: Vec<String>,
+    /// How long the rule TSDB keeps data.
+    #[arg(long = "tsdb.retention", default_value = "48h", value_parser = parse_duration)]
+    retention: Duration,
+    /// The base of alerts' generatorURL (the gateway's external address).
+    #[arg(long = "alert.query-url", default_value = "")]
+    query_url: String,
+    /// Minimum time between two sends of the same alert.
+    #[arg(long = "resend-delay", default_value = "1m", value_parser = parse_duration)]
+    resend_delay: Duration,
+    /// Shortest time an alert restored after a restart still waits before firing.
+    #[arg(long = "for-grace-period", default_value = "10m", value_parser = parse_duration)]
+    for_grace_period: Duration,
+    /// Longest downtime after which the `for` state is still restored.
+    #[arg(long = "for-outage-tolerance", default_value = "1h", value_parser = parse_duration)]
+    for_outage_tolerance: Duration,
+}
+
+impl RuleArgs {
+    /// `--label name="value"` values as external labels.
+    fn external_labels(&self) -> anyhow::Result<meridian_edge::labels::Labels> {
+        let mut pairs = Vec::new();
+        for l in &self.labels {
+            let Some((name, value)) = l.split_once('=') else {
+                anyhow::bail!("--label {l:?}: want name=\"value\"");
+            };
+            let value = value.trim();
+            let value = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(value);
+            if !meridian_edge::relabel::is_valid_label_name(name) {
+                anyhow::bail!("--label {l:?}: {name:?} is not a valid label name");
+            }
+            pairs.push((name.to_owned(), value.to_owned()));
+        }
+        Ok(meridian_edge::labels::Labels::from_pairs(pairs))
+    }
+
+    fn options(&self) -> anyhow::Result<Option<meridian_gateway::rules::RulesOptions>> {
+        if self.rule_files.is_empty() {
+            return Ok(None);
+        }
+        let mut o = meridian_gateway::rules::RulesOptions::new(
+            self.rule_files.clone(),
+            self.data_dir.clone(),
+        );
+        o.eval_interval = self.eval_interval;
+        o.external_labels = self.external_labels()?;
+        o.retention = self.retention;
+        o.external_url = self.query_url.clone();
+        o.resend_delay = self.resend_delay;
+        o.for_grace_period = self.for_grace_period;
+        o.for_outage_tolerance = self.for_outage_tolerance;
+        Ok(Some(o))
+    }
+}
+
+fn check_rules(files: &[PathBuf]) -> anyhow::Result<()> {
+    let mut failed = false;
+    for f in files {
+        match meridian_gateway::rules::file::load(f) {
+            Ok(groups) => {
+                let n: usize = groups.iter().map(|g| g.rules.len()).sum();
+                println!("Checking {}\n  SUCCESS: {n} rules found", f.display());
+            }
+            Err(e) => {
+                failed = true;
+                println!("Checking {}\n  FAILED:", f.display());
+                for m in &e.errors {
+                    println!("{m}");
+                }
+            }
+        }
+    }
+    if failed {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 /// The bucket store's flags (Thanos store gateway names), shared by `query` and `store`.
@@ -179,6 +281,8 @@ struct StoreArgs {
 
 #[derive(clap::Args)]
 struct QueryArgs {
+    #[command(flatten)]
+    rules: RuleArgs,
     /// StoreAPI listen address (the gateway serves the merged view, ComponentType "query").
     #[arg(long = "grpc-address", default_value = "0.0.0.0:10901")]
     grpc_address: String,
@@ -317,6 +421,7 @@ fn main() -> anyhow::Result<()> {
         Command::Store(args) => rt.block_on(store(*args)),
         Command::Probe { endpoints, tls } => rt.block_on(probe(endpoints, tls)),
         Command::Promqltest { paths, all } => rt.block_on(promqltest(paths, all)),
+        Command::CheckRules { files } => check_rules(&files),
     }
 }
 
@@ -402,7 +507,12 @@ async fn store(args: StoreArgs) -> anyhow::Result<()> {
 async fn query(args: QueryArgs, flags: Vec<(String, String)>) -> anyhow::Result<()> {
     init_logging(&args.log_level, &args.log_format)?;
     let bucket = args.bucket.open()?;
-    if args.endpoints.is_empty() && args.endpoint_config.is_none() && bucket.is_none() {
+    let rules = args.rules.options()?;
+    if args.endpoints.is_empty()
+        && args.endpoint_config.is_none()
+        && bucket.is_none()
+        && rules.is_none()
+    {
         anyhow::bail!(
             "no stores: give --endpoint, --endpoint.config-file or --objstore.config-file"
         );
@@ -461,6 +571,7 @@ async fn query(args: QueryArgs, flags: Vec<(String, String)>) -> anyhow::Result<
         http_listener,
         http_tls: args.http_tls.load()?,
         bucket,
+        rules,
         api: meridian_gateway::api::ApiOptions {
             engine: meridian_gateway::promql::EngineOptions {
                 lookback_delta: args.lookback_delta,
@@ -480,7 +591,21 @@ async fn query(args: QueryArgs, flags: Vec<(String, String)>) -> anyhow::Result<
         },
     })
     .await?;
+    let reloader = gateway.rules().cloned().map(|rules| {
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                let _ = rules.reload().await;
+            }
+        })
+    });
     stop_signal().await?;
+    if let Some(r) = reloader {
+        r.abort();
+    }
     gateway.shutdown().await;
     Ok(())
 }

@@ -43,8 +43,9 @@ impl Queryable for Store {
     }
 }
 
+#[async_trait::async_trait]
 impl RuleSink for Store {
-    fn write(&self, samples: Vec<(Labels, i64, f64)>) -> std::result::Result<(), String> {
+    async fn write(&self, samples: Vec<(Labels, i64, f64)>) -> std::result::Result<(), String> {
         let mut mem = self.0.write().unwrap();
         for (l, t, v) in samples {
             let s = meridian_edge::sample::Sample::new(t, v);

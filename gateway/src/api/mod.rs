@@ -72,6 +72,8 @@ pub struct Api {
     opts: ApiOptions,
     started: SystemTime,
     now: Arc<dyn Fn() -> i64 + Send + Sync>,
+    /// The rule manager, when the gateway evaluates rules.
+    rules: std::sync::OnceLock<Arc<crate::rules::RuleManager>>,
 }
 
 impl std::fmt::Debug for Api {
@@ -106,7 +108,13 @@ impl Api {
             opts,
             started: SystemTime::now(),
             now: Arc::new(meridian_edge::sample::now_ms),
+            rules: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Serves `/api/v1/rules`, `/api/v1/alerts` and `/-/reload` from `rules`.
+    pub fn set_rules(&self, rules: Arc<crate::rules::RuleManager>) {
+        let _ = self.rules.set(rules);
     }
 
     /// Replaces the clock (tests: a fixed "now" decides which cache pieces are fresh).
@@ -228,8 +236,24 @@ pub fn router(api: Arc<Api>) -> Router {
         get(|| async { "Meridian gateway is Healthy.\n" }),
     )
     .route("/-/ready", get(|| async { "Meridian gateway is Ready.\n" }))
+    .route("/-/reload", axum::routing::post(reload).put(reload))
     .layer(DefaultBodyLimit::max(max_body))
     .with_state(api)
+}
+
+/// `POST /-/reload`: reloads the rule files; 500 with the reason when they are refused.
+async fn reload(State(api): State<Arc<Api>>) -> Response {
+    match api.rules.get() {
+        None => (StatusCode::OK, "no rule files to reload\n").into_response(),
+        Some(r) => match r.reload().await {
+            Ok(()) => (StatusCode::OK, "").into_response(),
+            Err(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("failed to reload rule files: {e}\n"),
+            )
+                .into_response(),
+        },
+    }
 }
 
 async fn stores(State(api): State<Arc<Api>>) -> Response {
@@ -448,8 +472,33 @@ async fn dispatch(
             Ok(Answer::json(&serde_json::Value::Object(map)))
         }
         Endpoint::RuntimeInfo => Ok(Answer::json(&runtime_info(api))),
-        Endpoint::Rules => Ok(Answer::json(&serde_json::json!({ "groups": [] }))),
-        Endpoint::Alerts => Ok(Answer::json(&serde_json::json!({ "alerts": [] }))),
+        Endpoint::Rules => {
+            let kind = match p.get("type") {
+                "" => None,
+                "alert" => Some(crate::rules::FilterKind::Alert),
+                "record" => Some(crate::rules::FilterKind::Record),
+                other => {
+                    return Err(Error::bad_data(format!(
+                        "invalid query parameter type: {other:?}, must be \"alert\" or \"record\""
+                    )));
+                }
+            };
+            let owned = |name: &str| p.all(name).into_iter().map(str::to_owned).collect();
+            let filter = crate::rules::RulesFilter {
+                kind,
+                names: owned("rule_name[]"),
+                groups: owned("rule_group[]"),
+                files: owned("file[]"),
+            };
+            Ok(Answer::json(&match api.rules.get() {
+                Some(r) => r.rules_json(&filter),
+                None => serde_json::json!({ "groups": [] }),
+            }))
+        }
+        Endpoint::Alerts => Ok(Answer::json(&match api.rules.get() {
+            Some(r) => r.alerts_json(),
+            None => serde_json::json!({ "alerts": [] }),
+        })),
     }
 }
 

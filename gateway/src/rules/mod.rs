@@ -14,6 +14,7 @@
 
 pub mod file;
 pub mod template;
+pub mod tsdb;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
@@ -33,9 +34,10 @@ use file::{GroupSpec, RuleKind, RuleSpec};
 pub const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
 
 /// Where recording rules' and `ALERTS` samples go.
+#[async_trait::async_trait]
 pub trait RuleSink: Send + Sync {
     /// Appends samples, all in one commit.
-    fn write(&self, samples: Vec<(Labels, i64, f64)>) -> Result<(), String>;
+    async fn write(&self, samples: Vec<(Labels, i64, f64)>) -> Result<(), String>;
 }
 
 /// Where alerts that need sending go (the Alertmanager sender, the native router, or both).
@@ -310,7 +312,7 @@ impl Group {
     }
 
     /// Writes `samples` at `ts` and staleness markers for the rule's series that are gone.
-    fn write(
+    async fn write(
         &self,
         ctx: &EvalContext,
         rule: &Rule,
@@ -320,13 +322,14 @@ impl Group {
         let now: HashSet<Labels> = samples.iter().map(|(l, _)| l.clone()).collect();
         let mut out: Vec<(Labels, i64, f64)> =
             samples.into_iter().map(|(l, v)| (l, ts, v)).collect();
-        let mut st = lock(&rule.state);
-        for gone in st.written.difference(&now) {
-            out.push((gone.clone(), ts, stale_nan()));
+        {
+            let mut st = lock(&rule.state);
+            for gone in st.written.difference(&now) {
+                out.push((gone.clone(), ts, stale_nan()));
+            }
+            st.written = now;
         }
-        st.written = now;
-        drop(st);
-        ctx.sink.write(out)
+        ctx.sink.write(out).await
     }
 
     async fn eval_record(
@@ -366,13 +369,13 @@ impl Group {
         }
         if self.spec.limit > 0 && out.len() > self.spec.limit {
             let n = out.len();
-            let _ = self.write(ctx, rule, ts, vec![]);
+            let _ = self.write(ctx, rule, ts, vec![]).await;
             return Err(format!(
                 "exceeded limit of {} with {n} series",
                 self.spec.limit
             ));
         }
-        self.write(ctx, rule, ts, out)
+        self.write(ctx, rule, ts, out).await
     }
 
     async fn eval_alert(
@@ -477,7 +480,7 @@ impl Group {
         let needs_restore = match needs_restore {
             Ok(r) => r,
             Err(n) => {
-                let _ = self.write(ctx, rule, ts, vec![]);
+                let _ = self.write(ctx, rule, ts, vec![]).await;
                 return Err(format!(
                     "exceeded limit of {} with {n} alerts",
                     self.spec.limit
@@ -487,38 +490,39 @@ impl Group {
         if needs_restore {
             self.restore(ctx, q, rule, ts, hold).await;
         }
-        let mut st = lock(&rule.state);
         let mut samples = Vec::new();
-        let delta = ctx.resend_delay.max(self.interval).as_millis() as i64;
-        let resend = ctx.resend_delay.as_millis() as i64;
-        for a in st.active.values_mut() {
-            if a.state != AlertState::Inactive {
-                let mut b = a.labels.to_builder();
-                b.set("__name__", "ALERTS");
-                b.set("alertstate", a.state.as_str());
-                samples.push((b.build(), 1.0));
-                let mut b = a.labels.to_builder();
-                b.set("__name__", "ALERTS_FOR_STATE");
-                samples.push((b.build(), (a.active_at / 1000) as f64));
-            }
-            if a.state == AlertState::Firing || a.resolved_at.is_some() {
-                if a.state == AlertState::Firing {
-                    a.valid_until = ts + 4 * delta;
+        {
+            let mut st = lock(&rule.state);
+            let delta = ctx.resend_delay.max(self.interval).as_millis() as i64;
+            let resend = ctx.resend_delay.as_millis() as i64;
+            for a in st.active.values_mut() {
+                if a.state != AlertState::Inactive {
+                    let mut b = a.labels.to_builder();
+                    b.set("__name__", "ALERTS");
+                    b.set("alertstate", a.state.as_str());
+                    samples.push((b.build(), 1.0));
+                    let mut b = a.labels.to_builder();
+                    b.set("__name__", "ALERTS_FOR_STATE");
+                    samples.push((b.build(), (a.active_at / 1000) as f64));
                 }
-                if a.needs_sending(ts, resend) {
-                    a.last_sent_at = Some(ts);
-                    out_alerts.push(OutAlert {
-                        labels: a.labels.clone(),
-                        annotations: a.annotations.clone(),
-                        starts_at: a.fired_at.unwrap_or(a.active_at),
-                        ends_at: a.resolved_at.unwrap_or(a.valid_until),
-                        generator_url: generator_url(&ctx.external_url, &rule.spec.expr),
-                    });
+                if a.state == AlertState::Firing || a.resolved_at.is_some() {
+                    if a.state == AlertState::Firing {
+                        a.valid_until = ts + 4 * delta;
+                    }
+                    if a.needs_sending(ts, resend) {
+                        a.last_sent_at = Some(ts);
+                        out_alerts.push(OutAlert {
+                            labels: a.labels.clone(),
+                            annotations: a.annotations.clone(),
+                            starts_at: a.fired_at.unwrap_or(a.active_at),
+                            ends_at: a.resolved_at.unwrap_or(a.valid_until),
+                            generator_url: generator_url(&ctx.external_url, &rule.spec.expr),
+                        });
+                    }
                 }
             }
         }
-        drop(st);
-        self.write(ctx, rule, ts, samples)
+        self.write(ctx, rule, ts, samples).await
     }
 
     /// Label sets, annotations and values of the alerts for `vector`.
@@ -679,6 +683,60 @@ impl RuleKind {
         match self {
             RuleKind::Alert { annotations, .. } => annotations,
             RuleKind::Record => &EMPTY,
+        }
+    }
+}
+
+/// How the gateway runs rules (`--rule-file` and the flags next to it, Thanos Ruler's names).
+#[derive(Clone)]
+pub struct RulesOptions {
+    /// `--rule-file` patterns.
+    pub files: Vec<String>,
+    /// `--eval-interval`: groups without their own `interval`.
+    pub eval_interval: Duration,
+    /// `--data-dir`: the TSDB of recorded series and `ALERTS`.
+    pub data_dir: std::path::PathBuf,
+    /// `--label`: external labels of the rule TSDB's store and of sent alerts.
+    pub external_labels: Labels,
+    /// `--tsdb.retention` of the rule TSDB.
+    pub retention: Duration,
+    /// `--alert.query-url`: the base of `generatorURL`s.
+    pub external_url: String,
+    pub resend_delay: Duration,
+    pub for_grace_period: Duration,
+    pub for_outage_tolerance: Duration,
+    /// The strategy of groups without `partial_response_strategy` (abort).
+    pub partial_response: PartialResponse,
+    /// Where alerts go (the Alertmanager sender, the native router).
+    pub alert_sinks: Vec<Arc<dyn AlertSink>>,
+}
+
+impl RulesOptions {
+    /// Thanos Ruler's defaults for everything but the files and the data directory.
+    pub fn new(files: Vec<String>, data_dir: std::path::PathBuf) -> RulesOptions {
+        RulesOptions {
+            files,
+            eval_interval: Duration::from_secs(60),
+            data_dir,
+            external_labels: Labels::empty(),
+            retention: Duration::from_secs(48 * 3600),
+            external_url: String::new(),
+            resend_delay: Duration::from_secs(60),
+            for_grace_period: Duration::from_secs(600),
+            for_outage_tolerance: Duration::from_secs(3600),
+            partial_response: PartialResponse::Abort,
+            alert_sinks: Vec::new(),
+        }
+    }
+}
+
+/// Sends to several sinks.
+pub struct FanoutSink(pub Vec<Arc<dyn AlertSink>>);
+
+impl AlertSink for FanoutSink {
+    fn send(&self, alerts: Vec<OutAlert>) {
+        for s in &self.0 {
+            s.send(alerts.clone());
         }
     }
 }

@@ -1,0 +1,103 @@
+//! The gateway's own TSDB (the edge's TSDB library) for recording rules' output and `ALERTS` /
+//! `ALERTS_FOR_STATE`: written through its WAL (so it survives a restart), cut into blocks and pruned
+//! by retention in the background, and served over the StoreAPI with the gateway's external labels —
+//! the fan-out asks it like any store, so recorded series are queryable through the gateway.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meridian_edge::labels::Labels;
+use meridian_edge::storeapi::Store;
+use meridian_edge::storeapi::leaf::LeafStore;
+use meridian_edge::tsdb::db::{Db, DbOptions};
+use tokio_util::sync::CancellationToken;
+
+use super::RuleSink;
+
+/// The rule TSDB and its store.
+#[derive(Clone)]
+pub struct RuleTsdb {
+    db: Arc<Db>,
+    store: Arc<dyn Store>,
+}
+
+impl RuleTsdb {
+    /// Opens (or creates) the TSDB in `dir` (`--data-dir`), replaying its WAL.
+    pub fn open(
+        dir: &Path,
+        external_labels: Labels,
+        retention: Duration,
+    ) -> Result<RuleTsdb, String> {
+        let opts = DbOptions {
+            retention_time: Some(retention.as_millis() as i64),
+            ..DbOptions::default()
+        };
+        let db = Arc::new(
+            Db::open(dir, opts).map_err(|e| format!("--data-dir {}: {e}", dir.display()))?,
+        );
+        let store: Arc<dyn Store> =
+            Arc::new(LeafStore::from_source(db.clone(), external_labels).with_component("rule"));
+        Ok(RuleTsdb { db, store })
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    pub fn db(&self) -> &Arc<Db> {
+        &self.db
+    }
+
+    /// Cuts blocks and applies retention every `every` until `stop`, then once more.
+    pub async fn housekeeping(self, every: Duration, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            let stopping = tokio::select! {
+                () = stop.cancelled() => true,
+                _ = tick.tick() => false,
+            };
+            let db = self.db.clone();
+            let r = tokio::task::spawn_blocking(move || {
+                db.compact()?;
+                db.apply_retention(meridian_edge::sample::now_ms())?;
+                db.refresh_metrics();
+                Ok::<(), meridian_edge::tsdb::db::DbError>(())
+            })
+            .await;
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "rule TSDB housekeeping failed"),
+                Err(e) => tracing::error!(error = %e, "rule TSDB housekeeping task failed"),
+            }
+            if stopping {
+                return;
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl RuleSink for RuleTsdb {
+    async fn write(&self, samples: Vec<(Labels, i64, f64)>) -> Result<(), String> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut app = db.appender();
+            let mut first_error = None;
+            for (l, t, v) in &samples {
+                if let Err(e) = app.add(l, *t, *v) {
+                    first_error.get_or_insert_with(|| format!("{l}: {e}"));
+                }
+            }
+            app.commit().map_err(|e| e.to_string())?;
+            match first_error {
+                Some(e) => Err(format!("rule output not stored: {e}")),
+                None => Ok(()),
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+}
