@@ -13,6 +13,8 @@ declare -A apt_for=(
   [dnsmasq]=dnsmasq-base
   [nginx]=nginx
   [openssl]=openssl
+  [prometheus-alertmanager]=prometheus-alertmanager
+  [amtool]=prometheus-alertmanager
 )
 missing=()
 for cmd in "${!apt_for[@]}"; do

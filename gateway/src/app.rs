@@ -81,6 +81,7 @@ pub struct Gateway {
     tls_watcher: Option<meridian_pki::tls::Watcher>,
     bucket: Option<Background>,
     rules: Option<(Arc<RuleManager>, Background)>,
+    notifier: Option<Background>,
 }
 
 /// A background task and its stop token.
@@ -181,6 +182,8 @@ impl Gateway {
         let view = endpoints.clone();
         let http_tls_metrics = opts.http_tls.clone();
         let bucket_metrics = opts.bucket.as_ref().map(|b| b.metrics().clone());
+        let notifier = opts.rules.as_ref().and_then(|r| r.notifier.clone());
+        let notifier_metrics = notifier.as_ref().map(|n| n.metrics.clone());
         let api = Arc::new(Api::new(
             fanout.clone(),
             Arc::new(move || view.stores_view()),
@@ -190,6 +193,9 @@ impl Gateway {
                     tls.metrics().register(r);
                 }
                 if let Some(m) = &bucket_metrics {
+                    m.register(r);
+                }
+                if let Some(m) = &notifier_metrics {
                     m.register(r);
                 }
             },
@@ -221,8 +227,13 @@ impl Gateway {
                         })) as Arc<dyn crate::queryable::Queryable>
                     }),
                     sink: Arc::new(tsdb.clone()),
-                    alerts: (!r.alert_sinks.is_empty())
-                        .then(|| Arc::new(FanoutSink(r.alert_sinks.clone())) as _),
+                    alerts: {
+                        let mut sinks = r.alert_sinks.clone();
+                        if let Some(n) = &notifier {
+                            sinks.push(n.clone());
+                        }
+                        (!sinks.is_empty()).then(|| Arc::new(FanoutSink(sinks)) as _)
+                    },
                     external_labels: r
                         .external_labels
                         .iter()
@@ -250,6 +261,11 @@ impl Gateway {
             }
             _ => None,
         };
+        let notifier = notifier.map(|n| {
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(n.run(stop.clone()));
+            Background { stop, task }
+        });
         tracing::info!(grpc = %grpc_addr, http = %http_addr, "gateway started");
         Ok(Gateway {
             endpoints,
@@ -272,6 +288,7 @@ impl Gateway {
             tls_watcher,
             bucket,
             rules,
+            notifier,
         })
     }
 
@@ -306,6 +323,10 @@ impl Gateway {
         if let Some((m, housekeeping)) = self.rules {
             m.stop().await;
             housekeeping.stop().await;
+        }
+        // Alerts of the last evaluations are sent before the servers close.
+        if let Some(n) = self.notifier {
+            n.stop().await;
         }
         self.http.stop().await;
         self.grpc.stop().await;

@@ -3,6 +3,7 @@
 //! answers ([`dedup`] merges HA replicas), [`queryable`] is the seam the PromQL engine reads through,
 //! [`api`] serves HTTP and [`app`] runs it all. [`probe`] asks one endpoint for its `Info`.
 
+pub mod alerting;
 pub mod api;
 pub mod app;
 pub mod bucket;

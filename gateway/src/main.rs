@@ -89,6 +89,31 @@ struct RuleArgs {
     /// Longest downtime after which the `for` state is still restored.
     #[arg(long = "for-outage-tolerance", default_value = "1h", value_parser = parse_duration)]
     for_outage_tolerance: Duration,
+    /// Alertmanager to send alerts to: http://host:port[/prefix], with dns+ or dnssrv+ in front for
+    /// discovery; repeatable. Alerts go to every Alertmanager found.
+    #[arg(long = "alertmanagers.url", value_name = "URL")]
+    alertmanager_urls: Vec<String>,
+    /// Alertmanagers config file (Thanos' format: static_configs, file_sd_configs, scheme, path_prefix,
+    /// timeout, api_version).
+    #[arg(long = "alertmanagers.config-file", value_name = "FILE")]
+    alertmanager_config: Option<PathBuf>,
+    /// Timeout of one send to one Alertmanager.
+    #[arg(long = "alertmanagers.send-timeout", default_value = "10s", value_parser = parse_duration)]
+    alertmanager_timeout: Duration,
+    /// Alerts waiting to be sent; beyond it the oldest are dropped (and counted).
+    #[arg(
+        long = "alertmanagers.notification-queue-capacity",
+        default_value = "10000"
+    )]
+    queue_capacity: usize,
+    /// Label removed from alerts before sending (the replica label, so HA evaluators' alerts are one);
+    /// repeatable.
+    #[arg(long = "alert.label-drop", value_name = "NAME")]
+    label_drop: Vec<String>,
+    /// File of alert_relabel_configs (a YAML list of Prometheus relabel configs) applied to alerts
+    /// before sending.
+    #[arg(long = "alert.relabel-config-file", value_name = "FILE")]
+    relabel_config: Option<PathBuf>,
 }
 
 impl RuleArgs {
@@ -112,8 +137,54 @@ impl RuleArgs {
         Ok(meridian_edge::labels::Labels::from_pairs(pairs))
     }
 
-    fn options(&self) -> anyhow::Result<Option<meridian_gateway::rules::RulesOptions>> {
+    fn notifier(
+        &self,
+        external_labels: meridian_edge::labels::Labels,
+        dns_server: Option<std::net::SocketAddr>,
+    ) -> anyhow::Result<Option<std::sync::Arc<meridian_gateway::alerting::notifier::Notifier>>>
+    {
+        use meridian_gateway::alerting::notifier::{self, NotifierOptions};
+        let mut sets = Vec::new();
+        for u in &self.alertmanager_urls {
+            sets.push(
+                notifier::parse_url(u, self.alertmanager_timeout).map_err(anyhow::Error::msg)?,
+            );
+        }
+        if let Some(f) = &self.alertmanager_config {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("--alertmanagers.config-file {}", f.display()))?;
+            sets.extend(
+                notifier::parse_config(&text, self.alertmanager_timeout)
+                    .map_err(anyhow::Error::msg)?,
+            );
+        }
+        if sets.is_empty() {
+            return Ok(None);
+        }
+        let mut o = NotifierOptions::new(sets);
+        o.external_labels = external_labels;
+        o.label_drop = self.label_drop.clone();
+        o.queue_capacity = self.queue_capacity;
+        o.dns_server = dns_server;
+        if let Some(f) = &self.relabel_config {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("--alert.relabel-config-file {}", f.display()))?;
+            o.relabel = serde_saphyr::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("--alert.relabel-config-file {}: {e}", f.display()))?;
+        }
+        Ok(Some(notifier::Notifier::new(o)))
+    }
+
+    fn options(
+        &self,
+        dns_server: Option<std::net::SocketAddr>,
+    ) -> anyhow::Result<Option<meridian_gateway::rules::RulesOptions>> {
         if self.rule_files.is_empty() {
+            if !self.alertmanager_urls.is_empty() || self.alertmanager_config.is_some() {
+                anyhow::bail!(
+                    "--alertmanagers.url and --alertmanagers.config-file need --rule-file"
+                );
+            }
             return Ok(None);
         }
         let mut o = meridian_gateway::rules::RulesOptions::new(
@@ -127,6 +198,7 @@ impl RuleArgs {
         o.resend_delay = self.resend_delay;
         o.for_grace_period = self.for_grace_period;
         o.for_outage_tolerance = self.for_outage_tolerance;
+        o.notifier = self.notifier(o.external_labels.clone(), dns_server)?;
         Ok(Some(o))
     }
 }
@@ -507,7 +579,7 @@ async fn store(args: StoreArgs) -> anyhow::Result<()> {
 async fn query(args: QueryArgs, flags: Vec<(String, String)>) -> anyhow::Result<()> {
     init_logging(&args.log_level, &args.log_format)?;
     let bucket = args.bucket.open()?;
-    let rules = args.rules.options()?;
+    let rules = args.rules.options(args.dns_nameserver)?;
     if args.endpoints.is_empty()
         && args.endpoint_config.is_none()
         && bucket.is_none()

@@ -364,3 +364,193 @@ fn rule_file_checks_agree_with_promtool_check_rules() {
     assert!(rejected >= 10, "too few rejected cases: {rejected}");
     assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
 }
+
+/// Debian's Alertmanager 0.25 on loopback, clustering off.
+fn start_alertmanager(dir: &Path) -> Option<(meridian_testkit::ChildGuard, String)> {
+    let bin = require(
+        "prometheus-alertmanager",
+        "apt-get install prometheus-alertmanager",
+    )?;
+    let cfg = dir.join("am.yml");
+    std::fs::write(
+        &cfg,
+        "route:\n  receiver: none\n  group_by: [alertname, cluster]\n  group_wait: 1h\nreceivers:\n- name: none\n",
+    )
+    .unwrap();
+    let port = meridian_testkit::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = std::process::Command::new(bin)
+        .arg(format!("--config.file={}", cfg.display()))
+        .arg(format!("--storage.path={}", dir.join("am-data").display()))
+        .arg(format!("--web.listen-address={addr}"))
+        .arg("--cluster.listen-address=")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = meridian_testkit::ChildGuard(child);
+    meridian_testkit::wait_for("alertmanager ready", Duration::from_secs(20), || {
+        meridian_testkit::http("GET", &addr, "/-/ready", &[], b"")
+            .ok()
+            .filter(|r| r.status == 200)
+    });
+    Some((guard, addr))
+}
+
+/// One HA rule evaluator: its rules over `store`, sending to `am` with its own replica label.
+fn evaluator(
+    rules: &Path,
+    store: &Arc<Store>,
+    notifier: Arc<meridian_gateway::alerting::notifier::Notifier>,
+) -> (Vec<Group>, EvalContext) {
+    let q: Arc<dyn Queryable> = store.clone();
+    let ctx = EvalContext {
+        engine: Engine::default(),
+        queryable: Arc::new(move |_| q.clone()),
+        sink: Arc::new(Store::default()),
+        alerts: Some(notifier),
+        external_labels: BTreeMap::new(),
+        external_url: "http://meridian.example".into(),
+        default_partial_response: PartialResponse::Abort,
+        resend_delay: Duration::from_secs(60),
+        for_outage_tolerance: Duration::from_secs(3600),
+        for_grace_period: Duration::from_secs(600),
+    };
+    let groups = file::load(rules)
+        .unwrap()
+        .into_iter()
+        .map(|s| Group::new(s, Duration::from_secs(60)))
+        .collect();
+    (groups, ctx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_evaluators_make_one_alert_in_alertmanager_and_resolve_it() {
+    use meridian_gateway::alerting::notifier::{Notifier, NotifierOptions, parse_url};
+    let dir = tempfile::tempdir().unwrap();
+    let Some((_am, am_addr)) = start_alertmanager(dir.path()) else {
+        return;
+    };
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n- name: g\n  rules:\n  - alert: NodeDown\n    expr: up == 0\n    labels: {severity: page}\n    annotations: {summary: '{{ $labels.instance }} is down'}\n",
+    )
+    .unwrap();
+    let store = Arc::new(Store::default());
+    let now = meridian_edge::sample::now_ms();
+    let set_up = |v: f64, at: i64| {
+        let mut s = series_from_notation(r#"up{job="node", instance="n1"}"#, "0", 1).unwrap();
+        s.samples[0] = meridian_edge::sample::Sample::new(at, v);
+        *store.0.write().unwrap() = MemQueryable { series: vec![s] };
+    };
+    set_up(0.0, now);
+    let mut stops = Vec::new();
+    let mut evaluators = Vec::new();
+    let mut notifiers = Vec::new();
+    for replica in ["a", "b"] {
+        let mut o = NotifierOptions::new(vec![
+            parse_url(&format!("http://{am_addr}"), Duration::from_secs(5)).unwrap(),
+        ]);
+        o.external_labels = Labels::from_pairs([("cluster", "c1"), ("replica", replica)]);
+        o.label_drop = vec!["replica".into()];
+        let n = Notifier::new(o);
+        n.refresh().await;
+        let stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(n.clone().run(stop.clone()));
+        stops.push(stop);
+        evaluators.push(evaluator(&rules, &store, n.clone()));
+        notifiers.push(n);
+    }
+    for (groups, ctx) in &evaluators {
+        for g in groups {
+            g.eval(ctx, now).await;
+        }
+    }
+    let am = am_addr.clone();
+    let _first = tokio::task::spawn_blocking(move || {
+        meridian_testkit::wait_for(
+            "an alert group in Alertmanager",
+            Duration::from_secs(20),
+            || {
+                let g = meridian_testkit::http_get(&am, "/api/v2/alerts/groups").json();
+                g.as_array().filter(|a| !a.is_empty()).map(|_| g.clone())
+            },
+        )
+    })
+    .await
+    .unwrap();
+    // Both evaluators sent; Alertmanager holds one group with one alert, without the replica label.
+    let sent = |n: &Notifier| -> u64 {
+        n.targets()
+            .iter()
+            .map(|t| {
+                n.metrics
+                    .sent
+                    .get_or_create(&meridian_gateway::alerting::notifier::AmLabel {
+                        alertmanager: t.clone(),
+                    })
+                    .get()
+            })
+            .sum()
+    };
+    for _ in 0..200 {
+        if notifiers.iter().all(|n| sent(n) > 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        notifiers.iter().all(|n| sent(n) == 1),
+        "each evaluator sends its alert once"
+    );
+    let am = am_addr.clone();
+    let groups = tokio::task::spawn_blocking(move || {
+        meridian_testkit::http_get(&am, "/api/v2/alerts/groups").json()
+    })
+    .await
+    .unwrap();
+    let all = groups.as_array().unwrap();
+    assert_eq!(all.len(), 1, "{groups}");
+    let alerts = all[0]["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 1, "HA replicas' alerts must be one: {groups}");
+    let labels = &alerts[0]["labels"];
+    assert_eq!(labels["alertname"], "NodeDown");
+    assert_eq!(labels["cluster"], "c1");
+    assert!(labels.get("replica").is_none(), "{labels}");
+    assert_eq!(alerts[0]["annotations"]["summary"], "n1 is down");
+    assert_eq!(alerts[0]["status"]["state"], "active");
+    assert!(
+        alerts[0]["generatorURL"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://meridian.example/graph?g0.expr=up+%3D%3D+0")
+    );
+
+    // The node comes back: both evaluators resolve the alert, and Alertmanager learns it.
+    // Evaluated at the current time, so the resolved alert's endsAt is not in Alertmanager's future
+    // (an alert still "valid" there keeps its later endsAt, as Alertmanager merges them).
+    let later = meridian_edge::sample::now_ms().max(now + 1);
+    set_up(1.0, later);
+    for (groups, ctx) in &evaluators {
+        for g in groups {
+            g.eval(ctx, later).await;
+        }
+    }
+    let am = am_addr.clone();
+    tokio::task::spawn_blocking(move || {
+        meridian_testkit::wait_for(
+            "the alert resolved in Alertmanager",
+            Duration::from_secs(20),
+            || {
+                let a = meridian_testkit::http_get(&am, "/api/v2/alerts?active=true").json();
+                a.as_array().filter(|a| a.is_empty()).map(|_| ())
+            },
+        )
+    })
+    .await
+    .unwrap();
+    for s in stops {
+        s.cancel();
+    }
+}

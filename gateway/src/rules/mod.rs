@@ -707,8 +707,11 @@ pub struct RulesOptions {
     pub for_outage_tolerance: Duration,
     /// The strategy of groups without `partial_response_strategy` (abort).
     pub partial_response: PartialResponse,
-    /// Where alerts go (the Alertmanager sender, the native router).
+    /// Where alerts go besides the Alertmanager sender (the native router, tests).
     pub alert_sinks: Vec<Arc<dyn AlertSink>>,
+    /// The Alertmanager sender (`--alertmanagers.url`): run, drained at shutdown and measured by the
+    /// gateway.
+    pub notifier: Option<Arc<crate::alerting::notifier::Notifier>>,
 }
 
 impl RulesOptions {
@@ -726,6 +729,7 @@ impl RulesOptions {
             for_outage_tolerance: Duration::from_secs(3600),
             partial_response: PartialResponse::Abort,
             alert_sinks: Vec::new(),
+            notifier: None,
         }
     }
 }
