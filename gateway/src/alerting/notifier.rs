@@ -55,8 +55,11 @@ pub fn parse_url(value: &str, timeout: Duration) -> Result<AlertmanagerSet, Stri
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| err("want scheme://host:port[/path]"))?;
-    if scheme != "http" && scheme != "https" {
-        return Err(err(&format!("scheme {scheme:?} is not http or https")));
+    if scheme == "https" {
+        return Err(err("https Alertmanagers are not supported yet (use http)"));
+    }
+    if scheme != "http" {
+        return Err(err(&format!("scheme {scheme:?} is not http")));
     }
     let (host, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -70,8 +73,6 @@ pub fn parse_url(value: &str, timeout: Duration) -> Result<AlertmanagerSet, Stri
             .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
         {
             h.to_owned()
-        } else if scheme == "https" {
-            format!("{h}:443")
         } else {
             format!("{h}:80")
         }
@@ -152,8 +153,13 @@ pub fn parse_config(text: &str, default_timeout: Duration) -> Result<Vec<Alertma
                 s.api_version
             ));
         }
-        if s.scheme != "http" && s.scheme != "https" {
-            return Err(format!("{at}: scheme {:?} is not http or https", s.scheme));
+        if s.scheme == "https" {
+            return Err(format!(
+                "{at}: scheme https is not supported yet (use http)"
+            ));
+        }
+        if s.scheme != "http" {
+            return Err(format!("{at}: scheme {:?} is not http", s.scheme));
         }
         if s.http_config.is_some() {
             return Err(format!(
@@ -538,6 +544,8 @@ mod tests {
         let s = parse_url("http://127.0.0.1:9093", Duration::from_secs(10)).expect("url");
         assert_eq!(s.specs, vec![EndpointSpec::Static("127.0.0.1:9093".into())]);
         assert!(parse_url("ftp://x:1", Duration::from_secs(1)).is_err());
+        let e = parse_url("https://x:1", Duration::from_secs(1)).unwrap_err();
+        assert!(e.contains("not supported yet"), "{e}");
         assert!(parse_url("dnsx+http://x:1", Duration::from_secs(1)).is_err());
         let sets = parse_config(
             "alertmanagers:\n- static_configs: ['dns+am:9093']\n  scheme: http\n  timeout: 5s\n  path_prefix: /am\n",

@@ -862,8 +862,12 @@ impl RuleManager {
 
     fn spawn(self: &Arc<Self>, g: Arc<Group>, stop: CancellationToken) {
         let me = self.clone();
-        lock(&self.tasks).spawn(async move {
+        let mut tasks = lock(&self.tasks);
+        // Loops of groups replaced by reloads have ended: reap them.
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
             let interval = g.interval.as_millis().max(1) as i64;
+            let mut last = i64::MIN;
             loop {
                 let now = (me.clock)();
                 let next = g.slot_at(now) + interval;
@@ -874,6 +878,11 @@ impl RuleManager {
                     () = tokio::time::sleep(wait) => {}
                 }
                 let ts = g.slot_at((me.clock)());
+                if ts <= last {
+                    // The wall clock stepped back: never evaluate one slot twice.
+                    continue;
+                }
+                last = ts;
                 g.eval(&me.ctx, ts).await;
                 me.metrics.evaluations.inc_by(g.rules.len() as u64);
                 let failed = g
