@@ -22,6 +22,15 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
         .unwrap()
 }
 
+async fn post_reload(addr: std::net::SocketAddr) -> meridian_testkit::HttpResponse {
+    let addr = addr.to_string();
+    tokio::task::spawn_blocking(move || {
+        meridian_testkit::http("POST", &addr, "/-/reload", &[], b"").unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 async fn start(rules: &Path, data: &Path) -> Gateway {
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -170,12 +179,7 @@ async fn reload_replaces_groups_and_keeps_a_bad_file_out() {
         "groups:\n- name: b\n  rules:\n  - record: two\n    expr: vector(2)\n",
     )
     .unwrap();
-    let addr = gw.http_addr().to_string();
-    let resp = tokio::task::spawn_blocking(move || {
-        meridian_testkit::http("POST", &addr, "/-/reload", &[], b"").unwrap()
-    })
-    .await
-    .unwrap();
+    let resp = post_reload(gw.http_addr()).await;
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(names(&get(gw.http_addr(), "/api/v1/rules").await), ["b"]);
     std::fs::write(
@@ -183,12 +187,7 @@ async fn reload_replaces_groups_and_keeps_a_bad_file_out() {
         "groups:\n- name: c\n  rules:\n  - record: 'bad name'\n    expr: up\n",
     )
     .unwrap();
-    let addr = gw.http_addr().to_string();
-    let resp = tokio::task::spawn_blocking(move || {
-        meridian_testkit::http("POST", &addr, "/-/reload", &[], b"").unwrap()
-    })
-    .await
-    .unwrap();
+    let resp = post_reload(gw.http_addr()).await;
     assert_eq!(resp.status, 500);
     assert!(
         resp.text()

@@ -59,18 +59,7 @@ async fn start_gateway(series: &[meridian_gateway::queryable::SeriesData]) -> (G
 }
 
 fn promtool_out(promtool: &std::path::Path, args: &[String]) -> (bool, String) {
-    let out = std::process::Command::new(promtool)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    meridian_testkit::status_and_output(std::process::Command::new(promtool).args(args))
 }
 
 /// Instant vectors come back in no promised order: compare their lines as a set.

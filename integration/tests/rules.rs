@@ -218,18 +218,10 @@ async fn firing_alerts_agree_with_promtool_test_rules() {
     let run = |text: &str| {
         let f = dir.path().join("test.yml");
         std::fs::write(&f, text).unwrap();
-        let out = std::process::Command::new(&promtool)
-            .args(["test", "rules"])
-            .arg(&f)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
+        meridian_testkit::status_and_output(
+            std::process::Command::new(&promtool)
+                .args(["test", "rules"])
+                .arg(&f),
         )
     };
     let test = promtool_test(&rules, &external, &firing);

@@ -273,6 +273,8 @@ pub struct Notifier {
     more: Notify,
     /// Discovered Alertmanager URLs (the `/api/v2/alerts` endpoint of each) with their timeout.
     targets: Mutex<Vec<(String, Duration)>>,
+    /// `None` when no resolver could be built (logged once; static addresses still work).
+    resolver: Option<DnsResolver>,
     pub metrics: NotifierMetrics,
 }
 
@@ -288,7 +290,11 @@ fn rfc3339_ms(ms: i64) -> String {
 
 impl Notifier {
     pub fn new(opts: NotifierOptions) -> Arc<Notifier> {
+        let resolver = DnsResolver::new(opts.dns_server)
+            .inspect_err(|e| tracing::warn!(error = %e, "alertmanager discovery: no DNS resolver"))
+            .ok();
         Arc::new(Notifier {
+            resolver,
             opts,
             queue: Mutex::new(VecDeque::new()),
             more: Notify::new(),
@@ -322,12 +328,8 @@ impl Notifier {
 
     /// Resolves every set once.
     pub async fn refresh(&self) {
-        let resolver = match DnsResolver::new(self.opts.dns_server) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, "alertmanager discovery: no resolver");
-                return;
-            }
+        let Some(resolver) = &self.resolver else {
+            return;
         };
         let mut out = Vec::new();
         for set in &self.opts.sets {

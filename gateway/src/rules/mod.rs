@@ -178,6 +178,8 @@ pub struct Group {
     pub spec: GroupSpec,
     pub interval: Duration,
     pub rules: Vec<Rule>,
+    /// Where the group's slots fall within its interval, ms.
+    offset: i64,
     timing: Mutex<GroupTiming>,
 }
 
@@ -227,10 +229,14 @@ impl Group {
                 }),
             })
             .collect();
+        let offset = (xxhash_rust::xxh3::xxh3_64(
+            format!("{};{}", spec.file.display(), spec.name).as_bytes(),
+        ) % interval.as_millis().max(1) as u64) as i64;
         Group {
             spec,
             interval,
             rules,
+            offset,
             timing: Mutex::new(GroupTiming::default()),
         }
     }
@@ -269,11 +275,8 @@ impl Group {
     /// Prometheus' `EvalTimestamp`).
     pub fn slot_at(&self, now: i64) -> i64 {
         let interval = self.interval.as_millis().max(1) as i64;
-        let offset = (xxhash_rust::xxh3::xxh3_64(
-            format!("{};{}", self.spec.file.display(), self.spec.name).as_bytes(),
-        ) % interval as u64) as i64;
-        let adjusted = now - offset;
-        adjusted - adjusted.rem_euclid(interval) + offset
+        let adjusted = now - self.offset;
+        adjusted - adjusted.rem_euclid(interval) + self.offset
     }
 
     /// Evaluates every rule at `ts` (ms), in order.

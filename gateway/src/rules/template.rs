@@ -627,31 +627,32 @@ fn compare(a: &Value, b: &Value) -> Result<std::cmp::Ordering, FuncError> {
     ord.ok_or_else(|| err(format!("incompatible types for comparison: {a} and {b}")))
 }
 
-fn two<'a>(name: &str, args: &'a [Value]) -> Result<(&'a Value, &'a Value), FuncError> {
+/// A two-argument comparison: `name a b` is `test(order of a and b)`.
+fn ordered(
+    name: &str,
+    args: &[Value],
+    test: fn(std::cmp::Ordering) -> bool,
+) -> Result<Value, FuncError> {
     match args {
-        [a, b] => Ok((a, b)),
+        [a, b] => Ok(Value::Bool(test(compare(a, b)?))),
         _ => Err(FuncError::ExactlyXArgs(name.to_owned(), 2)),
     }
 }
 
 fn lt(args: &[Value]) -> Result<Value, FuncError> {
-    let (a, b) = two("lt", args)?;
-    Ok(Value::Bool(compare(a, b)?.is_lt()))
+    ordered("lt", args, std::cmp::Ordering::is_lt)
 }
 
 fn le(args: &[Value]) -> Result<Value, FuncError> {
-    let (a, b) = two("le", args)?;
-    Ok(Value::Bool(compare(a, b)?.is_le()))
+    ordered("le", args, std::cmp::Ordering::is_le)
 }
 
 fn gt(args: &[Value]) -> Result<Value, FuncError> {
-    let (a, b) = two("gt", args)?;
-    Ok(Value::Bool(compare(a, b)?.is_gt()))
+    ordered("gt", args, std::cmp::Ordering::is_gt)
 }
 
 fn ge(args: &[Value]) -> Result<Value, FuncError> {
-    let (a, b) = two("ge", args)?;
-    Ok(Value::Bool(compare(a, b)?.is_ge()))
+    ordered("ge", args, std::cmp::Ordering::is_ge)
 }
 
 /// `eq a b c ...`: whether `a` equals any of the others (Go's form).
@@ -668,8 +669,7 @@ fn eq(args: &[Value]) -> Result<Value, FuncError> {
 }
 
 fn ne(args: &[Value]) -> Result<Value, FuncError> {
-    let (a, b) = two("ne", args)?;
-    Ok(Value::Bool(!compare(a, b)?.is_eq()))
+    ordered("ne", args, std::cmp::Ordering::is_ne)
 }
 
 const FUNCS: &[(&str, gtmpl::Func)] = &[

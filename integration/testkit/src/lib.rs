@@ -78,6 +78,21 @@ impl Drop for ChildGuard {
     }
 }
 
+/// Runs a command to completion: whether it succeeded, and its stdout then stderr.
+pub fn status_and_output(cmd: &mut std::process::Command) -> (bool, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 /// Runs a command to completion, panicking with its output when it fails.
 pub fn run_ok(cmd: &mut std::process::Command) -> std::process::Output {
     let out = cmd
