@@ -42,6 +42,10 @@ if ! python3 -c "import grpc, grpc_tools" >/dev/null 2>&1; then
   python3 -m pip install -q "grpcio==1.76.0" "grpcio-tools==1.76.0"
 fi
 
+# A clean CI build gains nothing from incremental artifacts, which take gigabytes of disk.
+if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
+df -h . | awk 'NR == 2 { print "== disk: " $4 " free before the build" }'
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
@@ -49,6 +53,8 @@ echo "== cargo test (doc tests)"
 cargo test --workspace --doc --locked 2>&1 | tee -a "$log" || status=1
 echo "== cargo test (workspace, all targets)"
 cargo test --workspace --all-targets --locked 2>&1 | tee -a "$log" || status=1
+
+df -h . | awk 'NR == 2 { print "== disk: " $4 " free after the build" }'
 
 # One closing line with the totals of every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

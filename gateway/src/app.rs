@@ -82,6 +82,7 @@ pub struct Gateway {
     bucket: Option<Background>,
     rules: Option<(Arc<RuleManager>, Background)>,
     notifier: Option<Background>,
+    router: Option<Background>,
 }
 
 /// A background task and its stop token.
@@ -184,6 +185,8 @@ impl Gateway {
         let bucket_metrics = opts.bucket.as_ref().map(|b| b.metrics().clone());
         let notifier = opts.rules.as_ref().and_then(|r| r.notifier.clone());
         let notifier_metrics = notifier.as_ref().map(|n| n.metrics.clone());
+        let router = opts.rules.as_ref().and_then(|r| r.router.clone());
+        let router_metrics = router.as_ref().map(|r| r.metrics().clone());
         let api = Arc::new(Api::new(
             fanout.clone(),
             Arc::new(move || view.stores_view()),
@@ -196,6 +199,9 @@ impl Gateway {
                     m.register(r);
                 }
                 if let Some(m) = &notifier_metrics {
+                    m.register(r);
+                }
+                if let Some(m) = &router_metrics {
                     m.register(r);
                 }
             },
@@ -232,6 +238,9 @@ impl Gateway {
                         if let Some(n) = &notifier {
                             sinks.push(n.clone());
                         }
+                        if let Some(r) = &router {
+                            sinks.push(r.clone());
+                        }
                         (!sinks.is_empty()).then(|| Arc::new(FanoutSink(sinks)) as _)
                     },
                     external_labels: r
@@ -266,6 +275,11 @@ impl Gateway {
             let task = tokio::spawn(n.run(stop.clone()));
             Background { stop, task }
         });
+        let router = router.map(|r| {
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(r.run(stop.clone()));
+            Background { stop, task }
+        });
         tracing::info!(grpc = %grpc_addr, http = %http_addr, "gateway started");
         Ok(Gateway {
             endpoints,
@@ -289,6 +303,7 @@ impl Gateway {
             bucket,
             rules,
             notifier,
+            router,
         })
     }
 
@@ -327,6 +342,9 @@ impl Gateway {
         // Alerts of the last evaluations are sent before the servers close.
         if let Some(n) = self.notifier {
             n.stop().await;
+        }
+        if let Some(r) = self.router {
+            r.stop().await;
         }
         self.http.stop().await;
         self.grpc.stop().await;

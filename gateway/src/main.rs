@@ -114,6 +114,10 @@ struct RuleArgs {
     /// before sending.
     #[arg(long = "alert.relabel-config-file", value_name = "FILE")]
     relabel_config: Option<PathBuf>,
+    /// Alertmanager configuration (route, receivers with webhook_configs, inhibit_rules) for the
+    /// native router: alerts are grouped and sent to webhooks without an Alertmanager.
+    #[arg(long = "alert.routing-config-file", value_name = "FILE")]
+    routing_config: Option<PathBuf>,
 }
 
 impl RuleArgs {
@@ -166,13 +170,37 @@ impl RuleArgs {
         o.label_drop = self.label_drop.clone();
         o.queue_capacity = self.queue_capacity;
         o.dns_server = dns_server;
-        if let Some(f) = &self.relabel_config {
-            let text = std::fs::read_to_string(f)
-                .with_context(|| format!("--alert.relabel-config-file {}", f.display()))?;
-            o.relabel = serde_saphyr::from_str(&text)
-                .map_err(|e| anyhow::anyhow!("--alert.relabel-config-file {}: {e}", f.display()))?;
-        }
+        o.relabel = self.relabel()?;
         Ok(Some(notifier::Notifier::new(o)))
+    }
+
+    /// `--alert.relabel-config-file`.
+    fn relabel(&self) -> anyhow::Result<Vec<meridian_edge::relabel::RelabelConfig>> {
+        let Some(f) = &self.relabel_config else {
+            return Ok(Vec::new());
+        };
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("--alert.relabel-config-file {}", f.display()))?;
+        serde_saphyr::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("--alert.relabel-config-file {}: {e}", f.display()))
+    }
+
+    /// The native router of `--alert.routing-config-file`.
+    fn router(
+        &self,
+        external_labels: meridian_edge::labels::Labels,
+    ) -> anyhow::Result<Option<std::sync::Arc<meridian_gateway::alerting::dispatch::Router>>> {
+        use meridian_gateway::alerting::{dispatch, route};
+        let Some(f) = &self.routing_config else {
+            return Ok(None);
+        };
+        let config = route::load(f).context("--alert.routing-config-file")?;
+        let mut o = dispatch::RouterOptions::new(config);
+        o.external_labels = external_labels;
+        o.label_drop = self.label_drop.clone();
+        o.relabel = self.relabel()?;
+        o.external_url = self.query_url.clone();
+        Ok(Some(dispatch::Router::new(o)))
     }
 
     fn options(
@@ -180,9 +208,13 @@ impl RuleArgs {
         dns_server: Option<std::net::SocketAddr>,
     ) -> anyhow::Result<Option<meridian_gateway::rules::RulesOptions>> {
         if self.rule_files.is_empty() {
-            if !self.alertmanager_urls.is_empty() || self.alertmanager_config.is_some() {
+            if !self.alertmanager_urls.is_empty()
+                || self.alertmanager_config.is_some()
+                || self.routing_config.is_some()
+            {
                 anyhow::bail!(
-                    "--alertmanagers.url and --alertmanagers.config-file need --rule-file"
+                    "--alertmanagers.url, --alertmanagers.config-file and \
+                     --alert.routing-config-file need --rule-file"
                 );
             }
             return Ok(None);
@@ -199,6 +231,7 @@ impl RuleArgs {
         o.for_grace_period = self.for_grace_period;
         o.for_outage_tolerance = self.for_outage_tolerance;
         o.notifier = self.notifier(o.external_labels.clone(), dns_server)?;
+        o.router = self.router(o.external_labels.clone())?;
         Ok(Some(o))
     }
 }

@@ -5,6 +5,9 @@
 //!   written as a `promtool test rules` file, and promtool — evaluating the same rules over the same
 //!   series — must agree. A changed expectation must make promtool fail (the oracle can fail).
 //! - **Rule file checks**: `promtool check rules` and Meridian accept and reject the same files.
+//! - **Native routing**: for a table of alerts, the routing tree picks the receivers `amtool config
+//!   routes test` (0.25) picks; `amtool check-config` and Meridian accept and reject the same routing
+//!   files.
 
 #![allow(clippy::unwrap_used)]
 
@@ -545,4 +548,249 @@ async fn ha_evaluators_make_one_alert_in_alertmanager_and_resolve_it() {
     for s in stops {
         s.cancel();
     }
+}
+
+// ---- native routing next to amtool 0.25 ----
+
+/// A routing tree with every kind of matcher, `continue`, nesting and inherited receivers.
+const ROUTING: &str = r#"
+route:
+  receiver: default
+  group_by: [alertname]
+  routes:
+    - matchers: ['severity="critical"', 'team=~"db|infra"']
+      receiver: pager
+      continue: true
+    - match: {team: db}
+      receiver: db
+      routes:
+        - matchers: ['{env!="prod", instance!~"db-[0-9]+"}']
+          receiver: db-nonprod
+    - match_re: {service: "foo|ba.*"}
+      receiver: services
+      group_by: ['...']
+      routes:
+        - matchers: [env=staging]
+          continue: true
+        - matchers: ['env =~ "stag.*"', 'owner!=""']
+          receiver: owners
+        - matchers: ['path="a,b=\"c\""']
+          receiver: quoted
+    - matchers: ['severity=~"warn(ing)?"']
+      continue: true
+      receiver: warnings
+    - matchers: ['severity!~"info|debug"', 'alertname=~".+"']
+      receiver: named
+inhibit_rules:
+  - source_matchers: [severity=critical]
+    target_matchers: [severity=warning]
+    equal: [cluster]
+receivers:
+  - name: default
+  - name: pager
+    webhook_configs: [{url: 'http://127.0.0.1:9/hook'}]
+  - name: db
+  - name: db-nonprod
+  - name: services
+  - name: owners
+  - name: quoted
+  - name: warnings
+  - name: named
+"#;
+
+/// Alerts (as `label=value` words) to route.
+const ROUTED: &[&str] = &[
+    "",
+    "alertname=X",
+    "severity=critical team=db",
+    "severity=critical team=infra env=prod",
+    "severity=critical team=web",
+    "team=db env=prod",
+    "team=db env=dev",
+    "team=db env=dev instance=db-1",
+    "team=db instance=web-1",
+    "service=foo",
+    "service=bar env=staging",
+    "service=bar env=staging owner=me",
+    "service=fooo env=stage owner=me",
+    "service=baz env=staging owner=",
+    "service=foo path=a,b=\"c\"",
+    "service=foo path=a,b",
+    "severity=warning",
+    "severity=warn alertname=Y",
+    "severity=warnings alertname=Y",
+    "severity=info alertname=Y",
+    "severity=critical team=db service=foo",
+    "team=dbx",
+    "alertname=",
+];
+
+#[test]
+fn routing_tree_picks_the_receivers_amtool_picks() {
+    let Some(amtool) = require("amtool", "apt-get install prometheus-alertmanager") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("alertmanager.yml");
+    std::fs::write(&f, ROUTING).unwrap();
+    let config = meridian_gateway::alerting::route::parse(ROUTING).unwrap();
+    let mut disagreements = Vec::new();
+    let mut distinct = std::collections::BTreeSet::new();
+    for words in ROUTED {
+        let pairs: Vec<(String, String)> = words
+            .split(' ')
+            .filter(|w| !w.is_empty())
+            .map(|w| {
+                let (k, v) = w.split_once('=').unwrap();
+                (k.to_owned(), v.to_owned())
+            })
+            .collect();
+        let mut cmd = std::process::Command::new(&amtool);
+        cmd.args(["config", "routes", "test", "--config.file"])
+            .arg(&f);
+        // amtool reads label=value words as matchers: quote every value.
+        for (k, v) in &pairs {
+            cmd.arg(format!("{k}={}", serde_json::to_string(v).unwrap()));
+        }
+        let (ok, out) = meridian_testkit::status_and_output(&mut cmd);
+        assert!(ok, "amtool failed for {words:?}: {out}");
+        let theirs = out
+            .lines()
+            .rfind(|l| !l.starts_with("Warning:") && !l.trim().is_empty())
+            .unwrap_or("")
+            .trim()
+            .to_owned();
+        // amtool leaves empty values out of the alert it routes (as Alertmanager drops empty labels).
+        let labels = pairs.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+        let ours = config.route.receivers_for(&labels).join(",");
+        distinct.insert(ours.clone());
+        if theirs != ours {
+            disagreements.push(format!("{words:?}: amtool {theirs:?}, Meridian {ours:?}"));
+        }
+    }
+    assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
+    assert!(
+        distinct.len() >= 9,
+        "the table reaches too few receivers: {distinct:?}"
+    );
+}
+
+/// Routing configurations, accepted or rejected by Alertmanager's own check.
+const ROUTING_CHECKS: &[(&str, &str)] = &[
+    ("minimal", "route: {receiver: a}\nreceivers: [{name: a}]\n"),
+    ("no route", "receivers: [{name: a}]\n"),
+    (
+        "root without receiver",
+        "route: {group_by: [x]}\nreceivers: [{name: a}]\n",
+    ),
+    (
+        "root matchers",
+        "route: {receiver: a, matchers: [x=y]}\nreceivers: [{name: a}]\n",
+    ),
+    (
+        "root continue",
+        "route: {receiver: a, continue: true}\nreceivers: [{name: a}]\n",
+    ),
+    (
+        "undefined receiver",
+        "route: {receiver: a, routes: [{receiver: b}]}\nreceivers: [{name: a}]\n",
+    ),
+    (
+        "duplicate receiver",
+        "route: {receiver: a}\nreceivers: [{name: a}, {name: a}]\n",
+    ),
+    (
+        "nameless receiver",
+        "route: {receiver: a}\nreceivers: [{name: a}, {webhook_configs: []}]\n",
+    ),
+    (
+        "bad matcher",
+        "route: {receiver: a, routes: [{matchers: ['x']}]}\nreceivers: [{name: a}]\n",
+    ),
+    (
+        "bad regex",
+        "route: {receiver: a, routes: [{matchers: ['x=~\"(\"']}]}\nreceivers: [{name: a}]\n",
+    ),
+    (
+        "bad match_re",
+        "route: {receiver: a, routes: [{match_re: {x: '['}}]}\nreceivers: [{name: a}]\n",
+    ),
+    (
+        "bad label in match",
+        "route: {receiver: a, routes: [{match: {'a-b': x}}]}\nreceivers: [{name: a}]\n",
+    ),
+    (
+        "group_by ... and more",
+        "route: {receiver: a, group_by: ['...', x]}\nreceivers: [{name: a}]\n",
+    ),
+    (
+        "group_by twice",
+        "route: {receiver: a, group_by: [x, x]}\nreceivers: [{name: a}]\n",
+    ),
+    (
+        "bad group_by",
+        "route: {receiver: a, group_by: ['a-b']}\nreceivers: [{name: a}]\n",
+    ),
+    (
+        "zero group_interval",
+        "route: {receiver: a, group_interval: 0s}\nreceivers: [{name: a}]\n",
+    ),
+    (
+        "zero repeat_interval",
+        "route: {receiver: a, repeat_interval: 0s}\nreceivers: [{name: a}]\n",
+    ),
+    (
+        "bad duration",
+        "route: {receiver: a, group_wait: 5 minutes}\nreceivers: [{name: a}]\n",
+    ),
+    (
+        "unknown route field",
+        "route: {receiver: a, recevier: b}\nreceivers: [{name: a}]\n",
+    ),
+    (
+        "webhook without url",
+        "route: {receiver: a}\nreceivers: [{name: a, webhook_configs: [{}]}]\n",
+    ),
+    (
+        "webhook without scheme",
+        "route: {receiver: a}\nreceivers: [{name: a, webhook_configs: [{url: 'x/y'}]}]\n",
+    ),
+    (
+        "full",
+        "global: {resolve_timeout: 5m}\nroute:\n  receiver: a\n  group_by: ['...']\n  group_wait: 1s\n  routes:\n  - {matchers: ['{x=\"1\",y!~\"2\"}'], receiver: b, continue: true, group_by: [x]}\n  - {match: {x: '2'}, match_re: {y: '.*'}}\ninhibit_rules:\n- {source_match: {s: c}, target_match_re: {s: w}, equal: [x]}\nreceivers:\n- {name: a, webhook_configs: [{url: 'http://h:1/p', send_resolved: false, max_alerts: 3}]}\n- {name: b}\n",
+    ),
+    ("not yaml", "route: [\n"),
+];
+
+#[test]
+fn routing_config_checks_agree_with_amtool_check_config() {
+    let Some(amtool) = require("amtool", "apt-get install prometheus-alertmanager") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut disagreements = Vec::new();
+    let mut rejected = 0;
+    for (name, text) in ROUTING_CHECKS {
+        let f = dir.path().join("alertmanager.yml");
+        std::fs::write(&f, text).unwrap();
+        let (theirs, out) = meridian_testkit::status_and_output(
+            std::process::Command::new(&amtool)
+                .arg("check-config")
+                .arg(&f),
+        );
+        let ours = meridian_gateway::alerting::route::load(&f);
+        if !theirs {
+            rejected += 1;
+        }
+        if theirs != ours.is_ok() {
+            disagreements.push(format!(
+                "{name}: amtool {} ({}), Meridian {:?}",
+                if theirs { "accepts" } else { "rejects" },
+                out.trim(),
+                ours.err().map(|e| e.to_string())
+            ));
+        }
+    }
+    assert!(rejected >= 15, "too few rejected cases: {rejected}");
+    assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
 }

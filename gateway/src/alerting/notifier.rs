@@ -27,6 +27,7 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::rfc3339_ms;
 use crate::discovery::{EndpointDiscovery, EndpointSpec};
 use crate::rules::{AlertSink, OutAlert};
 
@@ -282,12 +283,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn rfc3339_ms(ms: i64) -> String {
-    meridian_edge::agent::rfc3339(Some(
-        std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
-    ))
-}
-
 impl Notifier {
     pub fn new(opts: NotifierOptions) -> Arc<Notifier> {
         let resolver = DnsResolver::new(opts.dns_server)
@@ -305,20 +300,12 @@ impl Notifier {
 
     /// The labels an alert is sent with, or `None` when relabeling drops it.
     pub fn process_labels(&self, labels: &Labels) -> Option<Labels> {
-        let mut b = labels.to_builder();
-        for l in self.opts.external_labels.iter() {
-            if labels.get(l.name).is_none_or(str::is_empty) {
-                b.set(l.name, l.value);
-            }
-        }
-        for name in &self.opts.label_drop {
-            b.del(name);
-        }
-        let l = b.build();
-        if self.opts.relabel.is_empty() {
-            return Some(l);
-        }
-        meridian_edge::relabel::process(&l, &self.opts.relabel)
+        super::process_labels(
+            labels,
+            &self.opts.external_labels,
+            &self.opts.label_drop,
+            &self.opts.relabel,
+        )
     }
 
     /// Alertmanager URLs currently sent to.
@@ -474,26 +461,46 @@ impl AlertSink for Notifier {
     }
 }
 
-/// POSTs a JSON body; any status but 2xx is an error.
-pub async fn post_json(url: &str, body: Bytes, timeout: Duration) -> Result<(), String> {
-    tokio::time::timeout(timeout, post_inner(url, body))
-        .await
-        .map_err(|_| format!("timed out after {timeout:?}"))?
+/// A failed POST: the HTTP status when an answer came.
+#[derive(Debug, Clone)]
+pub struct PostError {
+    pub status: Option<u16>,
+    pub message: String,
 }
 
-async fn post_inner(url: &str, body: Bytes) -> Result<(), String> {
-    let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+/// POSTs a JSON body; any status but 2xx is an error.
+pub async fn post_json(url: &str, body: Bytes, timeout: Duration) -> Result<(), String> {
+    post(url, body, timeout).await.map_err(|e| e.message)
+}
+
+/// POSTs a JSON body, telling which status refused it.
+pub async fn post(url: &str, body: Bytes, timeout: Duration) -> Result<(), PostError> {
+    let neterr = |message: String| PostError {
+        status: None,
+        message,
+    };
+    tokio::time::timeout(timeout, post_inner(url, body))
+        .await
+        .map_err(|_| neterr(format!("timed out after {timeout:?}")))?
+}
+
+async fn post_inner(url: &str, body: Bytes) -> Result<(), PostError> {
+    let neterr = |message: String| PostError {
+        status: None,
+        message,
+    };
+    let uri: http::Uri = url.parse().map_err(|e| neterr(format!("{url}: {e}")))?;
     if uri.scheme_str() != Some("http") {
-        return Err(format!("{url}: only http is supported"));
+        return Err(neterr(format!("{url}: only http is supported")));
     }
-    let host = uri.host().ok_or("missing host")?;
+    let host = uri.host().ok_or_else(|| neterr("missing host".into()))?;
     let port = uri.port_u16().unwrap_or(80);
     let stream = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| neterr(e.to_string()))?;
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| neterr(e.to_string()))?;
     let driver = tokio::spawn(conn);
     let authority = uri
         .authority()
@@ -507,8 +514,11 @@ async fn post_inner(url: &str, body: Bytes) -> Result<(), String> {
             concat!("Meridian/", env!("CARGO_PKG_VERSION")),
         )
         .body(Full::new(body))
-        .map_err(|e| e.to_string())?;
-    let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+        .map_err(|e| neterr(e.to_string()))?;
+    let resp = send
+        .send_request(req)
+        .await
+        .map_err(|e| neterr(e.to_string()))?;
     let status = resp.status();
     let text = resp
         .into_body()
@@ -520,10 +530,13 @@ async fn post_inner(url: &str, body: Bytes) -> Result<(), String> {
     if status.is_success() {
         Ok(())
     } else {
-        Err(format!(
-            "{status}: {}",
-            String::from_utf8_lossy(&text[..text.len().min(200)])
-        ))
+        Err(PostError {
+            status: Some(status.as_u16()),
+            message: format!(
+                "{status}: {}",
+                String::from_utf8_lossy(&text[..text.len().min(200)])
+            ),
+        })
     }
 }
 

@@ -715,6 +715,8 @@ pub struct RulesOptions {
     /// The Alertmanager sender (`--alertmanagers.url`): run, drained at shutdown and measured by the
     /// gateway.
     pub notifier: Option<Arc<crate::alerting::notifier::Notifier>>,
+    /// The native router (`--alert.routing-config-file`): run and measured by the gateway.
+    pub router: Option<Arc<crate::alerting::dispatch::Router>>,
 }
 
 impl RulesOptions {
@@ -733,6 +735,7 @@ impl RulesOptions {
             partial_response: PartialResponse::Abort,
             alert_sinks: Vec::new(),
             notifier: None,
+            router: None,
         }
     }
 }
