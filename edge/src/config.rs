@@ -309,6 +309,60 @@ pub enum Auth {
     },
 }
 
+impl Auth {
+    /// Prometheus' `basic_auth` / `authorization` / `bearer_token(_file)` of an HTTP client config,
+    /// checked as Prometheus checks them (at most one way, at most one source of the secret).
+    pub fn from_config(
+        basic: Option<&BasicAuth>,
+        authorization: Option<&Authorization>,
+        bearer_token: Option<&String>,
+        bearer_token_file: Option<&PathBuf>,
+    ) -> Result<Auth, String> {
+        Ok(
+            match (basic, authorization, bearer_token, bearer_token_file) {
+                (Some(_), Some(_), _, _) | (Some(_), _, Some(_), _) | (Some(_), _, _, Some(_)) => {
+                    return Err("at most one of basic_auth, authorization and bearer_token(_file) may be set".into());
+                }
+                (_, Some(_), Some(_), _) | (_, Some(_), _, Some(_)) | (_, _, Some(_), Some(_)) => {
+                    return Err("at most one of authorization, bearer_token and bearer_token_file may be set".into());
+                }
+                (Some(b), None, None, None) => {
+                    if b.password.is_some() && b.password_file.is_some() {
+                        return Err(
+                            "basic_auth: at most one of password and password_file may be set"
+                                .into(),
+                        );
+                    }
+                    Auth::Basic {
+                        username: b.username.clone(),
+                        password: b.password.clone(),
+                        password_file: b.password_file.clone(),
+                    }
+                }
+                (None, Some(a), None, None) => {
+                    if a.credentials.is_some() && a.credentials_file.is_some() {
+                        return Err("authorization: at most one of credentials and credentials_file may be set".into());
+                    }
+                    if a.kind.eq_ignore_ascii_case("basic") {
+                        return Err("authorization type cannot be set to \"basic\", use \"basic_auth\" instead".into());
+                    }
+                    Auth::Header {
+                        kind: a.kind.clone(),
+                        credentials: a.credentials.clone(),
+                        credentials_file: a.credentials_file.clone(),
+                    }
+                }
+                (None, None, token, file) if token.is_some() || file.is_some() => Auth::Header {
+                    kind: "Bearer".into(),
+                    credentials: token.cloned(),
+                    credentials_file: file.cloned(),
+                },
+                _ => Auth::None,
+            },
+        )
+    }
+}
+
 /// One scrape job, with everything inherited from `global` resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScrapeConfig {
@@ -556,58 +610,13 @@ impl Config {
             if r.proxy_url.is_some() {
                 return Err(format!("{at}: proxy_url is not supported by the edge"));
             }
-            let auth = match (
-                &r.basic_auth,
-                &r.authorization,
-                &r.bearer_token,
-                &r.bearer_token_file,
-            ) {
-                (Some(_), Some(_), _, _) | (Some(_), _, Some(_), _) | (Some(_), _, _, Some(_)) => {
-                    return Err(format!(
-                        "{at}: at most one of basic_auth, authorization and bearer_token(_file) may be set"
-                    ));
-                }
-                (_, Some(_), Some(_), _) | (_, Some(_), _, Some(_)) | (_, _, Some(_), Some(_)) => {
-                    return Err(format!(
-                        "{at}: at most one of authorization, bearer_token and bearer_token_file may be set"
-                    ));
-                }
-                (Some(b), None, None, None) => {
-                    if b.password.is_some() && b.password_file.is_some() {
-                        return Err(format!(
-                            "{at}: basic_auth: at most one of password and password_file may be set"
-                        ));
-                    }
-                    Auth::Basic {
-                        username: b.username.clone(),
-                        password: b.password.clone(),
-                        password_file: b.password_file.clone(),
-                    }
-                }
-                (None, Some(a), None, None) => {
-                    if a.credentials.is_some() && a.credentials_file.is_some() {
-                        return Err(format!(
-                            "{at}: authorization: at most one of credentials and credentials_file may be set"
-                        ));
-                    }
-                    if a.kind.eq_ignore_ascii_case("basic") {
-                        return Err(format!(
-                            "{at}: authorization type cannot be set to \"basic\", use \"basic_auth\" instead"
-                        ));
-                    }
-                    Auth::Header {
-                        kind: a.kind.clone(),
-                        credentials: a.credentials.clone(),
-                        credentials_file: a.credentials_file.clone(),
-                    }
-                }
-                (None, None, token, file) if token.is_some() || file.is_some() => Auth::Header {
-                    kind: "Bearer".into(),
-                    credentials: token.clone(),
-                    credentials_file: file.clone(),
-                },
-                _ => Auth::None,
-            };
+            let auth = Auth::from_config(
+                r.basic_auth.as_ref(),
+                r.authorization.as_ref(),
+                r.bearer_token.as_ref(),
+                r.bearer_token_file.as_ref(),
+            )
+            .map_err(|e| format!("{at}: {e}"))?;
             for sc in &r.static_configs {
                 for name in sc.labels.keys() {
                     if !is_valid_label_name(name) {

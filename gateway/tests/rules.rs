@@ -228,7 +228,8 @@ struct Recorder {
 
 #[async_trait::async_trait]
 impl WebhookSender for Recorder {
-    async fn post(&self, url: &str, body: bytes::Bytes) -> Result<(), SendError> {
+    async fn post(&self, hook: &route::Webhook, body: bytes::Bytes) -> Result<(), SendError> {
+        let url = hook.url.as_str();
         let at = self.start.elapsed();
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         self.posts.lock().unwrap().push((at, url.to_owned(), json));
@@ -487,7 +488,8 @@ receivers:
     task.await.unwrap();
 }
 
-/// A webhook receiver on loopback: answers 503 to its first POST, then 200; hands every body over.
+/// A webhook receiver on loopback: answers 503 to its first POST, then 200; hands every body over with
+/// the request's Authorization header, as `{"auth": …, "body": …}`.
 async fn webhook_server() -> (
     std::net::SocketAddr,
     tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
@@ -496,18 +498,26 @@ async fn webhook_server() -> (
     let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let app = axum::Router::new().route(
         "/hook",
-        axum::routing::post(move |body: axum::body::Bytes| {
-            let tx = tx.clone();
-            let first = first.clone();
-            async move {
-                let _ = tx.send(serde_json::from_slice::<serde_json::Value>(&body).unwrap());
-                if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE
-                } else {
-                    axum::http::StatusCode::OK
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let tx = tx.clone();
+                let first = first.clone();
+                async move {
+                    let auth = headers
+                        .get(axum::http::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned();
+                    let body = serde_json::from_slice::<serde_json::Value>(&body).unwrap();
+                    let _ = tx.send(serde_json::json!({"auth": auth, "body": body}));
+                    if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        axum::http::StatusCode::OK
+                    }
                 }
-            }
-        }),
+            },
+        ),
     );
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -516,8 +526,8 @@ async fn webhook_server() -> (
 }
 
 /// End to end in real time: an alerting rule in the gateway fires, the native router (given by file,
-/// as `--alert.routing-config-file` gives it) groups it and POSTs to a webhook over loopback, retries
-/// the 503, and later tells the resolution.
+/// as `--alert.routing-config-file` gives it) groups it and POSTs to a webhook over loopback with the
+/// webhook's basic auth, retries the 503, and later tells the resolution.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_routes_alerts_to_a_webhook() {
     let (hook, mut bodies) = webhook_server().await;
@@ -532,7 +542,7 @@ async fn gateway_routes_alerts_to_a_webhook() {
     std::fs::write(
         &routing,
         format!(
-            "route:\n  receiver: hook\n  group_by: [alertname]\n  group_wait: 200ms\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n- name: hook\n  webhook_configs: [{{url: 'http://{hook}/hook'}}]\n"
+            "route:\n  receiver: hook\n  group_by: [alertname]\n  group_wait: 200ms\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n- name: hook\n  webhook_configs:\n  - url: 'http://{hook}/hook'\n    http_config: {{basic_auth: {{username: u, password: p}}}}\n"
         ),
     )
     .unwrap();
@@ -566,10 +576,13 @@ async fn gateway_routes_alerts_to_a_webhook() {
     async fn next(
         bodies: &mut tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
     ) -> serde_json::Value {
-        tokio::time::timeout(Duration::from_secs(20), bodies.recv())
+        let got = tokio::time::timeout(Duration::from_secs(20), bodies.recv())
             .await
             .expect("a webhook POST within 20 s")
-            .unwrap()
+            .unwrap();
+        // http_config's basic_auth, base64("u:p").
+        assert_eq!(got["auth"], "Basic dTpw");
+        got["body"].clone()
     }
     let refused = next(&mut bodies).await;
     let retried = next(&mut bodies).await;

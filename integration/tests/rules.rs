@@ -362,6 +362,14 @@ fn rule_file_checks_agree_with_promtool_check_rules() {
 
 /// Debian's Alertmanager 0.25 on loopback, clustering off.
 fn start_alertmanager(dir: &Path) -> Option<(meridian_testkit::ChildGuard, String)> {
+    start_alertmanager_with(dir, None)
+}
+
+/// Alertmanager with an optional `--web.config.file` (TLS); readiness is then waited for on the TCP port.
+fn start_alertmanager_with(
+    dir: &Path,
+    web_config: Option<&Path>,
+) -> Option<(meridian_testkit::ChildGuard, String)> {
     let bin = require(
         "prometheus-alertmanager",
         "apt-get install prometheus-alertmanager",
@@ -374,20 +382,25 @@ fn start_alertmanager(dir: &Path) -> Option<(meridian_testkit::ChildGuard, Strin
     .unwrap();
     let port = meridian_testkit::free_port();
     let addr = format!("127.0.0.1:{port}");
-    let child = std::process::Command::new(bin)
-        .arg(format!("--config.file={}", cfg.display()))
+    let mut cmd = std::process::Command::new(bin);
+    cmd.arg(format!("--config.file={}", cfg.display()))
         .arg(format!("--storage.path={}", dir.join("am-data").display()))
         .arg(format!("--web.listen-address={addr}"))
         .arg("--cluster.listen-address=")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let guard = meridian_testkit::ChildGuard(child);
+        .stderr(std::process::Stdio::null());
+    if let Some(w) = web_config {
+        cmd.arg(format!("--web.config.file={}", w.display()));
+    }
+    let guard = meridian_testkit::ChildGuard(cmd.spawn().unwrap());
     meridian_testkit::wait_for("alertmanager ready", Duration::from_secs(20), || {
+        if web_config.is_some() {
+            return std::net::TcpStream::connect(&addr).ok().map(|_| ());
+        }
         meridian_testkit::http("GET", &addr, "/-/ready", &[], b"")
             .ok()
             .filter(|r| r.status == 200)
+            .map(|_| ())
     });
     Some((guard, addr))
 }
@@ -793,4 +806,110 @@ fn routing_config_checks_agree_with_amtool_check_config() {
     }
     assert!(rejected >= 15, "too few rejected cases: {rejected}");
     assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
+}
+
+/// Alerts reach an Alertmanager that serves TLS and requires client certificates, configured as Thanos'
+/// `--alertmanagers.config-file` configures it (`scheme: https`, `http_config.tls_config`); without
+/// the client certificate the handshake fails and the send is counted as an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_reach_an_alertmanager_over_mutual_tls() {
+    use meridian_gateway::alerting::notifier::{Notifier, NotifierOptions, parse_config};
+    use meridian_gateway::rules::{AlertSink, OutAlert};
+    use meridian_pki::issue::{self, KeyType, Usage, Validity};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = issue::new_ca("Meridian CA", KeyType::P256, Validity::days(30)).unwrap();
+    issue::write_pair(dir.path(), "ca", &ca, true).unwrap();
+    let server = issue::issue(
+        &ca,
+        Usage::Server,
+        "alertmanager",
+        &["localhost".to_owned()],
+        &[],
+        KeyType::P256,
+        Validity::days(7),
+    )
+    .unwrap();
+    issue::write_pair(dir.path(), "server", &server, true).unwrap();
+    let client = issue::issue(
+        &ca,
+        Usage::Client,
+        "gateway",
+        &[],
+        &[],
+        KeyType::P256,
+        Validity::days(7),
+    )
+    .unwrap();
+    issue::write_pair(dir.path(), "client", &client, true).unwrap();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    let web = dir.path().join("web.yml");
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {}\n",
+            p("server.crt"),
+            p("server.key"),
+            p("ca.crt")
+        ),
+    )
+    .unwrap();
+    let Some((_am, am_addr)) = start_alertmanager_with(dir.path(), Some(&web)) else {
+        return;
+    };
+    let port = am_addr.rsplit_once(':').unwrap().1;
+    let config = |client_cert: bool| {
+        let pair = if client_cert {
+            format!(
+                "\n      cert_file: {}\n      key_file: {}",
+                p("client.crt"),
+                p("client.key")
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "alertmanagers:\n- static_configs: ['localhost:{port}']\n  scheme: https\n  http_config:\n    tls_config:\n      ca_file: {}{pair}\n",
+            p("ca.crt")
+        )
+    };
+    let now = meridian_edge::sample::now_ms();
+    let alert = OutAlert {
+        labels: Labels::from_pairs([("alertname", "TlsWorks"), ("severity", "page")]),
+        annotations: BTreeMap::new(),
+        starts_at: now,
+        ends_at: now + 600_000,
+        generator_url: "http://meridian.example/graph".into(),
+    };
+    let mut outcomes = Vec::new();
+    for client_cert in [true, false] {
+        let sets = parse_config(&config(client_cert), Duration::from_secs(5)).unwrap();
+        let n = Notifier::new(NotifierOptions::new(sets));
+        n.refresh().await;
+        assert_eq!(n.targets().len(), 1);
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(n.clone().run(stop.clone()));
+        n.send(vec![alert.clone()]);
+        let label = meridian_gateway::alerting::notifier::AmLabel {
+            alertmanager: n.targets()[0].clone(),
+        };
+        let mut outcome = (0, 0);
+        for _ in 0..100 {
+            outcome = (
+                n.metrics.sent.get_or_create(&label).get(),
+                n.metrics.errors.get_or_create(&label).get(),
+            );
+            if outcome != (0, 0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        stop.cancel();
+        task.await.unwrap();
+        outcomes.push(outcome);
+    }
+    assert_eq!(
+        outcomes,
+        [(1, 0), (0, 1)],
+        "(sent, errors) with and without the client certificate"
+    );
 }

@@ -21,7 +21,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::net::TcpStream;
 
 use super::parse::SCRAPE_ACCEPT_HEADER;
-use crate::config::{Auth, ScrapeConfig};
+use crate::config::{Auth, ScrapeConfig, TlsConfig};
 
 /// Why a scrape request failed (the message becomes the target's `lastError`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,37 +68,7 @@ impl HttpClient {
         let t = &cfg.tls_config;
         let needs_tls = https;
         let tls = if needs_tls {
-            let builder = ClientConfig::builder_with_provider(meridian_pki::provider())
-                .with_safe_default_protocol_versions()
-                .map_err(|e| format!("tls_config: {e}"))?;
-            let builder = if t.insecure_skip_verify {
-                builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(NoVerify(meridian_pki::provider())))
-            } else {
-                let roots = match &t.ca_file {
-                    Some(ca) => meridian_pki::tls::material::load_roots(ca)
-                        .map_err(|e| format!("tls_config.ca_file: {e}"))?,
-                    None => system_roots(),
-                };
-                builder.with_root_certificates(roots)
-            };
-            let config = match (&t.cert_file, &t.key_file) {
-                (Some(c), Some(k)) => {
-                    let certs = meridian_pki::tls::material::load_certs(c)
-                        .map_err(|e| format!("tls_config.cert_file: {e}"))?;
-                    let key = meridian_pki::tls::material::load_key(k)
-                        .map_err(|e| format!("tls_config.key_file: {e}"))?;
-                    builder
-                        .with_client_auth_cert(certs, key)
-                        .map_err(|e| format!("tls_config: cert_file/key_file: {e}"))?
-                }
-                (None, None) => builder.with_no_client_auth(),
-                _ => {
-                    return Err("tls_config: cert_file and key_file must be given together".into());
-                }
-            };
-            Some(Arc::new(config))
+            Some(tls_client_config(t)?)
         } else {
             None
         };
@@ -114,44 +84,9 @@ impl HttpClient {
     }
 
     async fn authorization(&self) -> Result<Option<String>, HttpError> {
-        let read = |p: &std::path::Path| {
-            let p = p.to_owned();
-            async move {
-                tokio::fs::read_to_string(&p)
-                    .await
-                    .map(|s| s.trim().to_owned())
-                    .map_err(|e| HttpError::Other(format!("cannot read {}: {e}", p.display())))
-            }
-        };
-        Ok(match &self.auth {
-            Auth::None => None,
-            Auth::Basic {
-                username,
-                password,
-                password_file,
-            } => {
-                let pw = match (password, password_file) {
-                    (_, Some(f)) => read(f).await?,
-                    (Some(p), None) => p.clone(),
-                    (None, None) => String::new(),
-                };
-                let enc =
-                    base64::engine::general_purpose::STANDARD.encode(format!("{username}:{pw}"));
-                Some(format!("Basic {enc}"))
-            }
-            Auth::Header {
-                kind,
-                credentials,
-                credentials_file,
-            } => {
-                let c = match (credentials, credentials_file) {
-                    (_, Some(f)) => read(f).await?,
-                    (Some(c), None) => c.clone(),
-                    (None, None) => String::new(),
-                };
-                Some(format!("{kind} {c}"))
-            }
-        })
+        authorization_header(&self.auth)
+            .await
+            .map_err(HttpError::Other)
     }
 
     /// GETs `host` + `path_and_query` within `timeout`.
@@ -339,6 +274,84 @@ where
 
 async fn drain(body: hyper::body::Incoming) {
     let _ = Limited::new(body, 64 * 1024).collect().await;
+}
+
+/// A rustls client configuration from Prometheus' `tls_config` (aws-lc-rs; the system roots unless
+/// `ca_file` is given).
+pub fn tls_client_config(t: &TlsConfig) -> Result<Arc<ClientConfig>, String> {
+    let builder = ClientConfig::builder_with_provider(meridian_pki::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls_config: {e}"))?;
+    let builder = if t.insecure_skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(meridian_pki::provider())))
+    } else {
+        let roots = match &t.ca_file {
+            Some(ca) => meridian_pki::tls::material::load_roots(ca)
+                .map_err(|e| format!("tls_config.ca_file: {e}"))?,
+            None => system_roots(),
+        };
+        builder.with_root_certificates(roots)
+    };
+    let config = match (&t.cert_file, &t.key_file) {
+        (Some(c), Some(k)) => {
+            let certs = meridian_pki::tls::material::load_certs(c)
+                .map_err(|e| format!("tls_config.cert_file: {e}"))?;
+            let key = meridian_pki::tls::material::load_key(k)
+                .map_err(|e| format!("tls_config.key_file: {e}"))?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| format!("tls_config: cert_file/key_file: {e}"))?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => {
+            return Err("tls_config: cert_file and key_file must be given together".into());
+        }
+    };
+    Ok(Arc::new(config))
+}
+
+/// The `Authorization` header value of `auth` (secrets in files are read at every call, so rotated
+/// files take effect), or `None`.
+pub async fn authorization_header(auth: &Auth) -> Result<Option<String>, String> {
+    let read = |p: &std::path::Path| {
+        let p = p.to_owned();
+        async move {
+            tokio::fs::read_to_string(&p)
+                .await
+                .map(|s| s.trim().to_owned())
+                .map_err(|e| format!("cannot read {}: {e}", p.display()))
+        }
+    };
+    Ok(match auth {
+        Auth::None => None,
+        Auth::Basic {
+            username,
+            password,
+            password_file,
+        } => {
+            let pw = match (password, password_file) {
+                (_, Some(f)) => read(f).await?,
+                (Some(p), None) => p.clone(),
+                (None, None) => String::new(),
+            };
+            let enc = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{pw}"));
+            Some(format!("Basic {enc}"))
+        }
+        Auth::Header {
+            kind,
+            credentials,
+            credentials_file,
+        } => {
+            let c = match (credentials, credentials_file) {
+                (_, Some(f)) => read(f).await?,
+                (Some(c), None) => c.clone(),
+                (None, None) => String::new(),
+            };
+            Some(format!("{kind} {c}"))
+        }
+    })
 }
 
 /// The host of `host:port` (IPv6 brackets removed).

@@ -12,13 +12,14 @@
 //!   notification log whether anything needs saying (Alertmanager's `DedupStage`): a new firing alert;
 //!   every alert resolved; a newly resolved alert when `send_resolved`; else `repeat_interval` since the
 //!   last notification.
-//! - Webhooks get payload version 4. Firing alerts show `endsAt` as Go's zero time. A failed POST is
+//! - Webhooks get payload version 4, over http or https with their `http_config` (TLS, basic auth,
+//!   authorization). Firing alerts show `endsAt` as Go's zero time. A failed POST is
 //!   retried with exponential backoff (500 ms × 1.5, at most 60 s apart) until the next flush is due.
 //!   Only network errors and 5xx answers are retried; a 4xx is final, as in Alertmanager's
 //!   `Retrier`.
 //! - After a successful flush, resolved alerts leave the group. Empty groups are removed every 30 s.
 //!
-//! Not done here: silences, time intervals, and gossip between HA routers. Two HA gateways
+//! Not done here: silences, time intervals, proxies, and gossip between HA routers. Two HA gateways
 //! routing natively each notify (Alertmanager's cluster would deduplicate).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -36,7 +37,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::route::{InhibitRule, LabelSet, Receiver, Route, RoutingConfig};
+use super::route::{InhibitRule, LabelSet, Receiver, Route, RoutingConfig, Webhook};
 use crate::rules::{AlertSink, OutAlert};
 
 /// How often empty aggregation groups and resolved inhibiting alerts are cleaned up.
@@ -55,18 +56,18 @@ pub struct SendError {
 /// Delivers one webhook payload: the seam tests replace to watch notifications under paused time.
 #[async_trait::async_trait]
 pub trait WebhookSender: Send + Sync {
-    async fn post(&self, url: &str, body: Bytes) -> Result<(), SendError>;
+    async fn post(&self, hook: &Webhook, body: Bytes) -> Result<(), SendError>;
 }
 
-/// HTTP POSTs, each bounded by a timeout.
+/// HTTP POSTs with the webhook's `http_config`, each bounded by a timeout.
 pub struct HttpSender {
     pub timeout: Duration,
 }
 
 #[async_trait::async_trait]
 impl WebhookSender for HttpSender {
-    async fn post(&self, url: &str, body: Bytes) -> Result<(), SendError> {
-        match super::notifier::post(url, body, self.timeout).await {
+    async fn post(&self, hook: &Webhook, body: Bytes) -> Result<(), SendError> {
+        match hook.http.post(&hook.url, body, self.timeout).await {
             Ok(()) => Ok(()),
             Err(e) => Err(SendError {
                 retry: e.status.is_none_or(|s| s / 100 == 5),
@@ -467,7 +468,7 @@ impl Group {
                 };
                 if !sent.is_empty() {
                     let body = self.payload(shared, &sent, hook.max_alerts, now);
-                    if !deliver(shared.opts.sender.as_ref(), &hook.url, body).await {
+                    if !deliver(shared.opts.sender.as_ref(), hook, body).await {
                         return false;
                     }
                     shared
@@ -542,11 +543,12 @@ impl Group {
 
 /// POSTs until it succeeds, the error is final, or the caller's deadline cancels it. Backoff as the
 /// `cenkalti/backoff` defaults Alertmanager uses (500 ms, ×1.5, at most 60 s), without jitter.
-async fn deliver(sender: &dyn WebhookSender, url: &str, body: Bytes) -> bool {
+async fn deliver(sender: &dyn WebhookSender, hook: &Webhook, body: Bytes) -> bool {
+    let url = hook.url.as_str();
     let mut wait = Duration::from_millis(500);
     let mut last = String::new();
     loop {
-        match sender.post(url, body.clone()).await {
+        match sender.post(hook, body.clone()).await {
             Ok(()) => return true,
             Err(e) if !e.retry => {
                 tracing::warn!(url, error = %e.message, "webhook refused the notification");

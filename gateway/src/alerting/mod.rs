@@ -7,6 +7,7 @@
 //!   route tree, inhibit rules, aggregation groups and webhook receivers, without an Alertmanager.
 
 pub mod dispatch;
+pub mod http;
 pub mod notifier;
 pub mod route;
 

@@ -14,8 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use meridian_edge::config::PromDuration;
 use meridian_edge::discovery::dns::DnsResolver;
 use meridian_edge::labels::Labels;
@@ -27,6 +25,7 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::http::{HttpClient, HttpConfig};
 use super::rfc3339_ms;
 use crate::discovery::{EndpointDiscovery, EndpointSpec};
 use crate::rules::{AlertSink, OutAlert};
@@ -44,6 +43,8 @@ pub struct AlertmanagerSet {
     pub scheme: String,
     pub path_prefix: String,
     pub timeout: Duration,
+    /// `http_config`: TLS and authentication.
+    pub http: HttpClient,
 }
 
 /// `--alertmanagers.url`: `[dns+|dnssrv+]http[s]://host[:port][/prefix]`.
@@ -56,11 +57,8 @@ pub fn parse_url(value: &str, timeout: Duration) -> Result<AlertmanagerSet, Stri
     let (scheme, rest) = url
         .split_once("://")
         .ok_or_else(|| err("want scheme://host:port[/path]"))?;
-    if scheme == "https" {
-        return Err(err("https Alertmanagers are not supported yet (use http)"));
-    }
-    if scheme != "http" {
-        return Err(err(&format!("scheme {scheme:?} is not http")));
+    if scheme != "http" && scheme != "https" {
+        return Err(err(&format!("scheme {scheme:?} is not http or https")));
     }
     let (host, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -75,7 +73,7 @@ pub fn parse_url(value: &str, timeout: Duration) -> Result<AlertmanagerSet, Stri
         {
             h.to_owned()
         } else {
-            format!("{h}:80")
+            format!("{h}:{}", if scheme == "https" { 443 } else { 80 })
         }
     };
     let spec_text = match lookup {
@@ -97,6 +95,7 @@ pub fn parse_url(value: &str, timeout: Duration) -> Result<AlertmanagerSet, Stri
         scheme: scheme.to_owned(),
         path_prefix: path.trim_end_matches('/').to_owned(),
         timeout,
+        http: HttpClient::new(HttpConfig::default(), scheme == "https").map_err(|e| err(&e))?,
     })
 }
 
@@ -121,7 +120,8 @@ struct RawSet {
     timeout: Option<PromDuration>,
     #[serde(default = "v2")]
     api_version: String,
-    http_config: Option<serde_json::Value>,
+    #[serde(default)]
+    http_config: HttpConfig,
 }
 
 fn http() -> String {
@@ -154,19 +154,11 @@ pub fn parse_config(text: &str, default_timeout: Duration) -> Result<Vec<Alertma
                 s.api_version
             ));
         }
-        if s.scheme == "https" {
-            return Err(format!(
-                "{at}: scheme https is not supported yet (use http)"
-            ));
+        if s.scheme != "http" && s.scheme != "https" {
+            return Err(format!("{at}: scheme {:?} is not http or https", s.scheme));
         }
-        if s.scheme != "http" {
-            return Err(format!("{at}: scheme {:?} is not http", s.scheme));
-        }
-        if s.http_config.is_some() {
-            return Err(format!(
-                "{at}: http_config (TLS, authentication) is not supported yet"
-            ));
-        }
+        let http = HttpClient::new(s.http_config, s.scheme == "https")
+            .map_err(|e| format!("{at}.http_config: {e}"))?;
         let specs = s
             .static_configs
             .iter()
@@ -186,6 +178,7 @@ pub fn parse_config(text: &str, default_timeout: Duration) -> Result<Vec<Alertma
             scheme: s.scheme,
             path_prefix: s.path_prefix.trim_end_matches('/').to_owned(),
             timeout: s.timeout.map_or(default_timeout, |d| d.0),
+            http,
         });
     }
     Ok(out)
@@ -273,7 +266,7 @@ pub struct Notifier {
     queue: Mutex<VecDeque<serde_json::Value>>,
     more: Notify,
     /// Discovered Alertmanager URLs (the `/api/v2/alerts` endpoint of each) with their timeout.
-    targets: Mutex<Vec<(String, Duration)>>,
+    targets: Mutex<Vec<(String, Duration, HttpClient)>>,
     /// `None` when no resolver could be built (logged once; static addresses still work).
     resolver: Option<DnsResolver>,
     pub metrics: NotifierMetrics,
@@ -310,7 +303,10 @@ impl Notifier {
 
     /// Alertmanager URLs currently sent to.
     pub fn targets(&self) -> Vec<String> {
-        lock(&self.targets).iter().map(|(u, _)| u.clone()).collect()
+        lock(&self.targets)
+            .iter()
+            .map(|(u, _, _)| u.clone())
+            .collect()
     }
 
     /// Resolves every set once.
@@ -355,11 +351,12 @@ impl Notifier {
                         set.scheme, f.address, set.path_prefix
                     ),
                     set.timeout,
+                    set.http.clone(),
                 ));
             }
         }
-        out.sort();
-        out.dedup();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.dedup_by(|a, b| a.0 == b.0);
         self.metrics.alertmanagers.set(out.len() as i64);
         *lock(&self.targets) = out;
     }
@@ -400,9 +397,9 @@ impl Notifier {
                 continue;
             }
             let body = Bytes::from(serde_json::Value::Array(batch.clone()).to_string());
-            let sends = targets.iter().map(|(url, timeout)| {
+            let sends = targets.iter().map(|(url, timeout, http)| {
                 let body = body.clone();
-                async move { (url, post_json(url, body, *timeout).await) }
+                async move { (url, http.post(url, body, *timeout).await) }
             });
             for (url, r) in futures::future::join_all(sends).await {
                 let label = AmLabel {
@@ -420,7 +417,7 @@ impl Notifier {
                             .errors
                             .get_or_create(&label)
                             .inc_by(batch.len() as u64);
-                        tracing::warn!(alertmanager = %url, error = %e, "sending alerts failed");
+                        tracing::warn!(alertmanager = %url, error = %e.message, "sending alerts failed");
                     }
                 }
             }
@@ -461,85 +458,6 @@ impl AlertSink for Notifier {
     }
 }
 
-/// A failed POST: the HTTP status when an answer came.
-#[derive(Debug, Clone)]
-pub struct PostError {
-    pub status: Option<u16>,
-    pub message: String,
-}
-
-/// POSTs a JSON body; any status but 2xx is an error.
-pub async fn post_json(url: &str, body: Bytes, timeout: Duration) -> Result<(), String> {
-    post(url, body, timeout).await.map_err(|e| e.message)
-}
-
-/// POSTs a JSON body, telling which status refused it.
-pub async fn post(url: &str, body: Bytes, timeout: Duration) -> Result<(), PostError> {
-    let neterr = |message: String| PostError {
-        status: None,
-        message,
-    };
-    tokio::time::timeout(timeout, post_inner(url, body))
-        .await
-        .map_err(|_| neterr(format!("timed out after {timeout:?}")))?
-}
-
-async fn post_inner(url: &str, body: Bytes) -> Result<(), PostError> {
-    let neterr = |message: String| PostError {
-        status: None,
-        message,
-    };
-    let uri: http::Uri = url.parse().map_err(|e| neterr(format!("{url}: {e}")))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(neterr(format!("{url}: only http is supported")));
-    }
-    let host = uri.host().ok_or_else(|| neterr("missing host".into()))?;
-    let port = uri.port_u16().unwrap_or(80);
-    let stream = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
-        .await
-        .map_err(|e| neterr(e.to_string()))?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| neterr(e.to_string()))?;
-    let driver = tokio::spawn(conn);
-    let authority = uri
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .unwrap_or_default();
-    let req = http::Request::post(uri.path_and_query().map_or("/", |p| p.as_str()))
-        .header(http::header::HOST, authority)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .header(
-            http::header::USER_AGENT,
-            concat!("Meridian/", env!("CARGO_PKG_VERSION")),
-        )
-        .body(Full::new(body))
-        .map_err(|e| neterr(e.to_string()))?;
-    let resp = send
-        .send_request(req)
-        .await
-        .map_err(|e| neterr(e.to_string()))?;
-    let status = resp.status();
-    let text = resp
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    driver.abort();
-    if status.is_success() {
-        Ok(())
-    } else {
-        Err(PostError {
-            status: Some(status.as_u16()),
-            message: format!(
-                "{status}: {}",
-                String::from_utf8_lossy(&text[..text.len().min(200)])
-            ),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -559,8 +477,12 @@ mod tests {
         let s = parse_url("http://127.0.0.1:9093", Duration::from_secs(10)).expect("url");
         assert_eq!(s.specs, vec![EndpointSpec::Static("127.0.0.1:9093".into())]);
         assert!(parse_url("ftp://x:1", Duration::from_secs(1)).is_err());
-        let e = parse_url("https://x:1", Duration::from_secs(1)).unwrap_err();
-        assert!(e.contains("not supported yet"), "{e}");
+        assert_eq!(
+            parse_url("https://am.example", Duration::from_secs(1))
+                .unwrap()
+                .specs,
+            vec![EndpointSpec::Static("am.example:443".into())]
+        );
         assert!(parse_url("dnsx+http://x:1", Duration::from_secs(1)).is_err());
         let sets = parse_config(
             "alertmanagers:\n- static_configs: ['dns+am:9093']\n  scheme: http\n  timeout: 5s\n  path_prefix: /am\n",

@@ -2,7 +2,7 @@
 //!
 //! The file is an Alertmanager configuration (0.25): `route`, `receivers`, `inhibit_rules`, `global`.
 //! What the native router can do it does as Alertmanager does; what it cannot do is refused by name, never
-//! ignored: receivers other than `webhook_configs`, `http_config`, time intervals.
+//! ignored: receivers other than `webhook_configs`, proxies, time intervals.
 //!
 //! - Matchers come in both syntaxes: the strings of `matchers:` / `source_matchers:` (parsed as
 //!   Alertmanager's `labels.ParseMatchers`: `{a="b", c=~"d"}`, unquoted values, `\"` escapes), and the
@@ -17,6 +17,8 @@ use std::fmt;
 use std::time::Duration;
 
 use meridian_edge::config::PromDuration;
+
+use super::http::{HttpClient, HttpConfig};
 use meridian_edge::relabel::is_valid_label_name;
 use regex::Regex;
 use serde::Deserialize;
@@ -329,7 +331,8 @@ struct RawWebhook {
     send_resolved: bool,
     #[serde(default)]
     max_alerts: u64,
-    http_config: Option<serde_json::Value>,
+    #[serde(default)]
+    http_config: HttpConfig,
 }
 
 fn yes() -> bool {
@@ -435,6 +438,8 @@ pub struct Receiver {
 #[derive(Debug, Clone)]
 pub struct Webhook {
     pub url: String,
+    /// `http_config`: TLS and authentication.
+    pub http: HttpClient,
     pub send_resolved: bool,
     /// 0: no limit.
     pub max_alerts: u64,
@@ -506,29 +511,23 @@ pub fn parse(text: &str) -> Result<RoutingConfig, String> {
         let mut webhooks = Vec::new();
         for (j, w) in r.webhook_configs.into_iter().enumerate() {
             let at = format!("{at}.webhook_configs[{j}]");
-            if w.http_config.is_some() {
-                return Err(format!(
-                    "{at}.http_config: TLS and authentication for webhooks are not supported yet"
-                ));
-            }
             let url = w
                 .url
                 .ok_or_else(|| format!("{at}: missing URL in webhook config"))?;
             let uri: http::Uri = url.parse().map_err(|e| format!("{at}.url {url:?}: {e}"))?;
-            match uri.scheme_str() {
-                Some("http") => {}
-                Some("https") => {
-                    return Err(format!(
-                        "{at}.url {url:?}: https webhooks are not supported yet (use http)"
-                    ));
-                }
+            let https = match uri.scheme_str() {
+                Some("http") => false,
+                Some("https") => true,
                 _ => return Err(format!("{at}.url {url:?}: scheme required for webhook url")),
-            }
+            };
             if uri.host().is_none_or(str::is_empty) {
                 return Err(format!("{at}.url {url:?}: missing host for URL"));
             }
+            let http = HttpClient::new(w.http_config, https)
+                .map_err(|e| format!("{at}.http_config: {e}"))?;
             webhooks.push(Webhook {
                 url,
+                http,
                 send_resolved: w.send_resolved,
                 max_alerts: w.max_alerts,
             });
@@ -836,12 +835,12 @@ receivers: [{name: default}, {name: pager}, {name: db}]
                 "slack_configs are not supported",
             ),
             (
-                "  - name: a\n    webhook_configs: [{url: 'http://x/', http_config: {}}]\n",
-                "http_config",
+                "  - name: a\n    webhook_configs: [{url: 'http://x/', http_config: {proxy_url: 'http://p'}}]\n",
+                "http_config: proxy_url",
             ),
             (
-                "  - name: a\n    webhook_configs: [{url: 'https://x/'}]\n",
-                "https webhooks are not supported yet",
+                "  - name: a\n    webhook_configs: [{url: 'https://x/', http_config: {tls_config: {ca_file: /nonexistent/ca.pem}}}]\n",
+                "tls_config.ca_file",
             ),
             ("  - name: a\n    webhook_configs: [{}]\n", "missing URL"),
             ("  - name: a\n  - name: a\n", "not unique"),
