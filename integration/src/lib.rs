@@ -1,6 +1,8 @@
 //! Meridian's end-to-end tests (in `tests/`) and side-by-side benchmarks against real components.
 //! Shared helpers live in `meridian-testkit`; [`demo`] makes the data PromQL comparisons run on and
-//! [`bench`] holds what the side-by-side benchmarks share.
+//! [`bench`] holds what the side-by-side benchmarks share; [`dns`] is the local federation's DNS server.
+
+pub mod dns;
 
 /// Synthetic series shaped like the PromLabs demo service's (what the PromQL compliance query list
 /// expects), deterministic.
