@@ -1,8 +1,11 @@
 //! Meridian's end-to-end tests (in `tests/`) and side-by-side benchmarks against real components.
 //! Shared helpers live in `meridian-testkit`; [`demo`] makes the data PromQL comparisons run on and
-//! [`bench`] holds what the side-by-side benchmarks share; [`dns`] is the local federation's DNS server.
+//! [`bench`] holds what the side-by-side benchmarks share; [`federation`] starts the local federation (README command 1) with
+//! its [`dns`] server and demo [`exporter`].
 
 pub mod dns;
+pub mod exporter;
+pub mod federation;
 
 /// Synthetic series shaped like the PromLabs demo service's (what the PromQL compliance query list
 /// expects), deterministic.

@@ -360,51 +360,6 @@ fn rule_file_checks_agree_with_promtool_check_rules() {
     assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
 }
 
-/// Debian's Alertmanager 0.25 on loopback, clustering off.
-fn start_alertmanager(dir: &Path) -> Option<(meridian_testkit::ChildGuard, String)> {
-    start_alertmanager_with(dir, None)
-}
-
-/// Alertmanager with an optional `--web.config.file` (TLS); readiness is then waited for on the TCP port.
-fn start_alertmanager_with(
-    dir: &Path,
-    web_config: Option<&Path>,
-) -> Option<(meridian_testkit::ChildGuard, String)> {
-    let bin = require(
-        "prometheus-alertmanager",
-        "apt-get install prometheus-alertmanager",
-    )?;
-    let cfg = dir.join("am.yml");
-    std::fs::write(
-        &cfg,
-        "route:\n  receiver: none\n  group_by: [alertname, cluster]\n  group_wait: 1h\nreceivers:\n- name: none\n",
-    )
-    .unwrap();
-    let port = meridian_testkit::free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let mut cmd = std::process::Command::new(bin);
-    cmd.arg(format!("--config.file={}", cfg.display()))
-        .arg(format!("--storage.path={}", dir.join("am-data").display()))
-        .arg(format!("--web.listen-address={addr}"))
-        .arg("--cluster.listen-address=")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    if let Some(w) = web_config {
-        cmd.arg(format!("--web.config.file={}", w.display()));
-    }
-    let guard = meridian_testkit::ChildGuard(cmd.spawn().unwrap());
-    meridian_testkit::wait_for("alertmanager ready", Duration::from_secs(20), || {
-        if web_config.is_some() {
-            return std::net::TcpStream::connect(&addr).ok().map(|_| ());
-        }
-        meridian_testkit::http("GET", &addr, "/-/ready", &[], b"")
-            .ok()
-            .filter(|r| r.status == 200)
-            .map(|_| ())
-    });
-    Some((guard, addr))
-}
-
 /// One HA rule evaluator: its rules over `store`, sending to `am` with its own replica label.
 fn evaluator(
     rules: &Path,
@@ -436,7 +391,7 @@ fn evaluator(
 async fn ha_evaluators_make_one_alert_in_alertmanager_and_resolve_it() {
     use meridian_gateway::alerting::notifier::{Notifier, NotifierOptions, parse_url};
     let dir = tempfile::tempdir().unwrap();
-    let Some((_am, am_addr)) = start_alertmanager(dir.path()) else {
+    let Some((_am, am_addr)) = meridian_testkit::alertmanager(dir.path(), None) else {
         return;
     };
     let rules = dir.path().join("rules.yml");
@@ -853,7 +808,7 @@ async fn alerts_reach_an_alertmanager_over_mutual_tls() {
         ),
     )
     .unwrap();
-    let Some((_am, am_addr)) = start_alertmanager_with(dir.path(), Some(&web)) else {
+    let Some((_am, am_addr)) = meridian_testkit::alertmanager(dir.path(), Some(&web)) else {
         return;
     };
     let port = am_addr.rsplit_once(':').unwrap().1;

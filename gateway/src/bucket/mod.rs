@@ -529,7 +529,6 @@ impl BucketStore {
         mint: i64,
         maxt: i64,
         with_data: bool,
-        without: &[String],
         budget: &Budget,
     ) -> Result<Vec<(Labels, Vec<SourceChunk>)>> {
         let per_block: Vec<Vec<(Labels, Vec<SourceChunk>)>> =
@@ -541,7 +540,7 @@ impl BucketStore {
                 Ok::<_, Error>(
                     series
                         .into_iter()
-                        .map(|s| (b.ext.apply(&s.labels, without), s.chunks))
+                        .map(|s| (b.ext.apply(&s.labels, &[]), s.chunks))
                         .collect(),
                 )
             }))
@@ -613,17 +612,28 @@ impl Store for BucketStore {
             return Err(no_series_matchers_error());
         }
         let budget = Budget::new(self.opts.limits);
+        // The replica labels to remove: those that are external labels of the blocks read (a series'
+        // own label of that name stays, as on every StoreAPI).
+        let strip: Vec<String> = q
+            .without_replica_labels
+            .iter()
+            .filter(|w| targets.iter().any(|(b, _)| b.ext.labels().has(w)))
+            .cloned()
+            .collect();
         let all = self
-            .select_all(
-                targets,
-                q.min_time,
-                q.max_time,
-                !q.skip_chunks,
-                &q.without_replica_labels,
-                &budget,
-            )
+            .select_all(targets, q.min_time, q.max_time, !q.skip_chunks, &budget)
             .await?;
+        // Series are joined across blocks of one set of external labels (one replica's data, split by
+        // time or compacted) before the replica labels go: the replicas of an HA pair must stay
+        // separate series, adjacent and equal in labels, for the querier to deduplicate them with its
+        // penalty rule instead of receiving both replicas' samples interleaved in one series.
         let mut merged = merge_equal_series(all);
+        if !strip.is_empty() {
+            for (labels, _) in &mut merged {
+                *labels = labels.without(&strip);
+            }
+            merged.sort_by(|a, b| a.0.cmp(&b.0));
+        }
         // Blocks that overlap in time (a replica's data before and after vertical compaction, or
         // copies) may hold the same chunk twice: identical chunks are sent once.
         for (_, chunks) in &mut merged {

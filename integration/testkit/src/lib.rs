@@ -704,3 +704,49 @@ pub fn dnsmasq(bin: &Path, port: u16, args: &[String]) -> ChildGuard {
         .unwrap_or_else(|e| panic!("dnsmasq: {e}"));
     ChildGuard(child)
 }
+
+/// Alertmanager 0.25 (Debian's) on a free loopback port, in `dir`, routing everything to a receiver
+/// with no integrations (the alerts stay visible in its API); `None` when it is missing outside CI.
+/// With an optional `--web.config.file` (TLS); readiness is then waited for on the TCP port.
+pub fn alertmanager(
+    dir: &std::path::Path,
+    web_config: Option<&std::path::Path>,
+) -> Option<(ChildGuard, String)> {
+    let bin = require(
+        "prometheus-alertmanager",
+        "apt-get install prometheus-alertmanager",
+    )?;
+    let cfg = dir.join("am.yml");
+    std::fs::write(
+        &cfg,
+        "route:\n  receiver: none\n  group_by: [alertname, cluster]\n  group_wait: 1h\nreceivers:\n- name: none\n",
+    )
+    .unwrap_or_else(|e| panic!("alertmanager: {e}"));
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut cmd = std::process::Command::new(bin);
+    cmd.arg(format!("--config.file={}", cfg.display()))
+        .arg(format!("--storage.path={}", dir.join("am-data").display()))
+        .arg(format!("--web.listen-address={addr}"))
+        .arg("--cluster.listen-address=")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if let Some(w) = web_config {
+        cmd.arg(format!("--web.config.file={}", w.display()));
+    }
+    let guard = ChildGuard(cmd.spawn().unwrap_or_else(|e| panic!("alertmanager: {e}")));
+    wait_for(
+        "alertmanager ready",
+        std::time::Duration::from_secs(20),
+        || {
+            if web_config.is_some() {
+                return std::net::TcpStream::connect(&addr).ok().map(|_| ());
+            }
+            http("GET", &addr, "/-/ready", &[], b"")
+                .ok()
+                .filter(|r| r.status == 200)
+                .map(|_| ())
+        },
+    );
+    Some((guard, addr))
+}
