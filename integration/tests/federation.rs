@@ -555,3 +555,154 @@ async fn graceful_shutdown_loses_nothing() {
     }
     fed.stop(|_| {}).await.unwrap();
 }
+
+/// A second gateway reaches cluster c1's edges only through a real nginx ingress: SRV records (dnsmasq)
+/// name each edge's public host at the ingress port (`dnssrvnoa+`), the gateway connects under that name
+/// (SNI) with its client certificate, nginx verifies it and forwards over its own mTLS hop. The answer
+/// equals the direct gateway's, and a replica killed behind the ingress leaves no gap in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_through_nginx_ingress_to_real_edges() {
+    use meridian_pki::issue::{self, KeyType, Usage, Validity};
+    meridian_pki::install_crypto_provider();
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(nginx) = require("nginx", "apt-get install nginx") else {
+        return;
+    };
+    let Some(dnsmasq) = require("dnsmasq", "apt-get install dnsmasq-base") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(&dir);
+    o.clusters = 1;
+    let mut fed = Federation::start(o).await.unwrap();
+    let domain = format!("c1.{}", meridian_integration::federation::DOMAIN);
+
+    // The ingress' certificates, from the federation's CA.
+    let pki = fed.pki_dir.clone();
+    let ca = issue::read_ca(&pki).unwrap();
+    for n in 0..2 {
+        let host = format!("edge-{n}.{domain}");
+        let c = issue::issue(
+            &ca,
+            Usage::Server,
+            "ingress",
+            &[host],
+            &[],
+            KeyType::P256,
+            Validity::days(1),
+        )
+        .unwrap();
+        issue::write_pair(&pki, &format!("ingress-edge-{n}"), &c, true).unwrap();
+    }
+    let up = issue::issue(
+        &ca,
+        Usage::Client,
+        "ingress-upstream",
+        &[],
+        &[],
+        KeyType::P256,
+        Validity::days(1),
+    )
+    .unwrap();
+    issue::write_pair(&pki, "ingress-upstream", &up, true).unwrap();
+    let edges = [fed.edges[0].grpc, fed.edges[1].grpc];
+    let (_nginx, listen) =
+        meridian_testkit::nginx_ingress(&nginx, &dir.path().join("nginx"), &pki, edges, &domain);
+
+    let dns_port = meridian_testkit::free_port();
+    let mut args = vec![format!("--local=/{domain}/")];
+    for n in 0..2 {
+        let host = format!("edge-{n}.{domain}");
+        args.push(format!(
+            "--srv-host=_grpc._tcp.ingress.{domain},{host},{}",
+            listen.port()
+        ));
+        args.push(format!("--host-record={host},127.0.0.1"));
+    }
+    let _dns = meridian_testkit::dnsmasq(&dnsmasq, dns_port, &args);
+
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let grpc = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let log = std::fs::File::create(dir.path().join("gateway-via-ingress.log")).unwrap();
+    let p = |f: &str| pki.join(f).display().to_string();
+    let _gw = meridian_testkit::ChildGuard(
+        std::process::Command::new(bin_dir().join("meridian-gateway"))
+            .arg("query")
+            .arg(format!("--http-address={http}"))
+            .arg(format!("--grpc-address={grpc}"))
+            .arg(format!("--endpoint=dnssrvnoa+_grpc._tcp.ingress.{domain}"))
+            .arg(format!("--dns.nameserver=127.0.0.1:{dns_port}"))
+            .arg("--store.sd-dns-interval=1s")
+            .args(["--grpc-client-tls-secure", "--query.replica-label=replica"])
+            .arg(format!("--grpc-client-tls-cert={}", p("gateway.crt")))
+            .arg(format!("--grpc-client-tls-key={}", p("gateway.key")))
+            .arg(format!("--grpc-client-tls-ca={}", p("ca.crt")))
+            .arg(format!("--data-dir={}", dir.path().join("gw2").display()))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let via = http.to_string();
+    let q = |expr: &str, addr: String| {
+        let path = format!("/api/v1/query?query={}", urlencode(expr));
+        async move {
+            tokio::task::spawn_blocking(move || {
+                meridian_testkit::http("GET", &addr, &path, &[], b"")
+                    .map_or(serde_json::Value::Null, |r| r.json())
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let expr = "sum by (cluster, namespace) (kube_pod_status_phase{phase=\"Running\"})";
+    eventually(
+        "the same answer through the ingress",
+        Duration::from_secs(60),
+        || async {
+            let a = q(expr, via.clone()).await;
+            let b = q(expr, fed.gateway_http.to_string()).await;
+            if a["status"] != "success" {
+                return Err(format!("via ingress: {a}"));
+            }
+            let (x, y) = (by_label(&a, "namespace"), by_label(&b, "namespace"));
+            let stores = meridian_testkit::http("GET", &via, "/api/v1/stores", &[], b"")
+                .map(|r| r.text())
+                .unwrap_or_default();
+            if x == y
+                && x.len() == 2
+                && x.values().all(|v| *v == 3.0)
+                && stores.contains(&format!("edge-1.{domain}:"))
+            {
+                Ok(())
+            } else {
+                Err(format!("via ingress {a}, direct {b}, stores {stores}"))
+            }
+        },
+    )
+    .await;
+
+    // Replica 0 dies behind the ingress: the deduplicated series goes on from replica 1.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    fed.edge_mut("c1", 0).unwrap().proc.kill().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let a = q("up{job=\"demo\"}[12s]", via.clone()).await;
+    let m = matrix(&a);
+    assert_eq!(m.len(), 1, "{a}");
+    let samples = m.into_values().next().unwrap();
+    let max_gap = samples
+        .windows(2)
+        .map(|w| w[1].0 - w[0].0)
+        .fold(0.0, f64::max);
+    assert!(
+        max_gap <= 2.5 && (10..=14).contains(&samples.len()),
+        "{samples:?}"
+    );
+    fed.stop(|_| {}).await.unwrap_or_else(|e| panic!("{e}"));
+}

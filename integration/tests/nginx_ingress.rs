@@ -70,23 +70,6 @@ async fn edge(pki: &Path, n: usize) -> (SocketAddr, tokio::sync::oneshot::Sender
     (addr, tx)
 }
 
-async fn wait_for_port(addr: SocketAddr, nginx: &mut ChildGuard) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        if let Ok(Some(status)) = nginx.0.try_wait() {
-            panic!("nginx exited early with {status}");
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "nginx did not listen on {addr}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn replica_via(
     client: &Arc<ClientTls>,
     nginx: SocketAddr,
@@ -136,7 +119,6 @@ async fn ingress(nginx_bin: &Path) -> Ingress {
     let dir = tempfile::tempdir().unwrap();
     let pki = dir.path().join("pki");
     let prefix = dir.path().join("nginx");
-    std::fs::create_dir_all(&prefix).unwrap();
     let ca = issue::new_ca("Meridian CA", KeyType::P256, Validity::days(30)).unwrap();
     write(&pki, "ca", &ca);
     for (n, host) in HOSTS.iter().enumerate() {
@@ -167,36 +149,8 @@ async fn ingress(nginx_bin: &Path) -> Ingress {
 
     let (e0, s0) = edge(&pki, 0).await;
     let (e1, s1) = edge(&pki, 1).await;
-    let listen: SocketAddr = format!("127.0.0.1:{}", meridian_testkit::free_port())
-        .parse()
-        .unwrap();
-    let template = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../deploy/nginx/grpc-mtls-ingress.conf.template"
-    ))
-    .unwrap();
-    let conf = template
-        .replace("{{PREFIX}}", prefix.to_str().unwrap())
-        .replace("{{PKI}}", pki.to_str().unwrap())
-        .replace("{{LISTEN}}", &listen.to_string())
-        .replace("{{EDGE0}}", &e0.to_string())
-        .replace("{{EDGE1}}", &e1.to_string());
-    let conf_path = prefix.join("nginx.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    let mut nginx = ChildGuard(
-        std::process::Command::new(nginx_bin)
-            .arg("-p")
-            .arg(&prefix)
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-e")
-            .arg("stderr")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for_port(listen, &mut nginx).await;
+    let (nginx, listen) =
+        meridian_testkit::nginx_ingress(nginx_bin, &prefix, &pki, [e0, e1], "cluster-a.example");
 
     Ingress {
         dir,

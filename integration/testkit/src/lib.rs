@@ -750,3 +750,57 @@ pub fn alertmanager(
     );
     Some((guard, addr))
 }
+
+/// Debian's nginx running `deploy/nginx/grpc-mtls-ingress.conf.template`, rendered for the two edge
+/// replicas at `edges` with the certificates in `pki` (`ca`, `ingress-edge-{0,1}`, `ingress-upstream`),
+/// its prefix in `prefix`, listening on a free loopback port; `domain` replaces the template's
+/// `cluster-a.example` in host names. Returns once the port accepts connections; stopped on drop.
+pub fn nginx_ingress(
+    bin: &Path,
+    prefix: &Path,
+    pki: &Path,
+    edges: [std::net::SocketAddr; 2],
+    domain: &str,
+) -> (ChildGuard, std::net::SocketAddr) {
+    std::fs::create_dir_all(prefix).unwrap_or_else(|e| panic!("{}: {e}", prefix.display()));
+    let template = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/nginx/grpc-mtls-ingress.conf.template"
+    ))
+    .unwrap_or_else(|e| panic!("the nginx template: {e}"));
+    let listen: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let conf = template
+        .replace("{{PREFIX}}", &prefix.display().to_string())
+        .replace("{{PKI}}", &pki.display().to_string())
+        .replace("{{LISTEN}}", &listen.to_string())
+        .replace("{{EDGE0}}", &edges[0].to_string())
+        .replace("{{EDGE1}}", &edges[1].to_string())
+        .replace("cluster-a.example", domain);
+    let conf_path = prefix.join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap_or_else(|e| panic!("{}: {e}", conf_path.display()));
+    let mut nginx = ChildGuard(
+        std::process::Command::new(bin)
+            .arg("-p")
+            .arg(prefix)
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-e")
+            .arg("stderr")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("nginx: {e}")),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(listen).is_err() {
+        if let Ok(Some(status)) = nginx.0.try_wait() {
+            panic!("nginx exited early with {status}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nginx not listening on {listen}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    (nginx, listen)
+}
