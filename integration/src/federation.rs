@@ -42,6 +42,8 @@ pub struct Options {
     pub replicas: usize,
     /// Edge scrape interval (Prometheus duration).
     pub scrape_interval: String,
+    /// Whether the edges scrape anything (off: they only receive remote write, as in the benchmark).
+    pub scrape: bool,
     /// Edge block range (`--tsdb.min-block-duration`): how soon blocks reach the bucket.
     pub block_duration: String,
     /// The gateway's rule evaluation interval.
@@ -67,6 +69,7 @@ impl Options {
             clusters: 2,
             replicas: 2,
             scrape_interval: "5s".into(),
+            scrape: true,
             block_duration: "2h".into(),
             eval_interval: "15s".into(),
             gateway_args: vec![],
@@ -436,16 +439,17 @@ impl Federation {
                 )?;
                 issue::write_pair(&pki_dir, &replica, &cert, true)?;
                 let config = edir.join("prometheus.yml");
-                write(
-                    &config,
-                    &edge_config(
-                        &cluster,
-                        &options.scrape_interval,
-                        &https,
-                        gateway_http,
-                        exporter.addr(),
-                    ),
-                )?;
+                let mut text = edge_config(
+                    &cluster,
+                    &options.scrape_interval,
+                    &https,
+                    gateway_http,
+                    exporter.addr(),
+                );
+                if !options.scrape {
+                    text.truncate(text.find("scrape_configs:").unwrap_or(text.len()));
+                }
+                write(&config, &text)?;
                 zone.add_srv(
                     &srv_name(&cluster),
                     Srv {

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Meridian's side-by-side benchmark command: Prometheus 2.42 and Meridian on the same data. Builds the
+# release binaries, then runs, one after the other (never in parallel: each measures CPU time):
+#   side_by_side          real processes: remote-write ingest per core, memory per active series,
+#                         bytes per sample on disk, PromQL latency through the gateway over mTLS,
+#                         cached-query latency;
+#   promql_vs_prometheus  the engine in process over 24 h of data (1,068 comparisons);
+#   cache_vs_prometheus   the results cache over 24 h;
+#   head_memory           head memory per active series at 100k series.
+# Needs what ./integration/test.sh installs (Debian's prometheus) and the compliance query list at
+# ../shared/conformance/compliance/promql-test-queries.yml. Results: BENCHMARKS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --workspace --bins --locked
+for b in side_by_side promql_vs_prometheus cache_vs_prometheus head_memory; do
+  echo "== $b"
+  cargo bench --locked -p meridian-integration --bench "$b"
+done
