@@ -491,3 +491,66 @@ async fn filters_and_limits() {
         err.message
     );
 }
+
+/// Both replicas of an HA pair shipped to one bucket (their scrapes 5 s apart): with deduplication
+/// the bucket store keeps the replicas' series apart (equal in labels once `replica` is removed) and
+/// the querier merges them into one series at the scrape rate — not both replicas' samples
+/// interleaved, which doubled every count before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_replicas_in_one_bucket_are_deduplicated_not_interleaved() {
+    meridian_pki::install_crypto_provider();
+    let root = tempfile::tempdir().unwrap();
+    let bucket = fs_bucket(&root.path().join("bucket"));
+    std::fs::create_dir_all(root.path().join("bucket")).unwrap();
+    let points = 2 * H / STEP;
+    for (r, offset) in [(0, 0), (1, 5_000)] {
+        let samples: Vec<Sample> = (0..points)
+            .map(|k| Sample::new(T0 + k * STEP + offset, k as f64))
+            .collect();
+        let dir = root.path().join(format!("blocks-{r}"));
+        let ext = Labels::from_pairs([("cluster", "a"), ("replica", &r.to_string())]);
+        for block in write_blocks(&dir, &[(counter(0), samples)]) {
+            upload_block_dir(&bucket, &block, &ext, "test")
+                .await
+                .unwrap();
+        }
+    }
+    let store = Arc::new(BucketStore::new(bucket, BucketStoreOptions::default()));
+    store.sync().await.unwrap();
+    let fanout = Arc::new(Fanout::new(
+        Arc::new(
+            StaticStores::probe(vec![("bucket".into(), store as Arc<dyn Store>)])
+                .await
+                .unwrap(),
+        ),
+        FanoutOptions {
+            replica_labels: vec!["replica".into()],
+            ..Default::default()
+        },
+    ));
+    let engine = Engine::default();
+    let end = T0 + points * STEP;
+    for (dedup, want_series, want_per_hour) in [(true, 1, 240.0), (false, 2, 240.0)] {
+        let q = fanout.querier(QueryOptions {
+            dedup,
+            ..Default::default()
+        });
+        let got = engine
+            .instant(&q, "count_over_time(requests_total[1h])", end)
+            .await
+            .unwrap();
+        let QueryValue::Vector(v) = got.value else {
+            panic!("vector expected")
+        };
+        assert_eq!(v.len(), want_series, "dedup={dedup}: {v:?}");
+        for s in &v {
+            assert!(s.labels.get("replica").is_some() != dedup, "{}", s.labels);
+            assert!(
+                (s.v - want_per_hour).abs() <= 1.0,
+                "dedup={dedup}: {} samples in an hour for {}",
+                s.v,
+                s.labels
+            );
+        }
+    }
+}
