@@ -69,7 +69,7 @@ status=0
 echo "== cargo test (doc tests)"
 cargo test --workspace --doc --locked 2>&1 | tee -a "$log" || status=1
 echo "== cargo test (workspace, all targets)"
-cargo test --workspace --all-targets --locked 2>&1 | tee -a "$log" || status=1
+cargo test --workspace --all-targets --locked --no-fail-fast 2>&1 | tee -a "$log" || status=1
 
 df -h . | awk 'NR == 2 { print "== disk: " $4 " free after the build" }'
 

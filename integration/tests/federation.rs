@@ -165,17 +165,28 @@ async fn global_view_real_dns_s3_and_alerts_end_to_end() {
     )
     .await;
     // Each edge target is scraped by both replicas; deduplicated, every cluster has 2 edge series, none
-    // with a replica label.
-    let up = query(&fed, "up{job=\"edge\"}").await;
-    let series = up["data"]["result"].as_array().unwrap();
-    assert_eq!(series.len(), 4, "{up}");
-    assert!(
-        series.iter().all(|s| s["metric"].get("replica").is_none()),
-        "{up}"
-    );
-    // Without deduplication both replicas answer: twice as many.
-    let raw = query_at(&fed, "up{job=\"edge\"}", None, "&dedup=false").await;
-    assert_eq!(raw["data"]["result"].as_array().unwrap().len(), 8, "{raw}");
+    // with a replica label; without deduplication both replicas answer, twice as many. (Waited for: the
+    // first scrape of each target comes up to one interval after the exporter's.)
+    eventually(
+        "every edge scraped, counted once",
+        Duration::from_secs(30),
+        || async {
+            let up = query(&fed, "up{job=\"edge\"}").await;
+            let raw = query_at(&fed, "up{job=\"edge\"}", None, "&dedup=false").await;
+            let series = up["data"]["result"].as_array().cloned().unwrap_or_default();
+            let raw_n = raw["data"]["result"].as_array().map_or(0, Vec::len);
+            assert!(
+                series.iter().all(|s| s["metric"].get("replica").is_none()),
+                "{up}"
+            );
+            if series.len() == 4 && raw_n == 8 {
+                Ok(())
+            } else {
+                Err(format!("deduplicated {up}, raw {raw}"))
+            }
+        },
+    )
+    .await;
     // CPU usage per cluster is what the exporter was built to show (busy 0.35 and 0.45 on average).
     eventually("CPU usage per cluster", Duration::from_secs(30), || async {
         let cpu = by_label(
