@@ -388,8 +388,7 @@ impl Federation {
         let days = Validity::days(30);
         let ca = issue::new_ca("Meridian local federation CA", KeyType::P256, days)?;
         issue::write_pair(&pki_dir, "ca", &ca, true)?;
-        let client = issue::issue(&ca, Usage::Client, "gateway", &[], &[], KeyType::P256, days)?;
-        issue::write_pair(&pki_dir, "gateway", &client, true)?;
+        issue::issue_into(&pki_dir, &ca, Usage::Client, "gateway", &[], &[], days)?;
 
         let bucket_dir = dir.join("bucket");
         std::fs::create_dir_all(&bucket_dir)?;
@@ -428,16 +427,15 @@ impl Federation {
                 let grpc = free_addr()?;
                 let edir = dir.join(&replica);
                 std::fs::create_dir_all(&edir)?;
-                let cert = issue::issue(
+                issue::issue_into(
+                    &pki_dir,
                     &ca,
                     Usage::Server,
                     &replica,
                     std::slice::from_ref(&host),
                     &[LOCALHOST],
-                    KeyType::P256,
                     days,
                 )?;
-                issue::write_pair(&pki_dir, &replica, &cert, true)?;
                 let config = edir.join("prometheus.yml");
                 let mut text = edge_config(
                     &cluster,

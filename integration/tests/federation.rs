@@ -451,18 +451,17 @@ async fn config_and_certificate_reloads_under_load() {
     // 2. A new server certificate for the same edge (same CA, new serial).
     let ca = meridian_pki::issue::read_ca(&fed.pki_dir).unwrap();
     let host = format!("edge-0.c1.{}", meridian_integration::federation::DOMAIN);
-    let cert = meridian_pki::issue::issue(
+    meridian_pki::issue::issue_into(
+        &fed.pki_dir,
         &ca,
         meridian_pki::issue::Usage::Server,
         &edge.replica,
         std::slice::from_ref(&host),
         &["127.0.0.1".parse().unwrap()],
-        meridian_pki::issue::KeyType::P256,
         meridian_pki::issue::Validity::days(1),
     )
     .unwrap();
-    let (crt, _) =
-        meridian_pki::issue::write_pair(&fed.pki_dir, &edge.replica, &cert, true).unwrap();
+    let crt = fed.pki_dir.join(format!("{}.crt", edge.replica));
     let serial_of_file = meridian_testkit::run_ok(
         std::process::Command::new(&openssl)
             .args(["x509", "-noout", "-serial", "-in"])
@@ -573,7 +572,7 @@ async fn graceful_shutdown_loses_nothing() {
 /// equals the direct gateway's, and a replica killed behind the ingress leaves no gap in it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_through_nginx_ingress_to_real_edges() {
-    use meridian_pki::issue::{self, KeyType, Usage, Validity};
+    use meridian_pki::issue::{self, Usage, Validity};
     meridian_pki::install_crypto_provider();
     let _one = ONE_AT_A_TIME.lock().await;
     let Some(nginx) = require("nginx", "apt-get install nginx") else {
@@ -591,31 +590,13 @@ async fn gateway_through_nginx_ingress_to_real_edges() {
     // The ingress' certificates, from the federation's CA.
     let pki = fed.pki_dir.clone();
     let ca = issue::read_ca(&pki).unwrap();
+    let day = Validity::days(1);
     for n in 0..2 {
         let host = format!("edge-{n}.{domain}");
-        let c = issue::issue(
-            &ca,
-            Usage::Server,
-            "ingress",
-            &[host],
-            &[],
-            KeyType::P256,
-            Validity::days(1),
-        )
-        .unwrap();
-        issue::write_pair(&pki, &format!("ingress-edge-{n}"), &c, true).unwrap();
+        let name = format!("ingress-edge-{n}");
+        issue::issue_into(&pki, &ca, Usage::Server, &name, &[host], &[], day).unwrap();
     }
-    let up = issue::issue(
-        &ca,
-        Usage::Client,
-        "ingress-upstream",
-        &[],
-        &[],
-        KeyType::P256,
-        Validity::days(1),
-    )
-    .unwrap();
-    issue::write_pair(&pki, "ingress-upstream", &up, true).unwrap();
+    issue::issue_into(&pki, &ca, Usage::Client, "ingress-upstream", &[], &[], day).unwrap();
     let edges = [fed.edges[0].grpc, fed.edges[1].grpc];
     let (_nginx, listen) =
         meridian_testkit::nginx_ingress(&nginx, &dir.path().join("nginx"), &pki, edges, &domain);

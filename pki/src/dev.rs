@@ -23,26 +23,24 @@ impl DevPki {
     pub fn create(dir: &Path, server_name: &str) -> Result<DevPki, PkiError> {
         let ca = issue::new_ca("meridian-dev-ca", KeyType::P256, Validity::days(2))?;
         issue::write_pair(dir, "ca", &ca, true)?;
-        let server = issue::issue(
+        issue::issue_into(
+            dir,
             &ca,
             Usage::Server,
             "server",
             &[server_name.to_owned()],
             &[],
-            KeyType::P256,
             Validity::days(1),
         )?;
-        issue::write_pair(dir, "server", &server, true)?;
-        let client = issue::issue(
+        issue::issue_into(
+            dir,
             &ca,
             Usage::Client,
             "client",
             &[],
             &[],
-            KeyType::P256,
             Validity::days(1),
         )?;
-        issue::write_pair(dir, "client", &client, true)?;
         Ok(DevPki {
             dir: dir.to_owned(),
             server_name: server_name.to_owned(),

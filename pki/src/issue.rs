@@ -209,6 +209,22 @@ pub fn read_ca(dir: &Path) -> Result<Issued, PkiError> {
     })
 }
 
+/// A P-256 leaf certificate signed by `ca`, written as `<dir>/<name>.crt` and `<dir>/<name>.key`
+/// (replacing existing files): what tests and local setups issue over and over.
+pub fn issue_into(
+    dir: &Path,
+    ca: &Issued,
+    usage: Usage,
+    name: &str,
+    dns: &[String],
+    ips: &[IpAddr],
+    validity: Validity,
+) -> Result<Issued, PkiError> {
+    let leaf = issue(ca, usage, name, dns, ips, KeyType::P256, validity)?;
+    write_pair(dir, name, &leaf, true)?;
+    Ok(leaf)
+}
+
 /// Writes `<dir>/<stem>.crt` and `<dir>/<stem>.key` (mode 0600), refusing to overwrite unless `force`.
 pub fn write_pair(
     dir: &Path,
