@@ -39,16 +39,6 @@ fn labels(i: usize) -> Vec<(String, String)> {
     ]
 }
 
-fn rss_bytes() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: u64 = s
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb * 1024
-}
-
 fn http(
     addr: &str,
     method: &str,
@@ -95,7 +85,7 @@ fn main() {
     .unwrap();
     let all: Vec<Labels> = (0..SERIES).map(|i| Labels::from_pairs(labels(i))).collect();
     let label_text: usize = all.iter().map(|l| l.text_len()).sum();
-    let before = rss_bytes();
+    let before = meridian_testkit::rss_bytes(std::process::id());
     for k in 0..SAMPLES {
         for batch in all.chunks(5000) {
             let mut app = db.appender();
@@ -105,7 +95,7 @@ fn main() {
             app.commit().unwrap();
         }
     }
-    let ours_rss = rss_bytes() - before;
+    let ours_rss = meridian_testkit::rss_bytes(std::process::id()) - before;
     db.refresh_metrics();
     let ours_accounted = db.metrics.head_memory_per_series_bytes.get();
     drop(db);

@@ -41,16 +41,6 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
-fn rss_bytes(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: f64 = s
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb * 1024.0
-}
-
 /// The first block under `dir` (recursively) covering the first hour from `mint`: bytes per sample.
 fn bytes_per_sample(dir: &std::path::Path, mint: i64) -> Option<f64> {
     fn walk(d: &std::path::Path, out: &mut Vec<PathBuf>) {
@@ -133,7 +123,10 @@ async fn main() {
 
     // Ingest: the first edge, then its twin, then Prometheus; CPU and RSS around each.
     let edge_pid = fed.edges[0].proc.pid().unwrap();
-    let (cpu0, rss0) = (cpu_seconds(edge_pid), rss_bytes(edge_pid));
+    let (cpu0, rss0) = (
+        cpu_seconds(edge_pid),
+        meridian_testkit::rss_bytes(edge_pid) as f64,
+    );
     let (addr0, addr1) = (fed.edges[0].http.to_string(), fed.edges[1].http.to_string());
     let s2 = series.clone();
     let wall = Instant::now();
@@ -141,7 +134,10 @@ async fn main() {
         .await
         .unwrap();
     let edge_wall = wall.elapsed().as_secs_f64();
-    let (cpu1, rss1) = (cpu_seconds(edge_pid), rss_bytes(edge_pid));
+    let (cpu1, rss1) = (
+        cpu_seconds(edge_pid),
+        meridian_testkit::rss_bytes(edge_pid) as f64,
+    );
     let s2 = series.clone();
     tokio::task::spawn_blocking(move || remote_write(&addr1, &s2, points))
         .await

@@ -28,13 +28,19 @@ struct Cli {
     #[arg(long = "bin-dir")]
     bin_dir: Option<PathBuf>,
     /// Edge block range: how soon blocks are cut and shipped to the bucket.
-    #[arg(long = "tsdb.min-block-duration", default_value = "2h")]
+    #[arg(long = "tsdb.min-block-duration", default_value = "2h", value_parser = duration)]
     block_duration: String,
-    #[arg(long = "scrape-interval", default_value = "5s")]
+    #[arg(long = "scrape-interval", default_value = "5s", value_parser = duration)]
     scrape_interval: String,
     /// Log filter for the components (their logs go to <data-dir>/logs).
     #[arg(long = "log.level", default_value = "info")]
     log_level: String,
+}
+
+/// A Prometheus duration (`30s`, `2h`, `1h30m`), checked here so a bad value is named before anything
+/// starts rather than in a component's log.
+fn duration(s: &str) -> Result<String, String> {
+    meridian_edge::config::PromDuration::parse(s).map(|_| s.to_string())
 }
 
 #[tokio::main]
