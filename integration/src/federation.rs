@@ -233,10 +233,9 @@ pub struct Federation {
     webhook: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
 }
 
-/// A free loopback port: bound and released (the components bind it again right after).
+/// A free loopback port (below the ephemeral range: see [`meridian_testkit::free_port`]).
 fn free_addr() -> anyhow::Result<SocketAddr> {
-    let l = std::net::TcpListener::bind((LOCALHOST, 0)).context("finding a free port")?;
-    Ok(l.local_addr()?)
+    Ok(SocketAddr::new(LOCALHOST, meridian_testkit::free_port()))
 }
 
 fn write(path: &Path, text: &str) -> anyhow::Result<()> {

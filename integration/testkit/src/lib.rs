@@ -43,8 +43,37 @@ pub fn require(name: &str, install: &str) -> Option<PathBuf> {
     None
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests that start servers at once).
+/// A free port on 127.0.0.1 (TCP and UDP), bound and released, for a server started right after.
+///
+/// Taken *below* the kernel's ephemeral range (`ip_local_port_range`): a port the kernel handed out
+/// for port 0 can be handed out again at once as the source port of some outgoing connection, which
+/// then holds it when our server binds (seen in CI: "Address already in use"). Below the range only
+/// an explicit bind takes a port. Each call starts from a per-process offset and moves on, so
+/// concurrent tests and processes rarely try the same port.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    const BASE: u32 = 10_000;
+    let span = low.saturating_sub(BASE).max(1_000);
+    let seed = std::process::id().wrapping_mul(2_654_435_761)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let Ok(port) = u16::try_from(BASE + seed.wrapping_add(n.wrapping_mul(4_099)) % span) else {
+            continue;
+        };
+        let tcp = TcpListener::bind(("127.0.0.1", port));
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
