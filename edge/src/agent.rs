@@ -45,6 +45,8 @@ pub struct AgentOptions {
     /// Where the HTTP server listens (bound by the caller, so tests can use port 0).
     pub http_listener: TcpListener,
     pub http_tls: Option<Arc<meridian_pki::tls::server::ServerTls>>,
+    /// The HTTP server's connection cap and read timeout.
+    pub web: crate::web::WebLimits,
     /// Where the StoreAPI (gRPC) listens; `None` serves no StoreAPI.
     pub grpc_listener: Option<TcpListener>,
     /// TLS (mTLS with a client CA) for the StoreAPI; its files are watched and reloaded.
@@ -76,6 +78,7 @@ impl AgentOptions {
             db: DbOptions::default(),
             http_listener,
             http_tls: None,
+            web: crate::web::WebLimits::default(),
             grpc_listener: None,
             grpc_tls: None,
             grpc_tls_reload_interval: Duration::from_secs(60),
@@ -199,6 +202,7 @@ impl Agent {
         let db = Arc::new(tokio::task::spawn_blocking(move || Db::open(&path, dbo)).await??);
         let mut registry = Registry::default();
         db.metrics.register(&mut registry);
+        crate::process_metrics::register(&mut registry);
         let reload_metrics = ReloadMetrics::default();
         registry.register(
             "meridian_config_last_reload_successful",
@@ -251,14 +255,13 @@ impl Agent {
         let http_addr = opts.http_listener.local_addr()?;
         let app = router(shared.clone());
         let http_stop = stop.clone();
-        let http = match opts.http_tls {
-            None => tokio::spawn(serve_http(opts.http_listener, app, http_stop)),
-            Some(tls) => {
-                let incoming =
-                    meridian_pki::tls::server::TlsIncoming::new(tls, opts.http_listener)?;
-                tokio::spawn(serve_http(incoming, app, http_stop))
-            }
-        };
+        let http = tokio::spawn(crate::web::serve_http(
+            opts.http_listener,
+            opts.http_tls,
+            app,
+            opts.web,
+            http_stop,
+        ));
         let (mut grpc, mut grpc_addr, mut tls_watcher) = (None, None, None);
         if let Some(listener) = opts.grpc_listener {
             grpc_addr = Some(listener.local_addr()?);
@@ -470,20 +473,6 @@ impl Shared {
                 Err(e)
             }
         }
-    }
-}
-
-/// Serves `app` on `listener` (plain TCP or TLS) until `stop`, finishing requests in flight.
-pub async fn serve_http<L>(listener: L, app: Router, stop: CancellationToken)
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
-    let r = axum::serve(listener, app)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await;
-    if let Err(e) = r {
-        tracing::error!(error = %e, "HTTP server failed");
     }
 }
 

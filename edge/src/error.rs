@@ -129,9 +129,29 @@ impl Error {
     }
 }
 
+/// Most bytes of an error message sent as `grpc-message`: a longer header would exceed a client's
+/// header list limit and reach it as a different error (RESOURCE_EXHAUSTED) than the one meant.
+pub const MAX_GRPC_MESSAGE_BYTES: usize = 4096;
+
+/// `s` cut to at most `max` bytes on a character boundary, saying how long it was when cut. For
+/// quoting user input in error messages.
+pub fn excerpt(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}… ({} bytes in all)", &s[..end], s.len()))
+}
+
 impl From<Error> for tonic::Status {
     fn from(e: Error) -> tonic::Status {
-        tonic::Status::new(e.kind.grpc_code(), e.message)
+        tonic::Status::new(
+            e.kind.grpc_code(),
+            excerpt(&e.message, MAX_GRPC_MESSAGE_BYTES),
+        )
     }
 }
 
@@ -171,6 +191,13 @@ mod tests {
             assert_eq!(Error::from(s), Error::new(k, "boom"));
         }
         assert_eq!(ErrorKind::Timeout.http_status(), 503);
+        let long: tonic::Status = Error::bad_data("é".repeat(1 << 19)).into();
+        assert!(long.message().len() <= MAX_GRPC_MESSAGE_BYTES + 64);
+        assert!(
+            long.message().ends_with("(1048576 bytes in all)"),
+            "{}",
+            &long.message()[4000..]
+        );
         assert_eq!(ErrorKind::Canceled.prometheus_error_type(), "canceled");
     }
 }

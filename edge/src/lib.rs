@@ -10,6 +10,7 @@ pub mod labels;
 pub mod matcher;
 pub mod metadata;
 pub mod objstore;
+pub mod process_metrics;
 pub mod receive;
 pub mod relabel;
 pub mod sample;
@@ -17,6 +18,7 @@ pub mod scrape;
 pub mod shipper;
 pub mod storeapi;
 pub mod tsdb;
+pub mod web;
 
 /// Generated protobuf code for the StoreAPI and remote write, from the `.proto` files in `edge/proto`.
 #[allow(clippy::all, missing_docs)]

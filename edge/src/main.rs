@@ -48,6 +48,8 @@ struct RunArgs {
     http_address: String,
     #[command(flatten)]
     http_tls: meridian_pki::tls::args::HttpTlsArgs,
+    #[command(flatten)]
+    web: meridian_edge::web::WebArgs,
     /// Listen address of the StoreAPI (gRPC); `none` serves no StoreAPI.
     #[arg(
         long = "grpc-address",
@@ -180,6 +182,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             },
             http_listener: listener,
             http_tls,
+            web: args.web.limits(),
             grpc_listener,
             grpc_tls,
             grpc_tls_reload_interval: args.grpc_tls.reload_interval,

@@ -90,11 +90,13 @@ impl Matcher {
         let pattern = match kind {
             MatchType::Equal | MatchType::NotEqual => Pattern::Literal(value.clone()),
             MatchType::Regex | MatchType::NotRegex => {
+                // The value and the regex crate's reason (which quotes the pattern) are cut short: a
+                // megabyte of pattern must not come back as a megabyte of error message.
                 compile(&value).map_err(|reason| MatcherError::InvalidRegex {
-                    name: name.clone(),
+                    name: crate::error::excerpt(&name, 128).into_owned(),
                     op: kind.as_str(),
-                    value: value.clone(),
-                    reason,
+                    value: crate::error::excerpt(&value, 256).into_owned(),
+                    reason: crate::error::excerpt(&reason, 512).into_owned(),
                 })?
             }
         };

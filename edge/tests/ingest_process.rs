@@ -344,5 +344,19 @@ fn reload_by_signal_endpoint_and_file_change() {
         metric_value(&metrics, "meridian_config_last_reload_successful"),
         Some(1.0)
     );
+    // The standard process metrics, as the mixins' dashboards read them.
+    for name in [
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_max_fds",
+        "process_virtual_memory_bytes",
+        "process_start_time_seconds",
+    ] {
+        assert!(
+            metric_value(&metrics, name).is_some(),
+            "{name} missing:\n{metrics}"
+        );
+    }
     stop_gracefully(edge);
 }

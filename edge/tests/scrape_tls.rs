@@ -18,7 +18,7 @@ async fn https_with_client_certificate_and_token() {
     let dir = tempfile::tempdir().unwrap();
     let pki = dir.path().join("pki");
     std::fs::create_dir_all(&pki).unwrap();
-    let ca = issue::new_ca("test-ca", KeyType::P256, Validity::days(2)).unwrap();
+    let ca = issue::new_ca("test-ca", KeyType::P256, Validity::days(2).unwrap()).unwrap();
     issue::write_pair(&pki, "ca", &ca, true).unwrap();
     let server = issue::issue(
         &ca,
@@ -27,7 +27,7 @@ async fn https_with_client_certificate_and_token() {
         &["kubernetes.default.svc".to_string()],
         &[],
         KeyType::P256,
-        Validity::days(1),
+        Validity::days(1).unwrap(),
     )
     .unwrap();
     issue::write_pair(&pki, "server", &server, true).unwrap();
@@ -38,7 +38,7 @@ async fn https_with_client_certificate_and_token() {
         &[],
         &[],
         KeyType::P256,
-        Validity::days(1),
+        Validity::days(1).unwrap(),
     )
     .unwrap();
     issue::write_pair(&pki, "client", &client, true).unwrap();

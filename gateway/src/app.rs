@@ -35,6 +35,8 @@ pub struct GatewayOptions {
     pub http_listener: TcpListener,
     /// TLS (and mTLS) for the HTTP server (`--http.tls-config-file`).
     pub http_tls: Option<Arc<ServerTls>>,
+    /// The HTTP server's connection cap and read timeout (`--web.*`).
+    pub web: meridian_edge::web::WebLimits,
     /// A bucket store inside the gateway (`--objstore.config-file`), asked like any endpoint.
     pub bucket: Option<Arc<BucketStore>>,
     /// Rule evaluation (`--rule-file`).
@@ -61,6 +63,7 @@ impl GatewayOptions {
             grpc_tls_reload_interval: Duration::from_secs(60),
             http_listener,
             http_tls: None,
+            web: meridian_edge::web::WebLimits::default(),
             bucket: None,
             rules: None,
             api: ApiOptions::default(),
@@ -208,18 +211,13 @@ impl Gateway {
         ));
         let app = crate::api::router(api.clone());
         let stop = http_stop.clone();
-        let http_task = match opts.http_tls {
-            None => tokio::spawn(meridian_edge::agent::serve_http(
-                opts.http_listener,
-                app,
-                stop,
-            )),
-            Some(tls) => {
-                let incoming =
-                    meridian_pki::tls::server::TlsIncoming::new(tls, opts.http_listener)?;
-                tokio::spawn(meridian_edge::agent::serve_http(incoming, app, stop))
-            }
-        };
+        let http_task = tokio::spawn(meridian_edge::web::serve_http(
+            opts.http_listener,
+            opts.http_tls,
+            app,
+            opts.web,
+            stop,
+        ));
         let rules = match (opts.rules, rule_tsdb) {
             (Some(r), Some(tsdb)) => {
                 let view = fanout.clone();
@@ -378,6 +376,7 @@ impl StoreGateway {
         grpc_tls: Option<Arc<ServerTls>>,
         grpc_tls_reload_interval: Duration,
         http_listener: TcpListener,
+        web: meridian_edge::web::WebLimits,
     ) -> anyhow::Result<StoreGateway> {
         let sync = run_bucket(store.clone(), false);
         let grpc_addr = grpc_listener.local_addr()?;
@@ -393,6 +392,7 @@ impl StoreGateway {
         let http_stop = CancellationToken::new();
         let mut registry = prometheus_client::registry::Registry::default();
         store.metrics().register(&mut registry);
+        meridian_edge::process_metrics::register(&mut registry);
         let registry = Arc::new(registry);
         let ready = store.clone();
         let observed = store.clone();
@@ -430,9 +430,11 @@ impl StoreGateway {
                     }
                 }),
             );
-        let http_task = tokio::spawn(meridian_edge::agent::serve_http(
+        let http_task = tokio::spawn(meridian_edge::web::serve_http(
             http_listener,
+            None,
             app,
+            web,
             http_stop.clone(),
         ));
         tracing::info!(grpc = %grpc_addr, http = %http_addr, bucket = %store.description(), "bucket store started");

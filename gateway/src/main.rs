@@ -373,6 +373,8 @@ struct StoreArgs {
     #[arg(long = "http-address", default_value = "0.0.0.0:10902")]
     http_address: String,
     #[command(flatten)]
+    web: meridian_edge::web::WebArgs,
+    #[command(flatten)]
     grpc_tls: meridian_pki::tls::args::GrpcServerTlsArgs,
     #[command(flatten)]
     bucket: BucketArgs,
@@ -394,6 +396,8 @@ struct QueryArgs {
     /// HTTP listen address.
     #[arg(long = "http-address", default_value = "0.0.0.0:10902")]
     http_address: String,
+    #[command(flatten)]
+    web: meridian_edge::web::WebArgs,
     #[command(flatten)]
     grpc_tls: meridian_pki::tls::args::GrpcServerTlsArgs,
     /// TLS settings for --endpoint (the config file's entries have their own).
@@ -603,6 +607,7 @@ async fn store(args: StoreArgs) -> anyhow::Result<()> {
         args.grpc_tls.load()?,
         args.grpc_tls.reload_interval,
         http_listener,
+        args.web.limits(),
     )?;
     stop_signal().await?;
     running.shutdown().await;
@@ -675,6 +680,7 @@ async fn query(args: QueryArgs, flags: Vec<(String, String)>) -> anyhow::Result<
         grpc_tls_reload_interval: args.grpc_tls.reload_interval,
         http_listener,
         http_tls: args.http_tls.load()?,
+        web: args.web.limits(),
         bucket,
         rules,
         api: meridian_gateway::api::ApiOptions {

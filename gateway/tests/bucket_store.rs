@@ -326,6 +326,8 @@ async fn store_command_is_ready_fast_and_small_on_1000_blocks() {
         Some(1000.0),
         "{metrics}"
     );
+    let store_rss = meridian_testkit::metric_value(&metrics, "process_resident_memory_bytes");
+    assert!(store_rss.is_some_and(|v| v > 1e6), "{metrics}");
 
     // The query gateway asks the store like any endpoint.
     let client = meridian_edge::storeapi::client::StoreClient::new(

@@ -114,9 +114,11 @@ async fn start(extra: Vec<StoreRef>) -> (Gw, Arc<Api>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(meridian_edge::agent::serve_http(
+    let task = tokio::spawn(meridian_edge::web::serve_http(
         listener,
+        None,
         meridian_gateway::api::router(api.clone()),
+        meridian_edge::web::WebLimits::default(),
         stop.clone(),
     ));
     (Gw { addr, stop, task }, api)
@@ -639,6 +641,13 @@ async fn metrics_pass_promtool_check() {
         "meridian_gateway_store_request_duration_seconds_count{store=\"a-0\"}",
         "meridian_gateway_cache_requests_total{cache=\"range\",result=\"miss\"}",
         "meridian_gateway_build_info{version=",
+        // The standard process metrics the Prometheus/Thanos mixins use.
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+        "process_open_fds ",
+        "process_max_fds ",
+        "process_virtual_memory_bytes ",
+        "process_start_time_seconds ",
     ] {
         assert!(text.contains(name), "{name} missing from:\n{text}");
     }

@@ -15,7 +15,7 @@ async fn probe_over_mtls() {
     meridian_pki::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ca = issue::new_ca("CA", KeyType::P256, Validity::days(7)).unwrap();
+    let ca = issue::new_ca("CA", KeyType::P256, Validity::days(7).unwrap()).unwrap();
     issue::write_pair(d, "ca", &ca, false).unwrap();
     let host = "edge-0.cluster-a.example";
     let srv = issue::issue(
@@ -25,7 +25,7 @@ async fn probe_over_mtls() {
         &[host.into()],
         &[],
         KeyType::P256,
-        Validity::days(7),
+        Validity::days(7).unwrap(),
     )
     .unwrap();
     issue::write_pair(d, "edge-0", &srv, false).unwrap();
@@ -36,7 +36,7 @@ async fn probe_over_mtls() {
         &[],
         &[],
         KeyType::P256,
-        Validity::days(7),
+        Validity::days(7).unwrap(),
     )
     .unwrap();
     issue::write_pair(d, "gateway", &cli, false).unwrap();

@@ -384,7 +384,7 @@ impl Federation {
         // Certificates: a CA, a server certificate per edge (its DNS name and 127.0.0.1) and the
         // gateway's client certificate. Issued anew on every start.
         let pki_dir = dir.join("pki");
-        let days = Validity::days(30);
+        let days = Validity::days(30)?;
         let ca = issue::new_ca("Meridian local federation CA", KeyType::P256, days)?;
         issue::write_pair(&pki_dir, "ca", &ca, true)?;
         issue::issue_into(&pki_dir, &ca, Usage::Client, "gateway", &[], &[], days)?;

@@ -458,7 +458,7 @@ async fn config_and_certificate_reloads_under_load() {
         &edge.replica,
         std::slice::from_ref(&host),
         &["127.0.0.1".parse().unwrap()],
-        meridian_pki::issue::Validity::days(1),
+        meridian_pki::issue::Validity::days(1).unwrap(),
     )
     .unwrap();
     let crt = fed.pki_dir.join(format!("{}.crt", edge.replica));
@@ -590,7 +590,7 @@ async fn gateway_through_nginx_ingress_to_real_edges() {
     // The ingress' certificates, from the federation's CA.
     let pki = fed.pki_dir.clone();
     let ca = issue::read_ca(&pki).unwrap();
-    let day = Validity::days(1);
+    let day = Validity::days(1).unwrap();
     for n in 0..2 {
         let host = format!("edge-{n}.{domain}");
         let name = format!("ingress-edge-{n}");

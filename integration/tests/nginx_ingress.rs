@@ -28,7 +28,16 @@ fn write(dir: &Path, name: &str, i: &Issued) {
 
 fn leaf(ca: &Issued, usage: Usage, name: &str, dns: &[&str]) -> Issued {
     let dns: Vec<String> = dns.iter().map(|s| s.to_string()).collect();
-    issue::issue(ca, usage, name, &dns, &[], KeyType::P256, Validity::days(7)).unwrap()
+    issue::issue(
+        ca,
+        usage,
+        name,
+        &dns,
+        &[],
+        KeyType::P256,
+        Validity::days(7).unwrap(),
+    )
+    .unwrap()
 }
 
 /// An edge stand-in: the in-memory StoreAPI over mTLS, announcing `replica`.
@@ -119,7 +128,7 @@ async fn ingress(nginx_bin: &Path) -> Ingress {
     let dir = tempfile::tempdir().unwrap();
     let pki = dir.path().join("pki");
     let prefix = dir.path().join("nginx");
-    let ca = issue::new_ca("Meridian CA", KeyType::P256, Validity::days(30)).unwrap();
+    let ca = issue::new_ca("Meridian CA", KeyType::P256, Validity::days(30).unwrap()).unwrap();
     write(&pki, "ca", &ca);
     for (n, host) in HOSTS.iter().enumerate() {
         write(
@@ -139,7 +148,7 @@ async fn ingress(nginx_bin: &Path) -> Ingress {
         &leaf(&ca, Usage::Client, "ingress-upstream", &[]),
     );
     write(&pki, "gateway", &leaf(&ca, Usage::Client, "gateway", &[]));
-    let other_ca = issue::new_ca("Other CA", KeyType::P256, Validity::days(30)).unwrap();
+    let other_ca = issue::new_ca("Other CA", KeyType::P256, Validity::days(30).unwrap()).unwrap();
     write(&pki, "other-ca", &other_ca);
     write(
         &pki,

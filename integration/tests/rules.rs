@@ -772,7 +772,7 @@ async fn alerts_reach_an_alertmanager_over_mutual_tls() {
     use meridian_gateway::rules::{AlertSink, OutAlert};
     use meridian_pki::issue::{self, KeyType, Usage, Validity};
     let dir = tempfile::tempdir().unwrap();
-    let ca = issue::new_ca("Meridian CA", KeyType::P256, Validity::days(30)).unwrap();
+    let ca = issue::new_ca("Meridian CA", KeyType::P256, Validity::days(30).unwrap()).unwrap();
     issue::write_pair(dir.path(), "ca", &ca, true).unwrap();
     let server = issue::issue(
         &ca,
@@ -781,7 +781,7 @@ async fn alerts_reach_an_alertmanager_over_mutual_tls() {
         &["localhost".to_owned()],
         &[],
         KeyType::P256,
-        Validity::days(7),
+        Validity::days(7).unwrap(),
     )
     .unwrap();
     issue::write_pair(dir.path(), "server", &server, true).unwrap();
@@ -792,7 +792,7 @@ async fn alerts_reach_an_alertmanager_over_mutual_tls() {
         &[],
         &[],
         KeyType::P256,
-        Validity::days(7),
+        Validity::days(7).unwrap(),
     )
     .unwrap();
     issue::write_pair(dir.path(), "client", &client, true).unwrap();

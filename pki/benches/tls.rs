@@ -38,7 +38,7 @@ fn setup() -> Setup {
     meridian_pki::install_crypto_provider();
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    let ca = issue::new_ca("CA", KeyType::P256, Validity::days(30)).expect("ca");
+    let ca = issue::new_ca("CA", KeyType::P256, Validity::days(30).expect("validity")).expect("ca");
     issue::write_pair(d, "ca", &ca, true).expect("write");
     let srv = issue::issue(
         &ca,
@@ -47,7 +47,7 @@ fn setup() -> Setup {
         &[HOST.into()],
         &[],
         KeyType::P256,
-        Validity::days(30),
+        Validity::days(30).expect("validity"),
     )
     .expect("srv");
     issue::write_pair(d, "srv", &srv, true).expect("write");
@@ -58,7 +58,7 @@ fn setup() -> Setup {
         &[],
         &[],
         KeyType::P256,
-        Validity::days(30),
+        Validity::days(30).expect("validity"),
     )
     .expect("cli");
     issue::write_pair(d, "cli", &cli, true).expect("write");

@@ -21,7 +21,7 @@ pub struct DevPki {
 impl DevPki {
     /// Issues the CA (valid 2 days) and the two leaf certificates (1 day) into `dir`.
     pub fn create(dir: &Path, server_name: &str) -> Result<DevPki, PkiError> {
-        let ca = issue::new_ca("meridian-dev-ca", KeyType::P256, Validity::days(2))?;
+        let ca = issue::new_ca("meridian-dev-ca", KeyType::P256, Validity::days(2)?)?;
         issue::write_pair(dir, "ca", &ca, true)?;
         issue::issue_into(
             dir,
@@ -30,7 +30,7 @@ impl DevPki {
             "server",
             &[server_name.to_owned()],
             &[],
-            Validity::days(1),
+            Validity::days(1)?,
         )?;
         issue::issue_into(
             dir,
@@ -39,7 +39,7 @@ impl DevPki {
             "client",
             &[],
             &[],
-            Validity::days(1),
+            Validity::days(1)?,
         )?;
         Ok(DevPki {
             dir: dir.to_owned(),

@@ -65,13 +65,30 @@ pub struct Validity {
 }
 
 impl Validity {
-    /// From five minutes ago (tolerates clock skew between machines) to `days` from now.
-    pub fn days(days: u32) -> Validity {
-        let now = OffsetDateTime::now_utc();
-        Validity {
-            not_before: now - Duration::minutes(5),
-            not_after: now + Duration::days(i64::from(days)),
+    /// From five minutes ago (tolerates clock skew between machines) to `days` from now. Refuses 0
+    /// days (a certificate that expires as it is issued) and an end past 9999-12-31T23:59:59Z, the last
+    /// instant an X.509 certificate can express (RFC 5280 §4.1.2.5.2).
+    pub fn days(days: u32) -> Result<Validity, PkiError> {
+        if days == 0 {
+            return Err(PkiError::Invalid(
+                "--days 0: a certificate must be valid for at least one day".into(),
+            ));
         }
+        let now = OffsetDateTime::now_utc();
+        // 9999-12-31T23:59:59Z.
+        let last = OffsetDateTime::from_unix_timestamp(253_402_300_799).ok();
+        let not_after = now
+            .checked_add(Duration::days(i64::from(days)))
+            .filter(|t| last.is_some_and(|last| *t <= last))
+            .ok_or_else(|| {
+                PkiError::Invalid(format!(
+                    "--days {days}: the certificate would end after 9999-12-31, the last date X.509 can express"
+                ))
+            })?;
+        Ok(Validity {
+            not_before: now - Duration::minutes(5),
+            not_after,
+        })
     }
 }
 

@@ -114,7 +114,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             days,
             force,
         } => {
-            let ca = issue::new_ca(&cn, key_type, Validity::days(days))?;
+            let ca = issue::new_ca(&cn, key_type, Validity::days(days)?)?;
             let (crt, key) = issue::write_pair(&dir, "ca", &ca, force)?;
             println!("wrote {} and {}", crt.display(), key.display());
         }
@@ -140,7 +140,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &dns,
                 &ips,
                 key_type,
-                Validity::days(days),
+                Validity::days(days)?,
             )?;
             let (crt, key) = issue::write_pair(&dir, &name, &leaf, force)?;
             println!("wrote {} and {}", crt.display(), key.display());

@@ -267,3 +267,40 @@ fn kubernetes_secrets_carry_the_files() {
     assert_eq!(ca_values.len(), 3);
     assert!(ca_values.iter().all(|v| *v == ca));
 }
+
+/// `--days` out of range is refused with its value named (3,000,000 days panicked on a date overflow,
+/// 0 issued an already-expired certificate).
+#[test]
+fn out_of_range_validity_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    for days in ["0", "3000000", "4294967295"] {
+        let out = pki(&["init", "--dir", d, "--days", days, "--force"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "init --days {days}: {err}");
+        assert!(
+            err.contains(&format!("--days {days}")),
+            "init --days {days}: {err}"
+        );
+    }
+    ok(&["init", "--dir", d]);
+    for days in ["0", "3000000"] {
+        let out = pki(&[
+            "issue", "server", "--name", "s", "--dns", "s", "--dir", d, "--days", days,
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "issue --days {days}: {err}");
+        assert!(
+            err.contains(&format!("--days {days}")),
+            "issue --days {days}: {err}"
+        );
+        assert!(
+            !dir.path().join("s.crt").exists(),
+            "a certificate was written for --days {days}"
+        );
+    }
+    // The longest validity X.509 can carry is still issued.
+    ok(&[
+        "issue", "server", "--name", "s", "--dns", "s", "--dir", d, "--days", "2900000",
+    ]);
+}

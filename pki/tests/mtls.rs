@@ -38,7 +38,7 @@ fn server_cert(ca: &Issued) -> Issued {
         &[EDGE.into(), "localhost".into()],
         &["127.0.0.1".parse().unwrap()],
         KeyType::P256,
-        Validity::days(30),
+        Validity::days(30).unwrap(),
     )
     .unwrap()
 }
@@ -51,7 +51,7 @@ fn client_cert(ca: &Issued, name: &str) -> Issued {
         &[],
         &[],
         KeyType::P256,
-        Validity::days(30),
+        Validity::days(30).unwrap(),
     )
     .unwrap()
 }
@@ -59,7 +59,7 @@ fn client_cert(ca: &Issued, name: &str) -> Issued {
 /// A CA (written to `d/ca.crt`) and an `edge-0` server TLS configuration requiring client certificates
 /// from it.
 fn ca_and_server(d: &Path, opts: ServerTlsOptions) -> (Issued, PathBuf, Arc<ServerTls>) {
-    let ca = issue::new_ca("CA", KeyType::P256, Validity::days(365)).unwrap();
+    let ca = issue::new_ca("CA", KeyType::P256, Validity::days(365).unwrap()).unwrap();
     let (ca_crt, _) = write(d, "ca", &ca);
     let (srv_crt, srv_key) = write(d, "edge-0", &server_cert(&ca));
     let tls = ServerTls::load(
@@ -181,7 +181,7 @@ async fn negative_matrix() {
     let dir = TempDir::new().unwrap();
     let d = dir.path();
     let (ca, ca_crt, tls) = ca_and_server(d, ServerTlsOptions::default());
-    let other_ca = issue::new_ca("Other CA", KeyType::P256, Validity::days(365)).unwrap();
+    let other_ca = issue::new_ca("Other CA", KeyType::P256, Validity::days(365).unwrap()).unwrap();
     let gateway = client_cert(&ca, "gateway");
     let (gw_crt, gw_key) = write(d, "gateway", &gateway);
     let srv = serve(tls.clone()).await;
@@ -366,8 +366,8 @@ async fn rotation_without_restart() {
     meridian_pki::install_crypto_provider();
     let dir = TempDir::new().unwrap();
     let d = dir.path();
-    let ca1 = issue::new_ca("CA one", KeyType::P256, Validity::days(365)).unwrap();
-    let ca2 = issue::new_ca("CA two", KeyType::P384, Validity::days(365)).unwrap();
+    let ca1 = issue::new_ca("CA one", KeyType::P256, Validity::days(365).unwrap()).unwrap();
+    let ca2 = issue::new_ca("CA two", KeyType::P384, Validity::days(365).unwrap()).unwrap();
     let client_ca = d.join("client-ca.crt");
     std::fs::write(&client_ca, &ca1.cert_pem).unwrap();
     let server_ca = d.join("server-ca.crt");
@@ -481,7 +481,7 @@ async fn watch_picks_up_kubernetes_symlink_swap() {
     meridian_pki::install_crypto_provider();
     let dir = TempDir::new().unwrap();
     let d = dir.path();
-    let ca = issue::new_ca("CA", KeyType::P256, Validity::days(365)).unwrap();
+    let ca = issue::new_ca("CA", KeyType::P256, Validity::days(365).unwrap()).unwrap();
     let mount = d.join("mount");
     std::fs::create_dir_all(&mount).unwrap();
     let publish = |generation: u32, cert: &Issued| {
@@ -543,7 +543,7 @@ async fn axum_serves_https_with_client_certificates() {
     meridian_pki::install_crypto_provider();
     let dir = TempDir::new().unwrap();
     let d = dir.path();
-    let ca = issue::new_ca("CA", KeyType::P256, Validity::days(365)).unwrap();
+    let ca = issue::new_ca("CA", KeyType::P256, Validity::days(365).unwrap()).unwrap();
     let (ca_crt, _) = write(d, "ca", &ca);
     write(d, "http", &server_cert(&ca));
     let web = d.join("web.yml");

@@ -469,10 +469,23 @@ impl Suite<'_> {
         out
     }
 
-    async fn expect_error(&self, case: &str, req: pb::SeriesRequest, code: tonic::Code) {
+    async fn expect_error(
+        &self,
+        case: &str,
+        req: pb::SeriesRequest,
+        code: tonic::Code,
+    ) -> tonic::Status {
         match self.call_series(req).await {
             Ok(got) => panic!("{case}: expected {code:?}, got {} series", got.series.len()),
-            Err(s) => assert_eq!(s.code(), code, "{case}: wrong status: {s}"),
+            Err(s) => {
+                assert_eq!(
+                    s.code(),
+                    code,
+                    "{case}: wrong status: {}",
+                    crate::error::excerpt(s.message(), 300)
+                );
+                s
+            }
         }
     }
 
@@ -810,6 +823,20 @@ impl Suite<'_> {
             value: "(".into(),
         });
         self.expect_error("invalid regex", r, bad).await;
+        // A megabyte of bad pattern is still a bad argument, with a message of bounded size (it once
+        // came back as an 875 KB grpc-message, and so as RESOURCE_EXHAUSTED).
+        let mut r = Self::req(&[m(EQ, "job", "api")], ALL);
+        r.matchers.push(pb::LabelMatcher {
+            r#type: pb::label_matcher::Type::Re as i32,
+            name: "__name__".into(),
+            value: format!("({}", "a".repeat(1 << 20)),
+        });
+        let status = self.expect_error("a 1 MiB invalid regex", r, bad).await;
+        assert!(
+            status.message().len() <= crate::error::MAX_GRPC_MESSAGE_BYTES + 64,
+            "a 1 MiB regex came back as a {}-byte message",
+            status.message().len()
+        );
         self.expect_error(
             "only external-label matchers",
             Self::req(&[m(EQ, "region", "eu-west")], ALL),

@@ -98,6 +98,7 @@ impl Api {
         metrics.register(&mut registry);
         fanout.metrics().register(&mut registry);
         cache.metrics().register(&mut registry);
+        meridian_edge::process_metrics::register(&mut registry);
         extra(&mut registry);
         Api {
             fanout,

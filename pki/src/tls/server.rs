@@ -111,6 +111,42 @@ impl ServerTls {
         self.live.metrics()
     }
 
+    /// Handshakes `tcp` (from `addr`) within the handshake timeout. A failure or time-out is logged
+    /// with the peer and the reason, counted, and answered `None`.
+    pub async fn handshake(&self, tcp: TcpStream, addr: SocketAddr) -> Option<TlsConn> {
+        let _ = tcp.set_nodelay(true);
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.config());
+        let timeout = self.handshake_timeout();
+        match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+            Ok(Ok(stream)) => {
+                let identities = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(identities)
+                    .unwrap_or_default();
+                Some(TlsConn {
+                    stream,
+                    peer: PeerInfo {
+                        remote_addr: addr,
+                        identities,
+                    },
+                })
+            }
+            Ok(Err(e)) => {
+                self.metrics().handshake_failures.inc();
+                tracing::warn!(tls = %self.name(), peer = %addr, error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                self.metrics().handshake_failures.inc();
+                tracing::warn!(tls = %self.name(), peer = %addr, timeout = ?timeout, "TLS handshake timed out");
+                None
+            }
+        }
+    }
+
     fn name(&self) -> &str {
         self.live.name()
     }
@@ -384,38 +420,11 @@ async fn accept_loop(tls: Arc<ServerTls>, listener: TcpListener, tx: mpsc::Sende
                 }
             },
         };
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
-        let timeout = tls.handshake_timeout();
         let tx = tx.clone();
         let tls = tls.clone();
         handshakes.spawn(async move {
-            let _ = tcp.set_nodelay(true);
-            match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => {
-                    let identities = stream
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|c| c.first())
-                        .map(identities)
-                        .unwrap_or_default();
-                    let conn = TlsConn {
-                        stream,
-                        peer: PeerInfo {
-                            remote_addr: addr,
-                            identities,
-                        },
-                    };
-                    let _ = tx.send(conn).await;
-                }
-                Ok(Err(e)) => {
-                    tls.metrics().handshake_failures.inc();
-                    tracing::warn!(tls = %tls.name(), peer = %addr, error = %e, "TLS handshake failed");
-                }
-                Err(_) => {
-                    tls.metrics().handshake_failures.inc();
-                    tracing::warn!(tls = %tls.name(), peer = %addr, timeout = ?timeout, "TLS handshake timed out");
-                }
+            if let Some(conn) = tls.handshake(tcp, addr).await {
+                let _ = tx.send(conn).await;
             }
         });
     }
