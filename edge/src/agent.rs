@@ -172,8 +172,6 @@ fn now_secs() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
 }
 
-use crate::sample::now_ms;
-
 fn log_config_warnings(cfg: &Config) {
     if !cfg.ignored_sections.is_empty() {
         tracing::warn!(
@@ -503,7 +501,7 @@ async fn housekeeping(
         let db = db.clone();
         let r = tokio::task::spawn_blocking(move || {
             let new = db.compact()?;
-            db.apply_retention(now_ms())?;
+            db.apply_retention()?;
             db.refresh_metrics();
             Ok::<bool, crate::tsdb::db::DbError>(!new.is_empty())
         })

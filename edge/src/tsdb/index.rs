@@ -162,13 +162,15 @@ pub fn write_index(series: &[(Labels, Vec<ChunkMeta>)]) -> Result<Vec<u8>, Strin
         put_uvarint(&mut body, chunks.len() as u64);
         if let Some(c0) = chunks.first() {
             put_varint(&mut body, c0.min_time);
-            put_uvarint(&mut body, (c0.max_time - c0.min_time) as u64);
+            // Deltas as Prometheus writes them (Go's `uint64(a - b)` wraps; for a series' sorted,
+            // non-overlapping chunks they are never negative). The reader checks them.
+            put_uvarint(&mut body, c0.max_time.wrapping_sub(c0.min_time) as u64);
             put_uvarint(&mut body, c0.chunk_ref);
             let (mut t0, mut r0) = (c0.max_time, c0.chunk_ref as i64);
             for c in &chunks[1..] {
-                put_uvarint(&mut body, (c.min_time - t0) as u64);
-                put_uvarint(&mut body, (c.max_time - c.min_time) as u64);
-                put_varint(&mut body, c.chunk_ref as i64 - r0);
+                put_uvarint(&mut body, c.min_time.wrapping_sub(t0) as u64);
+                put_uvarint(&mut body, c.max_time.wrapping_sub(c.min_time) as u64);
+                put_varint(&mut body, (c.chunk_ref as i64).wrapping_sub(r0));
                 t0 = c.max_time;
                 r0 = c.chunk_ref as i64;
             }
@@ -307,6 +309,15 @@ impl<'a> Dec<'a> {
         let (v, n) = super::chunks::uvarint(rest).ok_or_else(|| self.err("bad varint"))?;
         self.pos += n;
         Ok(v)
+    }
+
+    /// `base` plus a non-negative delta read as a uvarint; a sum past the i64 axis is corruption.
+    fn add_delta(&mut self, base: i64, what: &str) -> Result<i64, IndexError> {
+        let d = self.uvarint()?;
+        i64::try_from(d)
+            .ok()
+            .and_then(|d| base.checked_add(d))
+            .ok_or_else(|| self.err(format!("{what} delta {d} from {base} overflows")))
     }
 
     fn varint(&mut self) -> Result<i64, IndexError> {
@@ -526,7 +537,7 @@ impl IndexHeader {
         let mut chunks = Vec::with_capacity(nc.min(body.len()));
         if nc > 0 {
             let min_time = d.varint()?;
-            let max_time = min_time + d.uvarint()? as i64;
+            let max_time = d.add_delta(min_time, "chunk max time")?;
             let chunk_ref = d.uvarint()?;
             chunks.push(ChunkMeta {
                 chunk_ref,
@@ -535,9 +546,11 @@ impl IndexHeader {
             });
             let (mut t0, mut r0) = (max_time, chunk_ref as i64);
             for _ in 1..nc {
-                let min_time = t0 + d.uvarint()? as i64;
-                let max_time = min_time + d.uvarint()? as i64;
-                let r = r0 + d.varint()?;
+                let min_time = d.add_delta(t0, "chunk min time")?;
+                let max_time = d.add_delta(min_time, "chunk max time")?;
+                let r = r0
+                    .checked_add(d.varint()?)
+                    .ok_or_else(|| d.err("chunk reference overflows"))?;
                 chunks.push(ChunkMeta {
                     chunk_ref: r as u64,
                     min_time,
