@@ -335,6 +335,18 @@ impl Block {
         Ok(c.data)
     }
 
+    /// IDs of the series matching `matchers`, in label order.
+    pub fn series_ids(&self, matchers: &[Matcher]) -> Result<Vec<u32>, BlockError> {
+        self.index
+            .select(matchers)
+            .map_err(|e| invalid(&self.dir, e))
+    }
+
+    /// The labels and chunk metas of series `id`.
+    pub fn series_meta(&self, id: u32) -> Result<(Labels, Vec<ChunkMeta>), BlockError> {
+        self.index.series(id).map_err(|e| invalid(&self.dir, e))
+    }
+
     /// Series matching `matchers` with chunks overlapping `[mint, maxt]`, in label order.
     pub fn select(
         &self,
