@@ -36,7 +36,8 @@ struct RunArgs {
     /// TSDB directory.
     #[arg(long = "tsdb.path", value_name = "DIR", default_value = "data")]
     tsdb_path: PathBuf,
-    /// Blocks older than this are deleted (once uploaded, when a shipper runs).
+    /// Blocks ending more than this before the newest block's end are deleted (once uploaded, when a
+    /// shipper runs); measured from the data, as Prometheus does, not from the wall clock.
     #[arg(long = "tsdb.retention", value_name = "DURATION", default_value = "15d", value_parser = parse_ms)]
     tsdb_retention: i64,
     /// Listen address of the HTTP server (metrics, health, reload, remote write, targets).
