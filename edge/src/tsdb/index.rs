@@ -102,11 +102,20 @@ fn crc(b: &[u8]) -> [u8; 4] {
     crc32c::crc32c(b).to_be_bytes()
 }
 
+/// A length or count as the format's 4-byte big-endian field; an error (never a truncation) when it
+/// does not fit.
+fn be32_len(n: usize, what: &str) -> Result<[u8; 4], String> {
+    u32::try_from(n)
+        .map(u32::to_be_bytes)
+        .map_err(|_| format!("index too large: {what} of {n} does not fit in 32 bits"))
+}
+
 /// Appends a section `len u32 | body | CRC32(body)`.
-fn put_section(out: &mut Vec<u8>, body: &[u8]) {
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+fn put_section(out: &mut Vec<u8>, body: &[u8]) -> Result<(), String> {
+    out.extend_from_slice(&be32_len(body.len(), "section length")?);
     out.extend_from_slice(body);
     out.extend_from_slice(&crc(body));
+    Ok(())
 }
 
 /// Builds an index file for series given in label order.
@@ -139,11 +148,11 @@ pub fn write_index(series: &[(Labels, Vec<ChunkMeta>)]) -> Result<Vec<u8>, Strin
     // Symbols.
     let toc_symbols = out.len() as u64;
     let mut body = Vec::new();
-    body.extend_from_slice(&(symbols.len() as u32).to_be_bytes());
+    body.extend_from_slice(&be32_len(symbols.len(), "symbol count")?);
     for s in &symbols {
         put_str(&mut body, s);
     }
-    put_section(&mut out, &body);
+    put_section(&mut out, &body)?;
 
     // Series.
     let toc_series = out.len() as u64;
@@ -200,11 +209,11 @@ pub fn write_index(series: &[(Labels, Vec<ChunkMeta>)]) -> Result<Vec<u8>, Strin
         label_index_offsets.push((name, out.len() as u64));
         body.clear();
         body.extend_from_slice(&1u32.to_be_bytes());
-        body.extend_from_slice(&(values.len() as u32).to_be_bytes());
+        body.extend_from_slice(&be32_len(values.len(), "label index length")?);
         for v in values {
             body.extend_from_slice(&v.to_be_bytes());
         }
-        put_section(&mut out, &body);
+        put_section(&mut out, &body)?;
     }
 
     // Postings lists.
@@ -216,35 +225,41 @@ pub fn write_index(series: &[(Labels, Vec<ChunkMeta>)]) -> Result<Vec<u8>, Strin
         pad(&mut out, 4);
         postings_offsets.push((name, value, out.len() as u64));
         body.clear();
-        body.extend_from_slice(&(list.len() as u32).to_be_bytes());
+        body.extend_from_slice(&be32_len(list.len(), "postings list length")?);
         for id in list {
             body.extend_from_slice(&id.to_be_bytes());
         }
-        put_section(&mut out, &body);
+        put_section(&mut out, &body)?;
     }
 
     // Label offset table.
     let toc_label_table = out.len() as u64;
     body.clear();
-    body.extend_from_slice(&(label_index_offsets.len() as u32).to_be_bytes());
+    body.extend_from_slice(&be32_len(
+        label_index_offsets.len(),
+        "label offset table length",
+    )?);
     for (name, off) in &label_index_offsets {
         put_uvarint(&mut body, 1);
         put_str(&mut body, name);
         put_uvarint(&mut body, *off);
     }
-    put_section(&mut out, &body);
+    put_section(&mut out, &body)?;
 
     // Postings offset table.
     let toc_postings_table = out.len() as u64;
     body.clear();
-    body.extend_from_slice(&(postings_offsets.len() as u32).to_be_bytes());
+    body.extend_from_slice(&be32_len(
+        postings_offsets.len(),
+        "postings offset table length",
+    )?);
     for (name, value, off) in &postings_offsets {
         put_uvarint(&mut body, 2);
         put_str(&mut body, name);
         put_str(&mut body, value);
         put_uvarint(&mut body, *off);
     }
-    put_section(&mut out, &body);
+    put_section(&mut out, &body)?;
 
     // TOC.
     let toc_start = out.len();
@@ -708,6 +723,15 @@ impl super::postings::Postings for IndexReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 22 (item 12's rule, in the index): a length past 32 bits is an error, not truncated.
+    #[test]
+    fn lengths_past_32_bits_are_refused_not_truncated() {
+        assert_eq!(be32_len(7, "x").unwrap(), 7u32.to_be_bytes());
+        assert_eq!(be32_len(u32::MAX as usize, "x").unwrap(), [0xff; 4]);
+        let e = be32_len(u32::MAX as usize + 1, "section length").unwrap_err();
+        assert!(e.contains("section length of 4294967296"), "{e}");
+    }
     use crate::matcher::{MatchType, matches_all};
     use proptest::prelude::*;
 
