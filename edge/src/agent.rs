@@ -34,8 +34,11 @@ use crate::objstore::Bucket;
 use crate::receive::{self, ReceiveLimits, ReceiveMetrics};
 use crate::scrape::ScrapeManager;
 use crate::shipper::{Shipper, ShipperOptions};
-use crate::storeapi::leaf::{LeafStore, SeriesSource, SourceSeries};
+use crate::storeapi::leaf::{LeafStore, SeriesLimits, SeriesSource, SourceSeries};
 use crate::tsdb::db::{Db, DbOptions};
+
+/// Default of `--store.grpc.series-max-concurrency` (Thanos' default).
+pub const DEFAULT_SERIES_MAX_CONCURRENCY: usize = 20;
 
 /// How to start an edge.
 pub struct AgentOptions {
@@ -53,6 +56,12 @@ pub struct AgentOptions {
     pub grpc_tls: Option<Arc<meridian_pki::tls::server::ServerTls>>,
     /// How often the gRPC TLS files are re-checked besides being watched.
     pub grpc_tls_reload_interval: Duration,
+    /// Most StoreAPI `Series` calls served at once; more wait (Thanos'
+    /// `--store.grpc.series-max-concurrency`, default 20). 0 = unlimited.
+    pub grpc_series_max_concurrency: usize,
+    /// Per-request StoreAPI `Series` limits (Thanos' `--store.limits.request-series` /
+    /// `--store.limits.request-samples`, default unlimited).
+    pub grpc_series_limits: SeriesLimits,
     pub discovery: DiscoveryOptions,
     pub receive: ReceiveLimits,
     /// Watch the config file and reload on change.
@@ -82,6 +91,8 @@ impl AgentOptions {
             grpc_listener: None,
             grpc_tls: None,
             grpc_tls_reload_interval: Duration::from_secs(60),
+            grpc_series_max_concurrency: DEFAULT_SERIES_MAX_CONCURRENCY,
+            grpc_series_limits: SeriesLimits::default(),
             discovery: DiscoveryOptions::default(),
             receive: ReceiveLimits::default(),
             watch_config: false,
@@ -117,6 +128,18 @@ impl SeriesSource for EdgeSource {
         with_data: bool,
     ) -> crate::error::Result<Vec<SourceSeries>> {
         self.db.select(matchers, mint, maxt, with_data)
+    }
+
+    fn select_sorted(
+        &self,
+        matchers: &[crate::matcher::Matcher],
+        mint: i64,
+        maxt: i64,
+        with_data: bool,
+        relabel: crate::storeapi::leaf::Relabel,
+    ) -> crate::error::Result<Box<dyn crate::storeapi::leaf::SeriesCursor>> {
+        self.db
+            .select_sorted(matchers, mint, maxt, with_data, relabel)
     }
 
     fn time_range(&self) -> (i64, i64) {
@@ -175,8 +198,6 @@ fn now_secs() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
 }
 
-use crate::sample::now_ms;
-
 fn log_config_warnings(cfg: &Config) {
     if !cfg.ignored_sections.is_empty() {
         tracing::warn!(
@@ -216,6 +237,11 @@ impl Agent {
         );
         let receive_metrics = ReceiveMetrics::default();
         receive_metrics.register(&mut registry);
+        let series_gate =
+            crate::storeapi::server::SeriesGate::new(opts.grpc_series_max_concurrency);
+        if let Some(g) = &series_gate {
+            g.register(&mut registry);
+        }
         let shipper = match opts.objstore {
             None => None,
             Some(bucket) => {
@@ -266,20 +292,24 @@ impl Agent {
         if let Some(listener) = opts.grpc_listener {
             grpc_addr = Some(listener.local_addr()?);
             let external = shared.current_config().external_labels.clone();
-            let store: Arc<dyn crate::storeapi::Store> = Arc::new(LeafStore::from_source(
-                EdgeSource {
-                    db: db.clone(),
-                    metadata: metadata.clone(),
-                },
-                external,
-            ));
+            let store: Arc<dyn crate::storeapi::Store> = Arc::new(
+                LeafStore::from_source(
+                    EdgeSource {
+                        db: db.clone(),
+                        metadata: metadata.clone(),
+                    },
+                    external,
+                )
+                .with_limits(opts.grpc_series_limits),
+            );
             let grpc_stop = CancellationToken::new();
             let shutdown = grpc_stop.clone().cancelled_owned();
-            let spawned = crate::storeapi::server::spawn(
+            let spawned = crate::storeapi::server::spawn_with(
                 store,
                 listener,
                 opts.grpc_tls,
                 opts.grpc_tls_reload_interval,
+                crate::storeapi::server::ServerOptions { series_gate },
                 shutdown,
             )?;
             tls_watcher = spawned.tls_watcher;
@@ -492,7 +522,7 @@ async fn housekeeping(
         let db = db.clone();
         let r = tokio::task::spawn_blocking(move || {
             let new = db.compact()?;
-            db.apply_retention(now_ms())?;
+            db.apply_retention()?;
             db.refresh_metrics();
             Ok::<bool, crate::tsdb::db::DbError>(!new.is_empty())
         })

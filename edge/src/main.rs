@@ -36,7 +36,8 @@ struct RunArgs {
     /// TSDB directory.
     #[arg(long = "tsdb.path", value_name = "DIR", default_value = "data")]
     tsdb_path: PathBuf,
-    /// Blocks older than this are deleted (once uploaded, when a shipper runs).
+    /// Blocks ending more than this before the newest block's end are deleted (once uploaded, when a
+    /// shipper runs); measured from the data, as Prometheus does, not from the wall clock.
     #[arg(long = "tsdb.retention", value_name = "DURATION", default_value = "15d", value_parser = parse_ms)]
     tsdb_retention: i64,
     /// Listen address of the HTTP server (metrics, health, reload, remote write, targets).
@@ -59,6 +60,26 @@ struct RunArgs {
     grpc_address: String,
     #[command(flatten)]
     grpc_tls: meridian_pki::tls::args::GrpcServerTlsArgs,
+    /// Most StoreAPI Series calls served at once; further calls wait for a slot (Thanos'
+    /// flag of the same name). 0 = unlimited.
+    #[arg(long = "store.grpc.series-max-concurrency", value_name = "N", default_value_t = meridian_edge::agent::DEFAULT_SERIES_MAX_CONCURRENCY)]
+    series_max_concurrency: usize,
+    /// Most series one StoreAPI Series call may return; a call over it fails with
+    /// RESOURCE_EXHAUSTED. 0 = unlimited.
+    #[arg(
+        long = "store.limits.request-series",
+        value_name = "N",
+        default_value_t = 0
+    )]
+    request_series_limit: usize,
+    /// Most samples one StoreAPI Series call may return, counted as chunks of up to 120 samples (as
+    /// Thanos does); a call over it fails with RESOURCE_EXHAUSTED. 0 = unlimited.
+    #[arg(
+        long = "store.limits.request-samples",
+        value_name = "N",
+        default_value_t = 0
+    )]
+    request_samples_limit: usize,
     /// DNS server for dns_sd_configs (default: the system resolver).
     #[arg(long = "dns.server", value_name = "IP:PORT")]
     dns_server: Option<std::net::SocketAddr>,
@@ -186,6 +207,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             grpc_listener,
             grpc_tls,
             grpc_tls_reload_interval: args.grpc_tls.reload_interval,
+            grpc_series_max_concurrency: args.series_max_concurrency,
+            grpc_series_limits: meridian_edge::storeapi::leaf::SeriesLimits {
+                max_series: args.request_series_limit,
+                max_samples: args.request_samples_limit,
+            },
             discovery: meridian_edge::discovery::DiscoveryOptions {
                 dns_server: args.dns_server,
             },

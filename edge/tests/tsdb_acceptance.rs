@@ -365,3 +365,193 @@ async fn independent_wire_client_reads_the_edge() {
     jobs.dedup();
     assert_eq!(plain["label_values"], serde_json::json!(jobs));
 }
+
+// Issue 22, item 5 (edge half): admission control and streaming of StoreAPI `Series` calls.
+
+const WIDE: usize = 20_000;
+
+/// A TSDB of `WIDE` series `wide{i="…"}`, each with a sample in a block and one in the head.
+fn wide_db(dir: &Path) -> Arc<Db> {
+    let db = Db::open(dir, db_options()).unwrap();
+    let mut app = db.appender();
+    for i in 0..WIDE {
+        let l = meridian_edge::Labels::from_pairs([
+            ("__name__", "wide".to_string()),
+            ("i", format!("{i:05}")),
+        ]);
+        let r = app.add(&l, 0, 1.0).unwrap();
+        app.append(r, 2 * BLOCK_RANGE, 2.0).unwrap();
+    }
+    app.commit().unwrap();
+    db.compact().unwrap();
+    assert!(!db.blocks().is_empty() && db.head_series() == WIDE);
+    Arc::new(db)
+}
+
+fn wide_request() -> meridian_edge::proto::thanos::SeriesRequest {
+    meridian_edge::proto::thanos::SeriesRequest {
+        min_time: i64::MIN,
+        max_time: i64::MAX,
+        matchers: vec![meridian_edge::proto::thanos::LabelMatcher {
+            r#type: 0,
+            name: "__name__".into(),
+            value: "wide".into(),
+        }],
+        ..Default::default()
+    }
+}
+
+/// Polls `cond` (a gauge, a reference count) until it holds; fails after 30 s.
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A `Series` stream dropped after its first frame stops reading the TSDB: far fewer series than the
+/// selection are produced, and the producer lets go of the TSDB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_series_stream_stops_reading_the_tsdb() {
+    use futures::StreamExt;
+    use meridian_edge::storeapi::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let db = wide_db(dir.path());
+    let store = LeafStore::from_source(
+        db.clone(),
+        meridian_edge::Labels::from_pairs([("cluster", "a")]),
+    );
+    let before = db.metrics.select_series.get();
+    let refs = Arc::strong_count(&db);
+    let mut stream = store.series(wide_request()).await.unwrap();
+    assert!(stream.next().await.unwrap().is_ok());
+    drop(stream);
+    // The producer ends at its next send and drops its cursor (and its reference to the TSDB).
+    wait_until("the producer to stop", || Arc::strong_count(&db) == refs).await;
+    let read = db.metrics.select_series.get() - before;
+    assert!(
+        read < WIDE as u64 / 10,
+        "read {read} of {WIDE} series for a stream dropped after one frame"
+    );
+}
+
+/// With `--store.grpc.series-max-concurrency 1`, a second `Series` call waits until the first one's
+/// stream is gone, then is answered in full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_calls_beyond_max_concurrency_wait_for_a_slot() {
+    use meridian_edge::proto::thanos as pb;
+    use meridian_edge::storeapi::MAX_MESSAGE_SIZE;
+    use meridian_edge::storeapi::server::{SeriesGate, ServerOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let db = wide_db(dir.path());
+    let store = LeafStore::from_source(db, meridian_edge::Labels::from_pairs([("cluster", "a")]));
+    let gate = SeriesGate::new(1).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_stop, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server::serve_tcp_with(
+        Arc::new(store),
+        listener,
+        ServerOptions {
+            series_gate: Some(gate.clone()),
+        },
+        async {
+            let _ = rx.await;
+        },
+    ));
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let client =
+        pb::store_client::StoreClient::new(channel).max_decoding_message_size(MAX_MESSAGE_SIZE);
+    // The first call is being answered; its client reads one frame and stops reading.
+    let mut first = client
+        .clone()
+        .series(wide_request())
+        .await
+        .unwrap()
+        .into_inner();
+    first.message().await.unwrap().unwrap();
+    let mut c2 = client.clone();
+    let mut second = tokio::spawn(async move {
+        let mut s = c2.series(wide_request()).await?.into_inner();
+        let mut n = 0;
+        while let Some(f) = s.message().await? {
+            if let Some(pb::series_response::Result::Series(_)) = f.result {
+                n += 1;
+            }
+        }
+        Ok::<usize, tonic::Status>(n)
+    });
+    tokio::select! {
+        r = &mut second => panic!("the second Series call was answered while the first held the only slot: {r:?}"),
+        () = wait_until("the second call to wait for a slot", || gate.waiting() == 1) => {}
+    }
+    assert_eq!(gate.in_flight(), 1);
+    assert!(!second.is_finished());
+    // The first client goes away: its slot goes to the second call, which gets every series.
+    drop(first);
+    let n = tokio::time::timeout(Duration::from_secs(60), second)
+        .await
+        .expect("the second call was answered")
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, WIDE);
+    wait_until("the slot to be free", || gate.in_flight() == 0).await;
+}
+
+/// `--store.limits.request-series` / `--store.limits.request-samples` (Thanos' flags): a call over a
+/// limit ends with a RESOURCE_EXHAUSTED error naming the limit, after at most the limit's worth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_limits_end_the_call_with_resource_exhausted() {
+    use futures::StreamExt;
+    use meridian_edge::storeapi::Store;
+    use meridian_edge::storeapi::leaf::SeriesLimits;
+    let dir = tempfile::tempdir().unwrap();
+    let db = wide_db(dir.path());
+    // Each series has two chunks (a block's and the head's): 150 chunks are 75 series.
+    for (limits, what, most) in [
+        (
+            SeriesLimits {
+                max_series: 100,
+                max_samples: 0,
+            },
+            "exceeded series limit: limit 100",
+            100,
+        ),
+        (
+            SeriesLimits {
+                max_series: 0,
+                max_samples: 150 * 120,
+            },
+            "exceeded samples limit: limit 18000",
+            75,
+        ),
+    ] {
+        let store = LeafStore::from_source(
+            db.clone(),
+            meridian_edge::Labels::from_pairs([("cluster", "a")]),
+        )
+        .with_limits(limits);
+        let frames: Vec<_> = store.series(wide_request()).await.unwrap().collect().await;
+        let (last, served) = frames.split_last().unwrap();
+        let e = last.as_ref().unwrap_err();
+        assert_eq!(
+            e.kind,
+            meridian_edge::error::ErrorKind::LimitExceeded,
+            "{e}"
+        );
+        assert!(e.message.contains(what), "{e}");
+        assert_eq!(served.len(), most);
+        assert_eq!(
+            tonic::Status::from(e.clone()).code(),
+            tonic::Code::ResourceExhausted
+        );
+    }
+}

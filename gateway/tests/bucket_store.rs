@@ -199,7 +199,7 @@ async fn history_across_edge_and_bucket() {
         }
     }
     let now = T0 + steps * STEP;
-    let deleted = db.apply_retention(now).unwrap();
+    let deleted = db.apply_retention().unwrap();
     assert!(deleted.len() >= 2, "retention deleted {deleted:?}");
     let kept = db.blocks();
     assert!(!kept.is_empty(), "some blocks are still local");

@@ -5,6 +5,7 @@
 //! names and values, Info and metadata.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -35,6 +36,47 @@ pub struct SourceSeries {
     pub chunks: Vec<SourceChunk>,
 }
 
+/// Turns a series' own labels into the labels it is served with (external labels applied).
+pub type Relabel = Arc<dyn Fn(&Labels) -> Labels + Send + Sync>;
+
+/// Selected series handed out batch by batch, sorted by their served labels, equal ones joined (each
+/// series' chunks in time order). Driven on a blocking thread: `next_batch` may read files.
+pub trait SeriesCursor: Send {
+    /// Up to `max` more series; empty when there are no more.
+    fn next_batch(&mut self, max: usize) -> Result<Vec<(Labels, Vec<SourceChunk>)>>;
+}
+
+/// A cursor over series already in memory.
+pub struct VecCursor(std::vec::IntoIter<(Labels, Vec<SourceChunk>)>);
+
+impl VecCursor {
+    pub fn new(series: Vec<(Labels, Vec<SourceChunk>)>) -> VecCursor {
+        VecCursor(series.into_iter())
+    }
+}
+
+impl SeriesCursor for VecCursor {
+    fn next_batch(&mut self, max: usize) -> Result<Vec<(Labels, Vec<SourceChunk>)>> {
+        Ok(self.0.by_ref().take(max).collect())
+    }
+}
+
+/// Per-request limits of `Series` calls, as Thanos' `--store.limits.request-series` and
+/// `--store.limits.request-samples` (0 = unlimited, their default). A call over a limit ends with a
+/// `RESOURCE_EXHAUSTED` error.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SeriesLimits {
+    /// Most series one call may return.
+    pub max_series: usize,
+    /// Most samples one call may return, counted as Thanos does: as chunks of up to 120 samples.
+    pub max_samples: usize,
+}
+
+/// Series handed from the producing thread to the response stream at a time.
+const CURSOR_BATCH: usize = 256;
+/// Frames buffered between the producing thread and the response stream.
+const FRAME_CHANNEL: usize = 256;
+
 /// Where a leaf store's data comes from.
 pub trait SeriesSource: Send + Sync + 'static {
     /// Series whose labels satisfy every matcher (no matchers: all series) and that have chunks
@@ -46,6 +88,25 @@ pub trait SeriesSource: Send + Sync + 'static {
         maxt: i64,
         with_data: bool,
     ) -> Result<Vec<SourceSeries>>;
+
+    /// What `select` selects, as a cursor: labels mapped by `relabel`, sorted by them, equal series
+    /// joined. The default selects everything at once; sources holding much data override it to read
+    /// series batch by batch, without work before the first `next_batch`.
+    fn select_sorted(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        with_data: bool,
+        relabel: Relabel,
+    ) -> Result<Box<dyn SeriesCursor>> {
+        let all = self
+            .select(matchers, mint, maxt, with_data)?
+            .into_iter()
+            .map(|s| (relabel(&s.labels), s.chunks))
+            .collect();
+        Ok(Box::new(VecCursor::new(merge_equal_series(all))))
+    }
 
     /// `(min, max)` timestamps of the data; `(i64::MAX, i64::MIN)` when there is none.
     fn time_range(&self) -> (i64, i64);
@@ -67,6 +128,7 @@ pub struct LeafStore<S> {
     source: S,
     ext: ExternalLabels,
     component: String,
+    limits: SeriesLimits,
 }
 
 impl<S: SeriesSource> LeafStore<S> {
@@ -76,7 +138,14 @@ impl<S: SeriesSource> LeafStore<S> {
             source,
             ext: ExternalLabels::new(external_labels),
             component: "sidecar".into(),
+            limits: SeriesLimits::default(),
         }
+    }
+
+    /// Sets the per-request `Series` limits.
+    pub fn with_limits(mut self, limits: SeriesLimits) -> LeafStore<S> {
+        self.limits = limits;
+        self
     }
 
     /// Sets the `ComponentType` reported by `Info`.
@@ -91,24 +160,6 @@ impl<S: SeriesSource> LeafStore<S> {
 
     pub fn external_labels(&self) -> &ExternalLabels {
         &self.ext
-    }
-
-    /// Series as served: external labels applied, equal series merged, sorted.
-    fn served(
-        &self,
-        matchers: &[Matcher],
-        mint: i64,
-        maxt: i64,
-        without: &[String],
-        with_data: bool,
-    ) -> Result<Vec<(Labels, Vec<SourceChunk>)>> {
-        let all: Vec<(Labels, Vec<SourceChunk>)> = self
-            .source
-            .select(matchers, mint, maxt, with_data)?
-            .into_iter()
-            .map(|s| (self.ext.apply(&s.labels, without), s.chunks))
-            .collect();
-        Ok(merge_equal_series(all))
     }
 }
 
@@ -176,16 +227,25 @@ impl<S: SeriesSource> Store for LeafStore<S> {
         if matchers.is_empty() {
             return Err(no_series_matchers_error());
         }
-        let selected = self.served(
+        let relabel: Relabel = {
+            let ext = self.ext.clone();
+            let without = q.without_replica_labels.clone();
+            Arc::new(move |l: &Labels| ext.apply(l, &without))
+        };
+        let cursor = self.source.select_sorted(
             &matchers,
             q.min_time,
             q.max_time,
-            &q.without_replica_labels,
             !q.skip_chunks,
+            relabel,
         )?;
-        let mut selected = selected;
-        truncate_to_limit(&mut selected, req.limit);
-        Ok(series_stream(selected, q.skip_chunks))
+        // Series are produced on the blocking pool into a bounded channel: at most a batch and the
+        // channel's frames are in memory per call, and when the client goes away (tonic drops the
+        // stream, and with it the receiver) the producer stops at its next send.
+        let (tx, rx) = tokio::sync::mpsc::channel(FRAME_CHANNEL);
+        let (skip_chunks, limit, limits) = (q.skip_chunks, q.limit, self.limits);
+        tokio::task::spawn_blocking(move || produce(cursor, &tx, skip_chunks, limit, limits));
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 
     async fn label_names(&self, req: pb::LabelNamesRequest) -> Result<pb::LabelNamesResponse> {
@@ -267,6 +327,70 @@ impl<S: SeriesSource> Store for LeafStore<S> {
             )),
         };
         Ok(Box::pin(futures::stream::iter([Ok(frame)])))
+    }
+}
+
+/// Drives `cursor` into `tx` (on a blocking thread) until it is exhausted, `limit` series (0 =
+/// unlimited) were sent, a limit of `limits` is exceeded (then an error frame ends the stream, with
+/// Thanos' wording), or the receiver is gone.
+fn produce(
+    mut cursor: Box<dyn SeriesCursor>,
+    tx: &tokio::sync::mpsc::Sender<Result<SeriesFrame>>,
+    skip_chunks: bool,
+    limit: usize,
+    limits: SeriesLimits,
+) {
+    // Thanos counts the samples limit as chunks of at most 120 samples (`MaxSamplesPerChunk`).
+    let max_chunks = limits
+        .max_samples
+        .div_ceil(crate::chunkenc::SAMPLES_PER_CHUNK as usize);
+    let (mut series, mut chunks) = (0usize, 0usize);
+    loop {
+        if tx.is_closed() {
+            return;
+        }
+        let batch = match cursor.next_batch(CURSOR_BATCH) {
+            Ok(b) if b.is_empty() => return,
+            Ok(b) => b,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        };
+        for (labels, cs) in batch {
+            series += 1;
+            if limits.max_series > 0 && series > limits.max_series {
+                let _ = tx.blocking_send(Err(Error::limit(format!(
+                    "exceeded series limit: limit {} violated (got {series})",
+                    limits.max_series
+                ))));
+                return;
+            }
+            if !skip_chunks {
+                chunks += cs.len();
+                if max_chunks > 0 && chunks > max_chunks {
+                    let _ = tx.blocking_send(Err(Error::limit(format!(
+                        "exceeded samples limit: limit {} violated (got {chunks} chunks of up to 120 samples)",
+                        limits.max_samples
+                    ))));
+                    return;
+                }
+            }
+            let frame = SeriesFrame::Series(pb::Series {
+                labels: labels_to_proto(&labels),
+                chunks: if skip_chunks {
+                    vec![]
+                } else {
+                    cs.into_iter().map(to_aggr_chunk).collect()
+                },
+            });
+            if tx.blocking_send(Ok(frame)).is_err() {
+                return;
+            }
+            if limit > 0 && series >= limit {
+                return;
+            }
+        }
     }
 }
 

@@ -9,6 +9,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status};
 
 use super::{MAX_MESSAGE_SIZE, SeriesFrame, Store};
@@ -17,9 +19,113 @@ use crate::proto::thanos::info as infopb;
 
 type FrameStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
+/// How the StoreAPI server admits calls.
+#[derive(Clone, Default)]
+pub struct ServerOptions {
+    /// Admission control of `Series` calls; `None` admits every call at once.
+    pub series_gate: Option<SeriesGate>,
+}
+
+/// Thanos' store gateway gate (`--store.grpc.series-max-concurrency`, Thanos `pkg/gate`): at most
+/// `max` `Series` calls run at once, each from its arrival until its response stream ends or is
+/// dropped (client gone); further calls wait, in arrival order (tokio's semaphore is fair). A call
+/// whose client goes away while it waits leaves the queue.
+#[derive(Clone, Debug)]
+pub struct SeriesGate {
+    sem: Arc<Semaphore>,
+    max: usize,
+    in_flight: Gauge,
+    waiting: Gauge,
+}
+
+impl SeriesGate {
+    /// A gate admitting `max` concurrent calls; `None` for 0 (unlimited).
+    pub fn new(max: usize) -> Option<SeriesGate> {
+        let max = max.min(Semaphore::MAX_PERMITS);
+        (max > 0).then(|| SeriesGate {
+            sem: Arc::new(Semaphore::new(max)),
+            max,
+            in_flight: Gauge::default(),
+            waiting: Gauge::default(),
+        })
+    }
+
+    /// Registers the gate's gauges (names after Thanos' `gate_queries_in_flight` / `_max`).
+    pub fn register(&self, r: &mut prometheus_client::registry::Registry) {
+        let max = Gauge::<i64>::default();
+        max.set(i64::try_from(self.max).unwrap_or(i64::MAX));
+        r.register(
+            "meridian_storeapi_series_gate_queries_max",
+            "Most StoreAPI Series calls served at once (--store.grpc.series-max-concurrency)",
+            max,
+        );
+        r.register(
+            "meridian_storeapi_series_gate_queries_in_flight",
+            "StoreAPI Series calls being served",
+            self.in_flight.clone(),
+        );
+        r.register(
+            "meridian_storeapi_series_gate_queries_waiting",
+            "StoreAPI Series calls waiting for a slot",
+            self.waiting.clone(),
+        );
+    }
+
+    /// Calls being served.
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.get()
+    }
+
+    /// Calls waiting for a slot.
+    pub fn waiting(&self) -> i64 {
+        self.waiting.get()
+    }
+
+    /// Waits for a slot; the slot is held until the guard is dropped.
+    async fn enter(&self) -> Result<GateGuard, Status> {
+        struct Waiting(Gauge);
+        impl Drop for Waiting {
+            fn drop(&mut self) {
+                self.0.dec();
+            }
+        }
+        self.waiting.inc();
+        let w = Waiting(self.waiting.clone());
+        let permit = self
+            .sem
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Status::unavailable("the StoreAPI server is shutting down"))?;
+        drop(w);
+        self.in_flight.inc();
+        Ok(GateGuard {
+            _permit: permit,
+            in_flight: self.in_flight.clone(),
+        })
+    }
+}
+
+/// A `Series` call's slot in the gate.
+struct GateGuard {
+    _permit: OwnedSemaphorePermit,
+    in_flight: Gauge,
+}
+
+impl Drop for GateGuard {
+    fn drop(&mut self) {
+        self.in_flight.dec();
+    }
+}
+
 /// The gRPC services for `store`, ready for a tonic server (plaintext or TLS incoming).
 pub fn routes(store: Arc<dyn Store>) -> tonic::service::Routes {
-    let adapter = Adapter { store };
+    routes_with(store, ServerOptions::default())
+}
+
+/// [`routes`] with options.
+pub fn routes_with(store: Arc<dyn Store>, opts: ServerOptions) -> tonic::service::Routes {
+    let adapter = Adapter { store, opts };
     tonic::service::Routes::new(
         pb::store_server::StoreServer::new(adapter.clone())
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
@@ -43,8 +149,18 @@ pub async fn serve_tcp(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
+    serve_tcp_with(store, listener, ServerOptions::default(), shutdown).await
+}
+
+/// [`serve_tcp`] with options.
+pub async fn serve_tcp_with(
+    store: Arc<dyn Store>,
+    listener: tokio::net::TcpListener,
+    opts: ServerOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
-        .add_routes(routes(store))
+        .add_routes(routes_with(store, opts))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown,
@@ -69,8 +185,28 @@ where
         + 'static,
     E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
+    serve_incoming_with(store, incoming, ServerOptions::default(), shutdown).await
+}
+
+/// [`serve_incoming`] with options.
+pub async fn serve_incoming_with<S, IO, E>(
+    store: Arc<dyn Store>,
+    incoming: S,
+    opts: ServerOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error>
+where
+    S: Stream<Item = Result<IO, E>> + Send + 'static,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
     tonic::transport::Server::builder()
-        .add_routes(routes(store))
+        .add_routes(routes_with(store, opts))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
 }
@@ -90,6 +226,25 @@ pub fn spawn(
     reload_interval: std::time::Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<Spawned> {
+    spawn_with(
+        store,
+        listener,
+        tls,
+        reload_interval,
+        ServerOptions::default(),
+        shutdown,
+    )
+}
+
+/// [`spawn`] with options.
+pub fn spawn_with(
+    store: Arc<dyn Store>,
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<meridian_pki::tls::ServerTls>>,
+    reload_interval: std::time::Duration,
+    opts: ServerOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<Spawned> {
     let log = |r: Result<(), tonic::transport::Error>| {
         if let Err(e) = r {
             tracing::error!(error = %e, "StoreAPI server failed");
@@ -97,7 +252,9 @@ pub fn spawn(
     };
     Ok(match tls {
         None => Spawned {
-            task: tokio::spawn(async move { log(serve_tcp(store, listener, shutdown).await) }),
+            task: tokio::spawn(async move {
+                log(serve_tcp_with(store, listener, opts, shutdown).await)
+            }),
             tls_watcher: None,
         },
         Some(tls) => {
@@ -106,7 +263,7 @@ pub fn spawn(
             let incoming = meridian_pki::tls::TlsIncoming::new(tls, listener)?;
             Spawned {
                 task: tokio::spawn(async move {
-                    log(serve_incoming(store, incoming.into_stream(), shutdown).await)
+                    log(serve_incoming_with(store, incoming.into_stream(), opts, shutdown).await)
                 }),
                 tls_watcher: Some(watcher),
             }
@@ -117,6 +274,7 @@ pub fn spawn(
 #[derive(Clone)]
 struct Adapter {
     store: Arc<dyn Store>,
+    opts: ServerOptions,
 }
 
 /// Turns a store's frames into wire frames: batches of up to `batch` series when `batch > 0`, at most
@@ -201,8 +359,22 @@ impl pb::store_server::Store for Adapter {
         let req = request.into_inner();
         let batch = usize::try_from(req.response_batch_size).unwrap_or(0);
         let limit = usize::try_from(req.limit).unwrap_or(0);
+        // Admission first: a waiting call holds nothing but its request. When its client goes away
+        // tonic drops this future, and with it the place in the queue.
+        let slot = match &self.opts.series_gate {
+            Some(g) => Some(g.enter().await?),
+            None => None,
+        };
         let frames = self.store.series(req).await?;
-        Ok(Response::new(wire_frames(frames, batch, limit)))
+        let frames = wire_frames(frames, batch, limit);
+        Ok(Response::new(match slot {
+            None => frames,
+            // The slot is held until the response stream ends or is dropped.
+            Some(slot) => Box::pin(frames.map(move |f| {
+                let _held = &slot;
+                f
+            })),
+        }))
     }
 
     async fn label_names(

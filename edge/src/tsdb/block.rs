@@ -171,15 +171,16 @@ pub fn write_block(
         let mut metas = Vec::with_capacity(samples.len().div_ceil(SAMPLES_PER_CHUNK as usize));
         for part in samples.chunks(SAMPLES_PER_CHUNK as usize) {
             let mut c = XorChunk::new();
-            let mut prev = i64::MIN;
+            // `None` before the first sample: a sample at i64::MIN is a valid first sample.
+            let mut prev: Option<i64> = None;
             for s in part {
-                if s.t <= prev {
+                if prev.is_some_and(|p| s.t <= p) {
                     return Err(invalid(
                         parent,
                         format!("samples of {labels} not in time order at {}", s.t),
                     ));
                 }
-                prev = s.t;
+                prev = Some(s.t);
                 c.append(s.t, s.v).map_err(|e| invalid(parent, e))?;
             }
             let data = c.into_bytes();
@@ -332,6 +333,18 @@ impl Block {
             ));
         }
         Ok(c.data)
+    }
+
+    /// IDs of the series matching `matchers`, in label order.
+    pub fn series_ids(&self, matchers: &[Matcher]) -> Result<Vec<u32>, BlockError> {
+        self.index
+            .select(matchers)
+            .map_err(|e| invalid(&self.dir, e))
+    }
+
+    /// The labels and chunk metas of series `id`.
+    pub fn series_meta(&self, id: u32) -> Result<(Labels, Vec<ChunkMeta>), BlockError> {
+        self.index.series(id).map_err(|e| invalid(&self.dir, e))
     }
 
     /// Series matching `matchers` with chunks overlapping `[mint, maxt]`, in label order.

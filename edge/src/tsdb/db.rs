@@ -15,6 +15,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
@@ -26,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::labels::Labels;
 use crate::matcher::Matcher;
 use crate::sample::Sample;
-use crate::storeapi::leaf::{SeriesSource, SourceChunk, SourceSeries};
+use crate::storeapi::leaf::{Relabel, SeriesCursor, SeriesSource, SourceChunk, SourceSeries};
 
 pub const DEFAULT_BLOCK_RANGE: i64 = 2 * 3600 * 1000;
 const DELETION_SUFFIX: &str = ".tmp-for-deletion";
@@ -43,6 +44,9 @@ pub struct DbOptions {
     /// Oldest blocks are deleted while the blocks' total size exceeds this (bytes).
     pub retention_size: Option<u64>,
     pub fsync: FsyncPolicy,
+    /// Largest WAL record payload (bytes); bigger records (checkpoints of the whole head, large
+    /// commits) are split. Lowered by tests.
+    pub wal_max_record_bytes: usize,
 }
 
 impl Default for DbOptions {
@@ -52,6 +56,7 @@ impl Default for DbOptions {
             retention_time: Some(15 * 24 * 3600 * 1000),
             retention_size: None,
             fsync: FsyncPolicy::default(),
+            wal_max_record_bytes: wal::DEFAULT_MAX_RECORD_BYTES,
         }
     }
 }
@@ -68,6 +73,9 @@ pub struct TsdbMetrics {
     pub blocks_written: prometheus_client::metrics::counter::Counter,
     pub blocks_deleted: prometheus_client::metrics::counter::Counter,
     pub samples_appended: prometheus_client::metrics::counter::Counter,
+    /// Series handed out with their chunks by selects (StoreAPI `Series`, tools), counted as they are
+    /// produced: a streamed select whose client goes away stops adding to it.
+    pub select_series: prometheus_client::metrics::counter::Counter,
 }
 
 impl TsdbMetrics {
@@ -107,6 +115,11 @@ impl TsdbMetrics {
             "Samples committed",
             self.samples_appended.clone(),
         );
+        r.register(
+            "meridian_tsdb_select_series",
+            "Series produced with their chunks by selects (StoreAPI Series calls, tools)",
+            self.select_series.clone(),
+        );
     }
 }
 
@@ -130,6 +143,8 @@ pub enum DbError {
     },
     #[error("{0}: the data directory is in use by another process")]
     Locked(PathBuf),
+    #[error("block range {0} ms: must be positive")]
+    BadBlockRange(i64),
 }
 
 impl From<DbError> for Error {
@@ -152,6 +167,9 @@ pub struct Db {
     state: RwLock<State>,
     wal: Mutex<Wal>,
     upload_status: RwLock<Option<Arc<dyn UploadStatus>>>,
+    /// Head truncations so far (changed under the state's write lock): a streamed select whose plan
+    /// predates the latest one plans its remaining series again.
+    cuts: AtomicU64,
     pub metrics: TsdbMetrics,
 }
 
@@ -165,6 +183,9 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> DbError + '_ {
 impl Db {
     /// Opens (or creates) a TSDB: removes unfinished block writes, opens blocks, replays the WAL.
     pub fn open(dir: &Path, opts: DbOptions) -> std::result::Result<Db, DbError> {
+        if opts.block_range <= 0 {
+            return Err(DbError::BadBlockRange(opts.block_range));
+        }
         fs::create_dir_all(dir).map_err(io(dir))?;
         let lock_path = dir.join("lock");
         let lock = fs::OpenOptions::new()
@@ -227,7 +248,7 @@ impl Db {
         if replayed + skipped > 0 {
             tracing::info!(replayed, skipped, "WAL replayed");
         }
-        let wal = Wal::open(&wal_dir, opts.fsync)?;
+        let wal = Wal::open(&wal_dir, opts.fsync)?.with_max_record_bytes(opts.wal_max_record_bytes);
         Ok(Db {
             dir: dir.to_owned(),
             _lock: lock,
@@ -235,6 +256,7 @@ impl Db {
             state: RwLock::new(State { head, blocks }),
             wal: Mutex::new(wal),
             upload_status: RwLock::new(None),
+            cuts: AtomicU64::new(0),
             metrics: TsdbMetrics::default(),
         })
         .inspect(Db::refresh_metrics)
@@ -306,16 +328,25 @@ impl Db {
 
     /// Writes the oldest complete block ranges of the head while it spans more than 1.5 ranges (as
     /// Prometheus decides). Returns the new blocks.
+    ///
+    /// Time arithmetic is done in i128 and clamped (issue 22, item 9): a sample at `i64::MIN` or next to
+    /// `i64::MAX` (accepted before timestamps were validated, or in an old WAL) must neither overflow
+    /// (`max - min`, `start + block_range`) nor keep the loop from ending.
     pub fn compact(&self) -> std::result::Result<Vec<BlockMeta>, DbError> {
         let mut out = Vec::new();
         loop {
             let (min, max) = self.read().head.time_range();
-            if min == i64::MAX || max - min <= self.opts.block_range / 2 * 3 {
+            if min == i64::MAX
+                || i128::from(max) - i128::from(min) <= i128::from(self.opts.block_range / 2 * 3)
+            {
                 return Ok(out);
             }
-            let start = min.div_euclid(self.opts.block_range) * self.opts.block_range;
-            out.extend(self.persist(start, start + self.opts.block_range)?);
+            let (start, end) = block_bounds(min, self.opts.block_range);
+            out.extend(self.persist(start, end)?);
             self.refresh_metrics();
+            if !self.head_moved_past(min) {
+                return Ok(out);
+            }
         }
     }
 
@@ -327,9 +358,27 @@ impl Db {
             if min == i64::MAX {
                 return Ok(out);
             }
-            let start = min.div_euclid(self.opts.block_range) * self.opts.block_range;
-            out.extend(self.persist(start, start + self.opts.block_range)?);
+            let (start, end) = block_bounds(min, self.opts.block_range);
+            out.extend(self.persist(start, end)?);
+            if !self.head_moved_past(min) {
+                return Ok(out);
+            }
         }
+    }
+
+    /// Whether the head's oldest sample is now after `min` (a cut made progress). A sample at
+    /// `i64::MAX` fits no block (a block's end is exclusive) and stays in the head: the cutting loops
+    /// stop there instead of spinning.
+    fn head_moved_past(&self, min: i64) -> bool {
+        let (now, _) = self.read().head.time_range();
+        if now == i64::MAX || now > min {
+            return true;
+        }
+        tracing::warn!(
+            min_time = now,
+            "the head's oldest samples fit no block (a timestamp at the end of the time axis); they stay in the head"
+        );
+        false
     }
 
     /// Persists the head's `[start, end)` as a block, then truncates the head and checkpoints the WAL.
@@ -354,6 +403,7 @@ impl Db {
                 st.blocks.sort_by_key(|b| b.meta().min_time);
             }
             st.head.truncate(end);
+            self.cuts.fetch_add(1, Ordering::Release);
             let upto = self.wal().cut()?;
             (upto, st.head.records())
         };
@@ -364,9 +414,16 @@ impl Db {
         Ok(meta.map(|(m, _)| m))
     }
 
-    /// Deletes blocks outside retention (time: ending before `now - retention_time`; size: oldest while
-    /// over the limit) that the upload status, if set, confirms uploaded. Returns the deleted ULIDs.
-    pub fn apply_retention(&self, now_ms: i64) -> std::result::Result<Vec<String>, DbError> {
+    /// Deletes blocks outside retention that the upload status, if set, confirms uploaded. Returns the
+    /// deleted ULIDs.
+    ///
+    /// Time retention is measured from the newest block's end, as Prometheus does (v2.42
+    /// `tsdb/db.go` `BeyondTimeRetention`): a block is outside it when its end is more than the
+    /// retention time before the newest block's end. The wall clock is not used, so blocks from a
+    /// backfill (or an edge restarted after a long outage) are not deleted on arrival, and the newest
+    /// block is never deleted by time. Size retention deletes the oldest blocks while the total is
+    /// over the limit.
+    pub fn apply_retention(&self) -> std::result::Result<Vec<String>, DbError> {
         let status = self
             .upload_status
             .read()
@@ -376,13 +433,17 @@ impl Db {
         let blocks: Vec<Arc<Block>> = self.read().blocks.clone();
         let sizes: Vec<u64> = blocks.iter().map(|b| dir_size(b.dir())).collect();
         let mut total: u64 = sizes.iter().sum();
+        let newest_end = blocks.iter().map(|b| b.meta().max_time).max();
         let mut doomed = Vec::new();
         for (b, size) in blocks.iter().zip(&sizes) {
             let m = b.meta();
-            let by_time = self
-                .opts
-                .retention_time
-                .is_some_and(|rt| m.max_time <= now_ms - rt);
+            // In i128: block ends anywhere on the i64 axis are compared without overflow.
+            let by_time = match (self.opts.retention_time, newest_end) {
+                (Some(rt), Some(newest)) => {
+                    i128::from(newest) - i128::from(m.max_time) > i128::from(rt)
+                }
+                _ => false,
+            };
             let by_size = self.opts.retention_size.is_some_and(|rs| total > rs);
             if !(by_time || by_size) {
                 continue;
@@ -391,7 +452,7 @@ impl Db {
                 tracing::debug!(block = %m.ulid, "outside retention but not uploaded yet; kept");
                 continue;
             }
-            total -= size;
+            total = total.saturating_sub(*size);
             doomed.push(m.ulid.clone());
         }
         if doomed.is_empty() {
@@ -452,10 +513,12 @@ impl Db {
             all.push((s.labels, s.chunks));
         }
         // Blocks and the head each give sorted runs; equal series across them are joined.
-        Ok(crate::storeapi::leaf::merge_equal_series(all)
+        let out: Vec<SourceSeries> = crate::storeapi::leaf::merge_equal_series(all)
             .into_iter()
             .map(|(labels, chunks)| SourceSeries { labels, chunks })
-            .collect())
+            .collect();
+        self.metrics.select_series.inc_by(out.len() as u64);
+        Ok(out)
     }
 
     /// Every sample of the matching series in `[mint, maxt]`, overlapping chunks merged (for tools and
@@ -492,10 +555,189 @@ impl Db {
         let (mut min, mut max) = st.head.time_range();
         for b in &st.blocks {
             min = min.min(b.meta().min_time);
-            max = max.max(b.meta().max_time - 1);
+            max = max.max(b.meta().max_time.saturating_sub(1));
         }
         (min, max)
     }
+}
+
+/// Where a planned series' chunks are: a block of the plan and the series' ID in it, or the head.
+enum Loc {
+    Block(usize, u32),
+    Head(u64),
+}
+
+/// What a streamed select serves: the blocks it reads and the series in served order.
+struct Plan {
+    /// [`Db::cuts`] when the plan was made.
+    cuts: u64,
+    /// Held so that blocks deleted by retention meanwhile stay readable (their files are mapped).
+    blocks: Vec<Arc<Block>>,
+    series: std::vec::IntoIter<(Labels, Vec<Loc>)>,
+}
+
+/// A select served batch by batch (issue 22, item 5: `Db::select` materialised the whole selection,
+/// chunk bytes included, per StoreAPI call).
+///
+/// The first batch plans: under the read lock it finds the matching series of the blocks and the head
+/// with chunks in range, and keeps their served labels and where their chunks are (no chunk bytes),
+/// sorted by served labels (external labels can change the order, so the labels are needed up front).
+/// Each batch then reads its series' chunks under the read lock. When the head was truncated since
+/// the plan (its data moved to a new block), the series after the last one served are planned again
+/// from the current blocks and head, so no sample is lost or repeated.
+pub struct DbCursor {
+    db: Arc<Db>,
+    matchers: Vec<Matcher>,
+    mint: i64,
+    maxt: i64,
+    with_data: bool,
+    relabel: Relabel,
+    plan: Option<Plan>,
+    /// Served labels of the last series handed out.
+    last: Option<Labels>,
+}
+
+impl Db {
+    /// A cursor over what [`Db::select`] selects, with labels mapped by `relabel`, sorted by them and
+    /// equal series joined. Nothing is read before the first batch.
+    pub fn cursor(
+        self: &Arc<Db>,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        with_data: bool,
+        relabel: Relabel,
+    ) -> DbCursor {
+        DbCursor {
+            db: self.clone(),
+            matchers: matchers.to_vec(),
+            mint,
+            maxt,
+            with_data,
+            relabel,
+            plan: None,
+            last: None,
+        }
+    }
+}
+
+impl DbCursor {
+    fn plan(&self, st: &State) -> std::result::Result<Plan, DbError> {
+        let (mint, maxt) = (self.mint, self.maxt);
+        let overlaps = |min: i64, max: i64| min <= maxt && max >= mint;
+        let mut blocks = Vec::new();
+        let mut all: Vec<(Labels, Loc)> = Vec::new();
+        for b in &st.blocks {
+            let m = b.meta();
+            if m.max_time <= mint || m.min_time > maxt {
+                continue;
+            }
+            let bi = blocks.len();
+            blocks.push(b.clone());
+            for id in b.series_ids(&self.matchers)? {
+                let (labels, metas) = b.series_meta(id)?;
+                if metas.iter().any(|c| overlaps(c.min_time, c.max_time)) {
+                    all.push(((self.relabel)(&labels), Loc::Block(bi, id)));
+                }
+            }
+        }
+        for (r, labels) in st.head.select_labels(&self.matchers, mint, maxt) {
+            all.push(((self.relabel)(&labels), Loc::Head(r)));
+        }
+        if let Some(last) = &self.last {
+            all.retain(|(l, _)| l > last);
+        }
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut series: Vec<(Labels, Vec<Loc>)> = Vec::with_capacity(all.len());
+        for (labels, loc) in all {
+            match series.last_mut() {
+                Some(s) if s.0 == labels => s.1.push(loc),
+                _ => series.push((labels, vec![loc])),
+            }
+        }
+        Ok(Plan {
+            cuts: self.db.cuts.load(Ordering::Acquire),
+            blocks,
+            series: series.into_iter(),
+        })
+    }
+
+    fn batch(
+        &mut self,
+        max: usize,
+    ) -> std::result::Result<Vec<(Labels, Vec<SourceChunk>)>, DbError> {
+        let db = self.db.clone();
+        let st = db.read();
+        let cuts = db.cuts.load(Ordering::Acquire);
+        if self.plan.as_ref().is_none_or(|p| p.cuts != cuts) {
+            self.plan = Some(self.plan(&st)?);
+        }
+        let (mint, maxt, with_data) = (self.mint, self.maxt, self.with_data);
+        let Some(plan) = self.plan.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::with_capacity(max.min(plan.series.len()));
+        while out.len() < max {
+            let Some((labels, locs)) = plan.series.next() else {
+                break;
+            };
+            let mut chunks = Vec::new();
+            for loc in &locs {
+                match *loc {
+                    Loc::Block(bi, id) => {
+                        let Some(b) = plan.blocks.get(bi) else {
+                            continue;
+                        };
+                        for m in b.series_meta(id)?.1 {
+                            if m.min_time <= maxt && m.max_time >= mint {
+                                chunks.push(SourceChunk {
+                                    min_time: m.min_time,
+                                    max_time: m.max_time,
+                                    data: if with_data {
+                                        Bytes::copy_from_slice(b.chunk(m.chunk_ref)?)
+                                    } else {
+                                        Bytes::new()
+                                    },
+                                });
+                            }
+                        }
+                    }
+                    Loc::Head(r) => {
+                        chunks.extend(
+                            st.head
+                                .series_chunks(r, mint, maxt, with_data)
+                                .unwrap_or_default(),
+                        );
+                    }
+                }
+            }
+            if locs.len() > 1 {
+                chunks.sort_by_key(|c| (c.min_time, c.max_time));
+            }
+            self.last = Some(labels.clone());
+            if !chunks.is_empty() {
+                out.push((labels, chunks));
+            }
+        }
+        db.metrics.select_series.inc_by(out.len() as u64);
+        Ok(out)
+    }
+}
+
+impl SeriesCursor for DbCursor {
+    fn next_batch(&mut self, max: usize) -> Result<Vec<(Labels, Vec<SourceChunk>)>> {
+        Ok(self.batch(max)?)
+    }
+}
+
+/// The block range holding `t`: `[start, end)` with `start` a multiple of `range` (as Prometheus
+/// aligns blocks), computed in i128 and clamped to the i64 axis, so the ranges at both ends of the
+/// axis neither overflow nor overlap their neighbours. `range` is positive ([`Db::open`] checks it).
+fn block_bounds(t: i64, range: i64) -> (i64, i64) {
+    let range = i128::from(range.max(1));
+    let start = i128::from(t).div_euclid(range) * range;
+    let clamp = |x: i128| i64::try_from(x).unwrap_or(if x < 0 { i64::MIN } else { i64::MAX });
+    (clamp(start), clamp(start + range))
 }
 
 /// Bytes of the files under `dir`, recursively (block sizes for retention and reports).
@@ -522,6 +764,19 @@ impl SeriesSource for Arc<Db> {
         with_data: bool,
     ) -> Result<Vec<SourceSeries>> {
         Ok(Db::select(self, matchers, mint, maxt, with_data)?)
+    }
+
+    fn select_sorted(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        with_data: bool,
+        relabel: Relabel,
+    ) -> Result<Box<dyn SeriesCursor>> {
+        Ok(Box::new(Db::cursor(
+            self, matchers, mint, maxt, with_data, relabel,
+        )))
     }
 
     fn time_range(&self) -> (i64, i64) {
@@ -730,26 +985,6 @@ mod tests {
         let mut want_sorted = want.clone();
         want_sorted.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(got, want_sorted);
-        // Retention: block [0, 2h) ends 4 h before 6 h; with an upload status, only if uploaded.
-        struct Nothing;
-        impl UploadStatus for Nothing {
-            fn is_uploaded(&self, _: &str) -> bool {
-                false
-            }
-        }
-        db.set_upload_status(Arc::new(Nothing));
-        assert!(db.apply_retention(6 * H).unwrap().is_empty());
-        struct All;
-        impl UploadStatus for All {
-            fn is_uploaded(&self, _: &str) -> bool {
-                true
-            }
-        }
-        db.set_upload_status(Arc::new(All));
-        let deleted = db.apply_retention(6 * H).unwrap();
-        assert_eq!(deleted.len(), 1);
-        assert!(!dir.path().join(&deleted[0]).exists());
-        assert!(db.blocks().is_empty());
         // Flushing the head writes the rest, block-aligned.
         let made = db.flush_head().unwrap();
         assert_eq!(
@@ -759,6 +994,44 @@ mod tests {
             vec![(2 * H, 4 * H), (4 * H, 6 * H)]
         );
         assert_eq!(db.head_series(), 0);
+        // Retention (from the newest block's end, 6 h): block [0, 2h) ends 4 h before it, which is
+        // not more than the retention; it is kept.
+        assert!(db.apply_retention().unwrap().is_empty());
+        drop(db);
+        // With a 3 h retention it is outside; with an upload status, deleted only if uploaded.
+        let db = Db::open(
+            dir.path(),
+            DbOptions {
+                retention_time: Some(3 * H),
+                ..opts
+            },
+        )
+        .unwrap();
+        struct Nothing;
+        impl UploadStatus for Nothing {
+            fn is_uploaded(&self, _: &str) -> bool {
+                false
+            }
+        }
+        db.set_upload_status(Arc::new(Nothing));
+        assert!(db.apply_retention().unwrap().is_empty());
+        struct All;
+        impl UploadStatus for All {
+            fn is_uploaded(&self, _: &str) -> bool {
+                true
+            }
+        }
+        db.set_upload_status(Arc::new(All));
+        let deleted = db.apply_retention().unwrap();
+        assert_eq!(deleted.len(), 1);
+        assert!(!dir.path().join(&deleted[0]).exists());
+        assert_eq!(
+            db.blocks()
+                .iter()
+                .map(|m| (m.min_time, m.max_time))
+                .collect::<Vec<_>>(),
+            vec![(2 * H, 4 * H), (4 * H, 6 * H)]
+        );
     }
 
     #[test]
@@ -784,5 +1057,253 @@ mod tests {
         let db = Db::open(dir.path(), DbOptions::default()).unwrap();
         assert!(db.blocks().is_empty());
         assert!(!partial.exists());
+    }
+}
+
+/// Issue 22 (robustness): extreme timestamps, retention from the newest block, split WAL records.
+#[cfg(test)]
+mod robustness_tests {
+    use super::*;
+    use crate::tsdb::block::write_block;
+
+    const H: i64 = 3600 * 1000;
+    const DAY: i64 = 24 * H;
+    /// 2024-01-01T00:00:00Z.
+    const JAN_2024: i64 = 1_704_067_200_000;
+
+    fn l(i: usize) -> Labels {
+        Labels::from_pairs([("__name__", "m".to_string()), ("i", i.to_string())])
+    }
+
+    /// Puts samples straight into the head, past every append-time check: what an old WAL, or a sample
+    /// accepted before timestamps were validated, leaves there.
+    fn force_into_head(db: &Db, labels: &Labels, ts: &[i64]) {
+        let r = db.appender().series_ref(labels);
+        let mut st = db.write();
+        for t in ts {
+            st.head.append(r, Sample::new(*t, 1.0));
+        }
+    }
+
+    /// Runs `f` on another thread and fails if it does not finish within a minute (a stalled
+    /// housekeeping loop would otherwise hang the test run).
+    fn within_a_minute<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("{what} did not finish (stalled or panicked)"))
+    }
+
+    /// Item 9: an `i64::MIN` sample (and samples next to `i64::MAX`) in the head: cutting blocks,
+    /// compaction planning, retention, selects and flushing neither panic (debug overflow checks) nor
+    /// loop forever, and the ordinary data still reaches blocks.
+    #[test]
+    fn housekeeping_survives_extreme_timestamps_in_the_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Db::open(dir.path(), DbOptions::default()).unwrap());
+        force_into_head(&db, &l(0), &[i64::MIN, i64::MIN + 1]);
+        force_into_head(&db, &l(1), &[JAN_2024, JAN_2024 + 5 * H]);
+        force_into_head(&db, &l(2), &[i64::MAX - 1, i64::MAX]);
+        let d = db.clone();
+        let made = within_a_minute("compaction", move || d.compact().unwrap());
+        // The i64::MIN range and the two ordinary ranges became blocks; the newest range stays in the head.
+        assert!(
+            made.iter().any(|m| m.min_time == i64::MIN),
+            "no block holds the i64::MIN sample: {made:?}"
+        );
+        assert!(made.iter().all(|m| m.min_time < m.max_time), "{made:?}");
+        let ordinary = db
+            .samples(&[Matcher::equal("i", "1")], i64::MIN, i64::MAX)
+            .unwrap();
+        assert_eq!(ordinary[0].1.len(), 2);
+        // Compaction keeps working: a second round is a no-op, not a panic.
+        let d = db.clone();
+        within_a_minute("second compaction", move || d.compact().unwrap());
+        // Retention measures from the newest block: the i64::MIN block is out of retention.
+        let d = db.clone();
+        let deleted = within_a_minute("retention", move || d.apply_retention().unwrap());
+        assert!(!deleted.is_empty(), "the i64::MIN block was kept");
+        assert!(db.blocks().iter().all(|m| m.min_time != i64::MIN));
+        // Selects over the whole time axis and the Info range do not overflow.
+        let all = db
+            .samples(&[Matcher::equal("__name__", "m")], i64::MIN, i64::MAX)
+            .unwrap();
+        assert_eq!(all.len(), 2, "{all:?}");
+        let (min, max) = Db::time_range(&db);
+        assert!(min <= max);
+        // Flushing ends: the sample at i64::MAX cannot be in any block (a block's end is exclusive) and
+        // stays in the head, but the loop stops.
+        let d = db.clone();
+        within_a_minute("flush", move || d.flush_head().unwrap());
+        assert!(
+            db.blocks().iter().any(|m| m.max_time == i64::MAX),
+            "the range next to i64::MAX was not written: {:?}",
+            db.blocks()
+        );
+    }
+
+    /// Item 9: a block range flag of 0 is refused at open (it would divide by zero at the first cut).
+    #[test]
+    fn zero_block_range_is_refused_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = DbOptions {
+            block_range: 0,
+            ..Default::default()
+        };
+        let e = Db::open(dir.path(), opts)
+            .err()
+            .expect("block range 0 accepted");
+        assert!(e.to_string().contains("block range"), "{e}");
+    }
+
+    /// Item 15: time retention counts from the newest block's end (Prometheus v2.42
+    /// `tsdb/db.go` `BeyondTimeRetention`), not from the wall clock: backfilled blocks from January
+    /// 2024 survive a TSDB opened with the default 15 d retention.
+    #[test]
+    fn time_retention_counts_from_the_newest_block_not_the_wall_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let block = |start: i64| {
+            write_block(
+                dir.path(),
+                vec![(l(0), vec![Sample::new(start + 1000, 1.0)])],
+                start,
+                start + 2 * H,
+            )
+            .unwrap()
+        };
+        for k in 0..3 {
+            block(JAN_2024 + k * 2 * H);
+        }
+        let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+        let deleted = db.apply_retention().unwrap();
+        assert!(deleted.is_empty(), "backfilled blocks deleted: {deleted:?}");
+        assert_eq!(db.blocks().len(), 3);
+        drop(db);
+        // A block ending 15 d after the newest January block: that one ends exactly the retention
+        // before it and is kept (Prometheus deletes only blocks ending more than the retention before);
+        // the two older ones go.
+        block(JAN_2024 + 4 * H + 15 * DAY);
+        let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+        let deleted = db.apply_retention().unwrap();
+        assert_eq!(deleted.len(), 2, "{deleted:?}");
+        let kept: Vec<i64> = db.blocks().iter().map(|m| m.min_time).collect();
+        assert_eq!(kept, vec![JAN_2024 + 4 * H, JAN_2024 + 4 * H + 15 * DAY]);
+    }
+
+    /// Item 12: with the WAL record limit lowered, the checkpoint of a head bigger than the limit is
+    /// written as several records, none above the limit, and a restart restores every sample.
+    #[test]
+    fn checkpoint_bigger_than_the_record_limit_is_split_and_replayed() {
+        const LIMIT: usize = 4096;
+        let dir = tempfile::tempdir().unwrap();
+        let opts = DbOptions {
+            retention_time: None,
+            wal_max_record_bytes: LIMIT,
+            ..Default::default()
+        };
+        let mut want: Vec<(Labels, Vec<Sample>)> = (0..100).map(|i| (l(i), vec![])).collect();
+        {
+            let db = Db::open(dir.path(), opts.clone()).unwrap();
+            for k in 0..(5 * 60) {
+                let mut app = db.appender();
+                for (i, (labels, s)) in want.iter_mut().enumerate() {
+                    let smp = Sample::new(k * 60_000, (k * i as i64) as f64);
+                    app.add(labels, smp.t, smp.v).unwrap();
+                    s.push(smp);
+                }
+                app.commit().unwrap();
+            }
+            // [0, 2h) becomes a block; the head keeps 3 h of 100 series (18,000 samples, ~200 KB of
+            // records) and is checkpointed.
+            assert_eq!(db.compact().unwrap().len(), 1);
+        }
+        let wal_dir = dir.path().join(WAL_DIR);
+        let cp = fs::read_dir(&wal_dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("checkpoint."))
+            })
+            .expect("a checkpoint");
+        let mut sizes = Vec::new();
+        for seg in fs::read_dir(&cp).unwrap().flatten() {
+            sizes.extend(wal::frame_sizes(&seg.path()));
+        }
+        assert!(
+            sizes.len() > 10,
+            "checkpoint written as {} records",
+            sizes.len()
+        );
+        assert!(
+            sizes.iter().all(|s| *s <= LIMIT),
+            "checkpoint records above the {LIMIT}-byte limit: {:?}",
+            sizes.iter().filter(|s| **s > LIMIT).collect::<Vec<_>>()
+        );
+        let db = Db::open(dir.path(), opts).unwrap();
+        let got = db
+            .samples(&[Matcher::equal("__name__", "m")], i64::MIN, i64::MAX)
+            .unwrap();
+        want.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(got, want);
+    }
+
+    /// Item 5: a streamed select that spans a head truncation (its series moved into a new block)
+    /// still serves every series once with all its samples, in served-label order.
+    #[test]
+    fn streamed_select_across_a_head_cut_loses_and_repeats_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(
+            Db::open(
+                dir.path(),
+                DbOptions {
+                    retention_time: None,
+                    ..Default::default()
+                },
+            )
+            .unwrap(),
+        );
+        for k in 0..(5 * 60) {
+            let mut app = db.appender();
+            for i in 0..50 {
+                app.add(&l(i), k * 60_000, k as f64).unwrap();
+            }
+            app.commit().unwrap();
+        }
+        let m = [Matcher::equal("__name__", "m")];
+        let want = db.samples(&m, i64::MIN, i64::MAX).unwrap();
+        let ext = Labels::from_pairs([("cluster", "a")]);
+        let relabel: Relabel = Arc::new(move |l: &Labels| l.merged_with(&ext));
+        let mut cursor = db.cursor(&m, i64::MIN, i64::MAX, true, relabel);
+        let mut got = cursor.next_batch(7).unwrap();
+        // The head's oldest range becomes a block between two batches.
+        assert_eq!(db.compact().unwrap().len(), 1);
+        loop {
+            let b = cursor.next_batch(7).unwrap();
+            if b.is_empty() {
+                break;
+            }
+            got.extend(b);
+        }
+        let got: Vec<(Labels, Vec<Sample>)> = got
+            .into_iter()
+            .map(|(labels, chunks)| {
+                let mut all: Vec<Sample> = chunks
+                    .iter()
+                    .flat_map(|c| {
+                        crate::chunkenc::XorIterator::new(&c.data)
+                            .into_iter()
+                            .flatten()
+                    })
+                    .collect();
+                all.sort_by_key(|x| x.t);
+                all.dedup_by_key(|x| x.t);
+                (labels.without(&["cluster"]), all)
+            })
+            .collect();
+        assert_eq!(got, want);
     }
 }

@@ -287,6 +287,48 @@ impl Head {
             .collect()
     }
 
+    /// References and labels of the series matching `matchers` with chunks overlapping `[mint, maxt]`
+    /// (the plan of a streamed select; chunks are read later with [`Head::series_chunks`]).
+    pub fn select_labels(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<(u64, Labels)> {
+        let Ok(refs) = postings::select(self, matchers);
+        refs.into_iter()
+            .filter_map(|r| {
+                let s = self.get(r)?;
+                s.chunks
+                    .iter()
+                    .any(|c| c.min_t <= maxt && c.chunk.last_t() >= mint)
+                    .then(|| (r, s.labels.clone()))
+            })
+            .collect()
+    }
+
+    /// The chunks of series `r` overlapping `[mint, maxt]` (bytes copied when `with_data`); `None`
+    /// when the series is no longer in the head.
+    pub fn series_chunks(
+        &self,
+        r: u64,
+        mint: i64,
+        maxt: i64,
+        with_data: bool,
+    ) -> Option<Vec<SourceChunk>> {
+        let s = self.get(r)?;
+        Some(
+            s.chunks
+                .iter()
+                .filter(|c| c.min_t <= maxt && c.chunk.last_t() >= mint)
+                .map(|c| SourceChunk {
+                    min_time: c.min_t,
+                    max_time: c.chunk.last_t(),
+                    data: if with_data {
+                        Bytes::copy_from_slice(c.chunk.bytes())
+                    } else {
+                        Bytes::new()
+                    },
+                })
+                .collect(),
+        )
+    }
+
     /// Every series' samples within `[start, end)`, for writing a block.
     pub fn samples_in(&self, start: i64, end: i64) -> Vec<(Labels, Vec<Sample>)> {
         self.iter()

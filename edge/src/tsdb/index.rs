@@ -102,11 +102,20 @@ fn crc(b: &[u8]) -> [u8; 4] {
     crc32c::crc32c(b).to_be_bytes()
 }
 
+/// A length or count as the format's 4-byte big-endian field; an error (never a truncation) when it
+/// does not fit.
+fn be32_len(n: usize, what: &str) -> Result<[u8; 4], String> {
+    u32::try_from(n)
+        .map(u32::to_be_bytes)
+        .map_err(|_| format!("index too large: {what} of {n} does not fit in 32 bits"))
+}
+
 /// Appends a section `len u32 | body | CRC32(body)`.
-fn put_section(out: &mut Vec<u8>, body: &[u8]) {
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+fn put_section(out: &mut Vec<u8>, body: &[u8]) -> Result<(), String> {
+    out.extend_from_slice(&be32_len(body.len(), "section length")?);
     out.extend_from_slice(body);
     out.extend_from_slice(&crc(body));
+    Ok(())
 }
 
 /// Builds an index file for series given in label order.
@@ -139,11 +148,11 @@ pub fn write_index(series: &[(Labels, Vec<ChunkMeta>)]) -> Result<Vec<u8>, Strin
     // Symbols.
     let toc_symbols = out.len() as u64;
     let mut body = Vec::new();
-    body.extend_from_slice(&(symbols.len() as u32).to_be_bytes());
+    body.extend_from_slice(&be32_len(symbols.len(), "symbol count")?);
     for s in &symbols {
         put_str(&mut body, s);
     }
-    put_section(&mut out, &body);
+    put_section(&mut out, &body)?;
 
     // Series.
     let toc_series = out.len() as u64;
@@ -162,13 +171,15 @@ pub fn write_index(series: &[(Labels, Vec<ChunkMeta>)]) -> Result<Vec<u8>, Strin
         put_uvarint(&mut body, chunks.len() as u64);
         if let Some(c0) = chunks.first() {
             put_varint(&mut body, c0.min_time);
-            put_uvarint(&mut body, (c0.max_time - c0.min_time) as u64);
+            // Deltas as Prometheus writes them (Go's `uint64(a - b)` wraps; for a series' sorted,
+            // non-overlapping chunks they are never negative). The reader checks them.
+            put_uvarint(&mut body, c0.max_time.wrapping_sub(c0.min_time) as u64);
             put_uvarint(&mut body, c0.chunk_ref);
             let (mut t0, mut r0) = (c0.max_time, c0.chunk_ref as i64);
             for c in &chunks[1..] {
-                put_uvarint(&mut body, (c.min_time - t0) as u64);
-                put_uvarint(&mut body, (c.max_time - c.min_time) as u64);
-                put_varint(&mut body, c.chunk_ref as i64 - r0);
+                put_uvarint(&mut body, c.min_time.wrapping_sub(t0) as u64);
+                put_uvarint(&mut body, c.max_time.wrapping_sub(c.min_time) as u64);
+                put_varint(&mut body, (c.chunk_ref as i64).wrapping_sub(r0));
                 t0 = c.max_time;
                 r0 = c.chunk_ref as i64;
             }
@@ -198,11 +209,11 @@ pub fn write_index(series: &[(Labels, Vec<ChunkMeta>)]) -> Result<Vec<u8>, Strin
         label_index_offsets.push((name, out.len() as u64));
         body.clear();
         body.extend_from_slice(&1u32.to_be_bytes());
-        body.extend_from_slice(&(values.len() as u32).to_be_bytes());
+        body.extend_from_slice(&be32_len(values.len(), "label index length")?);
         for v in values {
             body.extend_from_slice(&v.to_be_bytes());
         }
-        put_section(&mut out, &body);
+        put_section(&mut out, &body)?;
     }
 
     // Postings lists.
@@ -214,35 +225,41 @@ pub fn write_index(series: &[(Labels, Vec<ChunkMeta>)]) -> Result<Vec<u8>, Strin
         pad(&mut out, 4);
         postings_offsets.push((name, value, out.len() as u64));
         body.clear();
-        body.extend_from_slice(&(list.len() as u32).to_be_bytes());
+        body.extend_from_slice(&be32_len(list.len(), "postings list length")?);
         for id in list {
             body.extend_from_slice(&id.to_be_bytes());
         }
-        put_section(&mut out, &body);
+        put_section(&mut out, &body)?;
     }
 
     // Label offset table.
     let toc_label_table = out.len() as u64;
     body.clear();
-    body.extend_from_slice(&(label_index_offsets.len() as u32).to_be_bytes());
+    body.extend_from_slice(&be32_len(
+        label_index_offsets.len(),
+        "label offset table length",
+    )?);
     for (name, off) in &label_index_offsets {
         put_uvarint(&mut body, 1);
         put_str(&mut body, name);
         put_uvarint(&mut body, *off);
     }
-    put_section(&mut out, &body);
+    put_section(&mut out, &body)?;
 
     // Postings offset table.
     let toc_postings_table = out.len() as u64;
     body.clear();
-    body.extend_from_slice(&(postings_offsets.len() as u32).to_be_bytes());
+    body.extend_from_slice(&be32_len(
+        postings_offsets.len(),
+        "postings offset table length",
+    )?);
     for (name, value, off) in &postings_offsets {
         put_uvarint(&mut body, 2);
         put_str(&mut body, name);
         put_str(&mut body, value);
         put_uvarint(&mut body, *off);
     }
-    put_section(&mut out, &body);
+    put_section(&mut out, &body)?;
 
     // TOC.
     let toc_start = out.len();
@@ -307,6 +324,15 @@ impl<'a> Dec<'a> {
         let (v, n) = super::chunks::uvarint(rest).ok_or_else(|| self.err("bad varint"))?;
         self.pos += n;
         Ok(v)
+    }
+
+    /// `base` plus a non-negative delta read as a uvarint; a sum past the i64 axis is corruption.
+    fn add_delta(&mut self, base: i64, what: &str) -> Result<i64, IndexError> {
+        let d = self.uvarint()?;
+        i64::try_from(d)
+            .ok()
+            .and_then(|d| base.checked_add(d))
+            .ok_or_else(|| self.err(format!("{what} delta {d} from {base} overflows")))
     }
 
     fn varint(&mut self) -> Result<i64, IndexError> {
@@ -526,7 +552,7 @@ impl IndexHeader {
         let mut chunks = Vec::with_capacity(nc.min(body.len()));
         if nc > 0 {
             let min_time = d.varint()?;
-            let max_time = min_time + d.uvarint()? as i64;
+            let max_time = d.add_delta(min_time, "chunk max time")?;
             let chunk_ref = d.uvarint()?;
             chunks.push(ChunkMeta {
                 chunk_ref,
@@ -535,9 +561,11 @@ impl IndexHeader {
             });
             let (mut t0, mut r0) = (max_time, chunk_ref as i64);
             for _ in 1..nc {
-                let min_time = t0 + d.uvarint()? as i64;
-                let max_time = min_time + d.uvarint()? as i64;
-                let r = r0 + d.varint()?;
+                let min_time = d.add_delta(t0, "chunk min time")?;
+                let max_time = d.add_delta(min_time, "chunk max time")?;
+                let r = r0
+                    .checked_add(d.varint()?)
+                    .ok_or_else(|| d.err("chunk reference overflows"))?;
                 chunks.push(ChunkMeta {
                     chunk_ref: r as u64,
                     min_time,
@@ -695,6 +723,15 @@ impl super::postings::Postings for IndexReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 22 (item 12's rule, in the index): a length past 32 bits is an error, not truncated.
+    #[test]
+    fn lengths_past_32_bits_are_refused_not_truncated() {
+        assert_eq!(be32_len(7, "x").unwrap(), 7u32.to_be_bytes());
+        assert_eq!(be32_len(u32::MAX as usize, "x").unwrap(), [0xff; 4]);
+        let e = be32_len(u32::MAX as usize + 1, "section length").unwrap_err();
+        assert!(e.contains("section length of 4294967296"), "{e}");
+    }
     use crate::matcher::{MatchType, matches_all};
     use proptest::prelude::*;
 

@@ -27,6 +27,12 @@ use crate::labels::Labels;
 use crate::sample::Sample;
 
 pub const SEGMENT_SIZE: u64 = 128 << 20;
+/// Default largest payload of one record. Bigger records (a checkpoint of the whole head, a large
+/// commit) are split into several records of at most this size; a record's length field is a u32, so
+/// this can never exceed `u32::MAX`.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 16 << 20;
+/// The smallest record limit accepted: one sample entry must fit.
+const MIN_MAX_RECORD_BYTES: usize = 64;
 const MAGIC: &[u8; 4] = b"MWAL";
 const VERSION: u8 = 1;
 const HEADER: usize = 8;
@@ -52,14 +58,27 @@ pub enum Record {
 
 /// The WAL failed.
 #[derive(Debug, thiserror::Error)]
-#[error("WAL {path}: {source}")]
-pub struct WalError {
-    pub path: PathBuf,
-    pub source: std::io::Error,
+pub enum WalError {
+    #[error("WAL {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// One entry of a record (a series with its labels, or a sample) does not fit in a record of the
+    /// largest allowed size: it is refused, never truncated.
+    #[error(
+        "WAL {path}: a {kind} entry of {len} bytes does not fit in a WAL record (at most {limit} bytes)"
+    )]
+    RecordTooLarge {
+        path: PathBuf,
+        kind: &'static str,
+        len: usize,
+        limit: usize,
+    },
 }
 
 fn werr(path: &Path) -> impl Fn(std::io::Error) -> WalError + '_ {
-    move |source| WalError {
+    move |source| WalError::Io {
         path: path.to_owned(),
         source,
     }
@@ -78,6 +97,51 @@ fn put_str(b: &mut Vec<u8>, s: &str) {
     b.extend_from_slice(s.as_bytes());
 }
 
+/// Buffered frames are written out once they reach this size (a checkpoint of a large head is not
+/// assembled in memory as a whole).
+const FLUSH_AT: usize = 8 << 20;
+
+/// Starts a frame (length and CRC filled in later) of record type `kind`; returns its offset.
+fn start_frame(buf: &mut Vec<u8>, kind: u8) -> usize {
+    let at = buf.len();
+    buf.extend_from_slice(&[0; 8]);
+    buf.push(kind);
+    at
+}
+
+fn put_series_entry(b: &mut Vec<u8>, r: u64, l: &Labels) {
+    put_uvarint(b, r);
+    put_uvarint(b, l.len() as u64);
+    for x in l.iter() {
+        put_str(b, x.name);
+        put_str(b, x.value);
+    }
+}
+
+fn put_sample_entry(b: &mut Vec<u8>, r: u64, s: Sample) {
+    put_uvarint(b, r);
+    put_uvarint(b, ((s.t << 1) ^ (s.t >> 63)) as u64);
+    b.extend_from_slice(&s.v.to_bits().to_be_bytes());
+}
+
+fn uvarint_len(x: u64) -> usize {
+    (64 - (x | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// The encoded size of a series entry, without encoding it.
+fn series_entry_len(r: u64, l: &Labels) -> usize {
+    uvarint_len(r)
+        + uvarint_len(l.len() as u64)
+        + l.iter()
+            .map(|x| {
+                uvarint_len(x.name.len() as u64)
+                    + x.name.len()
+                    + uvarint_len(x.value.len() as u64)
+                    + x.value.len()
+            })
+            .sum::<usize>()
+}
+
 /// Encodes a record's payload.
 pub fn encode(r: &Record) -> Vec<u8> {
     let mut b = Vec::new();
@@ -92,21 +156,14 @@ pub fn encode_into(r: &Record, b: &mut Vec<u8>) {
         Record::Series(series) => {
             b.push(REC_SERIES);
             for (r, l) in series {
-                put_uvarint(b, *r);
-                put_uvarint(b, l.len() as u64);
-                for x in l.iter() {
-                    put_str(b, x.name);
-                    put_str(b, x.value);
-                }
+                put_series_entry(b, *r, l);
             }
         }
         Record::Samples(samples) => {
             b.reserve(samples.len() * 16 + 1);
             b.push(REC_SAMPLES);
             for (r, s) in samples {
-                put_uvarint(b, *r);
-                put_uvarint(b, ((s.t << 1) ^ (s.t >> 63)) as u64);
-                b.extend_from_slice(&s.v.to_bits().to_be_bytes());
+                put_sample_entry(b, *r, *s);
             }
         }
     }
@@ -287,6 +344,8 @@ pub struct Wal {
     segment: u64,
     size: u64,
     policy: FsyncPolicy,
+    /// Largest record payload written (see [`DEFAULT_MAX_RECORD_BYTES`]).
+    max_record: usize,
 }
 
 impl Wal {
@@ -304,34 +363,122 @@ impl Wal {
             segment: next,
             size,
             policy,
+            max_record: DEFAULT_MAX_RECORD_BYTES,
         })
     }
 
+    /// Sets the largest record payload (bytes; capped at `u32::MAX`, the length field's range).
+    /// Tests lower it to exercise record splitting.
+    pub fn with_max_record_bytes(mut self, n: usize) -> Wal {
+        // At least room for one sample entry (type byte, two 10-byte varints, 8 value bytes).
+        self.max_record = n.clamp(MIN_MAX_RECORD_BYTES, u32::MAX as usize);
+        self
+    }
+
     /// Appends records; they are in the operating system (and, with `Always`, on disk) on return.
+    ///
+    /// A record whose payload would exceed the record limit is written as several records of the same
+    /// type, each holding whole entries (Prometheus likewise writes series and samples in batches;
+    /// replay reads any number of records of either type). Nothing is written when one entry alone
+    /// cannot fit ([`WalError::RecordTooLarge`]); lengths are never truncated to the u32 field.
     pub fn log(&mut self, records: &[Record]) -> Result<(), WalError> {
+        // Checked up front so that a refused call writes nothing (large calls are written in parts).
+        let limit = self.max_record;
+        for r in records {
+            if let Record::Series(series) = r
+                && let Some(len) = series
+                    .iter()
+                    .map(|(r, l)| series_entry_len(*r, l))
+                    .find(|len| 1 + len > limit)
+            {
+                return Err(WalError::RecordTooLarge {
+                    path: self.dir.clone(),
+                    kind: "series",
+                    len: 1 + len,
+                    limit,
+                });
+            }
+        }
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
+        let r = self.log_into(records, &mut buf);
+        buf.clear();
+        if buf.capacity() > 2 * FLUSH_AT {
+            // A checkpoint's buffer: not kept for the small commits that follow.
+            buf = Vec::new();
+        }
+        self.buf = buf;
+        r
+    }
+
+    fn log_into(&mut self, records: &[Record], buf: &mut Vec<u8>) -> Result<(), WalError> {
+        let limit = self.max_record;
+        let mut entry = Vec::with_capacity(64);
         for r in records {
-            let at = buf.len();
-            buf.extend_from_slice(&[0; 8]);
-            encode_into(r, &mut buf);
-            let len = (buf.len() - at - 8) as u32;
-            let crc = crc32c::crc32c(&buf[at + 8..]);
-            buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
-            buf[at + 4..at + 8].copy_from_slice(&crc.to_be_bytes());
+            let (kind, n) = match r {
+                Record::Series(v) => (REC_SERIES, v.len()),
+                Record::Samples(v) => (REC_SAMPLES, v.len()),
+            };
+            let mut at = start_frame(buf, kind);
+            for i in 0..n {
+                entry.clear();
+                match r {
+                    Record::Series(v) => put_series_entry(&mut entry, v[i].0, &v[i].1),
+                    Record::Samples(v) => put_sample_entry(&mut entry, v[i].0, v[i].1),
+                }
+                // `buf.len() - at - 8` is the frame's payload so far (type byte included); a frame
+                // holds at least one entry, and `log` checked that every entry fits alone.
+                if buf.len() - at - 8 + entry.len() > limit && buf.len() - at - 8 > 1 {
+                    self.finish_frame(buf, at)?;
+                    if buf.len() >= FLUSH_AT {
+                        self.write_out(buf)?;
+                    }
+                    at = start_frame(buf, kind);
+                }
+                buf.extend_from_slice(&entry);
+            }
+            self.finish_frame(buf, at)?;
+        }
+        self.write_out(buf)?;
+        if self.policy == FsyncPolicy::Always {
+            let path = self.dir.join(segment_name(self.segment));
+            self.file.sync_data().map_err(werr(&path))?;
+        }
+        Ok(())
+    }
+
+    /// Fills in the length and CRC of the frame started at `at`.
+    fn finish_frame(&self, buf: &mut [u8], at: usize) -> Result<(), WalError> {
+        let len = buf.len() - at - 8;
+        let too_large = || WalError::RecordTooLarge {
+            path: self.dir.clone(),
+            kind: "record",
+            len,
+            limit: self.max_record,
+        };
+        if len > self.max_record {
+            return Err(too_large());
+        }
+        let len32 = u32::try_from(len).map_err(|_| too_large())?;
+        let crc = crc32c::crc32c(&buf[at + 8..]);
+        buf[at..at + 4].copy_from_slice(&len32.to_be_bytes());
+        buf[at + 4..at + 8].copy_from_slice(&crc.to_be_bytes());
+        Ok(())
+    }
+
+    /// Writes finished frames out (starting a new segment first when this one would grow past
+    /// [`SEGMENT_SIZE`]) and empties `buf`.
+    fn write_out(&mut self, buf: &mut Vec<u8>) -> Result<(), WalError> {
+        if buf.is_empty() {
+            return Ok(());
         }
         if self.size + buf.len() as u64 > SEGMENT_SIZE && self.size > HEADER as u64 {
             self.cut()?;
         }
-        let written = self.file.write_all(&buf);
+        let written = self.file.write_all(buf);
         self.size += buf.len() as u64;
-        self.buf = buf;
-        let path = || self.dir.join(segment_name(self.segment));
-        written.map_err(|e| werr(&path())(e))?;
-        if self.policy == FsyncPolicy::Always {
-            self.file.sync_data().map_err(|e| werr(&path())(e))?;
-        }
-        Ok(())
+        buf.clear();
+        written.map_err(|e| werr(&self.dir.join(segment_name(self.segment)))(e))
     }
 
     /// Starts a new segment; returns the number of the last complete one.
@@ -360,6 +507,7 @@ impl Wal {
             segment: 0,
             size: HEADER as u64,
             policy: FsyncPolicy::Always,
+            max_record: self.max_record,
         };
         cp.log(records)?;
         cp.file.sync_all().map_err(werr(&tmp))?;
@@ -407,10 +555,80 @@ fn create_segment(dir: &Path, n: u64) -> Result<(fs::File, u64), WalError> {
     Ok((f, HEADER as u64))
 }
 
+/// The payload lengths of the records in one segment file (tests).
+#[cfg(test)]
+pub(crate) fn frame_sizes(path: &Path) -> Vec<usize> {
+    let Ok(b) = fs::read(path) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut pos = HEADER;
+    while let Some(h) = b.get(pos..pos + 4) {
+        let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        out.push(len);
+        pos += 8 + len;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sample::stale_nan;
+
+    /// Issue 22 item 12: a record bigger than the limit is written as several records (each within
+    /// the limit) that replay to the same entries; one entry that cannot fit is refused.
+    #[test]
+    fn large_records_are_split_and_oversized_entries_refused() {
+        const LIMIT: usize = 1024;
+        let dir = tempfile::tempdir().unwrap();
+        let w = dir.path().join("wal");
+        let samples: Vec<(u64, Sample)> = (0..1000u64)
+            .map(|i| (i % 7, Sample::new(i as i64 * 1000 - 500_000, i as f64)))
+            .collect();
+        let series: Vec<(u64, Labels)> = (0..200u64)
+            .map(|i| {
+                (
+                    i,
+                    Labels::from_pairs([("job", "a"), ("i", &*i.to_string())]),
+                )
+            })
+            .collect();
+        {
+            let mut wal = Wal::open(&w, FsyncPolicy::OnCut)
+                .unwrap()
+                .with_max_record_bytes(LIMIT);
+            wal.log(&[
+                Record::Series(series.clone()),
+                Record::Samples(samples.clone()),
+            ])
+            .unwrap();
+        }
+        let sizes = frame_sizes(&w.join(segment_name(0)));
+        assert!(sizes.len() > 10, "written as {} records", sizes.len());
+        assert!(sizes.iter().all(|s| *s <= LIMIT), "{sizes:?}");
+        let (mut got_series, mut got_samples) = (Vec::new(), Vec::new());
+        for r in replay(&w).unwrap() {
+            match r {
+                Record::Series(s) => got_series.extend(s),
+                Record::Samples(s) => got_samples.extend(s),
+            }
+        }
+        assert_eq!(got_series, series);
+        assert_eq!(got_samples, samples);
+        // A series whose labels alone exceed the limit cannot be split: refused, nothing written.
+        let mut wal = Wal::open(&w, FsyncPolicy::OnCut)
+            .unwrap()
+            .with_max_record_bytes(LIMIT);
+        let huge = Labels::from_pairs([("a", "x".repeat(2 * LIMIT))]);
+        let e = wal.log(&[Record::Series(vec![(9, huge)])]).unwrap_err();
+        assert!(
+            matches!(e, WalError::RecordTooLarge { limit: LIMIT, .. }),
+            "{e}"
+        );
+        drop(wal);
+        assert_eq!(replay(&w).unwrap().len(), sizes.len());
+    }
 
     fn recs() -> Vec<Record> {
         vec![

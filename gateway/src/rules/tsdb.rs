@@ -62,7 +62,7 @@ impl RuleTsdb {
             let db = self.db.clone();
             let r = tokio::task::spawn_blocking(move || {
                 db.compact()?;
-                db.apply_retention(meridian_edge::sample::now_ms())?;
+                db.apply_retention()?;
                 db.refresh_metrics();
                 Ok::<(), meridian_edge::tsdb::db::DbError>(())
             })
