@@ -702,7 +702,9 @@ async fn targets(State(s): State<Arc<Shared>>, Query(q): Query<TargetsQuery>) ->
                 "scrapePool": a.pool,
                 "scrapeUrl": a.url,
                 "globalUrl": a.url,
-                "lastError": h.last_error.clone().unwrap_or_default(),
+                // A scrape whose samples were partly refused (e.g. out of bounds) is up, with the
+                // refusal as its error text.
+                "lastError": h.last_error.clone().or_else(|| h.last_warning.clone()).unwrap_or_default(),
                 "lastScrape": rfc3339(h.last_scrape),
                 "lastScrapeDuration": h.last_duration.as_secs_f64(),
                 "health": health,
