@@ -610,6 +610,10 @@ async fn reload(State(s): State<Arc<Shared>>) -> Response {
 async fn remote_write(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let h = |n: header::HeaderName| headers.get(n).and_then(|v| v.to_str().ok());
     if let Err(a) = receive::check_headers(h(header::CONTENT_TYPE), h(header::CONTENT_ENCODING)) {
+        s.receive_metrics
+            .requests
+            .get_or_create(&receive::CodeLabel { code: a.status })
+            .inc();
         return answer(a);
     }
     let shared = s.clone();

@@ -477,6 +477,8 @@ fn refused_samples_are_visible_and_the_rest_is_stored() {
         "meridian_tsdb_out_of_bound_samples_total{reason=\"out_of_range\"}",
     );
     assert_eq!(range, Some(1.0), "{metrics}");
+    let unsupported = metric_value(&metrics, "meridian_receive_requests_total{code=\"415\"}");
+    assert_eq!(unsupported, Some(1.0), "{metrics}");
     stop_gracefully(edge);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("sample refused as out of bounds"), "{text}");

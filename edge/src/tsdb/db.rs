@@ -651,28 +651,35 @@ impl Appender<'_> {
     /// commit). References stay valid until the series leaves the head; an append with a stale one
     /// fails with [`AppendError::UnknownRef`].
     pub fn series_ref(&mut self, labels: &Labels) -> u64 {
-        let hash = labels.hash_value();
         // A series first seen as new stays pending in this batch, even if a concurrent commit
         // creates it meanwhile: commit joins the two.
-        if let Some(refs) = self.new_by_hash.get(&hash) {
-            for p in refs {
-                if self
-                    .new_refs
-                    .get(p)
-                    .is_some_and(|i| self.new_series[*i] == *labels)
-                {
-                    return *p;
-                }
-            }
+        if !self.new_series.is_empty()
+            && let Some(p) = self.pending_ref(labels)
+        {
+            return p;
         }
         if let Some(r) = self.db.read().head.lookup(labels) {
             return r;
         }
+        let hash = labels.hash_value();
         let p = self.db.next_pending_ref.fetch_add(1, Ordering::Relaxed) | PENDING_REF;
         self.new_refs.insert(p, self.new_series.len());
         self.new_series.push(labels.clone());
         self.new_by_hash.entry(hash).or_default().push(p);
         p
+    }
+
+    /// The pending reference of a series new to this batch.
+    fn pending_ref(&self, labels: &Labels) -> Option<u64> {
+        self.new_by_hash
+            .get(&labels.hash_value())?
+            .iter()
+            .copied()
+            .find(|p| {
+                self.new_refs
+                    .get(p)
+                    .is_some_and(|i| self.new_series[*i] == *labels)
+            })
     }
 
     /// Adds a sample for a series reference (the hot path).
@@ -870,6 +877,39 @@ mod tests {
                 .len(),
             2
         );
+    }
+
+    /// A series new to two concurrent batches is created once: the later commit joins the series the
+    /// earlier one created, and its samples are checked against it.
+    #[test]
+    fn concurrent_batches_creating_the_same_series_join() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+        let (mut a, mut b, mut c) = (db.appender(), db.appender(), db.appender());
+        let ra = a.series_ref(&l(1));
+        let rb = b.series_ref(&l(1));
+        let rc = c.series_ref(&l(1));
+        assert_ne!(ra, rb, "pending references are unique");
+        assert_eq!(a.series_ref(&l(1)), ra, "and stable within a batch");
+        assert_eq!(db.head_series(), 0, "nothing created before commit");
+        a.append(ra, 2000, 1.0).unwrap();
+        b.append(rb, 3000, 2.0).unwrap();
+        c.append(rc, 1000, 0.5).unwrap();
+        assert_eq!(a.commit().unwrap(), 1);
+        assert_eq!(b.commit().unwrap(), 1);
+        assert!(matches!(c.commit(), Err(AppendError::OutOfOrder { .. })));
+        assert_eq!(db.head_series(), 1);
+        let got = db.samples(&[Matcher::equal("i", "1")], 0, 10_000).unwrap();
+        assert_eq!(
+            got[0].1,
+            vec![Sample::new(2000, 1.0), Sample::new(3000, 2.0)]
+        );
+        // A pending reference is not valid in another batch.
+        let mut d = db.appender();
+        assert!(matches!(
+            d.append(rb, 4000, 1.0),
+            Err(AppendError::UnknownRef(_))
+        ));
     }
 
     #[test]
