@@ -129,6 +129,7 @@ impl LoopState {
         let mut out = ScrapeOutcome::default();
         let mut app = db.appender();
         let mut cur: HashSet<Labels> = HashSet::with_capacity(self.prev.len());
+        let had_body = body.is_ok();
         let res = match body {
             Ok((text, format)) => self.append_body(
                 &mut app,
@@ -142,13 +143,16 @@ impl LoopState {
             ),
             Err(e) => Err(e),
         };
-        // Forget cache entries unseen for a while, also after a failed scrape: a target refused every
-        // time (e.g. over sample_limit with new label values each scrape) must not grow the cache.
+        // Forget cache entries unseen for a while, also after a scrape refused while appending: a
+        // target refused every time (e.g. over sample_limit with new label values each scrape) must
+        // not grow the cache. A scrape without a body (target down) keeps it, as Prometheus does.
         let iter = self.iter;
-        self.series
-            .retain(|_, e| iter - e.last_iter <= CACHE_KEEP_ITERATIONS);
-        self.dropped
-            .retain(|_, i| iter - *i <= CACHE_KEEP_ITERATIONS);
+        if had_body {
+            self.series
+                .retain(|_, e| iter - e.last_iter <= CACHE_KEEP_ITERATIONS);
+            self.dropped
+                .retain(|_, i| iter - *i <= CACHE_KEEP_ITERATIONS);
+        }
         match res {
             Ok(()) => {
                 for gone in self.prev.difference(&cur) {
@@ -877,7 +881,7 @@ mod tests {
         assert_eq!(o.error, None);
         let series = db.head_series();
         assert_eq!(series, 6, "a and the five report series");
-        for k in 0..5i64 {
+        for k in 0..15i64 {
             let text: String = (0..10).map(|i| format!("m{{v=\"{k}-{i}\"}} 1\n")).collect();
             let o = st
                 .append_scrape(
@@ -892,6 +896,13 @@ mod tests {
             assert_eq!(o.error.as_deref(), Some("sample limit exceeded (limit 2)"));
             assert_eq!(db.head_series(), series, "scrape {k} created series");
         }
+        // The scrape cache keeps what it saw within the limit for a few scrapes only.
+        let bound = 2 * (CACHE_KEEP_ITERATIONS as usize + 1) + 1;
+        assert!(
+            st.series.len() <= bound,
+            "{} cache entries",
+            st.series.len()
+        );
     }
 
     /// A sample with an explicit timestamp more than 10 minutes ahead is refused as out of bounds (the
