@@ -629,6 +629,10 @@ async fn reload(State(s): State<Arc<Shared>>) -> Response {
 async fn remote_write(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
     let h = |n: header::HeaderName| headers.get(n).and_then(|v| v.to_str().ok());
     if let Err(a) = receive::check_headers(h(header::CONTENT_TYPE), h(header::CONTENT_ENCODING)) {
+        s.receive_metrics
+            .requests
+            .get_or_create(&receive::CodeLabel { code: a.status })
+            .inc();
         return answer(a);
     }
     let shared = s.clone();
@@ -721,7 +725,9 @@ async fn targets(State(s): State<Arc<Shared>>, Query(q): Query<TargetsQuery>) ->
                 "scrapePool": a.pool,
                 "scrapeUrl": a.url,
                 "globalUrl": a.url,
-                "lastError": h.last_error.clone().unwrap_or_default(),
+                // A scrape whose samples were partly refused (e.g. out of bounds) is up, with the
+                // refusal as its error text.
+                "lastError": h.last_error.clone().or_else(|| h.last_warning.clone()).unwrap_or_default(),
                 "lastScrape": rfc3339(h.last_scrape),
                 "lastScrapeDuration": h.last_duration.as_secs_f64(),
                 "health": health,

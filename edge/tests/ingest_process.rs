@@ -7,6 +7,11 @@
 //! - `reload_by_signal_endpoint_and_file_change`: SIGHUP, `POST /-/reload` and a ConfigMap-style symlink
 //!   swap each apply a new config; an invalid config is refused with its line, the old one keeps
 //!   scraping, and `meridian_config_last_reload_successful` drops to 0. The edge scrapes itself.
+//! - `refused_samples_are_visible_and_the_rest_is_stored`: a target exposing a sample a year ahead and
+//!   remote-write requests with far-future samples, invalid series and a 2.0 Content-Type. The
+//!   far-future sample shows in the target's `lastError` (health stays up), in
+//!   `meridian_tsdb_out_of_bound_samples_total` and in the log; the requests are answered 400 / 415;
+//!   the valid series are stored and nothing refused is.
 
 #![allow(clippy::unwrap_used)]
 
@@ -359,4 +364,156 @@ fn reload_by_signal_endpoint_and_file_change() {
         );
     }
     stop_gracefully(edge);
+}
+
+/// Serves `body` as a text exposition on a loopback port, forever (the thread ends with the test).
+fn serve_exposition(body: String) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+fn post_write(
+    addr: &str,
+    content_type: &str,
+    req: &meridian_edge::proto::prometheus::WriteRequest,
+) -> (u16, String) {
+    let body = meridian_edge::receive::encode_body(req).unwrap();
+    let r = http(
+        "POST",
+        addr,
+        "/api/v1/write",
+        &[
+            ("Content-Type", content_type),
+            ("Content-Encoding", "snappy"),
+            ("X-Prometheus-Remote-Write-Version", "2.0.0"),
+        ],
+        &body,
+    )
+    .unwrap();
+    (r.status, r.text())
+}
+
+fn series(
+    name: &str,
+    extra: &[(&str, &str)],
+    t: i64,
+) -> meridian_edge::proto::prometheus::TimeSeries {
+    use meridian_edge::proto::prometheus::{Label, Sample, TimeSeries};
+    TimeSeries {
+        labels: std::iter::once(("__name__", name))
+            .chain(extra.iter().copied())
+            .map(|(n, v)| Label {
+                name: n.into(),
+                value: v.into(),
+            })
+            .collect(),
+        samples: vec![Sample {
+            value: 1.0,
+            timestamp: t,
+        }],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn refused_samples_are_visible_and_the_rest_is_stored() {
+    use meridian_edge::proto::prometheus::WriteRequest;
+    let dir = tempfile::tempdir().unwrap();
+    let now = meridian_edge::sample::now_ms();
+    let year = 365 * 24 * 3600 * 1000;
+    let target = serve_exposition(format!("present 1\nfuture 2 {}\n", now + year));
+    let cfg = dir.path().join("edge.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "scrape_configs:\n  - job_name: future\n    scrape_interval: 1s\n    static_configs: [{{targets: ['{target}']}}]\n"
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let log = dir.path().join("edge.log");
+    let edge = start_edge(&cfg, &data, &addr, &log, false);
+
+    // The scrape: stored but for the future sample, which the target's lastError names.
+    let t = wait_for("the target's lastError", Duration::from_secs(30), || {
+        let j = http_get(&addr, "/api/v1/targets").json();
+        let t = j["data"]["activeTargets"][0].clone();
+        t["lastError"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty())
+            .then_some(t)
+    });
+    let e = t["lastError"].as_str().unwrap();
+    assert!(e.contains("out of bounds") && e.contains("future"), "{t}");
+    assert_eq!(t["health"], "up", "{t}");
+
+    // Remote write: a 2.0 message is 415; far-future and invalid series are refused (400), the rest
+    // stored. The version header is not consulted (Prometheus v3).
+    let v2 = "application/x-protobuf;proto=io.prometheus.write.v2.Request";
+    let (status, text) = post_write(&addr, v2, &WriteRequest::default());
+    assert_eq!(status, 415, "{text}");
+    let mixed = WriteRequest {
+        timeseries: vec![
+            series("rw_valid", &[], now),
+            series("rw_future", &[], now + year),
+            series("rw_invalid", &[("bad-name", "x")], now),
+            series("rw_min", &[], i64::MIN),
+        ],
+        ..Default::default()
+    };
+    let (status, text) = post_write(&addr, "application/x-protobuf", &mixed);
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("3 sample(s) refused, 1 stored"), "{text}");
+
+    let metrics = http_get(&addr, "/metrics").text();
+    let future = metric_value(
+        &metrics,
+        "meridian_tsdb_out_of_bound_samples_total{reason=\"too_far_in_future\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(future >= 2.0, "scrape + remote write: {future}\n{metrics}");
+    let range = metric_value(
+        &metrics,
+        "meridian_tsdb_out_of_bound_samples_total{reason=\"out_of_range\"}",
+    );
+    assert_eq!(range, Some(1.0), "{metrics}");
+    let unsupported = metric_value(&metrics, "meridian_receive_requests_total{code=\"415\"}");
+    assert_eq!(unsupported, Some(1.0), "{metrics}");
+    stop_gracefully(edge);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("sample refused as out of bounds"), "{text}");
+
+    let db = Db::open(&data, DbOptions::default()).unwrap();
+    let names: BTreeSet<String> = db
+        .samples(
+            &[Matcher::new(MatchType::Regex, "__name__", ".+").unwrap()],
+            i64::MIN,
+            i64::MAX,
+        )
+        .unwrap()
+        .into_iter()
+        .filter(|(_, s)| !s.is_empty())
+        .map(|(l, _)| l.get_or_empty("__name__").to_owned())
+        .collect();
+    assert!(
+        names.contains("rw_valid") && names.contains("present"),
+        "{names:?}"
+    );
+    for refused in ["future", "rw_future", "rw_invalid", "rw_min"] {
+        assert!(!names.contains(refused), "{refused} stored: {names:?}");
+    }
 }

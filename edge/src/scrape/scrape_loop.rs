@@ -93,9 +93,12 @@ pub struct ScrapeOutcome {
     pub scraped: u64,
     pub post_relabel: u64,
     pub series_added: u64,
-    /// Samples refused by the TSDB (out of order, duplicate, too old): skipped, not fatal.
+    /// Samples refused by the TSDB (out of order, duplicate, out of bounds): skipped, not fatal.
     pub rejected: u64,
     pub error: Option<String>,
+    /// When samples were refused: how many, and the first reason (the target's `lastError`; the scrape
+    /// still succeeded and `up` is 1, as in Prometheus).
+    pub warning: Option<String>,
 }
 
 /// The five report series names.
@@ -126,6 +129,7 @@ impl LoopState {
         let mut out = ScrapeOutcome::default();
         let mut app = db.appender();
         let mut cur: HashSet<Labels> = HashSet::with_capacity(self.prev.len());
+        let had_body = body.is_ok();
         let res = match body {
             Ok((text, format)) => self.append_body(
                 &mut app,
@@ -139,17 +143,22 @@ impl LoopState {
             ),
             Err(e) => Err(e),
         };
+        // Forget cache entries unseen for a while, also after a scrape refused while appending: a
+        // target refused every time (e.g. over sample_limit with new label values each scrape) must
+        // not grow the cache. A scrape without a body (target down) keeps it, as Prometheus does.
+        let iter = self.iter;
+        if had_body {
+            self.series
+                .retain(|_, e| iter - e.last_iter <= CACHE_KEEP_ITERATIONS);
+            self.dropped
+                .retain(|_, i| iter - *i <= CACHE_KEEP_ITERATIONS);
+        }
         match res {
             Ok(()) => {
                 for gone in self.prev.difference(&cur) {
                     stale(&mut app, gone, ts);
                 }
                 self.prev = cur;
-                let iter = self.iter;
-                self.series
-                    .retain(|_, e| iter - e.last_iter <= CACHE_KEEP_ITERATIONS);
-                self.dropped
-                    .retain(|_, i| iter - *i <= CACHE_KEEP_ITERATIONS);
                 let before = self.metadata.len();
                 self.metadata
                     .retain(|_, (_, i)| iter - *i <= CACHE_KEEP_ITERATIONS);
@@ -163,6 +172,8 @@ impl LoopState {
                 }
                 self.prev.clear();
                 out.error = Some(e);
+                out.rejected = 0;
+                out.warning = None;
             }
         }
         self.append_report(&mut app, target_labels, ts, duration, &out);
@@ -185,6 +196,7 @@ impl LoopState {
     ) -> Result<(), String> {
         let mut lb = LabelsBuilder::new();
         let mut limit_err: Option<String> = None;
+        let mut first_rejection: Option<String> = None;
         for entry in Parser::new(text, format) {
             let entry = entry.map_err(|e| e.to_string())?;
             let (name, series, labels, value, timestamp) = match entry {
@@ -220,7 +232,7 @@ impl LoopState {
             let (r, lset, cached) = match self.series.get_mut(series) {
                 Some(e) => {
                     e.last_iter = self.iter;
-                    (e.r, e.labels.clone(), true)
+                    (Some(e.r), e.labels.clone(), true)
                 }
                 None => {
                     lb.clear();
@@ -238,12 +250,14 @@ impl LoopState {
                         ));
                     }
                     check_label_limits(&lset, s)?;
-                    (app.series_ref(&lset), lset, false)
+                    (None, lset, false)
                 }
             };
             out.post_relabel += 1;
             if s.sample_limit > 0 && out.post_relabel > s.sample_limit {
-                // Keep counting so the report says how many there were.
+                // Keep counting so the report says how many there were. Nothing of this scrape is
+                // committed, and new series are created only at commit (Prometheus' limit appender
+                // refuses the scrape as a whole).
                 limit_err.get_or_insert_with(|| {
                     format!("sample limit exceeded (limit {})", s.sample_limit)
                 });
@@ -251,7 +265,10 @@ impl LoopState {
             }
             let explicit = timestamp.filter(|_| s.honor_timestamps);
             let t = explicit.unwrap_or(ts);
-            let mut r = r;
+            let mut r = match r {
+                Some(r) => r,
+                None => app.series_ref(&lset),
+            };
             let mut reresolved = false;
             let res = match app.append(r, t, value) {
                 Err(AppendError::UnknownRef(_)) => {
@@ -264,7 +281,10 @@ impl LoopState {
             };
             match res {
                 Ok(()) => {}
-                Err(e) if e.is_client_error() => out.rejected += 1,
+                Err(e) if e.is_client_error() => {
+                    out.rejected += 1;
+                    first_rejection.get_or_insert_with(|| e.to_string());
+                }
                 Err(e) => return Err(e.to_string()),
             }
             if !cached {
@@ -283,6 +303,12 @@ impl LoopState {
             if explicit.is_none() {
                 cur.insert(lset);
             }
+        }
+        if let Some(first) = first_rejection {
+            out.warning = Some(format!(
+                "{} sample(s) refused by the TSDB, the rest stored; first: {first}",
+                out.rejected
+            ));
         }
         match limit_err {
             Some(e) => Err(e),
@@ -479,6 +505,8 @@ pub struct Health {
     pub last_scrape: Option<SystemTime>,
     pub last_duration: Duration,
     pub last_error: Option<String>,
+    /// The last scrape succeeded but samples of it were refused (shown as `lastError`, health stays up).
+    pub last_warning: Option<String>,
     pub last_samples: u64,
 }
 
@@ -627,11 +655,13 @@ pub async fn scrape_once(ctx: &Arc<LoopContext>, state: LoopState, conn: &mut Co
                 tracing::debug!(target = %ctx.public, error = %e, "scrape failed");
             }
             h.last_error = o.error;
+            h.last_warning = o.warning;
             h.last_samples = o.post_relabel;
         }
         Err(e) => {
             tracing::warn!(target = %ctx.public, error = %e, "storing a scrape failed");
             h.last_error = Some(format!("storage: {e}"));
+            h.last_warning = None;
         }
     }
     state
@@ -834,6 +864,71 @@ mod tests {
                 .iter()
                 .all(|(l, _)| !l.starts_with("{__name__=\"x\""))
         );
+    }
+
+    /// A scrape refused by `sample_limit` creates no series: the refused scrape is rolled back whole,
+    /// as Prometheus' limit appender refuses it (only the report series and stale markers are written).
+    #[test]
+    fn sample_limit_refusal_creates_no_series() {
+        let (_dir, db, target, mut st, _, d) = fixture();
+        let lim = LoopSettings {
+            sample_limit: 2,
+            ..settings()
+        };
+        let o = st
+            .append_scrape(&db, &target, &lim, Ok(("a 1\n", Format::Text)), 1000, d)
+            .unwrap();
+        assert_eq!(o.error, None);
+        let series = db.head_series();
+        assert_eq!(series, 6, "a and the five report series");
+        for k in 0..15i64 {
+            let text: String = (0..10).map(|i| format!("m{{v=\"{k}-{i}\"}} 1\n")).collect();
+            let o = st
+                .append_scrape(
+                    &db,
+                    &target,
+                    &lim,
+                    Ok((&text, Format::Text)),
+                    2000 + k * 1000,
+                    d,
+                )
+                .unwrap();
+            assert_eq!(o.error.as_deref(), Some("sample limit exceeded (limit 2)"));
+            assert_eq!(db.head_series(), series, "scrape {k} created series");
+        }
+        // The scrape cache keeps what it saw within the limit for a few scrapes only.
+        let bound = 2 * (CACHE_KEEP_ITERATIONS as usize + 1) + 1;
+        assert!(
+            st.series.len() <= bound,
+            "{} cache entries",
+            st.series.len()
+        );
+    }
+
+    /// A sample with an explicit timestamp more than 10 minutes ahead is refused as out of bounds (the
+    /// rest of the scrape is stored, `up` stays 1) and the refusal is reported for the target's
+    /// `lastError`.
+    #[test]
+    fn far_future_scrape_samples_are_refused_and_reported() {
+        let (_dir, db, target, mut st, s, d) = fixture();
+        let now = crate::sample::now_ms();
+        let text = format!("a 1\nfuture 2 {}\n", now + 365 * 24 * 3600 * 1000);
+        let o = st
+            .append_scrape(&db, &target, &s, Ok((&text, Format::Text)), now, d)
+            .unwrap();
+        assert_eq!(o.error, None, "the scrape itself succeeded");
+        assert_eq!(o.rejected, 1);
+        let w = o.warning.as_deref().unwrap_or_default();
+        assert!(w.contains("out of bounds"), "{o:?}");
+        assert!(w.contains("1 sample(s) refused"), "{o:?}");
+        let all = series(&db);
+        assert!(all.iter().all(|(l, _)| !l.contains("future")), "{all:?}");
+        let up = &all
+            .iter()
+            .find(|(l, _)| l.starts_with("{__name__=\"up\""))
+            .unwrap()
+            .1;
+        assert_eq!(up, &vec![(now, 1.0)]);
     }
 
     /// A cached series that left the head (cut into a block, no samples since) is resolved again.

@@ -21,7 +21,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use bytes::Bytes;
 
 use super::block::{Block, BlockError, BlockMeta, is_tmp_block, write_block};
-use super::head::{Accept, AppendError, Head};
+use super::bounds::{self, Clock, RateLimitedLog};
+use super::head::{Accept, AppendError, Head, check_order};
 use super::wal::{self, FsyncPolicy, Record, Wal, WalError};
 use crate::error::{Error, Result};
 use crate::labels::Labels;
@@ -47,6 +48,12 @@ pub struct DbOptions {
     /// Largest WAL record payload (bytes); bigger records (checkpoints of the whole head, large
     /// commits) are split. Lowered by tests.
     pub wal_max_record_bytes: usize,
+    /// Samples more than this many ms ahead of `clock` are refused as out of bounds, and dropped when
+    /// the WAL is replayed (Prometheus' `maxAheadTime`: 10 min). `None`: only the supported range
+    /// (years 1..=9999) applies — for tools writing synthetic data. See [`super::bounds`].
+    pub max_ahead: Option<i64>,
+    /// The wall clock "ahead" is measured against (injectable for tests).
+    pub clock: Clock,
 }
 
 impl Default for DbOptions {
@@ -57,6 +64,8 @@ impl Default for DbOptions {
             retention_size: None,
             fsync: FsyncPolicy::default(),
             wal_max_record_bytes: wal::DEFAULT_MAX_RECORD_BYTES,
+            max_ahead: Some(bounds::DEFAULT_MAX_AHEAD),
+            clock: Clock::system(),
         }
     }
 }
@@ -76,6 +85,18 @@ pub struct TsdbMetrics {
     /// Series handed out with their chunks by selects (StoreAPI `Series`, tools), counted as they are
     /// produced: a streamed select whose client goes away stops adding to it.
     pub select_series: prometheus_client::metrics::counter::Counter,
+    /// Samples refused as out of bounds (too old, too far in the future, outside the supported range),
+    /// at append or dropped at WAL replay.
+    pub out_of_bound_samples: prometheus_client::metrics::family::Family<
+        ReasonLabel,
+        prometheus_client::metrics::counter::Counter,
+    >,
+}
+
+/// The `reason` label of `meridian_tsdb_out_of_bound_samples_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
 }
 
 impl TsdbMetrics {
@@ -119,6 +140,11 @@ impl TsdbMetrics {
             "meridian_tsdb_select_series",
             "Series produced with their chunks by selects (StoreAPI Series calls, tools)",
             self.select_series.clone(),
+        );
+        r.register(
+            "meridian_tsdb_out_of_bound_samples",
+            "Samples refused as out of bounds, by reason: too_old (before the head's valid range), too_far_in_future (more than 10m ahead of the clock; also dropped at WAL replay), out_of_range (outside years 1..=9999)",
+            self.out_of_bound_samples.clone(),
         );
     }
 }
@@ -171,7 +197,15 @@ pub struct Db {
     /// predates the latest one plans its remaining series again.
     cuts: AtomicU64,
     pub metrics: TsdbMetrics,
+    /// The next reference for a series an appender has not created yet (see [`Appender`]).
+    next_pending_ref: AtomicU64,
+    /// The rate-limited log of out-of-bounds refusals.
+    out_of_bounds_log: RateLimitedLog,
 }
+
+/// References with this bit are an appender's series not created in the head yet; head references
+/// never reach it.
+const PENDING_REF: u64 = 1 << 63;
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> DbError + '_ {
     move |source| DbError::Io {
@@ -211,9 +245,21 @@ impl Db {
             }
         }
         blocks.sort_by_key(|b| b.meta().min_time);
+        let max_valid = bounds::max_valid_time(opts.clock.now_ms(), opts.max_ahead);
         let min_valid = blocks
             .iter()
-            .map(|b| b.meta().max_time)
+            .map(|b| b.meta())
+            .filter(|m| {
+                // A block written from samples an older edge accepted far in the future would put
+                // everything before its end out of bounds. It is still served; the head's valid
+                // range ignores it (the head cannot reach its range before the clock does).
+                let future = m.min_time > max_valid;
+                if future {
+                    tracing::warn!(block = %m.ulid, min_time = m.min_time, max_valid, "block starts more than the allowed lead ahead of the clock; it does not bound the head's valid range");
+                }
+                !future
+            })
+            .map(|m| m.max_time)
             .max()
             .unwrap_or(i64::MIN);
         let mut head = Head::new(opts.block_range, min_valid);
@@ -221,6 +267,9 @@ impl Db {
         fs::create_dir_all(&prom_wal).map_err(io(&prom_wal))?;
         let wal_dir = dir.join(WAL_DIR);
         let (mut replayed, mut skipped) = (0usize, 0usize);
+        let metrics = TsdbMetrics::default();
+        // Samples out of bounds that an older edge accepted (see `bounds`): dropped, with a warning.
+        let (mut dropped, mut dropped_latest) = (0u64, i64::MIN);
         for rec in wal::replay(&wal_dir)? {
             match rec {
                 Record::Series(s) => {
@@ -233,10 +282,21 @@ impl Db {
                 }
                 Record::Samples(s) => {
                     for (r, smp) in s {
-                        match head.check(r, smp, None) {
+                        match head.check(r, smp, None, max_valid) {
                             Ok(Accept::Append) => {
                                 head.append(r, smp);
                                 replayed += 1;
+                            }
+                            Err(e @ AppendError::TooFarInFuture { .. })
+                            | Err(e @ AppendError::TimestampOutOfRange { .. }) => {
+                                if let Some(reason) = e.out_of_bounds_reason() {
+                                    metrics
+                                        .out_of_bound_samples
+                                        .get_or_create(&ReasonLabel { reason })
+                                        .inc();
+                                }
+                                dropped += 1;
+                                dropped_latest = dropped_latest.max(smp.t);
                             }
                             // Already in a block, or a repeat: nothing to restore.
                             _ => skipped += 1,
@@ -244,6 +304,14 @@ impl Db {
                     }
                 }
             }
+        }
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                latest = dropped_latest,
+                max_valid,
+                "WAL replay dropped samples out of bounds (too far in the future or outside the supported range) that an older edge accepted; kept, they would close the head's valid range up to them at the next compaction"
+            );
         }
         if replayed + skipped > 0 {
             tracing::info!(replayed, skipped, "WAL replayed");
@@ -257,7 +325,9 @@ impl Db {
             wal: Mutex::new(wal),
             upload_status: RwLock::new(None),
             cuts: AtomicU64::new(0),
-            metrics: TsdbMetrics::default(),
+            metrics,
+            next_pending_ref: AtomicU64::new(PENDING_REF),
+            out_of_bounds_log: RateLimitedLog::new(bounds::LOG_EVERY),
         })
         .inspect(Db::refresh_metrics)
     }
@@ -286,12 +356,35 @@ impl Db {
             .unwrap_or_else(|p| p.into_inner()) = Some(status);
     }
 
-    /// A batch of appends, applied atomically by [`Appender::commit`].
+    /// A batch of appends, applied atomically by [`Appender::commit`]. Samples more than the allowed
+    /// lead ahead of the clock as it reads now are refused.
     pub fn appender(&self) -> Appender<'_> {
         Appender {
             db: self,
             pending: Vec::new(),
             last: super::RefMap::default(),
+            new_series: Vec::new(),
+            new_refs: super::RefMap::default(),
+            new_by_hash: super::RefMap::default(),
+            max_valid: bounds::max_valid_time(self.opts.clock.now_ms(), self.opts.max_ahead),
+        }
+    }
+
+    /// Counts an out-of-bounds refusal and logs it, at most one line per [`bounds::LOG_EVERY`].
+    fn note_refusal(&self, e: &AppendError) {
+        let Some(reason) = e.out_of_bounds_reason() else {
+            return;
+        };
+        self.metrics
+            .out_of_bound_samples
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+        if let Some(suppressed) = self.out_of_bounds_log.allow(std::time::Instant::now()) {
+            tracing::warn!(
+                error = %e,
+                more_since_last_line = suppressed,
+                "sample refused as out of bounds (counted in meridian_tsdb_out_of_bound_samples_total)"
+            );
         }
     }
 
@@ -785,39 +878,94 @@ impl SeriesSource for Arc<Db> {
 }
 
 /// A batch of samples, validated as they are added and applied atomically on commit.
+///
+/// A series not in the head yet gets a *pending* reference, valid in this appender only; the series is
+/// created at commit, and only when a sample of it is stored. So a batch that is rolled back or refused
+/// (a scrape over `sample_limit`, a remote-write request of out-of-bounds samples) leaves no series and
+/// no memory behind. A pending reference used with another appender is [`AppendError::UnknownRef`]:
+/// resolve the labels again, as for a series that left the head.
 pub struct Appender<'a> {
     db: &'a Db,
+    /// Samples to store: by head reference or, for a new series, by pending reference.
     pending: Vec<(u64, Sample)>,
     /// Last pending sample per series, to check order within the batch.
     last: super::RefMap<(i64, u64)>,
+    /// Labels of the series new to this batch, by index.
+    new_series: Vec<Labels>,
+    /// Pending reference → index in `new_series`.
+    new_refs: super::RefMap<usize>,
+    /// Label hash → pending references, to find a new series again by its labels.
+    new_by_hash: super::RefMap<Vec<u64>>,
+    /// The latest timestamp accepted (the clock at creation plus the allowed lead).
+    max_valid: i64,
 }
 
 impl Appender<'_> {
-    /// The reference of a series, created if new. References stay valid until the series leaves the
-    /// head; an append with a stale one fails with [`AppendError::UnknownRef`].
+    /// The reference of a series: its head reference, or a pending one when it is new (created at
+    /// commit). References stay valid until the series leaves the head; an append with a stale one
+    /// fails with [`AppendError::UnknownRef`].
     pub fn series_ref(&mut self, labels: &Labels) -> u64 {
+        // A series first seen as new stays pending in this batch, even if a concurrent commit
+        // creates it meanwhile: commit joins the two.
+        if !self.new_series.is_empty()
+            && let Some(p) = self.pending_ref(labels)
+        {
+            return p;
+        }
         if let Some(r) = self.db.read().head.lookup(labels) {
             return r;
         }
-        self.db.write().head.get_or_create(labels).0
+        let hash = labels.hash_value();
+        let p = self.db.next_pending_ref.fetch_add(1, Ordering::Relaxed) | PENDING_REF;
+        self.new_refs.insert(p, self.new_series.len());
+        self.new_series.push(labels.clone());
+        self.new_by_hash.entry(hash).or_default().push(p);
+        p
+    }
+
+    /// The pending reference of a series new to this batch.
+    fn pending_ref(&self, labels: &Labels) -> Option<u64> {
+        self.new_by_hash
+            .get(&labels.hash_value())?
+            .iter()
+            .copied()
+            .find(|p| {
+                self.new_refs
+                    .get(p)
+                    .is_some_and(|i| self.new_series[*i] == *labels)
+            })
     }
 
     /// Adds a sample for a series reference (the hot path).
     pub fn append(&mut self, r: u64, t: i64, v: f64) -> std::result::Result<(), AppendError> {
         let s = Sample::new(t, v);
-        match self
-            .db
-            .read()
-            .head
-            .check(r, s, self.last.get(&r).copied())?
-        {
-            Accept::Append => {
+        let last = self.last.get(&r).copied();
+        let checked = if r & PENDING_REF != 0 {
+            let labels = self
+                .new_refs
+                .get(&r)
+                .map(|i| &self.new_series[*i])
+                .ok_or(AppendError::UnknownRef(r))?;
+            self.db
+                .read()
+                .head
+                .check_bounds(labels, t, self.max_valid)
+                .and_then(|()| check_order(labels, s, last))
+        } else {
+            self.db.read().head.check(r, s, last, self.max_valid)
+        };
+        match checked {
+            Ok(Accept::Append) => {
                 self.pending.push((r, s));
                 self.last.insert(r, (t, v.to_bits()));
+                Ok(())
             }
-            Accept::AlreadyStored => {}
+            Ok(Accept::AlreadyStored) => Ok(()),
+            Err(e) => {
+                self.db.note_refusal(&e);
+                Err(e)
+            }
         }
-        Ok(())
     }
 
     /// Adds a sample for a label set; returns the series reference for later appends.
@@ -832,33 +980,68 @@ impl Appender<'_> {
         Ok(r)
     }
 
-    /// Writes the batch to the WAL and applies it: all of it or, on error, none of it. Returns the number
-    /// of samples stored.
+    /// Writes the batch to the WAL and applies it: all of it or, on error, none of it. Creates the new
+    /// series that have a sample to store. Returns the number of samples stored.
     pub fn commit(self) -> std::result::Result<usize, AppendError> {
         if self.pending.is_empty() {
             return Ok(0);
         }
         let mut st = self.db.write();
-        // Re-check against the head as it is now (other commits may have landed since `append`), and
-        // collect series whose record is not in the WAL yet.
+        // New series a concurrent commit created since are joined (their samples checked against it).
+        let existing: Vec<Option<u64>> =
+            self.new_series.iter().map(|l| st.head.lookup(l)).collect();
+        // Re-check against the head as it is now (other commits may have landed since `append`).
         let mut last: super::RefMap<(i64, u64)> = super::RefMap::default();
         last.reserve(self.pending.len());
         let mut keep = Vec::with_capacity(self.pending.len());
-        let mut new_series: Vec<(u64, Labels)> = Vec::new();
         for (r, s) in self.pending {
-            let prev = last.get(&r).copied();
-            match st.head.check(r, s, prev)? {
-                Accept::Append => {
-                    if prev.is_none()
-                        && let Some(m) = st.head.get(r)
-                        && !m.logged
-                    {
-                        new_series.push((r, m.labels.clone()));
-                    }
-                    keep.push((r, s));
-                    last.insert(r, (s.t, s.v.to_bits()));
+            let new = (r & PENDING_REF != 0)
+                .then(|| self.new_refs.get(&r).copied())
+                .flatten();
+            let key = match new {
+                Some(i) => existing[i].unwrap_or(r),
+                None => r,
+            };
+            let prev = last.get(&key).copied();
+            let accept = match new {
+                Some(i) if key & PENDING_REF != 0 => {
+                    let labels = &self.new_series[i];
+                    st.head.check_bounds(labels, s.t, self.max_valid)?;
+                    check_order(labels, s, prev)?
                 }
-                Accept::AlreadyStored => {}
+                _ => st.head.check(key, s, prev, self.max_valid)?,
+            };
+            if accept == Accept::Append {
+                keep.push((key, s));
+                last.insert(key, (s.t, s.v.to_bits()));
+            }
+        }
+        // Create the new series that have a sample to store, and collect every series whose record
+        // is not in the WAL yet.
+        let mut created: super::RefMap<u64> = super::RefMap::default();
+        let mut new_series: Vec<(u64, Labels)> = Vec::new();
+        let mut seen: super::RefMap<()> = super::RefMap::default();
+        for (r, _) in &mut keep {
+            if *r & PENDING_REF != 0 {
+                let pending = *r;
+                *r = match created.get(&pending) {
+                    Some(real) => *real,
+                    None => {
+                        let i = *self
+                            .new_refs
+                            .get(&pending)
+                            .ok_or(AppendError::UnknownRef(pending))?;
+                        let real = st.head.get_or_create(&self.new_series[i]).0;
+                        created.insert(pending, real);
+                        real
+                    }
+                };
+            }
+            if seen.insert(*r, ()).is_none()
+                && let Some(m) = st.head.get(*r)
+                && !m.logged
+            {
+                new_series.push((*r, m.labels.clone()));
             }
         }
         let mut records = Vec::with_capacity(2);
@@ -891,7 +1074,7 @@ impl Appender<'_> {
         self.db.metrics.samples_appended.inc_by(stored as u64);
         Ok(stored)
     }
-    /// Drops the batch.
+    /// Drops the batch (series new to it are not created).
     pub fn rollback(self) {}
 }
 
@@ -920,6 +1103,13 @@ mod tests {
         ));
         assert_eq!(app.commit().unwrap(), 2);
         let mut app = db.appender();
+        // The series was new to the first batch: its reference then was pending, valid in that batch
+        // only.
+        assert!(matches!(
+            app.append(r, 3000, 1.0),
+            Err(AppendError::UnknownRef(_))
+        ));
+        let r = app.series_ref(&l(1));
         assert!(matches!(
             app.append(r, 2000, 5.0),
             Err(AppendError::Duplicate { .. })
@@ -941,6 +1131,39 @@ mod tests {
                 .len(),
             2
         );
+    }
+
+    /// A series new to two concurrent batches is created once: the later commit joins the series the
+    /// earlier one created, and its samples are checked against it.
+    #[test]
+    fn concurrent_batches_creating_the_same_series_join() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+        let (mut a, mut b, mut c) = (db.appender(), db.appender(), db.appender());
+        let ra = a.series_ref(&l(1));
+        let rb = b.series_ref(&l(1));
+        let rc = c.series_ref(&l(1));
+        assert_ne!(ra, rb, "pending references are unique");
+        assert_eq!(a.series_ref(&l(1)), ra, "and stable within a batch");
+        assert_eq!(db.head_series(), 0, "nothing created before commit");
+        a.append(ra, 2000, 1.0).unwrap();
+        b.append(rb, 3000, 2.0).unwrap();
+        c.append(rc, 1000, 0.5).unwrap();
+        assert_eq!(a.commit().unwrap(), 1);
+        assert_eq!(b.commit().unwrap(), 1);
+        assert!(matches!(c.commit(), Err(AppendError::OutOfOrder { .. })));
+        assert_eq!(db.head_series(), 1);
+        let got = db.samples(&[Matcher::equal("i", "1")], 0, 10_000).unwrap();
+        assert_eq!(
+            got[0].1,
+            vec![Sample::new(2000, 1.0), Sample::new(3000, 2.0)]
+        );
+        // A pending reference is not valid in another batch.
+        let mut d = db.appender();
+        assert!(matches!(
+            d.append(rb, 4000, 1.0),
+            Err(AppendError::UnknownRef(_))
+        ));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use super::RefMap;
+use super::bounds::{MAX_TIMESTAMP, MIN_TIMESTAMP};
 use super::postings::{self, Postings};
 use super::wal::Record;
 use crate::chunkenc::{SAMPLES_PER_CHUNK, XorChunk};
@@ -14,8 +15,9 @@ use crate::matcher::Matcher;
 use crate::sample::Sample;
 use crate::storeapi::leaf::{SourceChunk, SourceSeries};
 
-/// Why a sample was refused. The first three are the client's fault (remote_write answers 400 and the
-/// sender drops the sample); `Storage` is ours (5xx, the sender retries).
+/// Why a sample was refused. All but `UnknownRef` and `Storage` are the client's fault (remote_write
+/// answers 400 and the sender drops the sample); `Storage` is ours (5xx, the sender retries).
+/// `TooOld`, `TooFarInFuture` and `TimestampOutOfRange` are Prometheus' `storage.ErrOutOfBounds`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AppendError {
     #[error(
@@ -32,6 +34,20 @@ pub enum AppendError {
         t: i64,
         min_valid: i64,
     },
+    /// More than the allowed lead (10 min) ahead of the TSDB's clock; see [`super::bounds`].
+    #[error(
+        "out of bounds: sample for {labels} at timestamp {t} is too far in the future (the latest timestamp accepted now is {max_valid})"
+    )]
+    TooFarInFuture {
+        labels: String,
+        t: i64,
+        max_valid: i64,
+    },
+    /// Outside years 1..=9999 (e.g. `i64::MIN`); see [`super::bounds`].
+    #[error(
+        "out of bounds: sample for {labels} has timestamp {t}, outside the supported range [{MIN_TIMESTAMP}, {MAX_TIMESTAMP}] (years 1 to 9999)"
+    )]
+    TimestampOutOfRange { labels: String, t: i64 },
     #[error(
         "unknown series reference {0} (the series was removed from the head; resolve its labels again)"
     )]
@@ -44,6 +60,44 @@ impl AppendError {
     /// Whether the sender is at fault (retrying will not help).
     pub fn is_client_error(&self) -> bool {
         !matches!(self, AppendError::Storage(_) | AppendError::UnknownRef(_))
+    }
+
+    /// For Prometheus' out-of-bounds refusals, the `reason` label of
+    /// `meridian_tsdb_out_of_bound_samples_total`: `too_old`, `too_far_in_future` or `out_of_range`.
+    pub fn out_of_bounds_reason(&self) -> Option<&'static str> {
+        match self {
+            AppendError::TooOld { .. } => Some("too_old"),
+            AppendError::TooFarInFuture { .. } => Some("too_far_in_future"),
+            AppendError::TimestampOutOfRange { .. } => Some("out_of_range"),
+            _ => None,
+        }
+    }
+}
+
+/// Checks a sample against the previous one of its series: older is out of order, the same time with
+/// another value a duplicate, the same sample again is accepted with nothing to store.
+pub(crate) fn check_order(
+    labels: &Labels,
+    s: Sample,
+    last: Option<(i64, u64)>,
+) -> Result<Accept, AppendError> {
+    match last {
+        Some((lt, _)) if s.t < lt => Err(AppendError::OutOfOrder {
+            labels: labels.to_string(),
+            t: s.t,
+            last: lt,
+        }),
+        Some((lt, bits)) if s.t == lt => {
+            if bits == s.v.to_bits() {
+                Ok(Accept::AlreadyStored)
+            } else {
+                Err(AppendError::Duplicate {
+                    labels: labels.to_string(),
+                    t: s.t,
+                })
+            }
+        }
+        _ => Ok(Accept::Append),
     }
 }
 
@@ -176,39 +230,44 @@ impl Head {
         self.live += 1;
     }
 
-    /// Checks a sample against the series' last one and the head's valid range.
+    /// Checks a sample against the series' last one and the head's valid range (`max_valid`: the latest
+    /// timestamp accepted now, see [`Head::check_bounds`]).
     pub fn check(
         &self,
         r: u64,
         s: Sample,
         last: Option<(i64, u64)>,
+        max_valid: i64,
     ) -> Result<Accept, AppendError> {
         let series = self.get(r).ok_or(AppendError::UnknownRef(r))?;
-        if s.t < self.min_valid_time {
+        self.check_bounds(&series.labels, s.t, max_valid)?;
+        check_order(&series.labels, s, last.or(series.last))
+    }
+
+    /// Checks a timestamp against the valid range: the supported range (years 1..=9999), the data
+    /// already in blocks (`min_valid_time`) and `max_valid` (the clock plus the allowed lead).
+    pub fn check_bounds(&self, labels: &Labels, t: i64, max_valid: i64) -> Result<(), AppendError> {
+        if !(MIN_TIMESTAMP..=MAX_TIMESTAMP).contains(&t) {
+            return Err(AppendError::TimestampOutOfRange {
+                labels: labels.to_string(),
+                t,
+            });
+        }
+        if t < self.min_valid_time {
             return Err(AppendError::TooOld {
-                labels: series.labels.to_string(),
-                t: s.t,
+                labels: labels.to_string(),
+                t,
                 min_valid: self.min_valid_time,
             });
         }
-        match last.or(series.last) {
-            Some((lt, _)) if s.t < lt => Err(AppendError::OutOfOrder {
-                labels: series.labels.to_string(),
-                t: s.t,
-                last: lt,
-            }),
-            Some((lt, bits)) if s.t == lt => {
-                if bits == s.v.to_bits() {
-                    Ok(Accept::AlreadyStored)
-                } else {
-                    Err(AppendError::Duplicate {
-                        labels: series.labels.to_string(),
-                        t: s.t,
-                    })
-                }
-            }
-            _ => Ok(Accept::Append),
+        if t > max_valid {
+            return Err(AppendError::TooFarInFuture {
+                labels: labels.to_string(),
+                t,
+                max_valid,
+            });
         }
+        Ok(())
     }
 
     /// Appends a checked sample; cuts a new chunk at 120 samples or when the sample crosses a block

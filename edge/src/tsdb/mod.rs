@@ -1,6 +1,7 @@
 //! The edge's storage, in Prometheus' TSDB formats. So far: chunk segment files.
 
 pub mod block;
+pub mod bounds;
 pub mod chunks;
 pub mod db;
 pub mod head;
