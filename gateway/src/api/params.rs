@@ -256,11 +256,19 @@ pub fn parse_metric_selector(s: &str) -> Result<Vec<Matcher>> {
             crate::promql::DEFAULT_MAX_QUERY_LENGTH
         )));
     }
+    // Only a selector is accepted: anything deeper is refused before it is parsed (on an async worker,
+    // where a long, deep expression would take a while).
+    let not_selector = || {
+        Error::bad_data(format!(
+            "{s:?} is not a series selector (a metric name and/or label matchers)"
+        ))
+    };
+    if crate::promql::guard::depth_bound(s).map_err(Error::bad_data)? > 2 {
+        return Err(not_selector());
+    }
     let expr = crate::promql::parse_expr(s).map_err(Error::bad_data)?;
     let Expr::VectorSelector(vs) = expr else {
-        return Err(Error::bad_data(format!(
-            "{s:?} is not a series selector (a metric name and/or label matchers)"
-        )));
+        return Err(not_selector());
     };
     if vs.offset.is_some() || vs.at.is_some() || !vs.matchers.or_matchers.is_empty() {
         return Err(Error::bad_data(format!(
@@ -405,6 +413,11 @@ mod tests {
             "{e:?}"
         );
         assert!(parse_metric_selector("rate(up[5m])").is_err());
+        let deep = format!("{}up", "-".repeat(1000));
+        let e = parse_metric_selector(&deep).err().map(|e| e.message);
+        assert!(e.is_some_and(|e| {
+            e.ends_with("is not a series selector (a metric name and/or label matchers)")
+        }));
         assert!(parse_metric_selector("up{").is_err());
     }
 

@@ -46,6 +46,11 @@ pub const MAX_DURATION: Duration = Duration::from_nanos(i64::MAX as u64);
 /// the group. It is exact for chains (`a or b or …`, `abs(abs(…))`) and only overestimates flat
 /// expressions that mix operator precedences.
 pub fn prescan(query: &str) -> Result<(), String> {
+    depth_bound(query).map(drop)
+}
+
+/// [`prescan`], answering the upper bound of the depth (a selector's is at most 2: `up{job="a"}`).
+pub fn depth_bound(query: &str) -> Result<usize, String> {
     let b = query.as_bytes();
     // One entry per open bracket group: (operators in it, deepest bound of its subgroups, is `{`).
     let mut groups: Vec<(usize, usize, bool)> = vec![(0, 0, false)];
@@ -236,7 +241,7 @@ pub fn prescan(query: &str) -> Result<(), String> {
     if bound > MAX_TEXT_DEPTH {
         return Err(too_deep());
     }
-    Ok(())
+    Ok(bound)
 }
 
 /// The value of `word` if the parser reads it as a number (decimal, hexadecimal, octal, `Inf`, `NaN`),
@@ -447,6 +452,21 @@ mod tests {
                 "{q}: {e:?}"
             );
         }
+    }
+
+    #[test]
+    fn selectors_have_a_depth_bound_of_two() {
+        for q in [
+            "up",
+            "up{job=\"a\"}",
+            "{__name__=~\"a|(b)\"}",
+            "up{a!=\"1\",b=~\"x\"}",
+        ] {
+            let d = depth_bound(q);
+            assert!(matches!(d, Ok(1 | 2)), "{q}: {d:?}");
+        }
+        assert_eq!(depth_bound("sum(up)"), Ok(2));
+        assert_eq!(depth_bound("sum(rate(up[5m]))"), Ok(4));
     }
 
     #[test]

@@ -840,7 +840,7 @@ impl MemQueryable {
 }
 
 #[cfg(test)]
-mod deadline_tests {
+mod limit_tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
 
@@ -872,5 +872,31 @@ mod deadline_tests {
         assert!(looks.load(Ordering::Relaxed) > 4);
         // With the real clock, the query completes.
         assert!(Engine::default().instant(&q, query, 0).await.is_ok());
+    }
+
+    /// Issue 22, item 2: `count_values` makes a series per distinct value, each a value per step;
+    /// they are counted against the samples limit before they are allocated.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn count_values_series_count_against_the_samples_limit() {
+        let series = (0..20)
+            .map(|k| SeriesData {
+                labels: Labels::from_pairs([("__name__", "m"), ("k", &k.to_string())]),
+                samples: (0..100)
+                    .map(|i| Sample::new(i * 15_000, (i * 100 + k) as f64))
+                    .collect(),
+            })
+            .collect();
+        let q = MemQueryable { series };
+        let query = "count_values(\"v\", m)";
+        let (end, step) = (99 * 15_000, 15_000);
+        // 2,000 distinct values over 100 steps: 200,000 values held.
+        let small = Engine::new(EngineOptions {
+            max_samples: 100_000,
+            ..Default::default()
+        });
+        let e = small.range(&q, query, 0, end, step).await.err();
+        assert_eq!(e.map(|e| e.kind), Some(ErrorKind::Execution));
+        let r = Engine::default().range(&q, query, 0, end, step).await;
+        assert!(matches!(r.map(|r| r.value), Ok(QueryValue::Matrix(m)) if m.len() == 2_000));
     }
 }
