@@ -152,6 +152,7 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr, s: &Steps) -> Resu
             }
             for g in &order {
                 let members = &groups[g];
+                ev.guard.tick(members.len().saturating_mul(s.n))?;
                 let mut picked: Vec<Row> = members
                     .iter()
                     .map(|&m| Row::new(rows[m].labels.clone(), s.n))
@@ -271,6 +272,7 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr, s: &Steps) -> Resu
     let mut values: Vec<f64> = Vec::new();
     for g in order {
         let members = &groups[&g];
+        ev.guard.tick(members.len().saturating_mul(s.n))?;
         let mut row = Row::new(g, s.n);
         for i in 0..s.n {
             values.clear();
