@@ -1106,3 +1106,44 @@ async fn health_answers_while_long_queries_parse() {
     );
     gw.shutdown().await;
 }
+
+/// Issue 22, item 3: a long node ran to its end past the query's timeout
+/// (`max_over_time(up[1d:1ms])` with `timeout=2s` answered after 18.6 s). With a samples limit high
+/// enough to let such a subquery run at all, it stops at its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_subquery_stops_at_its_timeout() {
+    let (gw, _) = start_with(
+        vec![],
+        ApiOptions {
+            engine: meridian_gateway::promql::EngineOptions {
+                max_samples: 20_000_000,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await;
+    let timeout = std::env::var("LONG_SUBQUERY_TIMEOUT").unwrap_or_else(|_| "300ms".into());
+    // 8,640,000 inner steps.
+    let q = urlencode("max_over_time(vector(1)[1d:10ms])");
+    let started = std::time::Instant::now();
+    let r = get(
+        &gw.addr,
+        &format!("/api/v1/query?query={q}&time=1&timeout={timeout}"),
+    )
+    .await;
+    let took = started.elapsed();
+    println!("answered {} after {took:?}", r.status);
+    assert_error(
+        "long subquery",
+        &r,
+        503,
+        "timeout",
+        "query timed out in expression evaluation",
+    );
+    assert!(
+        took < std::time::Duration::from_millis(1_000),
+        "answered after {took:?}"
+    );
+    gw.shutdown().await;
+}

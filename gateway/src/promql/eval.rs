@@ -370,10 +370,13 @@ impl<'a> Evaluator<'a> {
             Val::Vector(rows) => {
                 let mut out = Vec::with_capacity(rows.len());
                 for r in rows {
-                    self.guard.tick(n)?;
-                    let samples: Vec<Sample> = (0..n)
-                        .filter_map(|i| r.get(i).map(|v| Sample::new(inner.t(i), v)))
-                        .collect();
+                    let mut samples = Vec::new();
+                    for i in 0..n {
+                        self.guard.tick(1)?;
+                        if let Some(v) = r.get(i) {
+                            samples.push(Sample::new(inner.t(i), v));
+                        }
+                    }
                     if !samples.is_empty() {
                         out.push((r.labels, samples));
                     }

@@ -376,6 +376,7 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Val> {
             let v = scalar_arg(ev, arg(0)?, s)?;
             let mut row = Row::new(Labels::empty(), s.n);
             for (i, x) in v.into_iter().enumerate() {
+                ev.guard.tick(1)?;
                 row.set(i, x);
             }
             Ok(Val::Vector(vec![row]))
