@@ -452,17 +452,24 @@ struct QueryArgs {
     /// TLS (and mTLS) for the HTTP API, in Prometheus' web configuration format.
     #[command(flatten)]
     http_tls: meridian_pki::tls::args::HttpTlsArgs,
-    /// Longest a query may run (a request's `timeout` can only shorten it).
-    #[arg(long = "query.timeout", default_value = "2m", value_parser = parse_duration)]
+    /// Longest a query may run (a request's `timeout` can only shorten it); waiting for a slot
+    /// (`--query.max-concurrent`) counts.
+    #[arg(long = "query.timeout", default_value = "2m", value_parser = parse_positive_duration)]
     query_timeout: Duration,
-    /// Most samples a query may load into memory at once.
+    /// Most samples a query may load into memory at once (every step of every series it holds).
     #[arg(long = "query.max-samples", default_value = "50000000")]
     query_max_samples: usize,
+    /// Queries evaluated at once; further queries wait for a slot within their timeout.
+    #[arg(long = "query.max-concurrent", default_value = "20", value_parser = clap::value_parser!(u32).range(1..))]
+    query_max_concurrent: u32,
+    /// Longest query text accepted (bytes; KB, MB, KiB, MiB suffixes; 0 = unlimited).
+    #[arg(long = "query.max-length", default_value = "128KiB", value_parser = parse_bytes)]
+    query_max_length: u64,
     /// How far back a vector selector looks for a sample.
     #[arg(long = "query.lookback-delta", default_value = "5m", value_parser = parse_duration)]
     lookback_delta: Duration,
     /// Subquery resolution when a subquery gives none.
-    #[arg(long = "query.default-evaluation-interval", default_value = "1m", value_parser = parse_duration)]
+    #[arg(long = "query.default-evaluation-interval", default_value = "1m", value_parser = parse_positive_duration)]
     default_evaluation_interval: Duration,
     /// Range queries are split into pieces of this length, each cached on its own.
     #[arg(long = "query-range.split-interval", default_value = "24h", value_parser = parse_duration)]
@@ -488,6 +495,16 @@ struct QueryArgs {
     /// Log format: logfmt-like text or one JSON object per line.
     #[arg(long = "log.format", default_value = "logfmt", value_parser = ["logfmt", "json"])]
     log_format: String,
+}
+
+/// A duration flag that must be longer than zero (a zero query timeout would time out every query, a
+/// zero subquery step would never end).
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("{s:?} must be longer than 0s"));
+    }
+    Ok(d)
 }
 
 /// Sizes for flags: a number of bytes with an optional unit (KB = 1000, KiB = 1024, ...).
@@ -689,6 +706,7 @@ async fn query(args: QueryArgs, flags: Vec<(String, String)>) -> anyhow::Result<
                 default_subquery_step: args.default_evaluation_interval,
                 max_samples: args.query_max_samples,
                 timeout: args.query_timeout,
+                max_query_length: usize::try_from(args.query_max_length).unwrap_or(usize::MAX),
             },
             cache: meridian_gateway::cache::CacheOptions {
                 max_bytes: args.cache_max_size,
@@ -699,6 +717,7 @@ async fn query(args: QueryArgs, flags: Vec<(String, String)>) -> anyhow::Result<
             flags,
             config_yaml,
             max_body_bytes: usize::try_from(args.max_body).unwrap_or(usize::MAX),
+            max_concurrent_queries: usize::try_from(args.query_max_concurrent).unwrap_or(1),
         },
     })
     .await?;
@@ -773,5 +792,47 @@ mod tests {
     fn flags_are_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    /// Issue 22, item 17: a zero query timeout or subquery step was accepted.
+    #[test]
+    fn zero_query_durations_are_refused_naming_the_flag() {
+        use clap::Parser;
+        for flag in ["--query.timeout", "--query.default-evaluation-interval"] {
+            for value in ["0s", "0ms"] {
+                let args = [
+                    "meridian-gateway",
+                    "query",
+                    "--endpoint",
+                    "127.0.0.1:1",
+                    flag,
+                    value,
+                ];
+                let e = match super::Cli::try_parse_from(args) {
+                    Ok(_) => panic!("{flag} {value} was accepted"),
+                    Err(e) => e.to_string(),
+                };
+                assert!(e.contains(flag) && e.contains(value), "{flag} {value}: {e}");
+                assert!(e.contains("must be longer than 0s"), "{e}");
+            }
+        }
+        let e = super::Cli::try_parse_from([
+            "meridian-gateway",
+            "query",
+            "--endpoint",
+            "127.0.0.1:1",
+            "--query.max-concurrent",
+            "0",
+        ]);
+        assert!(e.is_err(), "--query.max-concurrent 0 was accepted");
+        let ok = [
+            "meridian-gateway",
+            "query",
+            "--endpoint",
+            "127.0.0.1:1",
+            "--query.timeout",
+            "1s",
+        ];
+        assert!(super::Cli::try_parse_from(ok).is_ok());
     }
 }

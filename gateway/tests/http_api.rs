@@ -88,6 +88,11 @@ fn store(cluster: &str, replica: &str, from: i64) -> MemStore {
 
 /// Starts the API over the three stores (plus `extra`), on a free port.
 async fn start(extra: Vec<StoreRef>) -> (Gw, Arc<Api>) {
+    start_with(extra, ApiOptions::default()).await
+}
+
+/// [`start`] with options.
+async fn start_with(extra: Vec<StoreRef>, opts: ApiOptions) -> (Gw, Arc<Api>) {
     let stores: Vec<(String, Arc<dyn Store>)> = vec![
         ("a-0".into(), Arc::new(store("a", "0", 0))),
         ("a-1".into(), Arc::new(store("a", "1", 120))),
@@ -106,7 +111,7 @@ async fn start(extra: Vec<StoreRef>) -> (Gw, Arc<Api>) {
         Api::new(
             fanout,
             Arc::new(|| serde_json::json!({"status": "success", "data": {}})),
-            ApiOptions::default(),
+            opts,
             |_| {},
         )
         .with_clock(|| NOW),
@@ -753,5 +758,401 @@ async fn a_query_stops_when_its_client_goes_away() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    gw.shutdown().await;
+}
+
+/// Asserts an error answer: status, `errorType` and the start of `error`.
+fn assert_error(what: &str, r: &HttpResponse, status: u16, kind: &str, message: &str) {
+    assert_eq!(r.status, status, "{what}: {}", r.text());
+    let j = r.json();
+    assert_eq!(j["errorType"], kind, "{what}: {j}");
+    let got = j["error"].as_str().unwrap_or_default();
+    assert!(
+        got.starts_with(message),
+        "{what}: error {got:?} does not start with {message:?}"
+    );
+}
+
+/// Issue 22, item 1: deeply nested expressions used to abort the process (stack overflow in the
+/// engine's recursive walks); they are refused with `bad_data`, and the gateway keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_queries_are_refused_and_the_gateway_keeps_answering() {
+    let (gw, _) = start(vec![]).await;
+    let a = &gw.addr;
+    let cases = [
+        format!("{}up{}", "abs(".repeat(2000), ")".repeat(2000)),
+        format!("{}up{}", "abs(".repeat(300), ")".repeat(300)),
+        format!("{}up{}", "sum(".repeat(300), ")".repeat(300)),
+        // A left-deep tree of 750 levels, without a single bracket.
+        format!("1{}", "+1".repeat(750)),
+        format!("{}1{}", "(".repeat(1500), ")".repeat(1500)),
+        // Unary minus on a series (on a number it folds into the literal).
+        format!("{}up", "-".repeat(1000)),
+    ];
+    for q in &cases {
+        let what = &q[..q.len().min(12)];
+        let r = post_form(a, "/api/v1/query", &format!("query={}", urlencode(q))).await;
+        assert_error(
+            what,
+            &r,
+            400,
+            "bad_data",
+            "invalid parameter \"query\": expression nesting is too deep",
+        );
+    }
+    // The deepest trees accepted (128 levels) are evaluated within a debug build's 2 MiB stacks, and
+    // the next query is answered.
+    let d = meridian_gateway::promql::guard::MAX_DEPTH - 1;
+    let deepest = [
+        format!("{}up{}", "abs(".repeat(d), ")".repeat(d)),
+        format!("{}up{}", "sum(".repeat(d), ")".repeat(d)),
+        format!("{}up{}", "(".repeat(d), ")".repeat(d)),
+        format!("{}up", "-".repeat(d)),
+        format!("up{}", " + up".repeat(d)),
+        format!("up{}", " or up".repeat(d)),
+        format!("{}up{}", "sum(-abs(1 * ".repeat(d / 4), "))".repeat(d / 4)),
+        format!(
+            "{}up{}",
+            "max_over_time((".repeat(d / 3),
+            ")[5m:1m])".repeat(d / 3)
+        ),
+        format!(
+            "{}up{}",
+            "label_replace(".repeat(d),
+            ", \"a\", \"$1\", \"job\", \"(.*)\")".repeat(d)
+        ),
+    ];
+    for q in &deepest {
+        let r = post_form(
+            a,
+            "/api/v1/query",
+            &format!("query={}&time={}", urlencode(q), secs(T0 + 3_600_000)),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}: {}", &q[..20], r.text());
+    }
+    let r = get(
+        a,
+        &format!("/api/v1/query?query=up&time={}", secs(T0 + 3_600_000)),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["data"]["result"].as_array().unwrap().len(), 4);
+    gw.shutdown().await;
+}
+
+/// Issue 22, item 2: subqueries allocated a value per inner step before any limit (252 GB for the
+/// first query); the steps are counted against `--query.max-samples` first, answered as Prometheus
+/// answers (422 `execution`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subqueries_over_the_samples_limit_are_refused_before_allocating() {
+    let (gw, _) = start(vec![]).await;
+    let a = &gw.addr;
+    let t = secs(T0 + 3_600_000);
+    let too_many = "query processing would load too many samples into memory in query execution";
+    for q in [
+        "max_over_time(rate(up[1y:1ms])[1y:1ms])",
+        "max_over_time(vector(1)[30d:1ms])",
+        "max_over_time(up[1d:1ms])",
+        // Within the grid limit alone, over it with the 4 series.
+        "max_over_time(up[12h:1ms])",
+    ] {
+        let r = get(a, &format!("/api/v1/query?query={}&time={t}", urlencode(q))).await;
+        assert_error(q, &r, 422, "execution", too_many);
+    }
+    // A range query counts its steps the same way: 11 steps of a subquery of 4 series each.
+    let r = get(
+        a,
+        &format!(
+            "/api/v1/query_range?query={}&start={}&end={}&step=1h",
+            urlencode("max_over_time(up[1h:1ms])"),
+            secs(T0),
+            secs(T0 + 10 * 3_600_000)
+        ),
+    )
+    .await;
+    assert_error("query_range", &r, 422, "execution", too_many);
+    // The limit is the configured one.
+    let r = get(
+        a,
+        &format!(
+            "/api/v1/query?query={}&time={t}",
+            urlencode("max_over_time(up[1h:1s])")
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    gw.shutdown().await;
+}
+
+/// Issue 22, item 7: extreme times and durations dropped the connection (overflow panics, a panic in
+/// the parser's duration conversion) or answered 200; they are refused with `bad_data`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extreme_times_and_durations_are_refused_with_bad_data() {
+    let (gw, _) = start(vec![]).await;
+    let a = &gw.addr;
+    let q = |query: &str| format!("/api/v1/query?query={}&time={}", urlencode(query), secs(T0));
+    let cases = [
+        (
+            "/api/v1/query?query=up&time=-1e300".to_owned(),
+            "invalid parameter \"time\": invalid time value for 'time': cannot parse \"-1e300\" to a valid timestamp",
+        ),
+        (
+            "/api/v1/query?query=up&time=1e300".to_owned(),
+            "invalid parameter \"time\": invalid time value for 'time': cannot parse \"1e300\" to a valid timestamp",
+        ),
+        (
+            "/api/v1/query_range?query=up&start=-1e300&end=-1e300&step=15".to_owned(),
+            "invalid parameter \"start\": cannot parse \"-1e300\" to a valid timestamp",
+        ),
+        (
+            q("rate(up[1e300])"),
+            "invalid parameter \"query\": duration out of range: 1e300",
+        ),
+        (
+            q("up offset 1e300"),
+            "invalid parameter \"query\": duration out of range: 1e300",
+        ),
+        (
+            q("up offset -1e300"),
+            "invalid parameter \"query\": duration out of range: 1e300",
+        ),
+        (
+            q("up offset Inf"),
+            "invalid parameter \"query\": duration out of range: Inf",
+        ),
+        (
+            q("up[300y]"),
+            "invalid parameter \"query\": duration out of range",
+        ),
+        (
+            q("up @ 1e300"),
+            "invalid parameter \"query\": timestamp out of bounds for @ modifier: 1e300",
+        ),
+        (
+            q("up @ -1e300"),
+            "invalid parameter \"query\": timestamp out of bounds for @ modifier: -1e300",
+        ),
+        (
+            "/api/v1/series?match[]=up%20offset%201e300".to_owned(),
+            "invalid parameter \"match[]\": duration out of range: 1e300",
+        ),
+    ];
+    for (path, message) in &cases {
+        let r = get(a, path).await;
+        assert_error(path, &r, 400, "bad_data", message);
+    }
+    // The largest accepted values are answered (nothing there), without overflow.
+    for query in [
+        "up offset 290y",
+        "rate(up[290y])",
+        "up @ 9000000000",
+        "max_over_time(up[290y:100y] offset -290y)",
+    ] {
+        let r = get(a, &q(query)).await;
+        assert_eq!(r.status, 200, "{query}: {}", r.text());
+    }
+    // Near the earliest time accepted, ranges and offsets reach further back without overflow.
+    let r = get(
+        a,
+        &format!(
+            "/api/v1/query_range?query={}&start=-9223309901257000&end=-9223309901257000&step=15",
+            urlencode("max_over_time(rate(up[290y] offset 290y)[290y:100y] offset 290y)")
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    gw.shutdown().await;
+}
+
+/// Issue 22, item 5: Thanos' `--query.max-concurrent`: a query beyond the limit waits for a slot,
+/// bounded by its own timeout (503 `timeout`, as Prometheus' "query queue" timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_beyond_max_concurrent_wait_bounded_by_their_timeout() {
+    let slow = SlowStore {
+        inner: store("s", "0", 0),
+        delay: std::time::Duration::from_secs(60),
+    };
+    let meta = meridian_gateway::fanout::StoreMeta::from_info(&slow.info().await.unwrap());
+    let extra = vec![StoreRef {
+        name: "slow:10901".into(),
+        store: Arc::new(slow),
+        meta: Some(meta),
+        unhealthy: None,
+    }];
+    let (gw, api) = start_with(
+        extra,
+        ApiOptions {
+            max_concurrent_queries: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    let in_flight = |api: &Api| {
+        meridian_testkit::metric_value(&api.metrics_text(), "meridian_gateway_queries_in_flight")
+    };
+    // The first query holds the only slot (it waits on the slow store).
+    let addr = gw.addr.clone();
+    let path = format!("/api/v1/query?query=up&time={}", secs(T0 + 3_600_000));
+    let client = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+        s
+    })
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while in_flight(&api) != Some(1.0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first query never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The second (no store needed) waits for the slot until its timeout.
+    let started = std::time::Instant::now();
+    let r = get(&gw.addr, "/api/v1/query?query=vector(1)&time=1&timeout=1s").await;
+    let waited = started.elapsed();
+    assert_error(
+        "second query",
+        &r,
+        503,
+        "timeout",
+        "query timed out in query queue",
+    );
+    assert!(
+        waited >= std::time::Duration::from_millis(900)
+            && waited < std::time::Duration::from_secs(5),
+        "waited {waited:?}"
+    );
+    // Once the first query is gone, the slot is free again.
+    drop(client);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while in_flight(&api) != Some(0.0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first query kept its slot"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let r = get(&gw.addr, "/api/v1/query?query=vector(1)&time=1&timeout=1s").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    gw.shutdown().await;
+}
+
+/// Issue 22, item 4: parsing ran on the async workers (two long queries kept `/-/healthy` waiting
+/// for many seconds) and without a length limit. Queries are parsed on the blocking pool, health
+/// answers while they parse, and texts over `--query.max-length` are refused unparsed.
+/// One async worker: any parse on it would hold up every other request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn health_answers_while_long_queries_parse() {
+    let (gw, _) = start(vec![]).await;
+    // ~118 KB, under the 128 KiB default: 62 sums of 950 terms, each a while to parse (the parser's
+    // time grows with the square of the depth), and a syntax error at the very end.
+    let group = format!("({})", vec!["1"; 950].join("+"));
+    let q = vec![group; 62].join("+") + "+";
+    assert!(q.len() < meridian_gateway::promql::DEFAULT_MAX_QUERY_LENGTH);
+    let body = format!("query={}", urlencode(&q));
+    let mut queries = Vec::new();
+    for _ in 0..2 {
+        let (addr, body) = (gw.addr.clone(), body.clone());
+        queries.push(tokio::spawn(async move {
+            let r = post_form(&addr, "/api/v1/query", &body).await;
+            (r, std::time::Instant::now())
+        }));
+    }
+    // Health, asked over and over while the two are parsed.
+    let mut slowest = std::time::Duration::ZERO;
+    let mut probes = 0;
+    while !queries.iter().all(|q| q.is_finished()) {
+        let started = std::time::Instant::now();
+        let r = get(&gw.addr, "/-/healthy").await;
+        assert_eq!(r.status, 200);
+        slowest = slowest.max(started.elapsed());
+        probes += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for q in queries {
+        let (r, _) = q.await.unwrap();
+        assert_error(
+            "long query",
+            &r,
+            400,
+            "bad_data",
+            "invalid parameter \"query\": ",
+        );
+    }
+    assert!(
+        slowest < std::time::Duration::from_millis(500),
+        "/-/healthy took {slowest:?} while queries were parsed"
+    );
+    assert!(
+        probes >= 3,
+        "the queries were parsed too quickly to tell ({probes} probes)"
+    );
+    // Longer than the limit: refused before parsing.
+    let long = format!(
+        "up{{a=~\"{}\"}}",
+        "x".repeat(meridian_gateway::promql::DEFAULT_MAX_QUERY_LENGTH)
+    );
+    let r = post_form(
+        &gw.addr,
+        "/api/v1/query",
+        &format!("query={}", urlencode(&long)),
+    )
+    .await;
+    assert_error(
+        "too long",
+        &r,
+        400,
+        "bad_data",
+        &format!(
+            "invalid parameter \"query\": the query is {} bytes long, longer than the limit of {} bytes (--query.max-length)",
+            long.len(),
+            meridian_gateway::promql::DEFAULT_MAX_QUERY_LENGTH
+        ),
+    );
+    gw.shutdown().await;
+}
+
+/// Issue 22, item 3: a long node ran to its end past the query's timeout
+/// (`max_over_time(up[1d:1ms])` with `timeout=2s` answered after 18.6 s). With a samples limit high
+/// enough to let such a subquery run at all, it stops at its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_subquery_stops_at_its_timeout() {
+    let (gw, _) = start_with(
+        vec![],
+        ApiOptions {
+            engine: meridian_gateway::promql::EngineOptions {
+                max_samples: 20_000_000,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await;
+    let timeout = std::env::var("LONG_SUBQUERY_TIMEOUT").unwrap_or_else(|_| "300ms".into());
+    // 8,640,000 inner steps.
+    let q = urlencode("max_over_time(vector(1)[1d:10ms])");
+    let started = std::time::Instant::now();
+    let r = get(
+        &gw.addr,
+        &format!("/api/v1/query?query={q}&time=1&timeout={timeout}"),
+    )
+    .await;
+    let took = started.elapsed();
+    println!("answered {} after {took:?}", r.status);
+    assert_error(
+        "long subquery",
+        &r,
+        503,
+        "timeout",
+        "query timed out in expression evaluation",
+    );
+    assert!(
+        took < std::time::Duration::from_millis(1_000),
+        "answered after {took:?}"
+    );
     gw.shutdown().await;
 }

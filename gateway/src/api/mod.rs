@@ -45,6 +45,9 @@ pub struct ApiOptions {
     pub config_yaml: String,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// Queries evaluated at once (Thanos' `--query.max-concurrent`); further queries wait for a slot,
+    /// within their timeout.
+    pub max_concurrent_queries: usize,
 }
 
 impl Default for ApiOptions {
@@ -55,6 +58,7 @@ impl Default for ApiOptions {
             flags: vec![],
             config_yaml: String::new(),
             max_body_bytes: 8 << 20,
+            max_concurrent_queries: 20,
         }
     }
 }
@@ -74,6 +78,8 @@ pub struct Api {
     now: Arc<dyn Fn() -> i64 + Send + Sync>,
     /// The rule manager, when the gateway evaluates rules.
     rules: std::sync::OnceLock<Arc<crate::rules::RuleManager>>,
+    /// One permit per query evaluated at once (`--query.max-concurrent`).
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Api {
@@ -106,10 +112,13 @@ impl Api {
             stores,
             metrics,
             registry,
-            opts,
             started: SystemTime::now(),
             now: Arc::new(meridian_edge::sample::now_ms),
             rules: std::sync::OnceLock::new(),
+            slots: Arc::new(tokio::sync::Semaphore::new(
+                opts.max_concurrent_queries.max(1),
+            )),
+            opts,
         }
     }
 
@@ -445,11 +454,14 @@ async fn dispatch(
         Endpoint::Labels => labels(api, None, p).await,
         Endpoint::LabelValues => labels(api, Some(name.unwrap_or_default()), p).await,
         Endpoint::Metadata => metadata(api, p).await,
-        Endpoint::Exemplars => exemplars(p),
+        Endpoint::Exemplars => exemplars(api, p).await,
         Endpoint::FormatQuery => {
-            let expr = crate::promql::parse(p.get("query"))?;
+            let engine = request_engine(api, p)?;
+            let pretty = engine
+                .parse_until(p.get("query"), engine.deadline(), |e| Ok(e.prettify()))
+                .await?;
             let mut out = Vec::new();
-            json::string(&mut out, &expr.prettify());
+            json::string(&mut out, &pretty);
             Ok(Answer::data(out, vec![]))
         }
         Endpoint::BuildInfo => Ok(Answer::json(&serde_json::json!({
@@ -592,6 +604,31 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Waits for a query slot (`--query.max-concurrent`) until `deadline`; the wait counts against the
+/// query's timeout, as in Prometheus, where a query waiting in the queue times out "in query queue"
+/// (`promql.Engine.queueActive`), answered 503 `timeout`.
+async fn query_slot(
+    api: &Api,
+    query: &str,
+    deadline: tokio::time::Instant,
+) -> Result<tokio::sync::OwnedSemaphorePermit> {
+    match tokio::time::timeout_at(deadline, api.slots.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        Ok(Err(_)) => Err(Error::internal("the query queue is closed")),
+        Err(_) => {
+            tracing::warn!(
+                query,
+                max_concurrent = api.opts.max_concurrent_queries,
+                "query timed out waiting for a slot (--query.max-concurrent)"
+            );
+            Err(Error::new(
+                meridian_edge::error::ErrorKind::Timeout,
+                "query timed out in query queue",
+            ))
+        }
+    }
+}
+
 fn truncate<T>(list: &mut Vec<T>, limit: usize, warnings: &mut Vec<String>) {
     if limit > 0 && list.len() > limit {
         list.truncate(limit);
@@ -604,11 +641,13 @@ async fn query(api: &Arc<Api>, p: &Params) -> Result<Answer> {
     let limit = p.limit()?;
     let t = p.time("time", (api.now)())?;
     let engine = request_engine(api, p)?;
-    let deadline = tokio::time::Instant::now() + engine.options().timeout;
+    let deadline = engine.deadline();
     let querier = api.fanout.querier(query_options(p, Some(deadline))?);
     let q = p.get("query");
+    engine.check_length(q)?;
+    let _slot = query_slot(api, q, deadline).await?;
     let _in_flight = InFlight::new(&api.metrics);
-    let result = engine.instant(&querier, q, t).await;
+    let result = engine.instant_until(&querier, q, t, deadline).await;
     log_query("query", q, started, &querier, None, &result);
     let mut r = result?;
     api.metrics.query_samples.inc_by(r.samples as u64);
@@ -703,11 +742,15 @@ async fn query_range(api: &Arc<Api>, p: &Params) -> Result<Answer> {
     }
     let step_ms = i64::try_from(step.as_millis()).unwrap_or(i64::MAX).max(1);
     let engine = request_engine(api, p)?;
-    let deadline = tokio::time::Instant::now() + engine.options().timeout;
+    let deadline = engine.deadline();
     let opts = query_options(p, Some(deadline))?;
     let q = p.get("query");
-    let expr = crate::promql::parse(q)?;
-    let normalized = expr.to_string();
+    engine.check_length(q)?;
+    let _slot = query_slot(api, q, deadline).await?;
+    // Parsed (and printed, the cache key) on the blocking pool, within the deadline.
+    let normalized = engine
+        .parse_until(q, deadline, |e| Ok(e.to_string()))
+        .await?;
     // Answers depend on the query and on every option below; the key holds them all.
     let key = format!(
         "{normalized}\u{0}dedup={} pr={:?} replicas={:?} store_match={:?} lookback={:?} max_samples={} sub_step={:?}",
@@ -737,7 +780,11 @@ async fn query_range(api: &Arc<Api>, p: &Params) -> Result<Answer> {
             |a, b| {
                 let (engine, querier) = (engine.clone(), querier.clone());
                 let q = q.to_owned();
-                async move { engine.range(&querier, &q, a, b, step_ms).await }
+                async move {
+                    engine
+                        .range_until(&querier, &q, a, b, step_ms, deadline)
+                        .await
+                }
             },
         )
         .await;
@@ -948,13 +995,20 @@ async fn metadata(api: &Arc<Api>, p: &Params) -> Result<Answer> {
 
 /// Exemplars are not stored yet: the request is checked as Prometheus checks it and answered with `[]`
 /// (Grafana's probe sends millisecond timestamps; they parse as far-future seconds, as in Prometheus).
-fn exemplars(p: &Params) -> Result<Answer> {
+async fn exemplars(api: &Arc<Api>, p: &Params) -> Result<Answer> {
     let (start, end) = range_params(p)?;
     if end < start {
         return Err(Error::bad_data(
             "end timestamp must not be before start timestamp",
         ));
     }
-    promql_parser::parser::parse(p.get("query")).map_err(|e| Error::bad_data(e.to_string()))?;
+    let engine = request_engine(api, p)?;
+    engine.check_length(p.get("query"))?;
+    let text = p.get("query").to_owned();
+    // The parser's own message, unprefixed, as Prometheus answers here.
+    tokio::task::spawn_blocking(move || crate::promql::parse_expr(&text).map(drop))
+        .await
+        .map_err(|e| Error::internal(format!("query parsing failed: {e}")))?
+        .map_err(Error::bad_data)?;
     Ok(Answer::data(b"[]".to_vec(), vec![]))
 }

@@ -146,13 +146,12 @@ pub fn parse_time(s: &str) -> std::result::Result<i64, String> {
         let whole = f.trunc();
         let frac = ((f - whole) * 1000.0).round();
         let ms = whole * 1000.0 + frac;
-        return Ok(if ms >= i64::MAX as f64 {
-            i64::MAX
-        } else if ms <= i64::MIN as f64 {
-            i64::MIN
-        } else {
-            ms as i64
-        });
+        // Prometheus' own range ([MinTime, MaxTime]): every time computed from a request stays in
+        // i64 milliseconds, whatever lookback, range or offset is taken from it.
+        if !(ms >= MIN_TIME as f64 && ms <= MAX_TIME as f64) {
+            return Err(format!("{}: out of range", bad()));
+        }
+        return Ok(ms as i64);
     }
     if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
         let ms = t.unix_timestamp_nanos().div_euclid(1_000_000);
@@ -250,11 +249,26 @@ fn parse_prometheus_duration(s: &str) -> Option<std::time::Duration> {
 /// One `match[]` value: a vector selector (`up`, `{job="x"}`), no offset or `@`.
 pub fn parse_metric_selector(s: &str) -> Result<Vec<Matcher>> {
     use promql_parser::parser::Expr;
-    let expr = promql_parser::parser::parse(s).map_err(|e| Error::bad_data(e.to_string()))?;
-    let Expr::VectorSelector(vs) = expr else {
+    if s.len() > crate::promql::DEFAULT_MAX_QUERY_LENGTH {
         return Err(Error::bad_data(format!(
-            "{s:?} is not a series selector (a metric name and/or label matchers)"
+            "the selector is {} bytes long, longer than the limit of {} bytes",
+            s.len(),
+            crate::promql::DEFAULT_MAX_QUERY_LENGTH
         )));
+    }
+    // Only a selector is accepted: anything deeper is refused before it is parsed (on an async worker,
+    // where a long, deep expression would take a while).
+    let not_selector = || {
+        Error::bad_data(format!(
+            "{s:?} is not a series selector (a metric name and/or label matchers)"
+        ))
+    };
+    if crate::promql::guard::depth_bound(s).map_err(Error::bad_data)? > 2 {
+        return Err(not_selector());
+    }
+    let expr = crate::promql::parse_expr(s).map_err(Error::bad_data)?;
+    let Expr::VectorSelector(vs) = expr else {
+        return Err(not_selector());
     };
     if vs.offset.is_some() || vs.at.is_some() || !vs.matchers.or_matchers.is_empty() {
         return Err(Error::bad_data(format!(
@@ -334,6 +348,17 @@ mod tests {
         assert!(parse_time("").is_err());
         assert!(parse_time("NaN").is_err());
         assert_eq!(parse_time("-292273086-05-16T16:47:06Z"), Ok(MIN_TIME));
+        // Outside Prometheus' time range.
+        for s in ["-1e300", "1e300", "1e17", "-9223372036854775.808"] {
+            assert_eq!(
+                parse_time(s),
+                Err(format!(
+                    "cannot parse {s:?} to a valid timestamp: out of range"
+                )),
+                "{s}"
+            );
+        }
+        assert_eq!(parse_time("9223309901257"), Ok(9_223_309_901_257_000));
     }
 
     #[test]
@@ -388,6 +413,11 @@ mod tests {
             "{e:?}"
         );
         assert!(parse_metric_selector("rate(up[5m])").is_err());
+        let deep = format!("{}up", "-".repeat(1000));
+        let e = parse_metric_selector(&deep).err().map(|e| e.message);
+        assert!(e.is_some_and(|e| {
+            e.ends_with("is not a series selector (a metric name and/or label matchers)")
+        }));
         assert!(parse_metric_selector("up{").is_err());
     }
 

@@ -152,6 +152,7 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr, s: &Steps) -> Resu
             }
             for g in &order {
                 let members = &groups[g];
+                ev.guard.tick(members.len().saturating_mul(s.n))?;
                 let mut picked: Vec<Row> = members
                     .iter()
                     .map(|&m| Row::new(rows[m].labels.clone(), s.n))
@@ -195,13 +196,20 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr, s: &Steps) -> Resu
             let mut index: HashMap<Labels, usize> = HashMap::new();
             for g in &order {
                 for i in 0..s.n {
+                    ev.guard.tick(groups[g].len())?;
+                    // Distinct values in order of first appearance, found by hash (a series per
+                    // value must not cost a scan of the values so far).
                     let mut counts: Vec<(String, f64)> = Vec::new();
+                    let mut seen: HashMap<String, usize> = HashMap::new();
                     for &m in &groups[g] {
                         if let Some(v) = rows[m].get(i) {
                             let key = format_go_float(v);
-                            match counts.iter_mut().find(|(k, _)| *k == key) {
-                                Some(c) => c.1 += 1.0,
-                                None => counts.push((key, 1.0)),
+                            match seen.get(&key) {
+                                Some(&c) => counts[c].1 += 1.0,
+                                None => {
+                                    seen.insert(key.clone(), counts.len());
+                                    counts.push((key, 1.0));
+                                }
                             }
                         }
                     }
@@ -209,10 +217,17 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr, s: &Steps) -> Resu
                         let mut b = g.to_builder();
                         b.set(label, &value);
                         let labels = b.build();
-                        let k = *index.entry(labels.clone()).or_insert_with(|| {
-                            out.push(Row::new(labels, s.n));
-                            out.len() - 1
-                        });
+                        let k = match index.get(&labels) {
+                            Some(&k) => k,
+                            None => {
+                                // A new output series holds a value per step: counted before it is
+                                // allocated (a value per step per series can make many).
+                                ev.reserve(out.len() + 1, s.n)?;
+                                index.insert(labels.clone(), out.len());
+                                out.push(Row::new(labels, s.n));
+                                out.len() - 1
+                            }
+                        };
                         out[k].set(i, count);
                     }
                 }
@@ -257,6 +272,7 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr, s: &Steps) -> Resu
     let mut values: Vec<f64> = Vec::new();
     for g in order {
         let members = &groups[&g];
+        ev.guard.tick(members.len().saturating_mul(s.n))?;
         let mut row = Row::new(g, s.n);
         for i in 0..s.n {
             values.clear();

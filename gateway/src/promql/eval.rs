@@ -70,7 +70,7 @@ impl RangeVal {
     pub fn window(&self, s: usize, i: usize) -> &[Sample] {
         let samples = &self.series[s].1;
         let end = self.ends[i];
-        let lo = samples.partition_point(|x| x.t <= end - self.range);
+        let lo = samples.partition_point(|x| x.t <= end.saturating_sub(self.range));
         let hi = samples.partition_point(|x| x.t <= end);
         &samples[lo..hi]
     }
@@ -102,6 +102,11 @@ pub(crate) fn exec(msg: impl Into<String>) -> Error {
     Error::new(ErrorKind::Execution, msg)
 }
 
+/// Prometheus' `ErrTooManySamples` (`promql/engine.go`), answered 422 `execution`.
+pub(crate) fn too_many_samples() -> Error {
+    exec("query processing would load too many samples into memory in query execution")
+}
+
 /// What bounds an evaluation.
 pub(crate) struct Limits {
     pub lookback: i64,
@@ -109,6 +114,46 @@ pub(crate) struct Limits {
     pub max_samples: usize,
     pub deadline: std::time::Instant,
     pub cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub clock: super::Clock,
+}
+
+/// Checks the deadline and cancellation from inside long loops: [`Guard::tick`] counts work and looks
+/// at the clock every [`Guard::EVERY`] units, so the check costs next to nothing per step.
+pub(crate) struct Guard {
+    deadline: std::time::Instant,
+    cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    clock: super::Clock,
+    work: std::cell::Cell<usize>,
+}
+
+impl Guard {
+    /// Units of work (steps, samples) between two looks at the clock.
+    const EVERY: usize = 1 << 14;
+
+    /// Fails with `canceled` or `timeout` when the query must stop.
+    pub fn check(&self) -> Result<()> {
+        if self.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::new(ErrorKind::Canceled, "query was canceled"));
+        }
+        if self.clock.now() > self.deadline {
+            return Err(Error::new(
+                ErrorKind::Timeout,
+                "query timed out in expression evaluation",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Counts `units` of work; every [`Guard::EVERY`] units, [`Guard::check`].
+    pub fn tick(&self, units: usize) -> Result<()> {
+        let w = self.work.get().saturating_add(units);
+        if w >= Self::EVERY {
+            self.work.set(0);
+            return self.check();
+        }
+        self.work.set(w);
+        Ok(())
+    }
 }
 
 pub(crate) struct Evaluator<'a> {
@@ -116,8 +161,7 @@ pub(crate) struct Evaluator<'a> {
     pub lookback: i64,
     sub_step: i64,
     max_samples: usize,
-    deadline: std::time::Instant,
-    cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub guard: Guard,
     pub qstart: i64,
     pub qend: i64,
 }
@@ -134,8 +178,12 @@ impl<'a> Evaluator<'a> {
             lookback: limits.lookback,
             sub_step: limits.sub_step,
             max_samples: limits.max_samples,
-            deadline: limits.deadline,
-            cancel: limits.cancel,
+            guard: Guard {
+                deadline: limits.deadline,
+                cancel: limits.cancel,
+                clock: limits.clock,
+                work: std::cell::Cell::new(0),
+            },
             qstart,
             qend,
         }
@@ -147,23 +195,22 @@ impl<'a> Evaluator<'a> {
 
     fn check_samples(&self, n: usize) -> Result<()> {
         if n > self.max_samples {
-            return Err(exec(
-                "query processing would load too many samples into memory in query execution",
-            ));
+            return Err(too_many_samples());
         }
         Ok(())
     }
 
+    /// Refuses, before they are allocated, `series` rows over the `steps` of a grid: every row holds
+    /// a value per step (present or not), so this is the memory the samples limit is about.
+    pub fn reserve(&self, series: usize, steps: usize) -> Result<()> {
+        match series.checked_mul(steps) {
+            Some(n) if n <= self.max_samples => Ok(()),
+            _ => Err(too_many_samples()),
+        }
+    }
+
     pub fn eval(&mut self, e: &Expr, s: &Steps) -> Result<Val> {
-        if self.cancel.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(Error::new(ErrorKind::Canceled, "query was canceled"));
-        }
-        if std::time::Instant::now() > self.deadline {
-            return Err(Error::new(
-                ErrorKind::Timeout,
-                "query timed out in expression evaluation",
-            ));
-        }
+        self.guard.check()?;
         match e {
             Expr::NumberLiteral(n) => Ok(Val::Scalar(vec![n.val; s.n])),
             Expr::StringLiteral(l) => Ok(Val::Str(l.val.clone())),
@@ -212,25 +259,30 @@ impl<'a> Evaluator<'a> {
     ) -> Vec<i64> {
         let o = offset_ms(offset);
         match at_ms(at, self.qstart, self.qend) {
-            Some(t) => vec![t - o; s.n],
-            None => (0..s.n).map(|i| s.t(i) - o).collect(),
+            Some(t) => vec![t.saturating_sub(o); s.n],
+            None => (0..s.n).map(|i| s.t(i).saturating_sub(o)).collect(),
         }
     }
 
     /// For each series, per step, the index of the sample a vector selector uses (the last one in
     /// `(t - lookback, t]`, not a staleness marker).
-    pub fn vector_points(&self, vs: &VectorSelector, s: &Steps) -> Vec<VectorPoints<'a>> {
+    ///
+    /// Fails (before allocating) when the series kept so far and the next one would hold more steps
+    /// than the samples limit, and when the deadline passes.
+    pub fn vector_points(&self, vs: &VectorSelector, s: &Steps) -> Result<Vec<VectorPoints<'a>>> {
         let times = self.eval_times(&vs.at, &vs.offset, s);
         let mut out = Vec::new();
         for sd in self.selected(vs) {
+            self.reserve(out.len() + 1, s.n)?;
             let samples = sd.samples.as_slice();
             let mut idx = Vec::with_capacity(s.n);
             let mut any = false;
             for &t in &times {
+                self.guard.tick(1)?;
                 let hi = samples.partition_point(|x| x.t <= t);
-                let found = hi
-                    .checked_sub(1)
-                    .filter(|&j| samples[j].t > t - self.lookback && !is_stale_nan(samples[j].v));
+                let found = hi.checked_sub(1).filter(|&j| {
+                    samples[j].t > t.saturating_sub(self.lookback) && !is_stale_nan(samples[j].v)
+                });
                 any |= found.is_some();
                 idx.push(found);
             }
@@ -238,11 +290,11 @@ impl<'a> Evaluator<'a> {
                 out.push((sd.labels.clone(), samples, idx));
             }
         }
-        out
+        Ok(out)
     }
 
     fn vector_selector(&mut self, vs: &VectorSelector, s: &Steps) -> Result<Val> {
-        let points = self.vector_points(vs, s);
+        let points = self.vector_points(vs, s)?;
         let mut total = 0;
         let rows: Vec<Row> = points
             .into_iter()
@@ -297,26 +349,40 @@ impl<'a> Evaluator<'a> {
                 i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
             })
             .max(1);
-        let lo = ends.iter().copied().min().unwrap_or(0) - range;
-        let hi = ends.iter().copied().max().unwrap_or(0);
+        // In i128: offsets and ranges near the ends of the time range must not overflow.
+        let lo = i128::from(ends.iter().copied().min().unwrap_or(0)) - i128::from(range);
+        let hi = i128::from(ends.iter().copied().max().unwrap_or(0));
         // The inner grid is aligned to multiples of the step (as Prometheus does), starting after `lo`.
-        let start = lo.div_euclid(step) * step + if lo.rem_euclid(step) == 0 { 0 } else { step };
+        let wide = i128::from(step);
+        let start = lo.div_euclid(wide) * wide + if lo.rem_euclid(wide) == 0 { 0 } else { wide };
         let n = if hi < start {
             0
         } else {
-            ((hi - start) / step) as usize + 1
+            usize::try_from((hi - start) / wide + 1).unwrap_or(usize::MAX)
         };
+        // Counted before the inner evaluation allocates anything: the grid alone holds `n` values
+        // (Prometheus counts each subquery step's samples against `--query.max-samples` too).
+        self.reserve(1, n)?;
+        let start =
+            i64::try_from(start).map_err(|_| exec("subquery time range is out of bounds"))?;
         let inner = Steps { start, step, n };
         let series = match self.eval(&sq.expr, &inner)? {
-            Val::Vector(rows) => rows
-                .into_iter()
-                .filter_map(|r| {
-                    let samples: Vec<Sample> = (0..n)
-                        .filter_map(|i| r.get(i).map(|v| Sample::new(inner.t(i), v)))
-                        .collect();
-                    (!samples.is_empty()).then_some((r.labels, samples))
-                })
-                .collect(),
+            Val::Vector(rows) => {
+                let mut out = Vec::with_capacity(rows.len());
+                for r in rows {
+                    let mut samples = Vec::new();
+                    for i in 0..n {
+                        self.guard.tick(1)?;
+                        if let Some(v) = r.get(i) {
+                            samples.push(Sample::new(inner.t(i), v));
+                        }
+                    }
+                    if !samples.is_empty() {
+                        out.push((r.labels, samples));
+                    }
+                }
+                out
+            }
             Val::Scalar(v) => vec![(
                 Labels::empty(),
                 v.into_iter()

@@ -14,7 +14,7 @@ use meridian_edge::sample::Sample;
 use promql_parser::parser::{Call, Expr};
 
 use super::aggregate::{average, kahan_inc, quantile};
-use super::eval::{Evaluator, RangeVal, Row, Steps, Val, drop_name, exec, merge_rows};
+use super::eval::{Evaluator, Guard, RangeVal, Row, Steps, Val, drop_name, exec, merge_rows};
 
 /// Evaluates an argument that must be of one kind (`what` names it in the error).
 fn typed_arg<T>(
@@ -50,10 +50,13 @@ fn vector_arg(ev: &mut Evaluator<'_>, e: &Expr, s: &Steps) -> Result<Vec<Row>> {
 }
 
 fn range_arg(ev: &mut Evaluator<'_>, e: &Expr, s: &Steps) -> Result<RangeVal> {
-    typed_arg(ev, e, s, "a range vector", |v| match v {
+    let rv = typed_arg(ev, e, s, "a range vector", |v| match v {
         Val::Range(x) => Ok(x),
         o => Err(o),
-    })
+    })?;
+    // Every series of a range vector becomes a row of a value per step.
+    ev.reserve(rv.series.len(), s.n)?;
+    Ok(rv)
 }
 
 /// Applies `f` to every present value, dropping the metric name.
@@ -75,6 +78,7 @@ fn map_values(rows: Vec<Row>, f: impl Fn(f64) -> f64) -> Result<Val> {
 
 /// Applies a window function to every series at every step; `keep_name` for `last_over_time`.
 fn over_range(
+    guard: &Guard,
     rv: &RangeVal,
     s: &Steps,
     keep_name: bool,
@@ -82,6 +86,7 @@ fn over_range(
 ) -> Result<Val> {
     let mut rows = Vec::with_capacity(rv.series.len());
     for k in 0..rv.series.len() {
+        guard.tick(s.n)?;
         let labels = if keep_name {
             rv.series[k].0.clone()
         } else {
@@ -90,6 +95,8 @@ fn over_range(
         let mut row = Row::new(labels, s.n);
         for i in 0..s.n {
             let w = rv.window(k, i);
+            // A window's work is its samples (`max_over_time` over a long subquery reads millions).
+            guard.tick(w.len())?;
             if w.is_empty() {
                 continue;
             }
@@ -110,7 +117,9 @@ fn extrapolated_rate(w: &[Sample], end: i64, range: i64, counter: bool, rate: bo
         return None;
     }
     let (first, last) = (w[0], w[w.len() - 1]);
-    let range_start = end - range;
+    // Times near the ends of the i64 range (extreme offsets) must not overflow: differences in i128.
+    let range_start = end.saturating_sub(range);
+    let diff = |a: i64, b: i64| (i128::from(a) - i128::from(b)) as f64 / 1000.0;
     let mut result = last.v - first.v;
     if counter {
         let mut prev = first.v;
@@ -121,9 +130,9 @@ fn extrapolated_rate(w: &[Sample], end: i64, range: i64, counter: bool, rate: bo
             prev = x.v;
         }
     }
-    let mut to_start = (first.t - range_start) as f64 / 1000.0;
-    let mut to_end = (end - last.t) as f64 / 1000.0;
-    let sampled = (last.t - first.t) as f64 / 1000.0;
+    let mut to_start = diff(first.t, range_start);
+    let mut to_end = diff(end, last.t);
+    let sampled = diff(last.t, first.t);
     let avg_between = sampled / (w.len() - 1) as f64;
     let threshold = avg_between * 1.1;
     if to_start >= threshold {
@@ -308,7 +317,9 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Val> {
             Ok(Val::Scalar(vec![step as f64 / 1000.0; s.n]))
         }
         "range" => Ok(Val::Scalar(vec![
-            (ev.qend - ev.qstart) as f64 / 1000.0;
+            (i128::from(ev.qend) - i128::from(ev.qstart))
+                as f64
+                / 1000.0;
             s.n
         ])),
         "start" => Ok(Val::Scalar(vec![ev.qstart as f64 / 1000.0; s.n])),
@@ -334,14 +345,14 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Val> {
         }
         "first_over_time" => {
             let rv = range_arg(ev, arg(0)?, s)?;
-            over_range(&rv, s, true, |w, _| w.first().map(|x| x.v))
+            over_range(&ev.guard, &rv, s, true, |w, _| w.first().map(|x| x.v))
         }
         "ts_of_first_over_time"
         | "ts_of_last_over_time"
         | "ts_of_min_over_time"
         | "ts_of_max_over_time" => {
             let rv = range_arg(ev, arg(0)?, s)?;
-            over_range(&rv, s, false, |w, _| {
+            over_range(&ev.guard, &rv, s, false, |w, _| {
                 let pick = match name {
                     "ts_of_first_over_time" => w.first(),
                     "ts_of_last_over_time" => w.last(),
@@ -365,6 +376,7 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Val> {
             let v = scalar_arg(ev, arg(0)?, s)?;
             let mut row = Row::new(Labels::empty(), s.n);
             for (i, x) in v.into_iter().enumerate() {
+                ev.guard.tick(1)?;
                 row.set(i, x);
             }
             Ok(Val::Vector(vec![row]))
@@ -444,7 +456,7 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Val> {
             };
             if let Expr::VectorSelector(vs) = inner {
                 // The timestamp of the sample the selector picked, not the step's.
-                let points = ev.vector_points(vs, s);
+                let points = ev.vector_points(vs, s)?;
                 let rows = points
                     .into_iter()
                     .map(|(labels, samples, idx)| {
@@ -499,13 +511,13 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Val> {
             let counter = name != "delta";
             let is_rate = name == "rate";
             let (ends, range) = (rv.ends.clone(), rv.range);
-            over_range(&rv, s, false, |w, i| {
+            over_range(&ev.guard, &rv, s, false, |w, i| {
                 extrapolated_rate(w, ends[i], range, counter, is_rate)
             })
         }
         "irate" | "idelta" => {
             let rv = range_arg(ev, arg(0)?, s)?;
-            over_range(&rv, s, false, |w, _| {
+            over_range(&ev.guard, &rv, s, false, |w, _| {
                 if w.len() < 2 {
                     return None;
                 }
@@ -527,7 +539,7 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Val> {
         }
         "changes" | "resets" => {
             let rv = range_arg(ev, arg(0)?, s)?;
-            over_range(&rv, s, false, |w, _| {
+            over_range(&ev.guard, &rv, s, false, |w, _| {
                 let mut n = 0.0;
                 for p in w.windows(2) {
                     let (a, b) = (p[0].v, p[1].v);
@@ -545,7 +557,7 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Val> {
         }
         "deriv" => {
             let rv = range_arg(ev, arg(0)?, s)?;
-            over_range(&rv, s, false, |w, _| {
+            over_range(&ev.guard, &rv, s, false, |w, _| {
                 (w.len() >= 2).then(|| linear_regression(w, w[0].t).0)
             })
         }
@@ -553,7 +565,7 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Val> {
             let rv = range_arg(ev, arg(0)?, s)?;
             let d = scalar_arg(ev, arg(1)?, s)?;
             // The line is anchored at the evaluation time, not at an `@` time.
-            over_range(&rv, s, false, |w, i| {
+            over_range(&ev.guard, &rv, s, false, |w, i| {
                 (w.len() >= 2).then(|| {
                     let (slope, intercept) = linear_regression(w, s.t(i));
                     slope * d[i] + intercept
@@ -562,11 +574,13 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Val> {
         }
         "avg_over_time" => {
             let rv = range_arg(ev, arg(0)?, s)?;
-            over_range(&rv, s, false, |w, _| Some(average(w.iter().map(|x| x.v))))
+            over_range(&ev.guard, &rv, s, false, |w, _| {
+                Some(average(w.iter().map(|x| x.v)))
+            })
         }
         "sum_over_time" => {
             let rv = range_arg(ev, arg(0)?, s)?;
-            over_range(&rv, s, false, |w, _| {
+            over_range(&ev.guard, &rv, s, false, |w, _| {
                 let (mut sum, mut c) = (0.0, 0.0);
                 for x in w {
                     (sum, c) = kahan_inc(x.v, sum, c);
@@ -576,20 +590,20 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Val> {
         }
         "count_over_time" => {
             let rv = range_arg(ev, arg(0)?, s)?;
-            over_range(&rv, s, false, |w, _| Some(w.len() as f64))
+            over_range(&ev.guard, &rv, s, false, |w, _| Some(w.len() as f64))
         }
         "present_over_time" => {
             let rv = range_arg(ev, arg(0)?, s)?;
-            over_range(&rv, s, false, |_, _| Some(1.0))
+            over_range(&ev.guard, &rv, s, false, |_, _| Some(1.0))
         }
         "last_over_time" => {
             let rv = range_arg(ev, arg(0)?, s)?;
-            over_range(&rv, s, true, |w, _| w.last().map(|x| x.v))
+            over_range(&ev.guard, &rv, s, true, |w, _| w.last().map(|x| x.v))
         }
         "min_over_time" | "max_over_time" => {
             let rv = range_arg(ev, arg(0)?, s)?;
             let max = name == "max_over_time";
-            over_range(&rv, s, false, |w, _| {
+            over_range(&ev.guard, &rv, s, false, |w, _| {
                 Some(w[1..].iter().fold(w[0].v, |acc, x| {
                     let better = if max { acc < x.v } else { acc > x.v };
                     if better || acc.is_nan() { x.v } else { acc }
@@ -599,7 +613,7 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Val> {
         "stddev_over_time" | "stdvar_over_time" => {
             let rv = range_arg(ev, arg(0)?, s)?;
             let sd = name == "stddev_over_time";
-            over_range(&rv, s, false, |w, _| {
+            over_range(&ev.guard, &rv, s, false, |w, _| {
                 let v = variance_over(w);
                 Some(if sd { v.sqrt() } else { v })
             })
@@ -608,7 +622,7 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Val> {
             let q = scalar_arg(ev, arg(0)?, s)?;
             let rv = range_arg(ev, arg(1)?, s)?;
             let mut buf = Vec::new();
-            over_range(&rv, s, false, |w, i| {
+            over_range(&ev.guard, &rv, s, false, |w, i| {
                 buf.clear();
                 buf.extend(w.iter().map(|x| x.v));
                 Some(quantile(q[i], &mut buf))
@@ -617,7 +631,7 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Val> {
         "mad_over_time" => {
             let rv = range_arg(ev, arg(0)?, s)?;
             let mut buf = Vec::new();
-            over_range(&rv, s, false, |w, _| {
+            over_range(&ev.guard, &rv, s, false, |w, _| {
                 if w.iter().any(|x| x.v.is_nan()) {
                     return Some(f64::NAN);
                 }
@@ -646,7 +660,7 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Val> {
                     )));
                 }
             }
-            over_range(&rv, s, false, |w, i| {
+            over_range(&ev.guard, &rv, s, false, |w, i| {
                 if w.len() < 2 {
                     return None;
                 }

@@ -21,6 +21,7 @@ mod aggregate;
 mod binary;
 mod eval;
 mod functions;
+pub mod guard;
 pub mod promqltest;
 
 use std::collections::HashMap;
@@ -47,7 +48,14 @@ pub struct EngineOptions {
     pub max_samples: usize,
     /// `--query.timeout`.
     pub timeout: Duration,
+    /// Longest query text accepted, in bytes (`--query.max-length`; 0 = unlimited).
+    pub max_query_length: usize,
 }
+
+/// Default of `--query.max-length`: 128 KiB, far above hand-written and generated dashboard queries.
+/// The slowest text of that size that passes [`guard::prescan`] (62 sums of 950 terms, each nearly
+/// as deep as the pre-scan allows) parses in ~1.3 s; ordinary queries of that size in milliseconds.
+pub const DEFAULT_MAX_QUERY_LENGTH: usize = 128 << 10;
 
 impl Default for EngineOptions {
     fn default() -> EngineOptions {
@@ -56,7 +64,34 @@ impl Default for EngineOptions {
             default_subquery_step: Duration::from_secs(60),
             max_samples: 50_000_000,
             timeout: Duration::from_secs(120),
+            max_query_length: DEFAULT_MAX_QUERY_LENGTH,
         }
+    }
+}
+
+/// The clock the evaluation checks its deadline against (tests replace it).
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> std::time::Instant + Send + Sync>);
+
+impl Clock {
+    pub fn new(now: impl Fn() -> std::time::Instant + Send + Sync + 'static) -> Clock {
+        Clock(Arc::new(now))
+    }
+
+    pub fn now(&self) -> std::time::Instant {
+        (self.0)()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Clock {
+        Clock::new(std::time::Instant::now)
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
     }
 }
 
@@ -98,11 +133,22 @@ pub struct QueryResult {
 #[derive(Debug, Clone, Default)]
 pub struct Engine {
     opts: EngineOptions,
+    clock: Clock,
+}
+
+/// Parses an expression as every caller must: [`guard::prescan`] first, then promql-parser, then the
+/// tree's depth ([`guard::check_depth`]) and its durations and `@` times ([`guard::check_values`]).
+/// The error is the reason alone (callers name the parameter).
+pub fn parse_expr(query: &str) -> std::result::Result<Expr, String> {
+    guard::prescan(query)?;
+    let expr = guard::check_depth(parser::parse(query)?)?;
+    guard::check_values(&expr)?;
+    Ok(expr)
 }
 
 /// Parses a query, mapping the parser's message to a `bad_data` error.
 pub fn parse(query: &str) -> Result<Expr> {
-    let expr = parser::parse(query)
+    let expr = parse_expr(query)
         .map_err(|e| Error::bad_data(format!("invalid parameter \"query\": {e}")))?;
     let invalid = not_utf8_literals(query);
     if !invalid.is_empty() {
@@ -333,7 +379,6 @@ struct Walk {
     qstart: i64,
     qend: i64,
     lookback: i64,
-    sub_step: i64,
 }
 
 impl Walk {
@@ -351,7 +396,7 @@ impl Walk {
                 let (lo, hi) = self.shift(&vs.at, &vs.offset, lo, hi);
                 out.push(Need {
                     vs,
-                    start: lo - self.lookback,
+                    start: lo.saturating_sub(self.lookback),
                     end: hi,
                     func: func.map(str::to_owned),
                 });
@@ -360,17 +405,15 @@ impl Walk {
                 let (lo, hi) = self.shift(&m.vs.at, &m.vs.offset, lo, hi);
                 out.push(Need {
                     vs: &m.vs,
-                    start: lo - ms(&m.range),
+                    start: lo.saturating_sub(ms(&m.range)),
                     end: hi,
                     func: func.map(str::to_owned),
                 });
             }
             Expr::Subquery(sq) => {
                 let (lo, hi) = self.shift(&sq.at, &sq.offset, lo, hi);
-                let step = sq.step.as_ref().map_or(self.sub_step, ms).max(1);
-                let start = lo - ms(&sq.range);
+                let start = lo.saturating_sub(ms(&sq.range));
                 self.collect(&sq.expr, start, hi, func, out);
-                let _ = step;
             }
             Expr::Aggregate(a) => {
                 if let Some(p) = &a.param {
@@ -400,27 +443,86 @@ impl Walk {
         lo: i64,
         hi: i64,
     ) -> (i64, i64) {
+        // Saturating: offsets and ranges add up across nested subqueries; times at the ends of the
+        // i64 range select nothing rather than overflow.
         let o = offset_ms(offset);
         match at_ms(at, self.qstart, self.qend) {
-            Some(t) => (t - o, t - o),
-            None => (lo - o, hi - o),
+            Some(t) => (t.saturating_sub(o), t.saturating_sub(o)),
+            None => (lo.saturating_sub(o), hi.saturating_sub(o)),
         }
     }
 }
 
 impl Engine {
     pub fn new(opts: EngineOptions) -> Engine {
-        Engine { opts }
+        Engine {
+            opts,
+            clock: Clock::default(),
+        }
+    }
+
+    /// Replaces the clock the evaluation checks its deadline against (tests).
+    pub fn with_clock(mut self, clock: Clock) -> Engine {
+        self.clock = clock;
+        self
     }
 
     pub fn options(&self) -> &EngineOptions {
         &self.opts
     }
 
+    /// The deadline of a query starting now.
+    pub fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.opts.timeout
+    }
+
+    /// Refuses a query text longer than `--query.max-length`.
+    pub fn check_length(&self, query: &str) -> Result<()> {
+        let max = self.opts.max_query_length;
+        if max > 0 && query.len() > max {
+            return Err(Error::bad_data(format!(
+                "invalid parameter \"query\": the query is {} bytes long, longer than the limit of {max} bytes (--query.max-length)",
+                query.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Parses `query` on the blocking pool (parsing a long text takes a while, and must not hold up an
+    /// async worker: health checks and other requests run there), bounded by `deadline`; `then` runs on
+    /// the parsed expression there too (a cache key, a value type).
+    pub async fn parse_until<T: Send + 'static>(
+        &self,
+        query: &str,
+        deadline: tokio::time::Instant,
+        then: impl FnOnce(Expr) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.check_length(query)?;
+        let text = query.to_owned();
+        let task = tokio::task::spawn_blocking(move || then(parse(&text)?));
+        // A parse that outlives its deadline finishes on its blocking thread and is dropped there;
+        // the length limit bounds how long that can be.
+        tokio::time::timeout_at(deadline, task)
+            .await
+            .map_err(|_| Error::new(ErrorKind::Timeout, "query timed out in query parsing"))?
+            .map_err(|e| Error::internal(format!("query parsing failed: {e}")))?
+    }
+
     /// Evaluates `query` at `t` (ms).
     pub async fn instant(&self, q: &dyn Queryable, query: &str, t: i64) -> Result<QueryResult> {
-        let expr = parse(query)?;
-        self.run(q, expr, t, t, 0).await
+        self.instant_until(q, query, t, self.deadline()).await
+    }
+
+    /// [`Engine::instant`] within `deadline` (the query's, when it started earlier: queued).
+    pub async fn instant_until(
+        &self,
+        q: &dyn Queryable,
+        query: &str,
+        t: i64,
+        deadline: tokio::time::Instant,
+    ) -> Result<QueryResult> {
+        let expr = self.parse_until(query, deadline, Ok).await?;
+        self.run_until(q, expr, t, t, 0, deadline).await
     }
 
     /// Evaluates `query` at every `step` (ms) from `start` to `end`; the result is a matrix.
@@ -432,6 +534,20 @@ impl Engine {
         end: i64,
         step: i64,
     ) -> Result<QueryResult> {
+        self.range_until(q, query, start, end, step, self.deadline())
+            .await
+    }
+
+    /// [`Engine::range`] within `deadline`.
+    pub async fn range_until(
+        &self,
+        q: &dyn Queryable,
+        query: &str,
+        start: i64,
+        end: i64,
+        step: i64,
+        deadline: tokio::time::Instant,
+    ) -> Result<QueryResult> {
         if step <= 0 {
             return Err(Error::bad_data(
                 "zero or negative query resolution step widths are not accepted. Try a positive integer",
@@ -442,7 +558,7 @@ impl Engine {
                 "end timestamp must not be before start time",
             ));
         }
-        let expr = parse(query)?;
+        let expr = self.parse_until(query, deadline, Ok).await?;
         let vt = expr.value_type();
         if !matches!(
             vt,
@@ -458,14 +574,10 @@ impl Engine {
                 "invalid expression type \"{documented}\" for range query, must be Scalar or instant Vector"
             )));
         }
-        self.run(q, expr, start, end, step).await
+        self.run_until(q, expr, start, end, step, deadline).await
     }
 
     /// Evaluates a parsed expression over `[start, end]` at `step` (0 = instant).
-    ///
-    /// Selections are fetched on the async runtime; the evaluation, pure computation, runs on a
-    /// blocking thread and checks the deadline (`timeout` error) and cancellation (`canceled`, when this
-    /// future is dropped because the client went away) at every node.
     pub async fn run(
         &self,
         q: &dyn Queryable,
@@ -474,10 +586,38 @@ impl Engine {
         end: i64,
         step: i64,
     ) -> Result<QueryResult> {
+        self.run_until(q, expr, start, end, step, self.deadline())
+            .await
+    }
+
+    /// [`Engine::run`] with the query's deadline.
+    ///
+    /// Selections are fetched on the async runtime; the evaluation, pure computation, runs on a
+    /// thread of its own ([`on_eval_thread`]) and checks the deadline (`timeout` error) and cancellation (`canceled`, when this
+    /// future is dropped because the client went away) at every node and inside every long loop.
+    async fn run_until(
+        &self,
+        q: &dyn Queryable,
+        expr: Expr,
+        start: i64,
+        end: i64,
+        step: i64,
+        deadline: tokio::time::Instant,
+    ) -> Result<QueryResult> {
+        // The grid, counted before anything is fetched or allocated: every step holds at least one
+        // value per series.
+        let n = if step == 0 {
+            1
+        } else {
+            let steps = (i128::from(end) - i128::from(start)) / i128::from(step.max(1)) + 1;
+            usize::try_from(steps).unwrap_or(usize::MAX)
+        };
+        if n > self.opts.max_samples {
+            return Err(eval::too_many_samples());
+        }
         // Boxed so that the nodes keep their addresses (the keys of the fetched data) when the
         // expression moves to the evaluation thread.
         let expr = Box::new(expr);
-        let deadline = tokio::time::Instant::now() + self.opts.timeout;
         let timed_out = || {
             Error::new(
                 ErrorKind::Timeout,
@@ -488,11 +628,6 @@ impl Engine {
         let (data, warnings, samples) = tokio::time::timeout_at(deadline, fetch)
             .await
             .map_err(|_| timed_out())??;
-        let n = if step == 0 {
-            1
-        } else {
-            ((end - start) / step) as usize + 1
-        };
         let steps = eval::Steps {
             start,
             step: step.max(1),
@@ -513,7 +648,8 @@ impl Engine {
             self.opts.max_samples,
         );
         let deadline_std = deadline.into_std();
-        let task = tokio::task::spawn_blocking(move || {
+        let clock = self.clock.clone();
+        let value = on_eval_thread(move || {
             let mut ev = eval::Evaluator::new(
                 &data,
                 eval::Limits {
@@ -522,16 +658,15 @@ impl Engine {
                     max_samples,
                     deadline: deadline_std,
                     cancel,
+                    clock,
                 },
                 start,
                 end,
             );
             let val = ev.eval_top(&expr, &steps)?;
             eval::to_query_value(val, &steps, step == 0, &expr)
-        });
-        let value = task
-            .await
-            .map_err(|e| Error::internal(format!("query evaluation failed: {e}")))??;
+        })
+        .await?;
         Ok(QueryResult {
             value,
             warnings,
@@ -550,7 +685,6 @@ impl Engine {
             qstart: start,
             qend: end,
             lookback: ms(&self.opts.lookback_delta),
-            sub_step: ms(&self.opts.default_subquery_step),
         };
         let mut needs = Vec::new();
         walk.collect(expr, start, end, None, &mut needs);
@@ -577,7 +711,7 @@ impl Engine {
                         .select(SelectRequest {
                             matchers,
                             // Left-open windows: a sample exactly at the lower bound is never used.
-                            start: lo + 1,
+                            start: lo.saturating_add(1),
                             end: hi,
                             hints: SelectHints {
                                 func: func.clone(),
@@ -613,6 +747,33 @@ impl Engine {
         }
         Ok((data, warnings, loaded))
     }
+}
+
+/// Stack of an evaluation thread. The evaluator recurses once per level of the tree (at most
+/// [`guard::MAX_DEPTH`]), and a debug build spends ~26 KB of stack per function call level (measured:
+/// `abs(`×96 overflowed a 2 MiB thread); 16 MiB of address space (touched only as deep as a query
+/// goes) holds the deepest tree accepted in any build.
+const EVAL_STACK_BYTES: usize = 16 << 20;
+
+/// Runs an evaluation on a thread of its own, sized by [`EVAL_STACK_BYTES`], off the async workers.
+/// Not the blocking pool: its threads have the runtime's stack size (2 MiB by default), which the
+/// deepest accepted trees need more than in a debug build. Queries are few at once
+/// (`--query.max-concurrent`), so a thread each costs little. A panic ends the thread and is answered
+/// as an internal error.
+async fn on_eval_thread<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("promql-eval".into())
+        .stack_size(EVAL_STACK_BYTES)
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .map_err(|e| Error::internal(format!("starting the query evaluation thread: {e}")))?;
+    rx.await.map_err(|_| {
+        Error::internal("query evaluation failed (its thread ended without an answer)")
+    })?
 }
 
 /// An in-memory [`Queryable`] over fixed series (tests, the promqltest runner).
@@ -675,5 +836,67 @@ impl MemQueryable {
             names,
             warnings: vec![],
         }
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Issue 22, item 3: the deadline was checked only when a node started, so one long node ran to
+    /// its end (`max_over_time(up[1d:1ms])` with `timeout=2s` answered after 18.6 s). The clock here
+    /// passes the deadline after as many looks as the query has nodes: only a check inside a node's
+    /// loops can see it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_long_node_stops_at_its_deadline() {
+        let query = "max_over_time(vector(1)[1d:1s])";
+        let looks = Arc::new(AtomicUsize::new(0));
+        let base = std::time::Instant::now();
+        let counted = looks.clone();
+        let clock = Clock::new(move || {
+            if counted.fetch_add(1, Ordering::Relaxed) < 4 {
+                base
+            } else {
+                base + Duration::from_secs(3600)
+            }
+        });
+        let engine = Engine::new(EngineOptions::default()).with_clock(clock);
+        let q = MemQueryable::default();
+        let e = engine.instant(&q, query, 0).await.err();
+        assert_eq!(
+            e.as_ref().map(|e| e.kind),
+            Some(ErrorKind::Timeout),
+            "{e:?}"
+        );
+        assert!(looks.load(Ordering::Relaxed) > 4);
+        // With the real clock, the query completes.
+        assert!(Engine::default().instant(&q, query, 0).await.is_ok());
+    }
+
+    /// Issue 22, item 2: `count_values` makes a series per distinct value, each a value per step;
+    /// they are counted against the samples limit before they are allocated.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn count_values_series_count_against_the_samples_limit() {
+        let series = (0..20)
+            .map(|k| SeriesData {
+                labels: Labels::from_pairs([("__name__", "m"), ("k", &k.to_string())]),
+                samples: (0..100)
+                    .map(|i| Sample::new(i * 15_000, (i * 100 + k) as f64))
+                    .collect(),
+            })
+            .collect();
+        let q = MemQueryable { series };
+        let query = "count_values(\"v\", m)";
+        let (end, step) = (99 * 15_000, 15_000);
+        // 2,000 distinct values over 100 steps: 200,000 values held.
+        let small = Engine::new(EngineOptions {
+            max_samples: 100_000,
+            ..Default::default()
+        });
+        let e = small.range(&q, query, 0, end, step).await.err();
+        assert_eq!(e.map(|e| e.kind), Some(ErrorKind::Execution));
+        let r = Engine::default().range(&q, query, 0, end, step).await;
+        assert!(matches!(r.map(|r| r.value), Ok(QueryValue::Matrix(m)) if m.len() == 2_000));
     }
 }
