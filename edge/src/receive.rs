@@ -69,7 +69,7 @@ impl ReceiveMetrics {
     pub fn register(&self, r: &mut prometheus_client::registry::Registry) {
         r.register(
             "meridian_receive_samples",
-            "Remote-write samples received, by result (stored, rejected)",
+            "Remote-write samples received, by result: stored, rejected (refused by the TSDB: out of order, duplicate, out of bounds), invalid_labels (series with invalid labels, skipped)",
             self.samples.clone(),
         );
         r.register(

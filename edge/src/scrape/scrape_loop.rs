@@ -14,8 +14,12 @@
 //!   are marked too.
 //! - **Report series**: `up`, `scrape_duration_seconds`, `scrape_samples_scraped`,
 //!   `scrape_samples_post_metric_relabeling`, `scrape_series_added`.
-//! - **Limits**: `sample_limit` (counted after relabeling; the whole scrape fails, as in Prometheus),
-//!   `label_limit`, `label_name_length_limit`, `label_value_length_limit`, and the body size limit.
+//! - **Limits**: `sample_limit` (counted after relabeling; the whole scrape fails, as in Prometheus, and
+//!   creates no series), `label_limit`, `label_name_length_limit`, `label_value_length_limit`, and the
+//!   body size limit.
+//! - **Refused samples** (out of order, duplicate, out of bounds: more than 10 minutes ahead, too old,
+//!   outside years 1..=9999) are skipped and the rest of the scrape stored; `up` stays 1, as in
+//!   Prometheus, and the target's `lastError` says how many were refused and why.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
