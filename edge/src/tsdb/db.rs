@@ -526,7 +526,16 @@ impl Db {
         let blocks: Vec<Arc<Block>> = self.read().blocks.clone();
         let sizes: Vec<u64> = blocks.iter().map(|b| dir_size(b.dir())).collect();
         let mut total: u64 = sizes.iter().sum();
-        let newest_end = blocks.iter().map(|b| b.meta().max_time).max();
+        // Prometheus measures time retention from the newest block's end. A block that starts beyond
+        // the clock's allowed lead (written from samples an older edge accepted far in the future) is
+        // left out of that measure: counted, it would expire every real block at once.
+        let max_valid = bounds::max_valid_time(self.opts.clock.now_ms(), self.opts.max_ahead);
+        let newest_end = blocks
+            .iter()
+            .map(|b| b.meta())
+            .filter(|m| m.min_time <= max_valid)
+            .map(|m| m.max_time)
+            .max();
         let mut doomed = Vec::new();
         for (b, size) in blocks.iter().zip(&sizes) {
             let m = b.meta();
@@ -1301,8 +1310,8 @@ mod robustness_tests {
     /// Puts samples straight into the head, past every append-time check: what an old WAL, or a sample
     /// accepted before timestamps were validated, leaves there.
     fn force_into_head(db: &Db, labels: &Labels, ts: &[i64]) {
-        let r = db.appender().series_ref(labels);
         let mut st = db.write();
+        let (r, _) = st.head.get_or_create(labels);
         for t in ts {
             st.head.append(r, Sample::new(*t, 1.0));
         }
@@ -1413,6 +1422,37 @@ mod robustness_tests {
         assert_eq!(deleted.len(), 2, "{deleted:?}");
         let kept: Vec<i64> = db.blocks().iter().map(|m| m.min_time).collect();
         assert_eq!(kept, vec![JAN_2024 + 4 * H, JAN_2024 + 4 * H + 15 * DAY]);
+    }
+
+    /// Items 8 and 15 together: a block an older edge wrote from a sample ten years ahead does not
+    /// become "the newest block" that time retention counts from (it would expire every real block).
+    #[test]
+    fn a_far_future_block_does_not_expire_the_real_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let block = |start: i64| {
+            write_block(
+                dir.path(),
+                vec![(l(0), vec![Sample::new(start + 1000, 1.0)])],
+                start,
+                start + 2 * H,
+            )
+            .unwrap()
+        };
+        for k in 0..3 {
+            block(JAN_2024 + k * 2 * H);
+        }
+        block(JAN_2024 + 10 * 365 * DAY);
+        let opts = DbOptions {
+            clock: bounds::Clock::fixed(JAN_2024 + 7 * H),
+            ..Default::default()
+        };
+        let db = Db::open(dir.path(), opts).unwrap();
+        let deleted = db.apply_retention().unwrap();
+        assert!(
+            deleted.is_empty(),
+            "real blocks expired by a far-future one: {deleted:?}"
+        );
+        assert_eq!(db.blocks().len(), 4);
     }
 
     /// Item 12: with the WAL record limit lowered, the checkpoint of a head bigger than the limit is
