@@ -143,7 +143,12 @@ impl SeriesSource for EdgeSource {
     }
 
     fn time_range(&self) -> (i64, i64) {
-        self.db.time_range()
+        // The head is live: samples keep arriving after this answer, and a gateway asks a store only
+        // when its announced range overlaps the query. As Thanos' sidecar and Receive do, the edge
+        // announces no end (else samples written after the last `Info` are skipped without a warning
+        // until the next one), and, before it holds any data, no start either.
+        let (min, _) = self.db.time_range();
+        (if min == i64::MAX { i64::MIN } else { min }, i64::MAX)
     }
 
     fn metadata(

@@ -137,6 +137,18 @@ impl Collector for ProcessCollector {
             let m = encoder.encode_descriptor(name, help, unit.as_ref(), g.metric_type())?;
             g.encode(m)?;
         }
+        // Live tasks of the runtime serving the scrape: a leak of tasks shows as a rising line (the
+        // soak run reads it).
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let g = ConstGauge::new(rt.metrics().num_alive_tasks() as i64);
+            let m = encoder.encode_descriptor(
+                "meridian_tokio_alive_tasks",
+                "Tasks alive in the tokio runtime that serves /metrics.",
+                None,
+                g.metric_type(),
+            )?;
+            g.encode(m)?;
+        }
         Ok(())
     }
 }

@@ -229,6 +229,8 @@ pub struct Federation {
     pub notifications: Notifications,
     dns: Option<DnsServer>,
     dnsmasq: Option<meridian_testkit::ChildGuard>,
+    /// How dnsmasq was started (binary, port, arguments), to start it again after [`Federation::kill_dns`].
+    dnsmasq_cmd: Option<(PathBuf, u16, Vec<String>)>,
     exporters: Vec<Exporter>,
     webhook: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
 }
@@ -275,7 +277,7 @@ fn edge_config(
 }
 
 /// Waits until `GET http://addr/path` answers 200, or `proc` exits, or `timeout` passes.
-async fn wait_ready(
+pub async fn wait_ready(
     addr: SocketAddr,
     path: &str,
     proc: &mut Proc,
@@ -497,6 +499,7 @@ impl Federation {
             }
             exporters.push(exporter);
         }
+        let mut dnsmasq_cmd = None;
         let (dns, dnsmasq, dns_addr) = match &options.dnsmasq {
             None => {
                 let d = DnsServer::start(SocketAddr::new(LOCALHOST, 0), zone).await?;
@@ -507,6 +510,7 @@ impl Federation {
                 let port = free_addr()?.port();
                 dnsmasq_args.push(format!("--local=/{DOMAIN}/"));
                 let guard = meridian_testkit::dnsmasq(bin, port, &dnsmasq_args);
+                dnsmasq_cmd = Some((bin.clone(), port, dnsmasq_args));
                 (None, Some(guard), SocketAddr::new(LOCALHOST, port))
             }
         };
@@ -564,6 +568,7 @@ impl Federation {
             notifications,
             dns,
             dnsmasq,
+            dnsmasq_cmd,
             exporters,
             webhook: Some((webhook_stop, webhook_task)),
         };
@@ -632,6 +637,28 @@ impl Federation {
     }
 
     /// The edge of `cluster` (`"c1"`) with replica index `r`.
+    /// Kills dnsmasq (SIGKILL); an error when the federation runs the embedded DNS server instead.
+    pub fn kill_dns(&mut self) -> anyhow::Result<()> {
+        let Some(mut guard) = self.dnsmasq.take() else {
+            bail!("no dnsmasq to kill (the embedded DNS server is in use, or it is down)");
+        };
+        guard.0.kill().context("killing dnsmasq")?;
+        let _ = guard.0.wait();
+        Ok(())
+    }
+
+    /// Starts dnsmasq again, on the same port with the same records.
+    pub fn restart_dns(&mut self) -> anyhow::Result<()> {
+        if self.dnsmasq.is_some() {
+            bail!("dnsmasq is still running");
+        }
+        let Some((bin, port, args)) = &self.dnsmasq_cmd else {
+            bail!("the federation does not use dnsmasq");
+        };
+        self.dnsmasq = Some(meridian_testkit::dnsmasq(bin, *port, args));
+        Ok(())
+    }
+
     pub fn edge_mut(&mut self, cluster: &str, r: usize) -> Option<&mut Edge> {
         self.edges
             .iter_mut()
