@@ -36,9 +36,12 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// `(timestamp ms, value)` samples per writer.
+pub type SamplesByWriter = BTreeMap<String, Vec<(i64, f64)>>;
+
 /// Samples an edge acknowledged (204), per writer, in time order.
 #[derive(Clone, Default)]
-pub struct Acked(Arc<Mutex<BTreeMap<String, Vec<(i64, f64)>>>>);
+pub struct Acked(Arc<Mutex<SamplesByWriter>>);
 
 impl Acked {
     fn push(&self, writer: &str, t: i64, v: f64) {
@@ -47,7 +50,7 @@ impl Acked {
         }
     }
 
-    fn snapshot(&self) -> BTreeMap<String, Vec<(i64, f64)>> {
+    fn snapshot(&self) -> SamplesByWriter {
         self.0.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
@@ -73,7 +76,9 @@ pub struct LoadStats {
     pub queries_error: AtomicUsize,
     /// No answer (the gateway was down).
     pub queries_unavailable: AtomicUsize,
-    /// Answers without a warning that lacked an acknowledged sample or had another value for it.
+    /// Answers without a warning that lacked an acknowledged sample or had another value for it
+    /// (all counted; the first 20 described in `wrong`).
+    pub queries_wrong: AtomicUsize,
     pub wrong: Mutex<Vec<String>>,
     pub first_refusals: Mutex<Vec<String>>,
 }
@@ -198,7 +203,7 @@ fn samples_by_writer(answer: &serde_json::Value) -> BTreeMap<String, BTreeMap<i6
 
 /// What of `expected` (acknowledged samples with `from < t`) `got` lacks or has with another value.
 fn missing(
-    expected: &BTreeMap<String, Vec<(i64, f64)>>,
+    expected: &SamplesByWriter,
     got: &BTreeMap<String, BTreeMap<i64, f64>>,
     from: i64,
 ) -> Vec<String> {
@@ -243,19 +248,17 @@ fn query_and_judge(addr: &str, acked: &Acked, stats: &LoadStats) {
         stats.queries_error.fetch_add(1, Ordering::SeqCst);
         return;
     }
-    let warned = answer["warnings"]
-        .as_array()
-        .is_some_and(|w| !w.is_empty());
+    let warned = answer["warnings"].as_array().is_some_and(|w| !w.is_empty());
     // A margin inside the 2m window: the oldest samples may fall out of it as the query runs.
     let lacking = missing(&expected, &samples_by_writer(&answer), t - 110_000);
     if warned {
         stats.queries_partial.fetch_add(1, Ordering::SeqCst);
     } else if lacking.is_empty() {
         stats.queries_complete.fetch_add(1, Ordering::SeqCst);
-    } else if let Ok(mut w) = stats.wrong.lock() {
-        if w.len() < 20 {
-            w.push(format!("query at {t}: {}", lacking.join("; ")));
-        }
+    } else if stats.queries_wrong.fetch_add(1, Ordering::SeqCst) < 20
+        && let Ok(mut w) = stats.wrong.lock()
+    {
+        w.push(format!("query at {t}: {}", lacking.join("; ")));
     }
 }
 
@@ -270,7 +273,10 @@ pub struct Setup {
 }
 
 impl Setup {
-    pub async fn start(bin_dir: std::path::PathBuf, data_dir: std::path::PathBuf) -> anyhow::Result<Setup> {
+    pub async fn start(
+        bin_dir: std::path::PathBuf,
+        data_dir: std::path::PathBuf,
+    ) -> anyhow::Result<Setup> {
         let dnsmasq = meridian_testkit::require("dnsmasq", "apt-get install dnsmasq-base")
             .context("dnsmasq is needed (apt-get install dnsmasq-base)")?;
         let moto = tokio::task::spawn_blocking(|| {
@@ -347,6 +353,8 @@ pub struct ChaosReport {
     pub queries_partial: usize,
     pub queries_error: usize,
     pub queries_unavailable: usize,
+    pub queries_wrong: usize,
+    /// The first wrong answers, described.
     pub wrong_answers: Vec<String>,
     /// Acknowledged samples missing from the final answer.
     pub lost: Vec<String>,
@@ -357,7 +365,7 @@ pub struct ChaosReport {
 impl ChaosReport {
     /// Nothing acknowledged lost, no wrong answer, every block whole and once.
     pub fn passed(&self) -> bool {
-        self.lost.is_empty() && self.wrong_answers.is_empty() && self.bucket_problems.is_empty()
+        self.lost.is_empty() && self.queries_wrong == 0 && self.bucket_problems.is_empty()
     }
 }
 
@@ -378,9 +386,16 @@ impl std::fmt::Display for ChaosReport {
         writeln!(
             f,
             "queries: {} complete, {} partial (with a warning), {} errors, {} unanswered",
-            self.queries_complete, self.queries_partial, self.queries_error, self.queries_unavailable
+            self.queries_complete,
+            self.queries_partial,
+            self.queries_error,
+            self.queries_unavailable
         )?;
-        writeln!(f, "wrong answers: {}", self.wrong_answers.len())?;
+        writeln!(
+            f,
+            "wrong answers (no warning, an acknowledged sample missing or different): {}",
+            self.queries_wrong
+        )?;
         for x in &self.wrong_answers {
             writeln!(f, "  {x}")?;
         }
@@ -401,7 +416,7 @@ impl std::fmt::Display for ChaosReport {
     }
 }
 
-/// What can be killed.
+/// What can be killed (`Edge(i)`: the `i`-th edge).
 #[derive(Debug, Clone, Copy)]
 enum Victim {
     Edge(usize),
@@ -418,9 +433,11 @@ pub async fn run_chaos(
     bucket: &meridian_edge::objstore::Bucket,
     opts: &ChaosOptions,
 ) -> anyhow::Result<ChaosReport> {
+    use rand::seq::SliceRandom;
     let mut rng = rand::rngs::StdRng::seed_from_u64(opts.seed);
-    let mut victims: Vec<Victim> = (0..fed.edges.len()).map(Victim::Edge).collect();
-    victims.extend([Victim::Dns, Victim::ObjectStore, Victim::Gateway]);
+    // The kind of victim comes from a shuffled deck of the four kinds, so every kind is hit once in
+    // every four faults; the edge, when it is an edge's turn, at random.
+    let mut deck: Vec<Victim> = Vec::new();
     let load = Load::start(fed, Duration::from_millis(100), Duration::from_millis(500));
     let started = Instant::now();
     let mut faults = Vec::new();
@@ -434,7 +451,20 @@ pub async fn run_chaos(
             break;
         }
         tokio::time::sleep(pause).await;
-        let victim = victims[rng.random_range(0..victims.len())];
+        if deck.is_empty() {
+            deck = vec![
+                Victim::Edge(0),
+                Victim::Dns,
+                Victim::ObjectStore,
+                Victim::Gateway,
+            ];
+            deck.shuffle(&mut rng);
+        }
+        let victim = match deck.pop() {
+            Some(Victim::Edge(_)) => Victim::Edge(rng.random_range(0..fed.edges.len())),
+            Some(v) => v,
+            None => continue,
+        };
         let down = draw(&mut rng, opts.down);
         let at = started.elapsed().as_secs_f64();
         let name = match victim {
@@ -464,7 +494,10 @@ pub async fn run_chaos(
                 "gateway".into()
             }
         };
-        let line = format!("{at:6.1}s  kill -9 {name}, restarted {:.1}s later", down.as_secs_f64());
+        let line = format!(
+            "{at:6.1}s  kill -9 {name}, restarted {:.1}s later",
+            down.as_secs_f64()
+        );
         tracing::info!("{line}");
         faults.push(line);
     }
@@ -503,6 +536,7 @@ pub async fn run_chaos(
         queries_partial: stats.queries_partial.load(Ordering::SeqCst),
         queries_error: stats.queries_error.load(Ordering::SeqCst),
         queries_unavailable: stats.queries_unavailable.load(Ordering::SeqCst),
+        queries_wrong: stats.queries_wrong.load(Ordering::SeqCst),
         wrong_answers: stats.wrong.lock().map(|v| v.clone()).unwrap_or_default(),
         ..Default::default()
     };
@@ -561,9 +595,13 @@ pub async fn check_bucket(
     let metas: BTreeSet<&String> = sizes.keys().filter(|k| k.ends_with("/meta.json")).collect();
     for key in metas {
         let ulid = key.trim_end_matches("/meta.json");
-        let bytes = store.get(&ObjectPath::from(key.as_str())).await?.bytes().await?;
-        let meta: serde_json::Value = serde_json::from_slice(&bytes)
-            .with_context(|| format!("{key} is not JSON"))?;
+        let bytes = store
+            .get(&ObjectPath::from(key.as_str()))
+            .await?
+            .bytes()
+            .await?;
+        let meta: serde_json::Value =
+            serde_json::from_slice(&bytes).with_context(|| format!("{key} is not JSON"))?;
         blocks += 1;
         for f in meta["thanos"]["files"].as_array().into_iter().flatten() {
             let rel = f["rel_path"].as_str().unwrap_or_default();

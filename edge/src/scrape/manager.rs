@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -49,6 +50,10 @@ struct PoolStatus {
     dropped: Vec<DroppedTarget>,
     errors: Vec<String>,
 }
+
+/// Longest a new or changed job waits for its first discovery round before it starts scraping what
+/// it has.
+const FIRST_DISCOVERY_WAIT: Duration = Duration::from_secs(5);
 
 enum PoolCmd {
     Reconfigure(Box<ScrapeConfig>, Arc<HttpClient>, oneshot::Sender<()>),
@@ -107,6 +112,9 @@ impl ScrapeManager {
                 stop_pool(p, true).await;
             }
         }
+        // New pools' first discovery round: `apply` returns once their targets are known, so a
+        // reload that answered has applied (the targets API shows the new jobs at once).
+        let mut started = Vec::new();
         for job in &cfg.scrape_configs {
             let Some(client) = clients.remove(&job.job_name) else {
                 continue;
@@ -139,7 +147,9 @@ impl ScrapeManager {
                         groups: BTreeMap::new(),
                         ending: JoinSet::new(),
                     };
-                    let join = tokio::spawn(pool.run(cmd_rx));
+                    let (ready_tx, ready_rx) = oneshot::channel();
+                    let join = tokio::spawn(pool.run(cmd_rx, ready_tx));
+                    started.push(ready_rx);
                     pools.insert(
                         job.job_name.clone(),
                         PoolHandle {
@@ -151,6 +161,9 @@ impl ScrapeManager {
                     );
                 }
             }
+        }
+        for ready in started {
+            let _ = ready.await;
         }
         Ok(())
     }
@@ -220,8 +233,11 @@ struct Pool {
 }
 
 impl Pool {
-    async fn run(mut self, mut cmd_rx: mpsc::Receiver<PoolCmd>) {
+    async fn run(mut self, mut cmd_rx: mpsc::Receiver<PoolCmd>, ready: oneshot::Sender<()>) {
         let (mut sd_rx, mut sd_stop, mut sd_tasks) = self.start_discovery();
+        self.first_round(&mut sd_rx).await;
+        self.sync(HashMap::new());
+        let _ = ready.send(());
         loop {
             tokio::select! {
                 Some(u) = sd_rx.recv() => {
@@ -239,6 +255,7 @@ impl Pool {
                         let n = provider_count(&self.cfg);
                         self.groups.retain(|p, _| *p < n);
                         (sd_rx, sd_stop, sd_tasks) = self.start_discovery();
+                        self.first_round(&mut sd_rx).await;
                         self.sync(states);
                         let _ = done.send(());
                     }
@@ -265,6 +282,23 @@ impl Pool {
                         return;
                     }
                 }
+            }
+        }
+    }
+
+    /// Takes the first update of every provider (static groups at once, a file read, a DNS lookup),
+    /// for at most [`FIRST_DISCOVERY_WAIT`]: what is known by then is scraped at once, the rest when
+    /// it arrives.
+    async fn first_round(&mut self, sd_rx: &mut mpsc::Receiver<Update>) {
+        let deadline = tokio::time::Instant::now() + FIRST_DISCOVERY_WAIT;
+        let mut seen = std::collections::HashSet::new();
+        while seen.len() < provider_count(&self.cfg) {
+            match tokio::time::timeout_at(deadline, sd_rx.recv()).await {
+                Ok(Some(u)) => {
+                    seen.insert(u.provider);
+                    self.groups.insert(u.provider, u.groups);
+                }
+                Ok(None) | Err(_) => break,
             }
         }
     }

@@ -13,7 +13,11 @@ use clap::{Parser, Subcommand};
 use meridian_integration::chaos::{self, ChaosOptions};
 
 #[derive(Parser)]
-#[command(name = "meridian-chaos", version, about = "Chaos and soak runs over a local Meridian federation.")]
+#[command(
+    name = "meridian-chaos",
+    version,
+    about = "Chaos and soak runs over a local Meridian federation."
+)]
 struct Cli {
     /// State directory (deleted first): certificates, TSDBs, logs.
     #[arg(long = "data-dir", default_value = "target/meridian-chaos")]
@@ -82,7 +86,8 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                 ..ChaosOptions::default()
             };
             let mut setup = setup;
-            let report = chaos::run_chaos(&mut setup.fed, &setup.proxy, &setup.bucket, &opts).await?;
+            let report =
+                chaos::run_chaos(&mut setup.fed, &setup.proxy, &setup.bucket, &opts).await?;
             println!("{report}");
             setup.stop().await;
             Ok(if report.passed() {
@@ -112,8 +117,12 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             println!(
                 "load: {} writes acknowledged, {} queries complete, {} wrong; samples in {}",
                 stats.writes_acked.load(std::sync::atomic::Ordering::SeqCst),
-                stats.queries_complete.load(std::sync::atomic::Ordering::SeqCst),
-                stats.wrong.lock().map(|w| w.len()).unwrap_or(0),
+                stats
+                    .queries_complete
+                    .load(std::sync::atomic::Ordering::SeqCst),
+                stats
+                    .queries_wrong
+                    .load(std::sync::atomic::Ordering::SeqCst),
                 path.display()
             );
             setup.stop().await;
