@@ -382,7 +382,7 @@ impl Budget {
             samples,
             self.limits.samples,
             "samples",
-            "--store.limits.request-samples",
+            "--store.limits.request-samples, by default --query.max-samples",
         )?;
         check(
             &self.bytes,

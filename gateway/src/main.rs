@@ -443,7 +443,9 @@ struct QueryArgs {
     /// Most series a query may fetch from stores (0 = unlimited).
     #[arg(long = "store.limits.request-series", default_value = "0")]
     limit_series: u64,
-    /// Most samples a query may fetch from stores (0 = unlimited).
+    /// Most samples a query may fetch from stores, counted as chunks arrive (0 = --query.max-samples: a
+    /// query may not fetch more raw samples than it may hold, so one query cannot take the process
+    /// while its data is still arriving).
     #[arg(long = "store.limits.request-samples", default_value = "0")]
     limit_samples: u64,
     /// Most bytes (labels and chunks) a query may fetch from stores (0 = unlimited).
@@ -688,7 +690,7 @@ async fn query(args: QueryArgs, flags: Vec<(String, String)>) -> anyhow::Result<
             replica_labels: args.replica_labels,
             limits: Limits {
                 series: args.limit_series,
-                samples: args.limit_samples,
+                samples: fetch_samples_limit(args.limit_samples, args.query_max_samples),
                 bytes: args.limit_bytes,
             },
         },
@@ -786,8 +788,26 @@ async fn probe(
     Ok(())
 }
 
+/// The samples a query may fetch from stores: `--store.limits.request-samples`, or when it is 0,
+/// `--query.max-samples` (Prometheus refuses a query whose selectors load more samples than that).
+fn fetch_samples_limit(request_samples: u64, query_max_samples: usize) -> u64 {
+    if request_samples > 0 {
+        request_samples
+    } else {
+        u64::try_from(query_max_samples).unwrap_or(u64::MAX)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    /// Issue 22, item 5: with every flag at its default a query could fetch without bound before
+    /// the samples limit looked at what it had loaded.
+    #[test]
+    fn fetching_is_bounded_by_default() {
+        assert_eq!(super::fetch_samples_limit(0, 50_000_000), 50_000_000);
+        assert_eq!(super::fetch_samples_limit(1_000, 50_000_000), 1_000);
+    }
+
     #[test]
     fn flags_are_consistent() {
         use clap::CommandFactory;

@@ -1,8 +1,6 @@
 //! `meridian-fuzz <target>`: under AFL++ (built with `--features afl`) the persistent fuzzing loop of
 //! one target; otherwise it runs the target once on each file named after it, or on standard input.
 
-use std::io::Read;
-
 fn main() -> std::process::ExitCode {
     let mut args = std::env::args().skip(1);
     let Some(name) = args.next() else {
@@ -31,6 +29,7 @@ fn run(target: fn(&[u8]), _files: Vec<String>) -> std::process::ExitCode {
 
 #[cfg(not(feature = "afl"))]
 fn run(target: fn(&[u8]), files: Vec<String>) -> std::process::ExitCode {
+    use std::io::Read;
     if files.is_empty() {
         let mut data = Vec::new();
         if let Err(e) = std::io::stdin().read_to_end(&mut data) {
