@@ -723,27 +723,8 @@ async fn a_query_stops_when_its_client_goes_away() {
         unhealthy: None,
     }];
     let (gw, api) = start(extra).await;
-    let in_flight = |api: &Api| {
-        meridian_testkit::metric_value(&api.metrics_text(), "meridian_gateway_queries_in_flight")
-    };
-    let addr = gw.addr.clone();
-    let path = format!("/api/v1/query?query=up&time={}", secs(T0 + 3_600_000));
-    let client = tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
-        s
-    })
-    .await
-    .unwrap();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while in_flight(&api) != Some(1.0) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the query never started"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let in_flight = queries_in_flight;
+    let client = hold_a_query(&gw, &api).await;
     // While the client waits, so does the query.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(in_flight(&api), Some(1.0));
@@ -988,28 +969,9 @@ async fn queries_beyond_max_concurrent_wait_bounded_by_their_timeout() {
         },
     )
     .await;
-    let in_flight = |api: &Api| {
-        meridian_testkit::metric_value(&api.metrics_text(), "meridian_gateway_queries_in_flight")
-    };
+    let in_flight = queries_in_flight;
     // The first query holds the only slot (it waits on the slow store).
-    let addr = gw.addr.clone();
-    let path = format!("/api/v1/query?query=up&time={}", secs(T0 + 3_600_000));
-    let client = tokio::task::spawn_blocking(move || {
-        use std::io::Write;
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
-        s
-    })
-    .await
-    .unwrap();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while in_flight(&api) != Some(1.0) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the first query never started"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let client = hold_a_query(&gw, &api).await;
     // The second (no store needed) waits for the slot until its timeout.
     let started = std::time::Instant::now();
     let r = get(&gw.addr, "/api/v1/query?query=vector(1)&time=1&timeout=1s").await;
@@ -1155,4 +1117,32 @@ async fn a_long_subquery_stops_at_its_timeout() {
         "answered after {took:?}"
     );
     gw.shutdown().await;
+}
+
+fn queries_in_flight(api: &Api) -> Option<f64> {
+    meridian_testkit::metric_value(&api.metrics_text(), "meridian_gateway_queries_in_flight")
+}
+
+/// Sends `up` (which waits on the slow store) from a client that does not read its answer, and waits
+/// until the query holds a slot; the client's connection is returned.
+async fn hold_a_query(gw: &Gw, api: &Api) -> std::net::TcpStream {
+    let addr = gw.addr.clone();
+    let path = format!("/api/v1/query?query=up&time={}", secs(T0 + 3_600_000));
+    let client = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+        s
+    })
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while queries_in_flight(api) != Some(1.0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the query never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    client
 }

@@ -1390,21 +1390,24 @@ mod robustness_tests {
         assert!(e.to_string().contains("block range"), "{e}");
     }
 
+    /// A 2 h block holding one sample, written into `dir` as a backfill would.
+    fn two_hour_block(dir: &Path, start: i64) -> BlockMeta {
+        write_block(
+            dir,
+            vec![(l(0), vec![Sample::new(start + 1000, 1.0)])],
+            start,
+            start + 2 * H,
+        )
+        .unwrap()
+    }
+
     /// Item 15: time retention counts from the newest block's end (Prometheus v2.42
     /// `tsdb/db.go` `BeyondTimeRetention`), not from the wall clock: backfilled blocks from January
     /// 2024 survive a TSDB opened with the default 15 d retention.
     #[test]
     fn time_retention_counts_from_the_newest_block_not_the_wall_clock() {
         let dir = tempfile::tempdir().unwrap();
-        let block = |start: i64| {
-            write_block(
-                dir.path(),
-                vec![(l(0), vec![Sample::new(start + 1000, 1.0)])],
-                start,
-                start + 2 * H,
-            )
-            .unwrap()
-        };
+        let block = |start: i64| two_hour_block(dir.path(), start);
         for k in 0..3 {
             block(JAN_2024 + k * 2 * H);
         }
@@ -1429,15 +1432,7 @@ mod robustness_tests {
     #[test]
     fn a_far_future_block_does_not_expire_the_real_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let block = |start: i64| {
-            write_block(
-                dir.path(),
-                vec![(l(0), vec![Sample::new(start + 1000, 1.0)])],
-                start,
-                start + 2 * H,
-            )
-            .unwrap()
-        };
+        let block = |start: i64| two_hour_block(dir.path(), start);
         for k in 0..3 {
             block(JAN_2024 + k * 2 * H);
         }
