@@ -59,10 +59,16 @@ pub fn free_port() -> u16 {
         .unwrap_or(32_768);
     const BASE: u32 = 10_000;
     let span = low.saturating_sub(BASE).max(1_000);
-    let seed = std::process::id().wrapping_mul(2_654_435_761)
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
+    // The offset is drawn once per process: every call then walks one permutation of the range
+    // (4,099 is prime, and prime to the usual spans), so two tests of one process never get the same port, even when
+    // the first has not bound its port yet. (Drawn per call, two calls could land on one port.)
+    static SEED: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        std::process::id().wrapping_mul(2_654_435_761)
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+    });
     for _ in 0..span {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let Ok(port) = u16::try_from(BASE + seed.wrapping_add(n.wrapping_mul(4_099)) % span) else {
