@@ -306,17 +306,20 @@ async fn independent_wire_client_reads_the_edge() {
     assert_eq!(info["component_type"], "sidecar");
     assert_eq!(info["store"]["supports_without_replica_labels"], true);
     assert_eq!(info["metric_metadata"], true);
-    let (mint, maxt) = fx
+    let mint = fx
         .series
         .iter()
         .flat_map(|(_, s)| s.iter().map(|x| x.t))
-        .fold((i64::MAX, i64::MIN), |(a, b), t| (a.min(t), b.max(t)));
+        .min()
+        .unwrap();
+    // A live edge announces no end to its range, as Thanos' sidecar and Receive do (a gateway would
+    // otherwise skip it for samples written after its last Info).
     assert_eq!(
         (
             info["store"]["min_time"].as_i64(),
             info["store"]["max_time"].as_i64()
         ),
-        (Some(mint), Some(maxt))
+        (Some(mint), Some(i64::MAX))
     );
     // Every fixture series, with the external labels, in label order, with all its samples.
     let mut want: Vec<(String, usize)> = fx
