@@ -323,23 +323,10 @@ impl Head {
         let Ok(refs) = postings::select(self, matchers);
         refs.into_iter()
             .filter_map(|r| {
-                let s = self.get(r)?;
-                let chunks: Vec<SourceChunk> = s
-                    .chunks
-                    .iter()
-                    .filter(|c| c.min_t <= maxt && c.chunk.last_t() >= mint)
-                    .map(|c| SourceChunk {
-                        min_time: c.min_t,
-                        max_time: c.chunk.last_t(),
-                        data: if with_data {
-                            Bytes::copy_from_slice(c.chunk.bytes())
-                        } else {
-                            Bytes::new()
-                        },
-                    })
-                    .collect();
+                let labels = &self.get(r)?.labels;
+                let chunks = self.series_chunks(r, mint, maxt, with_data)?;
                 (!chunks.is_empty()).then(|| SourceSeries {
-                    labels: s.labels.clone(),
+                    labels: labels.clone(),
                     chunks,
                 })
             })
