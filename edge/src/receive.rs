@@ -398,6 +398,22 @@ mod tests {
         encode_body(&req).unwrap()
     }
 
+    /// A TSDB in a temporary directory (kept while the returned directory lives).
+    fn open_db(opts: DbOptions) -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), opts).unwrap();
+        (dir, db)
+    }
+
+    /// The receiver's metrics, metadata store and default limits.
+    fn receiver() -> (ReceiveMetrics, MetadataStore, ReceiveLimits) {
+        (
+            ReceiveMetrics::default(),
+            MetadataStore::new(),
+            ReceiveLimits::default(),
+        )
+    }
+
     #[test]
     fn statuses() {
         let dir = tempfile::tempdir().unwrap();
@@ -513,13 +529,8 @@ mod tests {
     /// `i64::MIN` and `i64::MAX` (and anything outside years 1..=9999) are out of bounds at the door.
     #[test]
     fn timestamps_outside_the_supported_range_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path(), DbOptions::default()).unwrap();
-        let (m, md, lim) = (
-            ReceiveMetrics::default(),
-            MetadataStore::new(),
-            ReceiveLimits::default(),
-        );
+        let (_dir, db) = open_db(DbOptions::default());
+        let (m, md, lim) = receiver();
         for t in [i64::MIN, i64::MIN + 1, -62_135_596_800_001, i64::MAX] {
             let b = body(vec![(vec![("__name__", "x")], vec![(t, 1.0)])]);
             let a = write(&db, &md, &b, lim, &m);
@@ -540,13 +551,8 @@ mod tests {
     /// `storage/remote/write_handler.go`).
     #[test]
     fn invalid_series_do_not_drop_the_valid_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path(), DbOptions::default()).unwrap();
-        let (m, md, lim) = (
-            ReceiveMetrics::default(),
-            MetadataStore::new(),
-            ReceiveLimits::default(),
-        );
+        let (_dir, db) = open_db(DbOptions::default());
+        let (m, md, lim) = receiver();
         let b = body(vec![
             (vec![("__name__", "good1")], vec![(1000, 1.0), (2000, 2.0)]),
             (vec![("__name__", "bad"), ("a-b", "1")], vec![(1000, 1.0)]),
@@ -599,13 +605,8 @@ mod tests {
     #[test]
     fn refused_requests_leave_no_series_in_the_head() {
         const H: i64 = 3600 * 1000;
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path(), DbOptions::default()).unwrap();
-        let (m, md, lim) = (
-            ReceiveMetrics::default(),
-            MetadataStore::new(),
-            ReceiveLimits::default(),
-        );
+        let (_dir, db) = open_db(DbOptions::default());
+        let (m, md, lim) = receiver();
         // Five hours of one series, then compaction: data before 2 h is in a block, so older samples are
         // refused as too old.
         let old = body(vec![(
