@@ -235,6 +235,18 @@ pub struct Federation {
     webhook: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
 }
 
+/// The directory of the `meridian-edge` and `meridian-gateway` binaries: `given`, or else the running
+/// binary's own (the launchers are built next to them).
+pub fn bin_dir_or_own(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match given {
+        Some(d) => Ok(d),
+        None => Ok(std::env::current_exe()?
+            .parent()
+            .context("this binary has no directory")?
+            .to_path_buf()),
+    }
+}
+
 /// A free loopback port (below the ephemeral range: see [`meridian_testkit::free_port`]).
 fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(SocketAddr::new(LOCALHOST, meridian_testkit::free_port()))

@@ -64,13 +64,7 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let bin_dir = match cli.bin_dir {
-        Some(d) => d,
-        None => std::env::current_exe()?
-            .parent()
-            .context("this binary has no directory")?
-            .to_path_buf(),
-    };
+    let bin_dir = meridian_integration::federation::bin_dir_or_own(cli.bin_dir)?;
     if cli.data_dir.exists() {
         std::fs::remove_dir_all(&cli.data_dir)
             .with_context(|| format!("removing {}", cli.data_dir.display()))?;

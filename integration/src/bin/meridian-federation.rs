@@ -47,13 +47,7 @@ fn duration(s: &str) -> Result<String, String> {
 async fn main() -> anyhow::Result<()> {
     meridian_pki::install_crypto_provider();
     let cli = Cli::parse();
-    let bin_dir = match cli.bin_dir {
-        Some(d) => d,
-        None => std::env::current_exe()?
-            .parent()
-            .context("this binary has no directory")?
-            .to_path_buf(),
-    };
+    let bin_dir = meridian_integration::federation::bin_dir_or_own(cli.bin_dir)?;
     if cli.fresh && cli.data_dir.exists() {
         std::fs::remove_dir_all(&cli.data_dir)
             .with_context(|| format!("removing {}", cli.data_dir.display()))?;
