@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use meridian_gateway::bucket::{BucketLimits, BucketStore, BucketStoreOptions, parse_selector};
+use meridian_gateway::bucket::{
+    BucketLimits, BucketStore, BucketStoreOptions, StoreTime, parse_selector,
+};
 use meridian_gateway::discovery::EndpointSpec;
 use meridian_gateway::endpoints::{EndpointGroup, EndpointSetOptions};
 use meridian_gateway::fanout::{FanoutOptions, Limits, PartialResponse};
@@ -284,12 +286,13 @@ struct BucketArgs {
     /// Memory for chunks read from the bucket.
     #[arg(long = "chunk-cache-size", default_value = "500MiB", value_parser = parse_bytes)]
     chunk_cache_size: u64,
-    /// Serve only blocks ending after this time: RFC 3339, or a duration relative to now (-2w, -36h).
+    /// Serve only blocks ending after this time: RFC 3339, or a duration relative to now (-2w, -36h),
+    /// which moves with the clock (resolved again at every sync).
     #[arg(long = "min-time", value_name = "TIME", value_parser = parse_store_time)]
-    min_time: Option<i64>,
+    min_time: Option<StoreTime>,
     /// Serve only blocks starting before this time: RFC 3339, or a duration relative to now.
     #[arg(long = "max-time", value_name = "TIME", value_parser = parse_store_time)]
-    max_time: Option<i64>,
+    max_time: Option<StoreTime>,
     /// Relabel configs applied to each block's external labels; blocks they drop are not served.
     #[arg(long = "selector.relabel-config-file", value_name = "FILE")]
     selector_file: Option<PathBuf>,
@@ -333,8 +336,8 @@ impl BucketArgs {
             meta_fetch_concurrency: self.meta_fetch_concurrency,
             index_cache_bytes: self.index_cache_size,
             chunk_cache_bytes: self.chunk_cache_size,
-            min_time: self.min_time.unwrap_or(i64::MIN),
-            max_time: self.max_time.unwrap_or(i64::MAX),
+            min_time: self.min_time.unwrap_or(StoreTime::At(i64::MIN)),
+            max_time: self.max_time.unwrap_or(StoreTime::At(i64::MAX)),
             selector,
             limits: BucketLimits {
                 series: self.touched_series_limit,
@@ -348,9 +351,10 @@ impl BucketArgs {
 }
 
 /// `--min-time`/`--max-time`: RFC 3339, or a duration relative to now (`-2w`, `36h`), in ms.
-fn parse_store_time(s: &str) -> Result<i64, String> {
+fn parse_store_time(s: &str) -> Result<StoreTime, String> {
     if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
         return i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
+            .map(StoreTime::At)
             .map_err(|_| format!("time {s:?} is out of range"));
     }
     let (sign, d) = match s.strip_prefix('-') {
@@ -361,7 +365,8 @@ fn parse_store_time(s: &str) -> Result<i64, String> {
         format!("invalid time {s:?}: use RFC 3339 (2024-01-02T15:04:05Z) or a duration such as -2w")
     })?;
     let ms = i64::try_from(d.0.as_millis()).map_err(|_| format!("duration {s:?} is too long"))?;
-    Ok(meridian_edge::sample::now_ms() + sign * ms)
+    // Resolved at every bucket sync, not once here: the range moves with the clock.
+    Ok(StoreTime::FromNow(sign * ms))
 }
 
 #[derive(clap::Args)]

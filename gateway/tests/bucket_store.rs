@@ -18,7 +18,9 @@ use meridian_edge::storeapi::acceptance::{self, Fixture, StartedStore};
 use meridian_edge::storeapi::leaf::LeafStore;
 use meridian_edge::tsdb::block::write_block;
 use meridian_edge::tsdb::db::{Db, DbOptions};
-use meridian_gateway::bucket::{BucketLimits, BucketStore, BucketStoreOptions, parse_selector};
+use meridian_gateway::bucket::{
+    BucketLimits, BucketStore, BucketStoreOptions, StoreTime, parse_selector,
+};
 use meridian_gateway::fanout::{Fanout, FanoutOptions, QueryOptions, StaticStores};
 use meridian_gateway::promql::{Engine, QueryValue};
 use meridian_testkit::Moto;
@@ -447,11 +449,51 @@ async fn filters_and_limits() {
         }
     };
     let s = sync(BucketStoreOptions {
-        min_time: T0 + 2 * H,
+        min_time: StoreTime::At(T0 + 2 * H),
         ..Default::default()
     })
     .await;
     assert_eq!(s.blocks().len(), 2);
+    // A relative range moves with the clock (Thanos' `--min-time=-1h`): blocks that age out of it
+    // leave at the next sync, and a relative `--max-time` admits blocks as they age into it.
+    let now = Arc::new(std::sync::atomic::AtomicI64::new(T0 + 3 * H));
+    let clock = {
+        let now = now.clone();
+        meridian_edge::tsdb::bounds::Clock::from_fn(move || {
+            now.load(std::sync::atomic::Ordering::SeqCst)
+        })
+    };
+    let s = sync(BucketStoreOptions {
+        min_time: StoreTime::FromNow(-H),
+        max_time: StoreTime::FromNow(-H / 2),
+        clock,
+        ..Default::default()
+    })
+    .await;
+    let starts = |s: &BucketStore| -> Vec<i64> {
+        s.blocks()
+            .values()
+            .map(|b| b.meta.min_time)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        starts(&s),
+        vec![T0 + 2 * H],
+        "at T0+3h: the block starting at T0+2h"
+    );
+    now.store(T0 + 5 * H, std::sync::atomic::Ordering::SeqCst);
+    let report = s.sync().await.unwrap();
+    assert_eq!(
+        starts(&s),
+        vec![T0 + 4 * H],
+        "at T0+5h: the block starting at T0+4h"
+    );
+    assert_eq!((report.added, report.removed), (1, 1));
+    assert_eq!(
+        s.metrics().requests_total(),
+        2 + 3,
+        "two LISTs and each meta.json once, though two blocks were left out at the first sync"
+    );
     let s = sync(BucketStoreOptions {
         selector: parse_selector("- action: drop\n  source_labels: [cluster]\n  regex: a\n")
             .unwrap(),

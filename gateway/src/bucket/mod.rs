@@ -67,15 +67,17 @@ pub struct BucketStoreOptions {
     pub index_cache_bytes: u64,
     /// `--chunk-cache-size`.
     pub chunk_cache_bytes: u64,
-    /// `--min-time` / `--max-time` (ms, inclusive): only blocks overlapping this range are served.
-    pub min_time: i64,
-    pub max_time: i64,
+    /// `--min-time` / `--max-time` (inclusive): only blocks overlapping this range are served.
+    pub min_time: StoreTime,
+    pub max_time: StoreTime,
     /// `--selector.relabel-config`: applied to each block's external labels; dropped blocks are not
     /// served.
     pub selector: Vec<RelabelConfig>,
     pub limits: BucketLimits,
     /// Blocks read in parallel for one request.
     pub block_concurrency: usize,
+    /// The clock relative `min_time`/`max_time` are resolved by at each sync (tests inject one).
+    pub clock: meridian_edge::tsdb::bounds::Clock,
 }
 
 impl Default for BucketStoreOptions {
@@ -85,11 +87,36 @@ impl Default for BucketStoreOptions {
             meta_fetch_concurrency: 32,
             index_cache_bytes: 250 << 20,
             chunk_cache_bytes: 500 << 20,
-            min_time: i64::MIN,
-            max_time: i64::MAX,
+            min_time: StoreTime::At(i64::MIN),
+            max_time: StoreTime::At(i64::MAX),
             selector: Vec::new(),
             limits: BucketLimits::default(),
             block_concurrency: 8,
+            clock: meridian_edge::tsdb::bounds::Clock::system(),
+        }
+    }
+}
+
+/// A `--min-time`/`--max-time` bound: a fixed time, or an offset from now that moves with the clock.
+///
+/// As in Thanos (v0.37, `model.TimeOrDurationValue`), a relative bound is resolved again at every
+/// sync, so `--min-time=-2w` keeps serving the last two weeks: blocks that age past it are dropped at
+/// the next sync and their cached parts forgotten, and blocks a relative `--max-time` held back are
+/// admitted once they are old enough.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreTime {
+    /// Milliseconds since the epoch.
+    At(i64),
+    /// Milliseconds from now (negative: in the past).
+    FromNow(i64),
+}
+
+impl StoreTime {
+    /// The bound at `now_ms`.
+    pub fn resolve(self, now_ms: i64) -> i64 {
+        match self {
+            StoreTime::At(t) => t,
+            StoreTime::FromNow(d) => now_ms.saturating_add(d),
         }
     }
 }
@@ -300,7 +327,11 @@ pub struct BucketStore {
     bucket: Bucket,
     opts: BucketStoreOptions,
     reader: Reader,
+    /// The blocks served: those of `seen` inside the time range and kept by the selector.
     blocks: RwLock<Arc<BTreeMap<String, Arc<RemoteBlock>>>>,
+    /// Every block in the bucket whose `meta.json` was read, served or not, so a block the filters
+    /// leave out is not fetched again at every sync and one a moving time range admits later is.
+    seen: RwLock<Arc<BTreeMap<String, Arc<RemoteBlock>>>>,
     synced: AtomicBool,
     /// One sync at a time.
     sync_lock: tokio::sync::Mutex<()>,
@@ -327,6 +358,7 @@ impl BucketStore {
             opts,
             reader,
             blocks: RwLock::new(Arc::new(BTreeMap::new())),
+            seen: RwLock::new(Arc::new(BTreeMap::new())),
             synced: AtomicBool::new(false),
             sync_lock: tokio::sync::Mutex::new(()),
         }
@@ -364,8 +396,9 @@ impl BucketStore {
             .clone()
     }
 
-    fn admitted(&self, b: &RemoteBlock) -> std::result::Result<(), String> {
-        if !b.overlaps(self.opts.min_time, self.opts.max_time) {
+    /// Whether `b` is served while the time range is `min..=max` (ms).
+    fn admitted(&self, b: &RemoteBlock, (min, max): (i64, i64)) -> std::result::Result<(), String> {
+        if !b.overlaps(min, max) {
             return Err("outside --min-time/--max-time".into());
         }
         if !self.opts.selector.is_empty()
@@ -405,7 +438,11 @@ impl BucketStore {
             .filter_map(|p| p.filename().map(str::to_owned))
             .filter(|n| is_ulid(n))
             .collect();
-        let known = self.blocks();
+        let known = self
+            .seen
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         let new: Vec<String> = present
             .iter()
             .filter(|u| !known.contains_key(*u))
@@ -440,25 +477,16 @@ impl BucketStore {
             .buffer_unordered(self.opts.meta_fetch_concurrency.max(1))
             .collect()
             .await;
-        let mut next: BTreeMap<String, Arc<RemoteBlock>> = known
+        let mut seen: BTreeMap<String, Arc<RemoteBlock>> = known
             .iter()
             .filter(|(u, _)| present.contains(*u))
             .map(|(u, b)| (u.clone(), b.clone()))
             .collect();
-        let removed = known.len() - next.len();
-        for (u, _) in known.iter().filter(|(u, _)| !present.contains(*u)) {
-            self.reader.caches.forget(u);
-        }
-        let (mut added, mut ignored) = (0, 0);
+        let mut ignored = 0;
         for r in loaded {
-            match r.and_then(|b| {
-                self.admitted(&b)
-                    .map(|()| b)
-                    .map_err(|e| (String::new(), e))
-            }) {
+            match r {
                 Ok(b) => {
-                    added += 1;
-                    next.insert(b.ulid.to_string(), Arc::new(b));
+                    seen.insert(b.ulid.to_string(), Arc::new(b));
                 }
                 Err((ulid, why)) => {
                     ignored += 1;
@@ -466,6 +494,30 @@ impl BucketStore {
                 }
             }
         }
+        // The filters again over every block, since a relative time range moves between syncs.
+        let now = self.opts.clock.now_ms();
+        let range = (
+            self.opts.min_time.resolve(now),
+            self.opts.max_time.resolve(now),
+        );
+        let mut next: BTreeMap<String, Arc<RemoteBlock>> = BTreeMap::new();
+        for (u, b) in &seen {
+            match self.admitted(b, range) {
+                Ok(()) => {
+                    next.insert(u.clone(), b.clone());
+                }
+                Err(why) => {
+                    ignored += 1;
+                    tracing::debug!(block = %u, reason = %why, "block not served");
+                }
+            }
+        }
+        let served = self.blocks();
+        let removed = served.keys().filter(|u| !next.contains_key(*u)).count();
+        for u in served.keys().filter(|u| !next.contains_key(*u)) {
+            self.reader.caches.forget(u);
+        }
+        let added = next.keys().filter(|u| !served.contains_key(*u)).count();
         let report = SyncReport {
             added,
             removed,
@@ -484,6 +536,10 @@ impl BucketStore {
             .blocks
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(next);
+        *self
+            .seen
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(seen);
         if added > 0 || removed > 0 {
             tracing::info!(bucket = %self.bucket.description, added, removed, loaded = report.loaded, "bucket synced");
         }
