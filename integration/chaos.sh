@@ -2,7 +2,7 @@
 # Chaos and soak runs over a local federation of real processes (issue 22; RELIABILITY.md):
 #
 #   ./integration/chaos.sh chaos [--duration 10m] [--seed N]
-#   ./integration/chaos.sh soak [--duration 30m] [--every 30s]
+#   ./integration/chaos.sh soak [--duration 30m] [--every 30s] [--window 5m]
 #
 # Needs dnsmasq (Debian's dnsmasq-base) and moto_server (PyPI moto[server]), which the test command
 # installs. State and logs: target/meridian-chaos.

@@ -12,9 +12,12 @@
 //! - every block in the bucket is whole (each file its `meta.json` lists is there, with its size) and
 //!   there once (no two blocks with the same external labels and time range).
 //!
-//! **Soak**: the same load without faults; every sampling interval the RSS, open descriptors, threads
-//! and live tokio tasks of every process are recorded, and the slope of each over the run after its
-//! first third (warm-up) is reported, so an upward trend shows.
+//! **Soak**: the same load without faults, over a federation that holds a bounded window of data
+//! (see [`Setup::start`]); every sampling interval the RSS, open descriptors, threads and live tokio
+//! tasks of every process are recorded. Over the run after its first third (warm-up: the window
+//! filling, caches warming) the least-squares slope of each is taken, and the rise it projects over
+//! that part is judged against [`SoakBounds`]: a resource still climbing once the data held stopped
+//! growing is a leak.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -264,6 +267,11 @@ fn query_and_judge(addr: &str, acked: &Acked, stats: &LoadStats) {
 
 /// A federation for chaos and soak runs: 2 clusters × 2 edges with 20 s blocks, SRV records from
 /// Debian's dnsmasq, the bucket on moto behind a [`meridian_testkit::FaultProxy`].
+///
+/// `window` (soak runs) bounds the data the federation holds, so a resource that keeps growing is a
+/// leak and not the data: edges keep `--tsdb.retention=<window>` and the gateway serves bucket
+/// blocks from `--min-time=-<window>`. Without it (chaos runs) everything is kept, so the final
+/// check can find every acknowledged sample.
 pub struct Setup {
     pub fed: Federation,
     pub proxy: meridian_testkit::FaultProxy,
@@ -276,6 +284,7 @@ impl Setup {
     pub async fn start(
         bin_dir: std::path::PathBuf,
         data_dir: std::path::PathBuf,
+        window: Option<&str>,
     ) -> anyhow::Result<Setup> {
         let dnsmasq = meridian_testkit::require("dnsmasq", "apt-get install dnsmasq-base")
             .context("dnsmasq is needed (apt-get install dnsmasq-base)")?;
@@ -301,6 +310,10 @@ impl Setup {
         o.dnsmasq = Some(dnsmasq);
         o.objstore = Some(yaml(&proxy.addr));
         o.log_level = "info,meridian_edge::scrape=warn".into();
+        if let Some(w) = window {
+            o.edge_args.push(format!("--tsdb.retention={w}"));
+            o.gateway_args.push(format!("--min-time=-{w}"));
+        }
         let fed = Federation::start(o).await?;
         Ok(Setup {
             fed,
@@ -719,30 +732,127 @@ pub async fn run_soak(
     Ok((series, stats))
 }
 
-/// The soak table: per process, the mean and the slope per hour of each resource over the run after
-/// its first third.
-pub fn soak_table(series: &SoakSeries) -> String {
-    use std::fmt::Write;
-    let mut out = String::from(
-        "process      RSS MiB (slope MiB/h)   fds (slope /h)   threads (slope /h)   tasks (slope /h)\n",
-    );
+/// How much a resource may rise over a soak's settled part (the slope times its length) before it
+/// counts as an upward trend: the larger of an absolute and a relative allowance, so noise in small
+/// counts (a blocking-pool thread that comes and goes) and allocator jitter in RSS are not trends.
+#[derive(Debug, Clone, Copy)]
+pub struct SoakBounds {
+    /// RSS: MiB, and a fraction of the process's mean RSS.
+    pub rss_mib: f64,
+    pub rss_fraction: f64,
+    /// Descriptors, threads, tasks: a count, and a fraction of the mean.
+    pub count: f64,
+    pub count_fraction: f64,
+}
+
+impl Default for SoakBounds {
+    fn default() -> SoakBounds {
+        SoakBounds {
+            rss_mib: 4.0,
+            rss_fraction: 0.10,
+            count: 4.0,
+            count_fraction: 0.10,
+        }
+    }
+}
+
+/// One resource of one process over a soak's settled part.
+#[derive(Debug, Clone, Copy)]
+pub struct Trend {
+    pub mean: f64,
+    /// Least-squares slope, per hour.
+    pub per_hour: f64,
+    /// The rise the slope projects over the settled part.
+    pub rise: f64,
+    /// The rise allowed ([`SoakBounds`]).
+    pub allowed: f64,
+}
+
+impl Trend {
+    pub fn upward(&self) -> bool {
+        self.rise > self.allowed
+    }
+}
+
+/// Per process, its resources' trends over the part of the run after its first third, in the order
+/// RSS (MiB), descriptors, threads, tasks (tasks absent when `/metrics` never answered).
+pub fn soak_trends(
+    series: &SoakSeries,
+    bounds: &SoakBounds,
+) -> BTreeMap<String, Vec<(&'static str, Trend)>> {
+    let mut out = BTreeMap::new();
     for (name, points) in series {
         let settled: Vec<&(f64, Usage)> = points.iter().skip(points.len() / 3).collect();
         let xs: Vec<f64> = settled.iter().map(|(t, _)| t / 3600.0).collect();
-        let col = |f: &dyn Fn(&Usage) -> f64| -> (f64, f64) {
-            let ys: Vec<f64> = settled.iter().map(|(_, u)| f(u)).collect();
-            let mean = ys.iter().sum::<f64>() / ys.len().max(1) as f64;
-            (mean, slope(&xs, &ys))
+        let span = match (xs.first(), xs.last()) {
+            (Some(a), Some(b)) => b - a,
+            _ => 0.0,
         };
-        let rss = col(&|u| u.rss_bytes / (1 << 20) as f64);
-        let fds = col(&|u| u.fds);
-        let threads = col(&|u| u.threads);
-        let tasks = col(&|u| u.tasks.unwrap_or(f64::NAN));
-        let _ = writeln!(
-            out,
-            "{name:<12} {:8.1} ({:+7.2})        {:6.1} ({:+6.2})   {:6.1} ({:+6.2})       {:7.1} ({:+7.2})",
-            rss.0, rss.1, fds.0, fds.1, threads.0, threads.1, tasks.0, tasks.1
-        );
+        let trend =
+            |f: &dyn Fn(&Usage) -> Option<f64>, floor: f64, fraction: f64| -> Option<Trend> {
+                let pts: Vec<(f64, f64)> = settled
+                    .iter()
+                    .zip(&xs)
+                    .filter_map(|((_, u), x)| Some((*x, f(u)?)))
+                    .collect();
+                if pts.is_empty() {
+                    return None;
+                }
+                let (px, py): (Vec<f64>, Vec<f64>) = pts.into_iter().unzip();
+                let mean = py.iter().sum::<f64>() / py.len() as f64;
+                let per_hour = slope(&px, &py);
+                Some(Trend {
+                    mean,
+                    per_hour,
+                    rise: per_hour * span,
+                    allowed: floor.max(fraction * mean),
+                })
+            };
+        let b = bounds;
+        let mut row = Vec::new();
+        let mib = (1u64 << 20) as f64;
+        for (what, t) in [
+            (
+                "RSS MiB",
+                trend(&|u| Some(u.rss_bytes / mib), b.rss_mib, b.rss_fraction),
+            ),
+            ("fds", trend(&|u| Some(u.fds), b.count, b.count_fraction)),
+            (
+                "threads",
+                trend(&|u| Some(u.threads), b.count, b.count_fraction),
+            ),
+            ("tasks", trend(&|u| u.tasks, b.count, b.count_fraction)),
+        ] {
+            if let Some(t) = t {
+                row.push((what, t));
+            }
+        }
+        out.insert(name.clone(), row);
     }
     out
+}
+
+/// The soak table: per process and resource, the mean, the slope per hour and the rise it projects
+/// over the settled part against the rise allowed; and the upward trends found (none: passed).
+pub fn soak_table(series: &SoakSeries, bounds: &SoakBounds) -> (String, Vec<String>) {
+    use std::fmt::Write;
+    let mut out = String::from("process      resource       mean   slope/h     rise  allowed\n");
+    let mut upward = Vec::new();
+    for (name, row) in soak_trends(series, bounds) {
+        for (what, t) in row {
+            let flag = if t.upward() { "  UPWARD" } else { "" };
+            let _ = writeln!(
+                out,
+                "{name:<12} {what:<9} {:9.1} {:+9.2} {:+8.2} {:8.2}{flag}",
+                t.mean, t.per_hour, t.rise, t.allowed
+            );
+            if t.upward() {
+                upward.push(format!(
+                    "{name} {what}: rose {:.2} over the settled part ({:+.2}/h), allowed {:.2}",
+                    t.rise, t.per_hour, t.allowed
+                ));
+            }
+        }
+    }
+    (out, upward)
 }

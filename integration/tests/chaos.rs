@@ -25,7 +25,7 @@ async fn two_minutes_of_chaos_lose_nothing_acknowledged() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut setup = Setup::start(bin_dir(), dir.path().join("federation"))
+    let mut setup = Setup::start(bin_dir(), dir.path().join("federation"), None)
         .await
         .unwrap();
     // A fixed seed: the same schedule every run; every kind of component is hit once in every four

@@ -3,7 +3,8 @@
 //! builds the binaries first.
 //!
 //!   meridian-chaos chaos [--duration 10m] [--seed N]   kill -9 / restart a component every 20–40 s
-//!   meridian-chaos soak [--duration 30m] [--every 30s]  load without faults; RSS, fds, threads, tasks
+//!   meridian-chaos soak [--duration 30m] [--every 30s] [--window 5m]
+//!                                                       load without faults; RSS, fds, threads, tasks
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -40,13 +41,18 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
-    /// Load without faults; prints per process the mean and slope per hour of RSS, descriptors,
-    /// threads and tokio tasks, and writes every sample to <data-dir>/soak.csv.
+    /// Load without faults over a bounded window of data; prints per process the mean, slope and
+    /// projected rise of RSS, descriptors, threads and tokio tasks after the first third, writes
+    /// every sample to <data-dir>/soak.csv, and exits 1 when one rises past its bound.
     Soak {
         #[arg(long, default_value = "30m", value_parser = duration)]
         duration: Duration,
         #[arg(long, default_value = "30s", value_parser = duration)]
         every: Duration,
+        /// The data held: edges' --tsdb.retention and the gateway's --min-time=-<window>. At least
+        /// 3m: the reader asks for the last 2 minutes and expects every acknowledged sample in them.
+        #[arg(long, default_value = "5m", value_parser = window)]
+        window: String,
     },
 }
 
@@ -54,6 +60,16 @@ fn duration(s: &str) -> Result<Duration, String> {
     meridian_edge::config::PromDuration::parse(s)
         .map(|d| d.0)
         .map_err(|e| format!("{s:?}: {e}"))
+}
+
+fn window(s: &str) -> Result<String, String> {
+    let d = duration(s)?;
+    if d < Duration::from_secs(180) {
+        return Err(format!(
+            "{s:?}: at least 3m (the reader checks the last 2 minutes of acknowledged samples)"
+        ));
+    }
+    Ok(s.to_owned())
 }
 
 #[tokio::main]
@@ -69,7 +85,11 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
         std::fs::remove_dir_all(&cli.data_dir)
             .with_context(|| format!("removing {}", cli.data_dir.display()))?;
     }
-    let setup = chaos::Setup::start(bin_dir, cli.data_dir.clone()).await?;
+    let window = match &cli.command {
+        Command::Soak { window, .. } => Some(window.as_str()),
+        Command::Chaos { .. } => None,
+    };
+    let setup = chaos::Setup::start(bin_dir, cli.data_dir.clone(), window).await?;
     match cli.command {
         Command::Chaos { duration, seed } => {
             let seed = seed.unwrap_or_else(|| rand::random::<u64>() >> 1);
@@ -90,8 +110,12 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                 std::process::ExitCode::FAILURE
             })
         }
-        Command::Soak { duration, every } => {
-            println!("soak for {duration:?}, sampling every {every:?}");
+        Command::Soak {
+            duration,
+            every,
+            window,
+        } => {
+            println!("soak for {duration:?}, sampling every {every:?}, holding {window} of data");
             let (series, stats) = chaos::run_soak(&setup.fed, duration, every).await?;
             let mut csv = String::from("process,seconds,rss_bytes,fds,threads,tasks\n");
             for (name, points) in &series {
@@ -107,7 +131,8 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
             }
             let path = cli.data_dir.join("soak.csv");
             std::fs::write(&path, csv).with_context(|| format!("writing {}", path.display()))?;
-            println!("{}", chaos::soak_table(&series));
+            let (table, upward) = chaos::soak_table(&series, &chaos::SoakBounds::default());
+            println!("{table}");
             println!(
                 "load: {} writes acknowledged, {} queries complete, {} wrong; samples in {}",
                 stats.writes_acked.load(std::sync::atomic::Ordering::SeqCst),
@@ -120,7 +145,23 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
                 path.display()
             );
             setup.stop().await;
-            Ok(std::process::ExitCode::SUCCESS)
+            let wrong = stats
+                .queries_wrong
+                .load(std::sync::atomic::Ordering::SeqCst);
+            let mut upward = upward;
+            if wrong > 0 {
+                upward.push(format!(
+                    "{wrong} answers lacked acknowledged samples: {:?}",
+                    stats.wrong.lock().map(|w| w.clone()).unwrap_or_default()
+                ));
+            }
+            if upward.is_empty() {
+                println!("PASSED: no upward trend, every answer right");
+                Ok(std::process::ExitCode::SUCCESS)
+            } else {
+                println!("FAILED:\n  {}", upward.join("\n  "));
+                Ok(std::process::ExitCode::FAILURE)
+            }
         }
     }
 }
