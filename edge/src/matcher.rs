@@ -297,6 +297,49 @@ fn is_any_char(hir: &Hir) -> bool {
     }
 }
 
+/// Go's largest repeat count (`regexp/syntax`, Go 1.19–1.23: `{n}`, `{n,}` and `{n,m}` with n or m
+/// above 1000 are "invalid repeat count"). The regex crate takes counts up to its compiled-size limit,
+/// and compiling one such pattern costs tens of milliseconds (`a{55555}` 15 ms, `\pL{1000}` 84 ms in
+/// a release build), which every matcher of every request would pay: Prometheus refuses them, so do we.
+pub const GO_MAX_REPEAT: u32 = 1000;
+
+/// Refuses repeat counts Go refuses ([`GO_MAX_REPEAT`]). Patterns that do not parse are left to the
+/// compiler, which names the error.
+fn check_go_repeats(pattern: &str) -> Result<(), String> {
+    use regex_syntax::ast::{Ast, RepetitionKind, RepetitionRange, Visitor};
+    struct Repeats<'a>(&'a str);
+    impl Visitor for Repeats<'_> {
+        type Output = ();
+        type Err = String;
+        fn finish(self) -> Result<(), String> {
+            Ok(())
+        }
+        fn visit_pre(&mut self, ast: &Ast) -> Result<(), String> {
+            if let Ast::Repetition(r) = ast
+                && let RepetitionKind::Range(range) = &r.op.kind
+            {
+                let (min, max) = match *range {
+                    RepetitionRange::Exactly(n) => (n, n),
+                    RepetitionRange::AtLeast(n) => (n, n),
+                    RepetitionRange::Bounded(m, n) => (m, n),
+                };
+                if min > GO_MAX_REPEAT || max > GO_MAX_REPEAT {
+                    let text = self.0.get(r.op.span.start.offset..r.op.span.end.offset);
+                    return Err(format!(
+                        "invalid repeat count: `{}` (at most {GO_MAX_REPEAT}, as in Go)",
+                        text.unwrap_or_default()
+                    ));
+                }
+            }
+            Ok(())
+        }
+    }
+    match regex_syntax::ast::parse::Parser::new().parse(pattern) {
+        Ok(ast) => regex_syntax::ast::visit(&ast, Repeats(pattern)),
+        Err(_) => Ok(()),
+    }
+}
+
 const GO_DIGIT: &str = "0-9";
 const GO_WORD: &str = "0-9A-Za-z_";
 const GO_SPACE: &str = "\\t\\n\\x0C\\r ";
@@ -419,6 +462,7 @@ pub fn translate_go_regex(re: &str) -> Result<String, String> {
     if in_class {
         return Err("missing closing ]".into());
     }
+    check_go_repeats(&out)?;
     Ok(out)
 }
 
@@ -460,6 +504,35 @@ mod tests {
         assert!(re("a.b").matches("a\nb"));
         assert!(re("x|y.*").matches("yes"));
         assert!(!re("x|y.*").matches("xz"));
+    }
+
+    /// Go refuses repeat counts above 1000, at every spelling of a count; the regex crate would
+    /// compile them slowly. Counts up to 1000, and braces that are not counts, are kept.
+    #[test]
+    fn repeat_counts_above_go_limit_are_refused() {
+        for bad in [
+            "a{1001}",
+            "a{55555}",
+            "d*{55555}",
+            "a{1001,}",
+            "a{2,1001}",
+            "(x|y){0,5000}",
+        ] {
+            let err = Matcher::new(MatchType::Regex, "a", bad).unwrap_err();
+            assert!(err.to_string().contains("invalid repeat count"), "{bad}: {err}");
+            assert!(translate_go_regex(bad).is_err(), "{bad}");
+        }
+        for good in [
+            "a{1000}",
+            "a{0,1000}",
+            "a{1000,}",
+            "\\{55555}",
+            "[{]55555}",
+            "x{",
+        ] {
+            assert!(translate_go_regex(good).is_ok(), "{good}");
+        }
+        assert!(re("a{2}").matches("aa"));
     }
 
     #[test]

@@ -754,6 +754,45 @@ fn assert_error(what: &str, r: &HttpResponse, status: u16, kind: &str, message: 
     );
 }
 
+/// Regular expressions with repeat counts Go refuses (over 1000) are refused, as Prometheus refuses
+/// them, before anything compiles them: promql-parser compiles each matcher's pattern while parsing,
+/// and the regex crate took tens of milliseconds per such pattern (a fuzzed query took a second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regex_repeat_counts_over_go_limit_are_bad_data() {
+    let (gw, _) = start(vec![]).await;
+    let a = &gw.addr;
+    let many = vec![r#"a=~"b{55555}""#; 500].join(",");
+    for (q, status, kind, want) in [
+        (
+            r#"up{job=~"a{55555}"}"#.to_owned(),
+            400,
+            "bad_data",
+            "invalid parameter \"query\": invalid regular expression \"a{55555}\": invalid repeat count",
+        ),
+        (
+            format!("up{{{many}}}"),
+            400,
+            "bad_data",
+            "invalid parameter \"query\": invalid regular expression",
+        ),
+        (
+            r#"label_replace(up, "a", "$1", "job", "(x){1001}")"#.to_owned(),
+            422,
+            "execution",
+            "invalid regular expression in label_replace(): (x){1001}: invalid repeat count",
+        ),
+    ] {
+        let r = post_form(
+            a,
+            "/api/v1/query",
+            &format!("query={}&time={}", urlencode(&q), secs(T0 + 3_600_000)),
+        )
+        .await;
+        assert_error(&q[..q.len().min(20)], &r, status, kind, want);
+    }
+    gw.shutdown().await;
+}
+
 /// Issue 22, item 1: deeply nested expressions used to abort the process (stack overflow in the
 /// engine's recursive walks); they are refused with `bad_data`, and the gateway keeps answering.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

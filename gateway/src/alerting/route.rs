@@ -67,7 +67,8 @@ impl Matcher {
     pub fn new(op: MatchType, name: &str, value: &str) -> Result<Matcher, String> {
         let re = match op {
             MatchType::Regexp | MatchType::NotRegexp => Some(
-                Regex::new(&format!("^(?:{value})$"))
+                meridian_edge::matcher::translate_go_regex(value)
+                    .and_then(|t| Regex::new(&format!("^(?:{t})$")).map_err(|e| e.to_string()))
                     .map_err(|e| format!("invalid regular expression {value:?}: {e}"))?,
             ),
             _ => None,

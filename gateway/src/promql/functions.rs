@@ -684,11 +684,14 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Val> {
             let repl = string_arg(ev, arg(2)?, s)?;
             let src = string_arg(ev, arg(3)?, s)?;
             let re_text = string_arg(ev, arg(4)?, s)?;
-            let re = regex::Regex::new(&format!("^(?s:{re_text})$")).map_err(|e| {
-                exec(format!(
-                    "invalid regular expression in label_replace(): {re_text}: {e}"
-                ))
-            })?;
+            // A Go regular expression (Go's syntax and limits), anchored as Prometheus anchors it.
+            let re = meridian_edge::matcher::translate_go_regex(&re_text)
+                .and_then(|t| regex::Regex::new(&format!("^(?s:{t})$")).map_err(|e| e.to_string()))
+                .map_err(|e| {
+                    exec(format!(
+                        "invalid regular expression in label_replace(): {re_text}: {e}"
+                    ))
+                })?;
             if !valid_label_name(&dst) {
                 return Err(exec(format!(
                     "invalid destination label name in label_replace(): {dst}"

@@ -81,6 +81,8 @@ pub fn depth_bound(query: &str) -> Result<usize, String> {
         Offset,
         /// After `@` (and its optional sign): a number here is a time in seconds.
         At(bool),
+        /// After `=~` or `!~`: a string here is a regular expression.
+        Regex,
     }
     let mut prev = Prev::Other;
     let mut i = 0;
@@ -95,6 +97,7 @@ pub fn depth_bound(query: &str) -> Result<usize, String> {
             }
             b'"' | b'\'' | b'`' => {
                 i += 1;
+                let body = i;
                 while i < b.len() && b[i] != c {
                     // A backslash escapes the next byte, except in raw (backtick) strings.
                     if b[i] == b'\\' && c != b'`' {
@@ -102,8 +105,26 @@ pub fn depth_bound(query: &str) -> Result<usize, String> {
                     }
                     i += 1;
                 }
+                // promql-parser 0.11 compiles a matcher's regular expression while parsing (twice
+                // when the first attempt fails), so Go's limits are checked here, before it.
+                if prev == Prev::Regex
+                    && let Some(text) = query.get(body..i.min(b.len()))
+                    && let Some(re) = unquote(text, c)
+                {
+                    meridian_edge::matcher::translate_go_regex(&re)
+                        .map_err(|e| format!("invalid regular expression {re:?}: {e}"))?;
+                }
                 i += 1;
                 prev = Prev::Other;
+                continue;
+            }
+            b'~' => {
+                prev = if i > 0 && matches!(b[i - 1], b'=' | b'!') {
+                    Prev::Regex
+                } else {
+                    Prev::Other
+                };
+                i += 1;
                 continue;
             }
             b'(' | b'[' | b'{' => {
@@ -242,6 +263,49 @@ pub fn depth_bound(query: &str) -> Result<usize, String> {
         return Err(too_deep());
     }
     Ok(bound)
+}
+
+/// The value of a string literal's body quoted with `quote`, escapes decoded as Go's
+/// `strconv.Unquote` (and promql-parser's lexer) decode them; `None` when an escape is invalid (the
+/// parser then refuses the string itself).
+fn unquote(body: &str, quote: u8) -> Option<String> {
+    if quote == b'`' {
+        return Some(body.to_owned());
+    }
+    let mut out = String::with_capacity(body.len());
+    let mut chars = body.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        let e = chars.next()?;
+        let hex = |chars: &mut std::str::Chars<'_>, n: usize| -> Option<u32> {
+            let digits: String = chars.by_ref().take(n).collect();
+            (digits.len() == n).then_some(())?;
+            u32::from_str_radix(&digits, 16).ok()
+        };
+        let decoded = match e {
+            'a' => '\u{7}',
+            'b' => '\u{8}',
+            'f' => '\u{c}',
+            'n' => '\n',
+            'r' => '\r',
+            't' => '\t',
+            'v' => '\u{b}',
+            '\\' | '\'' | '"' => e,
+            'x' => char::from_u32(hex(&mut chars, 2)?)?,
+            'u' => char::from_u32(hex(&mut chars, 4)?)?,
+            'U' => char::from_u32(hex(&mut chars, 8)?)?,
+            '0'..='7' => {
+                let rest: String = chars.by_ref().take(2).collect();
+                char::from_u32(u32::from_str_radix(&format!("{e}{rest}"), 8).ok()?)?
+            }
+            _ => return None,
+        };
+        out.push(decoded);
+    }
+    Some(out)
 }
 
 /// The value of `word` if the parser reads it as a number (decimal, hexadecimal, octal, `Inf`, `NaN`),
@@ -433,6 +497,31 @@ mod tests {
             "up[1e5]",
         ] {
             assert_eq!(prescan(q), Ok(()), "{q}");
+        }
+    }
+
+    /// Go refuses repeat counts above 1000 while parsing; the regex crate compiled them in tens of
+    /// milliseconds each, and promql-parser compiles every matcher's pattern while parsing: a fuzzed
+    /// query with three such matchers took a second to answer "bad_data". Refused from the text now,
+    /// whatever the quoting.
+    #[test]
+    fn prescan_refuses_regex_repeat_counts_go_refuses() {
+        for q in [
+            r#"{__name__=~"a{55555}"}"#,
+            r#"up{job!~'x\x7b2000}'}"#,
+            "up{job =~ `(a|b){0,1001}`}",
+            r#"sum(rate(x{a=~"y", b=~"z{1001,}"}[5m]))"#,
+        ] {
+            let err = prescan(q).unwrap_err();
+            assert!(err.contains("invalid repeat count"), "{q}: {err}");
+        }
+        for q in [
+            r#"{a=~"a{1000}"}"#,
+            r#"{a="a{55555}"}"#,
+            r#"{a=~"\\{55555}"}"#,
+            r#"label_replace(up, "a", "$1", "b", "c{5000}")"#,
+        ] {
+            assert!(prescan(q).is_ok(), "{q}");
         }
     }
 
