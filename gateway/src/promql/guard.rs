@@ -109,7 +109,11 @@ pub fn depth_bound(query: &str) -> Result<usize, String> {
                 // when the first attempt fails), so Go's limits are checked here, before it.
                 if prev == Prev::Regex
                     && let Some(text) = query.get(body..i.min(b.len()))
-                    && let Some(re) = unquote(text, c)
+                    && let Some(re) = if c == b'`' {
+                        Some(text.to_owned())
+                    } else {
+                        unquote(text).map(|(_, t)| t)
+                    }
                 {
                     meridian_edge::matcher::translate_go_regex(&re)
                         .map_err(|e| format!("invalid regular expression {re:?}: {e}"))?;
@@ -265,27 +269,44 @@ pub fn depth_bound(query: &str) -> Result<usize, String> {
     Ok(bound)
 }
 
-/// The value of a string literal's body quoted with `quote`, escapes decoded as Go's
-/// `strconv.Unquote` (and promql-parser's lexer) decode them; `None` when an escape is invalid (the
-/// parser then refuses the string itself).
-fn unquote(body: &str, quote: u8) -> Option<String> {
-    if quote == b'`' {
-        return Some(body.to_owned());
-    }
-    let mut out = String::with_capacity(body.len());
+/// A quoted string literal's body (`"…"` or `'…'`, without the quotes) with its escapes decoded as Go's
+/// `strconv.Unquote` decodes them: the bytes Prometheus sees, and the text promql-parser 0.11 makes
+/// of them (it holds Rust strings, so it reads `\xff` as the code point U+00FF). `None` when an escape
+/// is invalid (the parser then refuses the string itself).
+pub(crate) fn unquote(body: &str) -> Option<(Vec<u8>, String)> {
+    let (mut bytes, mut text) = (
+        Vec::with_capacity(body.len()),
+        String::with_capacity(body.len()),
+    );
+    let push_char = |c: char, bytes: &mut Vec<u8>, text: &mut String| {
+        let mut buf = [0u8; 4];
+        bytes.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+        text.push(c);
+    };
     let mut chars = body.chars();
     while let Some(c) = chars.next() {
         if c != '\\' {
-            out.push(c);
+            push_char(c, &mut bytes, &mut text);
             continue;
         }
         let e = chars.next()?;
-        let hex = |chars: &mut std::str::Chars<'_>, n: usize| -> Option<u32> {
-            let digits: String = chars.by_ref().take(n).collect();
-            (digits.len() == n).then_some(())?;
-            u32::from_str_radix(&digits, 16).ok()
+        let mut digits = |n: usize, radix: u32| -> Option<u32> {
+            let d: String = chars.by_ref().take(n).collect();
+            (d.chars().count() == n).then_some(())?;
+            u32::from_str_radix(&d, radix).ok()
         };
-        let decoded = match e {
+        let byte = match e {
+            'x' => Some(digits(2, 16)?),
+            '0'..='7' => Some(u32::from_str_radix(&format!("{e}"), 8).ok()? * 64 + digits(2, 8)?),
+            _ => None,
+        };
+        if let Some(b) = byte {
+            let b = u8::try_from(b).ok()?;
+            bytes.push(b);
+            text.push(char::from(b));
+            continue;
+        }
+        let c = match e {
             'a' => '\u{7}',
             'b' => '\u{8}',
             'f' => '\u{c}',
@@ -294,18 +315,13 @@ fn unquote(body: &str, quote: u8) -> Option<String> {
             't' => '\t',
             'v' => '\u{b}',
             '\\' | '\'' | '"' => e,
-            'x' => char::from_u32(hex(&mut chars, 2)?)?,
-            'u' => char::from_u32(hex(&mut chars, 4)?)?,
-            'U' => char::from_u32(hex(&mut chars, 8)?)?,
-            '0'..='7' => {
-                let rest: String = chars.by_ref().take(2).collect();
-                char::from_u32(u32::from_str_radix(&format!("{e}{rest}"), 8).ok()?)?
-            }
+            'u' => char::from_u32(digits(4, 16)?)?,
+            'U' => char::from_u32(digits(8, 16)?)?,
             _ => return None,
         };
-        out.push(decoded);
+        push_char(c, &mut bytes, &mut text);
     }
-    Some(out)
+    Some((bytes, text))
 }
 
 /// The value of `word` if the parser reads it as a number (decimal, hexadecimal, octal, `Inf`, `NaN`),

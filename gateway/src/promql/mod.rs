@@ -181,64 +181,21 @@ fn not_utf8_literals(src: &str) -> Vec<String> {
             }
             '"' | '\'' => {
                 let quote = c;
-                let (mut bytes, mut read) = (Vec::new(), String::new());
-                let push_byte = |b: u8, bytes: &mut Vec<u8>, read: &mut String| {
-                    bytes.push(b);
-                    read.push(char::from(b));
-                };
+                let mut body = String::new();
                 while let Some(c) = chars.next() {
                     if c == quote {
                         break;
                     }
-                    if c != '\\' {
-                        let mut buf = [0u8; 4];
-                        bytes.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-                        read.push(c);
-                        continue;
-                    }
-                    let Some(e) = chars.next() else { break };
-                    match e {
-                        'x' => {
-                            let hex: String = chars.by_ref().take(2).collect();
-                            if let Ok(b) = u8::from_str_radix(&hex, 16) {
-                                push_byte(b, &mut bytes, &mut read);
-                            }
-                        }
-                        '0'..='7' => {
-                            let rest: String = chars.by_ref().take(2).collect();
-                            if let Ok(b) = u8::from_str_radix(&format!("{e}{rest}"), 8) {
-                                push_byte(b, &mut bytes, &mut read);
-                            }
-                        }
-                        'u' | 'U' => {
-                            let n = if e == 'u' { 4 } else { 8 };
-                            let hex: String = chars.by_ref().take(n).collect();
-                            if let Some(ch) =
-                                u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32)
-                            {
-                                let mut buf = [0u8; 4];
-                                bytes.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
-                                read.push(ch);
-                            }
-                        }
-                        other => {
-                            let ch = match other {
-                                'a' => '\u{7}',
-                                'b' => '\u{8}',
-                                'f' => '\u{c}',
-                                'n' => '\n',
-                                'r' => '\r',
-                                't' => '\t',
-                                'v' => '\u{b}',
-                                c => c,
-                            };
-                            let mut buf = [0u8; 4];
-                            bytes.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
-                            read.push(ch);
-                        }
+                    body.push(c);
+                    if c == '\\'
+                        && let Some(e) = chars.next()
+                    {
+                        body.push(e);
                     }
                 }
-                if std::str::from_utf8(&bytes).is_err() {
+                if let Some((bytes, read)) = guard::unquote(&body)
+                    && std::str::from_utf8(&bytes).is_err()
+                {
                     out.push(read);
                 }
             }
