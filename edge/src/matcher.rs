@@ -303,41 +303,80 @@ fn is_any_char(hir: &Hir) -> bool {
 /// a release build), which every matcher of every request would pay: Prometheus refuses them, so do we.
 pub const GO_MAX_REPEAT: u32 = 1000;
 
-/// Refuses repeat counts Go refuses ([`GO_MAX_REPEAT`]). Patterns that do not parse are left to the
-/// compiler, which names the error.
+/// Refuses repeat counts Go refuses ([`GO_MAX_REPEAT`]), reading `pattern` (Go syntax) as Go's parser
+/// does: a `{` outside a bracket expression that opens `{n}`, `{n,}` or `{n,m}` is a repeat, any other
+/// is a literal. Lexical, so it also holds for patterns that do not parse (promql-parser retries those
+/// with braces escaped, which would compile the count after all).
 fn check_go_repeats(pattern: &str) -> Result<(), String> {
-    use regex_syntax::ast::{Ast, RepetitionKind, RepetitionRange, Visitor};
-    struct Repeats<'a>(&'a str);
-    impl Visitor for Repeats<'_> {
-        type Output = ();
-        type Err = String;
-        fn finish(self) -> Result<(), String> {
-            Ok(())
-        }
-        fn visit_pre(&mut self, ast: &Ast) -> Result<(), String> {
-            if let Ast::Repetition(r) = ast
-                && let RepetitionKind::Range(range) = &r.op.kind
-            {
-                let (min, max) = match *range {
-                    RepetitionRange::Exactly(n) => (n, n),
-                    RepetitionRange::AtLeast(n) => (n, n),
-                    RepetitionRange::Bounded(m, n) => (m, n),
+    let b = pattern.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 2,
+            b'[' => {
+                // A bracket expression: `]` right after `[` or `[^` is a literal, `[:name:]` nests.
+                i += 1;
+                if b.get(i) == Some(&b'^') {
+                    i += 1;
+                }
+                if b.get(i) == Some(&b']') {
+                    i += 1;
+                }
+                while i < b.len() && b[i] != b']' {
+                    if b[i] == b'\\' {
+                        i += 1;
+                    } else if b[i] == b'['
+                        && b.get(i + 1) == Some(&b':')
+                        && let Some(end) = pattern[i + 2..].find(":]")
+                    {
+                        i += end + 3;
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'{' => {
+                let digits = |from: usize| -> usize {
+                    b[from..].iter().take_while(|c| c.is_ascii_digit()).count()
                 };
-                if min > GO_MAX_REPEAT || max > GO_MAX_REPEAT {
-                    let text = self.0.get(r.op.span.start.offset..r.op.span.end.offset);
-                    return Err(format!(
-                        "invalid repeat count: `{}` (at most {GO_MAX_REPEAT}, as in Go)",
-                        text.unwrap_or_default()
-                    ));
+                let n1 = digits(i + 1);
+                let mut j = i + 1 + n1;
+                let mut n2 = 0;
+                let comma = b.get(j) == Some(&b',');
+                if comma {
+                    n2 = digits(j + 1);
+                    j += 1 + n2;
+                }
+                if n1 > 0 && b.get(j) == Some(&b'}') {
+                    let count = |from: usize, n: usize| -> Option<u64> {
+                        // More digits than any count Go takes: too large whatever they say.
+                        if n > 9 {
+                            Some(u64::MAX)
+                        } else {
+                            pattern[from..from + n].parse().ok()
+                        }
+                    };
+                    let min = count(i + 1, n1);
+                    let max = if comma && n2 > 0 {
+                        count(i + 2 + n1, n2)
+                    } else {
+                        None
+                    };
+                    if min.max(max).is_some_and(|c| c > u64::from(GO_MAX_REPEAT)) {
+                        return Err(format!(
+                            "invalid repeat count: `{}` (at most {GO_MAX_REPEAT}, as in Go)",
+                            &pattern[i..=j]
+                        ));
+                    }
+                    i = j + 1;
+                } else {
+                    i += 1;
                 }
             }
-            Ok(())
+            _ => i += 1,
         }
     }
-    match regex_syntax::ast::parse::Parser::new().parse(pattern) {
-        Ok(ast) => regex_syntax::ast::visit(&ast, Repeats(pattern)),
-        Err(_) => Ok(()),
-    }
+    Ok(())
 }
 
 const GO_DIGIT: &str = "0-9";
@@ -347,6 +386,7 @@ const GO_SPACE: &str = "\\t\\n\\x0C\\r ";
 /// Rewrites a Go RE2 pattern into the Rust `regex` dialect with the same meaning (see the module
 /// documentation). Errors name constructs Rust cannot express.
 pub fn translate_go_regex(re: &str) -> Result<String, String> {
+    check_go_repeats(re)?;
     let chars: Vec<char> = re.chars().collect();
     let mut out = String::with_capacity(re.len() + 8);
     let mut i = 0;
@@ -462,7 +502,6 @@ pub fn translate_go_regex(re: &str) -> Result<String, String> {
     if in_class {
         return Err("missing closing ]".into());
     }
-    check_go_repeats(&out)?;
     Ok(out)
 }
 
@@ -519,7 +558,10 @@ mod tests {
             "(x|y){0,5000}",
         ] {
             let err = Matcher::new(MatchType::Regex, "a", bad).unwrap_err();
-            assert!(err.to_string().contains("invalid repeat count"), "{bad}: {err}");
+            assert!(
+                err.to_string().contains("invalid repeat count"),
+                "{bad}: {err}"
+            );
             assert!(translate_go_regex(bad).is_err(), "{bad}");
         }
         for good in [
