@@ -303,16 +303,113 @@ fn is_any_char(hir: &Hir) -> bool {
 /// a release build), which every matcher of every request would pay: Prometheus refuses them, so do we.
 pub const GO_MAX_REPEAT: u32 = 1000;
 
-/// Refuses repeat counts Go refuses ([`GO_MAX_REPEAT`]), reading `pattern` (Go syntax) as Go's parser
-/// does: a `{` outside a bracket expression that opens `{n}`, `{n,}` or `{n,m}` is a repeat, any other
-/// is a literal. Lexical, so it also holds for patterns that do not parse (promql-parser retries those
-/// with braces escaped, which would compile the count after all).
+/// Refuses the repetitions Go's parser refuses (`regexp/syntax`, Perl flags, Go 1.19–1.23), reading
+/// `pattern` lexically as that parser does, so patterns that do not parse are covered too
+/// (promql-parser retries those with braces escaped, which would compile a large count after all):
+/// - a count above [`GO_MAX_REPEAT`] (`a{1001}`): "invalid repeat count";
+/// - counts whose nesting multiplies past it (`((a{10}){10}){11}`, Go's `repeatIsValid`): the same;
+/// - a repetition of a repetition (`a**`, `(x){9}{9}`; `a*?` is a lazy star): "invalid nested
+///   repetition operator".
+///
+/// A `{` is a repetition only where it opens `{n}`, `{n,}` or `{n,m}`; elsewhere, in a bracket
+/// expression, or after `\p`/`\x`, it is a literal.
 fn check_go_repeats(pattern: &str) -> Result<(), String> {
     let b = pattern.as_bytes();
+    // Per open group: the largest product of counts inside it so far.
+    let mut groups: Vec<u64> = vec![1];
+    // The product of counts of the last atom (a closed group's inner product; 1 for anything else),
+    // or `None` where nothing can be repeated (start, `|`, `(`).
+    let mut atom: Option<u64> = None;
+    // After a repetition operator (and its lazy `?`, once taken).
+    let mut repeated = false;
+    let mut lazy_taken = false;
+    // Where the last repetition operator began, to name a nested one as Go does (`*{2}`).
+    let mut op_start = 0;
+    let nested = |op: &str| format!("invalid nested repetition operator: `{op}`");
+    let limit = u64::from(GO_MAX_REPEAT);
     let mut i = 0;
     while i < b.len() {
-        match b[i] {
-            b'\\' => i += 2,
+        let c = b[i];
+        match c {
+            b'*' | b'+' | b'?' => {
+                if repeated {
+                    if c == b'?' && !lazy_taken {
+                        lazy_taken = true;
+                        i += 1;
+                        continue;
+                    }
+                    return Err(nested(&pattern[op_start..=i]));
+                }
+                repeated = atom.is_some();
+                lazy_taken = false;
+                op_start = i;
+                i += 1;
+                continue;
+            }
+            b'{' => {
+                let digits =
+                    |from: usize| b[from..].iter().take_while(|c| c.is_ascii_digit()).count();
+                let n1 = digits(i + 1);
+                let mut j = i + 1 + n1;
+                let mut n2 = 0;
+                let comma = b.get(j) == Some(&b',');
+                if comma {
+                    n2 = digits(j + 1);
+                    j += 1 + n2;
+                }
+                if n1 > 0 && b.get(j) == Some(&b'}') {
+                    let op = &pattern[i..=j];
+                    // More digits than any count Go takes: too large whatever they say.
+                    let count = |from: usize, n: usize| -> u64 {
+                        if n > 9 {
+                            u64::MAX
+                        } else {
+                            pattern[from..from + n].parse().unwrap_or(u64::MAX)
+                        }
+                    };
+                    let min = count(i + 1, n1);
+                    let max = (comma && n2 > 0).then(|| count(i + 2 + n1, n2));
+                    let invalid = || {
+                        format!(
+                            "invalid repeat count: `{op}` (at most {GO_MAX_REPEAT} copies, as in Go)"
+                        )
+                    };
+                    if min > limit || max.is_some_and(|m| m > limit || m < min) {
+                        return Err(invalid());
+                    }
+                    if repeated {
+                        return Err(nested(&pattern[op_start..=j]));
+                    }
+                    let m = max.unwrap_or(min);
+                    if let Some(inner) = atom {
+                        if (min >= 2 || m >= 2) && m > 0 && inner > limit / m {
+                            return Err(invalid());
+                        }
+                        let product = inner.saturating_mul(m.max(1));
+                        if let Some(g) = groups.last_mut() {
+                            *g = (*g).max(product);
+                        }
+                    }
+                    repeated = atom.is_some();
+                    lazy_taken = false;
+                    op_start = i;
+                    i = j + 1;
+                    continue;
+                }
+                atom = Some(1);
+                i += 1;
+            }
+            b'\\' => {
+                // `\p{Greek}` and `\x{41}` carry braces that are not counts.
+                i += 2;
+                if matches!(b.get(i - 1), Some(b'p' | b'P' | b'x')) && b.get(i) == Some(&b'{') {
+                    while i < b.len() && b[i] != b'}' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                atom = Some(1);
+            }
             b'[' => {
                 // A bracket expression: `]` right after `[` or `[^` is a literal, `[:name:]` nests.
                 i += 1;
@@ -334,47 +431,29 @@ fn check_go_repeats(pattern: &str) -> Result<(), String> {
                     i += 1;
                 }
                 i += 1;
+                atom = Some(1);
             }
-            b'{' => {
-                let digits = |from: usize| -> usize {
-                    b[from..].iter().take_while(|c| c.is_ascii_digit()).count()
-                };
-                let n1 = digits(i + 1);
-                let mut j = i + 1 + n1;
-                let mut n2 = 0;
-                let comma = b.get(j) == Some(&b',');
-                if comma {
-                    n2 = digits(j + 1);
-                    j += 1 + n2;
-                }
-                if n1 > 0 && b.get(j) == Some(&b'}') {
-                    let count = |from: usize, n: usize| -> Option<u64> {
-                        // More digits than any count Go takes: too large whatever they say.
-                        if n > 9 {
-                            Some(u64::MAX)
-                        } else {
-                            pattern[from..from + n].parse().ok()
-                        }
-                    };
-                    let min = count(i + 1, n1);
-                    let max = if comma && n2 > 0 {
-                        count(i + 2 + n1, n2)
-                    } else {
-                        None
-                    };
-                    if min.max(max).is_some_and(|c| c > u64::from(GO_MAX_REPEAT)) {
-                        return Err(format!(
-                            "invalid repeat count: `{}` (at most {GO_MAX_REPEAT}, as in Go)",
-                            &pattern[i..=j]
-                        ));
-                    }
-                    i = j + 1;
-                } else {
-                    i += 1;
-                }
+            b'(' => {
+                groups.push(1);
+                atom = None;
+                i += 1;
             }
-            _ => i += 1,
+            b')' => {
+                let inner = if groups.len() > 1 { groups.pop() } else { None };
+                atom = Some(inner.unwrap_or(1));
+                i += 1;
+            }
+            b'|' => {
+                atom = None;
+                i += 1;
+            }
+            _ => {
+                atom = Some(1);
+                i += 1;
+            }
         }
+        repeated = false;
+        lazy_taken = false;
     }
     Ok(())
 }
