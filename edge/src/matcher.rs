@@ -426,6 +426,15 @@ fn check_go_repeats(pattern: &str) -> Result<(), String> {
                         && b.get(i + 1) == Some(&b':')
                         && let Some(end) = pattern[i + 2..].find(":]")
                     {
+                        // Go takes everything up to the next `:]` as a class name, and refuses
+                        // names it does not know ("invalid character class range").
+                        let name = &pattern[i + 2..i + 2 + end];
+                        if !GO_POSIX_CLASSES.contains(&name.strip_prefix('^').unwrap_or(name)) {
+                            return Err(format!(
+                                "invalid character class range: `{}`",
+                                &pattern[i..i + end + 4]
+                            ));
+                        }
                         i += end + 3;
                     }
                     i += 1;
@@ -457,6 +466,12 @@ fn check_go_repeats(pattern: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The ASCII classes Go knows inside brackets (`[[:alpha:]]`, `[[:^digit:]]`).
+const GO_POSIX_CLASSES: [&str; 14] = [
+    "alnum", "alpha", "ascii", "blank", "cntrl", "digit", "graph", "lower", "print", "punct",
+    "space", "upper", "word", "xdigit",
+];
 
 const GO_DIGIT: &str = "0-9";
 const GO_WORD: &str = "0-9A-Za-z_";
