@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Fuzzes Meridian's inputs with AFL++ on the stable toolchain (cargo-afl), one target after another.
 #
-#   integration/fuzz/fuzz.sh [--execs N] [--jobs J] [target ...]
+#   integration/fuzz/fuzz.sh [--execs N] [--jobs J] [--resume] [target ...]
 #
-# Each target runs until N executions (default 10,000,000), J targets at a time (default 1). Findings go to
+# Each target runs until N executions (default 10,000,000), J targets at a time (default 1); with
+# --resume a target continues its last run in target/fuzz/<target> (corpus and execution count) instead
+# of starting from the seeds. Findings go to
 # target/fuzz/<target>/default/{crashes,hangs}; a summary line per target is printed from AFL's
 # fuzzer_stats (executions, speed, corpus, crashes, hangs, time). Exits 1 when any target crashed or hung.
 # Targets: promql exposition remote_write relabel storeapi index chunks (see src/lib.rs). Inputs that
@@ -18,7 +20,8 @@ while (($#)); do
   case "$1" in
     --execs) execs="$2"; shift 2 ;;
     --jobs) jobs="$2"; shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    --resume) export AFL_AUTORESUME=1; shift ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) targets+=("$1"); shift ;;
   esac
 done
