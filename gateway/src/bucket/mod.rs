@@ -99,8 +99,9 @@ impl Default for BucketStoreOptions {
 
 /// A `--min-time`/`--max-time` bound: a fixed time, or an offset from now that moves with the clock.
 ///
-/// As in Thanos (v0.37, `model.TimeOrDurationValue`), a relative bound is resolved again at every
-/// sync, so `--min-time=-2w` keeps serving the last two weeks: blocks that age past it are dropped at
+/// As in Thanos (`pkg/model/timeduration.go`, `PrometheusTimestamp` adds the duration to `time.Now()`
+/// each time the time-partition filter runs; read at commit 2a9a7ed), a relative bound is resolved
+/// again at every sync, so `--min-time=-2w` keeps serving the last two weeks: blocks that age past it are dropped at
 /// the next sync and their cached parts forgotten, and blocks a relative `--max-time` held back are
 /// admitted once they are old enough.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
