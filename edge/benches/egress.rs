@@ -17,13 +17,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use meridian_core::labels::Labels;
 use meridian_edge::agent::{Agent, AgentOptions};
-use meridian_edge::labels::Labels;
-use meridian_edge::objstore::Bucket;
-use meridian_edge::proto::thanos as pb;
-use meridian_edge::shipper::{Shipper, ShipperOptions};
-use meridian_edge::tsdb::db::{Db, DbOptions};
 use meridian_pki::dev::DevPki;
+use meridian_storeapi::proto::thanos as pb;
+use meridian_tsdb::db::{Db, DbOptions};
+use meridian_tsdb::objstore::Bucket;
+use meridian_tsdb::shipper::{Shipper, ShipperOptions};
 use prost::Message;
 
 const STEP: i64 = 15_000;
@@ -162,7 +162,7 @@ async fn upload(series: usize) {
     let total = fill(&data, t0(), series, TWO_HOURS / STEP);
     let db = Arc::new(Db::open(&data, DbOptions::default()).unwrap());
     let ulid = db.blocks()[0].ulid.clone();
-    let size = meridian_edge::tsdb::db::dir_size(&data.join(&ulid));
+    let size = meridian_tsdb::db::dir_size(&data.join(&ulid));
     let moto = meridian_testkit::Moto::start();
     let mut targets = vec![(
         "filesystem".to_string(),
@@ -178,12 +178,12 @@ async fn upload(series: usize) {
     for (name, yaml) in targets {
         let bucket = Bucket::parse(&yaml, name.as_str()).unwrap();
         // A fresh state each time: the block is uploaded again (its meta.json removed first).
-        let _ = std::fs::remove_file(data.join(meridian_edge::shipper::STATE_FILE));
+        let _ = std::fs::remove_file(data.join(meridian_tsdb::shipper::STATE_FILE));
         let _ = bucket
             .store
-            .delete(&meridian_edge::objstore::block_path(
+            .delete(&meridian_tsdb::objstore::block_path(
                 &ulid,
-                meridian_edge::objstore::BlockObject::Meta,
+                meridian_tsdb::objstore::BlockObject::Meta,
             ))
             .await;
         let s = Shipper::new(

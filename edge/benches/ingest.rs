@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use meridian_edge::proto::prometheus as pb;
+use meridian_storeapi::proto::prometheus as pb;
 use meridian_testkit::{ChildGuard, Prometheus, free_port, http, wait_for};
 
 fn cpu_seconds(pid: u32) -> f64 {

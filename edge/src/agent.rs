@@ -27,15 +27,19 @@ use tokio::net::TcpListener;
 use tokio::sync::Mutex as AsyncMutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, PromDuration};
+use crate::config::Config;
 use crate::discovery::DiscoveryOptions;
 use crate::metadata::MetadataStore;
-use crate::objstore::Bucket;
 use crate::receive::{self, ReceiveLimits, ReceiveMetrics};
 use crate::scrape::ScrapeManager;
-use crate::shipper::{Shipper, ShipperOptions};
-use crate::storeapi::leaf::{LeafStore, SeriesLimits, SeriesSource, SourceSeries};
-use crate::tsdb::db::{Db, DbOptions};
+use meridian_core::labels::labels_json;
+use meridian_core::promfmt::PromDuration;
+use meridian_core::series::{SeriesSource, SourceSeries};
+use meridian_core::time::rfc3339;
+use meridian_storeapi::leaf::{LeafStore, SeriesLimits};
+use meridian_tsdb::db::{Db, DbOptions};
+use meridian_tsdb::objstore::Bucket;
+use meridian_tsdb::shipper::{Shipper, ShipperOptions};
 
 /// Default of `--store.grpc.series-max-concurrency` (Thanos' default).
 pub const DEFAULT_SERIES_MAX_CONCURRENCY: usize = 20;
@@ -49,7 +53,7 @@ pub struct AgentOptions {
     pub http_listener: TcpListener,
     pub http_tls: Option<Arc<meridian_pki::tls::server::ServerTls>>,
     /// The HTTP server's connection cap and read timeout.
-    pub web: crate::web::WebLimits,
+    pub web: meridian_pki::serve::WebLimits,
     /// Where the StoreAPI (gRPC) listens; `None` serves no StoreAPI.
     pub grpc_listener: Option<TcpListener>,
     /// TLS (mTLS with a client CA) for the StoreAPI; its files are watched and reloaded.
@@ -87,7 +91,7 @@ impl AgentOptions {
             db: DbOptions::default(),
             http_listener,
             http_tls: None,
-            web: crate::web::WebLimits::default(),
+            web: meridian_pki::serve::WebLimits::default(),
             grpc_listener: None,
             grpc_tls: None,
             grpc_tls_reload_interval: Duration::from_secs(60),
@@ -122,24 +126,25 @@ struct EdgeSource {
 impl SeriesSource for EdgeSource {
     fn select(
         &self,
-        matchers: &[crate::matcher::Matcher],
+        matchers: &[meridian_core::matcher::Matcher],
         mint: i64,
         maxt: i64,
         with_data: bool,
-    ) -> crate::error::Result<Vec<SourceSeries>> {
-        self.db.select(matchers, mint, maxt, with_data)
+    ) -> meridian_core::error::Result<Vec<SourceSeries>> {
+        Ok(self.db.select(matchers, mint, maxt, with_data)?)
     }
 
     fn select_sorted(
         &self,
-        matchers: &[crate::matcher::Matcher],
+        matchers: &[meridian_core::matcher::Matcher],
         mint: i64,
         maxt: i64,
         with_data: bool,
-        relabel: crate::storeapi::leaf::Relabel,
-    ) -> crate::error::Result<Box<dyn crate::storeapi::leaf::SeriesCursor>> {
-        self.db
-            .select_sorted(matchers, mint, maxt, with_data, relabel)
+        relabel: meridian_core::series::Relabel,
+    ) -> meridian_core::error::Result<Box<dyn meridian_core::series::SeriesCursor>> {
+        Ok(Box::new(
+            self.db.cursor(matchers, mint, maxt, with_data, relabel),
+        ))
     }
 
     fn time_range(&self) -> (i64, i64) {
@@ -153,7 +158,7 @@ impl SeriesSource for EdgeSource {
 
     fn metadata(
         &self,
-    ) -> Option<std::collections::BTreeMap<String, Vec<crate::proto::thanos::Meta>>> {
+    ) -> Option<std::collections::BTreeMap<String, Vec<meridian_core::series::MetricMeta>>> {
         Some(self.metadata.all(std::time::Instant::now()))
     }
 
@@ -228,7 +233,7 @@ impl Agent {
         let db = Arc::new(tokio::task::spawn_blocking(move || Db::open(&path, dbo)).await??);
         let mut registry = Registry::default();
         db.metrics.register(&mut registry);
-        crate::process_metrics::register(&mut registry);
+        meridian_core::process_metrics::register(&mut registry);
         let reload_metrics = ReloadMetrics::default();
         registry.register(
             "meridian_config_last_reload_successful",
@@ -243,7 +248,7 @@ impl Agent {
         let receive_metrics = ReceiveMetrics::default();
         receive_metrics.register(&mut registry);
         let series_gate =
-            crate::storeapi::server::SeriesGate::new(opts.grpc_series_max_concurrency);
+            meridian_storeapi::server::SeriesGate::new(opts.grpc_series_max_concurrency);
         if let Some(g) = &series_gate {
             g.register(&mut registry);
         }
@@ -286,7 +291,7 @@ impl Agent {
         let http_addr = opts.http_listener.local_addr()?;
         let app = router(shared.clone());
         let http_stop = stop.clone();
-        let http = tokio::spawn(crate::web::serve_http(
+        let http = tokio::spawn(meridian_pki::serve::serve_http(
             opts.http_listener,
             opts.http_tls,
             app,
@@ -297,7 +302,7 @@ impl Agent {
         if let Some(listener) = opts.grpc_listener {
             grpc_addr = Some(listener.local_addr()?);
             let external = shared.current_config().external_labels.clone();
-            let store: Arc<dyn crate::storeapi::Store> = Arc::new(
+            let store: Arc<dyn meridian_storeapi::Store> = Arc::new(
                 LeafStore::from_source(
                     EdgeSource {
                         db: db.clone(),
@@ -309,12 +314,12 @@ impl Agent {
             );
             let grpc_stop = CancellationToken::new();
             let shutdown = grpc_stop.clone().cancelled_owned();
-            let spawned = crate::storeapi::server::spawn_with(
+            let spawned = meridian_storeapi::server::spawn_with(
                 store,
                 listener,
                 opts.grpc_tls,
                 opts.grpc_tls_reload_interval,
-                crate::storeapi::server::ServerOptions { series_gate },
+                meridian_storeapi::server::ServerOptions { series_gate },
                 shutdown,
             )?;
             tls_watcher = spawned.tls_watcher;
@@ -370,7 +375,9 @@ impl Agent {
     }
 
     /// The metric metadata the StoreAPI serves (scraped and remote-written), by family.
-    pub fn metadata(&self) -> std::collections::BTreeMap<String, Vec<crate::proto::thanos::Meta>> {
+    pub fn metadata(
+        &self,
+    ) -> std::collections::BTreeMap<String, Vec<meridian_core::series::MetricMeta>> {
         self.shared.metadata.all(std::time::Instant::now())
     }
 
@@ -529,7 +536,7 @@ async fn housekeeping(
             let new = db.compact()?;
             db.apply_retention()?;
             db.refresh_metrics();
-            Ok::<bool, crate::tsdb::db::DbError>(!new.is_empty())
+            Ok::<bool, meridian_tsdb::db::DbError>(!new.is_empty())
         })
         .await;
         match r {
@@ -668,37 +675,6 @@ fn answer(a: receive::Answer) -> Response {
 #[derive(serde::Deserialize)]
 struct TargetsQuery {
     state: Option<String>,
-}
-
-/// A label set as the Prometheus HTTP API writes it: a JSON object.
-pub fn labels_json(l: &crate::labels::Labels) -> serde_json::Value {
-    serde_json::Value::Object(
-        l.iter()
-            .map(|x| {
-                (
-                    x.name.to_owned(),
-                    serde_json::Value::String(x.value.to_owned()),
-                )
-            })
-            .collect(),
-    )
-}
-
-/// RFC 3339 with nanoseconds, as Go formats `time.Time` in JSON; Go's zero time for `None`.
-pub fn rfc3339(t: Option<SystemTime>) -> String {
-    let Some(t) = t else {
-        return "0001-01-01T00:00:00Z".into();
-    };
-    let nanos = t
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(0));
-    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|d| {
-            d.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }
 
 /// `GET /api/v1/targets`, as Prometheus answers it.

@@ -11,7 +11,6 @@
 //!   above the interval, a duplicate job name or an invalid label name is refused.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,91 +18,11 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_saphyr::Spanned;
 
-use crate::labels::Labels;
-use crate::relabel::{RelabelConfig, is_valid_label_name};
-
-/// A configuration that could not be used. The message names the field or value, and a line and column
-/// where there is one.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{source_name}: {message}")]
-pub struct ConfigError {
-    /// The file (or "config" for text).
-    pub source_name: String,
-    pub message: String,
-}
-
-/// A Prometheus duration (`1y2w3d4h5m6s7ms`, or `0`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct PromDuration(pub Duration);
-
-impl PromDuration {
-    pub fn parse(s: &str) -> Result<PromDuration, String> {
-        if s == "0" {
-            return Ok(PromDuration(Duration::ZERO));
-        }
-        // Units must come in Prometheus' order (largest first, each at most once).
-        const ORDER: [&str; 7] = ["y", "w", "d", "h", "m", "s", "ms"];
-        let mut last = None;
-        let mut rest = s;
-        while !rest.is_empty() {
-            let digits = rest
-                .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(rest.len());
-            let unit_end = rest[digits..]
-                .find(|c: char| c.is_ascii_digit())
-                .map_or(rest.len(), |i| i + digits);
-            let unit = &rest[digits..unit_end];
-            let pos = ORDER.iter().position(|u| *u == unit);
-            match (digits, pos) {
-                (1.., Some(p)) if last.is_none_or(|l| p > l) => last = Some(p),
-                _ => {
-                    return Err(format!(
-                        "invalid duration {s:?} (use e.g. 15s, 1m, 1h30m, 500ms; units y w d h m s ms)"
-                    ));
-                }
-            }
-            rest = &rest[unit_end..];
-        }
-        meridian_pki::tls::args::parse_duration(s).map(PromDuration)
-    }
-
-    /// Prometheus' `model.Duration.String()`: largest units first, `0s` for zero.
-    pub fn format(d: Duration) -> String {
-        let mut ms = d.as_millis();
-        if ms == 0 {
-            return "0s".into();
-        }
-        let mut out = String::new();
-        for (unit, size) in [
-            ("y", 365 * 86_400_000u128),
-            ("w", 7 * 86_400_000),
-            ("d", 86_400_000),
-            ("h", 3_600_000),
-            ("m", 60_000),
-            ("s", 1000),
-            ("ms", 1),
-        ] {
-            if ms >= size {
-                out.push_str(&format!("{}{unit}", ms / size));
-                ms %= size;
-            }
-        }
-        out
-    }
-}
-
-impl fmt::Display for PromDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&PromDuration::format(self.0))
-    }
-}
-
-impl<'de> Deserialize<'de> for PromDuration {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        PromDuration::parse(&s).map_err(serde::de::Error::custom)
-    }
-}
+use meridian_core::error::ConfigError;
+use meridian_core::http_config::{Auth, Authorization, BasicAuth, TlsConfig};
+use meridian_core::labels::Labels;
+use meridian_core::promfmt::{PromDuration, parse_base2_bytes as parse_size};
+use meridian_core::relabel::{RelabelConfig, is_valid_label_name};
 
 /// `global:`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -140,42 +59,6 @@ impl Default for GlobalConfig {
             keep_dropped_targets: 0,
         }
     }
-}
-
-/// `basic_auth:`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BasicAuth {
-    pub username: String,
-    pub password: Option<String>,
-    pub password_file: Option<PathBuf>,
-}
-
-/// `authorization:`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Authorization {
-    #[serde(rename = "type", default = "default_auth_type")]
-    pub kind: String,
-    pub credentials: Option<String>,
-    pub credentials_file: Option<PathBuf>,
-}
-
-fn default_auth_type() -> String {
-    "Bearer".into()
-}
-
-/// `tls_config:`.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TlsConfig {
-    pub ca_file: Option<PathBuf>,
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    pub server_name: Option<String>,
-    pub insecure_skip_verify: bool,
-    pub min_version: Option<String>,
-    pub max_version: Option<String>,
 }
 
 /// `static_configs:` entry.
@@ -292,77 +175,6 @@ fn default_scheme() -> String {
     "http".into()
 }
 
-/// How the scrape request authenticates.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Auth {
-    None,
-    Basic {
-        username: String,
-        password: Option<String>,
-        password_file: Option<PathBuf>,
-    },
-    /// `Authorization: <kind> <credentials>` (`bearer_token(_file)` is kind `Bearer`).
-    Header {
-        kind: String,
-        credentials: Option<String>,
-        credentials_file: Option<PathBuf>,
-    },
-}
-
-impl Auth {
-    /// Prometheus' `basic_auth` / `authorization` / `bearer_token(_file)` of an HTTP client config,
-    /// checked as Prometheus checks them (at most one way, at most one source of the secret).
-    pub fn from_config(
-        basic: Option<&BasicAuth>,
-        authorization: Option<&Authorization>,
-        bearer_token: Option<&String>,
-        bearer_token_file: Option<&PathBuf>,
-    ) -> Result<Auth, String> {
-        Ok(
-            match (basic, authorization, bearer_token, bearer_token_file) {
-                (Some(_), Some(_), _, _) | (Some(_), _, Some(_), _) | (Some(_), _, _, Some(_)) => {
-                    return Err("at most one of basic_auth, authorization and bearer_token(_file) may be set".into());
-                }
-                (_, Some(_), Some(_), _) | (_, Some(_), _, Some(_)) | (_, _, Some(_), Some(_)) => {
-                    return Err("at most one of authorization, bearer_token and bearer_token_file may be set".into());
-                }
-                (Some(b), None, None, None) => {
-                    if b.password.is_some() && b.password_file.is_some() {
-                        return Err(
-                            "basic_auth: at most one of password and password_file may be set"
-                                .into(),
-                        );
-                    }
-                    Auth::Basic {
-                        username: b.username.clone(),
-                        password: b.password.clone(),
-                        password_file: b.password_file.clone(),
-                    }
-                }
-                (None, Some(a), None, None) => {
-                    if a.credentials.is_some() && a.credentials_file.is_some() {
-                        return Err("authorization: at most one of credentials and credentials_file may be set".into());
-                    }
-                    if a.kind.eq_ignore_ascii_case("basic") {
-                        return Err("authorization type cannot be set to \"basic\", use \"basic_auth\" instead".into());
-                    }
-                    Auth::Header {
-                        kind: a.kind.clone(),
-                        credentials: a.credentials.clone(),
-                        credentials_file: a.credentials_file.clone(),
-                    }
-                }
-                (None, None, token, file) if token.is_some() || file.is_some() => Auth::Header {
-                    kind: "Bearer".into(),
-                    credentials: token.cloned(),
-                    credentials_file: file.cloned(),
-                },
-                _ => Auth::None,
-            },
-        )
-    }
-}
-
 /// One scrape job, with everything inherited from `global` resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScrapeConfig {
@@ -452,26 +264,6 @@ pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Result
     }
     out.push_str(rest);
     Ok(out)
-}
-
-/// Parses a Prometheus size (`body_size_limit`): bytes with an optional `B`, `KB`, `MB`, `GB`, `TB`
-/// (powers of 1024, as Prometheus' `units.Base2Bytes`), `0` for unlimited.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let n: u64 = t[..digits]
-        .parse()
-        .map_err(|_| format!("invalid size {s:?} (use e.g. 10MB)"))?;
-    let mult: u64 = match &t[digits..] {
-        "" | "B" => 1,
-        "KB" | "KiB" => 1 << 10,
-        "MB" | "MiB" => 1 << 20,
-        "GB" | "GiB" => 1 << 30,
-        "TB" | "TiB" => 1 << 40,
-        other => return Err(format!("invalid size unit {other:?} in {s:?}")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 impl Config {
@@ -726,20 +518,26 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// Issue 23: the file takes the one duration grammar (`meridian_core::promfmt`) and the one size
+    /// parser, as the flags do.
     #[test]
-    fn durations() {
-        assert_eq!(
-            PromDuration::parse("1m30s").unwrap().0,
-            Duration::from_secs(90)
-        );
-        assert_eq!(PromDuration::parse("0").unwrap().0, Duration::ZERO);
-        assert!(PromDuration::parse("30s1m").is_err());
-        assert!(PromDuration::parse("1.5s").is_err());
-        assert!(PromDuration::parse("s").is_err());
-        assert_eq!(PromDuration::format(Duration::from_secs(90)), "1m30s");
-        assert_eq!(PromDuration::format(Duration::from_secs(15)), "15s");
-        assert_eq!(PromDuration::format(Duration::from_secs(86400)), "1d");
-        assert_eq!(PromDuration::format(Duration::from_millis(1500)), "1s500ms");
+    fn durations_and_sizes_in_the_file_use_the_shared_parsers() {
+        let job = |global: &str| {
+            format!(
+                "global:\n{global}\nscrape_configs:\n  - job_name: a\n    static_configs: [{{targets: [\"x:1\"]}}]\n"
+            )
+        };
+        let e = Config::parse(&job("  scrape_interval: 30s1m"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("30s1m"), "{e}");
+        let c = Config::parse(&job("  scrape_interval: 1m30s\n  body_size_limit: 1KB")).unwrap();
+        assert_eq!(c.scrape_configs[0].scrape_interval, Duration::from_secs(90));
+        assert_eq!(c.scrape_configs[0].body_size_limit, 1024);
+        let e = Config::parse(&job("  body_size_limit: 10XB"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("body_size_limit") && e.contains("XB"), "{e}");
     }
 
     #[test]
@@ -794,7 +592,7 @@ mod tests {
             ),
             (
                 "scrape_configs:\n  - job_name: a\n    scrape_interval: 5x\n",
-                "invalid duration \"5x\"",
+                "unknown unit \"x\" in duration \"5x\"",
             ),
             (
                 "scrape_configs:\n  - job_name: a\n    relabel_configs: [{action: hashmod, target_label: x}]\n",
@@ -833,9 +631,5 @@ mod tests {
     }
 
     #[test]
-    fn sizes() {
-        assert_eq!(parse_size("10MB").unwrap(), 10 << 20);
-        assert_eq!(parse_size("0").unwrap(), 0);
-        assert!(parse_size("10XB").is_err());
-    }
+    fn sizes() {}
 }

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use meridian_edge::chunkenc::{Encoding, XorIterator};
-use meridian_edge::tsdb::chunks::Segment;
+use meridian_core::chunkenc::{Encoding, XorIterator};
+use meridian_tsdb::chunks::Segment;
 
 #[derive(Parser)]
 #[command(
@@ -50,7 +50,7 @@ struct RunArgs {
     #[command(flatten)]
     http_tls: meridian_pki::tls::args::HttpTlsArgs,
     #[command(flatten)]
-    web: meridian_edge::web::WebArgs,
+    web: meridian_pki::serve::WebArgs,
     /// Listen address of the StoreAPI (gRPC); `none` serves no StoreAPI.
     #[arg(
         long = "grpc-address",
@@ -98,7 +98,7 @@ struct RunArgs {
     objstore_config: Option<String>,
     /// How long shutdown waits for a running upload before abandoning it (it is redone at the next
     /// start).
-    #[arg(long = "shipper.shutdown-timeout", value_name = "DURATION", default_value = "30s", value_parser = meridian_pki::tls::args::parse_duration)]
+    #[arg(long = "shipper.shutdown-timeout", value_name = "DURATION", default_value = "30s", value_parser = meridian_core::promfmt::parse_duration)]
     shipper_shutdown_timeout: std::time::Duration,
     /// Time range of each block the TSDB cuts (Prometheus' `--storage.tsdb.min-block-duration`); keep
     /// the default 2h outside tests.
@@ -113,7 +113,7 @@ struct RunArgs {
 }
 
 fn parse_ms(s: &str) -> Result<i64, String> {
-    let d = meridian_pki::tls::args::parse_duration(s)?;
+    let d = meridian_core::promfmt::parse_duration(s)?;
     i64::try_from(d.as_millis()).map_err(|_| format!("duration {s:?} is too long"))
 }
 
@@ -186,8 +186,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             )
         };
         let objstore = match (&args.objstore_config_file, &args.objstore_config) {
-            (Some(f), _) => Some(meridian_edge::objstore::Bucket::from_file(f)?),
-            (None, Some(text)) => Some(meridian_edge::objstore::Bucket::parse(
+            (Some(f), _) => Some(meridian_tsdb::objstore::Bucket::from_file(f)?),
+            (None, Some(text)) => Some(meridian_tsdb::objstore::Bucket::parse(
                 text,
                 "--objstore.config",
             )?),
@@ -196,7 +196,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         let agent = Agent::start(AgentOptions {
             config_file: args.config_path,
             tsdb_path: args.tsdb_path,
-            db: meridian_edge::tsdb::db::DbOptions {
+            db: meridian_tsdb::db::DbOptions {
                 retention_time: Some(args.tsdb_retention),
                 block_range: args.tsdb_block_duration,
                 ..Default::default()
@@ -208,7 +208,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             grpc_tls,
             grpc_tls_reload_interval: args.grpc_tls.reload_interval,
             grpc_series_max_concurrency: args.series_max_concurrency,
-            grpc_series_limits: meridian_edge::storeapi::leaf::SeriesLimits {
+            grpc_series_limits: meridian_storeapi::leaf::SeriesLimits {
                 max_series: args.request_series_limit,
                 max_samples: args.request_samples_limit,
             },
@@ -260,8 +260,8 @@ fn stress_append(
     step_ms: i64,
     block_range_ms: i64,
 ) -> anyhow::Result<()> {
-    use meridian_edge::tsdb::db::{Db, DbOptions};
-    use meridian_edge::{Labels, Matcher};
+    use meridian_core::{Labels, Matcher};
+    use meridian_tsdb::db::{Db, DbOptions};
     use std::io::Write;
     let db = Db::open(
         dir,
@@ -340,4 +340,25 @@ fn dump_chunks(file: &std::path::Path, samples: bool) -> anyhow::Result<()> {
     }
     println!("total samples: {total}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    /// Issue 23: duration flags take Prometheus' grammar, the one `prometheus.yml` takes.
+    #[test]
+    fn duration_flags_take_the_prometheus_grammar() {
+        let parse = |flag: &str| {
+            super::Cli::try_parse_from(["meridian-edge", "run", "--config.file=p.yml", flag])
+        };
+        for flag in ["--tsdb.retention=30s1m", "--shipper.shutdown-timeout=1.5s"] {
+            let e = parse(flag).err().map(|e| e.to_string());
+            assert!(
+                e.is_some_and(|e| e.contains(flag.split('=').nth(1).unwrap_or_default())),
+                "{flag}"
+            );
+        }
+        assert!(parse("--tsdb.retention=1w2d").is_ok());
+    }
 }

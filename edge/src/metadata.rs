@@ -12,9 +12,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::labels::Labels;
-use crate::proto::prometheus::metric_metadata::MetricType as RwType;
-use crate::proto::thanos as pb;
+use meridian_core::labels::Labels;
+use meridian_core::series::MetricMeta;
+use meridian_storeapi::proto::prometheus::metric_metadata::MetricType as RwType;
 
 /// Remote-write metadata not re-sent for this long is forgotten.
 pub const REMOTE_WRITE_TTL: Duration = Duration::from_secs(3600);
@@ -31,9 +31,9 @@ pub struct Meta {
 }
 
 impl Meta {
-    fn to_proto(&self) -> pb::Meta {
-        pb::Meta {
-            r#type: self.kind.to_owned(),
+    fn to_meta(&self) -> MetricMeta {
+        MetricMeta {
+            kind: self.kind.to_owned(),
             help: self.help.clone(),
             unit: self.unit.clone(),
         }
@@ -132,7 +132,7 @@ impl MetadataStore {
     }
 
     /// Everything known, by family, each family's distinct entries sorted.
-    pub fn all(&self, now: Instant) -> BTreeMap<String, Vec<pb::Meta>> {
+    pub fn all(&self, now: Instant) -> BTreeMap<String, Vec<MetricMeta>> {
         let mut by_family: BTreeMap<String, BTreeSet<Meta>> = BTreeMap::new();
         {
             let inner = self.lock();
@@ -149,7 +149,7 @@ impl MetadataStore {
         }
         by_family
             .into_iter()
-            .map(|(f, ms)| (f, ms.iter().map(Meta::to_proto).collect()))
+            .map(|(f, ms)| (f, ms.iter().map(Meta::to_meta).collect()))
             .collect()
     }
 }
@@ -204,6 +204,6 @@ mod tests {
             s.record_remote_write([("m0".into(), meta("gauge", "now a gauge"))], t0),
             0
         );
-        assert_eq!(s.all(t0)["m0"][0].r#type, "gauge");
+        assert_eq!(s.all(t0)["m0"][0].kind, "gauge");
     }
 }

@@ -23,12 +23,12 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prost::Message;
 
-use crate::labels::Labels;
 use crate::metadata::{Meta, MetadataStore, remote_write_kind};
-use crate::proto::prometheus::WriteRequest;
-use crate::relabel::is_valid_label_name;
-use crate::tsdb::db::Db;
-use crate::tsdb::head::AppendError;
+use meridian_core::labels::Labels;
+use meridian_core::relabel::is_valid_label_name;
+use meridian_storeapi::proto::prometheus::WriteRequest;
+use meridian_tsdb::db::Db;
+use meridian_tsdb::head::AppendError;
 
 /// Limits of the receiver.
 #[derive(Debug, Clone, Copy)]
@@ -331,7 +331,7 @@ fn write_inner(
 /// A series' labels as name/value pairs sorted by name, without empty values (absent, in
 /// Prometheus); why they are invalid otherwise: an invalid or duplicate label name, no metric name.
 fn series_labels<'a>(
-    labels: &'a [crate::proto::prometheus::Label],
+    labels: &'a [meridian_storeapi::proto::prometheus::Label],
     names: &mut Vec<(&'a str, &'a str)>,
 ) -> Result<(), String> {
     names.clear();
@@ -357,15 +357,15 @@ fn series_labels<'a>(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::proto::prometheus::{Label, Sample, TimeSeries};
-    use crate::tsdb::db::DbOptions;
-    use crate::{MatchType, Matcher};
+    use meridian_core::{MatchType, Matcher};
+    use meridian_storeapi::proto::prometheus::{Label, Sample, TimeSeries};
+    use meridian_tsdb::db::DbOptions;
 
     /// The TSDB's out-of-bounds counter for one reason.
     fn out_of_bounds(db: &Db, reason: &'static str) -> u64 {
         db.metrics
             .out_of_bound_samples
-            .get_or_create(&crate::tsdb::db::ReasonLabel { reason })
+            .get_or_create(&meridian_tsdb::db::ReasonLabel { reason })
             .get()
     }
 
@@ -430,7 +430,11 @@ mod tests {
         // refused as out of order (400: the sender drops the batch, whose samples are all stored).
         assert_eq!(write(&db, &md, &ok, lim, &m).status, 400);
         let all = db
-            .samples(&[crate::Matcher::equal("__name__", "a")], 0, i64::MAX)
+            .samples(
+                &[meridian_core::Matcher::equal("__name__", "a")],
+                0,
+                i64::MAX,
+            )
             .unwrap();
         assert_eq!(all[0].1.len(), 2);
         // Out of order next to a good sample: the good one is stored, the answer is 400.
@@ -485,7 +489,7 @@ mod tests {
         let db = Db::open(
             dir.path(),
             DbOptions {
-                clock: crate::tsdb::bounds::Clock::fixed(now),
+                clock: meridian_core::time::Clock::fixed(now),
                 ..Default::default()
             },
         )
@@ -669,8 +673,8 @@ mod tests {
 
     #[test]
     fn metadata_requests_are_recorded() {
-        use crate::proto::prometheus::MetricMetadata;
-        use crate::proto::prometheus::metric_metadata::MetricType;
+        use meridian_storeapi::proto::prometheus::MetricMetadata;
+        use meridian_storeapi::proto::prometheus::metric_metadata::MetricType;
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path(), DbOptions::default()).unwrap();
         let md = MetadataStore::new();
@@ -701,9 +705,9 @@ mod tests {
         );
         assert_eq!(a.status, 204, "{a:?}");
         let all = md.all(std::time::Instant::now());
-        assert_eq!(all["http_requests_total"][0].r#type, "counter");
+        assert_eq!(all["http_requests_total"][0].kind, "counter");
         assert_eq!(all["http_requests_total"][0].help, "Requests.");
-        assert_eq!(all["queue_wait"][0].r#type, "gaugehistogram");
+        assert_eq!(all["queue_wait"][0].kind, "gaugehistogram");
         assert_eq!(all["queue_wait"][0].unit, "seconds");
     }
 }

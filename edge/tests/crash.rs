@@ -11,8 +11,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use meridian_edge::Matcher;
-use meridian_edge::tsdb::db::{Db, DbOptions};
+use meridian_core::Matcher;
+use meridian_tsdb::db::{Db, DbOptions};
 use rand::{Rng, SeedableRng};
 
 const SERIES: usize = 20;

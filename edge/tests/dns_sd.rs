@@ -7,9 +7,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use meridian_core::net::dns::DnsResolver;
 use meridian_edge::agent::{Agent, AgentOptions};
 use meridian_edge::discovery::DiscoveryOptions;
-use meridian_edge::discovery::dns::DnsResolver;
 use meridian_testkit::{dnsmasq, free_port, http_get, require, wait_for};
 
 async fn metrics_server() -> SocketAddr {

@@ -21,12 +21,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use meridian_edge::tsdb::db::{Db, DbOptions};
-use meridian_edge::{MatchType, Matcher};
+use meridian_core::{MatchType, Matcher};
 use meridian_testkit::{
     ChildGuard, Prometheus, free_port, http, http_get, metric_value, promtool_dump, require,
     wait_for,
 };
+use meridian_tsdb::db::{Db, DbOptions};
 
 fn start_edge(config: &Path, data: &Path, addr: &str, log: &Path, watch: bool) -> ChildGuard {
     let log_path = log.to_path_buf();
@@ -388,7 +388,7 @@ fn serve_exposition(body: String) -> String {
 fn post_write(
     addr: &str,
     content_type: &str,
-    req: &meridian_edge::proto::prometheus::WriteRequest,
+    req: &meridian_storeapi::proto::prometheus::WriteRequest,
 ) -> (u16, String) {
     let body = meridian_edge::receive::encode_body(req).unwrap();
     let r = http(
@@ -410,8 +410,8 @@ fn series(
     name: &str,
     extra: &[(&str, &str)],
     t: i64,
-) -> meridian_edge::proto::prometheus::TimeSeries {
-    use meridian_edge::proto::prometheus::{Label, Sample, TimeSeries};
+) -> meridian_storeapi::proto::prometheus::TimeSeries {
+    use meridian_storeapi::proto::prometheus::{Label, Sample, TimeSeries};
     TimeSeries {
         labels: std::iter::once(("__name__", name))
             .chain(extra.iter().copied())
@@ -430,9 +430,9 @@ fn series(
 
 #[test]
 fn refused_samples_are_visible_and_the_rest_is_stored() {
-    use meridian_edge::proto::prometheus::WriteRequest;
+    use meridian_storeapi::proto::prometheus::WriteRequest;
     let dir = tempfile::tempdir().unwrap();
-    let now = meridian_edge::sample::now_ms();
+    let now = meridian_core::time::now_ms();
     let year = 365 * 24 * 3600 * 1000;
     let target = serve_exposition(format!("present 1\nfuture 2 {}\n", now + year));
     let cfg = dir.path().join("edge.yml");

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::process::Command;
 
-use meridian_edge::Labels;
+use meridian_core::Labels;
 use meridian_edge::scrape::parse::{Entry, Format, Parser};
 
 #[test]

@@ -149,7 +149,7 @@ scrape_configs:
     let db = agent.db().clone();
     let s = db
         .samples(
-            &[meridian_edge::Matcher::equal(
+            &[meridian_core::Matcher::equal(
                 "__name__",
                 "apiserver_requests_total",
             )],

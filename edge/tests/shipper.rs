@@ -14,11 +14,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
+use meridian_core::labels::Labels;
 use meridian_edge::agent::{Agent, AgentOptions};
-use meridian_edge::labels::Labels;
-use meridian_edge::objstore::Bucket;
-use meridian_edge::tsdb::db::{Db, DbOptions};
 use meridian_testkit::{ChildGuard, FaultProxy, Moto, promtool_dump, require, run_ok};
+use meridian_tsdb::db::{Db, DbOptions};
+use meridian_tsdb::objstore::Bucket;
 use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
 

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meridian_edge::agent::{Agent, AgentOptions};
-use meridian_edge::storeapi::acceptance::{self, Fixture, StartedStore};
-use meridian_edge::storeapi::leaf::LeafStore;
-use meridian_edge::storeapi::server;
-use meridian_edge::tsdb::db::{Db, DbOptions};
 use meridian_pki::dev::DevPki;
+use meridian_storeapi::acceptance::{self, Fixture, StartedStore};
+use meridian_storeapi::leaf::LeafStore;
+use meridian_storeapi::server;
+use meridian_tsdb::db::{Db, DbOptions, DbSource};
 use tokio::net::TcpListener;
 use tonic::transport::Endpoint;
 
@@ -74,7 +74,7 @@ fn fill(dir: &Path, fx: &Fixture, layout: Layout) -> Db {
 async fn start(fx: Fixture, layout: Layout) -> StartedStore {
     let dir = tempfile::tempdir().unwrap();
     let db = Arc::new(fill(dir.path(), &fx, layout));
-    let store = LeafStore::from_source(db, fx.external_labels.clone());
+    let store = LeafStore::from_source(DbSource(db), fx.external_labels.clone());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -135,8 +135,8 @@ async fn start_edge_mtls(fx: Fixture, layout: Layout) -> StartedStore {
         .await
     {
         Err(_) => true,
-        Ok(ch) => meridian_edge::proto::thanos::info::info_client::InfoClient::new(ch)
-            .info(meridian_edge::proto::thanos::info::InfoRequest {})
+        Ok(ch) => meridian_storeapi::proto::thanos::info::info_client::InfoClient::new(ch)
+            .info(meridian_storeapi::proto::thanos::info::InfoRequest {})
             .await
             .is_err(),
     };
@@ -199,7 +199,7 @@ impl EdgeOverMtls {
 
 /// Delivers the fixture's metadata as Prometheus does: a remote-write request carrying only metadata.
 async fn send_metadata(http: &str, fx: &Fixture) {
-    use meridian_edge::proto::prometheus::{
+    use meridian_storeapi::proto::prometheus::{
         MetricMetadata, WriteRequest, metric_metadata::MetricType,
     };
     let metadata = fx
@@ -340,7 +340,7 @@ async fn independent_wire_client_reads_the_edge() {
             .unwrap()
             .iter()
             .map(|s| {
-                let l = meridian_edge::Labels::from_pairs(
+                let l = meridian_core::Labels::from_pairs(
                     s["labels"]
                         .as_object()
                         .unwrap()
@@ -378,7 +378,7 @@ fn wide_db(dir: &Path) -> Arc<Db> {
     let db = Db::open(dir, db_options()).unwrap();
     let mut app = db.appender();
     for i in 0..WIDE {
-        let l = meridian_edge::Labels::from_pairs([
+        let l = meridian_core::Labels::from_pairs([
             ("__name__", "wide".to_string()),
             ("i", format!("{i:05}")),
         ]);
@@ -391,11 +391,11 @@ fn wide_db(dir: &Path) -> Arc<Db> {
     Arc::new(db)
 }
 
-fn wide_request() -> meridian_edge::proto::thanos::SeriesRequest {
-    meridian_edge::proto::thanos::SeriesRequest {
+fn wide_request() -> meridian_storeapi::proto::thanos::SeriesRequest {
+    meridian_storeapi::proto::thanos::SeriesRequest {
         min_time: i64::MIN,
         max_time: i64::MAX,
-        matchers: vec![meridian_edge::proto::thanos::LabelMatcher {
+        matchers: vec![meridian_storeapi::proto::thanos::LabelMatcher {
             r#type: 0,
             name: "__name__".into(),
             value: "wide".into(),
@@ -421,12 +421,12 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_series_stream_stops_reading_the_tsdb() {
     use futures::StreamExt;
-    use meridian_edge::storeapi::Store;
+    use meridian_storeapi::Store;
     let dir = tempfile::tempdir().unwrap();
     let db = wide_db(dir.path());
     let store = LeafStore::from_source(
-        db.clone(),
-        meridian_edge::Labels::from_pairs([("cluster", "a")]),
+        DbSource(db.clone()),
+        meridian_core::Labels::from_pairs([("cluster", "a")]),
     );
     let before = db.metrics.select_series.get();
     let refs = Arc::strong_count(&db);
@@ -446,12 +446,15 @@ async fn dropped_series_stream_stops_reading_the_tsdb() {
 /// stream is gone, then is answered in full.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn series_calls_beyond_max_concurrency_wait_for_a_slot() {
-    use meridian_edge::proto::thanos as pb;
-    use meridian_edge::storeapi::MAX_MESSAGE_SIZE;
-    use meridian_edge::storeapi::server::{SeriesGate, ServerOptions};
+    use meridian_storeapi::MAX_MESSAGE_SIZE;
+    use meridian_storeapi::proto::thanos as pb;
+    use meridian_storeapi::server::{SeriesGate, ServerOptions};
     let dir = tempfile::tempdir().unwrap();
     let db = wide_db(dir.path());
-    let store = LeafStore::from_source(db, meridian_edge::Labels::from_pairs([("cluster", "a")]));
+    let store = LeafStore::from_source(
+        DbSource(db),
+        meridian_core::Labels::from_pairs([("cluster", "a")]),
+    );
     let gate = SeriesGate::new(1).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -514,8 +517,8 @@ async fn series_calls_beyond_max_concurrency_wait_for_a_slot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn series_limits_end_the_call_with_resource_exhausted() {
     use futures::StreamExt;
-    use meridian_edge::storeapi::Store;
-    use meridian_edge::storeapi::leaf::SeriesLimits;
+    use meridian_storeapi::Store;
+    use meridian_storeapi::leaf::SeriesLimits;
     let dir = tempfile::tempdir().unwrap();
     let db = wide_db(dir.path());
     // Each series has two chunks (a block's and the head's): 150 chunks are 75 series.
@@ -538,8 +541,8 @@ async fn series_limits_end_the_call_with_resource_exhausted() {
         ),
     ] {
         let store = LeafStore::from_source(
-            db.clone(),
-            meridian_edge::Labels::from_pairs([("cluster", "a")]),
+            DbSource(db.clone()),
+            meridian_core::Labels::from_pairs([("cluster", "a")]),
         )
         .with_limits(limits);
         let frames: Vec<_> = store.series(wide_request()).await.unwrap().collect().await;
@@ -547,7 +550,7 @@ async fn series_limits_end_the_call_with_resource_exhausted() {
         let e = last.as_ref().unwrap_err();
         assert_eq!(
             e.kind,
-            meridian_edge::error::ErrorKind::LimitExceeded,
+            meridian_core::error::ErrorKind::LimitExceeded,
             "{e}"
         );
         assert!(e.message.contains(what), "{e}");

@@ -17,14 +17,14 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use meridian_edge::labels::Labels;
-use meridian_edge::sample::Sample;
-use meridian_edge::shipper::upload_block_dir;
-use meridian_edge::storeapi::Store;
-use meridian_edge::tsdb::block::write_block;
+use meridian_core::labels::Labels;
+use meridian_core::sample::Sample;
 use meridian_gateway::bucket::{BucketStore, BucketStoreOptions};
 use meridian_gateway::fanout::{Fanout, FanoutOptions, QueryOptions, StaticStores};
 use meridian_gateway::promql::{Engine, EngineOptions, QueryValue};
+use meridian_storeapi::Store;
+use meridian_tsdb::block::write_block;
+use meridian_tsdb::shipper::upload_block_dir;
 use support::{STEP, T0, fs_bucket, many_blocks, rss_bytes, spawn_store};
 
 const DAY: i64 = 24 * 3_600_000;
@@ -50,7 +50,7 @@ async fn history(
     root: &std::path::Path,
     series: usize,
     days: i64,
-) -> meridian_edge::objstore::Bucket {
+) -> meridian_tsdb::objstore::Bucket {
     let local = root.join("blocks");
     std::fs::create_dir_all(&local).unwrap();
     std::fs::create_dir_all(root.join("bucket")).unwrap();

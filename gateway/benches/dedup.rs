@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use meridian_edge::sample::Sample;
+use meridian_core::sample::Sample;
 use meridian_gateway::dedup::{SeriesKind, dedup};
 
 fn replica(series: usize, phase: i64, seed: u64, outage: bool) -> Vec<Sample> {

@@ -16,13 +16,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use meridian_edge::storeapi::Store;
-use meridian_edge::storeapi::acceptance::serve_plaintext;
-use meridian_edge::storeapi::client::StoreClient;
-use meridian_edge::storeapi::memstore::MemStore;
-use meridian_edge::{Labels, Matcher, Sample};
+use meridian_core::{Labels, Matcher, Sample};
 use meridian_gateway::fanout::{Fanout, FanoutOptions, QueryOptions, StaticStores};
 use meridian_gateway::queryable::{Queryable, SelectRequest, Selected};
+use meridian_storeapi::Store;
+use meridian_storeapi::acceptance::serve_plaintext;
+use meridian_storeapi::client::StoreClient;
+use meridian_storeapi::memstore::MemStore;
 
 const STEP: i64 = 15_000;
 const POINTS: i64 = 480;

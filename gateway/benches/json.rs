@@ -10,8 +10,8 @@
 
 use std::time::{Duration, Instant};
 
-use meridian_edge::Labels;
-use meridian_edge::sample::Sample;
+use meridian_core::Labels;
+use meridian_core::sample::Sample;
 use meridian_gateway::api::json;
 use meridian_gateway::queryable::SeriesData;
 

@@ -20,9 +20,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use meridian_edge::storeapi::Store;
-use meridian_edge::storeapi::memstore::MemStore;
-use meridian_edge::{Labels, Sample};
+use meridian_core::{Labels, Sample};
 use meridian_gateway::fanout::{
     Fanout, FanoutOptions, PartialResponse, QueryOptions, StaticStores,
 };
@@ -30,6 +28,8 @@ use meridian_gateway::promql::Engine;
 use meridian_gateway::queryable::Queryable;
 use meridian_gateway::rules::tsdb::RuleTsdb;
 use meridian_gateway::rules::{AlertState, EvalContext, Group, file};
+use meridian_storeapi::Store;
+use meridian_storeapi::memstore::MemStore;
 
 const STEP: i64 = 15_000;
 const POINTS: i64 = 240;

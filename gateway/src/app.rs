@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meridian_edge::discovery::dns::DnsResolver;
-use meridian_edge::storeapi::Store;
+use meridian_core::net::dns::DnsResolver;
 use meridian_pki::tls::ServerTls;
+use meridian_storeapi::Store;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -36,7 +36,7 @@ pub struct GatewayOptions {
     /// TLS (and mTLS) for the HTTP server (`--http.tls-config-file`).
     pub http_tls: Option<Arc<ServerTls>>,
     /// The HTTP server's connection cap and read timeout (`--web.*`).
-    pub web: meridian_edge::web::WebLimits,
+    pub web: meridian_pki::serve::WebLimits,
     /// A bucket store inside the gateway (`--objstore.config-file`), asked like any endpoint.
     pub bucket: Option<Arc<BucketStore>>,
     /// Rule evaluation (`--rule-file`).
@@ -63,7 +63,7 @@ impl GatewayOptions {
             grpc_tls_reload_interval: Duration::from_secs(60),
             http_listener,
             http_tls: None,
-            web: meridian_edge::web::WebLimits::default(),
+            web: meridian_pki::serve::WebLimits::default(),
             bucket: None,
             rules: None,
             api: ApiOptions::default(),
@@ -172,7 +172,7 @@ impl Gateway {
         let grpc_stop = CancellationToken::new();
         let shutdown = grpc_stop.clone().cancelled_owned();
         let store: Arc<dyn Store> = fanout.clone();
-        let spawned = meridian_edge::storeapi::server::spawn(
+        let spawned = meridian_storeapi::server::spawn(
             store,
             opts.grpc_listener,
             opts.grpc_tls,
@@ -211,7 +211,7 @@ impl Gateway {
         ));
         let app = crate::api::router(api.clone());
         let stop = http_stop.clone();
-        let http_task = tokio::spawn(meridian_edge::web::serve_http(
+        let http_task = tokio::spawn(meridian_pki::serve::serve_http(
             opts.http_listener,
             opts.http_tls,
             app,
@@ -256,7 +256,7 @@ impl Gateway {
                     r.files.clone(),
                     r.eval_interval,
                     ctx,
-                    Arc::new(meridian_edge::sample::now_ms),
+                    Arc::new(meridian_core::time::now_ms),
                 )
                 .map_err(anyhow::Error::msg)?;
                 manager.start();
@@ -376,12 +376,12 @@ impl StoreGateway {
         grpc_tls: Option<Arc<ServerTls>>,
         grpc_tls_reload_interval: Duration,
         http_listener: TcpListener,
-        web: meridian_edge::web::WebLimits,
+        web: meridian_pki::serve::WebLimits,
     ) -> anyhow::Result<StoreGateway> {
         let sync = run_bucket(store.clone(), false);
         let grpc_addr = grpc_listener.local_addr()?;
         let grpc_stop = CancellationToken::new();
-        let spawned = meridian_edge::storeapi::server::spawn(
+        let spawned = meridian_storeapi::server::spawn(
             store.clone(),
             grpc_listener,
             grpc_tls,
@@ -392,7 +392,7 @@ impl StoreGateway {
         let http_stop = CancellationToken::new();
         let mut registry = prometheus_client::registry::Registry::default();
         store.metrics().register(&mut registry);
-        meridian_edge::process_metrics::register(&mut registry);
+        meridian_core::process_metrics::register(&mut registry);
         let registry = Arc::new(registry);
         let ready = store.clone();
         let observed = store.clone();
@@ -430,7 +430,7 @@ impl StoreGateway {
                     }
                 }),
             );
-        let http_task = tokio::spawn(meridian_edge::web::serve_http(
+        let http_task = tokio::spawn(meridian_pki::serve::serve_http(
             http_listener,
             None,
             app,

@@ -22,8 +22,8 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meridian_edge::error::{Error, Result};
-use meridian_edge::labels::Labels;
+use meridian_core::error::{Error, Result};
+use meridian_core::labels::Labels;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;

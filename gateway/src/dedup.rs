@@ -36,7 +36,7 @@
 //! a constant adjustment, so resets inside a replica stay visible. Staleness markers pass through
 //! unchanged.
 
-use meridian_edge::sample::{Sample, is_stale_nan};
+use meridian_core::sample::{Sample, is_stale_nan};
 
 /// Scrape interval assumed while a replica has only one sample (Thanos' initial penalty), ms.
 pub const INITIAL_PENALTY_MS: i64 = 5_000;

@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use meridian_edge::discovery::dns::{DnsError, DnsResolver, join_host_port};
+use meridian_core::net::dns::{DnsError, DnsResolver, join_host_port};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 

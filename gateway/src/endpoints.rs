@@ -31,13 +31,13 @@ use std::time::{Duration, SystemTime};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use hyper_util::rt::TokioIo;
-use meridian_edge::discovery::dns::DnsResolver;
-use meridian_edge::error::{Error, ErrorKind};
-use meridian_edge::labels::Labels;
-use meridian_edge::proto::thanos as pb;
-use meridian_edge::storeapi::Store;
-use meridian_edge::storeapi::client::StoreClient;
+use meridian_core::error::{Error, ErrorKind};
+use meridian_core::labels::Labels;
+use meridian_core::net::dns::DnsResolver;
 use meridian_pki::tls::{ClientTls, ClientTlsFiles, Dial};
+use meridian_storeapi::Store;
+use meridian_storeapi::client::StoreClient;
+use meridian_storeapi::proto::thanos as pb;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 use tokio::net::TcpStream;
@@ -586,11 +586,11 @@ impl EndpointSet {
                 .meta
                 .iter()
                 .flat_map(|m| m.label_sets.iter())
-                .map(meridian_edge::agent::labels_json)
+                .map(meridian_core::labels::labels_json)
                 .collect();
             by_type.entry(kind).or_default().push(serde_json::json!({
                 "name": ep.address,
-                "lastCheck": meridian_edge::agent::rfc3339(st.last_check),
+                "lastCheck": meridian_core::time::rfc3339(st.last_check),
                 "lastError": st.last_error,
                 "labelSets": label_sets,
                 "minTime": st.meta.as_ref().map_or(0, |m| m.min_time),

@@ -27,14 +27,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::future::join_all;
-use meridian_edge::chunkenc::{SAMPLES_PER_CHUNK, XorChunk, XorIterator};
-use meridian_edge::error::{Error, ErrorKind, Result};
-use meridian_edge::labels::Labels;
-use meridian_edge::matcher::Matcher;
-use meridian_edge::proto::thanos as pb;
-use meridian_edge::proto::thanos::info as infopb;
-use meridian_edge::sample::Sample;
-use meridian_edge::storeapi::{
+use meridian_core::chunkenc::{SAMPLES_PER_CHUNK, XorChunk, XorIterator};
+use meridian_core::error::{Error, ErrorKind, Result};
+use meridian_core::labels::Labels;
+use meridian_core::matcher::Matcher;
+use meridian_core::sample::Sample;
+use meridian_storeapi::proto::thanos as pb;
+use meridian_storeapi::proto::thanos::info as infopb;
+use meridian_storeapi::{
     MetadataStream, SeriesFrame, SeriesStream, Store, labels_from_proto, labels_to_proto,
     matcher_to_proto, matchers_from_proto, truncate_to_limit,
 };

@@ -20,9 +20,9 @@ pub mod rules;
 use std::time::Duration;
 
 pub use endpoints::Transport;
-use meridian_edge::error::{Error, ErrorKind, Result};
-use meridian_edge::storeapi::client::StoreClient;
-use meridian_edge::storeapi::{Store, labels_from_proto};
+use meridian_core::error::{Error, ErrorKind, Result};
+use meridian_storeapi::client::StoreClient;
+use meridian_storeapi::{Store, labels_from_proto};
 
 /// What an endpoint announces about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use meridian_core::promfmt::{parse_base2_bytes, parse_duration};
 use meridian_gateway::bucket::{
     BucketLimits, BucketStore, BucketStoreOptions, StoreTime, parse_selector,
 };
 use meridian_gateway::discovery::EndpointSpec;
 use meridian_gateway::endpoints::{EndpointGroup, EndpointSetOptions};
 use meridian_gateway::fanout::{FanoutOptions, Limits, PartialResponse};
-use meridian_pki::tls::args::parse_duration;
 
 #[derive(Parser)]
 #[command(
@@ -124,7 +124,7 @@ struct RuleArgs {
 
 impl RuleArgs {
     /// `--label name="value"` values as external labels.
-    fn external_labels(&self) -> anyhow::Result<meridian_edge::labels::Labels> {
+    fn external_labels(&self) -> anyhow::Result<meridian_core::labels::Labels> {
         let mut pairs = Vec::new();
         for l in &self.labels {
             let Some((name, value)) = l.split_once('=') else {
@@ -135,17 +135,17 @@ impl RuleArgs {
                 .strip_prefix('"')
                 .and_then(|v| v.strip_suffix('"'))
                 .unwrap_or(value);
-            if !meridian_edge::relabel::is_valid_label_name(name) {
+            if !meridian_core::relabel::is_valid_label_name(name) {
                 anyhow::bail!("--label {l:?}: {name:?} is not a valid label name");
             }
             pairs.push((name.to_owned(), value.to_owned()));
         }
-        Ok(meridian_edge::labels::Labels::from_pairs(pairs))
+        Ok(meridian_core::labels::Labels::from_pairs(pairs))
     }
 
     fn notifier(
         &self,
-        external_labels: meridian_edge::labels::Labels,
+        external_labels: meridian_core::labels::Labels,
         dns_server: Option<std::net::SocketAddr>,
     ) -> anyhow::Result<Option<std::sync::Arc<meridian_gateway::alerting::notifier::Notifier>>>
     {
@@ -177,7 +177,7 @@ impl RuleArgs {
     }
 
     /// `--alert.relabel-config-file`.
-    fn relabel(&self) -> anyhow::Result<Vec<meridian_edge::relabel::RelabelConfig>> {
+    fn relabel(&self) -> anyhow::Result<Vec<meridian_core::relabel::RelabelConfig>> {
         let Some(f) = &self.relabel_config else {
             return Ok(Vec::new());
         };
@@ -190,7 +190,7 @@ impl RuleArgs {
     /// The native router of `--alert.routing-config-file`.
     fn router(
         &self,
-        external_labels: meridian_edge::labels::Labels,
+        external_labels: meridian_core::labels::Labels,
     ) -> anyhow::Result<Option<std::sync::Arc<meridian_gateway::alerting::dispatch::Router>>> {
         use meridian_gateway::alerting::{dispatch, route};
         let Some(f) = &self.routing_config else {
@@ -281,10 +281,10 @@ struct BucketArgs {
     #[arg(long = "block-meta-fetch-concurrency", default_value = "32")]
     meta_fetch_concurrency: usize,
     /// Memory for index-headers, postings and series read from the bucket (bytes; KiB, MiB, GiB...).
-    #[arg(long = "index-cache-size", default_value = "250MiB", value_parser = parse_bytes)]
+    #[arg(long = "index-cache-size", default_value = "250MiB", value_parser = parse_base2_bytes)]
     index_cache_size: u64,
     /// Memory for chunks read from the bucket.
-    #[arg(long = "chunk-cache-size", default_value = "500MiB", value_parser = parse_bytes)]
+    #[arg(long = "chunk-cache-size", default_value = "500MiB", value_parser = parse_base2_bytes)]
     chunk_cache_size: u64,
     /// Serve only blocks ending after this time: RFC 3339, or a duration relative to now (-2w, -36h),
     /// which moves with the clock (resolved again at every sync).
@@ -310,7 +310,7 @@ struct BucketArgs {
     #[arg(long = "store.grpc.series-sample-limit", default_value = "0")]
     series_sample_limit: u64,
     /// Most bytes one request may download from the bucket (0 = unlimited).
-    #[arg(long = "store.grpc.downloaded-bytes-limit", default_value = "0", value_parser = parse_bytes)]
+    #[arg(long = "store.grpc.downloaded-bytes-limit", default_value = "0", value_parser = parse_base2_bytes)]
     downloaded_bytes_limit: u64,
 }
 
@@ -318,9 +318,9 @@ impl BucketArgs {
     /// The bucket store these flags describe; `None` without an objstore config.
     fn open(&self) -> anyhow::Result<Option<std::sync::Arc<BucketStore>>> {
         let bucket = match (&self.objstore_config_file, &self.objstore_config) {
-            (Some(p), _) => meridian_edge::objstore::Bucket::from_file(p)?,
+            (Some(p), _) => meridian_tsdb::objstore::Bucket::from_file(p)?,
             (None, Some(text)) => {
-                meridian_edge::objstore::Bucket::parse(text, "--objstore.config")?
+                meridian_tsdb::objstore::Bucket::parse(text, "--objstore.config")?
             }
             (None, None) => return Ok(None),
         };
@@ -361,7 +361,7 @@ fn parse_store_time(s: &str) -> Result<StoreTime, String> {
         Some(rest) => (-1, rest),
         None => (1, s),
     };
-    let d = meridian_edge::config::PromDuration::parse(d).map_err(|_| {
+    let d = meridian_core::promfmt::PromDuration::parse(d).map_err(|_| {
         format!("invalid time {s:?}: use RFC 3339 (2024-01-02T15:04:05Z) or a duration such as -2w")
     })?;
     let ms = i64::try_from(d.0.as_millis()).map_err(|_| format!("duration {s:?} is too long"))?;
@@ -378,7 +378,7 @@ struct StoreArgs {
     #[arg(long = "http-address", default_value = "0.0.0.0:10902")]
     http_address: String,
     #[command(flatten)]
-    web: meridian_edge::web::WebArgs,
+    web: meridian_pki::serve::WebArgs,
     #[command(flatten)]
     grpc_tls: meridian_pki::tls::args::GrpcServerTlsArgs,
     #[command(flatten)]
@@ -402,7 +402,7 @@ struct QueryArgs {
     #[arg(long = "http-address", default_value = "0.0.0.0:10902")]
     http_address: String,
     #[command(flatten)]
-    web: meridian_edge::web::WebArgs,
+    web: meridian_pki::serve::WebArgs,
     #[command(flatten)]
     grpc_tls: meridian_pki::tls::args::GrpcServerTlsArgs,
     /// TLS settings for --endpoint (the config file's entries have their own).
@@ -470,7 +470,7 @@ struct QueryArgs {
     #[arg(long = "query.max-concurrent", default_value = "20", value_parser = clap::value_parser!(u32).range(1..))]
     query_max_concurrent: u32,
     /// Longest query text accepted (bytes; KB, MB, KiB, MiB suffixes; 0 = unlimited).
-    #[arg(long = "query.max-length", default_value = "128KiB", value_parser = parse_bytes)]
+    #[arg(long = "query.max-length", default_value = "128KiB", value_parser = parse_base2_bytes)]
     query_max_length: u64,
     /// How far back a vector selector looks for a sample.
     #[arg(long = "query.lookback-delta", default_value = "5m", value_parser = parse_duration)]
@@ -485,7 +485,7 @@ struct QueryArgs {
     #[arg(long = "query-range.max-freshness", default_value = "1m", value_parser = parse_duration)]
     max_freshness: Duration,
     /// Memory for the results cache (bytes; KB, MB, GB, KiB, MiB, GiB suffixes); 0 disables it.
-    #[arg(long = "query-range.response-cache-max-size", default_value = "256MiB", value_parser = parse_bytes)]
+    #[arg(long = "query-range.response-cache-max-size", default_value = "256MiB", value_parser = parse_base2_bytes)]
     cache_max_size: u64,
     /// How long label and series answers are cached.
     #[arg(long = "query.labels-cache-ttl", default_value = "10s", value_parser = parse_duration)]
@@ -494,7 +494,7 @@ struct QueryArgs {
     #[command(flatten)]
     bucket: BucketArgs,
     /// Largest HTTP request body accepted (bytes; KB, MB, KiB, MiB suffixes).
-    #[arg(long = "http.max-request-body-size", default_value = "8MiB", value_parser = parse_bytes)]
+    #[arg(long = "http.max-request-body-size", default_value = "8MiB", value_parser = parse_base2_bytes)]
     max_body: u64,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long = "log.level", default_value = "info")]
@@ -512,32 +512,6 @@ fn parse_positive_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?} must be longer than 0s"));
     }
     Ok(d)
-}
-
-/// Sizes for flags: a number of bytes with an optional unit (KB = 1000, KiB = 1024, ...).
-fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {s:?} (use e.g. 268435456, 256MiB, 1GB)"))?;
-    let mult: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "KB" => 1_000,
-        "MB" => 1_000_000,
-        "GB" => 1_000_000_000,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        other => {
-            return Err(format!(
-                "invalid size unit {other:?} in {s:?} (B, KB, MB, GB, KiB, MiB, GiB)"
-            ));
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -859,5 +833,50 @@ mod tests {
             "1s",
         ];
         assert!(super::Cli::try_parse_from(ok).is_ok());
+    }
+
+    /// Issue 23: one size parser (Thanos' base-2 `KB`) and one duration grammar behind every flag.
+    #[test]
+    fn sizes_are_base2_and_durations_follow_prometheus() {
+        use clap::Parser;
+        let store = |extra: &[&str]| {
+            let mut args = vec!["meridian-gateway", "store", "--objstore.config", "x"];
+            args.extend_from_slice(extra);
+            super::Cli::try_parse_from(args)
+        };
+        let Ok(super::Cli {
+            command: super::Command::Store(a),
+        }) = store(&["--index-cache-size=1KB", "--chunk-cache-size=2MB"])
+        else {
+            panic!("store flags refused");
+        };
+        assert_eq!(a.bucket.index_cache_size, 1024);
+        assert_eq!(a.bucket.chunk_cache_size, 2 << 20);
+        let e = store(&["--index-cache-size=1024"])
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("unit is required")));
+        let e = store(&["--sync-block-duration=30s1m"])
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("30s1m")));
+        let query = |flag: &str| {
+            super::Cli::try_parse_from([
+                "meridian-gateway",
+                "query",
+                "--endpoint",
+                "127.0.0.1:1",
+                flag,
+            ])
+        };
+        for flag in [
+            "--query.timeout=30s1m",
+            "--query.lookback-delta=1h1h",
+            "--store.response-timeout=1.5s",
+            "--dns.ttl-cap=10",
+        ] {
+            assert!(query(flag).is_err(), "{flag} was accepted");
+        }
+        assert!(query("--query.timeout=1m30s").is_ok());
     }
 }

@@ -3,10 +3,10 @@
 //! come from. The fan-out over the endpoint set (with replica deduplication) implements it; so can
 //! anything else (tests, the bucket store on its own).
 
-use meridian_edge::error::Result;
-use meridian_edge::labels::Labels;
-use meridian_edge::matcher::Matcher;
-use meridian_edge::sample::Sample;
+use meridian_core::error::Result;
+use meridian_core::labels::Labels;
+use meridian_core::matcher::Matcher;
+use meridian_core::sample::Sample;
 
 /// What the engine knows about a selection (Prometheus' `SelectHints`): it lets stores and dedup choose
 /// well, never changes the answer's meaning.

@@ -9,21 +9,21 @@ mod support;
 use std::path::Path;
 use std::sync::Arc;
 
-use meridian_edge::labels::Labels;
-use meridian_edge::objstore::Bucket;
-use meridian_edge::sample::Sample;
-use meridian_edge::shipper::{Shipper, ShipperOptions, upload_block_dir};
-use meridian_edge::storeapi::Store;
-use meridian_edge::storeapi::acceptance::{self, Fixture, StartedStore};
-use meridian_edge::storeapi::leaf::LeafStore;
-use meridian_edge::tsdb::block::write_block;
-use meridian_edge::tsdb::db::{Db, DbOptions};
+use meridian_core::labels::Labels;
+use meridian_core::sample::Sample;
 use meridian_gateway::bucket::{
     BucketLimits, BucketStore, BucketStoreOptions, StoreTime, parse_selector,
 };
 use meridian_gateway::fanout::{Fanout, FanoutOptions, QueryOptions, StaticStores};
 use meridian_gateway::promql::{Engine, QueryValue};
+use meridian_storeapi::Store;
+use meridian_storeapi::acceptance::{self, Fixture, StartedStore};
+use meridian_storeapi::leaf::LeafStore;
 use meridian_testkit::Moto;
+use meridian_tsdb::block::write_block;
+use meridian_tsdb::db::{Db, DbOptions, DbSource};
+use meridian_tsdb::objstore::Bucket;
+use meridian_tsdb::shipper::{Shipper, ShipperOptions, upload_block_dir};
 use support::{H, STEP, T0, counter, fs_bucket, many_blocks, rss_bytes, spawn_store};
 use tokio_util::sync::CancellationToken;
 
@@ -73,9 +73,9 @@ async fn fill_bucket(bucket: &Bucket, fx: &Fixture, strip_files: bool) {
             .unwrap();
         if strip_files {
             let ulid = block.file_name().unwrap().to_str().unwrap().to_owned();
-            let path = meridian_edge::objstore::block_path(
+            let path = meridian_tsdb::objstore::block_path(
                 &ulid,
-                meridian_edge::objstore::BlockObject::Meta,
+                meridian_tsdb::objstore::BlockObject::Meta,
             );
             use object_store::ObjectStoreExt;
             let raw = bucket
@@ -208,7 +208,7 @@ async fn history_across_edge_and_bucket() {
     let local_min = kept.iter().map(|m| m.min_time).min().unwrap();
     assert!(local_min > T0 + 2 * H, "old history is gone locally");
 
-    let edge: Arc<dyn Store> = Arc::new(LeafStore::from_source(db.clone(), ext.clone()));
+    let edge: Arc<dyn Store> = Arc::new(LeafStore::from_source(DbSource(db.clone()), ext.clone()));
     let store = Arc::new(BucketStore::new(bucket, BucketStoreOptions::default()));
     let report = store.sync().await.unwrap();
     assert!(report.loaded >= 4, "{report:?}");
@@ -332,7 +332,7 @@ async fn store_command_is_ready_fast_and_small_on_1000_blocks() {
     assert!(store_rss.is_some_and(|v| v > 1e6), "{metrics}");
 
     // The query gateway asks the store like any endpoint.
-    let client = meridian_edge::storeapi::client::StoreClient::new(
+    let client = meridian_storeapi::client::StoreClient::new(
         tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
             .unwrap()
             .connect_lazy(),
@@ -383,12 +383,12 @@ async fn start_up_reads_no_index_and_queries_touch_only_their_blocks() {
 
     // A query over one block and one cluster reads one index-header and that block's series/chunks.
     let t = T0 + 10 * 2 * H;
-    let req = meridian_edge::storeapi::series_request(
+    let req = meridian_storeapi::series_request(
         t,
         t + H,
         &[
-            meridian_edge::matcher::Matcher::equal("__name__", "requests_total"),
-            meridian_edge::matcher::Matcher::equal("cluster", "a"),
+            meridian_core::matcher::Matcher::equal("__name__", "requests_total"),
+            meridian_core::matcher::Matcher::equal("cluster", "a"),
         ],
         false,
     );
@@ -397,7 +397,7 @@ async fn start_up_reads_no_index_and_queries_touch_only_their_blocks() {
     let mut n = 0;
     use futures::StreamExt;
     while let Some(f) = stream.next().await {
-        if let meridian_edge::storeapi::SeriesFrame::Series(s) = f.unwrap() {
+        if let meridian_storeapi::SeriesFrame::Series(s) = f.unwrap() {
             n += 1;
             assert_eq!(s.chunks.len(), 1);
         }
@@ -459,9 +459,7 @@ async fn filters_and_limits() {
     let now = Arc::new(std::sync::atomic::AtomicI64::new(T0 + 3 * H));
     let clock = {
         let now = now.clone();
-        meridian_edge::tsdb::bounds::Clock::from_fn(move || {
-            now.load(std::sync::atomic::Ordering::SeqCst)
-        })
+        meridian_core::time::Clock::from_fn(move || now.load(std::sync::atomic::Ordering::SeqCst))
     };
     let s = sync(BucketStoreOptions {
         min_time: StoreTime::FromNow(-H),
@@ -509,10 +507,10 @@ async fn filters_and_limits() {
         ..Default::default()
     })
     .await;
-    let req = meridian_edge::storeapi::series_request(
+    let req = meridian_storeapi::series_request(
         T0,
         T0 + 6 * H,
-        &[meridian_edge::matcher::Matcher::equal(
+        &[meridian_core::matcher::Matcher::equal(
             "__name__",
             "requests_total",
         )],
@@ -522,7 +520,7 @@ async fn filters_and_limits() {
         Ok(_) => panic!("over the series limit"),
         Err(e) => e,
     };
-    assert_eq!(err.kind, meridian_edge::error::ErrorKind::LimitExceeded);
+    assert_eq!(err.kind, meridian_core::error::ErrorKind::LimitExceeded);
     // A block deleted from the bucket (by a compactor) disappears at the next sync.
     let gone = s.blocks().keys().next().cloned().unwrap();
     std::fs::remove_dir_all(root.path().join(&gone)).unwrap();

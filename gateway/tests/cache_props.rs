@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use meridian_edge::Labels;
-use meridian_edge::sample::Sample;
+use meridian_core::Labels;
+use meridian_core::sample::Sample;
 use meridian_gateway::cache::{CacheOptions, ResultsCache};
 use meridian_gateway::promql::{Engine, MemQueryable, QueryValue};
 use meridian_gateway::queryable::SeriesData;

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use meridian_edge::discovery::dns::DnsResolver;
+use meridian_core::net::dns::DnsResolver;
 use meridian_gateway::discovery::{Discovered, EndpointDiscovery, EndpointSpec};
 use meridian_testkit::{ChildGuard, dnsmasq, free_port, require};
 

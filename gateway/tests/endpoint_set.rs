@@ -7,12 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use meridian_edge::discovery::dns::DnsResolver;
-use meridian_edge::storeapi::memstore::MemStore;
-use meridian_edge::storeapi::server;
-use meridian_edge::{Labels, Sample};
+use meridian_core::net::dns::DnsResolver;
+use meridian_core::{Labels, Sample};
 use meridian_gateway::endpoints::{EndpointGroup, EndpointSet, EndpointSetOptions};
 use meridian_gateway::fanout::StoreSet;
+use meridian_storeapi::memstore::MemStore;
+use meridian_storeapi::server;
 
 async fn serve(cluster: &str) -> (String, tokio::sync::oneshot::Sender<()>) {
     let store = MemStore::new(Labels::from_pairs([("cluster", cluster)]));

@@ -7,10 +7,10 @@
 
 use std::sync::Arc;
 
-use meridian_edge::storeapi::Store;
-use meridian_edge::storeapi::acceptance::{self, Fixture, StartedStore};
-use meridian_edge::storeapi::memstore::MemStore;
 use meridian_gateway::fanout::{Fanout, FanoutOptions, StaticStores};
+use meridian_storeapi::Store;
+use meridian_storeapi::acceptance::{self, Fixture, StartedStore};
+use meridian_storeapi::memstore::MemStore;
 
 async fn start_gateway(fx: Fixture) -> StartedStore {
     let a = MemStore::new(fx.external_labels.clone());

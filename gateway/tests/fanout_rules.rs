@@ -6,16 +6,16 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use meridian_edge::error::{ErrorKind, Result};
-use meridian_edge::proto::thanos as pb;
-use meridian_edge::proto::thanos::info as infopb;
-use meridian_edge::storeapi::memstore::MemStore;
-use meridian_edge::storeapi::{SeriesStream, Store};
-use meridian_edge::{Labels, MatchType, Matcher, Sample};
+use meridian_core::error::{ErrorKind, Result};
+use meridian_core::{Labels, MatchType, Matcher, Sample};
 use meridian_gateway::fanout::{
     Fanout, FanoutOptions, Limits, PartialResponse, QueryOptions, StaticStores, StoreRef, StoreSet,
 };
 use meridian_gateway::queryable::{LabelsRequest, Queryable, SelectRequest};
+use meridian_storeapi::memstore::MemStore;
+use meridian_storeapi::proto::thanos as pb;
+use meridian_storeapi::proto::thanos::info as infopb;
+use meridian_storeapi::{SeriesStream, Store};
 
 /// A memstore that counts the Series calls it gets.
 struct Counting {

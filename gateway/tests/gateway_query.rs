@@ -15,12 +15,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use meridian_edge::chunkenc::XorIterator;
-use meridian_edge::proto::thanos as pb;
-use meridian_edge::storeapi::client::StoreClient;
-use meridian_edge::storeapi::memstore::MemStore;
-use meridian_edge::storeapi::{SeriesFrame, Store, labels_from_proto, server};
-use meridian_edge::{Labels, Matcher, Sample};
+use meridian_core::chunkenc::XorIterator;
+use meridian_core::{Labels, Matcher, Sample};
+use meridian_storeapi::client::StoreClient;
+use meridian_storeapi::memstore::MemStore;
+use meridian_storeapi::proto::thanos as pb;
+use meridian_storeapi::{SeriesFrame, Store, labels_from_proto, server};
 use meridian_testkit::{ChildGuard, FaultProxy, dnsmasq, free_port, http, require, wait_for};
 
 const T0: i64 = 1_700_000_000_000;
@@ -133,7 +133,7 @@ async fn query(gateway: &str, name: &str, without: &[&str], abort: bool) -> Resu
     let client = StoreClient::connect_plaintext(gateway)
         .await
         .map_err(|e| e.to_string())?;
-    let mut req = meridian_edge::storeapi::series_request(
+    let mut req = meridian_storeapi::series_request(
         T0 - 3_600 * S,
         T0 + 3_600 * S,
         &[Matcher::equal("__name__", name)],

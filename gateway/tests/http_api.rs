@@ -11,13 +11,13 @@
 
 use std::sync::Arc;
 
-use meridian_edge::Labels;
-use meridian_edge::proto::thanos as pb;
-use meridian_edge::sample::Sample;
-use meridian_edge::storeapi::Store;
-use meridian_edge::storeapi::memstore::MemStore;
+use meridian_core::Labels;
+use meridian_core::sample::Sample;
 use meridian_gateway::api::{Api, ApiOptions};
 use meridian_gateway::fanout::{Fanout, FanoutOptions, StaticStores, StoreRef};
+use meridian_storeapi::Store;
+use meridian_storeapi::memstore::MemStore;
+use meridian_storeapi::proto::thanos as pb;
 use meridian_testkit::{HttpResponse, urlencode};
 
 /// Data starts here (ms, a multiple of 15 s and of one hour).
@@ -119,11 +119,11 @@ async fn start_with(extra: Vec<StoreRef>, opts: ApiOptions) -> (Gw, Arc<Api>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let stop = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(meridian_edge::web::serve_http(
+    let task = tokio::spawn(meridian_pki::serve::serve_http(
         listener,
         None,
         meridian_gateway::api::router(api.clone()),
-        meridian_edge::web::WebLimits::default(),
+        meridian_pki::serve::WebLimits::default(),
         stop.clone(),
     ));
     (Gw { addr, stop, task }, api)
@@ -682,14 +682,14 @@ struct SlowStore {
 
 #[async_trait::async_trait]
 impl Store for SlowStore {
-    async fn info(&self) -> meridian_edge::error::Result<pb::info::InfoResponse> {
+    async fn info(&self) -> meridian_core::error::Result<pb::info::InfoResponse> {
         self.inner.info().await
     }
 
     async fn series(
         &self,
         req: pb::SeriesRequest,
-    ) -> meridian_edge::error::Result<meridian_edge::storeapi::SeriesStream> {
+    ) -> meridian_core::error::Result<meridian_storeapi::SeriesStream> {
         tokio::time::sleep(self.delay).await;
         self.inner.series(req).await
     }
@@ -697,14 +697,14 @@ impl Store for SlowStore {
     async fn label_names(
         &self,
         req: pb::LabelNamesRequest,
-    ) -> meridian_edge::error::Result<pb::LabelNamesResponse> {
+    ) -> meridian_core::error::Result<pb::LabelNamesResponse> {
         self.inner.label_names(req).await
     }
 
     async fn label_values(
         &self,
         req: pb::LabelValuesRequest,
-    ) -> meridian_edge::error::Result<pb::LabelValuesResponse> {
+    ) -> meridian_core::error::Result<pb::LabelValuesResponse> {
         self.inner.label_values(req).await
     }
 }

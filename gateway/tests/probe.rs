@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use meridian_edge::storeapi::memstore::MemStore;
-use meridian_edge::storeapi::server;
-use meridian_edge::{Labels, Sample};
+use meridian_core::{Labels, Sample};
 use meridian_pki::issue::{self, KeyType, Usage, Validity};
 use meridian_pki::tls::{ServerTls, ServerTlsFiles, ServerTlsOptions, TlsIncoming};
+use meridian_storeapi::memstore::MemStore;
+use meridian_storeapi::server;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_over_mtls() {

@@ -6,12 +6,12 @@
 
 use std::sync::Arc;
 
-use meridian_edge::storeapi::Store;
-use meridian_edge::storeapi::memstore::MemStore;
-use meridian_edge::{Labels, Sample};
+use meridian_core::{Labels, Sample};
 use meridian_gateway::fanout::{Fanout, FanoutOptions, QueryOptions, StaticStores};
 use meridian_gateway::promql::{Engine, MemQueryable, QueryValue};
 use meridian_gateway::queryable::SeriesData;
+use meridian_storeapi::Store;
+use meridian_storeapi::memstore::MemStore;
 use proptest::prelude::*;
 
 const QUERIES: &[&str] = &[
@@ -155,7 +155,7 @@ proptest! {
 /// Limits end queries with Prometheus' error types.
 #[test]
 fn limits_give_prometheus_error_types() {
-    use meridian_edge::error::ErrorKind;
+    use meridian_core::error::ErrorKind;
     use meridian_gateway::promql::EngineOptions;
     use std::time::Duration;
     let rt = rt();

@@ -8,12 +8,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meridian_edge::Labels;
-use meridian_edge::sample::{Sample, now_ms};
-use meridian_edge::storeapi::memstore::MemStore;
+use meridian_core::Labels;
+use meridian_core::sample::Sample;
+use meridian_core::time::now_ms;
 use meridian_gateway::app::{Gateway, GatewayOptions};
 use meridian_gateway::endpoints::EndpointGroup;
 use meridian_gateway::rules::RulesOptions;
+use meridian_storeapi::memstore::MemStore;
 
 async fn get(addr: std::net::SocketAddr, path: &str) -> serde_json::Value {
     let (addr, path) = (addr.to_string(), path.to_owned());

@@ -75,11 +75,11 @@ fn main() {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             addrs.push(listener.local_addr().unwrap().to_string());
             let stop = tokio_util::sync::CancellationToken::new();
-            tokio::spawn(meridian_edge::web::serve_http(
+            tokio::spawn(meridian_pki::serve::serve_http(
                 listener,
                 None,
                 meridian_gateway::api::router(api),
-                meridian_edge::web::WebLimits::default(),
+                meridian_pki::serve::WebLimits::default(),
                 stop.clone(),
             ));
             std::mem::forget(stop);

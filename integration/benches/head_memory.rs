@@ -11,9 +11,9 @@
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use meridian_edge::Labels;
-use meridian_edge::proto::prometheus as prom;
-use meridian_edge::tsdb::db::{Db, DbOptions};
+use meridian_core::Labels;
+use meridian_storeapi::proto::prometheus as prom;
+use meridian_tsdb::db::{Db, DbOptions};
 
 const SERIES: usize = 100_000;
 const SAMPLES: i64 = 10;

@@ -139,7 +139,7 @@ impl Load {
 }
 
 fn write_one(addr: &str, writer: &str, t: i64, v: f64, acked: &Acked, stats: &LoadStats) {
-    use meridian_edge::proto::prometheus as pb;
+    use meridian_storeapi::proto::prometheus as pb;
     let req = pb::WriteRequest {
         timeseries: vec![pb::TimeSeries {
             labels: vec![
@@ -276,7 +276,7 @@ pub struct Setup {
     pub fed: Federation,
     pub proxy: meridian_testkit::FaultProxy,
     /// The bucket, reached directly (not through the proxy), for the checks.
-    pub bucket: meridian_edge::objstore::Bucket,
+    pub bucket: meridian_tsdb::objstore::Bucket,
     _moto: meridian_testkit::Moto,
 }
 
@@ -301,7 +301,7 @@ impl Setup {
                 "type: S3\nconfig:\n  bucket: chaos\n  endpoint: {endpoint}\n  region: us-east-1\n  access_key: test\n  secret_key: test\n  insecure: true\n"
             )
         };
-        let bucket = meridian_edge::objstore::Bucket::parse(&yaml(&moto.addr), "chaos bucket")?;
+        let bucket = meridian_tsdb::objstore::Bucket::parse(&yaml(&moto.addr), "chaos bucket")?;
         let mut o = crate::federation::Options::new(bin_dir, data_dir);
         o.gateway_http = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         o.scrape_interval = "2s".into();
@@ -443,7 +443,7 @@ enum Victim {
 pub async fn run_chaos(
     fed: &mut Federation,
     objstore_proxy: &meridian_testkit::FaultProxy,
-    bucket: &meridian_edge::objstore::Bucket,
+    bucket: &meridian_tsdb::objstore::Bucket,
     opts: &ChaosOptions,
 ) -> anyhow::Result<ChaosReport> {
     use rand::seq::SliceRandom;
@@ -591,7 +591,7 @@ async fn final_check(
 /// once (no two with the same external labels and time range). Blocks without `meta.json` are uploads
 /// in progress or abandoned, which readers ignore.
 pub async fn check_bucket(
-    bucket: &meridian_edge::objstore::Bucket,
+    bucket: &meridian_tsdb::objstore::Bucket,
 ) -> anyhow::Result<(usize, Vec<String>)> {
     use futures::TryStreamExt;
     use object_store::ObjectStoreExt;

@@ -224,7 +224,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use meridian_edge::discovery::dns::DnsResolver;
+    use meridian_core::net::dns::DnsResolver;
 
     /// Hickory's resolver (the one the gateway's discovery uses) reads our answers, and `dnssrv+`
     /// endpoints resolve to the edges' addresses.

@@ -14,7 +14,7 @@ pub mod demo {
     use std::collections::BTreeMap;
     use std::fmt::Write as _;
 
-    use meridian_edge::{Labels, Sample};
+    use meridian_core::{Labels, Sample};
     use meridian_gateway::queryable::SeriesData;
     use meridian_testkit::{Prometheus, run_ok};
 
@@ -331,14 +331,14 @@ pub mod bench {
     use std::path::Path;
     use std::sync::Arc;
 
-    use meridian_edge::Labels;
-    use meridian_edge::proto::prometheus as prom;
-    use meridian_edge::storeapi::Store;
-    use meridian_edge::storeapi::leaf::LeafStore;
-    use meridian_edge::tsdb::db::{Db, DbOptions};
+    use meridian_core::Labels;
     use meridian_gateway::fanout::{Fanout, FanoutOptions, StaticStores};
     use meridian_gateway::queryable::SeriesData;
+    use meridian_storeapi::Store;
+    use meridian_storeapi::leaf::LeafStore;
+    use meridian_storeapi::proto::prometheus as prom;
     use meridian_testkit::http;
+    use meridian_tsdb::db::{Db, DbOptions, DbSource};
 
     use crate::demo::{STEP, T0};
 
@@ -364,7 +364,7 @@ pub mod bench {
 
     /// The fan-out over one leaf store on `db` (in process, no network).
     pub async fn tsdb_fanout(db: Arc<Db>) -> Arc<Fanout> {
-        let store: Arc<dyn Store> = Arc::new(LeafStore::from_source(db, Labels::empty()));
+        let store: Arc<dyn Store> = Arc::new(LeafStore::from_source(DbSource(db), Labels::empty()));
         let set = StaticStores::probe(vec![("tsdb".into(), store)])
             .await
             .unwrap_or_else(|e| panic!("probing the TSDB store: {e}"));

@@ -8,14 +8,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use meridian_edge::Labels;
-use meridian_edge::objstore::Bucket;
-use meridian_edge::shipper::upload_block_dir;
+use meridian_core::Labels;
 use meridian_gateway::app::{Gateway, GatewayOptions};
 use meridian_gateway::bucket::{BucketStore, BucketStoreOptions};
 use meridian_gateway::endpoints::EndpointGroup;
 use meridian_integration::demo::{T0, generate, promtool_blocks};
 use meridian_testkit::{Prometheus, http_get, require, urlencode};
+use meridian_tsdb::objstore::Bucket;
+use meridian_tsdb::shipper::upload_block_dir;
 
 /// Result series by labels, each with its `(time, value)` points.
 fn by_labels(answer: &serde_json::Value) -> BTreeMap<String, Vec<(f64, f64)>> {

@@ -22,10 +22,10 @@ use std::time::Duration;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
+use meridian_core::sample::is_stale_nan;
+use meridian_core::{MatchType, Matcher};
 use meridian_edge::agent::{Agent, AgentOptions};
-use meridian_edge::sample::is_stale_nan;
 use meridian_edge::scrape::parse::SCRAPE_ACCEPT_HEADER;
-use meridian_edge::{MatchType, Matcher};
 use meridian_testkit::{ChildGuard, Prometheus, free_port, http, http_get, require, wait_for};
 
 async fn start_edge(dir: &Path, config: &str) -> Agent {
@@ -57,7 +57,7 @@ fn prom_latest(p: &Prometheus, jobs: &str) -> BTreeMap<String, f64> {
         .into_iter()
         .map(|(l, v)| {
             let labels =
-                meridian_edge::Labels::from_pairs(l.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                meridian_core::Labels::from_pairs(l.iter().map(|(k, v)| (k.as_str(), v.as_str())));
             (labels.to_string(), v)
         })
         .collect()
@@ -263,7 +263,7 @@ async fn same_series_and_values_as_prometheus() {
         .map(|(family, metas)| {
             let set = metas
                 .into_iter()
-                .map(|m| (m.r#type, m.help, m.unit))
+                .map(|m| (m.kind, m.help, m.unit))
                 .collect();
             (family, set)
         })
@@ -433,7 +433,7 @@ async fn relabeling_matches_prometheus_targets_api() {
 
 /// PromQL's instant read of one series at `t`: the last sample in `(t - 5m, t]`, absent if it is a
 /// stale marker.
-fn instant(samples: &[meridian_edge::Sample], t: i64) -> Option<f64> {
+fn instant(samples: &[meridian_core::Sample], t: i64) -> Option<f64> {
     let s = samples
         .iter()
         .rev()

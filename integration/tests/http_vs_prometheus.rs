@@ -14,12 +14,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use meridian_edge::Labels;
-use meridian_edge::storeapi::Store;
-use meridian_edge::storeapi::memstore::MemStore;
+use meridian_core::Labels;
 use meridian_gateway::app::{Gateway, GatewayOptions};
 use meridian_gateway::endpoints::EndpointGroup;
 use meridian_integration::demo::{T0, generate, prometheus_from_blocks};
+use meridian_storeapi::Store;
+use meridian_storeapi::memstore::MemStore;
 use meridian_testkit::{http_get, require};
 
 const POINTS: i64 = 480;
@@ -33,7 +33,7 @@ async fn start_gateway(series: &[meridian_gateway::queryable::SeriesData]) -> (G
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let store_addr = listener.local_addr().unwrap().to_string();
     let stop = tokio_util::sync::CancellationToken::new();
-    let spawned = meridian_edge::storeapi::server::spawn(
+    let spawned = meridian_storeapi::server::spawn(
         store,
         listener,
         None,

@@ -10,14 +10,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meridian_edge::storeapi::client::StoreClient;
-use meridian_edge::storeapi::memstore::MemStore;
-use meridian_edge::storeapi::{Store, server};
-use meridian_edge::{Labels, Sample};
+use meridian_core::{Labels, Sample};
 use meridian_pki::issue::{self, Issued, KeyType, Usage, Validity};
 use meridian_pki::tls::{
     ClientTls, ClientTlsFiles, ServerTls, ServerTlsFiles, ServerTlsOptions, TlsIncoming,
 };
+use meridian_storeapi::client::StoreClient;
+use meridian_storeapi::memstore::MemStore;
+use meridian_storeapi::{Store, server};
 use meridian_testkit::ChildGuard;
 
 const HOSTS: [&str; 2] = ["edge-0.cluster-a.example", "edge-1.cluster-a.example"];
@@ -90,12 +90,12 @@ async fn replica_via(
         .map_err(|e| e.to_string())?;
     let c = StoreClient::new(channel, host);
     let info = c.info().await.map_err(|e| e.to_string())?;
-    let labels = meridian_edge::storeapi::labels_from_proto(&info.label_sets[0].labels);
+    let labels = meridian_storeapi::labels_from_proto(&info.label_sets[0].labels);
     // A streamed Series call through both hops as well.
-    let req = meridian_edge::storeapi::series_request(
+    let req = meridian_storeapi::series_request(
         0,
         10_000,
-        &[meridian_edge::Matcher::equal("__name__", "up")],
+        &[meridian_core::Matcher::equal("__name__", "up")],
         false,
     );
     use futures::StreamExt as _;
@@ -380,7 +380,7 @@ async fn gateway_fans_out_through_nginx_found_by_srv_with_per_endpoint_sni() {
         });
         async move {
             q.select(SelectRequest {
-                matchers: vec![meridian_edge::Matcher::equal("__name__", "up")],
+                matchers: vec![meridian_core::Matcher::equal("__name__", "up")],
                 start: 0,
                 end: 10_000,
                 hints: Default::default(),

@@ -12,7 +12,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use meridian_edge::Labels;
+use meridian_core::Labels;
 use meridian_gateway::promql::{Engine, MemQueryable, QueryValue};
 use meridian_testkit::{http_get, require, urlencode};
 

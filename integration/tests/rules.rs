@@ -16,8 +16,8 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use meridian_edge::Labels;
-use meridian_edge::error::Result;
+use meridian_core::Labels;
+use meridian_core::error::Result;
 use meridian_gateway::fanout::PartialResponse;
 use meridian_gateway::promql::promqltest::series_from_notation;
 use meridian_gateway::promql::{Engine, MemQueryable};
@@ -51,7 +51,7 @@ impl RuleSink for Store {
     async fn write(&self, samples: Vec<(Labels, i64, f64)>) -> std::result::Result<(), String> {
         let mut mem = self.0.write().unwrap();
         for (l, t, v) in samples {
-            let s = meridian_edge::sample::Sample::new(t, v);
+            let s = meridian_core::sample::Sample::new(t, v);
             match mem.series.iter_mut().find(|x| x.labels == l) {
                 Some(x) => x.samples.push(s),
                 None => mem.series.push(meridian_gateway::queryable::SeriesData {
@@ -401,10 +401,10 @@ async fn ha_evaluators_make_one_alert_in_alertmanager_and_resolve_it() {
     )
     .unwrap();
     let store = Arc::new(Store::default());
-    let now = meridian_edge::sample::now_ms();
+    let now = meridian_core::time::now_ms();
     let set_up = |v: f64, at: i64| {
         let mut s = series_from_notation(r#"up{job="node", instance="n1"}"#, "0", 1).unwrap();
-        s.samples[0] = meridian_edge::sample::Sample::new(at, v);
+        s.samples[0] = meridian_core::sample::Sample::new(at, v);
         *store.0.write().unwrap() = MemQueryable { series: vec![s] };
     };
     set_up(0.0, now);
@@ -493,7 +493,7 @@ async fn ha_evaluators_make_one_alert_in_alertmanager_and_resolve_it() {
     // The node comes back: both evaluators resolve the alert, and Alertmanager learns it.
     // Evaluated at the current time, so the resolved alert's endsAt is not in Alertmanager's future
     // (an alert still "valid" there keeps its later endsAt, as Alertmanager merges them).
-    let later = meridian_edge::sample::now_ms().max(now + 1);
+    let later = meridian_core::time::now_ms().max(now + 1);
     set_up(1.0, later);
     for (groups, ctx) in &evaluators {
         for g in groups {
@@ -827,7 +827,7 @@ async fn alerts_reach_an_alertmanager_over_mutual_tls() {
             p("ca.crt")
         )
     };
-    let now = meridian_edge::sample::now_ms();
+    let now = meridian_core::time::now_ms();
     let alert = OutAlert {
         labels: Labels::from_pairs([("alertname", "TlsWorks"), ("severity", "page")]),
         annotations: BTreeMap::new(),

@@ -11,14 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use meridian_edge::storeapi::client::StoreClient;
-use meridian_edge::storeapi::memstore::MemStore;
-use meridian_edge::storeapi::{Store, server};
-use meridian_edge::{Labels, Sample};
+use meridian_core::{Labels, Sample};
 use meridian_pki::issue::{self, KeyType, Usage, Validity};
 use meridian_pki::tls::{
     ClientTls, ClientTlsFiles, ServerTls, ServerTlsFiles, ServerTlsOptions, TlsIncoming,
 };
+use meridian_storeapi::client::StoreClient;
+use meridian_storeapi::memstore::MemStore;
+use meridian_storeapi::{Store, server};
 use rustls::pki_types::ServerName;
 use tokio::io::AsyncReadExt;
 

@@ -106,13 +106,7 @@ fn fmt_ip(b: &[u8]) -> String {
 }
 
 fn rfc3339(ts: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(ts)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| ts.to_string())
+    meridian_core::time::rfc3339_nanos(i128::from(ts) * 1_000_000_000)
 }
 
 impl fmt::Display for CertInfo {

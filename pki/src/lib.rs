@@ -6,9 +6,11 @@
 use std::sync::Arc;
 
 pub mod dev;
+pub mod http_client;
 pub mod inspect;
 pub mod issue;
 pub mod k8s;
+pub mod serve;
 pub mod tls;
 
 /// Installs aws-lc-rs as the process-wide rustls crypto provider. Idempotent; returns `true` when this call

@@ -9,15 +9,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use meridian_edge::storeapi::client::StoreClient;
-use meridian_edge::storeapi::memstore::MemStore;
-use meridian_edge::storeapi::{Store, server};
-use meridian_edge::{Labels, Sample};
+use meridian_core::{Labels, Sample};
 use meridian_pki::issue::{self, Issued, KeyType, Usage, Validity};
 use meridian_pki::tls::{
     ClientTls, ClientTlsFiles, Reloadable, ServerTls, ServerTlsFiles, ServerTlsOptions,
     TlsConnector, TlsIncoming,
 };
+use meridian_storeapi::client::StoreClient;
+use meridian_storeapi::memstore::MemStore;
+use meridian_storeapi::{Store, server};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tempfile::TempDir;

@@ -13,18 +13,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ScrapeConfig;
-use crate::labels::Labels;
-
-/// A group of targets sharing labels, as Prometheus' `targetgroup.Group`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetGroup {
-    /// Identifies the group within its provider (`file.json:0`, `_x._tcp.example:0`, …).
-    pub source: String,
-    /// Per-target labels; each has at least `__address__`.
-    pub targets: Vec<Labels>,
-    /// Labels common to the group (target labels win).
-    pub labels: Labels,
-}
+use meridian_core::labels::Labels;
+pub use meridian_core::targetgroup::TargetGroup;
 
 /// A provider's complete current view.
 #[derive(Debug, Clone)]

@@ -22,9 +22,9 @@ use super::scrape_loop::{self, Health, LoopContext, LoopSettings, LoopState, Sto
 use super::target::{DroppedTarget, Target, targets_from_groups};
 use crate::config::{Config, ScrapeConfig};
 use crate::discovery::{DiscoveryOptions, TargetGroup, Update, provider_count, start_providers};
-use crate::labels::Labels;
 use crate::metadata::{MetadataStore, TargetKey};
-use crate::tsdb::db::Db;
+use meridian_core::labels::Labels;
+use meridian_tsdb::db::Db;
 
 /// One active target as the targets API shows it.
 #[derive(Debug, Clone)]

@@ -29,12 +29,12 @@ use super::http::{Conn, HttpClient};
 use super::parse::{Entry, Format, Parser};
 use super::target::Target;
 use crate::config::ScrapeConfig;
-use crate::labels::{Labels, LabelsBuilder};
 use crate::metadata::{Meta, MetadataStore, TargetKey};
-use crate::relabel::{RelabelConfig, process_builder};
-use crate::sample::stale_nan;
-use crate::tsdb::db::{Appender, Db};
-use crate::tsdb::head::AppendError;
+use meridian_core::labels::{Labels, LabelsBuilder};
+use meridian_core::relabel::{RelabelConfig, process_builder};
+use meridian_core::sample::stale_nan;
+use meridian_tsdb::db::{Appender, Db};
+use meridian_tsdb::head::AppendError;
 
 /// Scrape cache entries unseen for this many scrapes are forgotten.
 const CACHE_KEEP_ITERATIONS: u64 = 10;
@@ -540,7 +540,7 @@ pub struct LoopContext {
     pub metadata_key: TargetKey,
 }
 
-use crate::sample::now_ms;
+use meridian_core::time::now_ms;
 
 /// The delay until this target's next scrape phase (Prometheus' `Target.offset`).
 pub fn start_offset(target_hash: u64, seed: u64, interval: Duration, now: SystemTime) -> Duration {
@@ -675,9 +675,9 @@ pub async fn scrape_once(ctx: &Arc<LoopContext>, state: LoopState, conn: &mut Co
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::matcher::Matcher;
-    use crate::sample::is_stale_nan;
-    use crate::tsdb::db::DbOptions;
+    use meridian_core::matcher::Matcher;
+    use meridian_core::sample::is_stale_nan;
+    use meridian_tsdb::db::DbOptions;
 
     fn settings() -> LoopSettings {
         LoopSettings {
@@ -693,7 +693,7 @@ mod tests {
 
     fn series(db: &Db) -> Vec<(String, Vec<(i64, f64)>)> {
         db.samples(
-            &[Matcher::new(crate::MatchType::Regex, "__name__", ".+").unwrap()],
+            &[Matcher::new(meridian_core::MatchType::Regex, "__name__", ".+").unwrap()],
             0,
             i64::MAX,
         )
@@ -915,7 +915,7 @@ mod tests {
     #[test]
     fn far_future_scrape_samples_are_refused_and_reported() {
         let (_dir, db, target, mut st, s, d) = fixture();
-        let now = crate::sample::now_ms();
+        let now = meridian_core::time::now_ms();
         let text = format!("a 1\nfuture 2 {}\n", now + 365 * 24 * 3600 * 1000);
         let o = st
             .append_scrape(&db, &target, &s, Ok((&text, Format::Text)), now, d)

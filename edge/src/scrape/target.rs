@@ -6,10 +6,11 @@
 
 use std::time::Duration;
 
-use crate::config::{PromDuration, ScrapeConfig};
+use crate::config::ScrapeConfig;
 use crate::discovery::TargetGroup;
-use crate::labels::{Labels, LabelsBuilder};
-use crate::relabel::process_builder;
+use meridian_core::labels::{Labels, LabelsBuilder};
+use meridian_core::promfmt::PromDuration;
+use meridian_core::relabel::process_builder;
 
 use super::http::encode_query;
 

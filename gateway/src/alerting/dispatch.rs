@@ -27,8 +27,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use meridian_edge::labels::Labels;
-use meridian_edge::relabel::RelabelConfig;
+use meridian_core::labels::Labels;
+use meridian_core::relabel::RelabelConfig;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -104,7 +104,7 @@ impl RouterOptions {
             sender: Arc::new(HttpSender {
                 timeout: Duration::from_secs(10),
             }),
-            clock: Arc::new(meridian_edge::sample::now_ms),
+            clock: Arc::new(meridian_core::time::now_ms),
         }
     }
 }
@@ -190,7 +190,7 @@ fn labelset_string(labels: &LabelSet) -> String {
         }
         out.push_str(k);
         out.push('=');
-        let _ = meridian_edge::labels::write_go_quoted(&mut out, v);
+        let _ = meridian_core::labels::write_go_quoted(&mut out, v);
     }
     out.push('}');
     out

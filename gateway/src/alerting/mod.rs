@@ -13,8 +13,8 @@ pub mod route;
 
 use std::time::Duration;
 
-use meridian_edge::labels::Labels;
-use meridian_edge::relabel::RelabelConfig;
+use meridian_core::labels::Labels;
+use meridian_core::relabel::RelabelConfig;
 
 /// The labels an alert leaves the gateway with (to an Alertmanager or the native router), or `None`
 /// when relabeling drops it: external labels the alert lacks are added, then the `--alert.label-drop`
@@ -39,12 +39,12 @@ pub fn process_labels(
     if relabel.is_empty() {
         return Some(l);
     }
-    meridian_edge::relabel::process(&l, relabel)
+    meridian_core::relabel::process(&l, relabel)
 }
 
 /// A ms timestamp as Go's `time.Time` JSON (RFC 3339, UTC).
 pub(crate) fn rfc3339_ms(ms: i64) -> String {
-    meridian_edge::agent::rfc3339(Some(
+    meridian_core::time::rfc3339(Some(
         std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0)),
     ))
 }

@@ -14,10 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use meridian_edge::config::PromDuration;
-use meridian_edge::discovery::dns::DnsResolver;
-use meridian_edge::labels::Labels;
-use meridian_edge::relabel::RelabelConfig;
+use meridian_core::labels::Labels;
+use meridian_core::net::dns::DnsResolver;
+use meridian_core::promfmt::PromDuration;
+use meridian_core::relabel::RelabelConfig;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -322,7 +322,7 @@ impl Notifier {
                     tracing::warn!(file = %f.display(), "alertmanager file_sd: cannot read");
                     continue;
                 };
-                match meridian_edge::discovery::file::parse_file(f, &text) {
+                match meridian_core::targetgroup::parse_file(f, &text) {
                     Ok(groups) => {
                         for g in groups {
                             for t in g.targets {
@@ -433,7 +433,7 @@ impl AlertSink for Notifier {
                 continue;
             };
             out.push(serde_json::json!({
-                "labels": meridian_edge::agent::labels_json(&labels),
+                "labels": meridian_core::labels::labels_json(&labels),
                 "annotations": a.annotations,
                 "startsAt": rfc3339_ms(a.starts_at),
                 "endsAt": rfc3339_ms(a.ends_at),

@@ -16,10 +16,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::time::Duration;
 
-use meridian_edge::config::PromDuration;
+use meridian_core::promfmt::PromDuration;
 
 use super::http::{HttpClient, HttpConfig};
-use meridian_edge::relabel::is_valid_label_name;
+use meridian_core::relabel::is_valid_label_name;
 use regex::Regex;
 use serde::Deserialize;
 
@@ -67,7 +67,7 @@ impl Matcher {
     pub fn new(op: MatchType, name: &str, value: &str) -> Result<Matcher, String> {
         let re = match op {
             MatchType::Regexp | MatchType::NotRegexp => Some(
-                meridian_edge::matcher::translate_go_regex(value)
+                meridian_core::matcher::translate_go_regex(value)
                     .and_then(|t| Regex::new(&format!("^(?:{t})$")).map_err(|e| e.to_string()))
                     .map_err(|e| format!("invalid regular expression {value:?}: {e}"))?,
             ),

@@ -12,8 +12,8 @@
 
 use std::io::Write as _;
 
-use meridian_edge::error::Error;
-use meridian_edge::labels::Labels;
+use meridian_core::error::Error;
+use meridian_core::labels::Labels;
 
 use crate::promql::QueryValue;
 use crate::queryable::SeriesData;

@@ -4,7 +4,7 @@
 //!
 //! Every API endpoint takes GET and form-encoded POST (parameters from the URL and the body). Answers are
 //! encoded by [`json`] exactly as Prometheus encodes them, gzipped when the client accepts it; errors carry
-//! Prometheus' `errorType` and status code (mapped once, in [`meridian_edge::error::ErrorKind`]). Answers
+//! Prometheus' `errorType` and status code (mapped once, in [`meridian_core::error::ErrorKind`]). Answers
 //! with warnings (a store missing) are sent with `Cache-Control: no-store`, so no proxy keeps them.
 
 pub mod json;
@@ -21,10 +21,10 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, on};
 use futures::StreamExt;
-use meridian_edge::error::{Error, Result};
-use meridian_edge::labels::Labels;
-use meridian_edge::proto::thanos as pb;
-use meridian_edge::storeapi::Store;
+use meridian_core::error::{Error, Result};
+use meridian_core::labels::Labels;
+use meridian_storeapi::Store;
+use meridian_storeapi::proto::thanos as pb;
 use prometheus_client::registry::Registry;
 
 use crate::cache::{CacheOptions, CachedBody, ResultsCache};
@@ -104,7 +104,7 @@ impl Api {
         metrics.register(&mut registry);
         fanout.metrics().register(&mut registry);
         cache.metrics().register(&mut registry);
-        meridian_edge::process_metrics::register(&mut registry);
+        meridian_core::process_metrics::register(&mut registry);
         extra(&mut registry);
         Api {
             fanout,
@@ -113,7 +113,7 @@ impl Api {
             metrics,
             registry,
             started: SystemTime::now(),
-            now: Arc::new(meridian_edge::sample::now_ms),
+            now: Arc::new(meridian_core::time::now_ms),
             rules: std::sync::OnceLock::new(),
             slots: Arc::new(tokio::sync::Semaphore::new(
                 opts.max_concurrent_queries.max(1),
@@ -521,10 +521,10 @@ fn runtime_info(api: &Api) -> serde_json::Value {
         .unwrap_or_default();
     let threads = std::thread::available_parallelism().map_or(1, usize::from);
     serde_json::json!({
-        "startTime": meridian_edge::agent::rfc3339(Some(api.started)),
+        "startTime": meridian_core::time::rfc3339(Some(api.started)),
         "CWD": cwd,
         "reloadConfigSuccess": true,
-        "lastConfigTime": meridian_edge::agent::rfc3339(Some(api.started)),
+        "lastConfigTime": meridian_core::time::rfc3339(Some(api.started)),
         "corruptionCount": 0,
         "goroutineCount": tokio::runtime::Handle::try_current()
             .map_or(0, |h| h.metrics().num_alive_tasks()),
@@ -622,7 +622,7 @@ async fn query_slot(
                 "query timed out waiting for a slot (--query.max-concurrent)"
             );
             Err(Error::new(
-                meridian_edge::error::ErrorKind::Timeout,
+                meridian_core::error::ErrorKind::Timeout,
                 "query timed out in query queue",
             ))
         }
@@ -949,7 +949,7 @@ async fn metadata(api: &Arc<Api>, p: &Params) -> Result<Answer> {
     };
     let timed_out = || {
         Error::new(
-            meridian_edge::error::ErrorKind::Timeout,
+            meridian_core::error::ErrorKind::Timeout,
             "metadata request timed out (--query.timeout)",
         )
     };

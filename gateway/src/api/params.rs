@@ -2,8 +2,8 @@
 //! values first, as Go's `Request.FormValue`), repeated keys (`match[]`) from both; times as Unix seconds
 //! (float) or RFC 3339; durations as float seconds or Prometheus durations (`1m0s`, `1h30m`).
 
-use meridian_edge::error::{Error, Result};
-use meridian_edge::matcher::Matcher;
+use meridian_core::error::{Error, Result};
+use meridian_core::matcher::Matcher;
 
 /// Every `(name, value)` pair of a request, body first.
 #[derive(Debug, Clone, Default)]
@@ -199,51 +199,8 @@ pub fn parse_duration(s: &str) -> std::result::Result<std::time::Duration, Strin
         // Negative durations become zero: the callers refuse a zero step, and a zero timeout expires.
         return Ok(std::time::Duration::from_nanos(ns.max(0.0) as u64));
     }
-    parse_prometheus_duration(s).ok_or_else(|| format!("cannot parse {s:?} to a valid duration"))
-}
-
-/// Prometheus' `model.ParseDuration`: units y, w, d, h, m, s, ms, each at most once and in that order.
-fn parse_prometheus_duration(s: &str) -> Option<std::time::Duration> {
-    if s.is_empty() {
-        return None;
-    }
-    if s == "0" {
-        return Some(std::time::Duration::ZERO);
-    }
-    const UNITS: [(&str, u64); 7] = [
-        ("y", 365 * 24 * 3_600_000),
-        ("w", 7 * 24 * 3_600_000),
-        ("d", 24 * 3_600_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1_000),
-        ("ms", 1),
-    ];
-    let mut rest = s;
-    let mut next_unit = 0;
-    let mut total: u64 = 0;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        let n: u64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        // Longest unit first, so "ms" is not read as "m" followed by "s".
-        let (idx, unit_len, mult) = UNITS
-            .iter()
-            .enumerate()
-            .filter(|(_, (u, _))| rest.starts_with(u))
-            .max_by_key(|(_, (u, _))| u.len())
-            .map(|(i, (u, m))| (i, u.len(), *m))?;
-        if idx < next_unit {
-            return None;
-        }
-        next_unit = idx + 1;
-        rest = &rest[unit_len..];
-        total = total.checked_add(n.checked_mul(mult)?)?;
-    }
-    Some(std::time::Duration::from_millis(total))
+    meridian_core::promfmt::parse_duration(s)
+        .map_err(|_| format!("cannot parse {s:?} to a valid duration"))
 }
 
 /// One `match[]` value: a vector selector (`up`, `{job="x"}`), no offset or `@`.

@@ -24,19 +24,20 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use meridian_edge::error::{Error, ErrorKind, Result};
-use meridian_edge::labels::Labels;
-use meridian_edge::matcher::Matcher;
-use meridian_edge::objstore::{BlockObject, Bucket, block_path};
-use meridian_edge::proto::thanos as pb;
-use meridian_edge::proto::thanos::info as infopb;
-use meridian_edge::relabel::RelabelConfig;
-use meridian_edge::storeapi::leaf::{SourceChunk, merge_equal_series, series_stream};
-use meridian_edge::storeapi::{
+use meridian_core::error::{Error, ErrorKind, Result};
+use meridian_core::labels::Labels;
+use meridian_core::matcher::Matcher;
+use meridian_core::relabel::RelabelConfig;
+use meridian_core::series::{SourceChunk, merge_equal_series};
+use meridian_storeapi::leaf::series_stream;
+use meridian_storeapi::proto::thanos as pb;
+use meridian_storeapi::proto::thanos::info as infopb;
+use meridian_storeapi::{
     ExternalLabels, SeriesQuery, SeriesStream, Store, labels_to_proto, matchers_from_proto,
     no_series_matchers_error, truncate_to_limit,
 };
-use meridian_edge::tsdb::block::BlockMeta;
+use meridian_tsdb::block::BlockMeta;
+use meridian_tsdb::objstore::{BlockObject, Bucket, block_path};
 use object_store::ObjectStoreExt;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -77,7 +78,7 @@ pub struct BucketStoreOptions {
     /// Blocks read in parallel for one request.
     pub block_concurrency: usize,
     /// The clock relative `min_time`/`max_time` are resolved by at each sync (tests inject one).
-    pub clock: meridian_edge::tsdb::bounds::Clock,
+    pub clock: meridian_core::time::Clock,
 }
 
 impl Default for BucketStoreOptions {
@@ -92,7 +93,7 @@ impl Default for BucketStoreOptions {
             selector: Vec::new(),
             limits: BucketLimits::default(),
             block_concurrency: 8,
-            clock: meridian_edge::tsdb::bounds::Clock::system(),
+            clock: meridian_core::time::Clock::system(),
         }
     }
 }
@@ -403,7 +404,7 @@ impl BucketStore {
             return Err("outside --min-time/--max-time".into());
         }
         if !self.opts.selector.is_empty()
-            && meridian_edge::relabel::process(b.ext.labels(), &self.opts.selector).is_none()
+            && meridian_core::relabel::process(b.ext.labels(), &self.opts.selector).is_none()
         {
             return Err("external labels dropped by --selector.relabel-config".into());
         }

@@ -19,18 +19,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use meridian_edge::chunkenc::Encoding;
-use meridian_edge::error::{Error, ErrorKind, Result};
-use meridian_edge::labels::Labels;
-use meridian_edge::matcher::Matcher;
-use meridian_edge::objstore::{BlockObject, block_path};
-use meridian_edge::storeapi::leaf::{SourceChunk, SourceSeries};
-use meridian_edge::tsdb::chunks::{chunk_record_len, parse_chunk_record};
-use meridian_edge::tsdb::index::{
+use meridian_core::chunkenc::Encoding;
+use meridian_core::error::{Error, ErrorKind, Result};
+use meridian_core::labels::Labels;
+use meridian_core::matcher::Matcher;
+use meridian_core::series::{SourceChunk, SourceSeries};
+use meridian_tsdb::chunks::{chunk_record_len, parse_chunk_record};
+use meridian_tsdb::index::{
     ChunkMeta, HEADER_LEN, IndexHeader, TOC_LEN, Toc, check_header, parse_postings,
     series_entry_len,
 };
-use meridian_edge::tsdb::postings::{self, Postings};
+use meridian_tsdb::objstore::{BlockObject, block_path};
+use meridian_tsdb::postings::{self, Postings};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 

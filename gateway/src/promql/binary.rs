@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 
-use meridian_edge::error::Result;
-use meridian_edge::labels::Labels;
+use meridian_core::error::Result;
+use meridian_core::labels::Labels;
 use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 
 use super::eval::{Evaluator, Row, Steps, Val, drop_name, exec, merge_rows};

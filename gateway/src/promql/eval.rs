@@ -3,9 +3,9 @@
 
 use std::collections::HashMap;
 
-use meridian_edge::error::{Error, ErrorKind, Result};
-use meridian_edge::labels::Labels;
-use meridian_edge::sample::{Sample, is_stale_nan};
+use meridian_core::error::{Error, ErrorKind, Result};
+use meridian_core::labels::Labels;
+use meridian_core::sample::{Sample, is_stale_nan};
 use promql_parser::parser::{Expr, MatrixSelector, SubqueryExpr, VectorSelector};
 
 use super::{QueryValue, VectorSample, at_ms, offset_ms};

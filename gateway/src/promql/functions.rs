@@ -8,9 +8,9 @@
 
 use std::collections::HashMap;
 
-use meridian_edge::error::Result;
-use meridian_edge::labels::Labels;
-use meridian_edge::sample::Sample;
+use meridian_core::error::Result;
+use meridian_core::labels::Labels;
+use meridian_core::sample::Sample;
 use promql_parser::parser::{Call, Expr};
 
 use super::aggregate::{average, kahan_inc, quantile};
@@ -217,7 +217,7 @@ fn absent_labels(e: &Expr) -> Labels {
     let pairs: Vec<(&str, &str)> = matchers
         .iter()
         .filter(|m| {
-            m.kind() == meridian_edge::matcher::MatchType::Equal
+            m.kind() == meridian_core::matcher::MatchType::Equal
                 && seen[m.name()] == 1
                 && m.name() != "__name__"
         })
@@ -685,7 +685,7 @@ pub(crate) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Val> {
             let src = string_arg(ev, arg(3)?, s)?;
             let re_text = string_arg(ev, arg(4)?, s)?;
             // A Go regular expression (Go's syntax and limits), anchored as Prometheus anchors it.
-            let re = meridian_edge::matcher::translate_go_regex(&re_text)
+            let re = meridian_core::matcher::translate_go_regex(&re_text)
                 .and_then(|t| regex::Regex::new(&format!("^(?s:{t})$")).map_err(|e| e.to_string()))
                 .map_err(|e| {
                     exec(format!(

@@ -115,7 +115,7 @@ pub fn depth_bound(query: &str) -> Result<usize, String> {
                         unquote(text).map(|(_, t)| t)
                     }
                 {
-                    meridian_edge::matcher::translate_go_regex(&re)
+                    meridian_core::matcher::translate_go_regex(&re)
                         .map_err(|e| format!("invalid regular expression {re:?}: {e}"))?;
                 }
                 i += 1;

@@ -29,10 +29,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use meridian_edge::error::{Error, ErrorKind, Result};
-use meridian_edge::labels::Labels;
-use meridian_edge::matcher::{MatchType, Matcher};
-use meridian_edge::sample::Sample;
+use meridian_core::error::{Error, ErrorKind, Result};
+use meridian_core::labels::Labels;
+use meridian_core::matcher::{MatchType, Matcher};
+use meridian_core::sample::Sample;
 use promql_parser::parser::{self, AtModifier, Expr, Offset, VectorSelector};
 
 use crate::queryable::{Queryable, SelectHints, SelectRequest, SeriesData};
@@ -744,7 +744,7 @@ impl Queryable for MemQueryable {
     async fn select(&self, req: SelectRequest) -> Result<crate::queryable::Selected> {
         let mut out = Vec::new();
         for s in &self.series {
-            if !meridian_edge::matcher::matches_all(&req.matchers, &s.labels) {
+            if !meridian_core::matcher::matches_all(&req.matchers, &s.labels) {
                 continue;
             }
             let samples: Vec<Sample> = s

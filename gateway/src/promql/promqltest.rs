@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use meridian_edge::labels::Labels;
-use meridian_edge::sample::{Sample, stale_nan};
+use meridian_core::labels::Labels;
+use meridian_core::sample::{Sample, stale_nan};
 
 use super::{Engine, MemQueryable, QueryValue};
 use crate::queryable::SeriesData;
@@ -75,7 +75,7 @@ fn parse_duration_ms(s: &str) -> Result<i64, String> {
     if let Ok(n) = s.parse::<f64>() {
         return Ok((n * 1000.0) as i64);
     }
-    let d = meridian_edge::config::PromDuration::parse(s)?;
+    let d = meridian_core::promfmt::PromDuration::parse(s)?;
     Ok(i64::try_from(d.0.as_millis()).unwrap_or(i64::MAX))
 }
 
@@ -555,7 +555,7 @@ fn selects_any(e: &promql_parser::parser::Expr, series: &[Labels]) -> bool {
             alts.iter().any(|ms| {
                 series
                     .iter()
-                    .any(|l| meridian_edge::matcher::matches_all(ms, l))
+                    .any(|l| meridian_core::matcher::matches_all(ms, l))
             })
         })
     };

@@ -25,8 +25,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use meridian_edge::config::PromDuration;
-use meridian_edge::relabel::is_valid_label_name;
+use meridian_core::promfmt::PromDuration;
+use meridian_core::relabel::is_valid_label_name;
 use serde::Deserialize;
 
 use crate::fanout::PartialResponse;
@@ -344,7 +344,7 @@ pub fn expand_globs(patterns: &[String]) -> Result<Vec<PathBuf>, String> {
         };
         for e in entries.flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
-            if meridian_edge::discovery::file::glob_match(&name, &n) && e.path().is_file() {
+            if meridian_core::targetgroup::glob_match(&name, &n) && e.path().is_file() {
                 out.push(e.path());
             }
         }

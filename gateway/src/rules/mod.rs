@@ -21,8 +21,8 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use meridian_edge::labels::Labels;
-use meridian_edge::sample::stale_nan;
+use meridian_core::labels::Labels;
+use meridian_core::sample::stale_nan;
 use tokio_util::sync::CancellationToken;
 
 use crate::fanout::PartialResponse;
@@ -1158,14 +1158,14 @@ fn labels_object(m: &BTreeMap<String, String>) -> serde_json::Value {
 }
 
 fn time_json(ms: Option<i64>) -> String {
-    meridian_edge::agent::rfc3339(
+    meridian_core::time::rfc3339(
         ms.map(|t| std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(t).unwrap_or(0))),
     )
 }
 
 fn alert_json(a: &Alert) -> serde_json::Value {
     let mut o = serde_json::json!({
-        "labels": meridian_edge::agent::labels_json(&a.labels),
+        "labels": meridian_core::labels::labels_json(&a.labels),
         "annotations": labels_object(&a.annotations),
         "state": a.state.as_str(),
         "activeAt": time_json(Some(a.active_at)),

@@ -440,7 +440,7 @@ fn to_lower(args: &[Value]) -> Result<Value, FuncError> {
 }
 
 fn go_regex(p: &str) -> Result<regex::Regex, FuncError> {
-    let translated = meridian_edge::matcher::translate_go_regex(p).map_err(err)?;
+    let translated = meridian_core::matcher::translate_go_regex(p).map_err(err)?;
     regex::Regex::new(&translated).map_err(|e| err(format!("error parsing regexp: {e}")))
 }
 
@@ -605,7 +605,7 @@ fn path_prefix(_args: &[Value]) -> Result<Value, FuncError> {
 
 fn parse_duration(args: &[Value]) -> Result<Value, FuncError> {
     let s = to_str(one("parseDuration", args)?);
-    let d = meridian_edge::config::PromDuration::parse(&s).map_err(err)?;
+    let d = meridian_core::promfmt::PromDuration::parse(&s).map_err(err)?;
     Ok(Value::from(d.0.as_secs_f64()))
 }
 

@@ -7,10 +7,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meridian_edge::labels::Labels;
-use meridian_edge::storeapi::Store;
-use meridian_edge::storeapi::leaf::LeafStore;
-use meridian_edge::tsdb::db::{Db, DbOptions};
+use meridian_core::labels::Labels;
+use meridian_storeapi::Store;
+use meridian_storeapi::leaf::LeafStore;
+use meridian_tsdb::db::{Db, DbOptions, DbSource};
 use tokio_util::sync::CancellationToken;
 
 use super::RuleSink;
@@ -36,8 +36,9 @@ impl RuleTsdb {
         let db = Arc::new(
             Db::open(dir, opts).map_err(|e| format!("--data-dir {}: {e}", dir.display()))?,
         );
-        let store: Arc<dyn Store> =
-            Arc::new(LeafStore::from_source(db.clone(), external_labels).with_component("rule"));
+        let store: Arc<dyn Store> = Arc::new(
+            LeafStore::from_source(DbSource(db.clone()), external_labels).with_component("rule"),
+        );
         Ok(RuleTsdb { db, store })
     }
 
@@ -64,7 +65,7 @@ impl RuleTsdb {
                 db.compact()?;
                 db.apply_retention()?;
                 db.refresh_metrics();
-                Ok::<(), meridian_edge::tsdb::db::DbError>(())
+                Ok::<(), meridian_tsdb::db::DbError>(())
             })
             .await;
             match r {

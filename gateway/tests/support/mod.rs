@@ -4,11 +4,11 @@
 
 use std::path::Path;
 
-use meridian_edge::labels::Labels;
-use meridian_edge::objstore::Bucket;
-use meridian_edge::sample::Sample;
-use meridian_edge::shipper::upload_block_dir;
-use meridian_edge::tsdb::block::write_block;
+use meridian_core::labels::Labels;
+use meridian_core::sample::Sample;
+use meridian_tsdb::block::write_block;
+use meridian_tsdb::objstore::Bucket;
+use meridian_tsdb::shipper::upload_block_dir;
 
 pub const H: i64 = 3_600_000;
 pub const STEP: i64 = 15_000;

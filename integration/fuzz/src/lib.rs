@@ -11,8 +11,8 @@
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use meridian_edge::labels::Labels;
-use meridian_edge::sample::Sample;
+use meridian_core::labels::Labels;
+use meridian_core::sample::Sample;
 
 /// A fuzz target: takes any bytes, returns (never panics, aborts or hangs).
 pub type Target = fn(&[u8]);
@@ -134,7 +134,7 @@ pub fn exposition(data: &[u8]) {
 pub fn remote_write(data: &[u8]) {
     use meridian_edge::metadata::MetadataStore;
     use meridian_edge::receive::{ReceiveLimits, ReceiveMetrics};
-    use meridian_edge::tsdb::db::{Db, DbOptions};
+    use meridian_tsdb::db::{Db, DbOptions};
     struct Sink {
         _dir: tempfile::TempDir,
         db: Db,
@@ -193,7 +193,7 @@ pub fn remote_write(data: &[u8]) {
 /// Relabel configs from arbitrary YAML, applied to a label set: parsing fails cleanly or yields a
 /// config whose application never panics (regex translation, `$` expansion, hashmod).
 pub fn relabel(data: &[u8]) {
-    use meridian_edge::relabel::{RelabelConfig, process};
+    use meridian_core::relabel::{RelabelConfig, process};
     let Ok(yaml) = std::str::from_utf8(data) else {
         return;
     };
@@ -207,9 +207,9 @@ pub fn relabel(data: &[u8]) {
 /// first byte picks the call: Series, LabelNames or LabelValues. A Series stream is read to its end.
 pub fn storeapi(data: &[u8]) {
     use futures::StreamExt;
-    use meridian_edge::proto::thanos as pb;
-    use meridian_edge::storeapi::Store;
-    use meridian_edge::storeapi::memstore::MemStore;
+    use meridian_storeapi::Store;
+    use meridian_storeapi::memstore::MemStore;
+    use meridian_storeapi::proto::thanos as pb;
     use prost::Message;
     static STORE: OnceLock<Arc<MemStore>> = OnceLock::new();
     let store = STORE.get_or_init(|| {
@@ -253,7 +253,7 @@ pub fn storeapi(data: &[u8]) {
 /// A block index from arbitrary (corrupted) bytes: opening it, every label name and value, their
 /// postings and every series they name are read or refused with an error.
 pub fn index(data: &[u8]) {
-    use meridian_edge::tsdb::index::IndexReader;
+    use meridian_tsdb::index::IndexReader;
     let Ok(ix) = IndexReader::new(data.to_vec()) else {
         return;
     };
@@ -278,8 +278,8 @@ pub fn index(data: &[u8]) {
 /// A chunk segment file from arbitrary (corrupted) bytes: every chunk record is parsed or refused, and
 /// every XOR chunk found is decoded to its end.
 pub fn chunks(data: &[u8]) {
-    use meridian_edge::chunkenc::XorChunk;
-    use meridian_edge::tsdb::chunks::Segment;
+    use meridian_core::chunkenc::XorChunk;
+    use meridian_tsdb::chunks::Segment;
     // The bytes as a whole segment, and as one bare XOR chunk.
     if let Ok(seg) = Segment::from_bytes(data.to_vec()) {
         for chunk in seg.chunks().take(10_000) {

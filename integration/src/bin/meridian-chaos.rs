@@ -57,7 +57,7 @@ enum Command {
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
-    meridian_edge::config::PromDuration::parse(s)
+    meridian_core::promfmt::PromDuration::parse(s)
         .map(|d| d.0)
         .map_err(|e| format!("{s:?}: {e}"))
 }

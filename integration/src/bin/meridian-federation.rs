@@ -40,7 +40,7 @@ struct Cli {
 /// A Prometheus duration (`30s`, `2h`, `1h30m`), checked here so a bad value is named before anything
 /// starts rather than in a component's log.
 fn duration(s: &str) -> Result<String, String> {
-    meridian_edge::config::PromDuration::parse(s).map(|_| s.to_string())
+    meridian_core::promfmt::PromDuration::parse(s).map(|_| s.to_string())
 }
 
 #[tokio::main]

@@ -39,7 +39,7 @@ pub struct GrpcServerTlsArgs {
     )]
     pub allowed_clients: Vec<String>,
     /// How often TLS files are re-checked, besides watching them.
-    #[arg(long = "grpc-server-tls-reload-interval", id = "grpc-server-tls-reload-interval", value_name = "DURATION", default_value = "1m", value_parser = parse_duration)]
+    #[arg(long = "grpc-server-tls-reload-interval", id = "grpc-server-tls-reload-interval", value_name = "DURATION", default_value = "1m", value_parser = meridian_core::promfmt::parse_duration)]
     pub reload_interval: Duration,
 }
 
@@ -160,54 +160,9 @@ impl HttpTlsArgs {
     }
 }
 
-/// Parses Prometheus-style durations (`30s`, `1m`, `1h30m`, `500ms`) for flags.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let err = || format!("invalid duration {s:?} (use e.g. 30s, 1m, 1h30m, 500ms)");
-    if s.is_empty() {
-        return Err(err());
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
-        if digits == 0 {
-            return Err(err());
-        }
-        let n: u64 = rest[..digits].parse().map_err(|_| err())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let ms = match unit {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "w" => 7 * 86_400_000,
-            "y" => 365 * 86_400_000,
-            _ => return Err(err()),
-        };
-        total += Duration::from_millis(n.checked_mul(ms).ok_or_else(err)?);
-    }
-    Ok(total)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert!(parse_duration("1.5s").is_err());
-        assert!(parse_duration("m").is_err());
-        assert!(parse_duration("10").is_err());
-    }
 
     #[test]
     fn inconsistent_flags_are_named() {

@@ -1,0 +1,570 @@
+//! Label sets: sorted `(name, value)` pairs that identify a series.
+//!
+//! A [`Labels`] is one reference-counted allocation holding every name and value back to back, plus the
+//! offsets that split them and a precomputed 64-bit hash. Cloning is a reference-count increment, equality
+//! first compares the hashes, and iteration hands out `&str` slices — nothing on a per-sample path allocates.
+//!
+//! Semantics follow Prometheus: labels are sorted by name, names are unique, and a label with an empty value
+//! is the same as an absent label (the builder drops it).
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, LazyLock};
+
+/// The label that carries the metric name.
+pub const METRIC_NAME: &str = "__name__";
+
+/// One label, borrowed from a [`Labels`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Label<'a> {
+    pub name: &'a str,
+    pub value: &'a str,
+}
+
+/// A sorted, immutable label set. See the module documentation.
+#[derive(Clone)]
+pub struct Labels(Arc<Inner>);
+
+struct Inner {
+    /// `name0 value0 name1 value1 ...` concatenated.
+    text: Box<str>,
+    /// For label `i`: `ends[2i]` is where its name ends and `ends[2i + 1]` where its value ends, as byte
+    /// offsets into `text`. Label sets are bounded far below 4 GiB by every input path (gRPC frames, HTTP
+    /// bodies, exposition lines), so `u32` offsets halve the overhead without a real limit.
+    ends: Box<[u32]>,
+    hash: u64,
+}
+
+static EMPTY: LazyLock<Labels> = LazyLock::new(|| Labels::from_sorted_unique::<&str, &str>(&[]));
+
+impl Labels {
+    /// The empty label set (shared; no allocation).
+    pub fn empty() -> Labels {
+        EMPTY.clone()
+    }
+
+    /// Builds a label set from pairs in any order. Empty values are dropped; for a repeated name the last
+    /// pair wins.
+    pub fn from_pairs<N, V, I>(pairs: I) -> Labels
+    where
+        N: AsRef<str>,
+        V: AsRef<str>,
+        I: IntoIterator<Item = (N, V)>,
+    {
+        let items: Vec<(N, V)> = pairs.into_iter().collect();
+        let mut refs: Vec<(usize, &str, &str)> = items
+            .iter()
+            .enumerate()
+            .map(|(i, (n, v))| (i, n.as_ref(), v.as_ref()))
+            .collect();
+        refs.sort_unstable_by(|a, b| a.1.cmp(b.1).then(a.0.cmp(&b.0)));
+        let mut out: Vec<(&str, &str)> = Vec::with_capacity(refs.len());
+        for (_, n, v) in refs {
+            match out.last_mut() {
+                Some(last) if last.0 == n => *last = (n, v),
+                _ => out.push((n, v)),
+            }
+        }
+        out.retain(|(_, v)| !v.is_empty());
+        Labels::from_sorted_unique(&out)
+    }
+
+    /// Builds from pairs that are already sorted by name, unique and without empty values (checked in debug
+    /// builds). This is the cheap path for decoders of formats that guarantee the order.
+    fn from_sorted_unique<N: AsRef<str>, V: AsRef<str>>(pairs: &[(N, V)]) -> Labels {
+        debug_assert!(pairs.windows(2).all(|w| w[0].0.as_ref() < w[1].0.as_ref()));
+        let total: usize = pairs
+            .iter()
+            .map(|(n, v)| n.as_ref().len() + v.as_ref().len())
+            .sum();
+        let mut text = String::with_capacity(total);
+        let mut ends = Vec::with_capacity(pairs.len() * 2);
+        for (n, v) in pairs {
+            text.push_str(n.as_ref());
+            ends.push(offset(text.len()));
+            text.push_str(v.as_ref());
+            ends.push(offset(text.len()));
+        }
+        let hash = hash_pairs(pairs.iter().map(|(n, v)| (n.as_ref(), v.as_ref())));
+        Labels(Arc::new(Inner {
+            text: text.into_boxed_str(),
+            ends: ends.into_boxed_slice(),
+            hash,
+        }))
+    }
+
+    /// Number of labels.
+    pub fn len(&self) -> usize {
+        self.0.ends.len() / 2
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.ends.is_empty()
+    }
+
+    /// The label at position `i` (sorted order).
+    pub fn at(&self, i: usize) -> Label<'_> {
+        let ends = &self.0.ends;
+        let start = if i == 0 { 0 } else { ends[2 * i - 1] as usize };
+        let name_end = ends[2 * i] as usize;
+        let value_end = ends[2 * i + 1] as usize;
+        Label {
+            name: &self.0.text[start..name_end],
+            value: &self.0.text[name_end..value_end],
+        }
+    }
+
+    pub fn iter(&self) -> LabelsIter<'_> {
+        LabelsIter {
+            labels: self,
+            front: 0,
+            back: self.len(),
+        }
+    }
+
+    /// The value of `name`, or `None` when absent.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        // Label sets are short: a binary search over names beats hashing.
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let l = self.at(mid);
+            match l.name.cmp(name) {
+                Ordering::Less => lo = mid + 1,
+                Ordering::Greater => hi = mid,
+                Ordering::Equal => return Some(l.value),
+            }
+        }
+        None
+    }
+
+    /// The value of `name`, or `""` when absent (Prometheus' "empty equals absent").
+    pub fn get_or_empty(&self, name: &str) -> &str {
+        self.get(name).unwrap_or("")
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// The metric name (`__name__`), if any.
+    pub fn metric_name(&self) -> Option<&str> {
+        self.get(METRIC_NAME)
+    }
+
+    /// The precomputed hash: xxh3 over `name 0xff value 0xff ...`. Stable across processes and releases of
+    /// this crate (it is part of no on-disk format, but caches may key on it).
+    pub fn hash_value(&self) -> u64 {
+        self.0.hash
+    }
+
+    /// Bytes of label text (names and values), for memory accounting.
+    pub fn text_len(&self) -> usize {
+        self.0.text.len()
+    }
+
+    /// A copy without the named labels.
+    pub fn without<S: AsRef<str>>(&self, names: &[S]) -> Labels {
+        if !names.iter().any(|n| self.has(n.as_ref())) {
+            return self.clone();
+        }
+        let kept: Vec<(&str, &str)> = self
+            .iter()
+            .filter(|l| !names.iter().any(|n| n.as_ref() == l.name))
+            .map(|l| (l.name, l.value))
+            .collect();
+        Labels::from_sorted_unique(&kept)
+    }
+
+    /// A copy keeping only the named labels.
+    pub fn keep_only<S: AsRef<str>>(&self, names: &[S]) -> Labels {
+        let kept: Vec<(&str, &str)> = self
+            .iter()
+            .filter(|l| names.iter().any(|n| n.as_ref() == l.name))
+            .map(|l| (l.name, l.value))
+            .collect();
+        Labels::from_sorted_unique(&kept)
+    }
+
+    /// This set extended by `other`; where both have a name, `other`'s value wins (how Thanos adds external
+    /// labels to a series).
+    pub fn merged_with(&self, other: &Labels) -> Labels {
+        if other.is_empty() {
+            return self.clone();
+        }
+        if self.is_empty() {
+            return other.clone();
+        }
+        let mut out: Vec<(&str, &str)> = Vec::with_capacity(self.len() + other.len());
+        let (mut a, mut b) = (self.iter().peekable(), other.iter().peekable());
+        loop {
+            match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) => match x.name.cmp(y.name) {
+                    Ordering::Less => {
+                        out.push((x.name, x.value));
+                        a.next();
+                    }
+                    Ordering::Greater => {
+                        out.push((y.name, y.value));
+                        b.next();
+                    }
+                    Ordering::Equal => {
+                        out.push((y.name, y.value));
+                        a.next();
+                        b.next();
+                    }
+                },
+                (Some(x), None) => {
+                    out.push((x.name, x.value));
+                    a.next();
+                }
+                (None, Some(y)) => {
+                    out.push((y.name, y.value));
+                    b.next();
+                }
+                (None, None) => break,
+            }
+        }
+        Labels::from_sorted_unique(&out)
+    }
+
+    /// A builder starting from this set.
+    pub fn to_builder(&self) -> LabelsBuilder {
+        let mut b = LabelsBuilder::new();
+        for l in self.iter() {
+            b.pairs.push((l.name.to_owned(), l.value.to_owned()));
+        }
+        b
+    }
+}
+
+fn offset(len: usize) -> u32 {
+    // See `Inner::ends`: no input path can produce 4 GiB of label text.
+    u32::try_from(len).expect("label set text exceeds 4 GiB")
+}
+
+fn hash_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for (n, v) in pairs {
+        h.update(n.as_bytes());
+        h.update(&[0xff]);
+        h.update(v.as_bytes());
+        h.update(&[0xff]);
+    }
+    h.digest()
+}
+
+/// Iterator over the labels of a [`Labels`], in name order.
+pub struct LabelsIter<'a> {
+    labels: &'a Labels,
+    front: usize,
+    back: usize,
+}
+
+impl<'a> Iterator for LabelsIter<'a> {
+    type Item = Label<'a>;
+
+    fn next(&mut self) -> Option<Label<'a>> {
+        if self.front >= self.back {
+            return None;
+        }
+        let l = self.labels.at(self.front);
+        self.front += 1;
+        Some(l)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.back - self.front;
+        (n, Some(n))
+    }
+}
+
+impl DoubleEndedIterator for LabelsIter<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        if self.front >= self.back {
+            return None;
+        }
+        self.back -= 1;
+        Some(self.labels.at(self.back))
+    }
+}
+
+impl ExactSizeIterator for LabelsIter<'_> {}
+
+impl<'a> IntoIterator for &'a Labels {
+    type Item = Label<'a>;
+    type IntoIter = LabelsIter<'a>;
+    fn into_iter(self) -> LabelsIter<'a> {
+        self.iter()
+    }
+}
+
+impl PartialEq for Labels {
+    fn eq(&self, other: &Labels) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+            || (self.0.hash == other.0.hash
+                && self.0.ends == other.0.ends
+                && self.0.text == other.0.text)
+    }
+}
+
+impl Eq for Labels {}
+
+impl Hash for Labels {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0.hash);
+    }
+}
+
+impl Ord for Labels {
+    /// Prometheus' `labels.Compare`: label by label, name then value; a prefix sorts first.
+    fn cmp(&self, other: &Labels) -> Ordering {
+        if self == other {
+            return Ordering::Equal;
+        }
+        // Skip the labels both sets share: label i is shared when its offsets agree and the common prefix
+        // of the packed texts reaches past its value. Then compare the first differing label properly.
+        let (a, b) = (&self.0, &other.0);
+        let p = common_prefix(a.text.as_bytes(), b.text.as_bytes());
+        let n = self.len().min(other.len());
+        let mut i = 0;
+        while i < n
+            && a.ends[2 * i] == b.ends[2 * i]
+            && a.ends[2 * i + 1] == b.ends[2 * i + 1]
+            && a.ends[2 * i + 1] as usize <= p
+        {
+            i += 1;
+        }
+        if i < n {
+            let (x, y) = (self.at(i), other.at(i));
+            return x.name.cmp(y.name).then_with(|| x.value.cmp(y.value));
+        }
+        self.len().cmp(&other.len())
+    }
+}
+
+/// Length of the common prefix of two byte strings, 8 bytes at a time.
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let mut i = 0;
+    while i + 8 <= n {
+        let (mut x, mut y) = ([0u8; 8], [0u8; 8]);
+        x.copy_from_slice(&a[i..i + 8]);
+        y.copy_from_slice(&b[i..i + 8]);
+        let d = u64::from_le_bytes(x) ^ u64::from_le_bytes(y);
+        if d != 0 {
+            return i + (d.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < n && a[i] == b[i] {
+        i += 1;
+    }
+    i
+}
+
+impl PartialOrd for Labels {
+    fn partial_cmp(&self, other: &Labels) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Default for Labels {
+    fn default() -> Labels {
+        Labels::empty()
+    }
+}
+
+impl fmt::Display for Labels {
+    /// Prometheus' notation: `{__name__="up", job="api"}` with Go-quoted values.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("{")?;
+        for (i, l) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{}=", l.name)?;
+            write_go_quoted(f, l.value)?;
+        }
+        f.write_str("}")
+    }
+}
+
+impl fmt::Debug for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// Writes `s` as Go's `strconv.Quote` would (the quoting Prometheus uses in label sets and matchers).
+pub fn write_go_quoted<W: fmt::Write>(w: &mut W, s: &str) -> fmt::Result {
+    w.write_char('"')?;
+    for c in s.chars() {
+        match c {
+            '"' => w.write_str("\\\"")?,
+            '\\' => w.write_str("\\\\")?,
+            '\n' => w.write_str("\\n")?,
+            '\r' => w.write_str("\\r")?,
+            '\t' => w.write_str("\\t")?,
+            '\u{07}' => w.write_str("\\a")?,
+            '\u{08}' => w.write_str("\\b")?,
+            '\u{0c}' => w.write_str("\\f")?,
+            '\u{0b}' => w.write_str("\\v")?,
+            c if (c as u32) < 0x20 || c == '\u{7f}' => write!(w, "\\x{:02x}", c as u32)?,
+            c => w.write_char(c)?,
+        }
+    }
+    w.write_char('"')
+}
+
+/// Mutable label set under construction; [`LabelsBuilder::build`] sorts and freezes it.
+#[derive(Debug, Default, Clone)]
+pub struct LabelsBuilder {
+    pairs: Vec<(String, String)>,
+}
+
+impl LabelsBuilder {
+    pub fn new() -> LabelsBuilder {
+        LabelsBuilder::default()
+    }
+
+    /// Sets `name` to `value`, replacing an earlier value; an empty value deletes the label.
+    pub fn set(&mut self, name: &str, value: &str) -> &mut Self {
+        if let Some(p) = self.pairs.iter_mut().find(|(n, _)| n == name) {
+            value.clone_into(&mut p.1);
+        } else {
+            self.pairs.push((name.to_owned(), value.to_owned()));
+        }
+        self
+    }
+
+    pub fn del(&mut self, name: &str) -> &mut Self {
+        self.pairs.retain(|(n, _)| n != name);
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(n, v)| n == name && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A snapshot of the non-empty labels, in insertion order.
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        self.pairs
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .cloned()
+            .collect()
+    }
+
+    /// Removes every label.
+    pub fn clear(&mut self) {
+        self.pairs.clear();
+    }
+
+    /// Freezes the set: sorted by name, empty values dropped. The builder can be reused.
+    pub fn build(&self) -> Labels {
+        let mut refs: Vec<(&str, &str)> = self
+            .pairs
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        refs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        Labels::from_sorted_unique(&refs)
+    }
+}
+
+/// A label set as the Prometheus HTTP API writes it: a JSON object.
+pub fn labels_json(l: &Labels) -> serde_json::Value {
+    serde_json::Value::Object(
+        l.iter()
+            .map(|x| {
+                (
+                    x.name.to_owned(),
+                    serde_json::Value::String(x.value.to_owned()),
+                )
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashSet;
+
+    fn l(pairs: &[(&str, &str)]) -> Labels {
+        Labels::from_pairs(pairs.iter().copied())
+    }
+
+    #[test]
+    fn sorted_unique_and_empty_dropped() {
+        let x = l(&[("b", "2"), ("a", "1"), ("c", ""), ("a", "3")]);
+        let got: Vec<_> = x.iter().map(|l| (l.name, l.value)).collect();
+        assert_eq!(got, vec![("a", "3"), ("b", "2")]);
+        assert_eq!(x.get("c"), None);
+        assert_eq!(x.get_or_empty("c"), "");
+        assert_eq!(x.to_string(), r#"{a="3", b="2"}"#);
+    }
+
+    #[test]
+    fn compare_like_prometheus() {
+        // A prefix sorts first, and comparison is label by label, not over the concatenated text.
+        let a = l(&[("a", "1")]);
+        let b = l(&[("a", "1"), ("b", "1")]);
+        let c = l(&[("a", "1"), ("c", "x")]);
+        assert!(a < b);
+        assert!(b < c);
+        // "ab"+"c" and "a"+"bc" concatenate to the same text but are different label sets.
+        let d = l(&[("ab", "c")]);
+        let e = l(&[("a", "bc")]);
+        assert_ne!(d, e);
+        assert!(e < d);
+        assert_ne!(d.hash_value(), e.hash_value());
+    }
+
+    #[test]
+    fn merged_with_other_wins() {
+        let series = l(&[("job", "api"), ("region", "us")]);
+        let ext = l(&[("region", "eu"), ("replica", "r1")]);
+        let m = series.merged_with(&ext);
+        assert_eq!(m, l(&[("job", "api"), ("region", "eu"), ("replica", "r1")]));
+        assert_eq!(
+            m.without(&["replica"]),
+            l(&[("job", "api"), ("region", "eu")])
+        );
+        assert_eq!(m.keep_only(&["job"]), l(&[("job", "api")]));
+    }
+
+    #[test]
+    fn go_quoting() {
+        let x = l(&[("a", "x\"y\\z\n\u{1}ü")]);
+        assert_eq!(x.to_string(), "{a=\"x\\\"y\\\\z\\n\\x01ü\"}");
+    }
+
+    proptest! {
+        #[test]
+        fn ordering_matches_pairwise_compare(
+            a in proptest::collection::btree_map("[a-c]{1,2}", "[a-c]{0,2}", 0..4),
+            b in proptest::collection::btree_map("[a-c]{1,2}", "[a-c]{0,2}", 0..4),
+        ) {
+            let la = Labels::from_pairs(a.iter());
+            let lb = Labels::from_pairs(b.iter());
+            let va: Vec<_> = a.iter().filter(|(_, v)| !v.is_empty()).collect();
+            let vb: Vec<_> = b.iter().filter(|(_, v)| !v.is_empty()).collect();
+            prop_assert_eq!(la.cmp(&lb), va.cmp(&vb));
+            prop_assert_eq!(la == lb, va == vb);
+            if la == lb {
+                prop_assert_eq!(la.hash_value(), lb.hash_value());
+            }
+            let set: HashSet<Labels> = [la.clone(), lb.clone()].into_iter().collect();
+            prop_assert_eq!(set.len(), if va == vb { 1 } else { 2 });
+        }
+    }
+}

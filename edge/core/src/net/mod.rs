@@ -1,0 +1,3 @@
+//! Network helpers without TLS (TLS lives in `meridian-pki`).
+
+pub mod dns;

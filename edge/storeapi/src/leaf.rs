@@ -1,0 +1,310 @@
+//! One StoreAPI implementation for every store that holds its own data (the in-memory store, the edge
+//! TSDB, later the bucket store): the data comes from a [`SeriesSource`], and this module applies the
+//! StoreAPI rules on top — external labels (added, overriding, answering matchers on them),
+//! `without_replica_labels`, sorting, merging series that become equal, `limit`, `skip_chunks`, label
+//! names and values, Info and metadata.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use super::{
+    ExternalLabels, MetadataStream, SeriesFrame, SeriesQuery, SeriesStream, Store, labels_to_proto,
+    matchers_from_proto, no_series_matchers_error, truncate_to_limit,
+};
+use meridian_core::error::{Error, Result};
+use meridian_core::labels::Labels;
+use meridian_core::series::{Relabel, SeriesCursor, SeriesSource, SourceChunk};
+
+use crate::proto::thanos as pb;
+use crate::proto::thanos::info as infopb;
+
+/// Per-request limits of `Series` calls, as Thanos' `--store.limits.request-series` and
+/// `--store.limits.request-samples` (0 = unlimited, their default). A call over a limit ends with a
+/// `RESOURCE_EXHAUSTED` error.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SeriesLimits {
+    /// Most series one call may return.
+    pub max_series: usize,
+    /// Most samples one call may return, counted as Thanos does: as chunks of up to 120 samples.
+    pub max_samples: usize,
+}
+
+/// Series handed from the producing thread to the response stream at a time.
+const CURSOR_BATCH: usize = 256;
+/// Frames buffered between the producing thread and the response stream.
+const FRAME_CHANNEL: usize = 256;
+
+/// A StoreAPI store over a [`SeriesSource`].
+pub struct LeafStore<S> {
+    source: S,
+    ext: ExternalLabels,
+    component: String,
+    limits: SeriesLimits,
+}
+
+impl<S: SeriesSource> LeafStore<S> {
+    /// A store announcing itself as a `"sidecar"` with these external labels.
+    pub fn from_source(source: S, external_labels: Labels) -> LeafStore<S> {
+        LeafStore {
+            source,
+            ext: ExternalLabels::new(external_labels),
+            component: "sidecar".into(),
+            limits: SeriesLimits::default(),
+        }
+    }
+
+    /// Sets the per-request `Series` limits.
+    pub fn with_limits(mut self, limits: SeriesLimits) -> LeafStore<S> {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets the `ComponentType` reported by `Info`.
+    pub fn with_component(mut self, component: &str) -> LeafStore<S> {
+        component.clone_into(&mut self.component);
+        self
+    }
+
+    pub fn source(&self) -> &S {
+        &self.source
+    }
+
+    pub fn external_labels(&self) -> &ExternalLabels {
+        &self.ext
+    }
+}
+
+#[async_trait::async_trait]
+impl<S: SeriesSource> Store for LeafStore<S> {
+    async fn info(&self) -> Result<infopb::InfoResponse> {
+        let (min_time, max_time) = self.source.time_range();
+        Ok(infopb::InfoResponse {
+            label_sets: self.ext.info_label_sets(),
+            component_type: self.component.clone(),
+            store: Some(infopb::StoreInfo {
+                min_time,
+                max_time,
+                supports_sharding: false,
+                supports_without_replica_labels: true,
+                tsdb_infos: vec![infopb::TsdbInfo {
+                    labels: Some(pb::ZLabelSet {
+                        labels: labels_to_proto(self.ext.labels()),
+                    }),
+                    min_time,
+                    max_time,
+                }],
+            }),
+            metric_metadata: self
+                .source
+                .serves_metadata()
+                .then_some(infopb::MetricMetadataInfo {}),
+            ..Default::default()
+        })
+    }
+
+    async fn series(&self, req: pb::SeriesRequest) -> Result<SeriesStream> {
+        let q = SeriesQuery::from_request(&req)?;
+        let Some(matchers) = self.ext.filter_matchers(q.matchers) else {
+            return Ok(Box::pin(futures::stream::empty()));
+        };
+        if matchers.is_empty() {
+            return Err(no_series_matchers_error());
+        }
+        let relabel: Relabel = {
+            let ext = self.ext.clone();
+            let without = q.without_replica_labels.clone();
+            Arc::new(move |l: &Labels| ext.apply(l, &without))
+        };
+        let cursor = self.source.select_sorted(
+            &matchers,
+            q.min_time,
+            q.max_time,
+            !q.skip_chunks,
+            relabel,
+        )?;
+        // Series are produced on the blocking pool into a bounded channel: at most a batch and the
+        // channel's frames are in memory per call, and when the client goes away (tonic drops the
+        // stream, and with it the receiver) the producer stops at its next send.
+        let (tx, rx) = tokio::sync::mpsc::channel(FRAME_CHANNEL);
+        let (skip_chunks, limit, limits) = (q.skip_chunks, q.limit, self.limits);
+        tokio::task::spawn_blocking(move || produce(cursor, &tx, skip_chunks, limit, limits));
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    async fn label_names(&self, req: pb::LabelNamesRequest) -> Result<pb::LabelNamesResponse> {
+        let Some(matchers) = self
+            .ext
+            .filter_matchers(matchers_from_proto(&req.matchers)?)
+        else {
+            return Ok(pb::LabelNamesResponse::default());
+        };
+        let mut set = BTreeSet::new();
+        for s in self.source.select(&matchers, req.start, req.end, false)? {
+            set.extend(s.labels.iter().map(|l| l.name.to_owned()));
+        }
+        if !set.is_empty() {
+            set.extend(
+                self.ext
+                    .names_without(&req.without_replica_labels)
+                    .map(str::to_owned),
+            );
+        }
+        let mut names: Vec<String> = set.into_iter().collect();
+        truncate_to_limit(&mut names, req.limit);
+        Ok(pb::LabelNamesResponse {
+            names,
+            ..Default::default()
+        })
+    }
+
+    async fn label_values(&self, req: pb::LabelValuesRequest) -> Result<pb::LabelValuesResponse> {
+        if req.label.is_empty() {
+            return Err(Error::bad_data("label values request without a label name"));
+        }
+        let Some(matchers) = self
+            .ext
+            .filter_matchers(matchers_from_proto(&req.matchers)?)
+        else {
+            return Ok(pb::LabelValuesResponse::default());
+        };
+        let removed = req.without_replica_labels.contains(&req.label);
+        let selected = self.source.select(&matchers, req.start, req.end, false)?;
+        let mut values: Vec<String> = match self.ext.labels().get(&req.label) {
+            // An external label has one value, present when any series matches.
+            Some(v) if !removed && !selected.is_empty() => vec![v.to_owned()],
+            Some(_) => vec![],
+            None => selected
+                .iter()
+                .filter_map(|s| s.labels.get(&req.label).map(str::to_owned))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+        };
+        truncate_to_limit(&mut values, req.limit);
+        Ok(pb::LabelValuesResponse {
+            values,
+            ..Default::default()
+        })
+    }
+
+    async fn metric_metadata(&self, req: pb::MetricMetadataRequest) -> Result<MetadataStream> {
+        let Some(all) = self.source.metadata() else {
+            return Err(Error::new(
+                meridian_core::error::ErrorKind::Unimplemented,
+                "this store serves no metric metadata",
+            ));
+        };
+        let limit = usize::try_from(req.limit)
+            .ok()
+            .filter(|l| *l > 0)
+            .unwrap_or(usize::MAX);
+        let metadata = all
+            .into_iter()
+            .filter(|(name, _)| req.metric.is_empty() || *name == req.metric)
+            .take(limit)
+            .map(|(name, metas)| {
+                let metas = metas.iter().map(crate::meta_to_proto).collect();
+                (name, pb::MetricMetadataEntry { metas })
+            })
+            .collect();
+        let frame = pb::MetricMetadataResponse {
+            result: Some(pb::metric_metadata_response::Result::Metadata(
+                pb::MetricMetadata { metadata },
+            )),
+        };
+        Ok(Box::pin(futures::stream::iter([Ok(frame)])))
+    }
+}
+
+/// Drives `cursor` into `tx` (on a blocking thread) until it is exhausted, `limit` series (0 =
+/// unlimited) were sent, a limit of `limits` is exceeded (then an error frame ends the stream, with
+/// Thanos' wording), or the receiver is gone.
+fn produce(
+    mut cursor: Box<dyn SeriesCursor>,
+    tx: &tokio::sync::mpsc::Sender<Result<SeriesFrame>>,
+    skip_chunks: bool,
+    limit: usize,
+    limits: SeriesLimits,
+) {
+    // Thanos counts the samples limit as chunks of at most 120 samples (`MaxSamplesPerChunk`).
+    let max_chunks = limits
+        .max_samples
+        .div_ceil(meridian_core::chunkenc::SAMPLES_PER_CHUNK as usize);
+    let (mut series, mut chunks) = (0usize, 0usize);
+    loop {
+        if tx.is_closed() {
+            return;
+        }
+        let batch = match cursor.next_batch(CURSOR_BATCH) {
+            Ok(b) if b.is_empty() => return,
+            Ok(b) => b,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        };
+        for (labels, cs) in batch {
+            series += 1;
+            if limits.max_series > 0 && series > limits.max_series {
+                let _ = tx.blocking_send(Err(Error::limit(format!(
+                    "exceeded series limit: limit {} violated (got {series})",
+                    limits.max_series
+                ))));
+                return;
+            }
+            if !skip_chunks {
+                chunks += cs.len();
+                if max_chunks > 0 && chunks > max_chunks {
+                    let _ = tx.blocking_send(Err(Error::limit(format!(
+                        "exceeded samples limit: limit {} violated (got {chunks} chunks of up to 120 samples)",
+                        limits.max_samples
+                    ))));
+                    return;
+                }
+            }
+            let frame = SeriesFrame::Series(pb::Series {
+                labels: labels_to_proto(&labels),
+                chunks: if skip_chunks {
+                    vec![]
+                } else {
+                    cs.into_iter().map(to_aggr_chunk).collect()
+                },
+            });
+            if tx.blocking_send(Ok(frame)).is_err() {
+                return;
+            }
+            if limit > 0 && series >= limit {
+                return;
+            }
+        }
+    }
+}
+
+/// Series (sorted, merged, limited) as a `Series` answer; without chunks when `skip_chunks`.
+pub fn series_stream(series: Vec<(Labels, Vec<SourceChunk>)>, skip_chunks: bool) -> SeriesStream {
+    let frames = series.into_iter().map(move |(labels, chunks)| {
+        Ok(SeriesFrame::Series(pb::Series {
+            labels: labels_to_proto(&labels),
+            chunks: if skip_chunks {
+                vec![]
+            } else {
+                chunks.into_iter().map(to_aggr_chunk).collect()
+            },
+        }))
+    });
+    Box::pin(futures::stream::iter(frames))
+}
+
+/// The wire form of a chunk (XOR, with its xxHash64).
+pub fn to_aggr_chunk(c: SourceChunk) -> pb::AggrChunk {
+    pb::AggrChunk {
+        min_time: c.min_time,
+        max_time: c.max_time,
+        raw: Some(pb::Chunk {
+            r#type: pb::chunk::Encoding::Xor as i32,
+            hash: xxhash_rust::xxh64::xxh64(&c.data, 0),
+            data: c.data,
+        }),
+        ..Default::default()
+    }
+}

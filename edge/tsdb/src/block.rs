@@ -1,0 +1,449 @@
+//! Block directories in Prometheus' format: `<ULID>/meta.json`, `index`, `chunks/000001…`, `tombstones`.
+//!
+//! A block is written into `<ULID>.tmp-for-creation`, synced, then renamed into place, so a crash never
+//! leaves a visible partial block (the same convention as Prometheus, whose start-up deletes such
+//! leftovers). Readers accept blocks written by Prometheus and promtool as well as ours; `meta.json`
+//! sections we do not know (e.g. Thanos' `thanos`) are kept as they are.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::chunks::{SEGMENT_HEADER_SIZE, Segment, segment_header, write_chunk_record};
+use super::index::{ChunkMeta, IndexReader, write_index};
+use meridian_core::chunkenc::{Encoding, SAMPLES_PER_CHUNK, XorChunk};
+use meridian_core::labels::Labels;
+use meridian_core::matcher::Matcher;
+use meridian_core::sample::Sample;
+
+/// Chunk segment files are cut at this size, as Prometheus does.
+pub const SEGMENT_MAX_SIZE: usize = 512 << 20;
+pub const META_VERSION: u32 = 1;
+const TMP_SUFFIX: &str = ".tmp-for-creation";
+const MAGIC_TOMBSTONES: u32 = 0x0130_BA30;
+
+/// A block could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> BlockError + '_ {
+    move |source| BlockError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn invalid(path: &Path, reason: impl std::fmt::Display) -> BlockError {
+    BlockError::Invalid {
+        path: path.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+/// `meta.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockMeta {
+    pub ulid: String,
+    #[serde(rename = "minTime")]
+    pub min_time: i64,
+    /// Exclusive.
+    #[serde(rename = "maxTime")]
+    pub max_time: i64,
+    #[serde(default)]
+    pub stats: BlockStats,
+    #[serde(default)]
+    pub compaction: Compaction,
+    pub version: u32,
+    /// Sections of other tools (Thanos' `thanos`), kept verbatim.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockStats {
+    #[serde(rename = "numSamples", default, skip_serializing_if = "is_zero")]
+    pub num_samples: u64,
+    #[serde(rename = "numSeries", default, skip_serializing_if = "is_zero")]
+    pub num_series: u64,
+    #[serde(rename = "numChunks", default, skip_serializing_if = "is_zero")]
+    pub num_chunks: u64,
+    #[serde(rename = "numTombstones", default, skip_serializing_if = "is_zero")]
+    pub num_tombstones: u64,
+}
+
+fn is_zero(x: &u64) -> bool {
+    *x == 0
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Compaction {
+    pub level: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<String>,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// A new ULID: 48 bits of milliseconds, 80 random bits, Crockford base32.
+pub fn new_ulid(ms: u64) -> String {
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let random: u128 = rand::random::<u128>() & ((1u128 << 80) - 1);
+    let v = (u128::from(ms & ((1 << 48) - 1)) << 80) | random;
+    (0..26)
+        .rev()
+        .map(|i| ALPHABET[((v >> (i * 5)) & 0x1f) as usize] as char)
+        .collect()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), BlockError> {
+    let mut f = fs::File::create(path).map_err(io(path))?;
+    f.write_all(bytes).map_err(io(path))?;
+    f.sync_all().map_err(io(path))
+}
+
+fn sync_dir(path: &Path) -> Result<(), BlockError> {
+    fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io(path))
+}
+
+/// Writes one block holding the samples of `series` within `[min_time, max_time)` under `parent`, and
+/// returns its meta. Series without samples in range are left out; chunks are cut every 120 samples.
+pub fn write_block(
+    parent: &Path,
+    series: Vec<(Labels, Vec<Sample>)>,
+    min_time: i64,
+    max_time: i64,
+) -> Result<BlockMeta, BlockError> {
+    if min_time >= max_time {
+        return Err(invalid(
+            parent,
+            format!("empty block range [{min_time}, {max_time})"),
+        ));
+    }
+    let ulid = new_ulid(now_ms());
+    let tmp = parent.join(format!("{ulid}{TMP_SUFFIX}"));
+    let chunks_dir = tmp.join("chunks");
+    fs::create_dir_all(&chunks_dir).map_err(io(&chunks_dir))?;
+
+    let mut series: Vec<(Labels, Vec<Sample>)> = series
+        .into_iter()
+        .map(|(l, s)| {
+            let s: Vec<Sample> = s
+                .into_iter()
+                .filter(|x| x.t >= min_time && x.t < max_time)
+                .collect();
+            (l, s)
+        })
+        .filter(|(_, s)| !s.is_empty())
+        .collect();
+    series.sort_by(|a, b| a.0.cmp(&b.0));
+
+    let mut stats = BlockStats::default();
+    let mut index_series = Vec::with_capacity(series.len());
+    let mut segment = segment_header().to_vec();
+    let mut seg_no = 0u64;
+    for (labels, samples) in series {
+        if index_series
+            .last()
+            .is_some_and(|(prev, _): &(Labels, Vec<ChunkMeta>)| *prev == labels)
+        {
+            return Err(invalid(parent, format!("series {labels} given twice")));
+        }
+        let mut metas = Vec::with_capacity(samples.len().div_ceil(SAMPLES_PER_CHUNK as usize));
+        for part in samples.chunks(SAMPLES_PER_CHUNK as usize) {
+            let mut c = XorChunk::new();
+            // `None` before the first sample: a sample at i64::MIN is a valid first sample.
+            let mut prev: Option<i64> = None;
+            for s in part {
+                if prev.is_some_and(|p| s.t <= p) {
+                    return Err(invalid(
+                        parent,
+                        format!("samples of {labels} not in time order at {}", s.t),
+                    ));
+                }
+                prev = Some(s.t);
+                c.append(s.t, s.v).map_err(|e| invalid(parent, e))?;
+            }
+            let data = c.into_bytes();
+            if segment.len() + data.len() + 16 > SEGMENT_MAX_SIZE
+                && segment.len() > SEGMENT_HEADER_SIZE
+            {
+                let path = chunks_dir.join(format!("{:06}", seg_no + 1));
+                write_synced(&path, &segment)?;
+                segment = segment_header().to_vec();
+                seg_no += 1;
+            }
+            metas.push(ChunkMeta {
+                chunk_ref: (seg_no << 32) | segment.len() as u64,
+                min_time: part[0].t,
+                max_time: part[part.len() - 1].t,
+            });
+            write_chunk_record(&mut segment, Encoding::Xor, &data);
+            stats.num_chunks += 1;
+        }
+        stats.num_samples += samples.len() as u64;
+        stats.num_series += 1;
+        index_series.push((labels, metas));
+    }
+    let path = chunks_dir.join(format!("{:06}", seg_no + 1));
+    write_synced(&path, &segment)?;
+
+    let index = write_index(&index_series).map_err(|e| invalid(&tmp, e))?;
+    write_synced(&tmp.join("index"), &index)?;
+
+    // An empty tombstones file: header, then the CRC32 of no entries.
+    let mut tomb = MAGIC_TOMBSTONES.to_be_bytes().to_vec();
+    tomb.push(1);
+    tomb.extend_from_slice(&crc32c::crc32c(&[]).to_be_bytes());
+    write_synced(&tmp.join("tombstones"), &tomb)?;
+
+    let meta = BlockMeta {
+        ulid: ulid.clone(),
+        min_time,
+        max_time,
+        stats,
+        compaction: Compaction {
+            level: 1,
+            sources: vec![ulid.clone()],
+            extra: BTreeMap::new(),
+        },
+        version: META_VERSION,
+        extra: BTreeMap::new(),
+    };
+    let json = serde_json::to_vec_pretty(&meta).map_err(|e| invalid(&tmp, e))?;
+    write_synced(&tmp.join("meta.json"), &json)?;
+    sync_dir(&chunks_dir)?;
+    sync_dir(&tmp)?;
+    let dst = parent.join(&ulid);
+    fs::rename(&tmp, &dst).map_err(io(&dst))?;
+    sync_dir(parent)?;
+    Ok(meta)
+}
+
+/// Whether a directory entry is a block under construction (to be deleted at start-up).
+pub fn is_tmp_block(name: &str) -> bool {
+    name.ends_with(TMP_SUFFIX)
+}
+
+/// One series selected from a block: its labels and its chunks overlapping the query range.
+#[derive(Debug, Clone)]
+pub struct BlockSeries<'a> {
+    pub labels: Labels,
+    pub chunks: Vec<(ChunkMeta, &'a [u8])>,
+}
+
+/// An open block.
+#[derive(Debug)]
+pub struct Block {
+    dir: PathBuf,
+    meta: BlockMeta,
+    index: IndexReader,
+    segments: Vec<Segment>,
+}
+
+impl Block {
+    /// Opens a block directory (ours or Prometheus').
+    pub fn open(dir: &Path) -> Result<Block, BlockError> {
+        let meta_path = dir.join("meta.json");
+        let meta: BlockMeta =
+            serde_json::from_slice(&fs::read(&meta_path).map_err(io(&meta_path))?)
+                .map_err(|e| invalid(&meta_path, e))?;
+        if meta.version != META_VERSION {
+            return Err(invalid(
+                &meta_path,
+                format!("meta version {} is not supported", meta.version),
+            ));
+        }
+        let index_path = dir.join("index");
+        let index =
+            IndexReader::new(super::mmap::FileBytes::map(&index_path).map_err(io(&index_path))?)
+                .map_err(|e| invalid(&index_path, e))?;
+        let chunks_dir = dir.join("chunks");
+        let mut files: Vec<PathBuf> = fs::read_dir(&chunks_dir)
+            .map_err(io(&chunks_dir))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))
+            })
+            .collect();
+        files.sort();
+        let segments = files
+            .iter()
+            .map(|p| Segment::open(p).map_err(|e| invalid(p, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Block {
+            dir: dir.to_owned(),
+            meta,
+            index,
+            segments,
+        })
+    }
+
+    pub fn meta(&self) -> &BlockMeta {
+        &self.meta
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn index(&self) -> &IndexReader {
+        &self.index
+    }
+
+    /// The bytes of a chunk by its reference.
+    pub fn chunk(&self, r: u64) -> Result<&[u8], BlockError> {
+        let seg = self.segments.get((r >> 32) as usize).ok_or_else(|| {
+            invalid(
+                &self.dir,
+                format!("chunk reference {r:#x} names a missing segment"),
+            )
+        })?;
+        let c = seg
+            .chunk_at((r & 0xffff_ffff) as usize)
+            .map_err(|e| invalid(&self.dir, e))?;
+        if c.encoding != Encoding::Xor {
+            return Err(invalid(
+                &self.dir,
+                format!(
+                    "chunk {r:#x} has encoding {:?}; native histograms are not supported yet",
+                    c.encoding
+                ),
+            ));
+        }
+        Ok(c.data)
+    }
+
+    /// IDs of the series matching `matchers`, in label order.
+    pub fn series_ids(&self, matchers: &[Matcher]) -> Result<Vec<u32>, BlockError> {
+        self.index
+            .select(matchers)
+            .map_err(|e| invalid(&self.dir, e))
+    }
+
+    /// The labels and chunk metas of series `id`.
+    pub fn series_meta(&self, id: u32) -> Result<(Labels, Vec<ChunkMeta>), BlockError> {
+        self.index.series(id).map_err(|e| invalid(&self.dir, e))
+    }
+
+    /// Series matching `matchers` with chunks overlapping `[mint, maxt]`, in label order.
+    pub fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<BlockSeries<'_>>, BlockError> {
+        let ids = self
+            .index
+            .select(matchers)
+            .map_err(|e| invalid(&self.dir, e))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let (labels, metas) = self.index.series(id).map_err(|e| invalid(&self.dir, e))?;
+            let mut chunks = Vec::with_capacity(metas.len());
+            for m in metas {
+                if m.min_time <= maxt && m.max_time >= mint {
+                    chunks.push((m, self.chunk(m.chunk_ref)?));
+                }
+            }
+            if !chunks.is_empty() {
+                out.push(BlockSeries { labels, chunks });
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meridian_core::chunkenc::XorIterator;
+    use meridian_core::matcher::MatchType;
+    use meridian_core::sample::stale_nan;
+
+    #[test]
+    fn ulid_shape() {
+        let a = new_ulid(1_700_000_000_000);
+        let b = new_ulid(1_700_000_000_000);
+        assert_eq!(a.len(), 26);
+        assert_ne!(a, b);
+        assert_eq!(&a[..10], &b[..10], "same millisecond, same time prefix");
+        assert!(new_ulid(1) < new_ulid(2_000_000_000_000));
+    }
+
+    #[test]
+    fn write_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let series: Vec<(Labels, Vec<Sample>)> = (0..30)
+            .map(|i| {
+                let l = Labels::from_pairs([("__name__", "m"), ("i", &format!("{i:02}"))]);
+                let mut s: Vec<Sample> = (0..300)
+                    .map(|k| Sample::new(k * 15_000, (i * k) as f64))
+                    .collect();
+                s[299].v = stale_nan();
+                (l, s)
+            })
+            .collect();
+        let meta = write_block(dir.path(), series.clone(), 0, 7_200_000).unwrap();
+        assert_eq!(meta.stats.num_series, 30);
+        assert_eq!(meta.stats.num_samples, 9000);
+        assert_eq!(meta.stats.num_chunks, 90);
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            vec![meta.ulid.clone()],
+            "no temporary directory left"
+        );
+        let b = Block::open(&dir.path().join(&meta.ulid)).unwrap();
+        assert_eq!(b.meta(), &meta);
+        let got = b
+            .select(
+                &[Matcher::new(MatchType::Regex, "i", "0.").unwrap()],
+                0,
+                i64::MAX,
+            )
+            .unwrap();
+        assert_eq!(got.len(), 10);
+        for (s, (l, want)) in got.iter().zip(&series) {
+            assert_eq!(&s.labels, l);
+            let samples: Vec<Sample> = s
+                .chunks
+                .iter()
+                .flat_map(|(_, d)| XorIterator::new(d).unwrap())
+                .collect();
+            assert_eq!(&samples, want);
+        }
+        // Time filtering by chunk.
+        let got = b
+            .select(&[Matcher::equal("i", "05")], 2_000_000, 2_100_000)
+            .unwrap();
+        assert_eq!(got[0].chunks.len(), 1);
+        // Samples outside the block range are refused by construction.
+        let m = write_block(dir.path(), series[..1].to_vec(), 0, 1_000_000).unwrap();
+        assert_eq!(m.stats.num_samples, 67);
+    }
+}
