@@ -21,6 +21,7 @@ use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use meridian_core::runtime::{DEFAULT_DRAIN, Task};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -196,7 +197,7 @@ pub struct Agent {
     stop: CancellationToken,
     http: tokio::task::JoinHandle<()>,
     /// The StoreAPI server and the TLS watcher; stopped after everything that writes.
-    grpc: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    grpc: Option<Task>,
     tls_watcher: Option<meridian_pki::tls::Watcher>,
     background: tokio::task::JoinSet<()>,
     shipper: Option<ShipperTask>,
@@ -324,7 +325,7 @@ impl Agent {
             )?;
             tls_watcher = spawned.tls_watcher;
             let task = spawned.task;
-            grpc = Some((grpc_stop, task));
+            grpc = Some(Task::from_parts("StoreAPI server", grpc_stop, task));
         }
         let mut background = tokio::task::JoinSet::new();
         background.spawn(housekeeping(
@@ -409,8 +410,21 @@ impl Agent {
         self.shared.ready.store(false, Ordering::SeqCst);
         self.shared.scrape.stop().await;
         self.stop.cancel();
-        let _ = (&mut self.http).await;
-        while self.background.join_next().await.is_some() {}
+        if tokio::time::timeout(DEFAULT_DRAIN, &mut self.http)
+            .await
+            .is_err()
+        {
+            tracing::warn!(drain = ?DEFAULT_DRAIN, "shutdown: HTTP server did not drain; aborted");
+            self.http.abort();
+        }
+        let background = async { while self.background.join_next().await.is_some() {} };
+        if tokio::time::timeout(DEFAULT_DRAIN, background)
+            .await
+            .is_err()
+        {
+            tracing::warn!(drain = ?DEFAULT_DRAIN, "shutdown: housekeeping did not stop; aborted");
+            self.background.abort_all();
+        }
         let db = self.shared.db.clone();
         match tokio::task::spawn_blocking(move || db.compact()).await {
             Ok(Ok(_)) => {}
@@ -425,9 +439,8 @@ impl Agent {
                 let _ = s.task.await;
             }
         }
-        if let Some((stop, task)) = self.grpc.take() {
-            stop.cancel();
-            let _ = task.await;
+        if let Some(grpc) = self.grpc.take() {
+            grpc.stop(DEFAULT_DRAIN).await;
         }
         if let Some(w) = self.tls_watcher.take() {
             w.stop().await;
@@ -445,8 +458,8 @@ impl Drop for Agent {
             s.abandon.cancel();
             s.stop.cancel();
         }
-        if let Some((stop, _)) = &self.grpc {
-            stop.cancel();
+        if let Some(grpc) = &self.grpc {
+            grpc.cancel();
         }
     }
 }

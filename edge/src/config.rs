@@ -320,35 +320,7 @@ impl Config {
             }
         }
         let g = raw.global;
-        let global_timeout = match g.scrape_timeout {
-            Some(t) if t > g.scrape_interval => {
-                return Err(format!(
-                    "global: scrape_timeout ({t}) is greater than scrape_interval ({})",
-                    g.scrape_interval
-                ));
-            }
-            Some(t) => t.0,
-            None => Duration::from_secs(10).min(g.scrape_interval.0),
-        };
-        if g.scrape_interval.0.is_zero() {
-            return Err("global: scrape_interval must be greater than 0".into());
-        }
-        for (name, value) in &g.external_labels {
-            if !is_valid_label_name(name) {
-                return Err(format!(
-                    "global.external_labels: {name:?} is not a valid label name"
-                ));
-            }
-            if value.is_empty() {
-                return Err(format!(
-                    "global.external_labels: {name:?} has an empty value"
-                ));
-            }
-        }
-        let global_body_limit = match &g.body_size_limit {
-            Some(s) => parse_size(s).map_err(|e| format!("global.body_size_limit: {e}"))?,
-            None => 0,
-        };
+        let (global_timeout, global_body_limit) = check_global(&g)?;
         let external_labels = Labels::from_pairs(
             g.external_labels
                 .iter()
@@ -357,151 +329,15 @@ impl Config {
         let mut jobs: Vec<ScrapeConfig> = Vec::new();
         let mut warnings = Vec::new();
         for r in raw.scrape_configs {
-            let job = r.job_name.value.clone();
-            let line = r.job_name.referenced.line();
-            let at = format!("scrape_configs (job {job:?}, line {line})");
-            if job.is_empty() {
-                return Err(format!("{at}: job_name is empty"));
-            }
-            if let Some(prev) = jobs.iter().find(|j| j.job_name == job) {
-                return Err(format!(
-                    "{at}: job_name {job:?} is already used at line {}",
-                    prev.line
-                ));
-            }
-            let interval = r.scrape_interval.map_or(g.scrape_interval.0, |d| d.0);
-            if interval.is_zero() {
-                return Err(format!("{at}: scrape_interval must be greater than 0"));
-            }
-            let timeout = match r.scrape_timeout {
-                Some(t) => t.0,
-                None => global_timeout.min(interval),
-            };
-            if timeout.is_zero() {
-                return Err(format!("{at}: scrape_timeout must be greater than 0"));
-            }
-            if timeout > interval {
-                return Err(format!(
-                    "{at}: scrape_timeout ({}) is greater than scrape_interval ({})",
-                    PromDuration(timeout),
-                    PromDuration(interval)
-                ));
-            }
-            if r.scheme != "http" && r.scheme != "https" {
-                return Err(format!(
-                    "{at}: scheme {:?} is not supported (http or https)",
-                    r.scheme
-                ));
-            }
-            if !r.metrics_path.starts_with('/') {
-                return Err(format!(
-                    "{at}: metrics_path {:?} must start with '/'",
-                    r.metrics_path
-                ));
-            }
-            if r.proxy_url.is_some() {
-                return Err(format!("{at}: proxy_url is not supported by the edge"));
-            }
-            let auth = Auth::from_config(
-                r.basic_auth.as_ref(),
-                r.authorization.as_ref(),
-                r.bearer_token.as_ref(),
-                r.bearer_token_file.as_ref(),
-            )
-            .map_err(|e| format!("{at}: {e}"))?;
-            for sc in &r.static_configs {
-                for name in sc.labels.keys() {
-                    if !is_valid_label_name(name) {
-                        return Err(format!(
-                            "{at}: static_configs label {name:?} is not a valid label name"
-                        ));
-                    }
-                }
-                for t in &sc.targets {
-                    if t.contains('/') {
-                        return Err(format!(
-                            "{at}: target {t:?} is not a valid host:port (no scheme or path here; use scheme and metrics_path)"
-                        ));
-                    }
-                }
-            }
-            for f in &r.file_sd_configs {
-                for p in &f.files {
-                    let base = Path::new(p)
-                        .file_name()
-                        .and_then(|n| n.to_str())
-                        .unwrap_or("");
-                    let ok = [".json", ".yml", ".yaml"]
-                        .iter()
-                        .any(|ext| base.ends_with(ext));
-                    if !ok {
-                        return Err(format!(
-                            "{at}: file_sd_configs file {p:?} must end in .json, .yml or .yaml"
-                        ));
-                    }
-                }
-            }
-            for d in &r.dns_sd_configs {
-                if d.names.is_empty() {
-                    return Err(format!("{at}: dns_sd_configs needs at least one name"));
-                }
-                match d.record_type {
-                    DnsRecordType::Srv => {}
-                    DnsRecordType::A | DnsRecordType::Aaaa if d.port == 0 => {
-                        return Err(format!("{at}: dns_sd_configs of type A/AAAA need a port"));
-                    }
-                    DnsRecordType::A | DnsRecordType::Aaaa => {}
-                    DnsRecordType::Mx | DnsRecordType::Ns => {
-                        return Err(format!(
-                            "{at}: dns_sd_configs type MX/NS is not supported (SRV, A or AAAA)"
-                        ));
-                    }
-                }
-            }
-            if r.kubernetes_sd_configs.is_some() {
-                warnings.push(format!(
-                    "{at}: kubernetes_sd_configs is not supported by this edge yet; the job gets no targets from it"
-                ));
-            }
-            if r.track_timestamps_staleness {
-                warnings.push(format!(
-                    "{at}: track_timestamps_staleness is ignored (series with explicit timestamps get no stale markers)"
-                ));
-            }
-            let body_size_limit = match &r.body_size_limit {
-                Some(s) => parse_size(s).map_err(|e| format!("{at}: body_size_limit: {e}"))?,
-                None => global_body_limit,
-            };
-            jobs.push(ScrapeConfig {
-                job_name: job,
-                line,
-                honor_labels: r.honor_labels,
-                honor_timestamps: r.honor_timestamps,
-                scrape_interval: interval,
-                scrape_timeout: timeout,
-                metrics_path: r.metrics_path,
-                scheme: r.scheme,
-                params: r.params,
-                body_size_limit,
-                sample_limit: r.sample_limit.unwrap_or(g.sample_limit),
-                label_limit: r.label_limit.unwrap_or(g.label_limit),
-                label_name_length_limit: r
-                    .label_name_length_limit
-                    .unwrap_or(g.label_name_length_limit),
-                label_value_length_limit: r
-                    .label_value_length_limit
-                    .unwrap_or(g.label_value_length_limit),
-                target_limit: r.target_limit.unwrap_or(g.target_limit),
-                auth,
-                tls_config: r.tls_config,
-                follow_redirects: r.follow_redirects,
-                static_configs: r.static_configs,
-                file_sd_configs: r.file_sd_configs,
-                dns_sd_configs: r.dns_sd_configs,
-                relabel_configs: r.relabel_configs,
-                metric_relabel_configs: r.metric_relabel_configs,
-            });
-            let _ = r.enable_http2;
+            let job = resolve_job(
+                r,
+                &g,
+                global_timeout,
+                global_body_limit,
+                &jobs,
+                &mut warnings,
+            )?;
+            jobs.push(job);
         }
         Ok(Config {
             global: g,
@@ -511,6 +347,203 @@ impl Config {
             warnings,
         })
     }
+}
+
+/// The global section's checks; returns the default scrape timeout and body size limit of jobs.
+fn check_global(g: &GlobalConfig) -> Result<(Duration, u64), String> {
+    let global_timeout = match g.scrape_timeout {
+        Some(t) if t > g.scrape_interval => {
+            return Err(format!(
+                "global: scrape_timeout ({t}) is greater than scrape_interval ({})",
+                g.scrape_interval
+            ));
+        }
+        Some(t) => t.0,
+        None => Duration::from_secs(10).min(g.scrape_interval.0),
+    };
+    if g.scrape_interval.0.is_zero() {
+        return Err("global: scrape_interval must be greater than 0".into());
+    }
+    for (name, value) in &g.external_labels {
+        if !is_valid_label_name(name) {
+            return Err(format!(
+                "global.external_labels: {name:?} is not a valid label name"
+            ));
+        }
+        if value.is_empty() {
+            return Err(format!(
+                "global.external_labels: {name:?} has an empty value"
+            ));
+        }
+    }
+    let global_body_limit = match &g.body_size_limit {
+        Some(s) => parse_size(s).map_err(|e| format!("global.body_size_limit: {e}"))?,
+        None => 0,
+    };
+    Ok((global_timeout, global_body_limit))
+}
+
+/// One job with everything inherited from `global` resolved (`jobs`: the jobs before it, for duplicate
+/// names).
+fn resolve_job(
+    r: RawScrapeConfig,
+    g: &GlobalConfig,
+    global_timeout: Duration,
+    global_body_limit: u64,
+    jobs: &[ScrapeConfig],
+    warnings: &mut Vec<String>,
+) -> Result<ScrapeConfig, String> {
+    let job = r.job_name.value.clone();
+    let line = r.job_name.referenced.line();
+    let at = format!("scrape_configs (job {job:?}, line {line})");
+    if job.is_empty() {
+        return Err(format!("{at}: job_name is empty"));
+    }
+    if let Some(prev) = jobs.iter().find(|j| j.job_name == job) {
+        return Err(format!(
+            "{at}: job_name {job:?} is already used at line {}",
+            prev.line
+        ));
+    }
+    let interval = r.scrape_interval.map_or(g.scrape_interval.0, |d| d.0);
+    if interval.is_zero() {
+        return Err(format!("{at}: scrape_interval must be greater than 0"));
+    }
+    let timeout = match r.scrape_timeout {
+        Some(t) => t.0,
+        None => global_timeout.min(interval),
+    };
+    if timeout.is_zero() {
+        return Err(format!("{at}: scrape_timeout must be greater than 0"));
+    }
+    if timeout > interval {
+        return Err(format!(
+            "{at}: scrape_timeout ({}) is greater than scrape_interval ({})",
+            PromDuration(timeout),
+            PromDuration(interval)
+        ));
+    }
+    if r.scheme != "http" && r.scheme != "https" {
+        return Err(format!(
+            "{at}: scheme {:?} is not supported (http or https)",
+            r.scheme
+        ));
+    }
+    if !r.metrics_path.starts_with('/') {
+        return Err(format!(
+            "{at}: metrics_path {:?} must start with '/'",
+            r.metrics_path
+        ));
+    }
+    if r.proxy_url.is_some() {
+        return Err(format!("{at}: proxy_url is not supported by the edge"));
+    }
+    let auth = Auth::from_config(
+        r.basic_auth.as_ref(),
+        r.authorization.as_ref(),
+        r.bearer_token.as_ref(),
+        r.bearer_token_file.as_ref(),
+    )
+    .map_err(|e| format!("{at}: {e}"))?;
+    check_target_sources(&at, &r)?;
+    if r.kubernetes_sd_configs.is_some() {
+        warnings.push(format!(
+                "{at}: kubernetes_sd_configs is not supported by this edge yet; the job gets no targets from it"
+            ));
+    }
+    if r.track_timestamps_staleness {
+        warnings.push(format!(
+                "{at}: track_timestamps_staleness is ignored (series with explicit timestamps get no stale markers)"
+            ));
+    }
+    let body_size_limit = match &r.body_size_limit {
+        Some(s) => parse_size(s).map_err(|e| format!("{at}: body_size_limit: {e}"))?,
+        None => global_body_limit,
+    };
+    let _ = r.enable_http2;
+    Ok(ScrapeConfig {
+        job_name: job,
+        line,
+        honor_labels: r.honor_labels,
+        honor_timestamps: r.honor_timestamps,
+        scrape_interval: interval,
+        scrape_timeout: timeout,
+        metrics_path: r.metrics_path,
+        scheme: r.scheme,
+        params: r.params,
+        body_size_limit,
+        sample_limit: r.sample_limit.unwrap_or(g.sample_limit),
+        label_limit: r.label_limit.unwrap_or(g.label_limit),
+        label_name_length_limit: r
+            .label_name_length_limit
+            .unwrap_or(g.label_name_length_limit),
+        label_value_length_limit: r
+            .label_value_length_limit
+            .unwrap_or(g.label_value_length_limit),
+        target_limit: r.target_limit.unwrap_or(g.target_limit),
+        auth,
+        tls_config: r.tls_config,
+        follow_redirects: r.follow_redirects,
+        static_configs: r.static_configs,
+        file_sd_configs: r.file_sd_configs,
+        dns_sd_configs: r.dns_sd_configs,
+        relabel_configs: r.relabel_configs,
+        metric_relabel_configs: r.metric_relabel_configs,
+    })
+}
+
+/// `static_configs`, `file_sd_configs` and `dns_sd_configs` of a job, checked as Prometheus checks them.
+fn check_target_sources(at: &str, r: &RawScrapeConfig) -> Result<(), String> {
+    for sc in &r.static_configs {
+        for name in sc.labels.keys() {
+            if !is_valid_label_name(name) {
+                return Err(format!(
+                    "{at}: static_configs label {name:?} is not a valid label name"
+                ));
+            }
+        }
+        for t in &sc.targets {
+            if t.contains('/') {
+                return Err(format!(
+                    "{at}: target {t:?} is not a valid host:port (no scheme or path here; use scheme and metrics_path)"
+                ));
+            }
+        }
+    }
+    for f in &r.file_sd_configs {
+        for p in &f.files {
+            let base = Path::new(p)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("");
+            let ok = [".json", ".yml", ".yaml"]
+                .iter()
+                .any(|ext| base.ends_with(ext));
+            if !ok {
+                return Err(format!(
+                    "{at}: file_sd_configs file {p:?} must end in .json, .yml or .yaml"
+                ));
+            }
+        }
+    }
+    for d in &r.dns_sd_configs {
+        if d.names.is_empty() {
+            return Err(format!("{at}: dns_sd_configs needs at least one name"));
+        }
+        match d.record_type {
+            DnsRecordType::Srv => {}
+            DnsRecordType::A | DnsRecordType::Aaaa if d.port == 0 => {
+                return Err(format!("{at}: dns_sd_configs of type A/AAAA need a port"));
+            }
+            DnsRecordType::A | DnsRecordType::Aaaa => {}
+            DnsRecordType::Mx | DnsRecordType::Ns => {
+                return Err(format!(
+                    "{at}: dns_sd_configs type MX/NS is not supported (SRV, A or AAAA)"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meridian_core::net::dns::DnsResolver;
+use meridian_core::runtime::{DEFAULT_DRAIN, Task};
 use meridian_pki::tls::ServerTls;
 use meridian_storeapi::Store;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{Api, ApiOptions};
@@ -78,31 +78,18 @@ pub struct Gateway {
     api: Arc<Api>,
     grpc_addr: SocketAddr,
     http_addr: SocketAddr,
-    set: Background,
-    grpc: Background,
-    http: Background,
+    set: Task,
+    grpc: Task,
+    http: Task,
     tls_watcher: Option<meridian_pki::tls::Watcher>,
-    bucket: Option<Background>,
-    rules: Option<(Arc<RuleManager>, Background)>,
-    notifier: Option<Background>,
-    router: Option<Background>,
-}
-
-/// A background task and its stop token.
-struct Background {
-    stop: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-impl Background {
-    async fn stop(self) {
-        self.stop.cancel();
-        let _ = self.task.await;
-    }
+    bucket: Option<Task>,
+    rules: Option<(Arc<RuleManager>, Task)>,
+    notifier: Option<Task>,
+    router: Option<Task>,
 }
 
 /// Syncs `store` until the first sync succeeds (retrying with backoff), then every sync interval.
-fn run_bucket(store: Arc<BucketStore>, first_done: bool) -> Background {
+fn run_bucket(store: Arc<BucketStore>, first_done: bool) -> Task {
     let stop = CancellationToken::new();
     let token = stop.clone();
     let task = tokio::spawn(async move {
@@ -122,7 +109,50 @@ fn run_bucket(store: Arc<BucketStore>, first_done: bool) -> Background {
         }
         store.run(token).await;
     });
-    Background { stop, task }
+    Task::from_parts("bucket sync", stop, task)
+}
+
+/// What rule evaluation reads and writes through: the fan-out, the rule TSDB, the alert sinks.
+fn rule_context(
+    r: &crate::rules::RulesOptions,
+    fanout: &Arc<Fanout>,
+    tsdb: &RuleTsdb,
+    engine_opts: crate::promql::EngineOptions,
+    notifier: &Option<Arc<crate::alerting::notifier::Notifier>>,
+    router: &Option<Arc<crate::alerting::dispatch::Router>>,
+) -> EvalContext {
+    let view = fanout.clone();
+    EvalContext {
+        engine: crate::promql::Engine::new(engine_opts),
+        queryable: Arc::new(move |strategy| {
+            Arc::new(view.querier(QueryOptions {
+                dedup: true,
+                partial_response: Some(strategy),
+                ..QueryOptions::default()
+            })) as Arc<dyn crate::queryable::Queryable>
+        }),
+        sink: Arc::new(tsdb.clone()),
+        alerts: {
+            let mut sinks = r.alert_sinks.clone();
+            if let Some(n) = &notifier {
+                sinks.push(n.clone());
+            }
+            if let Some(r) = &router {
+                sinks.push(r.clone());
+            }
+            (!sinks.is_empty()).then(|| Arc::new(FanoutSink(sinks)) as _)
+        },
+        external_labels: r
+            .external_labels
+            .iter()
+            .map(|l| (l.name.to_owned(), l.value.to_owned()))
+            .collect(),
+        external_url: r.external_url.clone(),
+        default_partial_response: r.partial_response,
+        resend_delay: r.resend_delay,
+        for_outage_tolerance: r.for_outage_tolerance,
+        for_grace_period: r.for_grace_period,
+    }
 }
 
 impl Gateway {
@@ -155,8 +185,7 @@ impl Gateway {
                     (r.data_dir.clone(), r.external_labels.clone(), r.retention);
                 let t =
                     tokio::task::spawn_blocking(move || RuleTsdb::open(&dir, labels, retention))
-                        .await?
-                        .map_err(anyhow::Error::msg)?;
+                        .await??;
                 endpoints.add_local("rules", t.store());
                 Some(t)
             }
@@ -220,63 +249,31 @@ impl Gateway {
         ));
         let rules = match (opts.rules, rule_tsdb) {
             (Some(r), Some(tsdb)) => {
-                let view = fanout.clone();
-                let ctx = EvalContext {
-                    engine: crate::promql::Engine::new(engine_opts),
-                    queryable: Arc::new(move |strategy| {
-                        Arc::new(view.querier(QueryOptions {
-                            dedup: true,
-                            partial_response: Some(strategy),
-                            ..QueryOptions::default()
-                        })) as Arc<dyn crate::queryable::Queryable>
-                    }),
-                    sink: Arc::new(tsdb.clone()),
-                    alerts: {
-                        let mut sinks = r.alert_sinks.clone();
-                        if let Some(n) = &notifier {
-                            sinks.push(n.clone());
-                        }
-                        if let Some(r) = &router {
-                            sinks.push(r.clone());
-                        }
-                        (!sinks.is_empty()).then(|| Arc::new(FanoutSink(sinks)) as _)
-                    },
-                    external_labels: r
-                        .external_labels
-                        .iter()
-                        .map(|l| (l.name.to_owned(), l.value.to_owned()))
-                        .collect(),
-                    external_url: r.external_url.clone(),
-                    default_partial_response: r.partial_response,
-                    resend_delay: r.resend_delay,
-                    for_outage_tolerance: r.for_outage_tolerance,
-                    for_grace_period: r.for_grace_period,
-                };
+                let ctx = rule_context(&r, &fanout, &tsdb, engine_opts, &notifier, &router);
                 let manager = RuleManager::new(
                     r.files.clone(),
                     r.eval_interval,
                     ctx,
                     Arc::new(meridian_core::time::now_ms),
-                )
-                .map_err(anyhow::Error::msg)?;
+                )?;
                 manager.start();
                 manager.watch();
                 api.set_rules(manager.clone());
                 let stop = CancellationToken::new();
                 let task = tokio::spawn(tsdb.housekeeping(Duration::from_secs(60), stop.clone()));
-                Some((manager, Background { stop, task }))
+                Some((manager, Task::from_parts("rule housekeeping", stop, task)))
             }
             _ => None,
         };
         let notifier = notifier.map(|n| {
             let stop = CancellationToken::new();
             let task = tokio::spawn(n.run(stop.clone()));
-            Background { stop, task }
+            Task::from_parts("notifier", stop, task)
         });
         let router = router.map(|r| {
             let stop = CancellationToken::new();
             let task = tokio::spawn(r.run(stop.clone()));
-            Background { stop, task }
+            Task::from_parts("alert router", stop, task)
         });
         tracing::info!(grpc = %grpc_addr, http = %http_addr, "gateway started");
         Ok(Gateway {
@@ -285,18 +282,9 @@ impl Gateway {
             api,
             grpc_addr,
             http_addr,
-            set: Background {
-                stop: set_stop,
-                task: set_task,
-            },
-            grpc: Background {
-                stop: grpc_stop,
-                task: grpc_task,
-            },
-            http: Background {
-                stop: http_stop,
-                task: http_task,
-            },
+            set: Task::from_parts("set", set_stop, set_task),
+            grpc: Task::from_parts("grpc", grpc_stop, grpc_task),
+            http: Task::from_parts("http", http_stop, http_task),
             tls_watcher,
             bucket,
             rules,
@@ -335,20 +323,20 @@ impl Gateway {
     pub async fn shutdown(self) {
         if let Some((m, housekeeping)) = self.rules {
             m.stop().await;
-            housekeeping.stop().await;
+            housekeeping.stop(DEFAULT_DRAIN).await;
         }
         // Alerts of the last evaluations are sent before the servers close.
         if let Some(n) = self.notifier {
-            n.stop().await;
+            n.stop(DEFAULT_DRAIN).await;
         }
         if let Some(r) = self.router {
-            r.stop().await;
+            r.stop(DEFAULT_DRAIN).await;
         }
-        self.http.stop().await;
-        self.grpc.stop().await;
-        self.set.stop().await;
+        self.http.stop(DEFAULT_DRAIN).await;
+        self.grpc.stop(DEFAULT_DRAIN).await;
+        self.set.stop(DEFAULT_DRAIN).await;
         if let Some(b) = self.bucket {
-            b.stop().await;
+            b.stop(DEFAULT_DRAIN).await;
         }
         if let Some(w) = self.tls_watcher {
             w.stop().await;
@@ -363,10 +351,10 @@ impl Gateway {
 pub struct StoreGateway {
     grpc_addr: SocketAddr,
     http_addr: SocketAddr,
-    grpc: Background,
-    http: Background,
+    grpc: Task,
+    http: Task,
     tls_watcher: Option<meridian_pki::tls::Watcher>,
-    sync: Background,
+    sync: Task,
 }
 
 impl StoreGateway {
@@ -441,14 +429,8 @@ impl StoreGateway {
         Ok(StoreGateway {
             grpc_addr,
             http_addr,
-            grpc: Background {
-                stop: grpc_stop,
-                task: spawned.task,
-            },
-            http: Background {
-                stop: http_stop,
-                task: http_task,
-            },
+            grpc: Task::from_parts("grpc", grpc_stop, spawned.task),
+            http: Task::from_parts("http", http_stop, http_task),
             tls_watcher: spawned.tls_watcher,
             sync,
         })
@@ -464,9 +446,9 @@ impl StoreGateway {
 
     /// Stops HTTP, then gRPC (in-flight calls finish), then the sync loop.
     pub async fn shutdown(self) {
-        self.http.stop().await;
-        self.grpc.stop().await;
-        self.sync.stop().await;
+        self.http.stop(DEFAULT_DRAIN).await;
+        self.grpc.stop(DEFAULT_DRAIN).await;
+        self.sync.stop(DEFAULT_DRAIN).await;
         if let Some(w) = self.tls_watcher {
             w.stop().await;
         }

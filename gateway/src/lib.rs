@@ -48,7 +48,10 @@ pub async fn probe(address: &str, transport: &Transport) -> Result<EndpointInfo>
             StoreClient::new(channel, address)
         }
     };
-    let info = client.info().await?;
+    let info = client
+        .info()
+        .await
+        .map_err(|e| e.context(format!("store {address}")))?;
     Ok(EndpointInfo {
         address: address.to_owned(),
         component_type: info.component_type,

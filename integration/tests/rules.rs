@@ -48,7 +48,10 @@ impl Queryable for Store {
 
 #[async_trait::async_trait]
 impl RuleSink for Store {
-    async fn write(&self, samples: Vec<(Labels, i64, f64)>) -> std::result::Result<(), String> {
+    async fn write(
+        &self,
+        samples: Vec<(Labels, i64, f64)>,
+    ) -> std::result::Result<(), meridian_core::error::Error> {
         let mut mem = self.0.write().unwrap();
         for (l, t, v) in samples {
             let s = meridian_core::sample::Sample::new(t, v);

@@ -2,6 +2,7 @@
 //! Prometheus HTTP API's `errorType`s and status codes.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// What kind of failure, independent of transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -92,12 +93,13 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// An error with its kind and a message that names the offending input.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
+/// An error with its kind, a message that names the offending input, and the error that caused it
+/// (kept as the `source()` chain, as quickwit's storage errors keep theirs).
+#[derive(Debug, Clone)]
 pub struct Error {
     pub kind: ErrorKind,
     pub message: String,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl Error {
@@ -105,6 +107,20 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An error of `kind` caused by `source` (the message says what failed; the source says why).
+    pub fn with_source(
+        kind: ErrorKind,
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Error {
+        Error {
+            kind,
+            message: message.into(),
+            source: Some(Arc::new(source)),
         }
     }
 
@@ -120,14 +136,39 @@ impl Error {
         Error::new(ErrorKind::LimitExceeded, message)
     }
 
-    /// Prefixes the message with context, keeping the kind.
+    /// Prefixes the message with context, keeping the kind and the source.
     pub fn context(self, ctx: impl fmt::Display) -> Error {
         Error {
             kind: self.kind,
             message: format!("{ctx}: {}", self.message),
+            source: self.source,
         }
     }
 }
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Two errors are equal when their kinds and messages are (the source is what caused them, already
+/// told by the message).
+impl PartialEq for Error {
+    fn eq(&self, other: &Error) -> bool {
+        self.kind == other.kind && self.message == other.message
+    }
+}
+
+impl Eq for Error {}
 
 /// Most bytes of an error message sent as `grpc-message`: a longer header would exceed a client's
 /// header list limit and reach it as a different error (RESOURCE_EXHAUSTED) than the one meant.
@@ -182,6 +223,20 @@ pub struct ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_source_chain_is_kept_through_context() {
+        use std::error::Error as _;
+        let io = std::io::Error::other("disk on fire");
+        let e = Error::with_source(ErrorKind::Internal, "reading block 01H", io).context("select");
+        assert_eq!(e.to_string(), "select: reading block 01H");
+        assert_eq!(e.kind, ErrorKind::Internal);
+        assert_eq!(
+            e.source().map(ToString::to_string),
+            Some("disk on fire".into())
+        );
+        assert!(Error::bad_data("x").source().is_none());
+    }
 
     #[test]
     fn grpc_mapping_roundtrips() {

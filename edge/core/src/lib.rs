@@ -6,7 +6,8 @@
 //! - Formats: [`promfmt`] (the one duration grammar and the one byte-size parser), [`time`]
 //!   (milliseconds, the injectable clock, RFC 3339), [`targetgroup`] (target groups and `file_sd`).
 //! - [`error`]: the one error-kind table, mapped to gRPC codes and Prometheus `errorType`s.
-//! - [`net`]: DNS; [`process_metrics`]: the `process_*` metrics.
+//! - [`net`]: DNS; [`process_metrics`]: the `process_*` metrics; [`runtime`]: owning background
+//!   tasks with a bounded drain.
 //!
 //! TLS lives in `meridian-pki`, the StoreAPI in `meridian-storeapi`, the TSDB in `meridian-tsdb`.
 
@@ -19,6 +20,7 @@ pub mod net;
 pub mod process_metrics;
 pub mod promfmt;
 pub mod relabel;
+pub mod runtime;
 pub mod sample;
 pub mod series;
 pub mod targetgroup;

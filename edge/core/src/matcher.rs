@@ -411,35 +411,7 @@ fn check_go_repeats(pattern: &str) -> Result<(), String> {
                 atom = Some(1);
             }
             b'[' => {
-                // A bracket expression: `]` right after `[` or `[^` is a literal, `[:name:]` nests.
-                i += 1;
-                if b.get(i) == Some(&b'^') {
-                    i += 1;
-                }
-                if b.get(i) == Some(&b']') {
-                    i += 1;
-                }
-                while i < b.len() && b[i] != b']' {
-                    if b[i] == b'\\' {
-                        i += 1;
-                    } else if b[i] == b'['
-                        && b.get(i + 1) == Some(&b':')
-                        && let Some(end) = pattern[i + 2..].find(":]")
-                    {
-                        // Go takes everything up to the next `:]` as a class name, and refuses
-                        // names it does not know ("invalid character class range").
-                        let name = &pattern[i + 2..i + 2 + end];
-                        if !GO_POSIX_CLASSES.contains(&name.strip_prefix('^').unwrap_or(name)) {
-                            return Err(format!(
-                                "invalid character class range: `{}`",
-                                &pattern[i..i + end + 4]
-                            ));
-                        }
-                        i += end + 3;
-                    }
-                    i += 1;
-                }
-                i += 1;
+                i = skip_bracket(pattern, i)?;
                 atom = Some(1);
             }
             b'(' => {
@@ -465,6 +437,39 @@ fn check_go_repeats(pattern: &str) -> Result<(), String> {
         lazy_taken = false;
     }
     Ok(())
+}
+
+/// The end of the bracket expression opening at `b[i]` (`[`): `]` right after `[` or `[^` is a
+/// literal, `[:name:]` nests. Go takes everything up to the next `:]` as a class name and refuses
+/// names it does not know ("invalid character class range").
+fn skip_bracket(pattern: &str, mut i: usize) -> Result<usize, String> {
+    let b = pattern.as_bytes();
+    i += 1;
+    if b.get(i) == Some(&b'^') {
+        i += 1;
+    }
+    if b.get(i) == Some(&b']') {
+        i += 1;
+    }
+    while i < b.len() && b[i] != b']' {
+        if b[i] == b'\\' {
+            i += 1;
+        } else if b[i] == b'['
+            && b.get(i + 1) == Some(&b':')
+            && let Some(end) = pattern[i + 2..].find(":]")
+        {
+            let name = &pattern[i + 2..i + 2 + end];
+            if !GO_POSIX_CLASSES.contains(&name.strip_prefix('^').unwrap_or(name)) {
+                return Err(format!(
+                    "invalid character class range: `{}`",
+                    &pattern[i..i + end + 4]
+                ));
+            }
+            i += end + 3;
+        }
+        i += 1;
+    }
+    Ok(i + 1)
 }
 
 /// The ASCII classes Go knows inside brackets (`[[:alpha:]]`, `[[:^digit:]]`).

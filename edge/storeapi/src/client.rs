@@ -65,8 +65,10 @@ impl StoreClient {
             .max_encoding_message_size(MAX_MESSAGE_SIZE)
     }
 
+    /// The status as an error of its kind. Which store failed is the caller's to say (the fan-out names
+    /// it in its warnings, the probe in its message): the message is the store's own.
     fn err(&self, s: tonic::Status) -> Error {
-        Error::from(s).context(format!("store {}", self.address))
+        Error::from(s)
     }
 }
 
@@ -88,10 +90,9 @@ impl Store for StoreClient {
             .await
             .map_err(|s| self.err(s))?
             .into_inner();
-        let address = self.address.clone();
         let frames = stream.flat_map(move |r| {
             let out: Vec<Result<SeriesFrame>> = match r {
-                Err(s) => vec![Err(Error::from(s).context(format!("store {address}")))],
+                Err(s) => vec![Err(Error::from(s))],
                 Ok(pb::SeriesResponse { result: None })
                 | Ok(pb::SeriesResponse {
                     result: Some(R::Hints(_)),
@@ -138,9 +139,6 @@ impl Store for StoreClient {
             .await
             .map_err(|s| self.err(s))?
             .into_inner();
-        let address = self.address.clone();
-        Ok(Box::pin(stream.map(move |r| {
-            r.map_err(|s| Error::from(s).context(format!("store {address}")))
-        })))
+        Ok(Box::pin(stream.map(move |r| r.map_err(Error::from))))
     }
 }

@@ -6,13 +6,16 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{
     ExternalLabels, MetadataStream, SeriesFrame, SeriesQuery, SeriesStream, Store, labels_to_proto,
     matchers_from_proto, no_series_matchers_error, truncate_to_limit,
 };
+use meridian_core::error::ErrorKind;
 use meridian_core::error::{Error, Result};
 use meridian_core::labels::Labels;
+use meridian_core::matcher::Matcher;
 use meridian_core::series::{Relabel, SeriesCursor, SeriesSource, SourceChunk};
 
 use crate::proto::thanos as pb;
@@ -36,7 +39,8 @@ const FRAME_CHANNEL: usize = 256;
 
 /// A StoreAPI store over a [`SeriesSource`].
 pub struct LeafStore<S> {
-    source: S,
+    /// Shared with the blocking threads that read it.
+    source: Arc<S>,
     ext: ExternalLabels,
     component: String,
     limits: SeriesLimits,
@@ -46,7 +50,7 @@ impl<S: SeriesSource> LeafStore<S> {
     /// A store announcing itself as a `"sidecar"` with these external labels.
     pub fn from_source(source: S, external_labels: Labels) -> LeafStore<S> {
         LeafStore {
-            source,
+            source: Arc::new(source),
             ext: ExternalLabels::new(external_labels),
             component: "sidecar".into(),
             limits: SeriesLimits::default(),
@@ -71,6 +75,52 @@ impl<S: SeriesSource> LeafStore<S> {
 
     pub fn external_labels(&self) -> &ExternalLabels {
         &self.ext
+    }
+
+    /// Folds `visit` over the own labels of the series `matchers` select in `[mint, maxt]`. The reads
+    /// run on the blocking pool, batch by batch, so a large selection neither stalls an async worker
+    /// nor outlives its caller: when the returned future is dropped (the client went away) the reader
+    /// stops before its next batch.
+    async fn visit_series<T: Send + 'static>(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        init: T,
+        mut visit: impl FnMut(&mut T, &Labels) + Send + 'static,
+    ) -> Result<T> {
+        /// Tells the reader its caller is gone.
+        struct Gone(Arc<AtomicBool>);
+        impl Drop for Gone {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let gone = Gone(Arc::new(AtomicBool::new(false)));
+        let stop = gone.0.clone();
+        let (source, matchers) = (self.source.clone(), matchers.to_vec());
+        let read = move || -> Result<T> {
+            let own: Relabel = Arc::new(Labels::clone);
+            let mut cursor = source.select_sorted(&matchers, mint, maxt, false, own)?;
+            let mut acc = init;
+            loop {
+                if stop.load(Ordering::Relaxed) {
+                    return Err(Error::new(ErrorKind::Canceled, "the client went away"));
+                }
+                let batch = cursor.next_batch(CURSOR_BATCH)?;
+                if batch.is_empty() {
+                    return Ok(acc);
+                }
+                for (labels, _) in &batch {
+                    visit(&mut acc, labels);
+                }
+            }
+        };
+        let answer = tokio::task::spawn_blocking(read)
+            .await
+            .map_err(|e| Error::internal(format!("label reader failed: {e}")))?;
+        drop(gone);
+        answer
     }
 }
 
@@ -138,10 +188,11 @@ impl<S: SeriesSource> Store for LeafStore<S> {
         else {
             return Ok(pb::LabelNamesResponse::default());
         };
-        let mut set = BTreeSet::new();
-        for s in self.source.select(&matchers, req.start, req.end, false)? {
-            set.extend(s.labels.iter().map(|l| l.name.to_owned()));
-        }
+        let mut set = self
+            .visit_series(&matchers, req.start, req.end, BTreeSet::new(), |set, l| {
+                set.extend(l.iter().map(|x| x.name.to_owned()));
+            })
+            .await?;
         if !set.is_empty() {
             set.extend(
                 self.ext
@@ -168,17 +219,27 @@ impl<S: SeriesSource> Store for LeafStore<S> {
             return Ok(pb::LabelValuesResponse::default());
         };
         let removed = req.without_replica_labels.contains(&req.label);
-        let selected = self.source.select(&matchers, req.start, req.end, false)?;
+        let name = req.label.clone();
+        // Whether any series matched, and the label's values among them.
+        let (any, found) = self
+            .visit_series(
+                &matchers,
+                req.start,
+                req.end,
+                (false, BTreeSet::new()),
+                move |(any, found), l| {
+                    *any = true;
+                    if let Some(v) = l.get(&name) {
+                        found.insert(v.to_owned());
+                    }
+                },
+            )
+            .await?;
         let mut values: Vec<String> = match self.ext.labels().get(&req.label) {
             // An external label has one value, present when any series matches.
-            Some(v) if !removed && !selected.is_empty() => vec![v.to_owned()],
+            Some(v) if !removed && any => vec![v.to_owned()],
             Some(_) => vec![],
-            None => selected
-                .iter()
-                .filter_map(|s| s.labels.get(&req.label).map(str::to_owned))
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect(),
+            None => found.into_iter().collect(),
         };
         truncate_to_limit(&mut values, req.limit);
         Ok(pb::LabelValuesResponse {

@@ -163,27 +163,7 @@ pub fn write_index(series: &[(Labels, Vec<ChunkMeta>)]) -> Result<Vec<u8>, Strin
             .map_err(|_| "index too large: series ID exceeds 32 bits".to_owned())?;
         ids.push(id);
         body.clear();
-        put_uvarint(&mut body, labels.len() as u64);
-        for l in labels.iter() {
-            put_uvarint(&mut body, u64::from(sym_ref[l.name]));
-            put_uvarint(&mut body, u64::from(sym_ref[l.value]));
-        }
-        put_uvarint(&mut body, chunks.len() as u64);
-        if let Some(c0) = chunks.first() {
-            put_varint(&mut body, c0.min_time);
-            // Deltas as Prometheus writes them (Go's `uint64(a - b)` wraps; for a series' sorted,
-            // non-overlapping chunks they are never negative). The reader checks them.
-            put_uvarint(&mut body, c0.max_time.wrapping_sub(c0.min_time) as u64);
-            put_uvarint(&mut body, c0.chunk_ref);
-            let (mut t0, mut r0) = (c0.max_time, c0.chunk_ref as i64);
-            for c in &chunks[1..] {
-                put_uvarint(&mut body, c.min_time.wrapping_sub(t0) as u64);
-                put_uvarint(&mut body, c.max_time.wrapping_sub(c.min_time) as u64);
-                put_varint(&mut body, (c.chunk_ref as i64).wrapping_sub(r0));
-                t0 = c.max_time;
-                r0 = c.chunk_ref as i64;
-            }
-        }
+        put_series_entry(&mut body, labels, chunks, &sym_ref);
         put_uvarint(&mut out, body.len() as u64);
         out.extend_from_slice(&body);
         out.extend_from_slice(&crc(&body));
@@ -276,6 +256,37 @@ pub fn write_index(series: &[(Labels, Vec<ChunkMeta>)]) -> Result<Vec<u8>, Strin
     let c = crc(&out[toc_start..]);
     out.extend_from_slice(&c);
     Ok(out)
+}
+
+/// One series entry's body: its label references and its chunks (the first in full, the rest as
+/// deltas, as Prometheus writes them).
+fn put_series_entry(
+    body: &mut Vec<u8>,
+    labels: &Labels,
+    chunks: &[ChunkMeta],
+    sym_ref: &BTreeMap<&str, u32>,
+) {
+    put_uvarint(body, labels.len() as u64);
+    for l in labels.iter() {
+        put_uvarint(body, u64::from(sym_ref[l.name]));
+        put_uvarint(body, u64::from(sym_ref[l.value]));
+    }
+    put_uvarint(body, chunks.len() as u64);
+    if let Some(c0) = chunks.first() {
+        put_varint(body, c0.min_time);
+        // Deltas as Prometheus writes them (Go's `uint64(a - b)` wraps; for a series' sorted,
+        // non-overlapping chunks they are never negative). The reader checks them.
+        put_uvarint(body, c0.max_time.wrapping_sub(c0.min_time) as u64);
+        put_uvarint(body, c0.chunk_ref);
+        let (mut t0, mut r0) = (c0.max_time, c0.chunk_ref as i64);
+        for c in &chunks[1..] {
+            put_uvarint(body, c.min_time.wrapping_sub(t0) as u64);
+            put_uvarint(body, c.max_time.wrapping_sub(c.min_time) as u64);
+            put_varint(body, (c.chunk_ref as i64).wrapping_sub(r0));
+            t0 = c.max_time;
+            r0 = c.chunk_ref as i64;
+        }
+    }
 }
 
 /// A cursor over index bytes.

@@ -124,67 +124,20 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr, s: &Steps) -> Resu
             )));
         }
     };
-    let modifier = a.modifier.as_ref();
-    let mut order: Vec<Labels> = Vec::new();
-    let mut groups: HashMap<Labels, Vec<usize>> = HashMap::new();
-    for (k, r) in rows.iter().enumerate() {
-        let g = group_labels(&r.labels, modifier);
-        groups
-            .entry(g.clone())
-            .or_insert_with(|| {
-                order.push(g);
-                Vec::new()
-            })
-            .push(k);
-    }
+    let g = Grouped::new(rows, a.modifier.as_ref());
     let scalar_param = |name: &str| -> Result<Vec<f64>> {
         match &param {
             Some(Val::Scalar(v)) => Ok(v.clone()),
             _ => Err(exec(format!("{name}: expected a scalar parameter"))),
         }
     };
-    let mut out: Vec<Row> = Vec::new();
-    match op {
+    let out = match op {
         "topk" | "bottomk" | "limitk" => {
             let k = scalar_param(op)?;
             if k.iter().any(|k| k.is_nan()) {
                 return Err(exec(format!("Parameter value is NaN for {op}")));
             }
-            for g in &order {
-                let members = &groups[g];
-                ev.guard.tick(members.len().saturating_mul(s.n))?;
-                let mut picked: Vec<Row> = members
-                    .iter()
-                    .map(|&m| Row::new(rows[m].labels.clone(), s.n))
-                    .collect();
-                for i in 0..s.n {
-                    let kf = k[i];
-                    // Saturating: a huge k keeps everything.
-                    let kk = kf as i64;
-                    if kk < 1 {
-                        continue;
-                    }
-                    let mut present: Vec<(usize, f64)> = members
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(j, &m)| rows[m].get(i).map(|v| (j, v)))
-                        .collect();
-                    if op != "limitk" {
-                        let top = op == "topk";
-                        present.sort_by(|a, b| nan_last(a.1, b.1, top));
-                    }
-                    for (j, v) in present.into_iter().take(kk as usize) {
-                        picked[j].set(i, v);
-                    }
-                }
-                let mut kept: Vec<Row> = picked.into_iter().filter(Row::any).collect();
-                if s.n == 1 && op != "limitk" {
-                    let top = op == "topk";
-                    kept.sort_by(|a, b| nan_last(a.v[0], b.v[0], top));
-                }
-                out.extend(kept);
-            }
-            return Ok(Val::Vector(out));
+            select_k(ev, op, &k, &g, s)?
         }
         "count_values" => {
             let Some(Val::Str(label)) = &param else {
@@ -193,82 +146,188 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr, s: &Steps) -> Resu
             if !valid_label_name(label) {
                 return Err(exec(format!("invalid label name {label:?}")));
             }
-            let mut index: HashMap<Labels, usize> = HashMap::new();
-            for g in &order {
-                for i in 0..s.n {
-                    ev.guard.tick(groups[g].len())?;
-                    // Distinct values in order of first appearance, found by hash (a series per
-                    // value must not cost a scan of the values so far).
-                    let mut counts: Vec<(String, f64)> = Vec::new();
-                    let mut seen: HashMap<String, usize> = HashMap::new();
-                    for &m in &groups[g] {
-                        if let Some(v) = rows[m].get(i) {
-                            let key = format_go_float(v);
-                            match seen.get(&key) {
-                                Some(&c) => counts[c].1 += 1.0,
-                                None => {
-                                    seen.insert(key.clone(), counts.len());
-                                    counts.push((key, 1.0));
-                                }
-                            }
+            count_values(ev, label, &g, s)?
+        }
+        "limit_ratio" => {
+            let r = scalar_param(op)?;
+            if r.iter().any(|r| r.is_nan()) {
+                return Err(exec("Ratio value is NaN"));
+            }
+            limit_ratio(&r, &g, s)
+        }
+        _ => {
+            let q = if op == "quantile" {
+                Some(scalar_param(op)?)
+            } else {
+                None
+            };
+            reduce_groups(ev, op, q.as_deref(), g, s)?
+        }
+    };
+    Ok(Val::Vector(out))
+}
+
+/// The input series of an aggregation grouped by their output labels, groups in order of first
+/// appearance.
+struct Grouped {
+    rows: Vec<Row>,
+    order: Vec<Labels>,
+    groups: HashMap<Labels, Vec<usize>>,
+}
+
+impl Grouped {
+    fn new(rows: Vec<Row>, modifier: Option<&LabelModifier>) -> Grouped {
+        let mut order: Vec<Labels> = Vec::new();
+        let mut groups: HashMap<Labels, Vec<usize>> = HashMap::new();
+        for (k, r) in rows.iter().enumerate() {
+            let g = group_labels(&r.labels, modifier);
+            groups
+                .entry(g.clone())
+                .or_insert_with(|| {
+                    order.push(g);
+                    Vec::new()
+                })
+                .push(k);
+        }
+        Grouped {
+            rows,
+            order,
+            groups,
+        }
+    }
+}
+
+/// `topk`, `bottomk`, `limitk`: at most `k` series of each group at each step.
+fn select_k(
+    ev: &mut Evaluator<'_>,
+    op: &str,
+    k: &[f64],
+    g: &Grouped,
+    s: &Steps,
+) -> Result<Vec<Row>> {
+    let (rows, order, groups) = (&g.rows, &g.order, &g.groups);
+    let mut out: Vec<Row> = Vec::new();
+    for g in order {
+        let members = &groups[g];
+        ev.guard.tick(members.len().saturating_mul(s.n))?;
+        let mut picked: Vec<Row> = members
+            .iter()
+            .map(|&m| Row::new(rows[m].labels.clone(), s.n))
+            .collect();
+        for i in 0..s.n {
+            let kf = k[i];
+            // Saturating: a huge k keeps everything.
+            let kk = kf as i64;
+            if kk < 1 {
+                continue;
+            }
+            let mut present: Vec<(usize, f64)> = members
+                .iter()
+                .enumerate()
+                .filter_map(|(j, &m)| rows[m].get(i).map(|v| (j, v)))
+                .collect();
+            if op != "limitk" {
+                let top = op == "topk";
+                present.sort_by(|a, b| nan_last(a.1, b.1, top));
+            }
+            for (j, v) in present.into_iter().take(kk as usize) {
+                picked[j].set(i, v);
+            }
+        }
+        let mut kept: Vec<Row> = picked.into_iter().filter(Row::any).collect();
+        if s.n == 1 && op != "limitk" {
+            let top = op == "topk";
+            kept.sort_by(|a, b| nan_last(a.v[0], b.v[0], top));
+        }
+        out.extend(kept);
+    }
+    Ok(out)
+}
+
+/// `count_values`: per group and step, one series per distinct value, counting the series holding it.
+fn count_values(ev: &mut Evaluator<'_>, label: &str, g: &Grouped, s: &Steps) -> Result<Vec<Row>> {
+    let (rows, order, groups) = (&g.rows, &g.order, &g.groups);
+    let mut out: Vec<Row> = Vec::new();
+    let mut index: HashMap<Labels, usize> = HashMap::new();
+    for g in order {
+        for i in 0..s.n {
+            ev.guard.tick(groups[g].len())?;
+            // Distinct values in order of first appearance, found by hash (a series per
+            // value must not cost a scan of the values so far).
+            let mut counts: Vec<(String, f64)> = Vec::new();
+            let mut seen: HashMap<String, usize> = HashMap::new();
+            for &m in &groups[g] {
+                if let Some(v) = rows[m].get(i) {
+                    let key = format_go_float(v);
+                    match seen.get(&key) {
+                        Some(&c) => counts[c].1 += 1.0,
+                        None => {
+                            seen.insert(key.clone(), counts.len());
+                            counts.push((key, 1.0));
                         }
                     }
-                    for (value, count) in counts {
-                        let mut b = g.to_builder();
-                        b.set(label, &value);
-                        let labels = b.build();
-                        let k = match index.get(&labels) {
-                            Some(&k) => k,
-                            None => {
-                                // A new output series holds a value per step: counted before it is
-                                // allocated (a value per step per series can make many).
-                                ev.reserve(out.len() + 1, s.n)?;
-                                index.insert(labels.clone(), out.len());
-                                out.push(Row::new(labels, s.n));
-                                out.len() - 1
-                            }
-                        };
-                        out[k].set(i, count);
-                    }
                 }
             }
-            return Ok(Val::Vector(out));
-        }
-        _ => {}
-    }
-    let q = if op == "quantile" {
-        Some(scalar_param(op)?)
-    } else {
-        None
-    };
-    let ratio = if op == "limit_ratio" {
-        Some(scalar_param(op)?)
-    } else {
-        None
-    };
-    if let Some(r) = &ratio {
-        if r.iter().any(|r| r.is_nan()) {
-            return Err(exec("Ratio value is NaN"));
-        }
-        // limit_ratio keeps a deterministic subset of the series (by label hash) at every step.
-        for g in &order {
-            for &m in &groups[g] {
-                let mut row = rows[m].clone();
-                let h = row.labels.hash_value() as f64 / u64::MAX as f64;
-                for i in 0..s.n {
-                    let ri = r[i].clamp(-1.0, 1.0);
-                    let keep = if ri >= 0.0 { h < ri } else { h >= 1.0 + ri };
-                    if !keep {
-                        row.ok[i] = false;
+            for (value, count) in counts {
+                let mut b = g.to_builder();
+                b.set(label, &value);
+                let labels = b.build();
+                let k = match index.get(&labels) {
+                    Some(&k) => k,
+                    None => {
+                        // A new output series holds a value per step: counted before it is
+                        // allocated (a value per step per series can make many).
+                        ev.reserve(out.len() + 1, s.n)?;
+                        index.insert(labels.clone(), out.len());
+                        out.push(Row::new(labels, s.n));
+                        out.len() - 1
                     }
-                }
-                if row.any() {
-                    out.push(row);
-                }
+                };
+                out[k].set(i, count);
             }
         }
-        return Ok(Val::Vector(out));
     }
+    Ok(out)
+}
+
+/// `limit_ratio`: a deterministic subset of the series (by label hash) at every step.
+fn limit_ratio(r: &[f64], g: &Grouped, s: &Steps) -> Vec<Row> {
+    let (rows, order, groups) = (&g.rows, &g.order, &g.groups);
+    let mut out: Vec<Row> = Vec::new();
+    for g in order {
+        for &m in &groups[g] {
+            let mut row = rows[m].clone();
+            let h = row.labels.hash_value() as f64 / u64::MAX as f64;
+            for i in 0..s.n {
+                let ri = r[i].clamp(-1.0, 1.0);
+                let keep = if ri >= 0.0 { h < ri } else { h >= 1.0 + ri };
+                if !keep {
+                    row.ok[i] = false;
+                }
+            }
+            if row.any() {
+                out.push(row);
+            }
+        }
+    }
+    out
+}
+
+/// The aggregations to one value per group and step: `sum`, `avg`, `count`, `group`, `min`, `max`,
+/// `stddev`, `stdvar`, `quantile` (`q`: its parameter per step).
+fn reduce_groups(
+    ev: &mut Evaluator<'_>,
+    op: &str,
+    q: Option<&[f64]>,
+    g: Grouped,
+    s: &Steps,
+) -> Result<Vec<Row>> {
+    let Grouped {
+        rows,
+        order,
+        groups,
+    } = g;
+    let mut out: Vec<Row> = Vec::new();
     let mut values: Vec<f64> = Vec::new();
     for g in order {
         let members = &groups[&g];
@@ -280,47 +339,55 @@ pub(crate) fn eval(ev: &mut Evaluator<'_>, a: &AggregateExpr, s: &Steps) -> Resu
             if values.is_empty() {
                 continue;
             }
-            let v = match op {
-                "sum" => {
-                    let (mut sum, mut c) = (values[0], 0.0);
-                    for &v in &values[1..] {
-                        (sum, c) = kahan_inc(v, sum, c);
-                    }
-                    sum + c
-                }
-                "avg" => average(values.iter().copied()),
-                "count" => values.len() as f64,
-                "group" => 1.0,
-                "min" => values[1..].iter().fold(values[0], |acc, &v| {
-                    if acc > v || acc.is_nan() { v } else { acc }
-                }),
-                "max" => values[1..].iter().fold(values[0], |acc, &v| {
-                    if acc < v || acc.is_nan() { v } else { acc }
-                }),
-                "stddev" | "stdvar" => {
-                    let (mut count, mut mean, mut var) = (0.0f64, 0.0f64, 0.0f64);
-                    for &v in &values {
-                        count += 1.0;
-                        let delta = v - mean;
-                        mean += delta / count;
-                        var += delta * (v - mean);
-                    }
-                    let sv = var / count;
-                    if op == "stddev" { sv.sqrt() } else { sv }
-                }
-                "quantile" => {
-                    let qv = q.as_ref().map_or(f64::NAN, |q| q[i]);
-                    quantile(qv, &mut values)
-                }
-                other => return Err(exec(format!("unsupported aggregation {other}"))),
-            };
-            row.set(i, v);
+            let qv = q.map_or(f64::NAN, |q| q[i]);
+            row.set(i, reduce(op, &mut values, qv)?);
         }
         if row.any() {
             out.push(row);
         }
     }
-    Ok(Val::Vector(out))
+    Ok(out)
+}
+
+/// One group's value at one step (`values` not empty; `q`: the quantile's parameter).
+fn reduce(op: &str, values: &mut [f64], q: f64) -> Result<f64> {
+    Ok(match op {
+        "sum" => {
+            let (mut sum, mut c) = (values[0], 0.0);
+            for &v in &values[1..] {
+                (sum, c) = kahan_inc(v, sum, c);
+            }
+            sum + c
+        }
+        "avg" => average(values.iter().copied()),
+        "count" => values.len() as f64,
+        "group" => 1.0,
+        "min" => values[1..].iter().fold(
+            values[0],
+            |acc, &v| {
+                if acc > v || acc.is_nan() { v } else { acc }
+            },
+        ),
+        "max" => values[1..].iter().fold(
+            values[0],
+            |acc, &v| {
+                if acc < v || acc.is_nan() { v } else { acc }
+            },
+        ),
+        "stddev" | "stdvar" => {
+            let (mut count, mut mean, mut var) = (0.0f64, 0.0f64, 0.0f64);
+            for &v in values.iter() {
+                count += 1.0;
+                let delta = v - mean;
+                mean += delta / count;
+                var += delta * (v - mean);
+            }
+            let sv = var / count;
+            if op == "stddev" { sv.sqrt() } else { sv }
+        }
+        "quantile" => quantile(q, values),
+        other => return Err(exec(format!("unsupported aggregation {other}"))),
+    })
 }
 
 /// Descending (`desc`) or ascending order with NaN last either way.

@@ -51,64 +51,96 @@ pub fn prescan(query: &str) -> Result<(), String> {
 
 /// [`prescan`], answering the upper bound of the depth (a selector's is at most 2: `up{job="a"}`).
 pub fn depth_bound(query: &str) -> Result<usize, String> {
-    let b = query.as_bytes();
-    // One entry per open bracket group: (operators in it, deepest bound of its subgroups, is `{`).
-    let mut groups: Vec<(usize, usize, bool)> = vec![(0, 0, false)];
-    let too_deep = || {
-        format!(
-            "expression nesting is too deep: more than {MAX_TEXT_DEPTH} levels (functions, operators, parentheses)"
-        )
+    let mut sc = Scan {
+        query,
+        b: query.as_bytes(),
+        groups: vec![(0, 0, false)],
+        brackets: 0,
+        prev: Prev::Other,
+        i: 0,
     };
-    // Counts an operator in the innermost group (not in label matchers: `{a!="b"}`).
-    let operator = |groups: &mut Vec<(usize, usize, bool)>| -> Result<(), String> {
-        if let Some(g) = groups.last_mut()
-            && !g.2
-        {
-            g.0 += 1;
-            if g.0 + g.1 >= MAX_TEXT_DEPTH {
-                return Err(too_deep());
-            }
+    while sc.i < sc.b.len() {
+        let c = sc.b[sc.i];
+        if !sc.punctuation(c)? {
+            sc.word(c)?;
         }
-        Ok(())
-    };
-    // Open `[`s: a number after `[` or after `:` inside brackets is a duration.
-    let mut brackets = 0usize;
-    // The previous significant token: `[`, `:` or `offset` (with an optional sign after it).
-    #[derive(Clone, Copy, PartialEq)]
-    enum Prev {
-        Other,
-        DurationNext,
-        Offset,
-        /// After `@` (and its optional sign): a number here is a time in seconds.
-        At(bool),
-        /// After `=~` or `!~`: a string here is a regular expression.
-        Regex,
     }
-    let mut prev = Prev::Other;
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
+    sc.finish()
+}
+
+/// The previous significant token: `[`, `:` or `offset` (with an optional sign after it).
+#[derive(Clone, Copy, PartialEq)]
+enum Prev {
+    Other,
+    DurationNext,
+    Offset,
+    /// After `@` (and its optional sign): a number here is a time in seconds.
+    At(bool),
+    /// After `=~` or `!~`: a string here is a regular expression.
+    Regex,
+}
+
+/// The scanner's state over one query.
+struct Scan<'q> {
+    query: &'q str,
+    b: &'q [u8],
+    /// One entry per open bracket group: (operators in it, deepest bound of its subgroups, is `{`).
+    groups: Vec<(usize, usize, bool)>,
+    /// Open `[`s: a number after `[` or after `:` inside brackets is a duration.
+    brackets: usize,
+    prev: Prev,
+    i: usize,
+}
+
+fn too_deep() -> String {
+    format!(
+        "expression nesting is too deep: more than {MAX_TEXT_DEPTH} levels (functions, operators, parentheses)"
+    )
+}
+
+/// Counts an operator in the innermost group (not in label matchers: `{a!="b"}`).
+fn operator(groups: &mut [(usize, usize, bool)]) -> Result<(), String> {
+    if let Some(g) = groups.last_mut()
+        && !g.2
+    {
+        g.0 += 1;
+        if g.0 + g.1 >= MAX_TEXT_DEPTH {
+            return Err(too_deep());
+        }
+    }
+    Ok(())
+}
+
+impl Scan<'_> {
+    /// Consumes a comment, string, bracket, operator or blank at `self.i` (byte `c`); `false` when
+    /// a word starts there instead.
+    fn punctuation(&mut self, c: u8) -> Result<bool, String> {
+        let (b, query) = (self.b, self.query);
+        let i = &mut self.i;
+        let groups = &mut self.groups;
+        let brackets = &mut self.brackets;
+        let prev = &mut self.prev;
         match c {
             b'#' => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
+                while *i < b.len() && b[*i] != b'\n' {
+                    *i += 1;
                 }
-                continue;
+                Ok(true)
             }
             b'"' | b'\'' | b'`' => {
-                i += 1;
-                let body = i;
-                while i < b.len() && b[i] != c {
+                *i += 1;
+                let body = *i;
+                while *i < b.len() && b[*i] != c {
                     // A backslash escapes the next byte, except in raw (backtick) strings.
-                    if b[i] == b'\\' && c != b'`' {
-                        i += 1;
+                    if b[*i] == b'\\' && c != b'`' {
+                        *i += 1;
                     }
-                    i += 1;
+                    *i += 1;
                 }
                 // promql-parser 0.11 compiles a matcher's regular expression while parsing (twice
                 // when the first attempt fails), so Go's limits are checked here, before it.
-                if prev == Prev::Regex
-                    && let Some(text) = query.get(body..i.min(b.len()))
+                if *prev == Prev::Regex
+                    && let Some(text) = query.get(body..(*i).min(b.len()))
                     && let Some(re) = if c == b'`' {
                         Some(text.to_owned())
                     } else {
@@ -118,18 +150,18 @@ pub fn depth_bound(query: &str) -> Result<usize, String> {
                     meridian_core::matcher::translate_go_regex(&re)
                         .map_err(|e| format!("invalid regular expression {re:?}: {e}"))?;
                 }
-                i += 1;
-                prev = Prev::Other;
-                continue;
+                *i += 1;
+                *prev = Prev::Other;
+                Ok(true)
             }
             b'~' => {
-                prev = if i > 0 && matches!(b[i - 1], b'=' | b'!') {
+                *prev = if *i > 0 && matches!(b[*i - 1], b'=' | b'!') {
                     Prev::Regex
                 } else {
                     Prev::Other
                 };
-                i += 1;
-                continue;
+                *i += 1;
+                Ok(true)
             }
             b'(' | b'[' | b'{' => {
                 groups.push((0, 0, c == b'{'));
@@ -138,13 +170,13 @@ pub fn depth_bound(query: &str) -> Result<usize, String> {
                     return Err(too_deep());
                 }
                 if c == b'[' {
-                    brackets += 1;
-                    prev = Prev::DurationNext;
+                    *brackets += 1;
+                    *prev = Prev::DurationNext;
                 } else {
-                    prev = Prev::Other;
+                    *prev = Prev::Other;
                 }
-                i += 1;
-                continue;
+                *i += 1;
+                Ok(true)
             }
             b')' | b']' | b'}' => {
                 if groups.len() > 1
@@ -157,53 +189,59 @@ pub fn depth_bound(query: &str) -> Result<usize, String> {
                     }
                 }
                 if c == b']' {
-                    brackets = brackets.saturating_sub(1);
+                    *brackets = brackets.saturating_sub(1);
                 }
-                prev = Prev::Other;
-                i += 1;
-                continue;
+                *prev = Prev::Other;
+                *i += 1;
+                Ok(true)
             }
-            b':' if brackets > 0 => {
-                prev = Prev::DurationNext;
-                i += 1;
-                continue;
+            b':' if *brackets > 0 => {
+                *prev = Prev::DurationNext;
+                *i += 1;
+                Ok(true)
             }
             b'@' => {
-                prev = Prev::At(false);
-                i += 1;
-                continue;
+                *prev = Prev::At(false);
+                *i += 1;
+                Ok(true)
             }
-            b'-' if prev == Prev::At(false) => {
-                prev = Prev::At(true);
-                i += 1;
-                continue;
+            b'-' if *prev == Prev::At(false) => {
+                *prev = Prev::At(true);
+                *i += 1;
+                Ok(true)
             }
-            b'+' if prev == Prev::At(false) => {
-                i += 1;
-                continue;
+            b'+' if *prev == Prev::At(false) => {
+                *i += 1;
+                Ok(true)
             }
-            b'+' | b'-' if prev == Prev::Offset => {
+            b'+' | b'-' if *prev == Prev::Offset => {
                 // `offset -5m`: the sign belongs to the offset; the duration follows.
-                prev = Prev::DurationNext;
-                i += 1;
-                continue;
+                *prev = Prev::DurationNext;
+                *i += 1;
+                Ok(true)
             }
             b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'=' | b'!' | b'<' | b'>' => {
                 // Binary and unary operators; `==`, `!=`, `<=`, `>=` count once.
-                if !(matches!(c, b'=') && i > 0 && matches!(b[i - 1], b'=' | b'!' | b'<' | b'>')) {
-                    operator(&mut groups)?;
+                if !(matches!(c, b'=') && *i > 0 && matches!(b[*i - 1], b'=' | b'!' | b'<' | b'>'))
+                {
+                    operator(groups)?;
                 }
-                prev = Prev::Other;
-                i += 1;
-                continue;
+                *prev = Prev::Other;
+                *i += 1;
+                Ok(true)
             }
             c if c.is_ascii_whitespace() => {
-                i += 1;
-                continue;
+                *i += 1;
+                Ok(true)
             }
-            _ => {}
+            _ => Ok(false),
         }
-        // A word: an identifier, keyword, number or duration.
+    }
+
+    /// Consumes a word (an identifier, keyword, number or duration) or any other byte at `self.i`.
+    fn word(&mut self, c: u8) -> Result<(), String> {
+        let (b, query, brackets, prev) = (self.b, self.query, self.brackets, self.prev);
+        let mut i = self.i;
         let start = i;
         if c.is_ascii_alphanumeric() || c == b'_' || c == b'.' {
             while i < b.len() {
@@ -245,28 +283,34 @@ pub fn depth_bound(query: &str) -> Result<usize, String> {
                 .iter()
                 .any(|k| word.eq_ignore_ascii_case(k))
             {
-                operator(&mut groups)?;
+                self.i = i;
+                operator(&mut self.groups)?;
             }
-            prev = if word.eq_ignore_ascii_case("offset") {
+            self.i = i;
+            self.prev = if word.eq_ignore_ascii_case("offset") {
                 Prev::Offset
             } else {
                 Prev::Other
             };
-            continue;
+            return Ok(());
         }
         // Any other byte (commas, multi-byte characters).
-        prev = Prev::Other;
-        i += 1;
+        self.prev = Prev::Other;
+        self.i = i + 1;
+        Ok(())
     }
-    // What is left open (an invalid query) still counts.
-    let mut bound = 0;
-    while let Some((ops, sub, _)) = groups.pop() {
-        bound = bound.max(ops + sub) + 1;
+
+    /// The bound of the whole query: what is left open (an invalid query) still counts.
+    fn finish(mut self) -> Result<usize, String> {
+        let mut bound = 0;
+        while let Some((ops, sub, _)) = self.groups.pop() {
+            bound = bound.max(ops + sub) + 1;
+        }
+        if bound > MAX_TEXT_DEPTH {
+            return Err(too_deep());
+        }
+        Ok(bound)
     }
-    if bound > MAX_TEXT_DEPTH {
-        return Err(too_deep());
-    }
-    Ok(bound)
 }
 
 /// A quoted string literal's body (`"…"` or `'…'`, without the quotes) with its escapes decoded as Go's

@@ -316,37 +316,7 @@ pub async fn run_script(text: &str, name: &str) -> Report {
                         continue;
                     }
                     let Some(Ok(step)) = interval else { continue };
-                    let Ok((labels, rest)) = parse_series_labels(l) else {
-                        continue;
-                    };
-                    if nhcb
-                        && let Some(base) = labels.metric_name().and_then(|n| {
-                            n.strip_suffix("_bucket")
-                                .or_else(|| n.strip_suffix("_count"))
-                                .or_else(|| n.strip_suffix("_sum"))
-                        })
-                    {
-                        // Also loaded as a native histogram with custom buckets under the base name.
-                        let mut b = labels.to_builder();
-                        b.set("__name__", base);
-                        b.del("le");
-                        histogram_metrics.push(b.build());
-                    }
-                    let tokens: Vec<&str> = rest.split_whitespace().collect();
-                    match expand_values(&tokens) {
-                        Ok(values) => {
-                            let e = store.entry(labels).or_default();
-                            // A later line for the same series wins at equal timestamps.
-                            for (k, v) in values.into_iter().enumerate().rev() {
-                                if let Some(v) = v {
-                                    e.insert(0, Sample::new(k as i64 * step, v));
-                                }
-                            }
-                            e.sort_by_key(|s| s.t);
-                            e.dedup_by_key(|s| s.t);
-                        }
-                        Err(_) => histogram_metrics.push(labels),
-                    }
+                    load_series(l, step, nhcb, &mut store, &mut histogram_metrics);
                 }
             }
             c if c.starts_with("eval") => {
@@ -425,6 +395,48 @@ pub async fn run_script(text: &str, name: &str) -> Report {
         }
     }
     report
+}
+
+/// One series line of a `load` command: its samples into `store` (a native histogram's labels into
+/// `histogram_metrics`, whose cases are skipped).
+fn load_series(
+    l: &str,
+    step: i64,
+    nhcb: bool,
+    store: &mut BTreeMap<Labels, Vec<Sample>>,
+    histogram_metrics: &mut Vec<Labels>,
+) {
+    let Ok((labels, rest)) = parse_series_labels(l) else {
+        return;
+    };
+    if nhcb
+        && let Some(base) = labels.metric_name().and_then(|n| {
+            n.strip_suffix("_bucket")
+                .or_else(|| n.strip_suffix("_count"))
+                .or_else(|| n.strip_suffix("_sum"))
+        })
+    {
+        // Also loaded as a native histogram with custom buckets under the base name.
+        let mut b = labels.to_builder();
+        b.set("__name__", base);
+        b.del("le");
+        histogram_metrics.push(b.build());
+    }
+    let tokens: Vec<&str> = rest.split_whitespace().collect();
+    match expand_values(&tokens) {
+        Ok(values) => {
+            let e = store.entry(labels).or_default();
+            // A later line for the same series wins at equal timestamps.
+            for (k, v) in values.into_iter().enumerate().rev() {
+                if let Some(v) = v {
+                    e.insert(0, Sample::new(k as i64 * step, v));
+                }
+            }
+            e.sort_by_key(|s| s.t);
+            e.dedup_by_key(|s| s.t);
+        }
+        Err(_) => histogram_metrics.push(labels),
+    }
 }
 
 async fn run_case(

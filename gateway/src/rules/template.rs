@@ -18,7 +18,8 @@ use std::rc::Rc;
 use gtmpl::{Context, FuncError, Template, Value};
 
 /// What a `query` call returns: the samples of an instant vector (or one unlabelled scalar).
-pub type QueryFn = dyn Fn(&str) -> Result<Vec<(BTreeMap<String, String>, f64)>, String>;
+pub type QueryFn =
+    dyn Fn(&str) -> Result<Vec<(BTreeMap<String, String>, f64)>, meridian_core::error::Error>;
 
 thread_local! {
     static QUERY: RefCell<Option<Rc<QueryFn>>> = const { RefCell::new(None) };
@@ -475,7 +476,7 @@ fn query(args: &[Value]) -> Result<Value, FuncError> {
     let Some(f) = QUERY.with(|c| c.borrow().clone()) else {
         return Err(err("query is not available here"));
     };
-    let samples = f(&q).map_err(err)?;
+    let samples = f(&q).map_err(|e| err(e.message))?;
     Ok(Value::Array(
         samples
             .into_iter()

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use meridian_core::error::{Error, ErrorKind};
 use meridian_core::labels::Labels;
 use meridian_storeapi::Store;
 use meridian_storeapi::leaf::LeafStore;
@@ -28,14 +29,15 @@ impl RuleTsdb {
         dir: &Path,
         external_labels: Labels,
         retention: Duration,
-    ) -> Result<RuleTsdb, String> {
+    ) -> Result<RuleTsdb, Error> {
         let opts = DbOptions {
             retention_time: Some(retention.as_millis() as i64),
             ..DbOptions::default()
         };
-        let db = Arc::new(
-            Db::open(dir, opts).map_err(|e| format!("--data-dir {}: {e}", dir.display()))?,
-        );
+        let db = Arc::new(Db::open(dir, opts).map_err(|e| {
+            let message = format!("--data-dir {}: {e}", dir.display());
+            Error::with_source(ErrorKind::Internal, message, e)
+        })?);
         let store: Arc<dyn Store> = Arc::new(
             LeafStore::from_source(DbSource(db.clone()), external_labels).with_component("rule"),
         );
@@ -82,23 +84,32 @@ impl RuleTsdb {
 
 #[async_trait::async_trait]
 impl RuleSink for RuleTsdb {
-    async fn write(&self, samples: Vec<(Labels, i64, f64)>) -> Result<(), String> {
+    async fn write(&self, samples: Vec<(Labels, i64, f64)>) -> Result<(), Error> {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
             let mut app = db.appender();
             let mut first_error = None;
             for (l, t, v) in &samples {
                 if let Err(e) = app.add(l, *t, *v) {
-                    first_error.get_or_insert_with(|| format!("{l}: {e}"));
+                    first_error.get_or_insert_with(|| {
+                        Error::with_source(
+                            ErrorKind::Internal,
+                            format!("rule output not stored: {l}: {e}"),
+                            e,
+                        )
+                    });
                 }
             }
-            app.commit().map_err(|e| e.to_string())?;
-            match first_error {
-                Some(e) => Err(format!("rule output not stored: {e}")),
-                None => Ok(()),
-            }
+            app.commit().map_err(|e| {
+                Error::with_source(
+                    ErrorKind::Internal,
+                    format!("rule output not stored: {e}"),
+                    e,
+                )
+            })?;
+            first_error.map_or(Ok(()), Err)
         })
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| Error::internal(format!("rule output writer failed: {e}")))?
     }
 }

@@ -1,0 +1,9 @@
+//! The edge's integration tests, in one binary (link time and disk): each module was a test binary.
+
+mod crash;
+mod dns_sd;
+mod ingest_process;
+mod promtool_parse;
+mod scrape_tls;
+mod shipper;
+mod tsdb_acceptance;

@@ -1,0 +1,4 @@
+//! The TSDB's integration tests, in one binary (link time and disk).
+
+mod promtool_blocks;
+mod promtool_chunks;

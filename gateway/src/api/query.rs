@@ -1,0 +1,302 @@
+//! `/api/v1/query` and `/api/v1/query_range`: request options, the concurrency slot, evaluation off the async workers, the results cache and the query log.
+
+use super::*;
+
+/// The fan-out options of a request: Thanos' `dedup`, `partial_response`, `replicaLabels[]` and
+/// `storeMatch[]`; `max_source_resolution` and `engine` are accepted.
+pub(super) fn query_options(
+    p: &Params,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<QueryOptions> {
+    let dedup = p.bool("dedup")?.unwrap_or(true);
+    let partial_response = p.bool("partial_response")?.map(|on| {
+        if on {
+            PartialResponse::Warn
+        } else {
+            PartialResponse::Abort
+        }
+    });
+    let replica: Vec<String> = p
+        .all("replicaLabels[]")
+        .into_iter()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let store_match = p
+        .matcher_sets("storeMatch[]")
+        .map_err(|e| invalid_param("storeMatch[]", &e.message))?;
+    let res = p.get("max_source_resolution");
+    if !res.is_empty() && res != "auto" {
+        params::parse_duration(res).map_err(|e| invalid_param("max_source_resolution", &e))?;
+    }
+    Ok(QueryOptions {
+        dedup,
+        partial_response,
+        replica_labels: (!replica.is_empty()).then_some(replica),
+        deadline,
+        store_match,
+    })
+}
+
+/// The engine for a request: its `timeout` (never longer than `--query.timeout`) and `lookback_delta`.
+pub(super) fn request_engine(api: &Api, p: &Params) -> Result<Engine> {
+    let mut opts = api.opts.engine.clone();
+    let to = p.get("timeout");
+    if !to.is_empty() {
+        let t = params::parse_duration(to).map_err(|e| invalid_param("timeout", &e))?;
+        opts.timeout = opts.timeout.min(t);
+    }
+    let lb = p.get("lookback_delta");
+    if !lb.is_empty() {
+        let d = params::parse_duration(lb)
+            .map_err(|e| Error::bad_data(format!("error parsing lookback delta duration: {e}")))?;
+        if !d.is_zero() {
+            opts.lookback_delta = d;
+        }
+    }
+    Ok(Engine::new(opts))
+}
+
+/// Counts a query in flight while alive.
+pub(super) struct InFlight<'a>(&'a ApiMetrics);
+
+impl<'a> InFlight<'a> {
+    pub(super) fn new(m: &'a ApiMetrics) -> InFlight<'a> {
+        m.queries_in_flight.inc();
+        InFlight(m)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.queries_in_flight.dec();
+    }
+}
+
+/// Waits for a query slot (`--query.max-concurrent`) until `deadline`; the wait counts against the
+/// query's timeout, as in Prometheus, where a query waiting in the queue times out "in query queue"
+/// (`promql.Engine.queueActive`), answered 503 `timeout`.
+pub(super) async fn query_slot(
+    api: &Api,
+    query: &str,
+    deadline: tokio::time::Instant,
+) -> Result<tokio::sync::OwnedSemaphorePermit> {
+    match tokio::time::timeout_at(deadline, api.slots.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        Ok(Err(_)) => Err(Error::internal("the query queue is closed")),
+        Err(_) => {
+            tracing::warn!(
+                query,
+                max_concurrent = api.opts.max_concurrent_queries,
+                "query timed out waiting for a slot (--query.max-concurrent)"
+            );
+            Err(Error::new(
+                meridian_core::error::ErrorKind::Timeout,
+                "query timed out in query queue",
+            ))
+        }
+    }
+}
+
+pub(super) fn truncate<T>(list: &mut Vec<T>, limit: usize, warnings: &mut Vec<String>) {
+    if limit > 0 && list.len() > limit {
+        list.truncate(limit);
+        warnings.push("results truncated due to limit".into());
+    }
+}
+
+pub(super) async fn query(api: &Arc<Api>, p: &Params) -> Result<Answer> {
+    let started = Instant::now();
+    let limit = p.limit()?;
+    let t = p.time("time", (api.now)())?;
+    let engine = request_engine(api, p)?;
+    let deadline = engine.deadline();
+    let querier = api.fanout.querier(query_options(p, Some(deadline))?);
+    let q = p.get("query");
+    engine.check_length(q)?;
+    let _slot = query_slot(api, q, deadline).await?;
+    let _in_flight = InFlight::new(&api.metrics);
+    let result = engine.instant_until(&querier, q, t, deadline).await;
+    log_query("query", q, started, &querier, None, &result);
+    let mut r = result?;
+    api.metrics.query_samples.inc_by(r.samples as u64);
+    let mut warnings = std::mem::take(&mut r.warnings);
+    match &mut r.value {
+        QueryValue::Vector(v) => truncate(v, limit, &mut warnings),
+        QueryValue::Matrix(m) => truncate(m, limit, &mut warnings),
+        _ => {}
+    }
+    let value = r.value;
+    let data = encode_blocking(move |out| json::query_data(out, &value)).await?;
+    Ok(Answer::data(data, warnings))
+}
+
+/// Encodes on a blocking thread (large results take milliseconds to seconds).
+pub(super) async fn encode_blocking(
+    f: impl FnOnce(&mut Vec<u8>) + Send + 'static,
+) -> Result<Vec<u8>> {
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::with_capacity(4096);
+        f(&mut out);
+        out
+    })
+    .await
+    .map_err(|e| Error::internal(format!("encoding the answer failed: {e}")))
+}
+
+pub(super) fn log_query<T>(
+    kind: &str,
+    q: &str,
+    started: Instant,
+    querier: &crate::fanout::Querier,
+    cache: Option<&str>,
+    result: &Result<T>,
+) where
+    T: QueryStats,
+{
+    let (samples, error) = match result {
+        Ok(r) => (r.samples(), None),
+        Err(e) => (0, Some(e.to_string())),
+    };
+    tracing::info!(
+        kind,
+        query = q,
+        duration_seconds = started.elapsed().as_secs_f64(),
+        samples,
+        stores = querier.stores_asked(),
+        cache = cache.unwrap_or("none"),
+        error = error.as_deref(),
+        "query"
+    );
+}
+
+/// What the query log reads from an answer.
+pub(super) trait QueryStats {
+    fn samples(&self) -> usize;
+}
+
+impl QueryStats for crate::promql::QueryResult {
+    fn samples(&self) -> usize {
+        self.samples
+    }
+}
+
+impl QueryStats for crate::cache::RangeAnswer {
+    fn samples(&self) -> usize {
+        self.samples
+    }
+}
+
+pub(super) async fn query_range(api: &Arc<Api>, p: &Params) -> Result<Answer> {
+    let started = Instant::now();
+    let limit = p.limit()?;
+    let start = p.required_time("start")?;
+    let end = p.required_time("end")?;
+    if end < start {
+        return Err(invalid_param(
+            "end",
+            "end timestamp must not be before start time",
+        ));
+    }
+    let step = params::parse_duration(p.get("step")).map_err(|e| invalid_param("step", &e))?;
+    let step_ns = i128::try_from(step.as_nanos()).unwrap_or(i128::MAX);
+    if step_ns <= 0 {
+        return Err(invalid_param(
+            "step",
+            "zero or negative query resolution step widths are not accepted. Try a positive integer",
+        ));
+    }
+    if (i128::from(end) - i128::from(start)) * 1_000_000 / step_ns > 11_000 {
+        return Err(Error::bad_data(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
+        ));
+    }
+    let step_ms = i64::try_from(step.as_millis()).unwrap_or(i64::MAX).max(1);
+    let engine = request_engine(api, p)?;
+    let deadline = engine.deadline();
+    let opts = query_options(p, Some(deadline))?;
+    let q = p.get("query");
+    engine.check_length(q)?;
+    let _slot = query_slot(api, q, deadline).await?;
+    // Parsed (and printed, the cache key) on the blocking pool, within the deadline.
+    let normalized = engine
+        .parse_until(q, deadline, |e| Ok(e.to_string()))
+        .await?;
+    // Answers depend on the query and on every option below; the key holds them all.
+    let key = format!(
+        "{normalized}\u{0}dedup={} pr={:?} replicas={:?} store_match={:?} lookback={:?} max_samples={} sub_step={:?}",
+        opts.dedup,
+        opts.partial_response,
+        opts.replica_labels,
+        p.all("storeMatch[]"),
+        engine.options().lookback_delta,
+        engine.options().max_samples,
+        engine.options().default_subquery_step,
+    );
+    let splittable = !normalized.contains("start()") && !normalized.contains("end()");
+    let whole_key = format!("{key}\u{0}{start} {end} {step_ms} {limit}");
+    if splittable && let Some(w) = api.cache.response(&whole_key).await {
+        log_cached(q, started);
+        return Ok(Answer::whole(w));
+    }
+    let querier = api.fanout.querier(opts);
+    let _in_flight = InFlight::new(&api.metrics);
+    let result = api
+        .cache
+        .range(
+            &key,
+            splittable,
+            (start, end, step_ms),
+            (api.now)(),
+            |a, b| {
+                let (engine, querier) = (engine.clone(), querier.clone());
+                let q = q.to_owned();
+                async move {
+                    engine
+                        .range_until(&querier, &q, a, b, step_ms, deadline)
+                        .await
+                }
+            },
+        )
+        .await;
+    let summary = result.as_ref().ok().map(|r| r.outcome.summary());
+    log_query("query_range", q, started, &querier, summary, &result);
+    let mut r = result?;
+    api.metrics.query_samples.inc_by(r.samples as u64);
+    let mut warnings = std::mem::take(&mut r.warnings);
+    truncate(&mut r.series, limit, &mut warnings);
+    let series = r.series;
+    let data = encode_blocking(move |out| {
+        out.extend_from_slice(b"{\"resultType\":\"matrix\",\"result\":");
+        json::matrix(out, &series);
+        out.push(b'}');
+    })
+    .await?;
+    // Every piece came from or went into the piece cache: the whole answer is kept too.
+    if splittable && r.outcome.uncached == 0 && warnings.is_empty() {
+        let whole = Arc::new(CachedBody {
+            plain: Bytes::from(json::success(&data, &[], &[])),
+            ..Default::default()
+        });
+        api.cache.keep_response(whole_key, whole.clone()).await;
+        return Ok(Answer::whole(whole));
+    }
+    Ok(Answer::data(data, warnings))
+}
+
+pub(super) fn log_cached(q: &str, started: Instant) {
+    tracing::info!(
+        kind = "query_range",
+        query = q,
+        duration_seconds = started.elapsed().as_secs_f64(),
+        samples = 0,
+        stores = 0,
+        cache = "response",
+        "query"
+    );
+}
+
+/// `start` and `end` of a metadata query (defaults: all time).
+pub(super) fn range_params(p: &Params) -> Result<(i64, i64)> {
+    Ok((p.time("start", MIN_TIME)?, p.time("end", MAX_TIME)?))
+}

@@ -1,0 +1,153 @@
+//! The fan-out for one query: the `Queryable` the PromQL engine reads through.
+
+use super::*;
+
+/// The fan-out for one query: what the PromQL engine reads through.
+#[derive(Clone)]
+pub struct Querier {
+    pub(super) fanout: Arc<Fanout>,
+    pub(super) opts: QueryOptions,
+    pub(super) stores_asked: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Querier {
+    /// The most stores one selection of this query asked (for the query log).
+    pub fn stores_asked(&self) -> usize {
+        self.stores_asked.load(AtomicOrdering::Relaxed)
+    }
+
+    pub(super) fn scope(&self) -> Scope<'_> {
+        Scope {
+            deadline: self.opts.deadline,
+            store_match: &self.opts.store_match,
+        }
+    }
+
+    pub(super) fn strategy(&self) -> PartialResponse {
+        self.opts
+            .partial_response
+            .unwrap_or(self.fanout.opts.partial_response)
+    }
+
+    /// The labels removed and merged over: the replica labels when deduplicating, none otherwise.
+    pub(super) fn without(&self) -> Vec<String> {
+        if !self.opts.dedup {
+            return vec![];
+        }
+        self.opts
+            .replica_labels
+            .clone()
+            .unwrap_or_else(|| self.fanout.opts.replica_labels.clone())
+    }
+
+    pub(super) fn labels_request_parts(&self, req: &LabelsRequest) -> (Vec<pb::LabelMatcher>, i64) {
+        (
+            req.matchers.iter().map(matcher_to_proto).collect(),
+            i64::try_from(req.limit).unwrap_or(0),
+        )
+    }
+}
+
+#[async_trait::async_trait]
+impl Queryable for Querier {
+    async fn select(&self, req: SelectRequest) -> Result<Selected> {
+        let strategy = self.strategy();
+        // Prometheus' hint for lookups that need no samples (`/api/v1/series`).
+        let skip_chunks = req.hints.func.as_deref() == Some("series");
+        let hints = pb::QueryHints {
+            step_millis: req.hints.step_ms,
+            func: req
+                .hints
+                .func
+                .as_ref()
+                .map(|name| pb::Func { name: name.clone() }),
+            range: (req.hints.range_ms > 0).then_some(pb::Range {
+                millis: req.hints.range_ms,
+            }),
+            ..Default::default()
+        };
+        let sreq = pb::SeriesRequest {
+            min_time: req.start,
+            max_time: req.end,
+            matchers: req.matchers.iter().map(matcher_to_proto).collect(),
+            partial_response_strategy: strategy.to_proto(),
+            without_replica_labels: self.without(),
+            query_hints: Some(hints),
+            skip_chunks,
+            ..Default::default()
+        };
+        let (groups, warnings, asked) = self
+            .fanout
+            .fetch_groups(sreq, strategy, &self.scope())
+            .await?;
+        self.stores_asked.fetch_max(asked, AtomicOrdering::Relaxed);
+        let mut series = Vec::with_capacity(groups.len());
+        if skip_chunks {
+            series.extend(groups.into_iter().map(|g| SeriesData {
+                labels: g.labels,
+                samples: vec![],
+            }));
+            return Ok(Selected { series, warnings });
+        }
+        for g in groups {
+            let kind = self
+                .fanout
+                .series_kind(&g.labels, req.hints.func.as_deref());
+            let decoded = |m: &pb::Series| {
+                decode_range(&m.chunks, req.start, req.end).map_err(|e| e.context(&g.labels))
+            };
+            let samples = if let [one] = &g.members[..] {
+                decoded(one)?
+            } else {
+                let copies = g.members.iter().map(decoded).collect::<Result<Vec<_>>>()?;
+                let refs: Vec<&[Sample]> = copies.iter().map(Vec::as_slice).collect();
+                merge_replicas(&refs, kind)
+            };
+            if !samples.is_empty() {
+                series.push(SeriesData {
+                    labels: g.labels,
+                    samples,
+                });
+            }
+        }
+        Ok(Selected { series, warnings })
+    }
+
+    async fn label_names(&self, req: LabelsRequest) -> Result<Named> {
+        let (matchers, limit) = self.labels_request_parts(&req);
+        let r = pb::LabelNamesRequest {
+            start: req.start,
+            end: req.end,
+            matchers,
+            limit,
+            partial_response_strategy: self.strategy().to_proto(),
+            without_replica_labels: self.without(),
+            ..Default::default()
+        };
+        let mut r = self.fanout.label_names_with(r, &self.scope()).await?;
+        let names = std::mem::take(&mut r.names);
+        Ok(Named {
+            names,
+            warnings: r.warnings,
+        })
+    }
+
+    async fn label_values(&self, name: &str, req: LabelsRequest) -> Result<Named> {
+        let (matchers, limit) = self.labels_request_parts(&req);
+        let r = pb::LabelValuesRequest {
+            label: name.to_owned(),
+            start: req.start,
+            end: req.end,
+            matchers,
+            limit,
+            partial_response_strategy: self.strategy().to_proto(),
+            without_replica_labels: self.without(),
+            ..Default::default()
+        };
+        let r = self.fanout.label_values_with(r, &self.scope()).await?;
+        Ok(Named {
+            names: r.values,
+            warnings: r.warnings,
+        })
+    }
+}

@@ -1,0 +1,15 @@
+//! The gateway's integration tests, in one binary (link time and disk): each module was a test binary.
+
+mod bucket_store;
+mod cache_props;
+mod discovery_dns;
+mod endpoint_set;
+mod fanout_acceptance;
+mod fanout_rules;
+mod gateway_query;
+mod http_api;
+mod probe;
+mod promql_props;
+mod promqltest;
+mod rules;
+mod support;
