@@ -8,5 +8,8 @@
 # installs. State and logs: target/meridian-chaos.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --bins --locked
+# The test command's build, so the two commands share one: `cargo test` resolves features with the
+# test-only dependencies (tokio's `test-util`, the StoreAPI acceptance suite, ...) and a plain
+# `cargo build` without them, which after the test command recompiled every dependency (issue 23).
+cargo test --workspace --tests --no-run --locked
 exec target/debug/meridian-chaos "$@"

@@ -4,6 +4,9 @@
 # Flags go to meridian-federation (`--help`); Ctrl-C stops everything in order.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --workspace --bins --locked
+# The test command's build, so the two commands share one: `cargo test` resolves features with the
+# test-only dependencies (tokio's `test-util`, the StoreAPI acceptance suite, ...) and a plain
+# `cargo build` without them, which after the test command recompiled every dependency (issue 23).
+cargo test --workspace --tests --no-run --locked
 target="${CARGO_TARGET_DIR:-target}"
 exec "$target/debug/meridian-federation" "$@"

@@ -2,6 +2,8 @@
 //! HELP/TYPE, 2–4 labels per series, float values in Go's `%g`-like forms; and on a ~10 MB
 //! kube-state-metrics-like body (long label sets: namespace, pod, uid, node, …; integer values).
 
+#![allow(clippy::expect_used)]
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use meridian_edge::scrape::parse::{Entry, Format, Parser};
 

@@ -46,6 +46,7 @@ use meridian_tsdb::shipper::{Shipper, ShipperOptions};
 pub const DEFAULT_SERIES_MAX_CONCURRENCY: usize = 20;
 
 /// How to start an edge.
+#[derive(Debug)]
 pub struct AgentOptions {
     pub config_file: PathBuf,
     pub tsdb_path: PathBuf,
@@ -201,6 +202,12 @@ pub struct Agent {
     tls_watcher: Option<meridian_pki::tls::Watcher>,
     background: tokio::task::JoinSet<()>,
     shipper: Option<ShipperTask>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent").finish_non_exhaustive()
+    }
 }
 
 fn now_secs() -> i64 {

@@ -78,6 +78,12 @@ pub struct MetadataStore {
     inner: Mutex<Inner>,
 }
 
+impl std::fmt::Debug for MetadataStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetadataStore").finish_non_exhaustive()
+    }
+}
+
 impl MetadataStore {
     pub fn new() -> MetadataStore {
         MetadataStore::default()

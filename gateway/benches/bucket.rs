@@ -9,7 +9,7 @@
 //! Run: `cargo bench -p meridian-gateway --bench bucket`; under `cargo test --all-targets` a small
 //! smoke run (20 series × 1 day) that also checks the answers.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/it/support/mod.rs"]
 mod support;

@@ -5,7 +5,7 @@
 //! Run: `cargo bench -p meridian-gateway --bench dedup` (10,000 series); under `cargo test --all-targets`
 //! a 200-series smoke run.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Instant;
 

@@ -11,7 +11,7 @@
 //! Run: `cargo bench -p meridian-gateway --bench fanout` (10,000 series); under `cargo test --all-targets`
 //! a 200-series smoke run that also checks the answers agree.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::Instant;

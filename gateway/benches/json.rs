@@ -6,7 +6,7 @@
 //! Run: `cargo bench -p meridian-gateway --bench json` (10,000 series); under `cargo test --all-targets`
 //! a 100-series smoke run.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 

@@ -14,7 +14,7 @@
 //! `cargo test --all-targets` a 100-series, 40-rule smoke run that checks every rule is healthy and
 //! that alerts fire.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fmt::Write as _;
 use std::sync::Arc;

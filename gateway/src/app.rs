@@ -21,6 +21,7 @@ use crate::rules::tsdb::RuleTsdb;
 use crate::rules::{EvalContext, FanoutSink, RuleManager, RulesOptions};
 
 /// Everything a gateway is started with.
+#[derive(Debug)]
 pub struct GatewayOptions {
     pub flag_group: EndpointGroup,
     /// `--dns.nameserver`; `None` = the system resolver.
@@ -72,6 +73,7 @@ impl GatewayOptions {
 }
 
 /// A started gateway.
+#[derive(Debug)]
 pub struct Gateway {
     endpoints: Arc<EndpointSet>,
     fanout: Arc<Fanout>,
@@ -348,6 +350,7 @@ impl Gateway {
 /// A bucket store on its own (`meridian-gateway store`): the StoreAPI (plaintext or mTLS) and an HTTP
 /// server with `/-/healthy`, `/-/ready` (after the first sync) and `/metrics`. Ready before the first
 /// sync ends is never claimed; the sync runs in the background, so start-up itself reads nothing.
+#[derive(Debug)]
 pub struct StoreGateway {
     grpc_addr: SocketAddr,
     http_addr: SocketAddr,

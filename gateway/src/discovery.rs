@@ -109,6 +109,7 @@ pub struct Discovered {
 }
 
 /// Resolves a list of specs, keeping each one's last good answer.
+#[derive(Debug)]
 pub struct EndpointDiscovery {
     resolver: DnsResolver,
     specs: Vec<EndpointSpec>,

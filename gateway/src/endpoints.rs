@@ -244,6 +244,12 @@ pub struct EndpointSet {
     state: Mutex<State>,
 }
 
+impl std::fmt::Debug for EndpointSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointSet").finish_non_exhaustive()
+    }
+}
+
 impl EndpointSet {
     /// A set of the `--endpoint` group and, when configured, the config file's groups (read now: a bad
     /// file at start-up is an error).

@@ -43,7 +43,7 @@ fn now_ms() -> i64 {
 pub type SamplesByWriter = BTreeMap<String, Vec<(i64, f64)>>;
 
 /// Samples an edge acknowledged (204), per writer, in time order.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Acked(Arc<Mutex<SamplesByWriter>>);
 
 impl Acked {
@@ -66,7 +66,7 @@ impl Acked {
 }
 
 /// Counters of the load.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct LoadStats {
     pub writes_acked: AtomicUsize,
     /// Answered, but not 204 (the edge refused or failed: the sample may or may not be stored).
@@ -88,6 +88,7 @@ pub struct LoadStats {
 
 /// Writers (one per edge, a sample every `write_every`) and a reader (a query every `query_every`),
 /// on threads of their own until `stop`.
+#[derive(Debug)]
 pub struct Load {
     pub acked: Acked,
     pub stats: Arc<LoadStats>,
@@ -272,6 +273,7 @@ fn query_and_judge(addr: &str, acked: &Acked, stats: &LoadStats) {
 /// leak and not the data: edges keep `--tsdb.retention=<window>` and the gateway serves bucket
 /// blocks from `--min-time=-<window>`. Without it (chaos runs) everything is kept, so the final
 /// check can find every acknowledged sample.
+#[derive(Debug)]
 pub struct Setup {
     pub fed: Federation,
     pub proxy: meridian_testkit::FaultProxy,

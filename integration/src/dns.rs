@@ -58,6 +58,7 @@ impl Zone {
 }
 
 /// The server: a UDP socket and the task answering on it.
+#[derive(Debug)]
 pub struct DnsServer {
     addr: SocketAddr,
     zone: Arc<RwLock<Zone>>,
@@ -221,7 +222,7 @@ pub fn answer(query: &[u8], zone: &Zone) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
     use meridian_core::net::dns::DnsResolver;

@@ -170,6 +170,7 @@ pub fn exposition(c: usize, now_s: f64) -> String {
 }
 
 /// A running exporter for one cluster.
+#[derive(Debug)]
 pub struct Exporter {
     addr: SocketAddr,
     stop: CancellationToken,

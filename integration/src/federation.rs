@@ -82,6 +82,7 @@ impl Options {
 }
 
 /// A child process of the federation: its command line, log file and (while running) the process.
+#[derive(Debug)]
 pub struct Proc {
     pub name: String,
     program: PathBuf,
@@ -199,6 +200,7 @@ impl Drop for Proc {
 }
 
 /// One edge replica.
+#[derive(Debug)]
 pub struct Edge {
     pub cluster: String,
     pub replica: String,
@@ -209,7 +211,7 @@ pub struct Edge {
 }
 
 /// Notifications the launcher's webhook received (Alertmanager webhook payloads, as JSON).
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Notifications(Arc<Mutex<Vec<serde_json::Value>>>);
 
 impl Notifications {
@@ -219,6 +221,7 @@ impl Notifications {
 }
 
 /// The running federation.
+#[derive(Debug)]
 pub struct Federation {
     pub options: Options,
     pub edges: Vec<Edge>,

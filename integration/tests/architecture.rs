@@ -5,6 +5,8 @@
 //! `#[cfg(test)]` items; test support (this crate, the testkit, the StoreAPI acceptance suite) is
 //! reported but not limited.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 

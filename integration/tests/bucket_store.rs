@@ -3,7 +3,7 @@
 //! the gateway's bucket store (`--objstore.config-file`); PromQL instant and range queries over its
 //! HTTP API answer what Prometheus answers from the same blocks.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

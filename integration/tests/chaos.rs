@@ -4,7 +4,7 @@
 //! warning, and every bucket block must be whole and there once. The ten-minute run is
 //! `./integration/chaos.sh chaos`.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! the SRV name the gateway asks for exists, every Secret a pod or an Ingress names is made, the
 //! configuration files pass the edge's, the gateway's, promtool's and amtool's checks.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

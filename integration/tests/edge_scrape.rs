@@ -11,7 +11,7 @@
 //! - `staleness_like_prometheus`: a target stops exposing a series, then goes down; the edge writes stale
 //!   markers, so an instant read (PromQL's lookback) sees the series end at once, as Prometheus does.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;

@@ -9,7 +9,7 @@
 //! same samples in an in-memory store behind a StoreAPI server that the gateway binary's library finds
 //! as a static endpoint.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! client certificates verified on both hops. Clients without a valid certificate are refused by nginx.
 //! The nginx configuration is `deploy/nginx/grpc-mtls-ingress.conf.template`, rendered.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -10,7 +10,7 @@
 //! query times at half seconds, so no sample or subquery step lands on a boundary. Queries whose 3.x
 //! meaning differs on purpose are listed in `KNOWN` with the reason.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use meridian_core::Labels;
 use meridian_gateway::promql::{Engine, MemQueryable, QueryValue};

@@ -9,7 +9,7 @@
 //!   routes test` (0.25) picks; `amtool check-config` and Meridian accept and reject the same routing
 //!   files.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -6,6 +6,8 @@
 //!   bytes (so the server has verified the client certificate). Handshakes/s = 32 / time.
 //! - `storeapi_info`: one `Info` call on an established channel, plaintext vs mTLS.
 
+#![allow(clippy::expect_used)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

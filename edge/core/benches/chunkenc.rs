@@ -3,6 +3,8 @@
 //! Three shapes: a gauge with noise (3 decimals, like CPU or latency gauges), a counter (integer
 //! increments), a constant (like `up`). Timestamps are 15 s apart with a few ms of scrape jitter.
 
+#![allow(clippy::expect_used)]
+
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use meridian_core::chunkenc::{XorChunk, XorIterator};
 use rand::rngs::StdRng;

@@ -1,6 +1,8 @@
 //! Label set costs for 10-label sets: compare (equal and differing in the last value), hash-map lookup,
 //! construction.
 
+#![allow(clippy::expect_used)]
+
 use std::collections::HashMap;
 
 use criterion::{Criterion, criterion_group, criterion_main};

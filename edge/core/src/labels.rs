@@ -239,8 +239,11 @@ impl Labels {
     }
 }
 
+#[allow(
+    clippy::expect_used,
+    reason = "an invariant: every input path bounds label text far below 4 GiB (see `Inner::ends`)"
+)]
 fn offset(len: usize) -> u32 {
-    // See `Inner::ends`: no input path can produce 4 GiB of label text.
     u32::try_from(len).expect("label set text exceeds 4 GiB")
 }
 
@@ -256,6 +259,7 @@ fn hash_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
 }
 
 /// Iterator over the labels of a [`Labels`], in name order.
+#[derive(Debug)]
 pub struct LabelsIter<'a> {
     labels: &'a Labels,
     front: usize,

@@ -47,6 +47,7 @@ pub trait SeriesCursor: Send {
 }
 
 /// A cursor over series already in memory.
+#[derive(Debug)]
 pub struct VecCursor(std::vec::IntoIter<(Labels, Vec<SourceChunk>)>);
 
 impl VecCursor {

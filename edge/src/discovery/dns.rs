@@ -16,6 +16,7 @@ use super::{TargetGroup, Update, send_if_changed, sleep_or_stop};
 use crate::config::{DnsRecordType, DnsSdConfig};
 
 /// One `dns_sd_configs` entry.
+#[derive(Debug)]
 pub struct DnsSd {
     cfg: DnsSdConfig,
     server: Option<SocketAddr>,

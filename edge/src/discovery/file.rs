@@ -43,6 +43,7 @@ async fn expand_pattern(pattern: &str) -> Vec<PathBuf> {
 }
 
 /// One `file_sd_configs` entry.
+#[derive(Debug)]
 pub struct FileSd {
     patterns: Vec<String>,
     refresh: Duration,

@@ -46,6 +46,7 @@ pub struct Response {
 }
 
 /// A job's client; cheap to share between its scrape loops.
+#[derive(Debug)]
 pub struct HttpClient {
     https: bool,
     tls: Option<Arc<ClientConfig>>,
@@ -57,7 +58,7 @@ pub struct HttpClient {
 }
 
 /// A kept-alive connection, owned by one scrape loop.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct Conn {
     inner: Option<(String, SendRequest<Empty<Bytes>>)>,
 }

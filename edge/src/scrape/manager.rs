@@ -76,6 +76,12 @@ pub struct ScrapeManager {
     pools: tokio::sync::Mutex<BTreeMap<String, PoolHandle>>,
 }
 
+impl std::fmt::Debug for ScrapeManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScrapeManager").finish_non_exhaustive()
+    }
+}
+
 impl ScrapeManager {
     /// Scrape loops append to `db` and publish their targets' metadata to `metadata`.
     pub fn new(db: Arc<Db>, metadata: Arc<MetadataStore>, opts: DiscoveryOptions) -> ScrapeManager {

@@ -111,6 +111,7 @@ impl<'a> RawLabels<'a> {
 }
 
 /// Iterator over [`RawLabels`].
+#[derive(Debug)]
 pub struct RawLabelsIter<'a> {
     s: &'a str,
 }
@@ -195,6 +196,7 @@ pub struct ParseError {
 }
 
 /// Iterates over the entries of a body.
+#[derive(Debug)]
 pub struct Parser<'a> {
     body: &'a str,
     pos: usize,

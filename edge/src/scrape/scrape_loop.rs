@@ -91,6 +91,12 @@ pub struct LoopState {
     metadata_changed: bool,
 }
 
+impl std::fmt::Debug for LoopState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoopState").finish_non_exhaustive()
+    }
+}
+
 /// The outcome of one scrape, for the report series and the targets API.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScrapeOutcome {
@@ -524,6 +530,7 @@ pub enum StopMode {
 }
 
 /// A running loop's handle parts.
+#[derive(Debug)]
 pub struct LoopContext {
     pub target: Target,
     /// The target's labels without `__` labels (what its series carry).

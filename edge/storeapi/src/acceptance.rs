@@ -43,6 +43,7 @@ pub struct Fixture {
 }
 
 /// A started store: a channel to it, and whatever keeps it alive (dropped at the end of the group).
+#[derive(Debug)]
 pub struct StartedStore {
     pub channel: Channel,
     pub guard: Box<dyn Any + Send>,

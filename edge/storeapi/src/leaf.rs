@@ -38,6 +38,7 @@ const CURSOR_BATCH: usize = 256;
 const FRAME_CHANNEL: usize = 256;
 
 /// A StoreAPI store over a [`SeriesSource`].
+#[derive(Debug)]
 pub struct LeafStore<S> {
     /// Shared with the blocking threads that read it.
     source: Arc<S>,

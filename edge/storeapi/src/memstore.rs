@@ -19,18 +19,18 @@ use meridian_core::series::{MetricMeta, SeriesSource, SourceChunk, SourceSeries}
 pub type MemStore = LeafStore<MemSource>;
 
 /// Series and metadata held in memory.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct MemSource {
     inner: RwLock<Inner>,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Inner {
     series: BTreeMap<Labels, MemSeries>,
     metadata: BTreeMap<String, Vec<MetricMeta>>,
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct MemSeries {
     closed: Vec<SourceChunk>,
     head: Option<(XorChunk, i64)>,

@@ -20,7 +20,7 @@ use crate::proto::thanos::info as infopb;
 type FrameStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// How the StoreAPI server admits calls.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ServerOptions {
     /// Admission control of `Series` calls; `None` admits every call at once.
     pub series_gate: Option<SeriesGate>,
@@ -212,6 +212,7 @@ where
 }
 
 /// A StoreAPI server task, plaintext or TLS (then with the watcher that reloads its certificates).
+#[derive(Debug)]
 pub struct Spawned {
     pub task: tokio::task::JoinHandle<()>,
     pub tls_watcher: Option<meridian_pki::tls::Watcher>,

@@ -4,7 +4,7 @@
 //! half-visible. Crashes land in WAL writes, block writes and checkpoints alike (the writer compacts every
 //! few batches with 10-minute blocks).
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};

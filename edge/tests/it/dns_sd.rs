@@ -2,7 +2,7 @@
 //! records; the edge discovers, labels and scrapes the targets, and follows a change of the records
 //! (dnsmasq restarted with another answer) with the unchanged target's loop left alone.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -13,7 +13,7 @@
 //!   `meridian_tsdb_out_of_bound_samples_total` and in the log; the requests are answered 400 / 415;
 //!   the valid series are stored and nothing refused is.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
@@ -28,7 +28,14 @@ use meridian_testkit::{
 };
 use meridian_tsdb::db::{Db, DbOptions};
 
-fn start_edge(config: &Path, data: &Path, addr: &str, log: &Path, watch: bool) -> ChildGuard {
+/// Starts the edge serving HTTP on `addr` (port 0: any free port); answers it and the address it took.
+fn start_edge(
+    config: &Path,
+    data: &Path,
+    addr: &str,
+    log: &Path,
+    watch: bool,
+) -> (ChildGuard, String) {
     let log_path = log.to_path_buf();
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -60,7 +67,12 @@ fn start_edge(config: &Path, data: &Path, addr: &str, log: &Path, watch: bool) -
         "edge said {line:?}; its log:\n{}",
         std::fs::read_to_string(&log_path).unwrap_or_default()
     );
-    ChildGuard(child)
+    let taken = line
+        .trim()
+        .trim_start_matches("http listening on")
+        .trim()
+        .to_owned();
+    (ChildGuard(child), taken)
 }
 
 fn signal(pid: u32, sig: &str) {
@@ -109,9 +121,7 @@ fn prometheus_remote_write_loses_nothing() {
     let edge_data = dir.path().join("edge-data");
     let edge_addr = format!("127.0.0.1:{}", free_port());
     let edge_log = dir.path().join("edge.log");
-    let mut edge = Some(start_edge(
-        &edge_cfg, &edge_data, &edge_addr, &edge_log, false,
-    ));
+    let mut edge = Some(start_edge(&edge_cfg, &edge_data, &edge_addr, &edge_log, false).0);
     let remote_write = format!(
         "remote_write:\n  - url: http://{edge_addr}/api/v1/write\n    queue_config: {{batch_send_deadline: 1s, min_backoff: 100ms, max_backoff: 1s}}\n"
     );
@@ -135,9 +145,7 @@ fn prometheus_remote_write_loses_nothing() {
             killed = true;
         }
         if killed && edge.is_none() && start.elapsed() >= restart_at {
-            edge = Some(start_edge(
-                &edge_cfg, &edge_data, &edge_addr, &edge_log, false,
-            ));
+            edge = Some(start_edge(&edge_cfg, &edge_data, &edge_addr, &edge_log, false).0);
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -291,7 +299,7 @@ fn reload_by_signal_endpoint_and_file_change() {
         )
     };
     // Phase A, without the file watcher, so only the signal or the request can apply a change.
-    let edge = start_edge(&cfg_path, &data, &addr, &log, false);
+    let (edge, _) = start_edge(&cfg_path, &data, &addr, &log, false);
     wait_pools(set(&["self"]), "start");
     // The edge scrapes its own /metrics.
     wait_for("the edge to scrape itself", Duration::from_secs(10), || {
@@ -340,7 +348,7 @@ fn reload_by_signal_endpoint_and_file_change() {
 
     // Phase B, with the watcher: a ConfigMap symlink swap alone applies the change.
     publish(&config(&["self"]));
-    let edge = start_edge(&cfg_path, &data, &addr, &log, true);
+    let (edge, _) = start_edge(&cfg_path, &data, &addr, &log, true);
     wait_pools(set(&["self"]), "start");
     publish(&config(&["self", "watched"]));
     wait_pools(set(&["self", "watched"]), "a ConfigMap symlink swap");
@@ -444,9 +452,9 @@ fn refused_samples_are_visible_and_the_rest_is_stored() {
     )
     .unwrap();
     let data = dir.path().join("data");
-    let addr = format!("127.0.0.1:{}", free_port());
     let log = dir.path().join("edge.log");
-    let edge = start_edge(&cfg, &data, &addr, &log, false);
+    // Port 0: the edge takes a free port and says which, so no other process can take it first.
+    let (edge, addr) = start_edge(&cfg, &data, "127.0.0.1:0", &log, false);
 
     // The scrape: stored but for the future sample, which the target's lastError names.
     let t = wait_for("the target's lastError", Duration::from_secs(30), || {

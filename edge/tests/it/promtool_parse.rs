@@ -3,7 +3,7 @@
 //! `promtool tsdb create-blocks-from openmetrics` and dumped, and parsed by us; the samples must be equal,
 //! bit for bit (NaN included, which Go parses to its own NaN bits).
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

@@ -2,7 +2,7 @@
 //! and a bearer token (`scheme: https`, `tls_config` with `ca_file`/`cert_file`/`key_file`/`server_name`,
 //! `authorization`/`bearer_token_file`), and the same target with the wrong credentials refused.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! mid-upload; a watcher checks throughout that no `meta.json` is ever visible before the files it
 //! lists are complete.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};

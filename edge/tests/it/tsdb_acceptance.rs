@@ -1,7 +1,7 @@
 //! The StoreAPI acceptance suite against the edge TSDB: head only, blocks only, and both; served by a
 //! bare `LeafStore` and by the running edge over mTLS.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::sync::Arc;

@@ -4,6 +4,8 @@
 //! - `block/select_decode`: select every series of a block of 10k series × 2 h at 15 s (4.8 M samples)
 //!   and decode every sample.
 
+#![allow(clippy::expect_used)]
+
 use std::cell::Cell;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

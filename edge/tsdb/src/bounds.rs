@@ -44,7 +44,7 @@ pub(crate) struct RateLimitedLog {
 }
 
 impl RateLimitedLog {
-    pub fn new(every: Duration) -> RateLimitedLog {
+    pub(crate) fn new(every: Duration) -> RateLimitedLog {
         RateLimitedLog {
             every,
             state: Mutex::new((None, 0)),
@@ -52,7 +52,7 @@ impl RateLimitedLog {
     }
 
     /// Whether to write a line at `now`: `Some(n)` with the `n` lines suppressed since the last one.
-    pub fn allow(&self, now: Instant) -> Option<u64> {
+    pub(crate) fn allow(&self, now: Instant) -> Option<u64> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         match st.0 {
             Some(last) if now.saturating_duration_since(last) < self.every => {

@@ -141,7 +141,7 @@ pub(crate) struct Head {
 }
 
 impl Head {
-    pub fn new(chunk_range: i64, min_valid_time: i64) -> Head {
+    pub(crate) fn new(chunk_range: i64, min_valid_time: i64) -> Head {
         Head {
             series: Vec::new(),
             live: 0,
@@ -155,17 +155,17 @@ impl Head {
         }
     }
 
-    pub fn num_series(&self) -> usize {
+    pub(crate) fn num_series(&self) -> usize {
         self.live
     }
 
     #[inline]
-    pub fn get(&self, r: u64) -> Option<&MemSeries> {
+    pub(crate) fn get(&self, r: u64) -> Option<&MemSeries> {
         self.series.get(r as usize)?.as_ref()
     }
 
     #[inline]
-    pub fn get_mut(&mut self, r: u64) -> Option<&mut MemSeries> {
+    pub(crate) fn get_mut(&mut self, r: u64) -> Option<&mut MemSeries> {
         self.series.get_mut(r as usize)?.as_mut()
     }
 
@@ -176,7 +176,7 @@ impl Head {
             .filter_map(|(r, s)| s.as_ref().map(|s| (r as u64, s)))
     }
 
-    pub fn lookup(&self, labels: &Labels) -> Option<u64> {
+    pub(crate) fn lookup(&self, labels: &Labels) -> Option<u64> {
         self.by_hash
             .get(&labels.hash_value())?
             .iter()
@@ -185,7 +185,7 @@ impl Head {
     }
 
     /// The series' reference, creating it when new (`true`).
-    pub fn get_or_create(&mut self, labels: &Labels) -> (u64, bool) {
+    pub(crate) fn get_or_create(&mut self, labels: &Labels) -> (u64, bool) {
         if let Some(r) = self.lookup(labels) {
             return (r, false);
         }
@@ -195,7 +195,7 @@ impl Head {
     }
 
     /// Inserts a series under a known reference (WAL replay).
-    pub fn insert(&mut self, r: u64, labels: Labels) {
+    pub(crate) fn insert(&mut self, r: u64, labels: Labels) {
         if self.get(r).is_some() {
             return;
         }
@@ -232,7 +232,7 @@ impl Head {
 
     /// Checks a sample against the series' last one and the head's valid range (`max_valid`: the latest
     /// timestamp accepted now, see [`Head::check_bounds`]).
-    pub fn check(
+    pub(crate) fn check(
         &self,
         r: u64,
         s: Sample,
@@ -246,7 +246,12 @@ impl Head {
 
     /// Checks a timestamp against the valid range: the supported range (years 1..=9999), the data
     /// already in blocks (`min_valid_time`) and `max_valid` (the clock plus the allowed lead).
-    pub fn check_bounds(&self, labels: &Labels, t: i64, max_valid: i64) -> Result<(), AppendError> {
+    pub(crate) fn check_bounds(
+        &self,
+        labels: &Labels,
+        t: i64,
+        max_valid: i64,
+    ) -> Result<(), AppendError> {
         if !(MIN_TIMESTAMP..=MAX_TIMESTAMP).contains(&t) {
             return Err(AppendError::TimestampOutOfRange {
                 labels: labels.to_string(),
@@ -272,7 +277,7 @@ impl Head {
 
     /// Appends a checked sample; cuts a new chunk at 120 samples or when the sample crosses a block
     /// boundary, so no chunk spans two blocks.
-    pub fn append(&mut self, r: u64, s: Sample) {
+    pub(crate) fn append(&mut self, r: u64, s: Sample) {
         let range = self.chunk_range;
         let Some(series) = self.series.get_mut(r as usize).and_then(Option::as_mut) else {
             return;
@@ -299,7 +304,7 @@ impl Head {
     }
 
     /// `(min, max)` sample times in the head; `(i64::MAX, i64::MIN)` when empty.
-    pub fn time_range(&self) -> (i64, i64) {
+    pub(crate) fn time_range(&self) -> (i64, i64) {
         let min = self
             .iter()
             .filter_map(|(_, s)| s.chunks.first().map(|c| c.min_t))
@@ -313,7 +318,7 @@ impl Head {
     }
 
     /// Series matching `matchers` with chunks overlapping `[mint, maxt]`.
-    pub fn select(
+    pub(crate) fn select(
         &self,
         matchers: &[Matcher],
         mint: i64,
@@ -335,7 +340,12 @@ impl Head {
 
     /// References and labels of the series matching `matchers` with chunks overlapping `[mint, maxt]`
     /// (the plan of a streamed select; chunks are read later with [`Head::series_chunks`]).
-    pub fn select_labels(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<(u64, Labels)> {
+    pub(crate) fn select_labels(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Vec<(u64, Labels)> {
         let Ok(refs) = postings::select(self, matchers);
         refs.into_iter()
             .filter_map(|r| {
@@ -350,7 +360,7 @@ impl Head {
 
     /// The chunks of series `r` overlapping `[mint, maxt]` (bytes copied when `with_data`); `None`
     /// when the series is no longer in the head.
-    pub fn series_chunks(
+    pub(crate) fn series_chunks(
         &self,
         r: u64,
         mint: i64,
@@ -376,7 +386,7 @@ impl Head {
     }
 
     /// Every series' samples within `[start, end)`, for writing a block.
-    pub fn samples_in(&self, start: i64, end: i64) -> Vec<(Labels, Vec<Sample>)> {
+    pub(crate) fn samples_in(&self, start: i64, end: i64) -> Vec<(Labels, Vec<Sample>)> {
         self.iter()
             .filter_map(|(_, s)| {
                 let samples: Vec<Sample> = s
@@ -394,7 +404,7 @@ impl Head {
     /// Drops data before `before` (now in blocks) and series left without data; refuses samples before it
     /// from now on. Series created since the previous truncation are kept even when empty (an appender
     /// may hold their reference).
-    pub fn truncate(&mut self, before: i64) {
+    pub(crate) fn truncate(&mut self, before: i64) {
         self.min_valid_time = self.min_valid_time.max(before);
         let mut removed = Vec::new();
         for (r, slot) in self.series.iter_mut().enumerate() {
@@ -429,7 +439,7 @@ impl Head {
     }
 
     /// The head as WAL records (for a checkpoint).
-    pub fn records(&self) -> Vec<Record> {
+    pub(crate) fn records(&self) -> Vec<Record> {
         let series: Vec<(u64, Labels)> = self.iter().map(|(r, s)| (r, s.labels.clone())).collect();
         let samples: Vec<(u64, Sample)> = self
             .iter()
@@ -443,7 +453,7 @@ impl Head {
     }
 
     /// Approximate memory held by the head: per series its struct, label text and chunk buffers.
-    pub fn memory_bytes(&self) -> usize {
+    pub(crate) fn memory_bytes(&self) -> usize {
         self.iter()
             .map(|(_, s)| {
                 std::mem::size_of::<MemSeries>()

@@ -165,6 +165,7 @@ impl Default for ShipperOptions {
 }
 
 /// See the module documentation.
+#[derive(Debug)]
 pub struct Shipper {
     bucket: Bucket,
     db: Arc<Db>,

@@ -60,6 +60,7 @@ pub trait WebhookSender: Send + Sync {
 }
 
 /// HTTP POSTs with the webhook's `http_config`, each bounded by a timeout.
+#[derive(Debug)]
 pub struct HttpSender {
     pub timeout: Duration,
 }
@@ -93,6 +94,12 @@ pub struct RouterOptions {
     pub clock: Arc<dyn Fn() -> i64 + Send + Sync>,
 }
 
+impl std::fmt::Debug for RouterOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouterOptions").finish_non_exhaustive()
+    }
+}
+
 impl RouterOptions {
     pub fn new(config: RoutingConfig) -> RouterOptions {
         RouterOptions {
@@ -110,7 +117,7 @@ impl RouterOptions {
 }
 
 /// The router's self-metrics.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RouterMetrics {
     pub notifications: Family<ReceiverLabel, Counter>,
     pub failed: Family<ReceiverLabel, Counter>,
@@ -573,6 +580,12 @@ pub struct Router {
     tx: mpsc::UnboundedSender<Vec<Alert>>,
     rx: Mutex<Option<mpsc::UnboundedReceiver<Vec<Alert>>>>,
     version: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").finish_non_exhaustive()
+    }
 }
 
 impl Router {

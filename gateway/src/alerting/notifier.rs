@@ -185,7 +185,7 @@ pub fn parse_config(text: &str, default_timeout: Duration) -> Result<Vec<Alertma
 }
 
 /// Sender settings.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct NotifierOptions {
     pub sets: Vec<AlertmanagerSet>,
     pub external_labels: Labels,
@@ -261,6 +261,7 @@ impl NotifierMetrics {
 }
 
 /// The sender: an [`AlertSink`] for the rule evaluator.
+#[derive(Debug)]
 pub struct Notifier {
     opts: NotifierOptions,
     queue: Mutex<VecDeque<serde_json::Value>>,

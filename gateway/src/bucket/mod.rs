@@ -325,6 +325,7 @@ pub struct SyncReport {
 }
 
 /// See the module documentation.
+#[derive(Debug)]
 pub struct BucketStore {
     bucket: Bucket,
     opts: BucketStoreOptions,

@@ -86,6 +86,7 @@ type SeriesEntry = Arc<(Labels, Vec<ChunkMeta>)>;
 type NextChunk = (ChunkMeta, Option<u64>);
 
 /// The caches, byte-bounded.
+#[derive(Debug)]
 pub struct Caches {
     headers: moka::future::Cache<Arc<str>, Arc<Loaded>>,
     postings: moka::sync::Cache<PostingsKey, Arc<Vec<u32>>>,
@@ -236,6 +237,7 @@ impl Budget {
 }
 
 /// Reads blocks of one bucket.
+#[derive(Debug)]
 pub struct Reader {
     pub store: Arc<dyn ObjectStore>,
     pub caches: Caches,

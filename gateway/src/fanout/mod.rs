@@ -178,6 +178,12 @@ pub struct StoreRef {
     pub unhealthy: Option<String>,
 }
 
+impl std::fmt::Debug for StoreRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreRef").finish_non_exhaustive()
+    }
+}
+
 /// The stores a fan-out asks: the endpoint set, or a fixed list.
 pub trait StoreSet: Send + Sync + 'static {
     fn stores(&self) -> Vec<StoreRef>;
@@ -189,6 +195,7 @@ pub trait StoreSet: Send + Sync + 'static {
 }
 
 /// A fixed list of stores (tests, benchmarks, a gateway in front of known stores).
+#[derive(Debug)]
 pub struct StaticStores(pub Vec<StoreRef>);
 
 impl StaticStores {
@@ -277,4 +284,10 @@ pub struct Fanout {
     set: Arc<dyn StoreSet>,
     opts: FanoutOptions,
     metrics: Arc<FanoutMetrics>,
+}
+
+impl std::fmt::Debug for Fanout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fanout").finish_non_exhaustive()
+    }
 }

@@ -3,7 +3,7 @@
 use super::*;
 
 /// The fan-out for one query: what the PromQL engine reads through.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Querier {
     pub(super) fanout: Arc<Fanout>,
     pub(super) opts: QueryOptions,

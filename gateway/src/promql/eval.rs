@@ -20,7 +20,7 @@ pub(crate) struct Steps {
 }
 
 impl Steps {
-    pub fn t(&self, i: usize) -> i64 {
+    pub(super) fn t(&self, i: usize) -> i64 {
         self.start + i as i64 * self.step
     }
 }
@@ -34,7 +34,7 @@ pub(crate) struct Row {
 }
 
 impl Row {
-    pub fn new(labels: Labels, n: usize) -> Row {
+    pub(super) fn new(labels: Labels, n: usize) -> Row {
         Row {
             labels,
             v: vec![0.0; n],
@@ -42,16 +42,16 @@ impl Row {
         }
     }
 
-    pub fn set(&mut self, i: usize, v: f64) {
+    pub(super) fn set(&mut self, i: usize, v: f64) {
         self.v[i] = v;
         self.ok[i] = true;
     }
 
-    pub fn get(&self, i: usize) -> Option<f64> {
+    pub(super) fn get(&self, i: usize) -> Option<f64> {
         self.ok[i].then(|| self.v[i])
     }
 
-    pub fn any(&self) -> bool {
+    pub(super) fn any(&self) -> bool {
         self.ok.iter().any(|b| *b)
     }
 }
@@ -67,7 +67,7 @@ pub(crate) struct RangeVal {
 
 impl RangeVal {
     /// The samples of series `s` in the window of step `i`.
-    pub fn window(&self, s: usize, i: usize) -> &[Sample] {
+    pub(super) fn window(&self, s: usize, i: usize) -> &[Sample] {
         let samples = &self.series[s].1;
         let end = self.ends[i];
         let lo = samples.partition_point(|x| x.t <= end.saturating_sub(self.range));
@@ -88,7 +88,7 @@ pub(crate) enum Val {
 }
 
 impl Val {
-    pub fn kind(&self) -> &'static str {
+    pub(super) fn kind(&self) -> &'static str {
         match self {
             Val::Scalar(_) => "scalar",
             Val::Str(_) => "string",
@@ -131,7 +131,7 @@ impl Guard {
     const EVERY: usize = 1 << 14;
 
     /// Fails with `canceled` or `timeout` when the query must stop.
-    pub fn check(&self) -> Result<()> {
+    pub(super) fn check(&self) -> Result<()> {
         if self.cancel.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(Error::new(ErrorKind::Canceled, "query was canceled"));
         }
@@ -145,7 +145,7 @@ impl Guard {
     }
 
     /// Counts `units` of work; every [`Guard::EVERY`] units, [`Guard::check`].
-    pub fn tick(&self, units: usize) -> Result<()> {
+    pub(super) fn tick(&self, units: usize) -> Result<()> {
         let w = self.work.get().saturating_add(units);
         if w >= Self::EVERY {
             self.work.set(0);
@@ -167,7 +167,7 @@ pub(crate) struct Evaluator<'a> {
 }
 
 impl<'a> Evaluator<'a> {
-    pub fn new(
+    pub(super) fn new(
         data: &'a HashMap<usize, Vec<SeriesData>>,
         limits: Limits,
         qstart: i64,
@@ -189,7 +189,7 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    pub fn eval_top(&mut self, e: &Expr, s: &Steps) -> Result<Val> {
+    pub(super) fn eval_top(&mut self, e: &Expr, s: &Steps) -> Result<Val> {
         self.eval(e, s)
     }
 
@@ -202,14 +202,14 @@ impl<'a> Evaluator<'a> {
 
     /// Refuses, before they are allocated, `series` rows over the `steps` of a grid: every row holds
     /// a value per step (present or not), so this is the memory the samples limit is about.
-    pub fn reserve(&self, series: usize, steps: usize) -> Result<()> {
+    pub(super) fn reserve(&self, series: usize, steps: usize) -> Result<()> {
         match series.checked_mul(steps) {
             Some(n) if n <= self.max_samples => Ok(()),
             _ => Err(too_many_samples()),
         }
     }
 
-    pub fn eval(&mut self, e: &Expr, s: &Steps) -> Result<Val> {
+    pub(super) fn eval(&mut self, e: &Expr, s: &Steps) -> Result<Val> {
         self.guard.check()?;
         match e {
             Expr::NumberLiteral(n) => Ok(Val::Scalar(vec![n.val; s.n])),
@@ -244,14 +244,14 @@ impl<'a> Evaluator<'a> {
     }
 
     /// The series fetched for a selector node.
-    pub fn selected(&self, vs: &VectorSelector) -> &'a [SeriesData] {
+    pub(super) fn selected(&self, vs: &VectorSelector) -> &'a [SeriesData] {
         self.data
             .get(&(vs as *const VectorSelector as usize))
             .map_or(&[], Vec::as_slice)
     }
 
     /// Per step, the time a selector with these modifiers looks at.
-    pub fn eval_times(
+    pub(super) fn eval_times(
         &self,
         at: &Option<promql_parser::parser::AtModifier>,
         offset: &Option<promql_parser::parser::Offset>,
@@ -269,7 +269,11 @@ impl<'a> Evaluator<'a> {
     ///
     /// Fails (before allocating) when the series kept so far and the next one would hold more steps
     /// than the samples limit, and when the deadline passes.
-    pub fn vector_points(&self, vs: &VectorSelector, s: &Steps) -> Result<Vec<VectorPoints<'a>>> {
+    pub(super) fn vector_points(
+        &self,
+        vs: &VectorSelector,
+        s: &Steps,
+    ) -> Result<Vec<VectorPoints<'a>>> {
         let times = self.eval_times(&vs.at, &vs.offset, s);
         let mut out = Vec::new();
         for sd in self.selected(vs) {

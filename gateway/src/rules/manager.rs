@@ -31,6 +31,12 @@ pub struct RulesOptions {
     pub router: Option<Arc<crate::alerting::dispatch::Router>>,
 }
 
+impl std::fmt::Debug for RulesOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RulesOptions").finish_non_exhaustive()
+    }
+}
+
 impl RulesOptions {
     /// Thanos Ruler's defaults for everything but the files and the data directory.
     pub fn new(files: Vec<String>, data_dir: std::path::PathBuf) -> RulesOptions {
@@ -54,6 +60,12 @@ impl RulesOptions {
 
 /// Sends to several sinks.
 pub struct FanoutSink(pub Vec<Arc<dyn AlertSink>>);
+
+impl std::fmt::Debug for FanoutSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FanoutSink").finish_non_exhaustive()
+    }
+}
 
 impl AlertSink for FanoutSink {
     fn send(&self, alerts: Vec<OutAlert>) {
@@ -79,6 +91,12 @@ pub struct RuleManager {
     pub(super) stop: CancellationToken,
     pub(super) reload_lock: tokio::sync::Mutex<()>,
     pub metrics: Arc<RuleMetrics>,
+}
+
+impl std::fmt::Debug for RuleManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuleManager").finish_non_exhaustive()
+    }
 }
 
 /// Rule self-metrics.

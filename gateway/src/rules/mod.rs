@@ -88,6 +88,12 @@ pub struct EvalContext {
     pub for_grace_period: Duration,
 }
 
+impl std::fmt::Debug for EvalContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EvalContext").finish_non_exhaustive()
+    }
+}
+
 /// Alert states, as the API names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AlertState {

@@ -23,6 +23,12 @@ pub struct RuleTsdb {
     store: Arc<dyn Store>,
 }
 
+impl std::fmt::Debug for RuleTsdb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuleTsdb").finish_non_exhaustive()
+    }
+}
+
 impl RuleTsdb {
     /// Opens (or creates) the TSDB in `dir` (`--data-dir`), replaying its WAL.
     pub fn open(

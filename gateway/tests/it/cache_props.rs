@@ -4,7 +4,7 @@
 //! inside the data (so some pieces are too fresh to keep), and the queries include what splitting could
 //! break: windows reaching across piece boundaries, subqueries, `offset`, `@ start()`, `time()`.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! `dnssrvnoa+`); a record removed from the hosts file (dnsmasq re-reads it on SIGHUP) drops its endpoint
 //! at the next refresh; with the DNS server stopped the last good set stays.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::path::Path;

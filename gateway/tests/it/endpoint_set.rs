@@ -2,7 +2,7 @@
 //! version is refused and the previous one stays), and an endpoint that stops answering is reported,
 //! then left out of queries after the unhealthy timeout while the stores view keeps showing it.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! some series live in one store only, the others are split in time with an overlap held by both (as an
 //! edge and the bucket hold the same recent blocks). The answer must be exactly the fixture's.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 

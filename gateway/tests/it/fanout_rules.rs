@@ -1,7 +1,7 @@
 //! Fan-out rules over in-process stores: which stores are asked, limits, partial response for stores
 //! known to be unhealthy, label names/values, and the dedup switch of the `Queryable`.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -6,7 +6,7 @@
 //!   per-store timeout; with `abort` the query fails;
 //! - the HTTP API over mTLS (`--http.tls-config-file`) with JSON query logs (`--log.format=json`).
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::path::Path;

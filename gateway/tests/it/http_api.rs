@@ -7,7 +7,7 @@
 //! missing the first half hour), cluster `b` with one; every store holds a counter scraped every 15 s
 //! (10 per scrape) and an `up` gauge.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 

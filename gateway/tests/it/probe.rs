@@ -1,6 +1,6 @@
 //! `meridian-gateway probe` with the Thanos client TLS flags against an mTLS StoreAPI server.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 

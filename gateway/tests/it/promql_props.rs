@@ -2,7 +2,7 @@
 //! and the answer does not depend on how the data is split over stores (the fan-out over several
 //! in-memory stores, split by series and by time, answers like one store).
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 

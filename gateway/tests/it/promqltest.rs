@@ -4,7 +4,7 @@
 //! report (run, passed, failed, skipped with reasons) is printed. Run it alone with
 //! `cargo run -p meridian-gateway -- promqltest <dir>`.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 

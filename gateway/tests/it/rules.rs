@@ -2,7 +2,7 @@
 //! are queryable through its HTTP API like any store's series, and are still there after a restart;
 //! alerting rules show in `/api/v1/alerts` and `/api/v1/rules` in Prometheus' shapes.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Every seed and every input that once crashed a target (`seeds/<target>/`) runs through its target:
 //! the targets build and run in CI, and a fixed crash stays fixed.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 

@@ -214,6 +214,15 @@ pub struct TlsConnector {
     dial: Option<Dial>,
 }
 
+impl std::fmt::Debug for TlsConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConnector")
+            .field("server_name", &self.server_name)
+            .field("custom_dial", &self.dial.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Clone)]
 enum Source {
     Reloadable(Arc<ClientTls>),

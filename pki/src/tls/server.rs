@@ -295,6 +295,7 @@ pub struct PeerInfo {
 }
 
 /// A server-side TLS connection, usable by tonic and axum.
+#[derive(Debug)]
 pub struct TlsConn {
     stream: tokio_rustls::server::TlsStream<TcpStream>,
     peer: PeerInfo,
@@ -356,6 +357,7 @@ impl tonic::transport::server::Connected for TlsConn {
 
 /// Handshaken connections from a listener. The accept loop runs in a task owned by this value: dropping
 /// it stops accepting (and aborts handshakes in flight).
+#[derive(Debug)]
 pub struct TlsIncoming {
     rx: mpsc::Receiver<TlsConn>,
     local_addr: SocketAddr,

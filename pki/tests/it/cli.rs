@@ -1,7 +1,7 @@
 //! The `meridian-pki` command: what it writes is verified by openssl, keys are private, nothing is
 //! overwritten by accident, `inspect` fails on expired certificates, and the Secrets carry the files.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! the negative matrix, identity allow-lists, and rotation of certificate, key and CA bundle without a
 //! restart.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

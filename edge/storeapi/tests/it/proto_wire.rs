@@ -2,7 +2,7 @@
 //! `shared/specs/storeapi-wire.md`: every message is built here by hand, byte by byte, from the field
 //! numbers the spec gives, and decoded with the generated code. Also checks the RPC paths.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::Bytes;
 use meridian_storeapi::proto::prometheus as prom;

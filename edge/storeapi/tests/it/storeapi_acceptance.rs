@@ -1,6 +1,6 @@
 //! The StoreAPI acceptance suite against the in-memory store, served by tonic on loopback.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 

@@ -9,6 +9,7 @@ use super::*;
 /// (a scrape over `sample_limit`, a remote-write request of out-of-bounds samples) leaves no series and
 /// no memory behind. A pending reference used with another appender is [`AppendError::UnknownRef`]:
 /// resolve the labels again, as for a series that left the head.
+#[derive(Debug)]
 pub struct Appender<'a> {
     pub(super) db: &'a Db,
     /// Samples to store: by head reference or, for a new series, by pending reference.

@@ -209,6 +209,15 @@ pub struct Db {
     out_of_bounds_log: RateLimitedLog,
 }
 
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("dir", &self.dir)
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
 /// References with this bit are an appender's series not created in the head yet; head references
 /// never reach it.
 const PENDING_REF: u64 = 1 << 63;
@@ -748,9 +757,7 @@ mod robustness_tests {
             block_range: 0,
             ..Default::default()
         };
-        let e = Db::open(dir.path(), opts)
-            .err()
-            .expect("block range 0 accepted");
+        let e = Db::open(dir.path(), opts).expect_err("block range 0 accepted");
         assert!(e.to_string().contains("block range"), "{e}");
     }
 

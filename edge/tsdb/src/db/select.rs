@@ -125,6 +125,18 @@ pub struct DbCursor {
     pub(super) last: Option<Labels>,
 }
 
+impl std::fmt::Debug for DbCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbCursor")
+            .field("matchers", &self.matchers)
+            .field("mint", &self.mint)
+            .field("maxt", &self.maxt)
+            .field("with_data", &self.with_data)
+            .field("last", &self.last)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Db {
     /// A cursor over what [`Db::select`] selects, with labels mapped by `relabel`, sorted by them and
     /// equal series joined. Nothing is read before the first batch.

@@ -3,7 +3,7 @@
 //! `promtool tsdb create-blocks-from openmetrics` read through our block reader return exactly what
 //! `promtool tsdb dump` prints for them.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

@@ -3,7 +3,7 @@
 //! every generated sample must appear exactly once, and our encoder must produce the same bytes as
 //! Prometheus' for each chunk.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

@@ -10,19 +10,19 @@ use meridian_tsdb::block::write_block;
 use meridian_tsdb::objstore::Bucket;
 use meridian_tsdb::shipper::upload_block_dir;
 
-pub const H: i64 = 3_600_000;
-pub const STEP: i64 = 15_000;
+pub(crate) const H: i64 = 3_600_000;
+pub(crate) const STEP: i64 = 15_000;
 /// A 2 h boundary, so block ranges line up with whole hours.
-pub const T0: i64 = 1_700_006_400_000;
+pub(crate) const T0: i64 = 1_700_006_400_000;
 
-pub fn counter(i: usize) -> Labels {
+pub(crate) fn counter(i: usize) -> Labels {
     Labels::from_pairs([
         ("__name__", "requests_total"),
         ("instance", &format!("i{i}")),
     ])
 }
 
-pub fn fs_bucket(dir: &Path) -> Bucket {
+pub(crate) fn fs_bucket(dir: &Path) -> Bucket {
     Bucket::parse(
         &format!(
             "type: FILESYSTEM\nconfig:\n  directory: {}\n",
@@ -34,7 +34,7 @@ pub fn fs_bucket(dir: &Path) -> Bucket {
 }
 /// `n` small 2 h blocks (3 series, 4 samples) uploaded to a FILESYSTEM bucket in `root/bucket`,
 /// alternately of clusters `a` and `b`, plus one unfinished upload (no meta.json).
-pub async fn many_blocks(root: &Path, n: i64) -> Bucket {
+pub(crate) async fn many_blocks(root: &Path, n: i64) -> Bucket {
     let local = root.join("blocks");
     std::fs::create_dir_all(&local).unwrap();
     let bucket = fs_bucket(&root.join("bucket"));
@@ -68,7 +68,7 @@ pub async fn many_blocks(root: &Path, n: i64) -> Bucket {
 }
 
 /// Resident memory of a process, from /proc (kB → bytes).
-pub fn rss_bytes(pid: u32) -> u64 {
+pub(crate) fn rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kb: u64 = status
         .lines()
@@ -81,7 +81,7 @@ pub fn rss_bytes(pid: u32) -> u64 {
 
 /// A `meridian-gateway store` process serving the FILESYSTEM bucket in `root/bucket`, waited on until
 /// `/-/ready`: the process, its gRPC and HTTP addresses, and the time from spawn to ready.
-pub fn spawn_store(
+pub(crate) fn spawn_store(
     root: &Path,
     bin: &str,
 ) -> (
