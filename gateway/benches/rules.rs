@@ -21,15 +21,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use meridian_core::{Labels, Sample};
-use meridian_gateway::fanout::{
-    Fanout, FanoutOptions, PartialResponse, QueryOptions, StaticStores,
-};
+use meridian_gateway::fanout::{Fanout, FanoutOptions, QueryOptions, StaticStores};
 use meridian_gateway::promql::Engine;
 use meridian_gateway::queryable::Queryable;
 use meridian_gateway::rules::tsdb::RuleTsdb;
 use meridian_gateway::rules::{AlertState, EvalContext, Group, file};
 use meridian_storeapi::Store;
 use meridian_storeapi::memstore::MemStore;
+use meridian_storeapi::partial::PartialResponse;
 
 const STEP: i64 = 15_000;
 const POINTS: i64 = 240;

@@ -14,7 +14,8 @@ use meridian_gateway::bucket::{
 };
 use meridian_gateway::discovery::EndpointSpec;
 use meridian_gateway::endpoints::{EndpointGroup, EndpointSetOptions};
-use meridian_gateway::fanout::{FanoutOptions, Limits, PartialResponse};
+use meridian_gateway::fanout::{FanoutOptions, Limits};
+use meridian_storeapi::partial::PartialResponse;
 
 #[derive(Parser)]
 #[command(

@@ -705,7 +705,19 @@ async fn gateway_through_nginx_ingress_to_real_edges() {
             if max_gap <= 2.5 && (10..=14).contains(&samples.len()) {
                 Ok(())
             } else {
-                Err(format!("{samples:?}"))
+                let direct = q(&window, fed.gateway_http.to_string()).await;
+                let twin = fed.edges[1].http.to_string();
+                let targets = tokio::task::spawn_blocking(move || {
+                    meridian_testkit::http("GET", &twin, "/api/v1/targets", &[], b"")
+                        .map(|r| r.text())
+                        .unwrap_or_default()
+                })
+                .await
+                .unwrap_or_default();
+                Err(format!(
+                    "{samples:?}, warnings {}; the federation's own gateway: {direct}; replica 1's targets: {targets}",
+                    a["warnings"]
+                ))
             }
         },
     )

@@ -18,12 +18,12 @@ use std::time::Duration;
 
 use meridian_core::Labels;
 use meridian_core::error::Result;
-use meridian_gateway::fanout::PartialResponse;
 use meridian_gateway::promql::promqltest::series_from_notation;
 use meridian_gateway::promql::{Engine, MemQueryable};
 use meridian_gateway::queryable::{LabelsRequest, Named, Queryable, SelectRequest, Selected};
 use meridian_gateway::rules::file;
 use meridian_gateway::rules::{AlertState, EvalContext, Group, RuleSink};
+use meridian_storeapi::partial::PartialResponse;
 use meridian_testkit::require;
 
 /// Input series and rule outputs in one place: what promtool's test storage is.

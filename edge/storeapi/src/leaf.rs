@@ -18,6 +18,7 @@ use meridian_core::labels::Labels;
 use meridian_core::matcher::Matcher;
 use meridian_core::series::{Relabel, SeriesCursor, SeriesSource, SourceChunk};
 
+use crate::info::InfoBuilder;
 use crate::proto::thanos as pb;
 use crate::proto::thanos::info as infopb;
 
@@ -129,28 +130,10 @@ impl<S: SeriesSource> LeafStore<S> {
 impl<S: SeriesSource> Store for LeafStore<S> {
     async fn info(&self) -> Result<infopb::InfoResponse> {
         let (min_time, max_time) = self.source.time_range();
-        Ok(infopb::InfoResponse {
-            label_sets: self.ext.info_label_sets(),
-            component_type: self.component.clone(),
-            store: Some(infopb::StoreInfo {
-                min_time,
-                max_time,
-                supports_sharding: false,
-                supports_without_replica_labels: true,
-                tsdb_infos: vec![infopb::TsdbInfo {
-                    labels: Some(pb::ZLabelSet {
-                        labels: labels_to_proto(self.ext.labels()),
-                    }),
-                    min_time,
-                    max_time,
-                }],
-            }),
-            metric_metadata: self
-                .source
-                .serves_metadata()
-                .then_some(infopb::MetricMetadataInfo {}),
-            ..Default::default()
-        })
+        Ok(InfoBuilder::new(&self.component, min_time, max_time)
+            .tsdb(self.ext.labels().clone(), min_time, max_time)
+            .metadata(self.source.serves_metadata())
+            .build())
     }
 
     async fn series(&self, req: pb::SeriesRequest) -> Result<SeriesStream> {

@@ -22,8 +22,11 @@ use meridian_core::series::MetricMeta;
 #[cfg(feature = "acceptance")]
 pub mod acceptance;
 pub mod client;
+pub mod info;
 pub mod leaf;
+pub mod limits;
 pub mod memstore;
+pub mod partial;
 pub mod server;
 
 /// A metric family's TYPE/HELP/UNIT on the wire.

@@ -28,10 +28,11 @@ use meridian_storeapi::proto::thanos as pb;
 use prometheus_client::registry::Registry;
 
 use crate::cache::{CacheOptions, CachedBody, ResultsCache};
-use crate::fanout::{Fanout, PartialResponse, QueryOptions};
+use crate::fanout::{Fanout, QueryOptions};
 use crate::metrics::ApiMetrics;
 use crate::promql::{Engine, EngineOptions, QueryValue};
 use crate::queryable::{LabelsRequest, Queryable, SelectHints, SelectRequest};
+use meridian_storeapi::partial::PartialResponse;
 use params::{MAX_TIME, MIN_TIME, Params, invalid_param};
 
 mod handlers;

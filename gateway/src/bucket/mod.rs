@@ -29,11 +29,12 @@ use meridian_core::labels::Labels;
 use meridian_core::matcher::Matcher;
 use meridian_core::relabel::RelabelConfig;
 use meridian_core::series::{SourceChunk, merge_equal_series};
+use meridian_storeapi::info::InfoBuilder;
 use meridian_storeapi::leaf::series_stream;
 use meridian_storeapi::proto::thanos as pb;
 use meridian_storeapi::proto::thanos::info as infopb;
 use meridian_storeapi::{
-    ExternalLabels, SeriesQuery, SeriesStream, Store, labels_to_proto, matchers_from_proto,
+    ExternalLabels, SeriesQuery, SeriesStream, Store, matchers_from_proto,
     no_series_matchers_error, truncate_to_limit,
 };
 use meridian_tsdb::block::BlockMeta;
@@ -632,33 +633,11 @@ impl Store for BucketStore {
             e.1 = e.1.max(b.meta.max_time - 1);
         }
         let (min_time, max_time) = self.time_range();
-        Ok(infopb::InfoResponse {
-            label_sets: sets
-                .keys()
-                .filter(|l| !l.is_empty())
-                .map(|l| pb::ZLabelSet {
-                    labels: labels_to_proto(l),
-                })
-                .collect(),
-            component_type: "store".into(),
-            store: Some(infopb::StoreInfo {
-                min_time,
-                max_time,
-                supports_sharding: false,
-                supports_without_replica_labels: true,
-                tsdb_infos: sets
-                    .iter()
-                    .map(|(l, (min, max))| infopb::TsdbInfo {
-                        labels: Some(pb::ZLabelSet {
-                            labels: labels_to_proto(l),
-                        }),
-                        min_time: *min,
-                        max_time: *max,
-                    })
-                    .collect(),
-            }),
-            ..Default::default()
-        })
+        let info = sets.into_iter().fold(
+            InfoBuilder::new("store", min_time, max_time),
+            |b, (l, (lo, hi))| b.tsdb(l, lo, hi),
+        );
+        Ok(info.build())
     }
 
     async fn series(&self, req: pb::SeriesRequest) -> Result<SeriesStream> {

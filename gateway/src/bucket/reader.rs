@@ -15,7 +15,6 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -24,6 +23,7 @@ use meridian_core::error::{Error, ErrorKind, Result};
 use meridian_core::labels::Labels;
 use meridian_core::matcher::Matcher;
 use meridian_core::series::{SourceChunk, SourceSeries};
+use meridian_storeapi::limits::Limiter;
 use meridian_tsdb::chunks::{chunk_record_len, parse_chunk_record};
 use meridian_tsdb::index::{
     ChunkMeta, HEADER_LEN, IndexHeader, TOC_LEN, Toc, check_header, parse_postings,
@@ -171,68 +171,49 @@ impl Caches {
 }
 
 /// What one request may fetch (`--store.grpc.*-limit`), counted across its blocks.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Budget {
-    pub limits: super::BucketLimits,
-    series: AtomicU64,
-    samples: AtomicU64,
-    bytes: AtomicU64,
+    series: Limiter,
+    samples: Limiter,
+    bytes: Limiter,
 }
+
+const TOUCHED: (&str, &str) = ("the request touched", "in the bucket");
 
 impl Budget {
     pub fn new(limits: super::BucketLimits) -> Budget {
         Budget {
-            limits,
-            ..Default::default()
+            series: Limiter::new(
+                limits.series,
+                "series",
+                TOUCHED,
+                "--store.grpc.touched-series-limit",
+            ),
+            samples: Limiter::new(
+                limits.samples,
+                "samples",
+                TOUCHED,
+                "--store.grpc.series-sample-limit",
+            ),
+            bytes: Limiter::new(
+                limits.bytes,
+                "bytes",
+                TOUCHED,
+                "--store.grpc.downloaded-bytes-limit",
+            ),
         }
-    }
-
-    fn charge(
-        &self,
-        counter: &AtomicU64,
-        add: u64,
-        limit: u64,
-        what: &str,
-        flag: &str,
-    ) -> Result<()> {
-        let total = counter.fetch_add(add, Ordering::Relaxed) + add;
-        if limit > 0 && total > limit {
-            return Err(Error::limit(format!(
-                "the request touched more than {limit} {what} in the bucket (limit {flag}); \
-                 narrow the selectors or the time range"
-            )));
-        }
-        Ok(())
     }
 
     fn series(&self, n: usize) -> Result<()> {
-        self.charge(
-            &self.series,
-            n as u64,
-            self.limits.series,
-            "series",
-            "--store.grpc.touched-series-limit",
-        )
+        self.series.reserve(n as u64)
     }
 
     fn samples(&self, n: u64) -> Result<()> {
-        self.charge(
-            &self.samples,
-            n,
-            self.limits.samples,
-            "samples",
-            "--store.grpc.series-sample-limit",
-        )
+        self.samples.reserve(n)
     }
 
     fn bytes(&self, n: u64) -> Result<()> {
-        self.charge(
-            &self.bytes,
-            n,
-            self.limits.bytes,
-            "bytes",
-            "--store.grpc.downloaded-bytes-limit",
-        )
+        self.bytes.reserve(n)
     }
 }
 

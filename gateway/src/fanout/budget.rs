@@ -1,25 +1,43 @@
 //! The per-query budget: what a query fetched, counted against its limits as frames arrive.
 
+use meridian_storeapi::limits::Limiter;
+
 use super::*;
 
-/// Counts what a query fetched against its limits.
+/// Counts what a query fetched against its limits (`--store.limits.request-*`).
 pub(super) struct Budget {
-    pub(super) limits: Limits,
-    pub(super) series: AtomicU64,
-    pub(super) samples: AtomicU64,
-    pub(super) bytes: AtomicU64,
+    series: Limiter,
+    samples: Limiter,
+    bytes: Limiter,
 }
+
+const FETCHED: (&str, &str) = ("the query fetched", "from stores");
 
 impl Budget {
     pub(super) fn new(limits: Limits) -> Budget {
         Budget {
-            limits,
-            series: AtomicU64::new(0),
-            samples: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
+            series: Limiter::new(
+                limits.series,
+                "series",
+                FETCHED,
+                "--store.limits.request-series",
+            ),
+            samples: Limiter::new(
+                limits.samples,
+                "samples",
+                FETCHED,
+                "--store.limits.request-samples, by default --query.max-samples",
+            ),
+            bytes: Limiter::new(
+                limits.bytes,
+                "bytes",
+                FETCHED,
+                "--store.limits.request-bytes",
+            ),
         }
     }
 
+    /// Counts one series frame: the series, its samples (from the chunks' headers) and its bytes.
     pub(super) fn charge(&self, s: &pb::Series) -> Result<()> {
         let mut bytes = s
             .labels
@@ -36,37 +54,18 @@ impl Budget {
                 }
             }
         }
-        let check = |counter: &AtomicU64, add: u64, limit: u64, what: &str, flag: &str| {
-            let total = counter.fetch_add(add, AtomicOrdering::Relaxed) + add;
-            if limit > 0 && total > limit {
-                Err(Error::limit(format!(
-                    "the query fetched more than {limit} {what} from stores (limit {flag}); \
-                     narrow the selectors or the time range"
-                )))
-            } else {
-                Ok(())
-            }
-        };
-        check(
-            &self.series,
-            1,
-            self.limits.series,
-            "series",
-            "--store.limits.request-series",
-        )?;
-        check(
-            &self.samples,
-            samples,
-            self.limits.samples,
-            "samples",
-            "--store.limits.request-samples, by default --query.max-samples",
-        )?;
-        check(
-            &self.bytes,
-            bytes,
-            self.limits.bytes,
-            "bytes",
-            "--store.limits.request-bytes",
-        )
+        self.series.reserve(1)?;
+        self.samples.reserve(samples)?;
+        self.bytes.reserve(bytes)
+    }
+}
+
+impl std::fmt::Debug for Budget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Budget")
+            .field("series", &self.series.used())
+            .field("samples", &self.samples.used())
+            .field("bytes", &self.bytes.used())
+            .finish()
     }
 }

@@ -21,7 +21,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::Ordering as AtomicOrdering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,6 +32,8 @@ use meridian_core::error::{Error, ErrorKind, Result};
 use meridian_core::labels::Labels;
 use meridian_core::matcher::Matcher;
 use meridian_core::sample::Sample;
+use meridian_storeapi::info::InfoBuilder;
+use meridian_storeapi::partial::PartialResponse;
 use meridian_storeapi::proto::thanos as pb;
 use meridian_storeapi::proto::thanos::info as infopb;
 use meridian_storeapi::{
@@ -55,50 +57,6 @@ use chunks::*;
 use merge::*;
 pub use metrics::*;
 pub use querier::*;
-
-/// What happens when a store cannot answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PartialResponse {
-    /// Answer from the other stores, with a warning naming the store and the reason.
-    #[default]
-    Warn,
-    /// Fail the query.
-    Abort,
-}
-
-impl PartialResponse {
-    /// The strategy a StoreAPI request asks for (`partial_response_disabled` is the older spelling).
-    pub fn from_request(disabled: bool, strategy: i32) -> PartialResponse {
-        if disabled || strategy == pb::PartialResponseStrategy::Abort as i32 {
-            PartialResponse::Abort
-        } else {
-            PartialResponse::Warn
-        }
-    }
-
-    /// The StoreAPI enum value.
-    pub fn to_proto(self) -> i32 {
-        match self {
-            PartialResponse::Warn => pb::PartialResponseStrategy::Warn as i32,
-            PartialResponse::Abort => pb::PartialResponseStrategy::Abort as i32,
-        }
-    }
-}
-
-impl std::str::FromStr for PartialResponse {
-    type Err = String;
-
-    /// `warn`/`true` or `abort`/`false` (Thanos' `--query.partial-response` is a boolean).
-    fn from_str(s: &str) -> Result<PartialResponse, String> {
-        match s {
-            "warn" | "true" => Ok(PartialResponse::Warn),
-            "abort" | "false" => Ok(PartialResponse::Abort),
-            other => Err(format!(
-                "partial response {other:?}: expected warn (true) or abort (false)"
-            )),
-        }
-    }
-}
 
 /// Per-query limits on what is fetched from stores; 0 = unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

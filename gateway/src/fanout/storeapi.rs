@@ -5,48 +5,26 @@ use super::*;
 #[async_trait::async_trait]
 impl Store for Fanout {
     async fn info(&self) -> Result<infopb::InfoResponse> {
-        let mut label_sets: BTreeSet<Labels> = BTreeSet::new();
         let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
-        let mut tsdb_infos = Vec::new();
+        let mut tsdbs = Vec::new();
         let mut metadata = false;
         for s in self.set.stores() {
             let Some(meta) = &s.meta else { continue };
             if s.unhealthy.is_some() {
                 continue;
             }
-            label_sets.extend(meta.label_sets.iter().cloned());
             min_time = min_time.min(meta.min_time);
             max_time = max_time.max(meta.max_time);
             metadata |= meta.serves_metadata;
             for ls in &meta.label_sets {
-                tsdb_infos.push(infopb::TsdbInfo {
-                    labels: Some(pb::ZLabelSet {
-                        labels: labels_to_proto(ls),
-                    }),
-                    min_time: meta.min_time,
-                    max_time: meta.max_time,
-                });
+                tsdbs.push((ls.clone(), meta.min_time, meta.max_time));
             }
         }
-        Ok(infopb::InfoResponse {
-            label_sets: label_sets
-                .iter()
-                .filter(|ls| !ls.is_empty())
-                .map(|ls| pb::ZLabelSet {
-                    labels: labels_to_proto(ls),
-                })
-                .collect(),
-            component_type: "query".into(),
-            store: Some(infopb::StoreInfo {
-                min_time,
-                max_time,
-                supports_sharding: false,
-                supports_without_replica_labels: true,
-                tsdb_infos,
-            }),
-            metric_metadata: metadata.then_some(infopb::MetricMetadataInfo {}),
-            ..Default::default()
-        })
+        let info = tsdbs.into_iter().fold(
+            InfoBuilder::new("query", min_time, max_time),
+            |b, (l, lo, hi)| b.tsdb(l, lo, hi),
+        );
+        Ok(info.metadata(metadata).build())
     }
 
     async fn series(&self, req: pb::SeriesRequest) -> Result<SeriesStream> {

@@ -29,7 +29,7 @@ use meridian_core::promfmt::PromDuration;
 use meridian_core::relabel::is_valid_label_name;
 use serde::Deserialize;
 
-use crate::fanout::PartialResponse;
+use meridian_storeapi::partial::PartialResponse;
 
 /// A rule file's top level.
 #[derive(Debug, Clone, Deserialize)]

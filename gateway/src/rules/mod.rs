@@ -26,10 +26,10 @@ use meridian_core::labels::Labels;
 use meridian_core::sample::stale_nan;
 use tokio_util::sync::CancellationToken;
 
-use crate::fanout::PartialResponse;
 use crate::promql::{Engine, QueryValue};
 use crate::queryable::Queryable;
 use file::{GroupSpec, RuleKind, RuleSpec};
+use meridian_storeapi::partial::PartialResponse;
 
 mod group;
 mod manager;

@@ -9,10 +9,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use meridian_core::error::{ErrorKind, Result};
 use meridian_core::{Labels, MatchType, Matcher, Sample};
 use meridian_gateway::fanout::{
-    Fanout, FanoutOptions, Limits, PartialResponse, QueryOptions, StaticStores, StoreRef, StoreSet,
+    Fanout, FanoutOptions, Limits, QueryOptions, StaticStores, StoreRef, StoreSet,
 };
 use meridian_gateway::queryable::{LabelsRequest, Queryable, SelectRequest};
 use meridian_storeapi::memstore::MemStore;
+use meridian_storeapi::partial::PartialResponse;
 use meridian_storeapi::proto::thanos as pb;
 use meridian_storeapi::proto::thanos::info as infopb;
 use meridian_storeapi::{SeriesStream, Store};
