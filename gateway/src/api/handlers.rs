@@ -1,4 +1,5 @@
-//! The other endpoints: reload, stores, metrics, runtime info, series, label names and values, metadata, exemplars.
+//! The other endpoints: reload, stores, metrics, runtime info, series, label names and values,
+//! metadata, exemplars.
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! `/api/v1/query` and `/api/v1/query_range`: request options, the concurrency slot, evaluation off the async workers, the results cache and the query log.
+//! `/api/v1/query` and `/api/v1/query_range`: request options, the concurrency slot, evaluation off
+//! the async workers, the results cache and the query log.
 
 use super::*;
 

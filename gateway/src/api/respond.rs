@@ -1,4 +1,5 @@
-//! Answers: the response envelope (`status`, `data`, `warnings`, `infos`), gzip, errors with their `errorType`, and the dispatch of a request to its handler.
+//! Answers: the response envelope (`status`, `data`, `warnings`, `infos`), gzip, errors with their
+//! `errorType`, and the dispatch of a request to its handler.
 
 use super::*;
 

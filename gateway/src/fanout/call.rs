@@ -1,4 +1,5 @@
-//! Store selection and the parallel calls: which stores can hold part of the answer, asked at once, each within its timeout and the query deadline.
+//! Store selection and the parallel calls: which stores can hold part of the answer, asked at once,
+//! each within its timeout and the query deadline.
 
 use super::*;
 

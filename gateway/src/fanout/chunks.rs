@@ -1,4 +1,5 @@
-//! Samples in and out of XOR chunks for merged groups: decode, re-encode, and joining copies of one series.
+//! Samples in and out of XOR chunks for merged groups: decode, re-encode, and joining copies of one
+//! series.
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! One rule group: evaluation at its slots, recording and alerting rules, alert state and its restoration after a restart.
+//! One rule group: evaluation at its slots, recording and alerting rules, alert state and its
+//! restoration after a restart.
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! The rule manager: loads rule files, runs each group on its own task, reloads on change, stops in order.
+//! The rule manager: loads rule files, runs each group on its own task, reloads on change, stops in
+//! order.
 
 use super::*;
 

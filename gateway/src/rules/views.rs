@@ -1,4 +1,5 @@
-//! The JSON views of rules and alerts (`/api/v1/rules`, `/api/v1/alerts`), as Prometheus writes them.
+//! The JSON views of rules and alerts (`/api/v1/rules`, `/api/v1/alerts`), as Prometheus writes
+//! them.
 
 use super::*;
 

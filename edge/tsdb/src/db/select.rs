@@ -1,4 +1,5 @@
-//! Reading: `select` (all at once), the streaming cursor (planned, batch by batch, re-planned after a head truncation) and the TSDB as a series source.
+//! Reading: `select` (all at once), the streaming cursor (planned, batch by batch, re-planned after
+//! a head truncation) and the TSDB as a series source.
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! Calendar functions of a timestamp in UTC: `day_of_month`, `day_of_week`, `day_of_year`, `days_in_month`, `hour`, `minute`, `month`, `year`.
+//! Calendar functions of a timestamp in UTC: `day_of_month`, `day_of_week`, `day_of_year`,
+//! `days_in_month`, `hour`, `minute`, `month`, `year`.
 
 use super::*;
 

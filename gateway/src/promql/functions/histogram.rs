@@ -1,4 +1,5 @@
-//! Classic histograms: `histogram_quantile(s)` and `histogram_fraction`, bucket interpolation as Prometheus' `bucketQuantile`.
+//! Classic histograms: `histogram_quantile(s)` and `histogram_fraction`, bucket interpolation as
+//! Prometheus' `bucketQuantile`.
 
 use super::*;
 

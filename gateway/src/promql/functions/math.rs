@@ -1,4 +1,5 @@
-//! Instant functions on numbers: the math table (`abs`, `ln`, ...), `pi`, `time` and the query-range
+//! Instant functions on numbers: the math table (`abs`, `ln`, ...), `pi`, `time` and the
+//! query-range
 //! scalars, `min_of`/`max_of`, `vector`, `scalar`.
 
 use super::*;

@@ -1,4 +1,5 @@
-//! `<aggregation>_over_time`: one value per window of each series (`avg`, `sum`, `count`, `min`, `max`, `stddev`, `stdvar`, `quantile`, `mad`, `first`, `last`, `present`, `absent`).
+//! `<aggregation>_over_time`: one value per window of each series (`avg`, `sum`, `count`, `min`,
+//! `max`, `stddev`, `stdvar`, `quantile`, `mad`, `first`, `last`, `present`, `absent`).
 
 use super::*;
 

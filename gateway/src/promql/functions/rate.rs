@@ -1,4 +1,6 @@
-//! Rates and trends: `rate`, `increase`, `delta` (extrapolated as Prometheus' `extrapolatedRate`), `irate`, `idelta`, `changes`, `resets`, `deriv`, `predict_linear`, `double_exponential_smoothing`.
+//! Rates and trends: `rate`, `increase`, `delta` (extrapolated as Prometheus' `extrapolatedRate`),
+//! `irate`, `idelta`, `changes`, `resets`, `deriv`, `predict_linear`,
+//! `double_exponential_smoothing`.
 
 use super::*;
 

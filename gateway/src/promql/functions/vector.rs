@@ -1,4 +1,5 @@
-//! Vector transforms that keep each series: `round`, `clamp`, `clamp_min`, `clamp_max`, `timestamp`,
+//! Vector transforms that keep each series: `round`, `clamp`, `clamp_min`, `clamp_max`,
+//! `timestamp`,
 //! `sort`, `sort_desc`.
 
 use super::*;
