@@ -1,4 +1,5 @@
 //! The StoreAPI's integration tests, in one binary (link time and disk).
 
+mod label_reads;
 mod proto_wire;
 mod storeapi_acceptance;
