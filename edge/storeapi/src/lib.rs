@@ -208,17 +208,6 @@ impl ExternalLabels {
             .filter(move |l| !without.iter().any(|w| w == l.name))
             .map(|l| l.name)
     }
-
-    /// The `Info` label sets: the external labels, if any.
-    pub fn info_label_sets(&self) -> Vec<pb::ZLabelSet> {
-        if self.labels.is_empty() {
-            vec![]
-        } else {
-            vec![pb::ZLabelSet {
-                labels: labels_to_proto(&self.labels),
-            }]
-        }
-    }
 }
 
 /// A `SeriesRequest` checked and compiled.
