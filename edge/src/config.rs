@@ -18,6 +18,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_saphyr::Spanned;
 
+use crate::discovery::kubernetes::config::{KubernetesSdConfig, RawKubernetesSdConfig};
 use meridian_core::error::ConfigError;
 use meridian_core::http_config::{Auth, Authorization, BasicAuth, TlsConfig};
 use meridian_core::labels::Labels;
@@ -158,7 +159,8 @@ struct RawScrapeConfig {
     file_sd_configs: Vec<FileSdConfig>,
     #[serde(default)]
     dns_sd_configs: Vec<DnsSdConfig>,
-    kubernetes_sd_configs: Option<IgnoredAny>,
+    #[serde(default)]
+    kubernetes_sd_configs: Vec<RawKubernetesSdConfig>,
     #[serde(default)]
     relabel_configs: Vec<RelabelConfig>,
     #[serde(default)]
@@ -201,6 +203,10 @@ pub struct ScrapeConfig {
     pub static_configs: Vec<StaticConfig>,
     pub file_sd_configs: Vec<FileSdConfig>,
     pub dns_sd_configs: Vec<DnsSdConfig>,
+    pub kubernetes_sd_configs: Vec<KubernetesSdConfig>,
+    /// `proxy_url`: scrapes go through this HTTP proxy (absolute-form requests for `http`, `CONNECT`
+    /// tunnels for `https`).
+    pub proxy_url: Option<http::Uri>,
     pub relabel_configs: Vec<RelabelConfig>,
     pub metric_relabel_configs: Vec<RelabelConfig>,
 }
@@ -435,9 +441,20 @@ fn resolve_job(
             r.metrics_path
         ));
     }
-    if r.proxy_url.is_some() {
-        return Err(format!("{at}: proxy_url is not supported by the edge"));
-    }
+    let proxy_url = match &r.proxy_url {
+        None => None,
+        Some(p) => {
+            let uri: http::Uri = p
+                .parse()
+                .map_err(|e| format!("{at}: proxy_url {p:?}: {e}"))?;
+            if uri.scheme_str() != Some("http") || uri.host().is_none() {
+                return Err(format!(
+                    "{at}: proxy_url {p:?} must be an http:// URL (the edge speaks HTTP proxies only)"
+                ));
+            }
+            Some(uri)
+        }
+    };
     let auth = Auth::from_config(
         r.basic_auth.as_ref(),
         r.authorization.as_ref(),
@@ -446,11 +463,11 @@ fn resolve_job(
     )
     .map_err(|e| format!("{at}: {e}"))?;
     check_target_sources(&at, &r)?;
-    if r.kubernetes_sd_configs.is_some() {
-        warnings.push(format!(
-                "{at}: kubernetes_sd_configs is not supported by this edge yet; the job gets no targets from it"
-            ));
-    }
+    let kubernetes_sd_configs = r
+        .kubernetes_sd_configs
+        .iter()
+        .map(|k| k.clone().resolve().map_err(|e| format!("{at}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
     if r.track_timestamps_staleness {
         warnings.push(format!(
                 "{at}: track_timestamps_staleness is ignored (series with explicit timestamps get no stale markers)"
@@ -487,6 +504,8 @@ fn resolve_job(
         static_configs: r.static_configs,
         file_sd_configs: r.file_sd_configs,
         dns_sd_configs: r.dns_sd_configs,
+        kubernetes_sd_configs,
+        proxy_url,
         relabel_configs: r.relabel_configs,
         metric_relabel_configs: r.metric_relabel_configs,
     })

@@ -214,6 +214,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             },
             discovery: meridian_edge::discovery::DiscoveryOptions {
                 dns_server: args.dns_server,
+                ..Default::default()
             },
             receive: meridian_edge::receive::ReceiveLimits {
                 max_body_bytes: args.receive_max_body_bytes,

@@ -6,7 +6,9 @@
 
 pub mod dns;
 pub mod file;
+pub mod kubernetes;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -28,6 +30,8 @@ pub struct Update {
 pub struct DiscoveryOptions {
     /// The DNS server for `dns_sd_configs`; the system's resolver when `None`.
     pub dns_server: Option<std::net::SocketAddr>,
+    /// The Kubernetes informers and clients, shared by every job of the process.
+    pub kubernetes: Arc<kubernetes::informer::Registry>,
 }
 
 /// The number of providers a job has (static counts as one when present).
@@ -35,6 +39,7 @@ pub fn provider_count(cfg: &ScrapeConfig) -> usize {
     usize::from(!cfg.static_configs.is_empty())
         + cfg.file_sd_configs.len()
         + cfg.dns_sd_configs.len()
+        + cfg.kubernetes_sd_configs.len()
 }
 
 /// Groups from `static_configs`.
@@ -84,6 +89,11 @@ pub fn start_providers(
     }
     for d in &cfg.dns_sd_configs {
         let sd = dns::DnsSd::new(d.clone(), opts.dns_server);
+        tasks.spawn(sd.run(provider, tx.clone(), stop.clone()));
+        provider += 1;
+    }
+    for k in &cfg.kubernetes_sd_configs {
+        let sd = kubernetes::KubernetesSd::new(k.clone(), opts.kubernetes.clone());
         tasks.spawn(sd.run(provider, tx.clone(), stop.clone()));
         provider += 1;
     }

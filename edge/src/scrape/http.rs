@@ -55,6 +55,8 @@ pub struct HttpClient {
     follow_redirects: bool,
     body_limit: u64,
     user_agent: String,
+    /// `proxy_url`: `host:port` of an HTTP proxy.
+    proxy: Option<String>,
 }
 
 /// A kept-alive connection, owned by one scrape loop.
@@ -81,6 +83,10 @@ impl HttpClient {
             follow_redirects: cfg.follow_redirects,
             body_limit: cfg.body_size_limit,
             user_agent: format!("Meridian-edge/{}", env!("CARGO_PKG_VERSION")),
+            proxy: cfg.proxy_url.as_ref().and_then(|u| {
+                let host = u.host()?;
+                Some(format!("{host}:{}", u.port_u16().unwrap_or(80)))
+            }),
         })
     }
 
@@ -121,7 +127,12 @@ impl HttpClient {
         let mut host = host.to_owned();
         let mut path = path_and_query.to_owned();
         for _redirect in 0..10 {
-            let mut req = http::Request::get(path.as_str())
+            // Through a proxy, plain HTTP requests carry the absolute URL (RFC 9112 absolute-form).
+            let target = match &self.proxy {
+                Some(_) if !self.https => format!("http://{host}{path}"),
+                _ => path.clone(),
+            };
+            let mut req = http::Request::get(target.as_str())
                 .header(http::header::HOST, host.as_str())
                 .header(http::header::ACCEPT, SCRAPE_ACCEPT_HEADER)
                 .header(http::header::ACCEPT_ENCODING, "gzip")
@@ -240,10 +251,14 @@ impl HttpClient {
     }
 
     async fn connect(&self, host: &str) -> Result<SendRequest<Empty<Bytes>>, HttpError> {
-        let tcp = TcpStream::connect(host)
+        let dial = self.proxy.as_deref().unwrap_or(host);
+        let mut tcp = TcpStream::connect(dial)
             .await
-            .map_err(|e| HttpError::Connect(format!("dial tcp {host}: {e}")))?;
+            .map_err(|e| HttpError::Connect(format!("dial tcp {dial}: {e}")))?;
         let _ = tcp.set_nodelay(true);
+        if self.proxy.is_some() && self.https {
+            connect_tunnel(&mut tcp, host).await?;
+        }
         if let Some(tls) = &self.tls {
             let name = self.server_name.clone().unwrap_or_else(|| host_only(host));
             let sn = ServerName::try_from(name.clone())
@@ -257,6 +272,44 @@ impl HttpClient {
             handshake(TokioIo::new(tcp)).await
         }
     }
+}
+
+/// Opens a `CONNECT` tunnel to `host` through the proxy on `tcp`.
+async fn connect_tunnel(tcp: &mut TcpStream, host: &str) -> Result<(), HttpError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = format!("CONNECT {host} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    tcp.write_all(req.as_bytes())
+        .await
+        .map_err(|e| HttpError::Connect(format!("proxy CONNECT {host}: {e}")))?;
+    // The response head, read byte by byte so nothing of the tunnel is consumed; bounded.
+    let mut head = Vec::with_capacity(256);
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() >= 8192 {
+            return Err(HttpError::Connect(format!(
+                "proxy CONNECT {host}: response head too long"
+            )));
+        }
+        let n = tcp
+            .read(&mut b)
+            .await
+            .map_err(|e| HttpError::Connect(format!("proxy CONNECT {host}: {e}")))?;
+        if n == 0 {
+            return Err(HttpError::Connect(format!(
+                "proxy CONNECT {host}: connection closed"
+            )));
+        }
+        head.push(b[0]);
+    }
+    let status_line = String::from_utf8_lossy(&head);
+    let status_line = status_line.lines().next().unwrap_or("");
+    let code = status_line.split_whitespace().nth(1).unwrap_or("");
+    if !code.starts_with('2') {
+        return Err(HttpError::Connect(format!(
+            "proxy CONNECT {host}: {status_line}"
+        )));
+    }
+    Ok(())
 }
 
 async fn handshake<T>(io: T) -> Result<SendRequest<Empty<Bytes>>, HttpError>

@@ -196,9 +196,22 @@ pub fn targets_from_groups(
             }
         }
     }
-    // Two groups may yield the same target; scrape it once.
+    // Several discovered targets may end as the same target (two groups, or one pod's ports collapsed
+    // by a port annotation): it is scraped once and shows the discovered labels of the *last* one, as
+    // Prometheus' scrape pool keeps them (`SetDiscoveredLabels` on every duplicate).
+    let mut index: std::collections::HashMap<Labels, usize> = std::collections::HashMap::new();
+    let mut unique: Vec<Target> = Vec::with_capacity(targets.len());
+    for t in targets {
+        match index.get(&t.labels) {
+            Some(&i) => unique[i].discovered = t.discovered,
+            None => {
+                index.insert(t.labels.clone(), unique.len());
+                unique.push(t);
+            }
+        }
+    }
+    let mut targets = unique;
     targets.sort_by(|a, b| a.labels.cmp(&b.labels));
-    targets.dedup_by(|a, b| a.labels == b.labels);
     (targets, dropped, errors)
 }
 

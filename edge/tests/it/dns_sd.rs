@@ -72,6 +72,7 @@ async fn srv_and_a_records() {
     let agent = Agent::start(AgentOptions {
         discovery: DiscoveryOptions {
             dns_server: Some(dns),
+            ..Default::default()
         },
         ..AgentOptions::new(
             cfg,
