@@ -3,6 +3,7 @@
 mod crash;
 mod dns_sd;
 mod ingest_process;
+mod kubernetes_sd;
 mod promtool_parse;
 mod scrape_tls;
 mod shipper;
