@@ -229,6 +229,33 @@ fn manifests_render_validate_and_fit_together() {
             _ => None,
         })
         .unwrap();
+        // Seed 001's discovery: the kubelet and cAdvisor through the API server with the service
+        // account, annotated services and pods (node-exporter, the edges themselves).
+        let roles: Vec<(String, String)> = cfg
+            .scrape_configs
+            .iter()
+            .flat_map(|j| {
+                j.kubernetes_sd_configs
+                    .iter()
+                    .map(|k| (j.job_name.clone(), k.role.as_str().to_owned()))
+            })
+            .collect();
+        for (job, role) in [
+            ("kubernetes-apiservers", "endpoints"),
+            ("kubernetes-nodes", "node"),
+            ("kubernetes-cadvisor", "node"),
+            ("kubernetes-service-endpoints", "endpoints"),
+            ("kubernetes-pods", "pod"),
+        ] {
+            assert!(
+                roles.contains(&(job.to_owned(), role.to_owned())),
+                "{job} ({role}) missing: {roles:?}"
+            );
+        }
+        let exporter = find(&all, "DaemonSet", "node-exporter");
+        let ann = &exporter["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(ann["prometheus.io/scrape"], "true");
+        assert_eq!(ann["prometheus.io/port"], "9100");
         let ext = format!("{:?}", cfg.global.external_labels);
         assert!(
             ext.contains(&cluster) && ext.contains("meridian-edge-0"),

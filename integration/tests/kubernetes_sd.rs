@@ -115,10 +115,16 @@ fn request_info_and_rules() {
     assert!(allowed(&rules, &a));
     let proxy = access("/api/v1/nodes/n1/proxy/metrics/cadvisor", false);
     assert!(allowed(&rules, &proxy), "{proxy:?}");
-    assert!(allowed(&rules, &access("/apis/networking.k8s.io/v1/ingresses", false)));
+    assert!(allowed(
+        &rules,
+        &access("/apis/networking.k8s.io/v1/ingresses", false)
+    ));
     // What the edge must not be able to do.
     assert!(!allowed(&rules, &access("/api/v1/secrets", false)));
-    assert!(!allowed(&rules, &access("/api/v1/namespaces/demo/configmaps", true)));
+    assert!(!allowed(
+        &rules,
+        &access("/api/v1/namespaces/demo/configmaps", true)
+    ));
 }
 
 #[test]

@@ -97,8 +97,10 @@ impl Api {
 fn unauthorized() -> Response {
     (
         StatusCode::UNAUTHORIZED,
-        axum::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                          "message": "Unauthorized", "reason": "Unauthorized", "code": 401})),
+        axum::Json(
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                          "message": "Unauthorized", "reason": "Unauthorized", "code": 401}),
+        ),
     )
         .into_response()
 }
@@ -318,11 +320,16 @@ scrape_configs:
     let rotated = nanos_now();
     api.close.send_modify(|g| *g += 1);
     api.add_node("node-b", "10.0.0.2", true);
-    wait_until(&addr, "node-b discovered and both scraped after rotation", move |t| {
-        ["node-a", "node-b"]
-            .iter()
-            .all(|n| t.get(*n).is_some_and(|h| h.0 == "up" && nanos(&h.1) > rotated))
-    })
+    wait_until(
+        &addr,
+        "node-b discovered and both scraped after rotation",
+        move |t| {
+            ["node-a", "node-b"].iter().all(|n| {
+                t.get(*n)
+                    .is_some_and(|h| h.0 == "up" && nanos(&h.1) > rotated)
+            })
+        },
+    )
     .await;
     let with_new_token = api
         .requests
@@ -360,7 +367,11 @@ scrape_configs:
     .await
     .unwrap();
     assert!(flaps.0, "node-c never appeared after the 410");
-    assert!(flaps.1.is_empty(), "targets vanished across the relist: {:?}", flaps.1);
+    assert!(
+        flaps.1.is_empty(),
+        "targets vanished across the relist: {:?}",
+        flaps.1
+    );
     assert!(
         api.lists() > lists_before,
         "no list after 410 Gone: {:?}",
