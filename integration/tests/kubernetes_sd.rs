@@ -177,6 +177,17 @@ fn kubernetes_sd_matches_prometheus_2_42_within_its_cluster_role() {
     let rules = cluster_role_rules();
     let requests = run["requests"].as_array().unwrap();
     assert!(requests.len() >= 10, "{requests:?}");
+    // One list per (resource, namespace, selectors), whatever number of jobs ask for it: the 11 jobs
+    // make 12 lists (Prometheus 2.42 makes 18). A list repeated would show informers that are not
+    // shared (or a relist the scenario never asks for).
+    let lists: Vec<&Value> = requests
+        .iter()
+        .filter(|r| r["params"]["watch"] != "true")
+        .collect();
+    assert!(!lists.is_empty());
+    for l in &lists {
+        assert_eq!(l["count"], 1, "listed more than once: {l}");
+    }
     for r in requests {
         let path = r["path"].as_str().unwrap();
         let watch = r["params"]["watch"] == "true";

@@ -296,6 +296,22 @@ scrape_configs:
         ca = pki.join("ca.crt").display(),
         token = token_file.display(),
     );
+    // The same API through a kubeconfig file (its own client and informer), with the token read from
+    // a file named there.
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n  - name: k\n    cluster:\n      server: https://{api_addr}\n      certificate-authority: {ca}\ncontexts:\n  - name: c\n    context: {{cluster: k, user: u}}\nusers:\n  - name: u\n    user:\n      tokenFile: {token}\n",
+            ca = pki.join("ca.crt").display(),
+            token = token_file.display(),
+        ),
+    )
+    .unwrap();
+    let config = format!(
+        "{config}  - job_name: kubeconfig-nodes\n    kubernetes_sd_configs:\n      - role: node\n        kubeconfig_file: {}\n    relabel_configs:\n      - {{source_labels: [__meta_kubernetes_node_name], target_label: instance, replacement: 'kc-$1'}}\n      - {{target_label: __address__, replacement: '127.0.0.1:1'}}\n",
+        kubeconfig.display()
+    );
     let cfg = dir.path().join("edge.yml");
     std::fs::write(&cfg, config).unwrap();
     let agent = Agent::start(AgentOptions::new(
@@ -310,6 +326,10 @@ scrape_configs:
     // Discovered through the API and scraped through its proxy path, over TLS with the token.
     wait_until(&addr, "node-a scraped through the API proxy", |t| {
         t.get("node-a").is_some_and(|h| h.0 == "up")
+    })
+    .await;
+    wait_until(&addr, "node-a found through the kubeconfig", |t| {
+        t.contains_key("kc-node-a")
     })
     .await;
 

@@ -50,11 +50,21 @@ pub(crate) async fn connect(cfg: &KubernetesSdConfig, sa_dir: &Path) -> Result<C
                     .await
                     .map_err(|e| format!("kubeconfig_file: {e}"))?
                     .map_err(|e| format!("kubeconfig_file {}: {e}", path.display()))?;
-            let c = kube_client::Config::from_custom_kubeconfig(kc, &Default::default())
+            let mut c = kube_client::Config::from_custom_kubeconfig(kc, &Default::default())
                 .await
                 .map_err(|e| format!("kubeconfig_file {}: {e}", path.display()))?;
-            // The kubeconfig's own credentials (token, client certificate, exec plugin) apply.
-            (c, Auth::None)
+            // The kubeconfig's own credentials (token, client certificate, exec plugin) apply, but a
+            // `tokenFile` is read here like every other credential file: per request and trimmed
+            // (kube reads it once a minute and keeps a trailing newline, which the header refuses).
+            let auth = match c.auth_info.token_file.take() {
+                Some(f) => Auth::Header {
+                    kind: "Bearer".into(),
+                    credentials: None,
+                    credentials_file: Some(f.into()),
+                },
+                None => Auth::None,
+            };
+            (c, auth)
         }
         ApiSource::InCluster => in_cluster(sa_dir, |k| std::env::var(k).ok())?,
     };

@@ -257,7 +257,8 @@ async fn run<K: Object>(
                 failing = true;
             }
             Some(Ok(ev)) => {
-                if failing {
+                // `Init` comes before the list is even asked for: only data shows it works again.
+                if failing && !matches!(ev, Event::Init) {
                     tracing::info!(resource = %what, "kubernetes_sd: list/watch works again");
                     failing = false;
                 }
