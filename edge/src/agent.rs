@@ -276,6 +276,7 @@ impl Agent {
         };
         let metadata = Arc::new(MetadataStore::new());
         let scrape = ScrapeManager::new(db.clone(), metadata.clone(), opts.discovery.clone());
+        scrape.register(&mut registry);
         scrape
             .apply(&cfg)
             .await

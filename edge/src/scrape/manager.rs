@@ -13,6 +13,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
@@ -74,6 +76,14 @@ pub struct ScrapeManager {
     metadata: Arc<MetadataStore>,
     opts: DiscoveryOptions,
     pools: tokio::sync::Mutex<BTreeMap<String, PoolHandle>>,
+    /// `prometheus_target_scrape_pool_targets{scrape_job}`.
+    pool_targets: PoolTargets,
+}
+
+type PoolTargets = Family<Vec<(String, String)>, Gauge>;
+
+fn job_label(job: &str) -> Vec<(String, String)> {
+    vec![("scrape_job".to_owned(), job.to_owned())]
 }
 
 impl std::fmt::Debug for ScrapeManager {
@@ -90,7 +100,18 @@ impl ScrapeManager {
             metadata,
             opts,
             pools: tokio::sync::Mutex::new(BTreeMap::new()),
+            pool_targets: PoolTargets::default(),
         }
+    }
+
+    /// Registers the pools' target counts, and the Kubernetes discovery's event counts.
+    pub fn register(&self, r: &mut prometheus_client::registry::Registry) {
+        r.register(
+            "prometheus_target_scrape_pool_targets",
+            "Current number of targets in this scrape pool",
+            self.pool_targets.clone(),
+        );
+        self.opts.kubernetes.register(r);
     }
 
     /// Makes the running pools match `cfg`. Every job's HTTP client (TLS files included) is built first;
@@ -117,6 +138,7 @@ impl ScrapeManager {
             if let Some(p) = pools.remove(&name) {
                 stop_pool(p, true).await;
             }
+            self.pool_targets.remove(&job_label(&name));
         }
         // New pools' first discovery round: `apply` returns once their targets are known, so a
         // reload that answered has applied (the targets API shows the new jobs at once).
@@ -147,6 +169,10 @@ impl ScrapeManager {
                         db: self.db.clone(),
                         metadata: self.metadata.clone(),
                         opts: self.opts.clone(),
+                        targets_gauge: self
+                            .pool_targets
+                            .get_or_create(&job_label(&job.job_name))
+                            .clone(),
                         seed,
                         status: status.clone(),
                         loops: HashMap::new(),
@@ -230,6 +256,7 @@ struct Pool {
     db: Arc<Db>,
     metadata: Arc<MetadataStore>,
     opts: DiscoveryOptions,
+    targets_gauge: Gauge,
     seed: u64,
     status: Arc<Mutex<PoolStatus>>,
     loops: HashMap<Labels, RunningLoop>,
@@ -421,5 +448,7 @@ impl Pool {
             .collect();
         status.dropped = dropped;
         status.errors = errors;
+        self.targets_gauge
+            .set(i64::try_from(status.active.len()).unwrap_or(i64::MAX));
     }
 }

@@ -18,6 +18,8 @@ use futures::StreamExt;
 use kube_client::{Api, Client, Resource};
 use kube_runtime::WatchStreamExt;
 use kube_runtime::watcher::{self, Event};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
@@ -132,11 +134,16 @@ struct InformerKey {
     field: String,
 }
 
+/// Watch events by `event` (add, update, delete) and `role` (the resource), as Prometheus'
+/// `prometheus_sd_kubernetes_events_total`.
+type Events = Family<Vec<(String, String)>, Counter>;
+
 /// The informers and API clients of every Kubernetes provider of the process.
 #[derive(Default)]
 pub struct Registry {
     clients: Mutex<HashMap<ApiSource, Client>>,
     informers: Mutex<HashMap<InformerKey, Weak<dyn Any + Send + Sync>>>,
+    events: Events,
 }
 
 impl Debug for Registry {
@@ -150,6 +157,15 @@ impl Debug for Registry {
 type Handle<K> = Arc<Informer<K>>;
 
 impl Registry {
+    /// Registers `prometheus_sd_kubernetes_events_total`.
+    pub fn register(&self, r: &mut prometheus_client::registry::Registry) {
+        r.register(
+            "prometheus_sd_kubernetes_events",
+            "The number of Kubernetes events handled, by event (add, update, delete) and role (resource)",
+            self.events.clone(),
+        );
+    }
+
     pub(crate) fn client(&self, source: &ApiSource) -> Option<Client> {
         self.lock_clients().get(source).cloned()
     }
@@ -223,11 +239,36 @@ impl Registry {
                 format!(" in {namespace}")
             }
         );
-        tokio::spawn(run(api, wc, shared.clone(), stop.clone(), what));
+        let events = Counters::new(&self.events, &key.plural);
+        tokio::spawn(run(api, wc, shared.clone(), stop.clone(), what, events));
         let handle = Arc::new(Informer { shared, stop });
         let erased: Arc<dyn Any + Send + Sync> = handle.clone();
         map.insert(key, Arc::downgrade(&erased));
         handle
+    }
+}
+
+/// One informer's event counters.
+struct Counters {
+    add: Counter,
+    update: Counter,
+    delete: Counter,
+}
+
+impl Counters {
+    fn new(f: &Events, role: &str) -> Counters {
+        let c = |event: &str| {
+            f.get_or_create(&vec![
+                ("event".to_owned(), event.to_owned()),
+                ("role".to_owned(), role.to_owned()),
+            ])
+            .clone()
+        };
+        Counters {
+            add: c("add"),
+            update: c("update"),
+            delete: c("delete"),
+        }
     }
 }
 
@@ -238,6 +279,7 @@ async fn run<K: Object>(
     shared: Arc<Shared<K>>,
     stop: CancellationToken,
     what: String,
+    events: Counters,
 ) {
     let mut stream = watcher::watcher(api, wc).default_backoff().boxed();
     // The objects of a list in progress; replaces the store when complete.
@@ -292,6 +334,7 @@ async fn run<K: Object>(
                             *store = new;
                             changed
                         };
+                        events.add.inc_by(changed.len() as u64);
                         for k in changed {
                             let _ = shared.changes.send(k.into());
                         }
@@ -299,11 +342,17 @@ async fn run<K: Object>(
                     }
                     Event::Apply(o) => {
                         let k = key(o.meta());
-                        shared
+                        let old = shared
                             .store
                             .write()
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
                             .insert(k.clone(), Arc::new(o));
+                        if old.is_some() {
+                            &events.update
+                        } else {
+                            &events.add
+                        }
+                        .inc();
                         let _ = shared.changes.send(k.into());
                     }
                     Event::Delete(o) => {
@@ -313,6 +362,7 @@ async fn run<K: Object>(
                             .write()
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
                             .remove(&k);
+                        events.delete.inc();
                         let _ = shared.changes.send(k.into());
                     }
                 }
