@@ -1,6 +1,6 @@
 //! `kubernetes_sd_configs` against a stand-in Kubernetes API server that serves TLS, accepts only its
 //! current bearer token, lists and watches nodes with resource versions, can answer a watch with
-//! `410 Gone`, and proxies kubelet metrics at `/api/v1/nodes/<name>/proxy/metrics`, as the API server
+//! `410 Gone` (a watch from before a compaction), and proxies kubelet metrics at `/api/v1/nodes/<name>/proxy/metrics`, as the API server
 //! does for seed 001's `kubernetes-nodes` job (which this test's job follows).
 //!
 //! Shown: targets come from the API and are scraped through the proxy path with the CA and token;
@@ -11,7 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,8 +35,8 @@ struct Api {
     rv: watch::Sender<u64>,
     /// Bumped to end every open watch.
     close: watch::Sender<u64>,
-    /// The next watch gets `410 Gone`.
-    gone: AtomicBool,
+    /// Watches from a resourceVersion below this get `410 Gone` (history compacted).
+    compacted: AtomicU64,
     /// (path and query, authorized).
     requests: Mutex<Vec<(String, bool)>>,
 }
@@ -61,7 +61,7 @@ impl Api {
             nodes: Mutex::new(BTreeMap::new()),
             rv: watch::Sender::new(1),
             close: watch::Sender::new(0),
-            gone: AtomicBool::new(false),
+            compacted: AtomicU64::new(0),
             requests: Mutex::new(Vec::new()),
         })
     }
@@ -127,15 +127,15 @@ async fn nodes(
                                  "metadata": {"resourceVersion": rv.to_string()}, "items": items}))
         .into_response();
     }
-    if api.gone.swap(false, Ordering::SeqCst) {
-        let ev = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                        "message": "too old resource version", "reason": "Expired", "code": 410}});
-        return Response::new(Body::from(format!("{ev}\n")));
-    }
     let from: u64 = q
         .get("resourceVersion")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    if from < api.compacted.load(Ordering::SeqCst) {
+        let ev = json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "message": "too old resource version", "reason": "Expired", "code": 410}});
+        return Response::new(Body::from(format!("{ev}\n")));
+    }
     let rv_rx = api.rv.subscribe();
     let close_rx = api.close.subscribe();
     let stream = futures::stream::unfold(
@@ -364,7 +364,7 @@ scrape_configs:
     // is found only by listing again. No target may disappear meanwhile.
     let lists_before = api.lists();
     api.add_node("node-c", "10.0.0.3", false);
-    api.gone.store(true, Ordering::SeqCst);
+    api.compacted.store(*api.rv.borrow(), Ordering::SeqCst);
     api.close.send_modify(|g| *g += 1);
     let poll_addr = addr.clone();
     let flaps = tokio::task::spawn_blocking(move || {
