@@ -187,7 +187,9 @@ fn cpu_seconds(pid: u32) -> f64 {
 struct Outcome {
     to_targets: Duration,
     cpu_per_1000: f64,
+    /// RSS once every target is known, and after the watch events.
     rss: u64,
+    rss_after_events: u64,
 }
 
 fn run(harness: &Path, pods: usize, nodes: usize, events: usize) -> Outcome {
@@ -282,6 +284,7 @@ fn run(harness: &Path, pods: usize, nodes: usize, events: usize) -> Outcome {
     };
     // Settle, then changes: one annotation per pod, round robin.
     std::thread::sleep(Duration::from_secs(1));
+    let rss = rss_bytes(pid);
     let before_events = events_of();
     let cpu0 = cpu_seconds(pid);
     for e in 0..events {
@@ -312,7 +315,8 @@ fn run(harness: &Path, pods: usize, nodes: usize, events: usize) -> Outcome {
     Outcome {
         to_targets,
         cpu_per_1000: cpu * 1000.0 / events as f64,
-        rss: rss_bytes(pid),
+        rss,
+        rss_after_events: rss_bytes(pid),
     }
 }
 
@@ -336,11 +340,12 @@ fn main() {
         let o = run(&harness, pods, nodes, events);
         let targets = 3 * pods + nodes;
         eprintln!(
-            "kubernetes_sd: {pods} pods, {} services (+ Endpoints, EndpointSlices), {nodes} nodes: all {targets} targets {:.2} s after start; {:.3} CPU s per 1,000 watch events ({events} events); RSS {:.1} MiB",
+            "kubernetes_sd: {pods} pods, {} services (+ Endpoints, EndpointSlices), {nodes} nodes: all {targets} targets {:.2} s after start; {:.3} CPU s per 1,000 watch events ({events} events); RSS {:.1} MiB ({:.1} MiB after the events)",
             pods / 5,
             o.to_targets.as_secs_f64(),
             o.cpu_per_1000,
-            o.rss as f64 / 1048576.0
+            o.rss as f64 / 1048576.0,
+            o.rss_after_events as f64 / 1048576.0
         );
         if let Some((p0, r0)) = last {
             let per = (o.rss as f64 - r0 as f64) / ((pods - p0) as f64 / 1000.0);
