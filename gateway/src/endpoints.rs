@@ -683,7 +683,9 @@ fn base(path: &Path) -> &Path {
 /// Connects to `host:port`, resolving `host` with `resolver` (A, then AAAA), trying each address.
 async fn dial(resolver: &DnsResolver, host: &str, port: u16) -> std::io::Result<TcpStream> {
     if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-        return TcpStream::connect((ip, port)).await;
+        let s = TcpStream::connect((ip, port)).await?;
+        let _ = s.set_nodelay(true);
+        return Ok(s);
     }
     let mut ips = resolver.ips(host, false).await.unwrap_or_default();
     ips.extend(resolver.ips(host, true).await.unwrap_or_default());

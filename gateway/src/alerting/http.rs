@@ -124,6 +124,7 @@ impl HttpClient {
         let tcp = tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port))
             .await
             .map_err(|e| neterr(format!("dial tcp {host}:{port}: {e}")))?;
+        let _ = tcp.set_nodelay(true);
         let authority = uri
             .authority()
             .map(|a| a.as_str().to_owned())

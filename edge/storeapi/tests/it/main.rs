@@ -1,5 +1,6 @@
 //! The StoreAPI's integration tests, in one binary (link time and disk).
 
 mod label_reads;
+mod nodelay;
 mod proto_wire;
 mod storeapi_acceptance;
