@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use meridian_integration::demo::{STEP, T0, generate};
 use meridian_integration::demo::prometheus_from_blocks;
+use meridian_integration::demo::{STEP, T0, generate};
 use meridian_pki::issue::{self, KeyType, Usage, Validity};
 use meridian_testkit::{ChildGuard, free_port, require, urlencode, wait_for};
 
@@ -221,8 +221,16 @@ fn main() {
         ("edge", Usage::Server, vec!["edge.bench".to_string()]),
         ("gateway", Usage::Client, vec![]),
     ] {
-        let c = issue::issue(&ca, usage, name, &dns, &[], KeyType::P256, Validity::days(1).unwrap())
-            .unwrap();
+        let c = issue::issue(
+            &ca,
+            usage,
+            name,
+            &dns,
+            &[],
+            KeyType::P256,
+            Validity::days(1).unwrap(),
+        )
+        .unwrap();
         issue::write_pair(&pki, name, &c, true).unwrap();
     }
     let p = |f: &str| pki.join(f);
@@ -246,10 +254,14 @@ fn main() {
     let t = T0 + 3600 * 1000;
     let ready = query_path("count(demo_num_cpus)", t);
     for addr in [&plain, &mtls] {
-        wait_for("the gateway answers from its edge", Duration::from_secs(60), || {
-            let r = meridian_testkit::http("GET", addr, &ready, &[], b"").ok()?;
-            (r.status == 200 && r.text().contains("\"8\"")).then_some(())
-        });
+        wait_for(
+            "the gateway answers from its edge",
+            Duration::from_secs(60),
+            || {
+                let r = meridian_testkit::http("GET", addr, &ready, &[], b"").ok()?;
+                (r.status == 200 && r.text().contains("\"8\"")).then_some(())
+            },
+        );
     }
     eprintln!(
         "query_latency: 8 instances x 2 h at 15 s ({} series), instant queries at T0+1h, median of {n} sequential requests over keep-alive HTTP",
@@ -259,8 +271,28 @@ fn main() {
         "{:<50} {:>12} {:>14} {:>16} {:>12} {:>12}",
         "query", "Prometheus", "gateway mTLS", "gateway plain", "mTLS - P", "plain - P"
     );
+    let phases = |addr: &str| -> Vec<(String, f64, f64)> {
+        let text = meridian_testkit::http_get(addr, "/metrics").text();
+        ["queue", "parse", "fetch", "eval", "encode"]
+            .iter()
+            .map(|p| {
+                let v = |suffix: &str| {
+                    meridian_testkit::metric_value(
+                        &text,
+                        &format!(
+                            "meridian_gateway_query_phase_duration_seconds_{suffix}{{phase=\"{p}\"}}"
+                        ),
+                    )
+                    .unwrap_or(0.0)
+                };
+                ((*p).to_owned(), v("sum"), v("count"))
+            })
+            .collect()
+    };
     for q in QUERIES {
         let path = query_path(q, t);
+        let before: Vec<Vec<(String, f64, f64)>> =
+            [&mtls, &plain].iter().map(|a| phases(a)).collect();
         let pm = median(&prom.addr, &path, n);
         let tm = median(&mtls, &path, n);
         let pl = median(&plain, &path, n);
@@ -274,5 +306,18 @@ fn main() {
             ms(tm) - ms(pm),
             ms(pl) - ms(pm)
         );
+        // The gateway's own breakdown (mean per query, from its phase histogram) over this query's
+        // requests.
+        for (name, addr, before) in [("mTLS", &mtls, &before[0]), ("plain", &plain, &before[1])] {
+            let after = phases(addr);
+            let parts: Vec<String> = after
+                .iter()
+                .zip(before)
+                .map(|((p, s, c), (_, s0, c0))| {
+                    format!("{p} {:.3}", (s - s0) / (c - c0).max(1.0) * 1000.0)
+                })
+                .collect();
+            eprintln!("    {name:<5} phases, ms: {}", parts.join(", "));
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! the async workers, the results cache and the query log.
 
 use super::*;
+use crate::metrics::PhaseLabel;
 
 /// The fan-out options of a request: Thanos' `dedup`, `partial_response`, `replicaLabels[]` and
 /// `storeMatch[]`; `max_source_resolution` and `engine` are accepted.
@@ -115,11 +116,24 @@ pub(super) async fn query(api: &Arc<Api>, p: &Params) -> Result<Answer> {
     let querier = api.fanout.querier(query_options(p, Some(deadline))?);
     let q = p.get("query");
     engine.check_length(q)?;
+    let queued = Instant::now();
     let _slot = query_slot(api, q, deadline).await?;
+    let queue = queued.elapsed();
     let _in_flight = InFlight::new(&api.metrics);
-    let result = engine.instant_until(&querier, q, t, deadline).await;
-    log_query("query", q, started, &querier, None, &result);
-    let mut r = result?;
+    let mut r = match engine.instant_until(&querier, q, t, deadline).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(
+                kind = "query",
+                query = q,
+                duration_seconds = started.elapsed().as_secs_f64(),
+                stores = querier.stores_asked(),
+                error = %e,
+                "query"
+            );
+            return Err(e);
+        }
+    };
     api.metrics.query_samples.inc_by(r.samples as u64);
     let mut warnings = std::mem::take(&mut r.warnings);
     match &mut r.value {
@@ -128,8 +142,58 @@ pub(super) async fn query(api: &Arc<Api>, p: &Params) -> Result<Answer> {
         _ => {}
     }
     let value = r.value;
-    let data = encode_blocking(move |out| json::query_data(out, &value)).await?;
+    let points = match &value {
+        QueryValue::Vector(v) => v.len(),
+        QueryValue::Matrix(m) => m.iter().map(|s| s.samples.len()).sum(),
+        _ => 1,
+    };
+    let encode_started = Instant::now();
+    let data = encode_sized(points, move |out| json::query_data(out, &value)).await?;
+    let phases = [
+        ("queue", queue),
+        ("parse", r.timings.parse),
+        ("fetch", r.timings.fetch),
+        ("eval", r.timings.eval),
+        ("encode", encode_started.elapsed()),
+    ];
+    for (phase, d) in phases {
+        api.metrics
+            .query_phases
+            .get_or_create(&PhaseLabel { phase })
+            .observe(d.as_secs_f64());
+    }
+    tracing::info!(
+        kind = "query",
+        query = q,
+        duration_seconds = started.elapsed().as_secs_f64(),
+        queue_seconds = queue.as_secs_f64(),
+        parse_seconds = r.timings.parse.as_secs_f64(),
+        fetch_seconds = r.timings.fetch.as_secs_f64(),
+        eval_seconds = r.timings.eval.as_secs_f64(),
+        encode_seconds = phases[4].1.as_secs_f64(),
+        samples = r.samples,
+        stores = querier.stores_asked(),
+        cache = "none",
+        "query"
+    );
     Ok(Answer::data(data, warnings))
+}
+
+/// Answers with at most this many points are encoded on the calling thread: a hand-off to the
+/// blocking pool costs more than writing them (issue 25).
+const INLINE_ENCODE_POINTS: usize = 2_000;
+
+/// Encodes here when `points` is small, else on a blocking thread.
+pub(super) async fn encode_sized(
+    points: usize,
+    f: impl FnOnce(&mut Vec<u8>) + Send + 'static,
+) -> Result<Vec<u8>> {
+    if points <= INLINE_ENCODE_POINTS {
+        let mut out = Vec::with_capacity(1024);
+        f(&mut out);
+        return Ok(out);
+    }
+    encode_blocking(f).await
 }
 
 /// Encodes on a blocking thread (large results take milliseconds to seconds).
@@ -267,7 +331,8 @@ pub(super) async fn query_range(api: &Arc<Api>, p: &Params) -> Result<Answer> {
     let mut warnings = std::mem::take(&mut r.warnings);
     truncate(&mut r.series, limit, &mut warnings);
     let series = r.series;
-    let data = encode_blocking(move |out| {
+    let points = series.iter().map(|s| s.samples.len()).sum();
+    let data = encode_sized(points, move |out| {
         out.extend_from_slice(b"{\"resultType\":\"matrix\",\"result\":");
         json::matrix(out, &series);
         out.push(b'}');

@@ -422,6 +422,20 @@ pub fn depth(e: &Expr, limit: usize) -> usize {
     max
 }
 
+/// Whether the tree is small enough to evaluate on the calling (async) thread once its data is loaded:
+/// at most `max_depth` levels (the evaluator recurses per level; an async worker's stack is the
+/// runtime's default) and no subquery (whose steps multiply work without loading samples).
+pub fn evaluates_inline(e: &Expr, max_depth: usize) -> bool {
+    let mut stack = vec![(e, 1usize)];
+    while let Some((e, d)) = stack.pop() {
+        if d > max_depth || matches!(e, Expr::Subquery(_)) {
+            return false;
+        }
+        stack.extend(children(e).into_iter().map(|c| (c, d + 1)));
+    }
+    true
+}
+
 /// Refuses a tree deeper than [`MAX_DEPTH`] (taking it apart without recursion).
 pub fn check_depth(e: Expr) -> Result<Expr, String> {
     if depth(&e, MAX_DEPTH) <= MAX_DEPTH {

@@ -127,6 +127,19 @@ pub struct QueryResult {
     pub warnings: Vec<String>,
     /// Samples loaded from the queryable.
     pub samples: usize,
+    /// Where the time went.
+    pub timings: Timings,
+}
+
+/// The phases of a query's evaluation (the query log and `meridian_gateway_query_phase_duration_seconds`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Timings {
+    /// Parsing the text.
+    pub parse: Duration,
+    /// Fetching the selections from the stores (fan-out, gRPC, decoding, merging, deduplication).
+    pub fetch: Duration,
+    /// Evaluating the tree over the fetched data.
+    pub eval: Duration,
 }
 
 /// The PromQL engine.
@@ -455,6 +468,11 @@ impl Engine {
         then: impl FnOnce(Expr) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         self.check_length(query)?;
+        // A short text parses in microseconds: here, without a hand-off to the blocking pool (which
+        // costs more than the parse; issue 25). The depth prescan bounds the parser's recursion either way.
+        if query.len() <= INLINE_PARSE_BYTES {
+            return then(parse(query)?);
+        }
         let text = query.to_owned();
         let task = tokio::task::spawn_blocking(move || then(parse(&text)?));
         // A parse that outlives its deadline finishes on its blocking thread and is dropped there;
@@ -478,8 +496,12 @@ impl Engine {
         t: i64,
         deadline: tokio::time::Instant,
     ) -> Result<QueryResult> {
+        let started = std::time::Instant::now();
         let expr = self.parse_until(query, deadline, Ok).await?;
-        self.run_until(q, expr, t, t, 0, deadline).await
+        let parse = started.elapsed();
+        let mut r = self.run_until(q, expr, t, t, 0, deadline).await?;
+        r.timings.parse = parse;
+        Ok(r)
     }
 
     /// Evaluates `query` at every `step` (ms) from `start` to `end`; the result is a matrix.
@@ -515,7 +537,9 @@ impl Engine {
                 "end timestamp must not be before start time",
             ));
         }
+        let started = std::time::Instant::now();
         let expr = self.parse_until(query, deadline, Ok).await?;
+        let parse = started.elapsed();
         let vt = expr.value_type();
         if !matches!(
             vt,
@@ -531,7 +555,9 @@ impl Engine {
                 "invalid expression type \"{documented}\" for range query, must be Scalar or instant Vector"
             )));
         }
-        self.run_until(q, expr, start, end, step, deadline).await
+        let mut r = self.run_until(q, expr, start, end, step, deadline).await?;
+        r.timings.parse = parse;
+        Ok(r)
     }
 
     /// Evaluates a parsed expression over `[start, end]` at `step` (0 = instant).
@@ -581,10 +607,12 @@ impl Engine {
                 "query timed out in expression evaluation",
             )
         };
+        let fetch_started = std::time::Instant::now();
         let fetch = self.fetch(q, &expr, start, end);
         let (data, warnings, samples) = tokio::time::timeout_at(deadline, fetch)
             .await
             .map_err(|_| timed_out())??;
+        let fetch = fetch_started.elapsed();
         let steps = eval::Steps {
             start,
             step: step.max(1),
@@ -606,7 +634,12 @@ impl Engine {
         );
         let deadline_std = deadline.into_std();
         let clock = self.clock.clone();
-        let value = on_eval_thread(move || {
+        // Small work (an instant query over few samples, a shallow tree, no subquery) is evaluated
+        // here: starting an evaluation thread costs more than evaluating it (issue 25).
+        let inline = step == 0
+            && samples <= INLINE_EVAL_SAMPLES
+            && guard::evaluates_inline(&expr, INLINE_EVAL_DEPTH);
+        let evaluate = move || {
             let mut ev = eval::Evaluator::new(
                 &data,
                 eval::Limits {
@@ -622,12 +655,22 @@ impl Engine {
             );
             let val = ev.eval_top(&expr, &steps)?;
             eval::to_query_value(val, &steps, step == 0, &expr)
-        })
-        .await?;
+        };
+        let eval_started = std::time::Instant::now();
+        let value = if inline {
+            evaluate()?
+        } else {
+            on_eval_thread(evaluate).await?
+        };
         Ok(QueryResult {
             value,
             warnings,
             samples,
+            timings: Timings {
+                parse: Duration::ZERO,
+                fetch,
+                eval: eval_started.elapsed(),
+            },
         })
     }
 
@@ -705,6 +748,14 @@ impl Engine {
         Ok((data, warnings, loaded))
     }
 }
+
+/// Queries up to this length are parsed on the calling thread.
+const INLINE_PARSE_BYTES: usize = 1024;
+
+/// Instant queries that loaded at most this many samples, with at most [`INLINE_EVAL_DEPTH`] levels
+/// and no subquery, are evaluated on the calling thread (well under a millisecond of work).
+const INLINE_EVAL_SAMPLES: usize = 5_000;
+const INLINE_EVAL_DEPTH: usize = 12;
 
 /// Stack of an evaluation thread. The evaluator recurses once per level of the tree (at most
 /// [`guard::MAX_DEPTH`]), and a debug build spends ~26 KB of stack per function call level (measured:

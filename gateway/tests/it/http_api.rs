@@ -646,6 +646,12 @@ async fn metrics_pass_promtool_check() {
         "meridian_gateway_store_request_duration_seconds_count{store=\"a-0\"}",
         "meridian_gateway_cache_requests_total{cache=\"range\",result=\"miss\"}",
         "meridian_gateway_build_info{version=",
+        // Issue 25: the instant query's time by phase.
+        "meridian_gateway_query_phase_duration_seconds_count{phase=\"queue\"} 1",
+        "meridian_gateway_query_phase_duration_seconds_count{phase=\"parse\"} 1",
+        "meridian_gateway_query_phase_duration_seconds_count{phase=\"fetch\"} 1",
+        "meridian_gateway_query_phase_duration_seconds_count{phase=\"eval\"} 1",
+        "meridian_gateway_query_phase_duration_seconds_count{phase=\"encode\"} 1",
         // The standard process metrics the Prometheus/Thanos mixins use.
         "process_resident_memory_bytes ",
         "process_cpu_seconds_total ",
