@@ -9,7 +9,8 @@
 //! server; the median of N (300 with `--bench`) is reported, and the gateway's minus Prometheus'.
 //!
 //! Run: `cargo build --release --bins && cargo bench -p meridian-integration --bench query_latency`
-//! (binaries from this build's directory or `MERIDIAN_BIN_DIR`). Under `cargo test --all-targets`: a
+//! (binaries from this build's directory or `MERIDIAN_BIN_DIR`; `MERIDIAN_QUERY_LATENCY_N` sets the
+//! number of requests, e.g. to profile the processes). Under `cargo test --all-targets`: a
 //! smoke run of 5 requests per query.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -190,7 +191,10 @@ fn gateway(dir: &Path, endpoint: &str, tls: Option<[PathBuf; 3]>) -> (ChildGuard
 fn main() {
     meridian_pki::install_crypto_provider();
     let bench = std::env::args().any(|a| a == "--bench");
-    let n = if bench { 300 } else { 5 };
+    let n = std::env::var("MERIDIAN_QUERY_LATENCY_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if bench { 300 } else { 5 });
     let Some(promtool) = require("promtool", "apt-get install prometheus") else {
         return;
     };
