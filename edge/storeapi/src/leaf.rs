@@ -5,6 +5,8 @@
 //! names and values, Info and metadata.
 
 use std::collections::BTreeSet;
+
+use futures::StreamExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -37,6 +39,8 @@ pub struct SeriesLimits {
 const CURSOR_BATCH: usize = 256;
 /// Frames buffered between the producing thread and the response stream.
 const FRAME_CHANNEL: usize = 256;
+/// Frames produced before the first answer; an answer this small needs no channel.
+const FIRST_FRAMES: usize = 256;
 
 /// A StoreAPI store over a [`SeriesSource`].
 #[derive(Debug)]
@@ -149,20 +153,41 @@ impl<S: SeriesSource> Store for LeafStore<S> {
             let without = q.without_replica_labels.clone();
             Arc::new(move |l: &Labels| ext.apply(l, &without))
         };
-        let cursor = self.source.select_sorted(
-            &matchers,
-            q.min_time,
-            q.max_time,
-            !q.skip_chunks,
-            relabel,
-        )?;
-        // Series are produced on the blocking pool into a bounded channel: at most a batch and the
-        // channel's frames are in memory per call, and when the client goes away (tonic drops the
-        // stream, and with it the receiver) the producer stops at its next send.
-        let (tx, rx) = tokio::sync::mpsc::channel(FRAME_CHANNEL);
+        // Selection and the first frames on the blocking pool (they read the index and chunks); a
+        // small answer comes back whole, so it costs one hand-off there and back and no channel
+        // (issue 25: every thread wake-up shows in a small query's latency). A larger one goes on
+        // streaming from that thread into a bounded channel: at most a batch and the channel's frames
+        // are in memory per call, and when the client goes away (tonic drops the stream, and with it
+        // the receiver) the producer stops at its next send.
+        let source = self.source.clone();
+        let (min_time, max_time, with_data) = (q.min_time, q.max_time, !q.skip_chunks);
         let (skip_chunks, limit, limits) = (q.skip_chunks, q.limit, self.limits);
-        tokio::task::spawn_blocking(move || produce(cursor, &tx, skip_chunks, limit, limits));
-        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        let start = move || -> Result<(Vec<Result<SeriesFrame>>, Option<Producer>)> {
+            let cursor = source.select_sorted(&matchers, min_time, max_time, with_data, relabel)?;
+            let mut p = Producer::new(cursor, skip_chunks, limit, limits);
+            let mut first = Vec::new();
+            while first.len() < FIRST_FRAMES {
+                if !p.step(|f| {
+                    first.push(f);
+                    true
+                }) {
+                    return Ok((first, None));
+                }
+            }
+            Ok((first, Some(p)))
+        };
+        let (first, rest) = tokio::task::spawn_blocking(start)
+            .await
+            .map_err(|e| Error::internal(format!("series reader failed: {e}")))??;
+        let first = futures::stream::iter(first);
+        let Some(mut p) = rest else {
+            return Ok(Box::pin(first));
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(FRAME_CHANNEL);
+        tokio::task::spawn_blocking(move || while p.step(|f| tx.blocking_send(f).is_ok()) {});
+        Ok(Box::pin(
+            first.chain(tokio_stream::wrappers::ReceiverStream::new(rx)),
+        ))
     }
 
     async fn label_names(&self, req: pb::LabelNamesRequest) -> Result<pb::LabelNamesResponse> {
@@ -264,64 +289,86 @@ impl<S: SeriesSource> Store for LeafStore<S> {
 /// Drives `cursor` into `tx` (on a blocking thread) until it is exhausted, `limit` series (0 =
 /// unlimited) were sent, a limit of `limits` is exceeded (then an error frame ends the stream, with
 /// Thanos' wording), or the receiver is gone.
-fn produce(
-    mut cursor: Box<dyn SeriesCursor>,
-    tx: &tokio::sync::mpsc::Sender<Result<SeriesFrame>>,
+/// Turns a cursor's series into `Series` frames, applying `limit` and the per-request limits.
+struct Producer {
+    cursor: Box<dyn SeriesCursor>,
     skip_chunks: bool,
     limit: usize,
     limits: SeriesLimits,
-) {
-    // Thanos counts the samples limit as chunks of at most 120 samples (`MaxSamplesPerChunk`).
-    let max_chunks = limits
-        .max_samples
-        .div_ceil(meridian_core::chunkenc::SAMPLES_PER_CHUNK as usize);
-    let (mut series, mut chunks) = (0usize, 0usize);
-    loop {
-        if tx.is_closed() {
-            return;
+    max_chunks: usize,
+    series: usize,
+    chunks: usize,
+}
+
+impl Producer {
+    fn new(
+        cursor: Box<dyn SeriesCursor>,
+        skip_chunks: bool,
+        limit: usize,
+        limits: SeriesLimits,
+    ) -> Producer {
+        Producer {
+            cursor,
+            skip_chunks,
+            limit,
+            limits,
+            // Thanos counts the samples limit as chunks of at most 120 samples
+            // (`MaxSamplesPerChunk`).
+            max_chunks: limits
+                .max_samples
+                .div_ceil(meridian_core::chunkenc::SAMPLES_PER_CHUNK as usize),
+            series: 0,
+            chunks: 0,
         }
-        let batch = match cursor.next_batch(CURSOR_BATCH) {
-            Ok(b) if b.is_empty() => return,
+    }
+
+    /// Emits the frames of the cursor's next batch; `false` when the answer is complete (or ended in
+    /// an error, or `emit` refused a frame: the receiver is gone).
+    fn step(&mut self, mut emit: impl FnMut(Result<SeriesFrame>) -> bool) -> bool {
+        let batch = match self.cursor.next_batch(CURSOR_BATCH) {
+            Ok(b) if b.is_empty() => return false,
             Ok(b) => b,
             Err(e) => {
-                let _ = tx.blocking_send(Err(e));
-                return;
+                emit(Err(e));
+                return false;
             }
         };
         for (labels, cs) in batch {
-            series += 1;
-            if limits.max_series > 0 && series > limits.max_series {
-                let _ = tx.blocking_send(Err(Error::limit(format!(
-                    "exceeded series limit: limit {} violated (got {series})",
-                    limits.max_series
+            self.series += 1;
+            let l = self.limits;
+            if l.max_series > 0 && self.series > l.max_series {
+                emit(Err(Error::limit(format!(
+                    "exceeded series limit: limit {} violated (got {})",
+                    l.max_series, self.series
                 ))));
-                return;
+                return false;
             }
-            if !skip_chunks {
-                chunks += cs.len();
-                if max_chunks > 0 && chunks > max_chunks {
-                    let _ = tx.blocking_send(Err(Error::limit(format!(
-                        "exceeded samples limit: limit {} violated (got {chunks} chunks of up to 120 samples)",
-                        limits.max_samples
+            if !self.skip_chunks {
+                self.chunks += cs.len();
+                if self.max_chunks > 0 && self.chunks > self.max_chunks {
+                    emit(Err(Error::limit(format!(
+                        "exceeded samples limit: limit {} violated (got {} chunks of up to 120 samples)",
+                        l.max_samples, self.chunks
                     ))));
-                    return;
+                    return false;
                 }
             }
             let frame = SeriesFrame::Series(pb::Series {
                 labels: labels_to_proto(&labels),
-                chunks: if skip_chunks {
+                chunks: if self.skip_chunks {
                     vec![]
                 } else {
                     cs.into_iter().map(to_aggr_chunk).collect()
                 },
             });
-            if tx.blocking_send(Ok(frame)).is_err() {
-                return;
+            if !emit(Ok(frame)) {
+                return false;
             }
-            if limit > 0 && series >= limit {
-                return;
+            if self.limit > 0 && self.series >= self.limit {
+                return false;
             }
         }
+        true
     }
 }
 
