@@ -577,20 +577,35 @@ fn init_logging(level: &str, format: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits for SIGTERM or SIGINT.
-async fn stop_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+/// SIGTERM and SIGINT, registered before anything is served: a signal sent as soon as the process
+/// answers (a supervisor stopping what it just started) then stops it gracefully, where the default
+/// disposition would kill it.
+struct StopSignal {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignal {
+    fn install() -> anyhow::Result<StopSignal> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignal {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
     }
-    Ok(())
+
+    /// Waits for either.
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = self.int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    }
 }
 
 async fn store(args: StoreArgs) -> anyhow::Result<()> {
     init_logging(&args.log_level, &args.log_format)?;
+    let stop = StopSignal::install()?;
     let Some(store) = args.bucket.open()? else {
         anyhow::bail!("no bucket: give --objstore.config-file or --objstore.config");
     };
@@ -608,13 +623,17 @@ async fn store(args: StoreArgs) -> anyhow::Result<()> {
         http_listener,
         args.web.limits(),
     )?;
-    stop_signal().await?;
+    stop.wait().await;
     running.shutdown().await;
     Ok(())
 }
 
 async fn query(args: QueryArgs, flags: Vec<(String, String)>) -> anyhow::Result<()> {
     init_logging(&args.log_level, &args.log_format)?;
+    let stop = StopSignal::install()?;
+    // SIGHUP reloads the rules; registered now, so that one during start-up (or without rules) is not
+    // the default action, exit.
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let bucket = args.bucket.open()?;
     let rules = args.rules.options(args.dns_nameserver)?;
     if args.endpoints.is_empty()
@@ -703,21 +722,16 @@ async fn query(args: QueryArgs, flags: Vec<(String, String)>) -> anyhow::Result<
         },
     })
     .await?;
-    let reloader = gateway.rules().cloned().map(|rules| {
-        tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let Ok(mut hup) = signal(SignalKind::hangup()) else {
-                return;
-            };
-            while hup.recv().await.is_some() {
+    let rules = gateway.rules().cloned();
+    let reloader = tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            if let Some(rules) = &rules {
                 let _ = rules.reload().await;
             }
-        })
+        }
     });
-    stop_signal().await?;
-    if let Some(r) = reloader {
-        r.abort();
-    }
+    stop.wait().await;
+    reloader.abort();
     gateway.shutdown().await;
     Ok(())
 }
