@@ -4,7 +4,7 @@
 //! container port's labels, and one extra target per container port of a seen Pod that no endpoint port
 //! covered.
 
-use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Node, ObjectReference, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::render::{
@@ -129,6 +129,36 @@ fn attach_node(t: &mut Set, lookup: &dyn Lookup, node_name: Option<&str>) {
     }
 }
 
+/// Prometheus' `resolvePodRef` and what follows it: when the address points at a known Pod, the
+/// Pod's labels and the labels of the container port matching `port` go on the target, and the Pod is
+/// remembered with the port (for [`uncovered_ports`]).
+fn attach_pod(
+    t: &mut Set,
+    lookup: &dyn Lookup,
+    target_ref: Option<&ObjectReference>,
+    port: Option<i32>,
+    protocol: Option<&str>,
+    seen: &mut Vec<SeenPod>,
+) {
+    let Some(pod) = target_ref
+        .filter(|r| r.kind.as_deref() == Some("Pod"))
+        .and_then(|r| {
+            lookup.pod(
+                r.namespace.as_deref().unwrap_or(""),
+                r.name.as_deref().unwrap_or(""),
+            )
+        })
+    else {
+        return;
+    };
+    let i = seen_index(seen, pod.clone());
+    merge_pod(t, &pod);
+    if let Some(p) = port {
+        container_port_labels(t, &pod, p, protocol);
+        seen[i].ports.push(p);
+    }
+}
+
 pub(super) fn endpoints_group(eps: &Endpoints, lookup: &dyn Lookup) -> TargetGroup {
     let ns = namespace(&eps.metadata);
     let name = eps.metadata.name.as_deref().unwrap_or("");
@@ -190,22 +220,14 @@ pub(super) fn endpoints_group(eps: &Endpoints, lookup: &dyn Lookup) -> TargetGro
                         .and_then(|r| r.name.as_deref())
                 });
                 attach_node(&mut t, lookup, node_ref);
-                let pod = addr
-                    .target_ref
-                    .as_ref()
-                    .filter(|r| r.kind.as_deref() == Some("Pod"))
-                    .and_then(|r| {
-                        lookup.pod(
-                            r.namespace.as_deref().unwrap_or(""),
-                            r.name.as_deref().unwrap_or(""),
-                        )
-                    });
-                if let Some(pod) = pod {
-                    let i = seen_index(&mut seen, pod.clone());
-                    merge_pod(&mut t, &pod);
-                    container_port_labels(&mut t, &pod, port.port, port.protocol.as_deref());
-                    seen[i].ports.push(port.port);
-                }
+                attach_pod(
+                    &mut t,
+                    lookup,
+                    addr.target_ref.as_ref(),
+                    Some(port.port),
+                    port.protocol.as_deref(),
+                    &mut seen,
+                );
                 targets.push(labels(&t));
             }
         }
@@ -308,24 +330,14 @@ pub(super) fn endpointslice_group(s: &EndpointSlice, lookup: &dyn Lookup) -> Tar
                 _ => ep.node_name.as_deref(),
             };
             attach_node(&mut t, lookup, node_ref);
-            let pod = ep
-                .target_ref
-                .as_ref()
-                .filter(|r| r.kind.as_deref() == Some("Pod"))
-                .and_then(|r| {
-                    lookup.pod(
-                        r.namespace.as_deref().unwrap_or(""),
-                        r.name.as_deref().unwrap_or(""),
-                    )
-                });
-            if let Some(pod) = pod {
-                let i = seen_index(&mut seen, pod.clone());
-                merge_pod(&mut t, &pod);
-                if let Some(p) = port.port {
-                    container_port_labels(&mut t, &pod, p, None);
-                    seen[i].ports.push(p);
-                }
-            }
+            attach_pod(
+                &mut t,
+                lookup,
+                ep.target_ref.as_ref(),
+                port.port,
+                None,
+                &mut seen,
+            );
             targets.push(labels(&t));
         }
     }
