@@ -20,7 +20,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use meridian_edge::agent::{Agent, AgentOptions};
-use meridian_pki::issue::{self, KeyType, Usage, Validity};
 use meridian_pki::tls::{ServerTls, ServerTlsFiles, ServerTlsOptions, TlsIncoming};
 use meridian_testkit::{http_get, wait_for};
 use serde_json::{Value, json};
@@ -220,21 +219,11 @@ async fn wait_until(
 async fn nodes_through_the_api_proxy_with_token_rotation_and_410() {
     meridian_pki::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
-    let pki = dir.path().join("pki");
-    std::fs::create_dir_all(&pki).unwrap();
-    let ca = issue::new_ca("cluster-ca", KeyType::P256, Validity::days(2).unwrap()).unwrap();
-    issue::write_pair(&pki, "ca", &ca, true).unwrap();
-    let server = issue::issue(
-        &ca,
-        Usage::Server,
-        "kube-apiserver",
-        &["kubernetes.default.svc".to_string()],
+    let (pki, _) = crate::support::ca_and_server(
+        dir.path(),
+        &["kubernetes.default.svc"],
         &["127.0.0.1".parse().unwrap()],
-        KeyType::P256,
-        Validity::days(1).unwrap(),
-    )
-    .unwrap();
-    issue::write_pair(&pki, "server", &server, true).unwrap();
+    );
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "token-1\n").unwrap();
 

@@ -8,4 +8,5 @@ mod promtool_parse;
 mod scrape_proxy;
 mod scrape_tls;
 mod shipper;
+mod support;
 mod tsdb_acceptance;

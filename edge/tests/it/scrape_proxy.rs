@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use meridian_edge::agent::{Agent, AgentOptions};
-use meridian_pki::issue::{self, KeyType, Usage, Validity};
 use meridian_pki::tls::{ServerTls, ServerTlsFiles, ServerTlsOptions, TlsIncoming};
 use meridian_testkit::{http_get, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -72,21 +71,7 @@ async fn proxy(log: Arc<Mutex<Vec<String>>>) -> std::net::SocketAddr {
 async fn plain_and_tls_targets_through_an_http_proxy() {
     meridian_pki::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
-    let pki = dir.path().join("pki");
-    std::fs::create_dir_all(&pki).unwrap();
-    let ca = issue::new_ca("proxy-test-ca", KeyType::P256, Validity::days(2).unwrap()).unwrap();
-    issue::write_pair(&pki, "ca", &ca, true).unwrap();
-    let server = issue::issue(
-        &ca,
-        Usage::Server,
-        "target",
-        &["target.invalid".to_string()],
-        &[],
-        KeyType::P256,
-        Validity::days(1).unwrap(),
-    )
-    .unwrap();
-    issue::write_pair(&pki, "server", &server, true).unwrap();
+    let (pki, _) = crate::support::ca_and_server(dir.path(), &["target.invalid"], &[]);
 
     let plain = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let plain_port = plain.local_addr().unwrap().port();

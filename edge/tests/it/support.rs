@@ -1,0 +1,30 @@
+//! What several of the edge's tests set up alike.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use meridian_pki::issue::{self, Issued, KeyType, Usage, Validity};
+
+/// A test CA (`ca.crt`/`ca.key`) and a server certificate for `dns` and `ips` (`server.crt`/
+/// `server.key`) in `dir/pki`; the directory and the CA (to issue more from).
+pub(crate) fn ca_and_server(dir: &Path, dns: &[&str], ips: &[IpAddr]) -> (PathBuf, Issued) {
+    let pki = dir.join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    let ca = issue::new_ca("test-ca", KeyType::P256, Validity::days(2).unwrap()).unwrap();
+    issue::write_pair(&pki, "ca", &ca, true).unwrap();
+    let dns: Vec<String> = dns.iter().map(|d| (*d).to_owned()).collect();
+    let server = issue::issue(
+        &ca,
+        Usage::Server,
+        "server",
+        &dns,
+        ips,
+        KeyType::P256,
+        Validity::days(1).unwrap(),
+    )
+    .unwrap();
+    issue::write_pair(&pki, "server", &server, true).unwrap();
+    (pki, ca)
+}
