@@ -683,7 +683,29 @@ async fn gateway_through_nginx_ingress_to_real_edges() {
     // Replica 0 dies behind the ingress: the deduplicated series goes on from replica 1, without a
     // gap. The window is pinned (`@`) to 6 s after the kill, so it holds the switch-over; it is asked
     // until the answer settles (under load a query can still meet the dying replica's connections).
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // First both replicas must have scraped the target for longer than the window: under load a
+    // replica's first scrape can come seconds after the federation answers, and the window's start
+    // would then hold only the replica that is about to die.
+    eventually(
+        "both replicas scrape the demo target for 14 s",
+        Duration::from_secs(60),
+        || async {
+            let a = query_at(
+                &fed,
+                "count_over_time(up{job=\"demo\"}[14s])",
+                None,
+                "&dedup=false",
+            )
+            .await;
+            let counts = by_label(&a, "replica");
+            if counts.len() == 2 && counts.values().all(|n| *n >= 13.0) {
+                Ok(())
+            } else {
+                Err(format!("{a}"))
+            }
+        },
+    )
+    .await;
     fed.edge_mut("c1", 0).unwrap().proc.kill().await.unwrap();
     tokio::time::sleep(Duration::from_secs(6)).await;
     let at = meridian_core::time::now_ms() as f64 / 1000.0;
