@@ -20,6 +20,10 @@ pub struct SelectHints {
     pub step_ms: i64,
     /// Range of a matrix selector, ms (0 for vector selectors).
     pub range_ms: i64,
+    /// `(step, window)`, ms: the samples are read only at every `step` back from the request's end,
+    /// each time the `window` before it (a range query's selector outside subqueries). Stores that
+    /// understand it send only those samples (`meridian_storeapi::trim`).
+    pub step_windows: Option<(i64, i64)>,
 }
 
 /// One selection.

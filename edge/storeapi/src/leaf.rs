@@ -23,6 +23,7 @@ use meridian_core::series::{Relabel, SeriesCursor, SeriesSource, SourceChunk};
 use crate::info::InfoBuilder;
 use crate::proto::thanos as pb;
 use crate::proto::thanos::info as infopb;
+use crate::trim::{Needed, trim};
 
 /// Per-request limits of `Series` calls, as Thanos' `--store.limits.request-series` and
 /// `--store.limits.request-samples` (0 = unlimited, their default). A call over a limit ends with a
@@ -161,10 +162,11 @@ impl<S: SeriesSource> Store for LeafStore<S> {
         // the receiver) the producer stops at its next send.
         let source = self.source.clone();
         let (min_time, max_time, with_data) = (q.min_time, q.max_time, !q.skip_chunks);
-        let (skip_chunks, limit, limits) = (q.skip_chunks, q.limit, self.limits);
+        let (limit, limits) = (q.limit, self.limits);
+        let need = with_data.then(|| Needed::from_request(&req));
         let start = move || -> Result<(Vec<Result<SeriesFrame>>, Option<Producer>)> {
             let cursor = source.select_sorted(&matchers, min_time, max_time, with_data, relabel)?;
-            let mut p = Producer::new(cursor, skip_chunks, limit, limits);
+            let mut p = Producer::new(cursor, need, limit, limits);
             let mut first = Vec::new();
             while first.len() < FIRST_FRAMES {
                 if !p.step(|f| {
@@ -292,7 +294,8 @@ impl<S: SeriesSource> Store for LeafStore<S> {
 /// Turns a cursor's series into `Series` frames, applying `limit` and the per-request limits.
 struct Producer {
     cursor: Box<dyn SeriesCursor>,
-    skip_chunks: bool,
+    /// What of each series to send; `None`: labels only (`skip_chunks`).
+    need: Option<Needed>,
     limit: usize,
     limits: SeriesLimits,
     max_chunks: usize,
@@ -303,13 +306,13 @@ struct Producer {
 impl Producer {
     fn new(
         cursor: Box<dyn SeriesCursor>,
-        skip_chunks: bool,
+        need: Option<Needed>,
         limit: usize,
         limits: SeriesLimits,
     ) -> Producer {
         Producer {
             cursor,
-            skip_chunks,
+            need,
             limit,
             limits,
             // Thanos counts the samples limit as chunks of at most 120 samples
@@ -334,6 +337,15 @@ impl Producer {
             }
         };
         for (labels, cs) in batch {
+            // Only the samples the request needs (see `trim`); a series with none but stale markers
+            // is not sent.
+            let cs = match &self.need {
+                Some(need) => match trim(cs, need) {
+                    Some(cs) => cs,
+                    None => continue,
+                },
+                None => cs,
+            };
             self.series += 1;
             let l = self.limits;
             if l.max_series > 0 && self.series > l.max_series {
@@ -343,7 +355,7 @@ impl Producer {
                 ))));
                 return false;
             }
-            if !self.skip_chunks {
+            if self.need.is_some() {
                 self.chunks += cs.len();
                 if self.max_chunks > 0 && self.chunks > self.max_chunks {
                     emit(Err(Error::limit(format!(
@@ -355,10 +367,10 @@ impl Producer {
             }
             let frame = SeriesFrame::Series(pb::Series {
                 labels: labels_to_proto(&labels),
-                chunks: if self.skip_chunks {
-                    vec![]
-                } else {
+                chunks: if self.need.is_some() {
                     cs.into_iter().map(to_aggr_chunk).collect()
+                } else {
+                    vec![]
                 },
             });
             if !emit(Ok(frame)) {

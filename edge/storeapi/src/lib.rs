@@ -28,6 +28,7 @@ pub mod limits;
 pub mod memstore;
 pub mod partial;
 pub mod server;
+pub mod trim;
 
 /// A metric family's TYPE/HELP/UNIT on the wire.
 pub fn meta_to_proto(m: &MetricMeta) -> pb::Meta {

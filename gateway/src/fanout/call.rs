@@ -183,7 +183,20 @@ impl Fanout {
                         .collect(),
                     _ => vec![],
                 };
-                fetch_one(t.store.clone(), req.clone(), budget.clone(), strip)
+                let received = self
+                    .metrics
+                    .store_bytes
+                    .get_or_create(&StoreLabel {
+                        store: t.name.clone(),
+                    })
+                    .clone();
+                fetch_one(
+                    t.store.clone(),
+                    req.clone(),
+                    budget.clone(),
+                    strip,
+                    received,
+                )
             })
             .await?;
         let mut lists = Vec::with_capacity(answers.len());
@@ -302,6 +315,7 @@ pub(super) async fn fetch_one(
     req: pb::SeriesRequest,
     budget: Arc<Budget>,
     strip: Vec<String>,
+    received: prometheus_client::metrics::counter::Counter,
 ) -> Result<(StoreSeries, Vec<String>)> {
     let mut stream = store.series(req).await?;
     let mut out: StoreSeries = Vec::new();
@@ -309,6 +323,7 @@ pub(super) async fn fetch_one(
     while let Some(frame) = stream.next().await {
         match frame? {
             SeriesFrame::Series(s) => {
+                received.inc_by(prost::Message::encoded_len(&s) as u64);
                 budget.charge(&s)?;
                 let mut labels = labels_from_proto(&s.labels);
                 if strip.iter().any(|l| labels.has(l)) {

@@ -14,6 +14,11 @@ pub struct FanoutMetrics {
         StoreLabel,
         prometheus_client::metrics::counter::Counter,
     >,
+    /// Bytes of the series frames received (their protobuf encoding), by store address.
+    pub store_bytes: prometheus_client::metrics::family::Family<
+        StoreLabel,
+        prometheus_client::metrics::counter::Counter,
+    >,
     /// Series assembled from more than one store answer (replicas or copies merged).
     pub series_merged: prometheus_client::metrics::counter::Counter,
     /// Series answered, merged or not.
@@ -45,6 +50,7 @@ impl FanoutMetrics {
                 store_histogram,
             ),
             store_errors: Default::default(),
+            store_bytes: Default::default(),
             series_merged: Default::default(),
             series_total: Default::default(),
         }
@@ -61,6 +67,12 @@ impl FanoutMetrics {
             "meridian_gateway_store_request_errors",
             "Store calls that failed or timed out, by store address",
             self.store_errors.clone(),
+        );
+        r.register_with_unit(
+            "meridian_gateway_store_series_received",
+            "Bytes of the series frames received from a store (protobuf encoding), by store address",
+            prometheus_client::registry::Unit::Bytes,
+            self.store_bytes.clone(),
         );
         r.register(
             "meridian_gateway_dedup_series_merged",

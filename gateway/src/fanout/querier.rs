@@ -73,6 +73,13 @@ impl Queryable for Querier {
             partial_response_strategy: strategy.to_proto(),
             without_replica_labels: self.without(),
             query_hints: Some(hints),
+            hints: req.hints.step_windows.map(|(step_millis, window_millis)| {
+                meridian_storeapi::trim::SeriesWindows {
+                    step_millis,
+                    window_millis,
+                }
+                .to_any()
+            }),
             skip_chunks,
             ..Default::default()
         };

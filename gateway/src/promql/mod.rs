@@ -219,6 +219,9 @@ struct Need<'a> {
     start: i64,
     end: i64,
     func: Option<String>,
+    /// `(step, window)` when the selector is read only at the query's steps (see
+    /// [`SelectHints::step_windows`]).
+    windows: Option<(i64, i64)>,
 }
 
 /// Context of the fetch walk: the query's own start and end (for `@ start()`/`end()`).
@@ -229,15 +232,21 @@ struct Walk {
 }
 
 impl Walk {
-    /// Records the selections of `e` evaluated at times within `[lo, hi]`.
+    /// Records the selections of `e` evaluated at times within `[lo, hi]`; `step`: evaluated exactly
+    /// every `step` back from `hi` (a range query's own steps, not a subquery's).
     fn collect<'a>(
         &self,
         e: &'a Expr,
         lo: i64,
         hi: i64,
+        step: Option<i64>,
         func: Option<&str>,
         out: &mut Vec<Need<'a>>,
     ) {
+        // `@` pins every step to one time: one window, the whole range.
+        let windows = |at: &Option<AtModifier>, window: i64| {
+            step.filter(|_| at.is_none()).map(|s| (s, window))
+        };
         match e {
             Expr::VectorSelector(vs) => {
                 let (lo, hi) = self.shift(&vs.at, &vs.offset, lo, hi);
@@ -246,6 +255,7 @@ impl Walk {
                     start: lo.saturating_sub(self.lookback),
                     end: hi,
                     func: func.map(str::to_owned),
+                    windows: windows(&vs.at, self.lookback),
                 });
             }
             Expr::MatrixSelector(m) => {
@@ -255,28 +265,29 @@ impl Walk {
                     start: lo.saturating_sub(ms(&m.range)),
                     end: hi,
                     func: func.map(str::to_owned),
+                    windows: windows(&m.vs.at, ms(&m.range)),
                 });
             }
             Expr::Subquery(sq) => {
                 let (lo, hi) = self.shift(&sq.at, &sq.offset, lo, hi);
                 let start = lo.saturating_sub(ms(&sq.range));
-                self.collect(&sq.expr, start, hi, func, out);
+                self.collect(&sq.expr, start, hi, None, func, out);
             }
             Expr::Aggregate(a) => {
                 if let Some(p) = &a.param {
-                    self.collect(p, lo, hi, None, out);
+                    self.collect(p, lo, hi, step, None, out);
                 }
-                self.collect(&a.expr, lo, hi, None, out);
+                self.collect(&a.expr, lo, hi, step, None, out);
             }
-            Expr::Unary(u) => self.collect(&u.expr, lo, hi, None, out),
+            Expr::Unary(u) => self.collect(&u.expr, lo, hi, step, None, out),
             Expr::Binary(b) => {
-                self.collect(&b.lhs, lo, hi, None, out);
-                self.collect(&b.rhs, lo, hi, None, out);
+                self.collect(&b.lhs, lo, hi, step, None, out);
+                self.collect(&b.rhs, lo, hi, step, None, out);
             }
-            Expr::Paren(p) => self.collect(&p.expr, lo, hi, func, out),
+            Expr::Paren(p) => self.collect(&p.expr, lo, hi, step, func, out),
             Expr::Call(c) => {
                 for a in &c.args.args {
-                    self.collect(a, lo, hi, Some(c.func.name), out);
+                    self.collect(a, lo, hi, step, Some(c.func.name), out);
                 }
             }
             Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
@@ -485,7 +496,7 @@ impl Engine {
             )
         };
         let fetch_started = std::time::Instant::now();
-        let fetch = self.fetch(q, &expr, start, end);
+        let fetch = self.fetch(q, &expr, start, end, step);
         let (data, warnings, samples) = tokio::time::timeout_at(deadline, fetch)
             .await
             .map_err(|_| timed_out())??;
@@ -557,6 +568,7 @@ impl Engine {
         expr: &Expr,
         start: i64,
         end: i64,
+        step: i64,
     ) -> Result<(HashMap<usize, Vec<SeriesData>>, Vec<String>, usize)> {
         let walk = Walk {
             qstart: start,
@@ -564,20 +576,39 @@ impl Engine {
             lookback: ms(&self.opts.lookback_delta),
         };
         let mut needs = Vec::new();
-        walk.collect(expr, start, end, None, &mut needs);
+        // A range query is evaluated at `start + k × step` up to the last step at or before `end`:
+        // nothing after that step is read, and the steps end there.
+        let (last, steps) = if step > 0 {
+            (
+                start.saturating_add((end.saturating_sub(start) / step).saturating_mul(step)),
+                Some(step),
+            )
+        } else {
+            (end, None)
+        };
+        walk.collect(expr, start, last, steps, None, &mut needs);
         // One selection per selector node, over the union of the ranges it is needed for.
-        let mut by_node: HashMap<usize, (&VectorSelector, i64, i64, Option<String>)> =
-            HashMap::new();
+        type Sel<'a> = (
+            &'a VectorSelector,
+            i64,
+            i64,
+            Option<String>,
+            Option<(i64, i64)>,
+        );
+        let mut by_node: HashMap<usize, Sel<'_>> = HashMap::new();
         for n in needs {
             let key = n.vs as *const VectorSelector as usize;
             let e = by_node
                 .entry(key)
-                .or_insert((n.vs, n.start, n.end, n.func.clone()));
+                .or_insert((n.vs, n.start, n.end, n.func.clone(), n.windows));
             e.1 = e.1.min(n.start);
             e.2 = e.2.max(n.end);
+            if e.4 != n.windows {
+                e.4 = None;
+            }
         }
         let mut calls = Vec::new();
-        for (key, (vs, lo, hi, func)) in by_node {
+        for (key, (vs, lo, hi, func, step_windows)) in by_node {
             let alternatives = selector_matchers(vs)?;
             let alternatives_len = alternatives.len();
             calls.push(async move {
@@ -592,6 +623,7 @@ impl Engine {
                             end: hi,
                             hints: SelectHints {
                                 func: func.clone(),
+                                step_windows,
                                 ..Default::default()
                             },
                         })

@@ -12,4 +12,5 @@ mod probe;
 mod promql_props;
 mod promqltest;
 mod rules;
+mod select_hints;
 mod support;

@@ -4,3 +4,4 @@ mod label_reads;
 mod nodelay;
 mod proto_wire;
 mod storeapi_acceptance;
+mod trim;
