@@ -15,16 +15,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use meridian_integration::demo::prometheus_from_blocks;
 use meridian_integration::demo::{STEP, T0, generate};
-use meridian_pki::issue::{self, KeyType, Usage, Validity};
-use meridian_testkit::{ChildGuard, free_port, require, urlencode, wait_for};
+use meridian_integration::demo::{block_dirs, prometheus_from_blocks};
+use meridian_integration::served::{Conn, Gateways, metric, require_binaries};
+use meridian_testkit::{require, urlencode, wait_for};
 
 const QUERIES: &[&str] = &[
     "vector(1)",
@@ -32,77 +28,6 @@ const QUERIES: &[&str] = &[
     "sum(rate(demo_cpu_usage_seconds_total[5m]))",
     "demo_memory_usage_bytes{type=\"free\"}",
 ];
-
-fn bin_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("MERIDIAN_BIN_DIR") {
-        return PathBuf::from(d);
-    }
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
-}
-
-/// One kept-alive HTTP/1.1 connection.
-struct Conn {
-    addr: String,
-    r: BufReader<TcpStream>,
-}
-
-impl Conn {
-    fn open(addr: &str) -> Conn {
-        let s = TcpStream::connect(addr).unwrap();
-        s.set_nodelay(true).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        Conn {
-            addr: addr.to_owned(),
-            r: BufReader::new(s),
-        }
-    }
-
-    /// GET `path`; the body.
-    fn get(&mut self, path: &str) -> Vec<u8> {
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.addr);
-        self.r.get_mut().write_all(req.as_bytes()).unwrap();
-        let mut line = String::new();
-        self.r.read_line(&mut line).unwrap();
-        assert!(line.contains(" 200 "), "{path}: {line}");
-        let mut len = None;
-        let mut chunked = false;
-        loop {
-            line.clear();
-            self.r.read_line(&mut line).unwrap();
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            let lower = l.to_ascii_lowercase();
-            if let Some(v) = lower.strip_prefix("content-length:") {
-                len = Some(v.trim().parse::<usize>().unwrap());
-            }
-            if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
-                chunked = true;
-            }
-        }
-        let mut body = Vec::new();
-        if chunked {
-            loop {
-                line.clear();
-                self.r.read_line(&mut line).unwrap();
-                let n = usize::from_str_radix(line.trim(), 16).unwrap();
-                let mut chunk = vec![0; n + 2];
-                self.r.read_exact(&mut chunk).unwrap();
-                if n == 0 {
-                    break;
-                }
-                body.extend_from_slice(&chunk[..n]);
-            }
-        } else {
-            let mut b = vec![0; len.expect("Content-Length")];
-            self.r.read_exact(&mut b).unwrap();
-            body = b;
-        }
-        body
-    }
-}
 
 fn query_path(q: &str, t: i64) -> String {
     format!(
@@ -117,7 +42,7 @@ fn query_path(q: &str, t: i64) -> String {
 fn median(addr: &str, path: &str, n: usize) -> Duration {
     let mut c = Conn::open(addr);
     for _ in 0..3 {
-        c.get(path);
+        assert_eq!(c.get(path).0, 200, "{path}");
     }
     let mut v: Vec<Duration> = (0..n)
         .map(|_| {
@@ -130,64 +55,6 @@ fn median(addr: &str, path: &str, n: usize) -> Duration {
     v[v.len() / 2]
 }
 
-/// An edge serving a copy of `blocks`, plaintext or with `tls` (cert, key, client CA).
-fn edge(dir: &Path, blocks: &[PathBuf], tls: Option<[PathBuf; 3]>) -> (ChildGuard, String) {
-    let data = dir.join("tsdb");
-    std::fs::create_dir_all(&data).unwrap();
-    for b in blocks {
-        let to = data.join(b.file_name().unwrap());
-        std::fs::create_dir_all(to.join("chunks")).unwrap();
-        for f in ["meta.json", "index", "tombstones"] {
-            if b.join(f).exists() {
-                std::fs::copy(b.join(f), to.join(f)).unwrap();
-            }
-        }
-        for c in std::fs::read_dir(b.join("chunks")).unwrap() {
-            let c = c.unwrap().path();
-            std::fs::copy(&c, to.join("chunks").join(c.file_name().unwrap())).unwrap();
-        }
-    }
-    let cfg = dir.join("edge.yml");
-    std::fs::write(&cfg, "global:\n  external_labels: {cluster: bench}\n").unwrap();
-    let grpc = format!("127.0.0.1:{}", free_port());
-    let mut cmd = Command::new(bin_dir().join("meridian-edge"));
-    cmd.arg("run")
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!("--tsdb.path={}", data.display()))
-        .arg("--tsdb.retention=100y")
-        .arg(format!("--http-address=127.0.0.1:{}", free_port()))
-        .arg(format!("--grpc-address={grpc}"))
-        .arg("--log.level=warn");
-    if let Some([cert, key, ca]) = tls {
-        cmd.arg(format!("--grpc-server-tls-cert={}", cert.display()))
-            .arg(format!("--grpc-server-tls-key={}", key.display()))
-            .arg(format!("--grpc-server-tls-client-ca={}", ca.display()));
-    }
-    let child = cmd.stdout(Stdio::null()).spawn().unwrap();
-    (ChildGuard(child), grpc)
-}
-
-/// A gateway with one static endpoint; `tls`: client cert, key, CA.
-fn gateway(dir: &Path, endpoint: &str, tls: Option<[PathBuf; 3]>) -> (ChildGuard, String) {
-    let http = format!("127.0.0.1:{}", free_port());
-    let mut cmd = Command::new(bin_dir().join("meridian-gateway"));
-    cmd.arg("query")
-        .arg(format!("--http-address={http}"))
-        .arg(format!("--grpc-address=127.0.0.1:{}", free_port()))
-        .arg(format!("--endpoint={endpoint}"))
-        .arg(format!("--data-dir={}", dir.display()))
-        .arg("--log.level=warn");
-    if let Some([cert, key, ca]) = tls {
-        cmd.arg("--grpc-client-tls-secure")
-            .arg(format!("--grpc-client-tls-cert={}", cert.display()))
-            .arg(format!("--grpc-client-tls-key={}", key.display()))
-            .arg(format!("--grpc-client-tls-ca={}", ca.display()))
-            .arg("--grpc-client-server-name=edge.bench");
-    }
-    let child = cmd.stdout(Stdio::null()).spawn().unwrap();
-    (ChildGuard(child), http)
-}
-
 fn main() {
     meridian_pki::install_crypto_provider();
     let bench = std::env::args().any(|a| a == "--bench");
@@ -198,63 +65,17 @@ fn main() {
     let Some(promtool) = require("promtool", "apt-get install prometheus") else {
         return;
     };
-    for b in ["meridian-edge", "meridian-gateway"] {
-        assert!(
-            bin_dir().join(b).exists(),
-            "{} missing (cargo build --bins)",
-            bin_dir().join(b).display()
-        );
-    }
+    require_binaries();
     let tmp = tempfile::tempdir().unwrap();
     let points = 2 * 3600 * 1000 / STEP;
     let series = generate(8, points);
     let Some(prom) = prometheus_from_blocks(&promtool, tmp.path(), &series) else {
         return;
     };
-    let blocks: Vec<PathBuf> = std::fs::read_dir(tmp.path().join("prom-data"))
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("meta.json").is_file())
-        .collect();
+    let blocks = block_dirs(&tmp.path().join("prom-data"));
 
-    let pki = tmp.path().join("pki");
-    std::fs::create_dir_all(&pki).unwrap();
-    let ca = issue::new_ca("bench-ca", KeyType::P256, Validity::days(2).unwrap()).unwrap();
-    issue::write_pair(&pki, "ca", &ca, true).unwrap();
-    for (name, usage, dns) in [
-        ("edge", Usage::Server, vec!["edge.bench".to_string()]),
-        ("gateway", Usage::Client, vec![]),
-    ] {
-        let c = issue::issue(
-            &ca,
-            usage,
-            name,
-            &dns,
-            &[],
-            KeyType::P256,
-            Validity::days(1).unwrap(),
-        )
-        .unwrap();
-        issue::write_pair(&pki, name, &c, true).unwrap();
-    }
-    let p = |f: &str| pki.join(f);
-    let sub = |name: &str| {
-        let d = tmp.path().join(name);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    };
-    let (_e1, plain_grpc) = edge(&sub("edge-plain"), &blocks, None);
-    let (_e2, tls_grpc) = edge(
-        &sub("edge-tls"),
-        &blocks,
-        Some([p("edge.crt"), p("edge.key"), p("ca.crt")]),
-    );
-    let (_g1, plain) = gateway(&sub("gw-plain"), &plain_grpc, None);
-    let (_g2, mtls) = gateway(
-        &sub("gw-tls"),
-        &tls_grpc,
-        Some([p("gateway.crt"), p("gateway.key"), p("ca.crt")]),
-    );
+    let gws = Gateways::start(tmp.path(), &blocks);
+    let (plain, mtls, tls_grpc) = (gws.plain.clone(), gws.mtls.clone(), gws.tls_edge.clone());
     let t = T0 + 3600 * 1000;
     let ready = query_path("count(demo_num_cpus)", t);
     for addr in [&plain, &mtls] {
@@ -297,6 +118,13 @@ fn main() {
         let path = query_path(q, t);
         let before: Vec<Vec<(String, f64, f64)>> =
             [&mtls, &plain].iter().map(|a| phases(a)).collect();
+        // Bytes of series frames the mTLS gateway received per request (its counter over one
+        // request, asked alone).
+        let received =
+            format!("meridian_gateway_store_series_received_bytes_total{{store=\"{tls_grpc}\"}}");
+        let b0 = metric(&mtls, &received);
+        Conn::open(&mtls).get(&path);
+        let bytes = metric(&mtls, &received) - b0;
         let pm = median(&prom.addr, &path, n);
         let tm = median(&mtls, &path, n);
         let pl = median(&plain, &path, n);
@@ -323,5 +151,6 @@ fn main() {
                 .collect();
             eprintln!("    {name:<5} phases, ms: {}", parts.join(", "));
         }
+        eprintln!("    series frames received per query: {bytes} bytes");
     }
 }

@@ -7,12 +7,12 @@ pub mod chaos;
 pub mod dns;
 pub mod exporter;
 pub mod federation;
+pub mod served;
 
 /// Synthetic series shaped like the PromLabs demo service's (what the PromQL compliance query list
 /// expects), deterministic.
 pub mod demo {
     use std::collections::BTreeMap;
-    use std::fmt::Write as _;
 
     use meridian_core::{Labels, Sample};
     use meridian_gateway::queryable::SeriesData;
@@ -40,13 +40,22 @@ pub mod demo {
         std::fs::write(&om, openmetrics(series))
             .unwrap_or_else(|e| panic!("writing {}: {e}", om.display()));
         let data = dir.join("prom-data");
+        create_blocks(promtool, &om, &data);
+        block_dirs(&data)
+    }
+
+    fn create_blocks(promtool: &std::path::Path, om: &std::path::Path, data: &std::path::Path) {
         run_ok(
             std::process::Command::new(promtool)
                 .args(["tsdb", "create-blocks-from", "openmetrics"])
-                .arg(&om)
-                .arg(&data),
+                .arg(om)
+                .arg(data),
         );
-        let mut blocks: Vec<std::path::PathBuf> = std::fs::read_dir(&data)
+    }
+
+    /// The block directories in `data`, sorted.
+    pub fn block_dirs(data: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut blocks: Vec<std::path::PathBuf> = std::fs::read_dir(data)
             .unwrap_or_else(|e| panic!("reading {}: {e}", data.display()))
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.join("meta.json").is_file())
@@ -205,6 +214,19 @@ pub mod demo {
 
     /// The series as an OpenMetrics text (every family typed `unknown`), for `promtool tsdb create-blocks-from`.
     pub fn openmetrics(series: &[SeriesData]) -> String {
+        let mut out = Vec::new();
+        write_openmetrics(&mut out, series, i64::MIN, i64::MAX)
+            .unwrap_or_else(|e| panic!("writing OpenMetrics: {e}"));
+        String::from_utf8(out).unwrap_or_else(|e| panic!("OpenMetrics text: {e}"))
+    }
+
+    /// Writes the samples of `series` in `[from, to)` as an OpenMetrics text into `w`.
+    pub fn write_openmetrics(
+        w: &mut impl std::io::Write,
+        series: &[SeriesData],
+        from: i64,
+        to: i64,
+    ) -> std::io::Result<()> {
         let mut by_name: BTreeMap<&str, Vec<&SeriesData>> = BTreeMap::new();
         for s in series {
             by_name
@@ -212,9 +234,8 @@ pub mod demo {
                 .or_default()
                 .push(s);
         }
-        let mut out = String::new();
         for (name, list) in by_name {
-            let _ = writeln!(out, "# TYPE {name} unknown");
+            writeln!(w, "# TYPE {name} unknown")?;
             for s in list {
                 let labels: Vec<String> = s
                     .labels
@@ -222,20 +243,52 @@ pub mod demo {
                     .filter(|l| l.name != "__name__")
                     .map(|l| format!("{}=\"{}\"", l.name, l.value))
                     .collect();
-                for smp in &s.samples {
-                    let _ = writeln!(
-                        out,
-                        "{name}{{{}}} {} {}.{:03}",
-                        labels.join(","),
+                let labels = labels.join(",");
+                for smp in s.samples.iter().filter(|x| x.t >= from && x.t < to) {
+                    writeln!(
+                        w,
+                        "{name}{{{labels}}} {} {}.{:03}",
                         smp.v,
                         smp.t / 1000,
                         smp.t % 1000
-                    );
+                    )?;
                 }
             }
         }
-        out.push_str("# EOF\n");
-        out
+        writeln!(w, "# EOF")
+    }
+
+    /// Like [`promtool_blocks`], for data too large for one text: promtool runs once per `slice_ms`
+    /// of time (each text holds only that slice), all into `dir/prom-data`.
+    pub fn promtool_blocks_sliced(
+        promtool: &std::path::Path,
+        dir: &std::path::Path,
+        series: &[SeriesData],
+        slice_ms: i64,
+    ) -> Vec<std::path::PathBuf> {
+        let (lo, hi) = series
+            .iter()
+            .flat_map(|s| s.samples.first().zip(s.samples.last()))
+            .fold((i64::MAX, i64::MIN), |(lo, hi), (a, b)| {
+                (lo.min(a.t), hi.max(b.t))
+            });
+        let data = dir.join("prom-data");
+        let om = dir.join("slice.om");
+        let mut from = lo - lo.rem_euclid(slice_ms);
+        while from <= hi {
+            let mut f = std::io::BufWriter::new(
+                std::fs::File::create(&om)
+                    .unwrap_or_else(|e| panic!("creating {}: {e}", om.display())),
+            );
+            write_openmetrics(&mut f, series, from, from + slice_ms)
+                .and_then(|()| std::io::Write::flush(&mut f))
+                .unwrap_or_else(|e| panic!("writing {}: {e}", om.display()));
+            drop(f);
+            create_blocks(promtool, &om, &data);
+            from += slice_ms;
+        }
+        let _ = std::fs::remove_file(&om);
+        block_dirs(&data)
     }
 
     /// The compliance tester's variant values.
