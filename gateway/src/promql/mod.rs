@@ -522,10 +522,12 @@ impl Engine {
         );
         let deadline_std = deadline.into_std();
         let clock = self.clock.clone();
-        // Small work (an instant query over few samples, a shallow tree, no subquery) is evaluated
+        // Small work (few samples and few steps × series, a shallow tree, no subquery) is evaluated
         // here: starting an evaluation thread costs more than evaluating it (issue 25).
-        let inline = step == 0
-            && samples <= INLINE_EVAL_SAMPLES
+        let series: usize = data.values().map(Vec::len).sum();
+        let work = samples.saturating_add(n.saturating_mul(series.max(1)));
+        let inline = samples <= INLINE_EVAL_SAMPLES
+            && work <= INLINE_EVAL_WORK
             && guard::evaluates_inline(&expr, INLINE_EVAL_DEPTH);
         let evaluate = move || {
             let mut ev = eval::Evaluator::new(
@@ -661,9 +663,12 @@ impl Engine {
 /// Queries up to this length are parsed on the calling thread.
 const INLINE_PARSE_BYTES: usize = 1024;
 
-/// Instant queries that loaded at most this many samples, with at most [`INLINE_EVAL_DEPTH`] levels
-/// and no subquery, are evaluated on the calling thread (well under a millisecond of work).
+/// Queries that loaded at most this many samples, with at most [`INLINE_EVAL_WORK`] samples plus
+/// steps × series, at most [`INLINE_EVAL_DEPTH`] levels and no subquery, are evaluated on the calling
+/// thread (well under a millisecond of work: each level costs about one pass over the steps of
+/// every series).
 const INLINE_EVAL_SAMPLES: usize = 5_000;
+const INLINE_EVAL_WORK: usize = 20_000;
 const INLINE_EVAL_DEPTH: usize = 12;
 
 /// Stack of an evaluation thread. The evaluator recurses once per level of the tree (at most
