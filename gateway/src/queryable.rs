@@ -24,6 +24,9 @@ pub struct SelectHints {
     /// each time the `window` before it (a range query's selector outside subqueries). Stores that
     /// understand it send only those samples (`meridian_storeapi::trim`).
     pub step_windows: Option<(i64, i64)>,
+    /// The selection is read once, at its end: only its last sample at most this long (ms) before the
+    /// end is used (an instant vector selector's lookback).
+    pub last_sample_within: Option<i64>,
 }
 
 /// One selection.

@@ -18,6 +18,10 @@
 //! every step ends at `max_time - k × step_millis`, and a step reads the `window_millis` before it.
 //! Other clients do not send it; other stores ignore it (the field is an `Any` that stores use for
 //! their own hints).
+//!
+//! An instant vector selector reads one sample per series: the last in its lookback window. With
+//! `step_millis` 0 and `last_only`, the hint says so, and only that sample is sent (a stale marker
+//! last means no value: the series is left out).
 
 use meridian_core::chunkenc::{XorChunk, XorIterator};
 use meridian_core::sample::is_stale_nan;
@@ -38,6 +42,10 @@ pub struct SeriesWindows {
     /// selector), ms.
     #[prost(int64, tag = "2")]
     pub window_millis: i64,
+    /// With `step_millis` 0 (one step, at `max_time`): only the last sample in the window is read
+    /// (an instant vector selector's lookback), stale marker or not.
+    #[prost(bool, tag = "3")]
+    pub last_only: bool,
 }
 
 impl SeriesWindows {
@@ -57,26 +65,34 @@ pub struct Needed {
     pub max_time: i64,
     /// `(step, window)`, only when the windows leave gaps (`window + 1 < step`).
     windows: Option<(i64, i64)>,
+    /// Only the last sample at or before `max_time`, at most this long before it.
+    last_within: Option<i64>,
 }
 
 impl Needed {
     /// From a request: its time range, and its [`SeriesWindows`] hint when present and meaningful
     /// (a hint that does not decode, or whose windows cover the range anyway, is ignored).
     pub fn from_request(r: &pb::SeriesRequest) -> Needed {
-        let windows = r
+        let hint = r
             .hints
             .as_ref()
             .filter(|a| a.type_url == SERIES_WINDOWS_TYPE_URL)
             .and_then(|a| <SeriesWindows as prost::Message>::decode(a.value.as_slice()).ok())
-            .filter(|w| w.step_millis > 0 && w.window_millis >= 0)
+            .filter(|w| w.step_millis >= 0 && w.window_millis >= 0);
+        let windows = hint
+            .filter(|w| w.step_millis > 0)
             // Inclusive at both ends: a sample exactly `window` before a step is kept (one
             // millisecond more than a left-open window needs, never less).
             .filter(|w| w.window_millis.saturating_add(1) < w.step_millis)
             .map(|w| (w.step_millis, w.window_millis));
+        let last_within = hint
+            .filter(|w| w.step_millis == 0 && w.last_only)
+            .map(|w| w.window_millis);
         Needed {
             min_time: r.min_time,
             max_time: r.max_time,
             windows,
+            last_within,
         }
     }
 
@@ -103,6 +119,9 @@ impl Needed {
 /// markers remains, so the series is not sent. A chunk that does not decode is sent as stored (the
 /// client reports it, as it would without the cut).
 pub fn trim(chunks: Vec<SourceChunk>, need: &Needed) -> Option<Vec<SourceChunk>> {
+    if let Some(window) = need.last_within {
+        return last_sample(chunks, need.max_time, window);
+    }
     let mut out = Vec::with_capacity(chunks.len());
     // Whether the series has a sample the client will use.
     let mut live = false;
@@ -124,6 +143,49 @@ pub fn trim(chunks: Vec<SourceChunk>, need: &Needed) -> Option<Vec<SourceChunk>>
         }
     }
     live.then_some(out)
+}
+
+/// The last sample in `[maxt - window, maxt]` as a chunk of its own; `None` when there is none or it
+/// is a stale marker (the selector then has no value: the series is not sent). Chunks that do not
+/// decode are sent as stored.
+fn last_sample(chunks: Vec<SourceChunk>, maxt: i64, window: i64) -> Option<Vec<SourceChunk>> {
+    let from = maxt.saturating_sub(window);
+    let mut best: Option<(i64, f64)> = None;
+    // Chunks may overlap (head and a new block): each is searched.
+    for c in &chunks {
+        if c.max_time < from || c.min_time > maxt {
+            continue;
+        }
+        let Ok(mut it) = XorIterator::new(&c.data) else {
+            return Some(chunks);
+        };
+        let mut next = it.seek(from);
+        while let Some((t, v)) = next {
+            if t > maxt {
+                break;
+            }
+            if best.is_none_or(|(bt, _)| t > bt) {
+                best = Some((t, v));
+            }
+            next = it.next_sample();
+        }
+        if it.err().is_some() || c.data.is_empty() {
+            return Some(chunks);
+        }
+    }
+    let (t, v) = best?;
+    if is_stale_nan(v) {
+        return None;
+    }
+    let mut one = XorChunk::new();
+    if one.append(t, v).is_err() {
+        return Some(chunks);
+    }
+    Some(vec![SourceChunk {
+        min_time: t,
+        max_time: t,
+        data: one.into_bytes().into(),
+    }])
 }
 
 /// Whether a short chunk holds only stale markers. Stale markers come one at a time, after a
@@ -219,6 +281,7 @@ mod tests {
                 SeriesWindows {
                     step_millis: step,
                     window_millis: window,
+                    last_only: false,
                 }
                 .to_any(),
             );
@@ -275,6 +338,39 @@ mod tests {
             want.extend((0..=4).rev().map(|k| step - k * 15_000));
         }
         assert_eq!(times, want);
+    }
+
+    fn last_only(min: i64, max: i64, window: i64) -> Needed {
+        Needed::from_request(&pb::SeriesRequest {
+            min_time: min,
+            max_time: max,
+            hints: Some(
+                SeriesWindows {
+                    step_millis: 0,
+                    window_millis: window,
+                    last_only: true,
+                }
+                .to_any(),
+            ),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn an_instant_vector_selector_gets_the_last_sample_only() {
+        let all: Vec<(i64, f64)> = (0..120).map(|k| (k * 15_000, k as f64)).collect();
+        // Overlapping chunks: the later sample wins wherever it is.
+        let got = trim(
+            vec![chunk(&all), chunk(&[(900_000, 1.0), (918_000, 7.0)])],
+            &last_only(600_001, 920_000, 319_999),
+        )
+        .unwrap();
+        assert_eq!(samples(&got), vec![(918_000, 7.0f64.to_bits())]);
+        assert_eq!((got[0].min_time, got[0].max_time), (918_000, 918_000));
+        // Nothing in the window, or a stale marker last: nothing to send.
+        assert!(trim(vec![chunk(&all)], &last_only(2_000_001, 2_300_000, 299_999)).is_none());
+        let ended = chunk(&[(0, 1.0), (15_000, stale_nan())]);
+        assert!(trim(vec![ended], &last_only(1, 20_000, 300_000)).is_none());
     }
 
     #[test]

@@ -73,13 +73,7 @@ impl Queryable for Querier {
             partial_response_strategy: strategy.to_proto(),
             without_replica_labels: self.without(),
             query_hints: Some(hints),
-            hints: req.hints.step_windows.map(|(step_millis, window_millis)| {
-                meridian_storeapi::trim::SeriesWindows {
-                    step_millis,
-                    window_millis,
-                }
-                .to_any()
-            }),
+            hints: store_hint(&req.hints),
             skip_chunks,
             ..Default::default()
         };
@@ -157,4 +151,24 @@ impl Queryable for Querier {
             warnings: r.warnings,
         })
     }
+}
+
+/// Meridian's read hint for stores (`meridian_storeapi::trim`), when the engine knows how a selection
+/// is read.
+fn store_hint(h: &crate::queryable::SelectHints) -> Option<prost_types::Any> {
+    use meridian_storeapi::trim::SeriesWindows;
+    let w = match (h.last_sample_within, h.step_windows) {
+        (Some(window_millis), _) => SeriesWindows {
+            step_millis: 0,
+            window_millis,
+            last_only: true,
+        },
+        (None, Some((step_millis, window_millis))) => SeriesWindows {
+            step_millis,
+            window_millis,
+            last_only: false,
+        },
+        (None, None) => return None,
+    };
+    Some(w.to_any())
 }

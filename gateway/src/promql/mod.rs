@@ -219,9 +219,29 @@ struct Need<'a> {
     start: i64,
     end: i64,
     func: Option<String>,
-    /// `(step, window)` when the selector is read only at the query's steps (see
-    /// [`SelectHints::step_windows`]).
-    windows: Option<(i64, i64)>,
+    /// How the selection is read, when stores can be told (see [`Read`]).
+    read: Option<Read>,
+}
+
+/// How a selector is read, for the stores' hint (`meridian_storeapi::trim`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// At every `.0` back from the selection's end, each time the `.1` before it
+    /// ([`SelectHints::step_windows`]).
+    Steps(i64, i64),
+    /// Once, at its end: its last sample at most `.0` before ([`SelectHints::last_sample_within`]).
+    Last(i64),
+}
+
+/// When a subtree is evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Eval {
+    /// At a range query's steps, every `.0` back from the end.
+    Steps(i64),
+    /// Once (an instant query).
+    Instant,
+    /// At a subquery's steps (aligned differently).
+    Other,
 }
 
 /// Context of the fetch walk: the query's own start and end (for `@ start()`/`end()`).
@@ -232,46 +252,52 @@ struct Walk {
 }
 
 impl Walk {
-    /// Records the selections of `e` evaluated at times within `[lo, hi]`; `step`: evaluated exactly
-    /// every `step` back from `hi` (a range query's own steps, not a subquery's).
+    /// Records the selections of `e` evaluated at times within `[lo, hi]`, as `step` says.
     fn collect<'a>(
         &self,
         e: &'a Expr,
         lo: i64,
         hi: i64,
-        step: Option<i64>,
+        step: Eval,
         func: Option<&str>,
         out: &mut Vec<Need<'a>>,
     ) {
-        // `@` pins every step to one time: one window, the whole range.
-        let windows = |at: &Option<AtModifier>, window: i64| {
-            step.filter(|_| at.is_none()).map(|s| (s, window))
-        };
         match e {
             Expr::VectorSelector(vs) => {
                 let (lo, hi) = self.shift(&vs.at, &vs.offset, lo, hi);
+                // `@` pins every evaluation to one time.
+                let read = match step {
+                    _ if vs.at.is_some() => Some(Read::Last(self.lookback)),
+                    Eval::Instant => Some(Read::Last(self.lookback)),
+                    Eval::Steps(s) => Some(Read::Steps(s, self.lookback)),
+                    Eval::Other => None,
+                };
                 out.push(Need {
                     vs,
                     start: lo.saturating_sub(self.lookback),
                     end: hi,
                     func: func.map(str::to_owned),
-                    windows: windows(&vs.at, self.lookback),
+                    read,
                 });
             }
             Expr::MatrixSelector(m) => {
                 let (lo, hi) = self.shift(&m.vs.at, &m.vs.offset, lo, hi);
+                let read = match step {
+                    Eval::Steps(s) if m.vs.at.is_none() => Some(Read::Steps(s, ms(&m.range))),
+                    _ => None,
+                };
                 out.push(Need {
                     vs: &m.vs,
                     start: lo.saturating_sub(ms(&m.range)),
                     end: hi,
                     func: func.map(str::to_owned),
-                    windows: windows(&m.vs.at, ms(&m.range)),
+                    read,
                 });
             }
             Expr::Subquery(sq) => {
                 let (lo, hi) = self.shift(&sq.at, &sq.offset, lo, hi);
                 let start = lo.saturating_sub(ms(&sq.range));
-                self.collect(&sq.expr, start, hi, None, func, out);
+                self.collect(&sq.expr, start, hi, Eval::Other, func, out);
             }
             Expr::Aggregate(a) => {
                 if let Some(p) = &a.param {
@@ -583,34 +609,33 @@ impl Engine {
         let (last, steps) = if step > 0 {
             (
                 start.saturating_add((end.saturating_sub(start) / step).saturating_mul(step)),
-                Some(step),
+                Eval::Steps(step),
             )
         } else {
-            (end, None)
+            (end, Eval::Instant)
         };
         walk.collect(expr, start, last, steps, None, &mut needs);
         // One selection per selector node, over the union of the ranges it is needed for.
-        type Sel<'a> = (
-            &'a VectorSelector,
-            i64,
-            i64,
-            Option<String>,
-            Option<(i64, i64)>,
-        );
+        type Sel<'a> = (&'a VectorSelector, i64, i64, Option<String>, Option<Read>);
         let mut by_node: HashMap<usize, Sel<'_>> = HashMap::new();
         for n in needs {
             let key = n.vs as *const VectorSelector as usize;
             let e = by_node
                 .entry(key)
-                .or_insert((n.vs, n.start, n.end, n.func.clone(), n.windows));
+                .or_insert((n.vs, n.start, n.end, n.func.clone(), n.read));
             e.1 = e.1.min(n.start);
             e.2 = e.2.max(n.end);
-            if e.4 != n.windows {
+            if e.4 != n.read {
                 e.4 = None;
             }
         }
         let mut calls = Vec::new();
-        for (key, (vs, lo, hi, func, step_windows)) in by_node {
+        for (key, (vs, lo, hi, func, read)) in by_node {
+            let (step_windows, last_sample_within) = match read {
+                Some(Read::Steps(s, w)) => (Some((s, w)), None),
+                Some(Read::Last(w)) => (None, Some(w)),
+                None => (None, None),
+            };
             let alternatives = selector_matchers(vs)?;
             let alternatives_len = alternatives.len();
             calls.push(async move {
@@ -626,6 +651,7 @@ impl Engine {
                             hints: SelectHints {
                                 func: func.clone(),
                                 step_windows,
+                                last_sample_within,
                                 ..Default::default()
                             },
                         })

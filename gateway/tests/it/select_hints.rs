@@ -39,12 +39,12 @@ async fn selections(
         .range(&q, query, start, end, step)
         .await
         .unwrap();
-    let mut out: Vec<_> =
-        q.0.lock()
-            .unwrap()
-            .iter()
-            .map(|r| (r.start, r.end, r.hints.step_windows))
-            .collect();
+    recorded(&q, |r| (r.start, r.end, r.hints.step_windows))
+}
+
+/// `f` of every recorded selection, sorted.
+fn recorded<T: Ord>(q: &Recording, f: impl Fn(&SelectRequest) -> T) -> Vec<T> {
+    let mut out: Vec<T> = q.0.lock().unwrap().iter().map(f).collect();
     out.sort();
     out
 }
@@ -71,19 +71,41 @@ async fn range_query_selectors_carry_their_step_windows() {
 }
 
 #[tokio::test]
-async fn subqueries_instants_and_at_read_whole_ranges() {
+async fn subqueries_instants_and_at() {
     // A subquery's steps are not the query's.
     let got = selections("max_over_time(rate(x[1m])[30m:1m])", 0, 2 * H, H).await;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].2, None);
-    // `@` pins the selector to one time.
+    // `@` pins the selector to one time: it reads one sample, the last of its lookback.
     let got = selections("x @ 100", 0, 2 * H, H).await;
     assert_eq!(got[0].2, None);
-    // An instant query has no steps.
     let q = Recording::default();
     Engine::default()
-        .instant(&q, "rate(x[1m])", H)
+        .range(&q, "x @ 100", 0, 2 * H, H)
         .await
         .unwrap();
-    assert_eq!(q.0.lock().unwrap()[0].hints.step_windows, None);
+    assert_eq!(
+        q.0.lock().unwrap()[0].hints.last_sample_within,
+        Some(300_000)
+    );
+    // An instant query has no steps; its vector selectors read their last sample only, its matrix
+    // selectors their whole range.
+    let q = Recording::default();
+    Engine::default()
+        .instant(&q, "rate(x[1m]) + y", H)
+        .await
+        .unwrap();
+    let got = recorded(&q, |r| (r.hints.step_windows, r.hints.last_sample_within));
+    assert_eq!(got, vec![(None, None), (None, Some(300_000))]);
+    // Inside a subquery neither.
+    let q = Recording::default();
+    Engine::default()
+        .instant(&q, "max_over_time(x[10m:1m])", H)
+        .await
+        .unwrap();
+    let r = &q.0.lock().unwrap()[0];
+    assert_eq!(
+        (r.hints.step_windows, r.hints.last_sample_within),
+        (None, None)
+    );
 }

@@ -108,6 +108,7 @@ async fn windows_hint_keeps_each_steps_window() {
         SeriesWindows {
             step_millis: 30 * 60_000,
             window_millis: 60_000,
+            last_only: false,
         }
         .to_any(),
     );
