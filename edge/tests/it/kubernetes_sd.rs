@@ -19,7 +19,6 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use meridian_edge::agent::{Agent, AgentOptions};
 use meridian_pki::tls::{ServerTls, ServerTlsFiles, ServerTlsOptions, TlsIncoming};
 use meridian_testkit::{http_get, wait_for};
 use serde_json::{Value, json};
@@ -301,15 +300,7 @@ scrape_configs:
         "{config}  - job_name: kubeconfig-nodes\n    kubernetes_sd_configs:\n      - role: node\n        kubeconfig_file: {}\n    relabel_configs:\n      - {{source_labels: [__meta_kubernetes_node_name], target_label: instance, replacement: 'kc-$1'}}\n      - {{target_label: __address__, replacement: '127.0.0.1:1'}}\n",
         kubeconfig.display()
     );
-    let cfg = dir.path().join("edge.yml");
-    std::fs::write(&cfg, config).unwrap();
-    let agent = Agent::start(AgentOptions::new(
-        cfg,
-        dir.path().join("data"),
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    ))
-    .await
-    .unwrap();
+    let agent = crate::support::start_agent(dir.path(), &config).await;
     let addr = agent.http_addr().to_string();
 
     // Discovered through the API and scraped through its proxy path, over TLS with the token.

@@ -8,7 +8,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use meridian_edge::agent::{Agent, AgentOptions};
 use meridian_pki::tls::{ServerTls, ServerTlsFiles, ServerTlsOptions, TlsIncoming};
 use meridian_testkit::{http_get, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -120,15 +119,7 @@ scrape_configs:
 "#,
         ca = pki.join("ca.crt").display(),
     );
-    let cfg = dir.path().join("edge.yml");
-    std::fs::write(&cfg, config).unwrap();
-    let agent = Agent::start(AgentOptions::new(
-        cfg,
-        dir.path().join("data"),
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    ))
-    .await
-    .unwrap();
+    let agent = crate::support::start_agent(dir.path(), &config).await;
     let addr = agent.http_addr().to_string();
     tokio::task::spawn_blocking(move || {
         wait_for(

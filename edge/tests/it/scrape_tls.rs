@@ -7,7 +7,6 @@
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
-use meridian_edge::agent::{Agent, AgentOptions};
 use meridian_pki::issue::{self, KeyType, Usage, Validity};
 use meridian_pki::tls::{ServerTls, ServerTlsFiles, ServerTlsOptions, TlsIncoming};
 use meridian_testkit::{http_get, wait_for};
@@ -103,15 +102,7 @@ scrape_configs:
         crt = p("client.crt"),
         key = p("client.key"),
     );
-    let cfg = dir.path().join("edge.yml");
-    std::fs::write(&cfg, config).unwrap();
-    let agent = Agent::start(AgentOptions::new(
-        cfg,
-        dir.path().join("data"),
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    ))
-    .await
-    .unwrap();
+    let agent = crate::support::start_agent(dir.path(), &config).await;
     let addr = agent.http_addr().to_string();
     let health = tokio::task::spawn_blocking(move || {
         wait_for("all four targets scraped", Duration::from_secs(15), || {

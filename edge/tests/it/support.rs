@@ -28,3 +28,18 @@ pub(crate) fn ca_and_server(dir: &Path, dns: &[&str], ips: &[IpAddr]) -> (PathBu
     issue::write_pair(&pki, "server", &server, true).unwrap();
     (pki, ca)
 }
+
+/// Writes `config` as `dir/edge.yml` and starts an edge on it (data in `dir/data`, HTTP on a free
+/// loopback port).
+pub(crate) async fn start_agent(dir: &Path, config: &str) -> meridian_edge::agent::Agent {
+    use meridian_edge::agent::{Agent, AgentOptions};
+    let cfg = dir.join("edge.yml");
+    std::fs::write(&cfg, config).unwrap();
+    Agent::start(AgentOptions::new(
+        cfg,
+        dir.join("data"),
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    ))
+    .await
+    .unwrap()
+}
