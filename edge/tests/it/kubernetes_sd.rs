@@ -19,7 +19,7 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use meridian_pki::tls::{ServerTls, ServerTlsFiles, ServerTlsOptions, TlsIncoming};
+use meridian_pki::tls::TlsIncoming;
 use meridian_testkit::{http_get, wait_for};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -228,16 +228,7 @@ async fn nodes_through_the_api_proxy_with_token_rotation_and_410() {
 
     let api = Api::new("token-1");
     api.add_node("node-a", "10.0.0.1", true);
-    let tls = ServerTls::load(
-        "apiserver",
-        ServerTlsFiles {
-            cert: pki.join("server.crt"),
-            key: pki.join("server.key"),
-            client_ca: None,
-        },
-        ServerTlsOptions::default(),
-    )
-    .unwrap();
+    let tls = crate::support::server_tls("apiserver", &pki);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let incoming = TlsIncoming::new(tls, listener).unwrap();
     let api_addr = incoming.local_addr();

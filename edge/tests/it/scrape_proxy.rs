@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use meridian_pki::tls::{ServerTls, ServerTlsFiles, ServerTlsOptions, TlsIncoming};
+use meridian_pki::tls::TlsIncoming;
 use meridian_testkit::{http_get, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -79,16 +79,7 @@ async fn plain_and_tls_targets_through_an_http_proxy() {
         axum::routing::get(|| async { "through_proxy{kind=\"plain\"} 1\n" }),
     );
     tokio::spawn(async move { axum::serve(plain, app).await });
-    let tls = ServerTls::load(
-        "target",
-        ServerTlsFiles {
-            cert: pki.join("server.crt"),
-            key: pki.join("server.key"),
-            client_ca: None,
-        },
-        ServerTlsOptions::default(),
-    )
-    .unwrap();
+    let tls = crate::support::server_tls("target", &pki);
     let incoming = TlsIncoming::new(
         tls,
         tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),

@@ -43,3 +43,19 @@ pub(crate) async fn start_agent(dir: &Path, config: &str) -> meridian_edge::agen
     .await
     .unwrap()
 }
+
+/// The server TLS of `dir/pki`'s `server.crt`/`server.key` (from [`ca_and_server`]), no client
+/// certificates asked; `name` names it in errors.
+pub(crate) fn server_tls(name: &str, pki: &Path) -> std::sync::Arc<meridian_pki::tls::ServerTls> {
+    use meridian_pki::tls::{ServerTls, ServerTlsFiles, ServerTlsOptions};
+    ServerTls::load(
+        name,
+        ServerTlsFiles {
+            cert: pki.join("server.crt"),
+            key: pki.join("server.key"),
+            client_ca: None,
+        },
+        ServerTlsOptions::default(),
+    )
+    .unwrap()
+}
