@@ -581,7 +581,7 @@ async fn watch_config(shared: Arc<Shared>, stop: CancellationToken) {
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    let watcher = notify::recommended_watcher(move |_e: notify::Result<notify::Event>| {
+    let watcher = meridian_core::fswatch::watcher(move |_| {
         let _ = tx.try_send(());
     })
     .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w));

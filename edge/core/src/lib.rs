@@ -13,6 +13,7 @@
 
 pub mod chunkenc;
 pub mod error;
+pub mod fswatch;
 pub mod http_config;
 pub mod labels;
 pub mod matcher;

@@ -90,7 +90,7 @@ impl FileSd {
     pub async fn run(mut self, provider: usize, tx: mpsc::Sender<Update>, stop: CancellationToken) {
         let (ev_tx, mut ev_rx) = mpsc::channel::<()>(1);
         // The watcher calls back on its own thread; a full channel means a refresh is already due.
-        let watcher = notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+        let watcher = meridian_core::fswatch::watcher(move |_| {
             let _ = ev_tx.try_send(());
         });
         let _watcher = match watcher {

@@ -307,7 +307,7 @@ impl RuleManager {
             .collect();
         dirs.sort();
         dirs.dedup();
-        let watcher = notify::recommended_watcher(move |_e: notify::Result<notify::Event>| {
+        let watcher = meridian_core::fswatch::watcher(move |_| {
             let _ = tx.try_send(());
         })
         .and_then(|mut w| {

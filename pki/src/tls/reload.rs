@@ -77,10 +77,8 @@ impl Drop for Watcher {
 /// Starts watching `target`'s files: reload on change (debounced) and every `period`.
 pub fn watch(target: Arc<dyn Reloadable>, period: Duration) -> Result<Watcher, TlsError> {
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<()>();
-    let mut fs_watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if res.is_ok() {
-            let _ = ev_tx.send(());
-        }
+    let mut fs_watcher = meridian_core::fswatch::watcher(move |_| {
+        let _ = ev_tx.send(());
     })
     .map_err(|e| TlsError::Config(format!("cannot start file watcher: {e}")))?;
     let dirs: BTreeSet<PathBuf> = target
