@@ -13,7 +13,8 @@
 //! Run: `cargo build --release --bins && cargo bench -p meridian-integration --bench
 //! gateway_vs_prometheus`. Knobs: `MERIDIAN_BENCH_INSTANCES` (740), `MERIDIAN_BENCH_HOURS` (24),
 //! `MERIDIAN_BENCH_RUNS` (3), `MERIDIAN_BENCH_QUERIES` (only queries containing this text),
-//! `MERIDIAN_EDGE_BIN` (another edge binary, e.g. an older build, for before/after bytes). Under
+//! `MERIDIAN_EDGE_BIN` (another edge binary, e.g. an older build, for before/after bytes),
+//! `MERIDIAN_BENCH_HOLD` (seconds to keep the servers up before timing, for profiling). Under
 //! `cargo test --all-targets`: a smoke run on 2 instances × 2 h and the first 12 queries.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -160,6 +161,20 @@ fn main() {
                 (r.status == 200 && r.text().contains(&format!("\"{instances}\""))).then_some(())
             },
         );
+    }
+    if let Some(secs_held) = std::env::var("MERIDIAN_BENCH_HOLD")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        // For profiling: the servers stay up and say where they are.
+        eprintln!(
+            "gateway_vs_prometheus: holding {secs_held} s: prometheus {} mtls-gateway {mtls} plain-gateway {plain} instant time {} range {}..{}",
+            prom.addr,
+            secs(instant_t),
+            secs(rstart),
+            secs(rend)
+        );
+        std::thread::sleep(Duration::from_secs(secs_held));
     }
     let received =
         format!("meridian_gateway_store_series_received_bytes_total{{store=\"{tls_grpc}\"}}");
