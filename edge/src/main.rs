@@ -1,11 +1,6 @@
 //! `meridian-edge`: the per-cluster agent. `run` scrapes (Prometheus config), receives remote write and
 //! keeps the local TSDB; `tsdb` inspects TSDB files.
 
-/// mimalloc rather than glibc malloc: the StoreAPI paths allocate per series on one thread and free
-/// on another, where glibc's arena locks contend (issue 25 profile).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::path::PathBuf;
 
 use anyhow::Context;

@@ -2,11 +2,6 @@
 //! them over (m)TLS and serves the merged, deduplicated view over the StoreAPI and HTTP; `probe` asks
 //! endpoints what they serve.
 
-/// mimalloc rather than glibc malloc: the StoreAPI paths allocate per series on one thread and free
-/// on another, where glibc's arena locks contend (issue 25 profile).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
