@@ -162,10 +162,8 @@ fn main() {
             },
         );
     }
-    if let Some(secs_held) = std::env::var("MERIDIAN_BENCH_HOLD")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
+    let secs_held: u64 = env("MERIDIAN_BENCH_HOLD", 0);
+    if secs_held > 0 {
         // For profiling: the servers stay up and say where they are.
         eprintln!(
             "gateway_vs_prometheus: holding {secs_held} s: prometheus {} mtls-gateway {mtls} plain-gateway {plain} instant time {} range {}..{}",
