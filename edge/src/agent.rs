@@ -158,6 +158,15 @@ impl SeriesSource for EdgeSource {
         (if min == i64::MAX { i64::MIN } else { min }, i64::MAX)
     }
 
+    fn cheap_cost(
+        &self,
+        matchers: &[meridian_core::matcher::Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Option<meridian_core::series::SelectCost> {
+        self.db.cheap_cost(matchers, mint, maxt)
+    }
+
     fn metadata(
         &self,
     ) -> Option<std::collections::BTreeMap<String, Vec<meridian_core::series::MetricMeta>>> {

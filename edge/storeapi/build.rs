@@ -19,6 +19,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .bytes(".")
+        // Hand-written: a series' labels as a `Labels`, with no `String` per label (`src/wire.rs`).
+        .extern_path(".thanos.Series", "crate::wire::Series")
+        .extern_path(".thanos.SeriesBatch", "crate::wire::SeriesBatch")
+        .extern_path(".thanos.SeriesResponse", "crate::wire::SeriesResponse")
         .out_dir(&out)
         .compile_fds(fds)?;
     Ok(())

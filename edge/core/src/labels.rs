@@ -70,6 +70,17 @@ impl Labels {
         Labels::from_sorted_unique(&out)
     }
 
+    /// Builds a label set from a slice of pairs with [`Labels::from_pairs`]' rules. Pairs that are already
+    /// sorted by name, unique and without empty values (what every Prometheus-format encoder sends) cost
+    /// one check and the label set's own allocations, nothing else: decoders of wire formats use it.
+    pub fn from_pair_slice(pairs: &[(&str, &str)]) -> Labels {
+        if pairs.windows(2).all(|w| w[0].0 < w[1].0) && pairs.iter().all(|(_, v)| !v.is_empty()) {
+            Labels::from_sorted_unique(pairs)
+        } else {
+            Labels::from_pairs(pairs.iter().copied())
+        }
+    }
+
     /// Builds from pairs that are already sorted by name, unique and without empty values (checked in debug
     /// builds). This is the cheap path for decoders of formats that guarantee the order.
     fn from_sorted_unique<N: AsRef<str>, V: AsRef<str>>(pairs: &[(N, V)]) -> Labels {
@@ -550,6 +561,27 @@ mod tests {
     fn go_quoting() {
         let x = l(&[("a", "x\"y\\z\n\u{1}ü")]);
         assert_eq!(x.to_string(), "{a=\"x\\\"y\\\\z\\n\\x01ü\"}");
+    }
+
+    proptest! {
+        /// The slice builder's fast path (sorted, unique, non-empty) and its fallback agree with
+        /// `from_pairs` on any input, hash included.
+        #[test]
+        fn pair_slice_is_from_pairs(
+            pairs in proptest::collection::vec(("[a-c]{1,2}", "[a-c]{0,2}"), 0..6),
+            sort in any::<bool>(),
+        ) {
+            let mut pairs = pairs;
+            if sort {
+                pairs.sort();
+                pairs.dedup_by(|a, b| a.0 == b.0);
+            }
+            let refs: Vec<(&str, &str)> = pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            let fast = Labels::from_pair_slice(&refs);
+            let slow = Labels::from_pairs(refs.iter().copied());
+            prop_assert_eq!(&fast, &slow);
+            prop_assert_eq!(fast.hash_value(), slow.hash_value());
+        }
     }
 
     proptest! {

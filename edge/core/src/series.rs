@@ -62,6 +62,25 @@ impl SeriesCursor for VecCursor {
     }
 }
 
+/// Bounds on a selection's work, from [`SeriesSource::cheap_cost`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SelectCost {
+    /// Index entries (series IDs) read.
+    pub entries: usize,
+    /// Series found, at most.
+    pub series: usize,
+}
+
+impl SelectCost {
+    /// Both bounds added (two indexes: blocks and the head).
+    pub fn plus(self, other: SelectCost) -> SelectCost {
+        SelectCost {
+            entries: self.entries.saturating_add(other.entries),
+            series: self.series.saturating_add(other.series),
+        }
+    }
+}
+
 /// Where a store's series come from: the TSDB, a block in the bucket, memory. The StoreAPI's leaf store
 /// (`meridian_storeapi::leaf`) serves any of them.
 pub trait SeriesSource: Send + Sync + 'static {
@@ -96,6 +115,13 @@ pub trait SeriesSource: Send + Sync + 'static {
 
     /// `(min, max)` timestamps of the data; `(i64::MAX, i64::MIN)` when there is none.
     fn time_range(&self) -> (i64, i64);
+
+    /// Bounds on what a selection of `matchers` in `[mint, maxt]` reads and finds, when in-memory
+    /// indexes give them cheaply; `None` when they do not. A caller may run a selection this small
+    /// where it stands rather than hand it to another thread.
+    fn cheap_cost(&self, _matchers: &[Matcher], _mint: i64, _maxt: i64) -> Option<SelectCost> {
+        None
+    }
 
     /// TYPE/HELP/UNIT by metric family; `None` when the source serves no metadata.
     fn metadata(&self) -> Option<BTreeMap<String, Vec<MetricMeta>>> {

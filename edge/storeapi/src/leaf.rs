@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{
-    ExternalLabels, MetadataStream, SeriesFrame, SeriesQuery, SeriesStream, Store, labels_to_proto,
+    ExternalLabels, MetadataStream, SeriesFrame, SeriesQuery, SeriesStream, Store,
     matchers_from_proto, no_series_matchers_error, truncate_to_limit,
 };
 use meridian_core::error::ErrorKind;
@@ -42,6 +42,13 @@ const CURSOR_BATCH: usize = 256;
 const FRAME_CHANNEL: usize = 256;
 /// Frames produced before the first answer; an answer this small needs no channel.
 const FIRST_FRAMES: usize = 256;
+/// A selection runs on the async worker that received the call, rather than on the blocking pool, when
+/// the index bounds it ([`SeriesSource::cheap_cost`]) to this many series found and index entries read.
+/// 64 series' index and chunk reads and frames, and 16 Ki entries (64 KiB of postings), take tens of
+/// microseconds: what the hand-off itself costs on a small machine (two thread wake-ups). A
+/// dashboard's one-series queries and queries over absent metrics are this small.
+const INLINE_SERIES: usize = 64;
+const INLINE_ENTRIES: usize = 16 * 1024;
 
 /// A StoreAPI store over a [`SeriesSource`].
 #[derive(Debug)]
@@ -154,12 +161,17 @@ impl<S: SeriesSource> Store for LeafStore<S> {
             let without = q.without_replica_labels.clone();
             Arc::new(move |l: &Labels| ext.apply(l, &without))
         };
-        // Selection and the first frames on the blocking pool (they read the index and chunks); a
+        // Selection and the first frames on the blocking pool (they read the index and chunks), or
+        // here when the index says they are small ([`INLINE_SERIES`]); a
         // small answer comes back whole, so it costs one hand-off there and back and no channel
         // (issue 25: every thread wake-up shows in a small query's latency). A larger one goes on
         // streaming from that thread into a bounded channel: at most a batch and the channel's frames
         // are in memory per call, and when the client goes away (tonic drops the stream, and with it
         // the receiver) the producer stops at its next send.
+        let inline = self
+            .source
+            .cheap_cost(&matchers, q.min_time, q.max_time)
+            .is_some_and(|c| c.series <= INLINE_SERIES && c.entries <= INLINE_ENTRIES);
         let source = self.source.clone();
         let (min_time, max_time, with_data) = (q.min_time, q.max_time, !q.skip_chunks);
         let (limit, limits) = (q.limit, self.limits);
@@ -178,9 +190,13 @@ impl<S: SeriesSource> Store for LeafStore<S> {
             }
             Ok((first, Some(p)))
         };
-        let (first, rest) = tokio::task::spawn_blocking(start)
-            .await
-            .map_err(|e| Error::internal(format!("series reader failed: {e}")))??;
+        let (first, rest) = if inline {
+            start()?
+        } else {
+            tokio::task::spawn_blocking(start)
+                .await
+                .map_err(|e| Error::internal(format!("series reader failed: {e}")))??
+        };
         let first = futures::stream::iter(first);
         let Some(mut p) = rest else {
             return Ok(Box::pin(first));
@@ -366,7 +382,7 @@ impl Producer {
                 }
             }
             let frame = SeriesFrame::Series(pb::Series {
-                labels: labels_to_proto(&labels),
+                labels,
                 chunks: if self.need.is_some() {
                     cs.into_iter().map(to_aggr_chunk).collect()
                 } else {
@@ -388,7 +404,7 @@ impl Producer {
 pub fn series_stream(series: Vec<(Labels, Vec<SourceChunk>)>, skip_chunks: bool) -> SeriesStream {
     let frames = series.into_iter().map(move |(labels, chunks)| {
         Ok(SeriesFrame::Series(pb::Series {
-            labels: labels_to_proto(&labels),
+            labels,
             chunks: if skip_chunks {
                 vec![]
             } else {

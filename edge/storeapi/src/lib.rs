@@ -29,6 +29,7 @@ pub mod memstore;
 pub mod partial;
 pub mod server;
 pub mod trim;
+pub mod wire;
 
 /// A metric family's TYPE/HELP/UNIT on the wire.
 pub fn meta_to_proto(m: &MetricMeta) -> pb::Meta {
@@ -53,6 +54,7 @@ pub fn meta_from_proto(m: &pb::Meta) -> MetricMeta {
 pub mod proto {
     pub mod thanos {
         tonic::include_proto!("thanos");
+        pub use crate::wire::{Series, SeriesBatch, SeriesResponse, series_response};
         pub mod info {
             tonic::include_proto!("thanos.info");
         }

@@ -434,10 +434,7 @@ mod tests {
         let frames: Vec<_> = (0..n)
             .map(|i| {
                 Ok(SeriesFrame::Series(pb::Series {
-                    labels: vec![pb::Label {
-                        name: "i".into(),
-                        value: i.to_string(),
-                    }],
+                    labels: meridian_core::labels::Labels::from_pairs([("i", i.to_string())]),
                     chunks: vec![],
                 }))
             })

@@ -342,6 +342,14 @@ impl Block {
             .map_err(|e| invalid(&self.dir, e))
     }
 
+    /// [`crate::postings::cheap_cost`] of `matchers` on this block's index (`None` also when the index
+    /// could not be read: the selection reports that).
+    pub fn cheap_cost(&self, matchers: &[Matcher]) -> Option<meridian_core::series::SelectCost> {
+        crate::postings::cheap_cost(&self.index, matchers)
+            .ok()
+            .flatten()
+    }
+
     /// The labels and chunk metas of series `id`.
     pub fn series_meta(&self, id: u32) -> Result<(Labels, Vec<ChunkMeta>), BlockError> {
         self.index.series(id).map_err(|e| invalid(&self.dir, e))

@@ -490,4 +490,12 @@ impl Postings for Head {
     fn all(&self) -> Result<Vec<u64>, Self::Error> {
         Ok(self.iter().map(|(r, _)| r).collect())
     }
+
+    fn count(&self, name: &str, value: &str) -> Result<usize, Self::Error> {
+        Ok(self
+            .postings
+            .get(name)
+            .and_then(|v| v.get(value))
+            .map_or(0, Vec::len))
+    }
 }

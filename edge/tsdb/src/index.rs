@@ -729,6 +729,24 @@ impl super::postings::Postings for IndexReader {
     fn all(&self) -> Result<Vec<u64>, IndexError> {
         Ok(self.all_postings()?.into_iter().map(u64::from).collect())
     }
+
+    /// The list's entry count, read from its first 8 bytes (length, count) rather than the whole list;
+    /// its checksum is checked when the list itself is read.
+    fn count(&self, name: &str, value: &str) -> Result<usize, IndexError> {
+        let Some(off) = self.header.postings_offset(name, value) else {
+            return Ok(0);
+        };
+        let mut d = Dec::new(self.b.get(off..).unwrap_or_default(), 0, "postings");
+        let (len, n) = (d.be32()? as usize, d.be32()? as usize);
+        if n.saturating_mul(4).saturating_add(4) > len {
+            return Err(IndexError::Corrupt {
+                section: "postings",
+                offset: off,
+                reason: format!("{n} entries do not fit in {len} bytes"),
+            });
+        }
+        Ok(n)
+    }
 }
 
 #[cfg(test)]

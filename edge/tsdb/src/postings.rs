@@ -2,6 +2,7 @@
 //! head.
 
 use meridian_core::matcher::Matcher;
+use meridian_core::series::SelectCost;
 
 /// A postings index.
 pub trait Postings {
@@ -12,6 +13,45 @@ pub trait Postings {
     fn list(&self, name: &str, value: &str) -> Result<Vec<u64>, Self::Error>;
     /// Sorted IDs of every series.
     fn all(&self) -> Result<Vec<u64>, Self::Error>;
+    /// How many series have `name=value` (the length of [`Postings::list`]); indexes that know it
+    /// without reading the list say so.
+    fn count(&self, name: &str, value: &str) -> Result<usize, Self::Error> {
+        Ok(self.list(name, value)?.len())
+    }
+}
+
+/// What [`select`] reads for `matchers` and at most finds, when list lengths alone tell: every matcher
+/// names its values (`=`, or a regex of literal alternatives), so no label's values are scanned and no
+/// list of every series is read. Reads are the entries of every list named; found is at most the
+/// shortest matcher's union. `None` when there is no such bound.
+pub fn cheap_cost<P: Postings>(
+    p: &P,
+    matchers: &[Matcher],
+) -> Result<Option<SelectCost>, P::Error> {
+    let mut cost: Option<SelectCost> = None;
+    for m in matchers {
+        if m.matches_empty() {
+            return Ok(None);
+        }
+        let Some(values) = m.set_values() else {
+            return Ok(None);
+        };
+        let mut n = 0usize;
+        for v in values {
+            n = n.saturating_add(p.count(m.name(), v)?);
+        }
+        cost = Some(match cost {
+            None => SelectCost {
+                entries: n,
+                series: n,
+            },
+            Some(c) => SelectCost {
+                entries: c.entries.saturating_add(n),
+                series: c.series.min(n),
+            },
+        });
+    }
+    Ok(cost)
 }
 
 /// Sorted IDs of the series satisfying every matcher (a missing label counts as `""`).

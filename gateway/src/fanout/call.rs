@@ -325,7 +325,7 @@ pub(super) async fn fetch_one(
             SeriesFrame::Series(s) => {
                 received.inc_by(prost::Message::encoded_len(&s) as u64);
                 budget.charge(&s)?;
-                let mut labels = labels_from_proto(&s.labels);
+                let mut labels = s.labels.clone();
                 if strip.iter().any(|l| labels.has(l)) {
                     labels = labels.without(&strip);
                 }

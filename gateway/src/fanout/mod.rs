@@ -37,8 +37,8 @@ use meridian_storeapi::partial::PartialResponse;
 use meridian_storeapi::proto::thanos as pb;
 use meridian_storeapi::proto::thanos::info as infopb;
 use meridian_storeapi::{
-    MetadataStream, SeriesFrame, SeriesStream, Store, labels_from_proto, labels_to_proto,
-    matcher_to_proto, matchers_from_proto, truncate_to_limit,
+    MetadataStream, SeriesFrame, SeriesStream, Store, labels_from_proto, matcher_to_proto,
+    matchers_from_proto, truncate_to_limit,
 };
 use tokio::time::Instant;
 

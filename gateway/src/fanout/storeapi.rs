@@ -51,7 +51,7 @@ impl Store for Fanout {
                 merge_chunks(g.members, kind, mint, maxt)?
             };
             frames.push(Ok(SeriesFrame::Series(pb::Series {
-                labels: labels_to_proto(&g.labels),
+                labels: g.labels.clone(),
                 chunks,
             })));
         }

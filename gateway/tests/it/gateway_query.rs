@@ -20,7 +20,7 @@ use meridian_core::{Labels, Matcher, Sample};
 use meridian_storeapi::client::StoreClient;
 use meridian_storeapi::memstore::MemStore;
 use meridian_storeapi::proto::thanos as pb;
-use meridian_storeapi::{SeriesFrame, Store, labels_from_proto, server};
+use meridian_storeapi::{SeriesFrame, Store, server};
 use meridian_testkit::{ChildGuard, FaultProxy, dnsmasq, free_port, http, require, wait_for};
 
 const T0: i64 = 1_700_000_000_000;
@@ -156,7 +156,7 @@ async fn query(gateway: &str, name: &str, without: &[&str], abort: bool) -> Resu
                     let raw = c.raw.as_ref().unwrap();
                     samples.extend(XorIterator::new(&raw.data).unwrap());
                 }
-                a.series.push((labels_from_proto(&s.labels), samples));
+                a.series.push((s.labels.clone(), samples));
             }
             SeriesFrame::Warning(w) => a.warnings.push(w),
         }

@@ -3,5 +3,6 @@
 mod label_reads;
 mod nodelay;
 mod proto_wire;
+mod series_wire;
 mod storeapi_acceptance;
 mod trim;

@@ -120,7 +120,7 @@ fn labels_and_chunks() {
 
     let series = W::new().msg(1, label("a", "1")).msg(2, W::new().int(1, 7));
     let s: pb::Series = series.decode();
-    assert_eq!(s.labels[0].name, "a");
+    assert_eq!(s.labels.at(0).name, "a");
     assert_eq!(s.chunks[0].min_time, 7);
     let b: pb::SeriesBatch = W::new().msg(1, series.clone()).msg(1, series).decode();
     assert_eq!(b.series.len(), 2);
@@ -235,7 +235,7 @@ fn series_response_variants() {
         .decode::<pb::SeriesResponse>()
         .result
     {
-        Some(R::Series(s)) => assert_eq!(s.labels[0].value, "1"),
+        Some(R::Series(s)) => assert_eq!(s.labels.at(0).value, "1"),
         other => panic!("{other:?}"),
     }
     match W::new()

@@ -22,13 +22,7 @@ async fn answer(store: &MemStore, req: pb::SeriesRequest) -> Vec<(String, Vec<i6
         let SeriesFrame::Series(s) = f.unwrap() else {
             continue;
         };
-        let name = s
-            .labels
-            .iter()
-            .find(|l| l.name == "__name__")
-            .unwrap()
-            .value
-            .clone();
+        let name = s.labels.get("__name__").unwrap().to_owned();
         let mut times = Vec::new();
         let mut bytes = 0;
         for c in &s.chunks {

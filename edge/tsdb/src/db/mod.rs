@@ -28,7 +28,9 @@ use meridian_core::error::{Error, ErrorKind, Result};
 use meridian_core::labels::Labels;
 use meridian_core::matcher::Matcher;
 use meridian_core::sample::Sample;
-use meridian_core::series::{Relabel, SeriesCursor, SeriesSource, SourceChunk, SourceSeries};
+use meridian_core::series::{
+    Relabel, SelectCost, SeriesCursor, SeriesSource, SourceChunk, SourceSeries,
+};
 
 mod appender;
 mod compact;
@@ -513,6 +515,45 @@ mod tests {
                 .len(),
             2
         );
+    }
+
+    /// `cheap_cost` counts the postings entries of `=` and literal-set matchers in the head and the
+    /// blocks overlapping the range (read from the lists' headers), bounds what a selection finds, and
+    /// has no answer for matchers that scan values.
+    #[test]
+    fn cheap_cost_bounds_small_selections() {
+        let cost = |entries, series| SelectCost { entries, series };
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+        let mut app = db.appender();
+        for i in 0..5 {
+            app.add(&l(i), 1000, 1.0).unwrap();
+        }
+        app.commit().unwrap();
+        let name = [Matcher::equal("__name__", "m")];
+        assert_eq!(db.cheap_cost(&name, 0, 10_000), Some(cost(5, 5)));
+        let one = [Matcher::equal("__name__", "m"), Matcher::equal("i", "3")];
+        assert_eq!(db.cheap_cost(&one, 0, 10_000), Some(cost(6, 1)));
+        assert_eq!(db.select(&one, 0, 10_000, false).unwrap().len(), 1);
+        let set = [Matcher::new(MatchType::Regex, "i", "1|2|9").unwrap()];
+        assert_eq!(db.cheap_cost(&set, 0, 10_000), Some(cost(2, 2)));
+        let absent = [Matcher::equal("__name__", "absent")];
+        assert_eq!(db.cheap_cost(&absent, 0, 10_000), Some(cost(0, 0)));
+        // Matchers that scan a label's values, or match series without the label: no bound.
+        let scan = [Matcher::new(MatchType::Regex, "i", "1.+").unwrap()];
+        assert_eq!(db.cheap_cost(&scan, 0, 10_000), None);
+        let empty = [Matcher::new(MatchType::NotEqual, "i", "1").unwrap()];
+        assert_eq!(db.cheap_cost(&empty, 0, 10_000), None);
+        assert_eq!(db.cheap_cost(&[], 0, 10_000), None);
+
+        // In a block the count comes from the list's header; blocks outside the range are not asked.
+        db.flush_head().unwrap();
+        let mut app = db.appender();
+        app.add(&l(0), 8_000_000, 1.0).unwrap();
+        app.commit().unwrap();
+        assert_eq!(db.blocks().len(), 1);
+        assert_eq!(db.cheap_cost(&name, 0, 10_000), Some(cost(6, 6)));
+        assert_eq!(db.cheap_cost(&name, 7_500_000, 9_000_000), Some(cost(1, 1)));
     }
 
     /// A series new to two concurrent batches is created once: the later commit joins the series the

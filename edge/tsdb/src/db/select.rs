@@ -79,6 +79,22 @@ impl Db {
             .collect())
     }
 
+    /// [`crate::postings::cheap_cost`] over the blocks overlapping `[mint, maxt]` and the head, or
+    /// `None` (matchers that scan label values, or an index that could not be read: the selection
+    /// itself reports that).
+    pub fn cheap_cost(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Option<SelectCost> {
+        let st = self.read();
+        let mut total = crate::postings::cheap_cost(&st.head, matchers).ok()??;
+        for b in &st.blocks {
+            let m = b.meta();
+            if m.max_time <= mint || m.min_time > maxt {
+                continue;
+            }
+            total = total.plus(b.cheap_cost(matchers)?);
+        }
+        Some(total)
+    }
+
     pub fn time_range(&self) -> (i64, i64) {
         let st = self.read();
         let (mut min, mut max) = st.head.time_range();
@@ -308,5 +324,9 @@ impl SeriesSource for DbSource {
 
     fn time_range(&self) -> (i64, i64) {
         Db::time_range(&self.0)
+    }
+
+    fn cheap_cost(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Option<SelectCost> {
+        self.0.cheap_cost(matchers, mint, maxt)
     }
 }
