@@ -179,7 +179,7 @@ impl Scratch {
         for (n, v) in &self.labels {
             pairs.push((utf8(n)?, utf8(v)?));
         }
-        Ok(Labels::from_pair_slice(&pairs))
+        Ok(Labels::from_pairs(pairs))
     }
 
     fn reset(&mut self) {
