@@ -30,10 +30,12 @@ use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
+use http::Uri;
 use hyper_util::rt::TokioIo;
 use meridian_core::error::{Error, ErrorKind};
 use meridian_core::labels::Labels;
 use meridian_core::net::dns::DnsResolver;
+use meridian_pki::channel::{ChannelOptions, GrpcChannel};
 use meridian_pki::tls::{ClientTls, ClientTlsFiles, Dial};
 use meridian_storeapi::Store;
 use meridian_storeapi::client::StoreClient;
@@ -43,7 +45,6 @@ use serde_saphyr::Spanned;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint as TonicEndpoint, Uri};
 
 use crate::discovery::{EndpointDiscovery, EndpointSpec};
 use crate::fanout::{StoreMeta, StoreRef, StoreSet};
@@ -352,7 +353,7 @@ impl EndpointSet {
         ))
     }
 
-    fn channel(&self, address: &str, transport: &Transport) -> Result<Channel, String> {
+    fn channel(&self, address: &str, transport: &Transport) -> Result<GrpcChannel, String> {
         match transport {
             Transport::Tls { tls, server_name } => {
                 let timeout = self.opts.connect_timeout;
@@ -365,14 +366,18 @@ impl EndpointSet {
                 .map_err(|e| e.to_string())
             }
             Transport::Plaintext => {
-                let ep = TonicEndpoint::from_shared(format!("http://{address}"))
-                    .map_err(|e| format!("invalid endpoint address {address:?}: {e}"))?
-                    .connect_timeout(self.opts.connect_timeout)
-                    .tcp_nodelay(true);
-                Ok(match self.dial() {
-                    None => ep.connect_lazy(),
+                let timeout = Some(self.opts.connect_timeout);
+                match self.dial() {
+                    None => GrpcChannel::plaintext_lazy(address, timeout),
                     Some(d) => {
-                        ep.connect_with_connector_lazy(tower::service_fn(move |uri: Uri| {
+                        let target: Uri = format!("http://{address}")
+                            .parse()
+                            .map_err(|e| format!("invalid endpoint address {address:?}: {e}"))?;
+                        let options = ChannelOptions {
+                            connect_timeout: timeout,
+                            ..ChannelOptions::new(target.clone())
+                        };
+                        let connector = tower::service_fn(move |uri: Uri| {
                             let d = d.clone();
                             async move {
                                 let host = uri
@@ -383,9 +388,10 @@ impl EndpointSet {
                                 let port = uri.port_u16().unwrap_or(80);
                                 d(host, port).await.map(TokioIo::new)
                             }
-                        }))
+                        });
+                        GrpcChannel::lazy(target, options, connector)
                     }
-                })
+                }
             }
         }
     }

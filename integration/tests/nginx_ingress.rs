@@ -212,9 +212,14 @@ async fn gateway_reaches_two_edges_through_one_nginx_listener() {
         stranger_config(&pki),
         Some(rustls::pki_types::ServerName::try_from(HOSTS[0].to_owned()).unwrap()),
     );
-    let ep = tonic::transport::Endpoint::from_shared(format!("http://{listen}")).unwrap();
-    let r = match ep.connect_with_connector(stranger).await {
-        Ok(ch) => StoreClient::new(ch, "stranger")
+    let target: tonic::transport::Uri = format!("http://{listen}").parse().unwrap();
+    let options = meridian_pki::channel::ChannelOptions {
+        connect_timeout: Some(Duration::from_secs(5)),
+        ..meridian_pki::channel::ChannelOptions::new(target.clone())
+    };
+    let ch = meridian_pki::channel::GrpcChannel::lazy(target, options, stranger).unwrap();
+    let r = match ch.connect().await {
+        Ok(()) => StoreClient::new(ch, "stranger")
             .info()
             .await
             .map(|_| ())

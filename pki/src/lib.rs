@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+pub mod channel;
 pub mod dev;
 pub mod http_client;
 pub mod inspect;

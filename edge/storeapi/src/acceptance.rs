@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
 use futures::StreamExt;
-use tonic::transport::Channel;
+use meridian_pki::channel::GrpcChannel;
 
 use crate::proto::thanos as pb;
 use crate::proto::thanos::info as infopb;
@@ -45,7 +45,7 @@ pub struct Fixture {
 /// A started store: a channel to it, and whatever keeps it alive (dropped at the end of the group).
 #[derive(Debug)]
 pub struct StartedStore {
-    pub channel: Channel,
+    pub channel: GrpcChannel,
     pub guard: Box<dyn Any + Send>,
 }
 
@@ -59,11 +59,8 @@ pub async fn serve_plaintext(store: std::sync::Arc<dyn crate::Store>) -> Started
     let task = tokio::spawn(crate::server::serve_tcp(store, listener, async {
         let _ = stop_rx.await;
     }));
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .expect("endpoint")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = GrpcChannel::plaintext_lazy(&addr.to_string(), None).expect("endpoint");
+    channel.connect().await.expect("connect");
     struct Guard(
         Option<tokio::sync::oneshot::Sender<()>>,
         tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
@@ -288,11 +285,11 @@ struct Got {
 
 struct Suite<'a> {
     fx: &'a Fixture,
-    ch: Channel,
+    ch: GrpcChannel,
 }
 
 impl Suite<'_> {
-    fn store(&self) -> pb::store_client::StoreClient<Channel> {
+    fn store(&self) -> pb::store_client::StoreClient<GrpcChannel> {
         pb::store_client::StoreClient::new(self.ch.clone())
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE)

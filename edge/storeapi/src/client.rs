@@ -1,8 +1,8 @@
-//! A StoreAPI client over any tonic channel (plaintext or mTLS). It implements [`Store`], so the gateway
+//! A StoreAPI client over a [`GrpcChannel`] (plaintext or mTLS). It implements [`Store`], so the gateway
 //! treats a remote store exactly like a local one; `SeriesBatch` frames are flattened.
 
 use futures::StreamExt;
-use tonic::transport::{Channel, Endpoint};
+use meridian_pki::channel::GrpcChannel;
 
 use super::{MAX_MESSAGE_SIZE, MetadataStream, SeriesFrame, SeriesStream, Store};
 use crate::proto::thanos as pb;
@@ -12,13 +12,13 @@ use meridian_core::error::{Error, ErrorKind, Result};
 /// A client for one StoreAPI endpoint.
 #[derive(Clone, Debug)]
 pub struct StoreClient {
-    channel: Channel,
+    channel: GrpcChannel,
     address: String,
 }
 
 impl StoreClient {
     /// Wraps an established channel; `address` names the endpoint in errors and warnings.
-    pub fn new(channel: Channel, address: impl Into<String>) -> StoreClient {
+    pub fn new(channel: GrpcChannel, address: impl Into<String>) -> StoreClient {
         StoreClient {
             channel,
             address: address.into(),
@@ -27,12 +27,11 @@ impl StoreClient {
 
     /// Connects over plaintext HTTP/2 to `host:port`.
     pub async fn connect_plaintext(address: &str) -> Result<StoreClient> {
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| Error::bad_data(format!("invalid endpoint address {address:?}: {e}")))?;
-        let channel = endpoint.connect().await.map_err(|e| {
+        let channel = GrpcChannel::plaintext_lazy(address, None).map_err(Error::bad_data)?;
+        channel.connect().await.map_err(|e| {
             Error::new(
                 ErrorKind::Unavailable,
-                format!("connecting to {address}: {e}"),
+                format!("connecting to {address}: {}", e.message()),
             )
         })?;
         Ok(StoreClient::new(channel, address))
@@ -42,24 +41,24 @@ impl StoreClient {
         &self.address
     }
 
-    pub fn channel(&self) -> &Channel {
+    pub fn channel(&self) -> &GrpcChannel {
         &self.channel
     }
 
     /// The raw generated `thanos.Store` client, with Meridian's message size limits.
-    pub fn store_client(&self) -> pb::store_client::StoreClient<Channel> {
+    pub fn store_client(&self) -> pb::store_client::StoreClient<GrpcChannel> {
         pb::store_client::StoreClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE)
     }
 
-    pub fn info_client(&self) -> infopb::info_client::InfoClient<Channel> {
+    pub fn info_client(&self) -> infopb::info_client::InfoClient<GrpcChannel> {
         infopb::info_client::InfoClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE)
     }
 
-    pub fn metadata_client(&self) -> pb::metadata_client::MetadataClient<Channel> {
+    pub fn metadata_client(&self) -> pb::metadata_client::MetadataClient<GrpcChannel> {
         pb::metadata_client::MetadataClient::new(self.channel.clone())
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE)

@@ -151,9 +151,20 @@ pub fn trim(chunks: Vec<SourceChunk>, need: &Needed) -> Option<Vec<SourceChunk>>
 fn last_sample(chunks: Vec<SourceChunk>, maxt: i64, window: i64) -> Option<Vec<SourceChunk>> {
     let from = maxt.saturating_sub(window);
     let mut best: Option<(i64, f64)> = None;
+    // A chunk's `min_time` is its first sample's time, so a chunk that starts inside the window holds a
+    // sample there; a chunk that ends before that sample cannot hold the last one and is not decoded.
+    // (A query just after a chunk boundary otherwise decodes the whole previous chunk for nothing.)
+    let latest_start = chunks
+        .iter()
+        .filter(|c| c.min_time >= from && c.min_time <= maxt && !c.data.is_empty())
+        .map(|c| c.min_time)
+        .max();
     // Chunks may overlap (head and a new block): each is searched.
     for c in &chunks {
         if c.max_time < from || c.min_time > maxt {
+            continue;
+        }
+        if latest_start.is_some_and(|s| c.max_time < s) {
             continue;
         }
         let Ok(mut it) = XorIterator::new(&c.data) else {
@@ -371,6 +382,38 @@ mod tests {
         assert!(trim(vec![chunk(&all)], &last_only(2_000_001, 2_300_000, 299_999)).is_none());
         let ended = chunk(&[(0, 1.0), (15_000, stale_nan())]);
         assert!(trim(vec![ended], &last_only(1, 20_000, 300_000)).is_none());
+    }
+
+    #[test]
+    fn a_chunk_ending_before_a_later_chunk_starts_in_the_window_is_not_decoded() {
+        // The earlier chunk does not even decode: had it been read, it would be sent as stored.
+        let earlier = SourceChunk {
+            min_time: 0,
+            max_time: 1_785_000,
+            data: bytes::Bytes::from_static(&[0, 120, 1]),
+        };
+        let later = chunk(&[(1_800_007, 5.0), (1_815_007, 6.0)]);
+        let got = trim(
+            vec![earlier.clone(), later.clone()],
+            &last_only(1_500_500, 1_800_500, 300_000),
+        )
+        .unwrap();
+        assert_eq!(samples(&got), vec![(1_800_007, 5.0f64.to_bits())]);
+        // Without a later chunk starting in the window, the earlier one is read (and sent as stored).
+        let got = trim(
+            vec![earlier.clone()],
+            &last_only(1_500_500, 1_800_500, 300_000),
+        )
+        .unwrap();
+        assert_eq!(got[0].data, earlier.data);
+        // An overlapping earlier chunk (ending after the later one starts) is still searched.
+        let overlapping = chunk(&[(1_700_000, 1.0), (1_800_100, 2.0)]);
+        let got = trim(
+            vec![overlapping, later],
+            &last_only(1_500_500, 1_800_500, 300_000),
+        )
+        .unwrap();
+        assert_eq!(samples(&got), vec![(1_800_100, 2.0f64.to_bits())]);
     }
 
     #[test]

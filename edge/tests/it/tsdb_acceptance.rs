@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meridian_edge::agent::{Agent, AgentOptions};
+use meridian_pki::channel::GrpcChannel;
 use meridian_pki::dev::DevPki;
 use meridian_storeapi::acceptance::{self, Fixture, StartedStore};
 use meridian_storeapi::leaf::LeafStore;
@@ -81,11 +82,8 @@ async fn start(fx: Fixture, layout: Layout) -> StartedStore {
     tokio::spawn(server::serve_tcp(Arc::new(store), listener, async {
         let _ = rx.await;
     }));
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = GrpcChannel::plaintext_lazy(&addr.to_string(), None).unwrap();
+    channel.connect().await.unwrap();
     StartedStore {
         channel,
         guard: Box::new((tx, dir)),

@@ -333,9 +333,7 @@ async fn store_command_is_ready_fast_and_small_on_1000_blocks() {
 
     // The query gateway asks the store like any endpoint.
     let client = meridian_storeapi::client::StoreClient::new(
-        tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
-            .unwrap()
-            .connect_lazy(),
+        meridian_pki::channel::GrpcChannel::plaintext_lazy(&grpc, None).unwrap(),
         grpc.clone(),
     );
     let info = client.info().await.unwrap();

@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use http::Uri;
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::channel::{ChannelOptions, GrpcChannel};
 
 use super::material::{Role, TlsError, load_certified_key, load_roots};
 use super::metrics::TlsMetrics;
@@ -123,9 +125,9 @@ impl ClientTls {
         address: &str,
         server_name: Option<&str>,
         connect_timeout: Duration,
-    ) -> Result<Channel, TlsError> {
-        let ep = endpoint(address, server_name, connect_timeout)?;
-        Ok(ep.connect_with_connector_lazy(self.connector(server_name)?))
+    ) -> Result<GrpcChannel, TlsError> {
+        let (target, options) = endpoint(address, server_name, connect_timeout)?;
+        GrpcChannel::lazy(target, options, self.connector(server_name)?).map_err(TlsError::Config)
     }
 
     /// Like [`ClientTls::channel_lazy`], but TCP connections are made by `dial` (the gateway resolves
@@ -136,11 +138,11 @@ impl ClientTls {
         server_name: Option<&str>,
         connect_timeout: Duration,
         dial: Dial,
-    ) -> Result<Channel, TlsError> {
-        let ep = endpoint(address, server_name, connect_timeout)?;
+    ) -> Result<GrpcChannel, TlsError> {
+        let (target, options) = endpoint(address, server_name, connect_timeout)?;
         let mut connector = self.connector(server_name)?;
         connector.dial = Some(dial);
-        Ok(ep.connect_with_connector_lazy(connector))
+        GrpcChannel::lazy(target, options, connector).map_err(TlsError::Config)
     }
 
     /// A connected gRPC channel to `address` over TLS.
@@ -149,14 +151,16 @@ impl ClientTls {
         address: &str,
         server_name: Option<&str>,
         connect_timeout: Duration,
-    ) -> Result<Channel, ConnectError> {
-        let ep = endpoint(address, server_name, connect_timeout)?;
-        ep.connect_with_connector(self.connector(server_name)?)
+    ) -> Result<GrpcChannel, ConnectError> {
+        let channel = self.channel_lazy(address, server_name, connect_timeout)?;
+        channel
+            .connect()
             .await
             .map_err(|source| ConnectError::Connect {
                 address: address.to_owned(),
                 source,
-            })
+            })?;
+        Ok(channel)
     }
 }
 
@@ -165,33 +169,37 @@ impl ClientTls {
 pub enum ConnectError {
     #[error(transparent)]
     Tls(#[from] TlsError),
-    #[error("connecting to {address}: {source}")]
+    #[error("connecting to {address}: {}", source.message())]
     Connect {
         address: String,
-        source: tonic::transport::Error,
+        source: tonic::Status,
     },
 }
 
-/// The endpoint for `address`. With a server name override, requests carry it as `:authority` too (as
-/// grpc-go does): an ingress that verifies client certificates refuses a request whose authority differs
-/// from the SNI name (nginx answers 421 Misdirected Request).
+/// Where to connect (`http://address`, what the connector is called with) and the channel's options.
+/// With a server name override, requests carry it as `:authority` too (as grpc-go does): an ingress
+/// that verifies client certificates refuses a request whose authority differs from the SNI name
+/// (nginx answers 421 Misdirected Request).
 fn endpoint(
     address: &str,
     server_name: Option<&str>,
     connect_timeout: Duration,
-) -> Result<Endpoint, TlsError> {
-    let mut ep = Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|e| TlsError::Config(format!("invalid endpoint address {address:?}: {e}")))?
-        .connect_timeout(connect_timeout)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30));
-    if let Some(name) = server_name {
-        let origin: Uri = format!("https://{name}")
+) -> Result<(Uri, ChannelOptions), TlsError> {
+    let target: Uri = format!("http://{address}")
+        .parse()
+        .map_err(|e| TlsError::Config(format!("invalid endpoint address {address:?}: {e}")))?;
+    let origin = match server_name {
+        Some(name) => format!("https://{name}")
             .parse()
-            .map_err(|e| TlsError::Config(format!("invalid server name {name:?}: {e}")))?;
-        ep = ep.origin(origin);
-    }
-    Ok(ep)
+            .map_err(|e| TlsError::Config(format!("invalid server name {name:?}: {e}")))?,
+        None => target.clone(),
+    };
+    let options = ChannelOptions {
+        connect_timeout: Some(connect_timeout),
+        keep_alive_interval: Some(Duration::from_secs(30)),
+        ..ChannelOptions::new(origin)
+    };
+    Ok((target, options))
 }
 
 impl LiveBacked for ClientTls {

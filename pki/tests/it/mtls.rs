@@ -9,14 +9,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use meridian_core::{Labels, Sample};
+use meridian_pki::channel::GrpcChannel;
 use meridian_pki::issue::{self, Issued, KeyType, Usage, Validity};
 use meridian_pki::tls::{
     ClientTls, ClientTlsFiles, Reloadable, ServerTls, ServerTlsFiles, ServerTlsOptions,
     TlsConnector, TlsIncoming,
 };
 use meridian_storeapi::client::StoreClient;
-use meridian_storeapi::memstore::MemStore;
+
 use meridian_storeapi::{Store, server};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -81,13 +81,7 @@ struct Running {
 }
 
 async fn serve(tls: Arc<ServerTls>) -> Running {
-    let store = MemStore::new(Labels::from_pairs([("cluster", "a")]));
-    store
-        .append(
-            &Labels::from_pairs([("__name__", "up")]),
-            &[Sample::new(1000, 1.0)],
-        )
-        .unwrap();
+    let store = crate::up_store();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let incoming = TlsIncoming::new(tls, listener).unwrap();
     let addr = incoming.local_addr();
@@ -104,11 +98,14 @@ async fn serve(tls: Arc<ServerTls>) -> Running {
 
 /// Info over a fresh TLS channel.
 async fn info_with(connector: TlsConnector, addr: SocketAddr) -> Result<(), String> {
-    let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_timeout(Duration::from_secs(5));
-    let channel = ep
-        .connect_with_connector(connector)
+    let target: http::Uri = format!("http://{addr}").parse().unwrap();
+    let options = meridian_pki::channel::ChannelOptions {
+        connect_timeout: Some(Duration::from_secs(5)),
+        ..meridian_pki::channel::ChannelOptions::new(target.clone())
+    };
+    let channel = GrpcChannel::lazy(target, options, connector).unwrap();
+    channel
+        .connect()
         .await
         .map_err(|e| format!("connect: {e:?}"))?;
     StoreClient::new(channel, addr.to_string())

@@ -115,6 +115,16 @@ proptest! {
         };
         prop_assert_eq!(ours.encode_to_vec(), theirs.encode_to_vec());
         prop_assert_eq!(ours.encoded_len(), theirs.encoded_len());
+        // `encode` (what tonic calls) measures a batch's series once; same bytes.
+        let mut direct = Vec::new();
+        ours.encode(&mut direct).unwrap();
+        prop_assert_eq!(&direct, &theirs.encode_to_vec());
+        // Too little room is refused before anything is written, as prost does.
+        let mut small = [0u8; 3];
+        let mut room = &mut small[..];
+        if ours.encoded_len() > 3 {
+            prop_assert!(ours.encode(&mut room).is_err());
+        }
         prop_assert_eq!(pb::SeriesResponse::decode(theirs.encode_to_vec().as_slice()).unwrap(), ours);
     }
 

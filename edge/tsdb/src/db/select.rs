@@ -2,6 +2,7 @@
 //! a head truncation) and the TSDB as a series source.
 
 use super::*;
+use crate::index::ChunkMeta;
 
 impl Db {
     /// Series matching `matchers` with chunks overlapping `[mint, maxt]`, from blocks and head, merged by
@@ -106,9 +107,10 @@ impl Db {
     }
 }
 
-/// Where a planned series' chunks are: a block of the plan and the series' ID in it, or the head.
+/// Where a planned series' chunks are: a block of the plan and the series' chunks in range there (read
+/// from its index entry while planning, so a batch does not parse the entry again), or the head.
 pub(super) enum Loc {
-    Block(usize, u32),
+    Block(usize, Vec<ChunkMeta>),
     Head(u64),
 }
 
@@ -192,9 +194,10 @@ impl DbCursor {
             let bi = blocks.len();
             blocks.push(b.clone());
             for id in b.series_ids(&self.matchers)? {
-                let (labels, metas) = b.series_meta(id)?;
-                if metas.iter().any(|c| overlaps(c.min_time, c.max_time)) {
-                    all.push(((self.relabel)(&labels), Loc::Block(bi, id)));
+                let (labels, mut metas) = b.series_meta(id)?;
+                metas.retain(|c| overlaps(c.min_time, c.max_time));
+                if !metas.is_empty() {
+                    all.push(((self.relabel)(&labels), Loc::Block(bi, metas)));
                 }
             }
         }
@@ -240,26 +243,24 @@ impl DbCursor {
             };
             let mut chunks = Vec::new();
             for loc in &locs {
-                match *loc {
-                    Loc::Block(bi, id) => {
-                        let Some(b) = plan.blocks.get(bi) else {
+                match loc {
+                    Loc::Block(bi, metas) => {
+                        let Some(b) = plan.blocks.get(*bi) else {
                             continue;
                         };
-                        for m in b.series_meta(id)?.1 {
-                            if m.min_time <= maxt && m.max_time >= mint {
-                                chunks.push(SourceChunk {
-                                    min_time: m.min_time,
-                                    max_time: m.max_time,
-                                    data: if with_data {
-                                        Bytes::copy_from_slice(b.chunk(m.chunk_ref)?)
-                                    } else {
-                                        Bytes::new()
-                                    },
-                                });
-                            }
+                        for m in metas {
+                            chunks.push(SourceChunk {
+                                min_time: m.min_time,
+                                max_time: m.max_time,
+                                data: if with_data {
+                                    Bytes::copy_from_slice(b.chunk(m.chunk_ref)?)
+                                } else {
+                                    Bytes::new()
+                                },
+                            });
                         }
                     }
-                    Loc::Head(r) => {
+                    &Loc::Head(r) => {
                         chunks.extend(
                             st.head
                                 .series_chunks(r, mint, maxt, with_data)
