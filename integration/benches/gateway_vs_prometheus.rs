@@ -5,7 +5,8 @@
 //! them (compaction off: `--storage.tsdb.max-block-duration=2h`); two release `meridian-edge`s serve
 //! copies over the StoreAPI, one plaintext and one over mTLS, each behind its own release
 //! `meridian-gateway` with the results cache off. The compliance query list (variants expanded) runs
-//! as an instant query (1 h before the end) and as a range query (the last 6 h at 60 s) on all three,
+//! as an instant query twice (1 h before the end, just after a chunk boundary, and 15 min earlier,
+//! mid-chunk) and as a range query (the last 6 h at 60 s) on all three,
 //! interleaved, over one kept-alive HTTP/1.1 connection each; per query the best of N wall times.
 //! Prints every query's ratios, the geometric means, the worst, and the bytes of series frames the
 //! mTLS gateway received per instant query; writes the table to `target/gateway_vs_prometheus.md`.
@@ -144,8 +145,11 @@ fn main() {
     let (plain, mtls, tls_grpc) = (gws.plain.clone(), gws.mtls.clone(), gws.tls_edge.clone());
 
     let end = T0 + hours * 3600 * 1000;
-    // Half-second query times: never on a sample (they sit at odd milliseconds).
+    // Half-second query times: never on a sample (they sit at odd milliseconds). Blocks start every
+    // 2 h and their chunks every 30 min, so the first instant time is 0.5 s after a chunk starts (a
+    // lookback then reaches into the chunk before) and the second sits mid-chunk.
     let instant_t = end - 3600 * 1000 + 500;
+    let mid_chunk_t = instant_t - 15 * 60 * 1000;
     let (rstart, rend) = ((end - 6 * 3600 * 1000).max(T0) + 500, end - 500);
     let ready = format!(
         "/api/v1/query?query={}&time={}",
@@ -190,6 +194,14 @@ fn main() {
                     "/api/v1/query?query={}&time={}",
                     urlencode(q),
                     secs(instant_t)
+                ),
+            ),
+            (
+                "instant-mid",
+                format!(
+                    "/api/v1/query?query={}&time={}",
+                    urlencode(q),
+                    secs(mid_chunk_t)
                 ),
             ),
             (
@@ -262,7 +274,7 @@ fn report(
         );
     }
     let _ = writeln!(md);
-    for kind in ["instant", "range"] {
+    for kind in ["instant", "instant-mid", "range"] {
         let of: Vec<&&Row> = compared.iter().filter(|r| r.kind == kind).collect();
         for (name, pick) in [
             ("mTLS", (|r: &Row| r.mtls.best) as fn(&Row) -> Duration),

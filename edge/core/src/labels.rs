@@ -105,6 +105,44 @@ impl Labels {
         }))
     }
 
+    /// A label set from its names and values laid end to end (`name0 value0 name1 value1 ...`, the
+    /// layout a [`Labels`] keeps) and the offset where each name and each value ends. `None` unless
+    /// the names are sorted and unique, no value is empty and every offset is a character boundary
+    /// ending at `text.len()`: decoders then build the set with [`Labels::from_pairs`]. One copy of
+    /// the text, no per-label work beyond the checks.
+    pub fn from_laid_out(text: &str, ends: &[u32]) -> Option<Labels> {
+        if !ends.len().is_multiple_of(2)
+            || ends
+                .last()
+                .map_or(!text.is_empty(), |&e| e as usize != text.len())
+        {
+            return None;
+        }
+        let mut start = 0usize;
+        let mut prev_name: Option<&str> = None;
+        for pair in ends.chunks_exact(2) {
+            let (name_end, value_end) = (pair[0] as usize, pair[1] as usize);
+            if name_end < start
+                || value_end <= name_end
+                || !text.is_char_boundary(name_end)
+                || !text.is_char_boundary(value_end)
+            {
+                return None;
+            }
+            let name = text.get(start..name_end)?;
+            if prev_name.is_some_and(|p| p >= name) {
+                return None;
+            }
+            prev_name = Some(name);
+            start = value_end;
+        }
+        Some(Labels(Arc::new(Inner {
+            text: text.into(),
+            ends: ends.into(),
+            hash: AtomicU64::new(0),
+        })))
+    }
+
     /// Number of labels.
     pub fn len(&self) -> usize {
         self.0.ends.len() / 2
@@ -648,6 +686,39 @@ mod tests {
             }
             prop_assert_eq!(la.hash_value(), h.digest());
             prop_assert_eq!(lb.hash_value(), h.digest());
+        }
+    }
+
+    proptest! {
+        /// `from_laid_out` accepts exactly what `from_pairs` would keep as is (sorted, unique, no empty
+        /// value) and builds the same set; anything else is refused.
+        #[test]
+        fn from_laid_out_matches_from_pairs(
+            pairs in proptest::collection::vec(("[a-cé]{0,2}", "[a-cé]{0,2}"), 0..5),
+        ) {
+            let mut text = String::new();
+            let mut ends = Vec::new();
+            for (n, v) in &pairs {
+                text.push_str(n);
+                ends.push(text.len() as u32);
+                text.push_str(v);
+                ends.push(text.len() as u32);
+            }
+            let canonical = pairs.windows(2).all(|w| w[0].0 < w[1].0) && pairs.iter().all(|(_, v)| !v.is_empty());
+            match Labels::from_laid_out(&text, &ends) {
+                Some(l) => {
+                    prop_assert!(canonical);
+                    let want = Labels::from_pairs(pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+                    prop_assert_eq!(&l, &want);
+                    prop_assert_eq!(l.hash_value(), want.hash_value());
+                }
+                None => prop_assert!(!canonical),
+            }
+            // An offset inside a character, or not ending at the text's end, is refused.
+            if let Some(last) = ends.last_mut() {
+                *last = last.saturating_sub(1);
+                prop_assert!(Labels::from_laid_out(&text, &ends).is_none());
+            }
         }
     }
 

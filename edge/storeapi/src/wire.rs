@@ -112,6 +112,14 @@ fn check_end(buf: &impl Buf, end: usize) -> Result<(), DecodeError> {
 struct Scratch {
     text: Vec<u8>,
     labels: Vec<(Range<usize>, Range<usize>)>,
+    /// Where each name and value ends, when the text is laid out as a label set's (kept for reuse).
+    ends: Cell<Vec<u32>>,
+}
+
+/// An offset into the scratch text; a series' labels are bounded by the message size limit, far
+/// below 4 GiB (and a larger one simply fails [`Labels::from_laid_out`]'s checks).
+fn offset(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// Capacity a thread's scratch may keep between series; a larger label set's buffer is let go.
@@ -174,6 +182,28 @@ impl Scratch {
         if self.labels.is_empty() {
             return Ok(before.clone());
         }
+        // The usual case: a new series whose labels came sorted, unique and non-empty, each name
+        // followed by its value. The scratch text is then already a label set's layout.
+        if before.is_empty() {
+            let mut at = 0;
+            let mut ends = self.ends.take();
+            ends.clear();
+            let laid_out = self.labels.iter().all(|(n, v)| {
+                let ok = n.start == at && v.start == n.end;
+                at = v.end;
+                ends.push(offset(n.end));
+                ends.push(offset(v.end));
+                ok
+            }) && at == self.text.len();
+            let built = laid_out
+                .then(|| std::str::from_utf8(&self.text).ok())
+                .flatten()
+                .and_then(|text| Labels::from_laid_out(text, &ends));
+            self.ends.set(ends);
+            if let Some(labels) = built {
+                return Ok(labels);
+            }
+        }
         let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(before.len() + self.labels.len());
         pairs.extend(before.iter().map(|l| (l.name, l.value)));
         for (n, v) in &self.labels {
@@ -190,6 +220,7 @@ impl Scratch {
         }
         if self.labels.capacity() > SCRATCH_KEEP / 16 {
             self.labels = Vec::new();
+            self.ends.set(Vec::new());
         }
     }
 }
