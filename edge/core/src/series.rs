@@ -22,6 +22,8 @@ pub struct MetricMeta {
 /// A chunk as a source holds it.
 #[derive(Debug, Clone)]
 pub struct SourceChunk {
+    /// The time of the first sample (as in Prometheus' chunk metadata). The leaf store relies on it:
+    /// a chunk starting inside an instant selector's window supersedes chunks that end before it.
     pub min_time: i64,
     /// Inclusive: the time of the last sample.
     pub max_time: i64,
