@@ -122,6 +122,27 @@ pub(crate) struct MemSeries {
     /// Whether the series record is in the WAL.
     pub logged: bool,
     created_gen: u64,
+    /// Set when a truncation found the series without data: the WAL segment current then. Its
+    /// samples are in segments up to that one, so it stays (in the head and its checkpoints, where
+    /// WAL readers find its labels) while a reader still needs such a segment. Cleared by an append.
+    linger: Option<u64>,
+}
+
+/// What WAL readers (remote-write queues) still need when the head is truncated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalHold {
+    /// The segment the WAL is writing now.
+    pub segment: u64,
+    /// The oldest segment a reader has not finished; `u64::MAX` when nobody reads.
+    pub keep_from: u64,
+}
+
+impl WalHold {
+    /// No reader: series without data leave at once.
+    pub const NONE: WalHold = WalHold {
+        segment: 0,
+        keep_from: u64::MAX,
+    };
 }
 
 /// See the module documentation.
@@ -138,10 +159,13 @@ pub(crate) struct Head {
     chunk_range: i64,
     max_t: i64,
     generation: u64,
+    /// `false` in agent mode: samples go to the WAL only; the head keeps each series' last sample
+    /// (for order checks and staleness) and no chunks or postings.
+    keep_samples: bool,
 }
 
 impl Head {
-    pub(crate) fn new(chunk_range: i64, min_valid_time: i64) -> Head {
+    pub(crate) fn with_samples(chunk_range: i64, min_valid_time: i64, keep_samples: bool) -> Head {
         Head {
             series: Vec::new(),
             live: 0,
@@ -152,6 +176,7 @@ impl Head {
             chunk_range,
             max_t: i64::MIN,
             generation: 0,
+            keep_samples,
         }
     }
 
@@ -201,7 +226,7 @@ impl Head {
         }
         self.next_ref = self.next_ref.max(r + 1);
         self.by_hash.entry(labels.hash_value()).or_default().push(r);
-        for l in labels.iter() {
+        for l in labels.iter().filter(|_| self.keep_samples) {
             let list = self
                 .postings
                 .entry(l.name.to_owned())
@@ -226,6 +251,7 @@ impl Head {
             last: None,
             logged: false,
             created_gen: self.generation,
+            linger: None,
         });
         self.live += 1;
     }
@@ -282,6 +308,12 @@ impl Head {
         let Some(series) = self.series.get_mut(r as usize).and_then(Option::as_mut) else {
             return;
         };
+        series.linger = None;
+        if !self.keep_samples {
+            series.last = Some((s.t, s.v.to_bits()));
+            self.max_t = self.max_t.max(s.t);
+            return;
+        }
         let cut = match series.chunks.last() {
             None => true,
             Some(c) => {
@@ -403,15 +435,27 @@ impl Head {
 
     /// Drops data before `before` (now in blocks) and series left without data; refuses samples before it
     /// from now on. Series created since the previous truncation are kept even when empty (an appender
-    /// may hold their reference).
-    pub(crate) fn truncate(&mut self, before: i64) {
-        self.min_valid_time = self.min_valid_time.max(before);
+    /// may hold their reference), and so are series whose samples are in WAL segments a reader still
+    /// needs (`hold`; see `MemSeries::linger`). In agent mode (no chunks) a series is without data
+    /// when its last sample is before `before`, and samples before it stay accepted.
+    pub(crate) fn truncate(&mut self, before: i64, hold: WalHold) {
+        if self.keep_samples {
+            self.min_valid_time = self.min_valid_time.max(before);
+        }
         let mut removed = Vec::new();
         for (r, slot) in self.series.iter_mut().enumerate() {
             let Some(s) = slot else { continue };
             s.chunks.retain(|c| c.chunk.last_t() >= before);
-            if s.chunks.is_empty() && (s.last.is_some() || s.created_gen < self.generation) {
-                removed.push(r as u64);
+            let empty = if self.keep_samples {
+                s.chunks.is_empty()
+            } else {
+                s.last.is_none_or(|(t, _)| t < before)
+            };
+            if empty && (s.last.is_some() || s.created_gen < self.generation) {
+                let last_segment = *s.linger.get_or_insert(hold.segment);
+                if last_segment < hold.keep_from {
+                    removed.push(r as u64);
+                }
             }
         }
         for r in removed {
@@ -438,9 +482,17 @@ impl Head {
         self.generation += 1;
     }
 
-    /// The head as WAL records (for a checkpoint).
+    /// The head as WAL records (for a checkpoint). In agent mode each series' last sample stands for
+    /// its samples, so order checks hold across a restart.
     pub(crate) fn records(&self) -> Vec<Record> {
         let series: Vec<(u64, Labels)> = self.iter().map(|(r, s)| (r, s.labels.clone())).collect();
+        if !self.keep_samples {
+            let last = self
+                .iter()
+                .filter_map(|(r, s)| s.last.map(|(t, v)| (r, Sample::new(t, f64::from_bits(v)))))
+                .collect();
+            return vec![Record::Series(series), Record::Samples(last)];
+        }
         let samples: Vec<(u64, Sample)> = self
             .iter()
             .flat_map(|(r, s)| {

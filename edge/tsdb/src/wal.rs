@@ -26,6 +26,8 @@ use std::path::{Path, PathBuf};
 use meridian_core::labels::Labels;
 use meridian_core::sample::Sample;
 
+pub mod tail;
+
 pub const SEGMENT_SIZE: u64 = 128 << 20;
 /// Default largest payload of one record. Bigger records (a checkpoint of the whole head, a large
 /// commit) are split into several records of at most this size; a record's length field is a u32, so
@@ -33,11 +35,11 @@ pub const SEGMENT_SIZE: u64 = 128 << 20;
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 16 << 20;
 /// The smallest record limit accepted: one sample entry must fit.
 const MIN_MAX_RECORD_BYTES: usize = 64;
-const MAGIC: &[u8; 4] = b"MWAL";
-const VERSION: u8 = 1;
-const HEADER: usize = 8;
-const REC_SERIES: u8 = 1;
-const REC_SAMPLES: u8 = 2;
+pub(crate) const MAGIC: &[u8; 4] = b"MWAL";
+pub(crate) const VERSION: u8 = 1;
+pub(crate) const HEADER: usize = 8;
+pub(crate) const REC_SERIES: u8 = 1;
+pub(crate) const REC_SAMPLES: u8 = 2;
 
 /// When the WAL is synced to stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -77,7 +79,7 @@ pub enum WalError {
     },
 }
 
-fn werr(path: &Path) -> impl Fn(std::io::Error) -> WalError + '_ {
+pub(crate) fn werr(path: &Path) -> impl Fn(std::io::Error) -> WalError + '_ {
     move |source| WalError::Io {
         path: path.to_owned(),
         source,
@@ -217,12 +219,12 @@ pub fn decode(p: &[u8]) -> Option<Record> {
     }
 }
 
-fn segment_name(n: u64) -> String {
+pub(crate) fn segment_name(n: u64) -> String {
     format!("{n:08}")
 }
 
 /// Segment numbers in `dir`, ascending.
-fn segments(dir: &Path) -> Result<Vec<u64>, WalError> {
+pub(crate) fn segments(dir: &Path) -> Result<Vec<u64>, WalError> {
     let mut v: Vec<u64> = fs::read_dir(dir)
         .map_err(werr(dir))?
         .filter_map(|e| e.ok()?.file_name().into_string().ok()?.parse().ok())
@@ -232,7 +234,7 @@ fn segments(dir: &Path) -> Result<Vec<u64>, WalError> {
 }
 
 /// The newest complete checkpoint: its directory and the last segment it covers.
-fn latest_checkpoint(dir: &Path) -> Result<Option<(PathBuf, u64)>, WalError> {
+pub(crate) fn latest_checkpoint(dir: &Path) -> Result<Option<(PathBuf, u64)>, WalError> {
     let mut best: Option<(PathBuf, u64)> = None;
     for e in fs::read_dir(dir).map_err(werr(dir))? {
         let Ok(e) = e else { continue };
@@ -346,6 +348,8 @@ pub struct Wal {
     policy: FsyncPolicy,
     /// Largest record payload written (see [`DEFAULT_MAX_RECORD_BYTES`]).
     max_record: usize,
+    /// A segment is cut when a write would take it past this size.
+    segment_size: u64,
 }
 
 impl Wal {
@@ -364,7 +368,24 @@ impl Wal {
             size,
             policy,
             max_record: DEFAULT_MAX_RECORD_BYTES,
+            segment_size: SEGMENT_SIZE,
         })
+    }
+
+    /// Sets the segment size (bytes; at least 64 KiB): Prometheus' `--storage.agent.wal-segment-size`.
+    pub fn with_segment_size(mut self, n: u64) -> Wal {
+        self.segment_size = n.max(64 << 10);
+        self
+    }
+
+    /// The segment being written.
+    pub fn segment(&self) -> u64 {
+        self.segment
+    }
+
+    /// The WAL's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Sets the largest record payload (bytes; capped at `u32::MAX`, the length field's range).
@@ -472,7 +493,7 @@ impl Wal {
         if buf.is_empty() {
             return Ok(());
         }
-        if self.size + buf.len() as u64 > SEGMENT_SIZE && self.size > HEADER as u64 {
+        if self.size + buf.len() as u64 > self.segment_size && self.size > HEADER as u64 {
             self.cut()?;
         }
         let written = self.file.write_all(buf);
@@ -494,9 +515,15 @@ impl Wal {
     }
 
     /// Writes a checkpoint covering segments up to `upto` with `records` (the head's state), then deletes
-    /// those segments and older checkpoints. The checkpoint is written to a temporary directory and
-    /// renamed, so a crash leaves either the old state or the new one.
-    pub fn checkpoint(&mut self, upto: u64, records: &[Record]) -> Result<(), WalError> {
+    /// those segments before `keep_from` (the rest is still read by remote-write queues; replay skips
+    /// it) and older checkpoints. The checkpoint is written to a temporary directory and renamed, so a
+    /// crash leaves either the old state or the new one.
+    pub fn checkpoint(
+        &mut self,
+        upto: u64,
+        records: &[Record],
+        keep_from: u64,
+    ) -> Result<(), WalError> {
         let tmp = self.dir.join(format!("checkpoint.{upto:08}.tmp"));
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).map_err(werr(&tmp))?;
@@ -508,6 +535,7 @@ impl Wal {
             size: HEADER as u64,
             policy: FsyncPolicy::Always,
             max_record: self.max_record,
+            segment_size: u64::MAX,
         };
         cp.log(records)?;
         cp.file.sync_all().map_err(werr(&tmp))?;
@@ -519,7 +547,7 @@ impl Wal {
             .and_then(|d| d.sync_all())
             .map_err(werr(&self.dir))?;
         for s in segments(&self.dir)? {
-            if s <= upto {
+            if s <= upto && s < keep_from {
                 let p = self.dir.join(segment_name(s));
                 fs::remove_file(&p).map_err(werr(&p))?;
             }
@@ -704,7 +732,7 @@ mod tests {
         wal.log(&[Record::Samples(vec![(2, Sample::new(99, 9.0))])])
             .unwrap();
         let snapshot = vec![Record::Series(vec![(2, Labels::from_pairs([("a", "2")]))])];
-        wal.checkpoint(upto, &snapshot).unwrap();
+        wal.checkpoint(upto, &snapshot, u64::MAX).unwrap();
         drop(wal);
         let got = replay(&w).unwrap();
         assert_eq!(got[0], snapshot[0]);

@@ -73,22 +73,43 @@ impl Db {
             let block = Arc::new(Block::open(&self.dir.join(&meta.ulid))?);
             Some((meta, block))
         };
-        let (upto, records) = {
-            let mut st = self.write();
-            if let Some((_, b)) = &meta {
-                st.blocks.push(b.clone());
-                st.blocks.sort_by_key(|b| b.meta().min_time);
-            }
-            st.head.truncate(end);
-            self.cuts.fetch_add(1, Ordering::Release);
-            let upto = self.wal().cut()?;
-            (upto, st.head.records())
-        };
-        self.wal().checkpoint(upto, &records)?;
+        self.truncate_head(end, meta.as_ref().map(|(_, b)| b.clone()))?;
         if meta.is_some() {
             self.metrics.blocks_written.inc();
         }
         Ok(meta.map(|(m, _)| m))
+    }
+
+    /// Truncates the head before `before` (adding `block`, which holds what it had there) and
+    /// checkpoints the WAL, keeping the segments and series its readers still need.
+    fn truncate_head(
+        &self,
+        before: i64,
+        block: Option<Arc<Block>>,
+    ) -> std::result::Result<(), DbError> {
+        let hold = self.wal_hold();
+        let (upto, records) = {
+            let mut st = self.write();
+            if let Some(b) = block {
+                st.blocks.push(b);
+                st.blocks.sort_by_key(|b| b.meta().min_time);
+            }
+            st.head.truncate(before, hold);
+            self.cuts.fetch_add(1, Ordering::Release);
+            let upto = self.wal().cut()?;
+            (upto, st.head.records())
+        };
+        self.wal().checkpoint(upto, &records, hold.keep_from)?;
+        Ok(())
+    }
+
+    /// Agent mode's truncation (Prometheus v2.42 `tsdb/agent/db.go`): series whose last sample is
+    /// before `before` leave (unless a queue still reads their segments), the WAL is checkpointed, and
+    /// the segments every queue has finished are deleted.
+    pub fn truncate_agent(&self, before: i64) -> std::result::Result<(), DbError> {
+        self.truncate_head(before, None)?;
+        self.refresh_metrics();
+        Ok(())
     }
 
     /// Deletes blocks outside retention that the upload status, if set, confirms uploaded. Returns the
@@ -159,5 +180,132 @@ impl Db {
         }
         self.refresh_metrics();
         Ok(doomed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::tail::{Event, Position, Tail, checkpoint_series};
+    use std::sync::atomic::AtomicU64;
+
+    struct Reader(AtomicU64);
+    impl WalReaders for Reader {
+        fn keep_from(&self) -> Option<u64> {
+            Some(self.0.load(Ordering::SeqCst))
+        }
+    }
+
+    /// Every sample record from `from` on, resolved to labels through the checkpoint's series and the
+    /// series records read on the way (as a remote-write queue resolves them).
+    fn read_resolved(dir: &Path, from: Position) -> Vec<(String, i64)> {
+        let mut names: std::collections::HashMap<u64, Labels> = checkpoint_series(dir)
+            .unwrap()
+            .map(|c| c.1.into_iter().collect())
+            .unwrap_or_default();
+        let mut tail = Tail::new(dir, Position::default());
+        let mut out = Vec::new();
+        loop {
+            let events = tail.read(1 << 20, true).unwrap();
+            if events.is_empty() {
+                return out;
+            }
+            for e in events {
+                match e {
+                    Event::Record(Record::Series(s), _) => names.extend(s),
+                    Event::Record(Record::Samples(s), end) if end > from => {
+                        for (r, x) in s {
+                            out.push((
+                                names.get(&r).expect("every reference resolves").to_string(),
+                                x.t,
+                            ));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn append(db: &Db, name: &str, t: i64) {
+        let mut app = db.appender();
+        app.add(&Labels::from_pairs([("__name__", name)]), t, 1.0)
+            .unwrap();
+        app.commit().unwrap();
+    }
+
+    /// Issue 26: a truncation keeps the WAL segments a reader has not finished, and the labels of the
+    /// series in them, even when the head has let those series go.
+    #[test]
+    fn truncation_keeps_what_a_reader_still_needs() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = DbOptions {
+            block_range: 1000,
+            max_ahead: None,
+            ..DbOptions::default()
+        };
+        let db = Db::open(dir.path(), opts).unwrap();
+        let reader = Arc::new(Reader(AtomicU64::new(0)));
+        db.set_wal_readers(reader.clone());
+        // `gone` has samples only in the first block range: the head drops it at the first cut.
+        append(&db, "gone", 10);
+        append(&db, "kept", 20);
+        for t in (1000..4000).step_by(100) {
+            append(&db, "kept", t);
+        }
+        assert!(!db.compact().unwrap().is_empty());
+        let got = read_resolved(&db.wal_dir(), Position::default());
+        assert!(got.contains(&("{__name__=\"gone\"}".into(), 10)), "{got:?}");
+        assert_eq!(got.len(), 32);
+        // The reader moves on: the next truncation releases the old segments and the series.
+        let now = db.wal().segment();
+        reader.0.store(now, Ordering::SeqCst);
+        for t in (4000..6000).step_by(100) {
+            append(&db, "kept", t);
+        }
+        db.compact().unwrap();
+        let segs = wal::segments(&db.wal_dir()).unwrap();
+        assert!(segs.iter().all(|s| *s >= now), "{segs:?} from {now}");
+        let (_, series) = checkpoint_series(&db.wal_dir()).unwrap().unwrap();
+        assert_eq!(series.len(), 1, "{series:?}");
+    }
+
+    /// Agent mode: no blocks and no chunks; truncation drops series not written since `before`.
+    #[test]
+    fn agent_mode_writes_no_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = DbOptions {
+            block_range: 1000,
+            max_ahead: None,
+            agent: true,
+            ..DbOptions::default()
+        };
+        let db = Db::open(dir.path(), opts.clone()).unwrap();
+        append(&db, "old", 10);
+        for t in (0..10_000).step_by(100) {
+            append(&db, "live", t);
+        }
+        assert!(db.compact().unwrap().is_empty());
+        assert!(db.flush_head().unwrap().is_empty());
+        assert_eq!(db.head_series(), 2);
+        db.truncate_agent(5000).unwrap();
+        assert_eq!(db.head_series(), 1);
+        assert!(db.blocks().is_empty());
+        assert!(db.select(&[], i64::MIN, i64::MAX, true).unwrap().is_empty());
+        // Order is still checked, and the state survives a restart.
+        let mut app = db.appender();
+        let live = Labels::from_pairs([("__name__", "live")]);
+        assert!(app.add(&live, 50, 1.0).is_err());
+        drop(app);
+        drop(db);
+        let db = Db::open(dir.path(), opts).unwrap();
+        let mut app = db.appender();
+        assert!(app.add(&live, 50, 1.0).is_err());
+        assert!(app.add(&live, 20_000, 1.0).is_ok());
+        let has_blocks = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .any(|e| e.path().join("meta.json").exists());
+        assert!(!has_blocks);
     }
 }

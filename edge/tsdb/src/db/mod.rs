@@ -22,7 +22,7 @@ use bytes::Bytes;
 
 use super::block::{Block, BlockError, BlockMeta, is_tmp_block, write_block};
 use super::bounds::{self, Clock, RateLimitedLog};
-use super::head::{Accept, AppendError, Head, check_order};
+use super::head::{Accept, AppendError, Head, WalHold, check_order};
 use super::wal::{self, FsyncPolicy, Record, Wal, WalError};
 use meridian_core::error::{Error, ErrorKind, Result};
 use meridian_core::labels::Labels;
@@ -62,6 +62,14 @@ pub struct DbOptions {
     pub max_ahead: Option<i64>,
     /// The wall clock "ahead" is measured against (injectable for tests).
     pub clock: Clock,
+    /// Agent mode (Prometheus' `--agent`): samples go to the WAL only, for remote write; no blocks,
+    /// no chunks in memory. The WAL is truncated by [`Db::truncate_agent`].
+    pub agent: bool,
+    /// WAL segment size (bytes).
+    pub wal_segment_size: u64,
+    /// WAL segments finished longer ago than this are deleted at the next truncation even when a
+    /// remote-write queue has not read them (`None`: held as long as a queue needs them).
+    pub wal_hold_max_age: Option<std::time::Duration>,
 }
 
 impl Default for DbOptions {
@@ -74,6 +82,9 @@ impl Default for DbOptions {
             wal_max_record_bytes: wal::DEFAULT_MAX_RECORD_BYTES,
             max_ahead: Some(bounds::DEFAULT_MAX_AHEAD),
             clock: Clock::system(),
+            agent: false,
+            wal_segment_size: wal::SEGMENT_SIZE,
+            wal_hold_max_age: None,
         }
     }
 }
@@ -201,6 +212,8 @@ pub struct Db {
     state: RwLock<State>,
     wal: Mutex<Wal>,
     upload_status: RwLock<Option<Arc<dyn UploadStatus>>>,
+    /// Who still reads the WAL (remote-write queues): truncation keeps what they need.
+    wal_readers: RwLock<Option<Arc<dyn WalReaders>>>,
     /// Head truncations so far (changed under the state's write lock): a streamed select whose plan
     /// predates the latest one plans its remaining series again.
     cuts: AtomicU64,
@@ -218,6 +231,12 @@ impl std::fmt::Debug for Db {
             .field("opts", &self.opts)
             .finish_non_exhaustive()
     }
+}
+
+/// Whoever follows the WAL (remote-write queues) and must not have it truncated under them.
+pub trait WalReaders: Send + Sync {
+    /// The oldest WAL segment some reader has not finished; `None` when nobody reads.
+    fn keep_from(&self) -> Option<u64>;
 }
 
 /// References with this bit are an appender's series not created in the head yet; head references
@@ -279,7 +298,7 @@ impl Db {
             .map(|m| m.max_time)
             .max()
             .unwrap_or(i64::MIN);
-        let mut head = Head::new(opts.block_range, min_valid);
+        let mut head = Head::with_samples(opts.block_range, min_valid, !opts.agent);
         let prom_wal = dir.join("wal");
         fs::create_dir_all(&prom_wal).map_err(io(&prom_wal))?;
         let wal_dir = dir.join(WAL_DIR);
@@ -333,7 +352,9 @@ impl Db {
         if replayed + skipped > 0 {
             tracing::info!(replayed, skipped, "WAL replayed");
         }
-        let wal = Wal::open(&wal_dir, opts.fsync)?.with_max_record_bytes(opts.wal_max_record_bytes);
+        let wal = Wal::open(&wal_dir, opts.fsync)?
+            .with_max_record_bytes(opts.wal_max_record_bytes)
+            .with_segment_size(opts.wal_segment_size);
         Ok(Db {
             dir: dir.to_owned(),
             _lock: lock,
@@ -341,6 +362,7 @@ impl Db {
             state: RwLock::new(State { head, blocks }),
             wal: Mutex::new(wal),
             upload_status: RwLock::new(None),
+            wal_readers: RwLock::new(None),
             cuts: AtomicU64::new(0),
             metrics,
             next_pending_ref: AtomicU64::new(PENDING_REF),
@@ -371,6 +393,56 @@ impl Db {
             .upload_status
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Some(status);
+    }
+
+    /// Sets who reads the WAL: segments they have not finished are kept (up to
+    /// [`DbOptions::wal_hold_max_age`]), and so are the labels of the series in them.
+    pub fn set_wal_readers(&self, readers: Arc<dyn WalReaders>) {
+        *self.wal_readers.write().unwrap_or_else(|p| p.into_inner()) = Some(readers);
+    }
+
+    /// The WAL's directory (what remote-write queues follow).
+    pub fn wal_dir(&self) -> PathBuf {
+        self.dir.join(WAL_DIR)
+    }
+
+    /// What a truncation must keep for the WAL's readers now.
+    fn wal_hold(&self) -> WalHold {
+        let segment = self.wal().segment();
+        let readers = self
+            .wal_readers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(keep_from) = readers.and_then(|r| r.keep_from()) else {
+            return WalHold {
+                segment,
+                keep_from: u64::MAX,
+            };
+        };
+        let mut keep_from = keep_from.min(segment);
+        if let Some(max_age) = self.opts.wal_hold_max_age {
+            // Segments finished before the hold limit are released: the first one written since.
+            let dir = self.wal_dir();
+            let now = std::time::SystemTime::now();
+            let fresh = wal::segments(&dir).ok().and_then(|segs| {
+                segs.into_iter().find(|s| {
+                    fs::metadata(dir.join(wal::segment_name(*s)))
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|m| now.duration_since(m).is_ok_and(|age| age <= max_age))
+                })
+            });
+            let floor = fresh.unwrap_or(segment);
+            if floor > keep_from {
+                tracing::warn!(
+                    from = keep_from,
+                    to = floor,
+                    "WAL segments older than the hold limit are released although a remote-write queue has not sent them"
+                );
+                keep_from = floor;
+            }
+        }
+        WalHold { segment, keep_from }
     }
 
     /// A batch of appends, applied atomically by [`Appender::commit`]. Samples more than the allowed
