@@ -1,7 +1,7 @@
 //! The edge's configuration: Prometheus' own YAML schema (`prometheus.yml`), so a cluster's existing scrape
 //! configuration moves over unchanged.
 //!
-//! - `global` and `scrape_configs` are acted on. `rule_files`, `alerting`, `remote_write`, `remote_read`,
+//! - `global`, `scrape_configs` and `remote_write` are acted on. `rule_files`, `alerting`, `remote_read`,
 //!   `storage`, `tracing`, `runtime` and `otlp` are accepted and named in a start-up warning
 //!   ([`Config::ignored_sections`]); any other key is an error with its line and column.
 //! - `$(VAR)` is replaced from the environment before parsing, as Thanos' config reloader does
@@ -217,6 +217,7 @@ pub struct Config {
     pub global: GlobalConfig,
     pub external_labels: Labels,
     pub scrape_configs: Vec<ScrapeConfig>,
+    pub remote_write: Vec<crate::remote::config::RemoteWriteConfig>,
     /// Sections present that the edge accepts but does not act on.
     pub ignored_sections: Vec<&'static str>,
     /// Other things worth a warning at load (per job).
@@ -232,7 +233,8 @@ struct RawConfig {
     scrape_configs: Vec<RawScrapeConfig>,
     rule_files: Option<IgnoredAny>,
     alerting: Option<IgnoredAny>,
-    remote_write: Option<IgnoredAny>,
+    #[serde(default)]
+    remote_write: Vec<crate::remote::config::RawRemoteWrite>,
     remote_read: Option<IgnoredAny>,
     storage: Option<IgnoredAny>,
     tracing: Option<IgnoredAny>,
@@ -314,7 +316,6 @@ impl Config {
         for (present, name) in [
             (raw.rule_files.is_some(), "rule_files"),
             (raw.alerting.is_some(), "alerting"),
-            (raw.remote_write.is_some(), "remote_write"),
             (raw.remote_read.is_some(), "remote_read"),
             (raw.storage.is_some(), "storage"),
             (raw.tracing.is_some(), "tracing"),
@@ -345,10 +346,12 @@ impl Config {
             )?;
             jobs.push(job);
         }
+        let remote_write = crate::remote::config::resolve_all(raw.remote_write)?;
         Ok(Config {
             global: g,
             external_labels,
             scrape_configs: jobs,
+            remote_write,
             ignored_sections: ignored,
             warnings,
         })
@@ -441,20 +444,7 @@ fn resolve_job(
             r.metrics_path
         ));
     }
-    let proxy_url = match &r.proxy_url {
-        None => None,
-        Some(p) => {
-            let uri: http::Uri = p
-                .parse()
-                .map_err(|e| format!("{at}: proxy_url {p:?}: {e}"))?;
-            if uri.scheme_str() != Some("http") || uri.host().is_none() {
-                return Err(format!(
-                    "{at}: proxy_url {p:?} must be an http:// URL (the edge speaks HTTP proxies only)"
-                ));
-            }
-            Some(uri)
-        }
-    };
+    let proxy_url = parse_proxy_url(&at, r.proxy_url.as_deref())?;
     let auth = Auth::from_config(
         r.basic_auth.as_ref(),
         r.authorization.as_ref(),
@@ -509,6 +499,20 @@ fn resolve_job(
         relabel_configs: r.relabel_configs,
         metric_relabel_configs: r.metric_relabel_configs,
     })
+}
+
+/// A `proxy_url` (scrape jobs, remote write): an `http://` URL with a host; `at` names the place.
+pub(crate) fn parse_proxy_url(at: &str, p: Option<&str>) -> Result<Option<http::Uri>, String> {
+    let Some(p) = p else { return Ok(None) };
+    let uri: http::Uri = p
+        .parse()
+        .map_err(|e| format!("{at}: proxy_url {p:?}: {e}"))?;
+    if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        return Err(format!(
+            "{at}: proxy_url {p:?} must be an http:// URL (the edge speaks HTTP proxies only)"
+        ));
+    }
+    Ok(Some(uri))
 }
 
 /// `static_configs`, `file_sd_configs` and `dns_sd_configs` of a job, checked as Prometheus checks them.
@@ -616,10 +620,8 @@ mod tests {
             "rule_files: [a.yml]\nalerting: {alertmanagers: []}\nremote_write: [{url: 'http://x'}]\n",
         )
         .unwrap();
-        assert_eq!(
-            c.ignored_sections,
-            ["rule_files", "alerting", "remote_write"]
-        );
+        assert_eq!(c.ignored_sections, ["rule_files", "alerting"]);
+        assert_eq!(c.remote_write[0].url, "http://x");
     }
 
     #[test]

@@ -9,4 +9,5 @@ pub mod config;
 pub mod discovery;
 pub mod metadata;
 pub mod receive;
+pub mod remote;
 pub mod scrape;

@@ -117,6 +117,54 @@ struct RunArgs {
     /// Log level filter (tracing EnvFilter syntax).
     #[arg(long = "log.level", default_value = "info")]
     log_level: String,
+    /// How long to wait flushing remote-write samples on shutdown or config reload.
+    #[arg(long = "storage.remote.flush-deadline", value_name = "DURATION", default_value = "1m", value_parser = meridian_core::promfmt::parse_duration)]
+    remote_flush_deadline: std::time::Duration,
+    /// Outside agent mode: WAL segments a remote-write queue has not sent are kept at most this long
+    /// past their last write (then deleted with the head's truncation, and counted lost).
+    #[arg(long = "storage.remote.wal-max-hold", value_name = "DURATION", default_value = "6h", value_parser = meridian_core::promfmt::parse_duration)]
+    remote_wal_max_hold: std::time::Duration,
+    /// Agent mode (Prometheus' `--agent`): scrape into a WAL and remote-write it; no blocks, no
+    /// StoreAPI, no shipper.
+    #[arg(long = "agent")]
+    agent: bool,
+    /// Agent mode's data directory.
+    #[arg(
+        long = "storage.agent.path",
+        value_name = "DIR",
+        default_value = "data-agent/"
+    )]
+    agent_path: PathBuf,
+    /// Agent mode: data kept in the WAL behind what every queue has sent.
+    #[arg(long = "storage.agent.retention.min-time", value_name = "DURATION", default_value = "5m", value_parser = meridian_core::promfmt::parse_duration)]
+    agent_min_time: std::time::Duration,
+    /// Agent mode: data older than this leaves the WAL, sent or not.
+    #[arg(long = "storage.agent.retention.max-time", value_name = "DURATION", default_value = "4h", value_parser = meridian_core::promfmt::parse_duration)]
+    agent_max_time: std::time::Duration,
+    /// Agent mode: how often the WAL is truncated.
+    #[arg(long = "storage.agent.wal-truncate-frequency", value_name = "DURATION", default_value = "2h", value_parser = meridian_core::promfmt::parse_duration, hide = true)]
+    agent_truncate_frequency: std::time::Duration,
+    /// Agent mode: WAL segment size (0: 128MB; else between 10MB and 256MB).
+    #[arg(long = "storage.agent.wal-segment-size", value_name = "SIZE", default_value = "0", value_parser = parse_segment_size, hide = true)]
+    agent_segment_size: u64,
+    /// Accepted for Prometheus compatibility; the edge's WAL is not compressed.
+    #[arg(long = "storage.agent.wal-compression", hide = true)]
+    _agent_wal_compression: bool,
+    /// Accepted for Prometheus compatibility; the data directory is always locked.
+    #[arg(long = "storage.agent.no-lockfile", hide = true)]
+    _agent_no_lockfile: bool,
+}
+
+/// Prometheus' `--storage.agent.wal-segment-size`: 0 means 128MB, else 10MB..=256MB.
+fn parse_segment_size(s: &str) -> Result<u64, String> {
+    let n = meridian_core::promfmt::parse_base2_bytes(s)?;
+    match n {
+        0 => Ok(meridian_tsdb::wal::SEGMENT_SIZE),
+        n if (10 << 20..=256 << 20).contains(&n) => Ok(n),
+        n => Err(format!(
+            "{n} bytes: the WAL segment size must be between 10MB and 256MB"
+        )),
+    }
 }
 
 fn parse_ms(s: &str) -> Result<i64, String> {
@@ -183,7 +231,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("--http-address {}", args.http_address))?;
         let grpc_tls = args.grpc_tls.load()?;
-        let grpc_listener = if args.grpc_address == "none" {
+        let grpc_listener = if args.grpc_address == "none" || args.agent {
             None
         } else {
             Some(
@@ -200,12 +248,28 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             )?),
             (None, None) => None,
         };
+        let mode = args.agent.then(|| meridian_edge::agent::AgentMode {
+            truncate_frequency: args.agent_truncate_frequency,
+            min_time: args.agent_min_time,
+            // As Prometheus: a maximum below the minimum is raised to it.
+            max_time: args.agent_max_time.max(args.agent_min_time),
+        });
         let agent = Agent::start(AgentOptions {
             config_file: args.config_path,
-            tsdb_path: args.tsdb_path,
+            tsdb_path: if args.agent {
+                args.agent_path
+            } else {
+                args.tsdb_path
+            },
             db: meridian_tsdb::db::DbOptions {
                 retention_time: Some(args.tsdb_retention),
                 block_range: args.tsdb_block_duration,
+                wal_segment_size: if args.agent {
+                    args.agent_segment_size
+                } else {
+                    meridian_tsdb::wal::SEGMENT_SIZE
+                },
+                wal_hold_max_age: Some(args.remote_wal_max_hold),
                 ..Default::default()
             },
             http_listener: listener,
@@ -231,6 +295,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             objstore,
             shipper: Default::default(),
             shipper_shutdown_timeout: args.shipper_shutdown_timeout,
+            remote_flush_deadline: args.remote_flush_deadline,
+            agent: mode,
         })
         .await?;
         // Printed for scripts and tests that start us on port 0.

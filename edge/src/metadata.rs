@@ -54,6 +54,21 @@ pub fn remote_write_kind(t: i32) -> &'static str {
     }
 }
 
+/// The remote-write metadata type of Prometheus' type name (`unknown` for names it does not know).
+pub fn remote_write_type(kind: &str) -> i32 {
+    let t = match kind {
+        "counter" => RwType::Counter,
+        "gauge" => RwType::Gauge,
+        "histogram" => RwType::Histogram,
+        "gaugehistogram" => RwType::Gaugehistogram,
+        "summary" => RwType::Summary,
+        "info" => RwType::Info,
+        "stateset" => RwType::Stateset,
+        _ => RwType::Unknown,
+    };
+    t as i32
+}
+
 /// Who published metadata: a scrape target (its pool and labels).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TargetKey {

@@ -251,12 +251,41 @@ impl HttpClient {
     }
 
     async fn connect(&self, host: &str) -> Result<SendRequest<Empty<Bytes>>, HttpError> {
+        Dialer {
+            tls: self.tls.clone(),
+            server_name: self.server_name.clone(),
+            proxy: self.proxy.clone(),
+        }
+        .connect(host)
+        .await
+    }
+}
+
+/// Opens HTTP/1.1 connections: TCP (through an HTTP proxy when set: a `CONNECT` tunnel for TLS),
+/// then TLS when configured. Shared by scrapes and remote write.
+#[derive(Debug, Clone)]
+pub struct Dialer {
+    pub tls: Option<Arc<ClientConfig>>,
+    /// `tls_config.server_name`; default: the host.
+    pub server_name: Option<String>,
+    /// `host:port` of an HTTP proxy.
+    pub proxy: Option<String>,
+}
+
+impl Dialer {
+    /// A connection to `host` (`host:port`) for requests with bodies of type `B`.
+    pub async fn connect<B>(&self, host: &str) -> Result<SendRequest<B>, HttpError>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let dial = self.proxy.as_deref().unwrap_or(host);
         let mut tcp = TcpStream::connect(dial)
             .await
             .map_err(|e| HttpError::Connect(format!("dial tcp {dial}: {e}")))?;
         let _ = tcp.set_nodelay(true);
-        if self.proxy.is_some() && self.https {
+        if self.proxy.is_some() && self.tls.is_some() {
             connect_tunnel(&mut tcp, host).await?;
         }
         if let Some(tls) = &self.tls {
@@ -312,9 +341,12 @@ async fn connect_tunnel(tcp: &mut TcpStream, host: &str) -> Result<(), HttpError
     Ok(())
 }
 
-async fn handshake<T>(io: T) -> Result<SendRequest<Empty<Bytes>>, HttpError>
+async fn handshake<T, B>(io: T) -> Result<SendRequest<B>, HttpError>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (sender, connection) = hyper::client::conn::http1::handshake(io)
         .await

@@ -5,6 +5,7 @@ mod dns_sd;
 mod ingest_process;
 mod kubernetes_sd;
 mod promtool_parse;
+mod remote_write;
 mod scrape_proxy;
 mod scrape_tls;
 mod shipper;

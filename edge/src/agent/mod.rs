@@ -32,6 +32,7 @@ use crate::config::Config;
 use crate::discovery::DiscoveryOptions;
 use crate::metadata::MetadataStore;
 use crate::receive::{self, ReceiveLimits, ReceiveMetrics};
+use crate::remote::RemoteWrite;
 use crate::scrape::ScrapeManager;
 use meridian_core::labels::labels_json;
 use meridian_core::promfmt::PromDuration;
@@ -77,6 +78,32 @@ pub struct AgentOptions {
     pub shipper: ShipperOptions,
     /// How long shutdown waits for a running upload before abandoning it.
     pub shipper_shutdown_timeout: Duration,
+    /// How long shutdown (and a reload that changes a queue) waits for remote-write queues to send
+    /// what they hold (`--storage.remote.flush-deadline`).
+    pub remote_flush_deadline: Duration,
+    /// Agent mode (`--agent`): scrape, WAL, remote write; no blocks, StoreAPI or shipper.
+    pub agent: Option<AgentMode>,
+}
+
+/// Agent mode's WAL retention (Prometheus' `--storage.agent.*` flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentMode {
+    /// `--storage.agent.wal-truncate-frequency` (2h).
+    pub truncate_frequency: Duration,
+    /// `--storage.agent.retention.min-time` (5m): kept behind what every queue has sent.
+    pub min_time: Duration,
+    /// `--storage.agent.retention.max-time` (4h): nothing older is kept, sent or not.
+    pub max_time: Duration,
+}
+
+impl Default for AgentMode {
+    fn default() -> AgentMode {
+        AgentMode {
+            truncate_frequency: Duration::from_secs(2 * 3600),
+            min_time: Duration::from_secs(300),
+            max_time: Duration::from_secs(4 * 3600),
+        }
+    }
 }
 
 impl AgentOptions {
@@ -105,6 +132,8 @@ impl AgentOptions {
             objstore: None,
             shipper: ShipperOptions::default(),
             shipper_shutdown_timeout: Duration::from_secs(30),
+            remote_flush_deadline: crate::remote::DEFAULT_FLUSH_DEADLINE,
+            agent: None,
         }
     }
 }
@@ -195,6 +224,7 @@ struct Shared {
     reload_metrics: ReloadMetrics,
     receive_metrics: ReceiveMetrics,
     receive_limits: ReceiveLimits,
+    remote: Arc<RemoteWrite>,
     registry: Registry,
     ready: AtomicBool,
 }
@@ -245,8 +275,15 @@ impl Agent {
             .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", opts.config_file.display()))?;
         let cfg = Config::load(&opts.config_file)?;
         log_config_warnings(&cfg);
+        if opts.agent.is_some() && (opts.grpc_listener.is_some() || opts.objstore.is_some()) {
+            anyhow::bail!("agent mode serves no StoreAPI and ships no blocks");
+        }
         let path = opts.tsdb_path.clone();
-        let dbo = opts.db.clone();
+        let mut dbo = opts.db.clone();
+        if let Some(a) = opts.agent {
+            dbo.agent = true;
+            dbo.wal_hold_max_age = Some(a.max_time);
+        }
         let db = Arc::new(tokio::task::spawn_blocking(move || Db::open(&path, dbo)).await??);
         let mut registry = Registry::default();
         db.metrics.register(&mut registry);
@@ -284,6 +321,23 @@ impl Agent {
             }
         };
         let metadata = Arc::new(MetadataStore::new());
+        let remote = Arc::new(RemoteWrite::new(
+            db.wal_dir(),
+            opts.tsdb_path.join("remote-write"),
+            opts.remote_flush_deadline,
+            metadata.clone(),
+        ));
+        remote.metrics.register(&mut registry);
+        registry.register(
+            "prometheus_remote_storage_samples_in",
+            "Samples in to remote storage, compare to samples out for queue managers.",
+            db.metrics.samples_appended.clone(),
+        );
+        db.set_wal_readers(remote.wal_readers());
+        remote
+            .apply(&cfg)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: {e}", opts.config_file.display()))?;
         let scrape = ScrapeManager::new(db.clone(), metadata.clone(), opts.discovery.clone());
         scrape.register(&mut registry);
         scrape
@@ -302,6 +356,7 @@ impl Agent {
             reload_metrics,
             receive_metrics,
             receive_limits: opts.receive,
+            remote: remote.clone(),
             registry,
             ready: AtomicBool::new(false),
         });
@@ -345,11 +400,18 @@ impl Agent {
             grpc = Some(Task::from_parts("StoreAPI server", grpc_stop, task));
         }
         let mut background = tokio::task::JoinSet::new();
-        background.spawn(housekeeping(
-            db,
-            shipper.as_ref().map(|s| s.waker()),
-            stop.clone(),
-        ));
+        match opts.agent {
+            Some(mode) => {
+                background.spawn(truncate_agent_wal(db, remote, mode, stop.clone()));
+            }
+            None => {
+                background.spawn(housekeeping(
+                    db,
+                    shipper.as_ref().map(|s| s.waker()),
+                    stop.clone(),
+                ));
+            }
+        }
         let shipper = shipper.map(|s| {
             let (stop, abandon) = (CancellationToken::new(), CancellationToken::new());
             let task = tokio::spawn(s.clone().run(stop.clone(), abandon.clone()));
@@ -418,7 +480,8 @@ impl Agent {
     }
 
     /// Ordered shutdown: not ready, stop scraping (loops finish their current append), stop the HTTP
-    /// server (in-flight remote writes complete), stop housekeeping; cut the blocks that are due (the
+    /// server (in-flight remote writes complete), stop housekeeping; let the remote-write queues send
+    /// what the WAL holds within the flush deadline; cut the blocks that are due (the
     /// rest of the head is in the WAL); let the shipper finish uploading within its grace period, then
     /// abandon the upload (it is redone from the start at the next start, and no `meta.json` of it
     /// exists); then stop the StoreAPI server (queries in flight finish) and the TLS watcher. The TSDB
@@ -442,6 +505,9 @@ impl Agent {
             tracing::warn!(drain = ?DEFAULT_DRAIN, "shutdown: housekeeping did not stop; aborted");
             self.background.abort_all();
         }
+        // Everything scraped or received is in the WAL now: the queues send it within the flush
+        // deadline.
+        self.shared.remote.shutdown().await;
         let db = self.shared.db.clone();
         match tokio::task::spawn_blocking(move || db.compact()).await {
             Ok(Ok(_)) => {}
@@ -514,6 +580,7 @@ impl Shared {
             let cfg = Config::parse_with_env(&text, |k| std::env::var(k).ok())
                 .map_err(|e| format!("{}: {}", self.config_file.display(), e.message))?;
             self.scrape.apply(&cfg).await?;
+            self.remote.apply(&cfg).await?;
             Ok::<Config, String>(cfg)
         }
         .await;
@@ -548,214 +615,8 @@ impl Shared {
     }
 }
 
-/// Compaction, retention and TSDB gauges, once a minute (and once at start); new blocks wake the
-/// shipper.
-async fn housekeeping(
-    db: Arc<Db>,
-    shipper: Option<Arc<tokio::sync::Notify>>,
-    stop: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let db = db.clone();
-        let r = tokio::task::spawn_blocking(move || {
-            let new = db.compact()?;
-            db.apply_retention()?;
-            db.refresh_metrics();
-            Ok::<bool, meridian_tsdb::db::DbError>(!new.is_empty())
-        })
-        .await;
-        match r {
-            Ok(Ok(new_blocks)) => {
-                if let (true, Some(w)) = (new_blocks, &shipper) {
-                    w.notify_one();
-                }
-            }
-            Ok(Err(e)) => tracing::error!(error = %e, "TSDB housekeeping failed"),
-            Err(e) => tracing::error!(error = %e, "TSDB housekeeping task failed"),
-        }
-    }
-}
+mod housekeeping;
+mod http;
 
-async fn watch_config(shared: Arc<Shared>, stop: CancellationToken) {
-    use notify::{RecursiveMode, Watcher};
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-    let dir = shared
-        .config_file
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    let watcher = meridian_core::fswatch::watcher(move |_| {
-        let _ = tx.try_send(());
-    })
-    .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w));
-    let _watcher = match watcher {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the config directory; checking every 10s");
-            None
-        }
-    };
-    let mut tick = tokio::time::interval(Duration::from_secs(10));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = rx.recv() => {
-                // Let an editor's write or a symlink swap finish.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                while rx.try_recv().is_ok() {}
-            }
-            _ = tick.tick() => {}
-        }
-        let _ = shared.reload(false).await;
-    }
-}
-
-fn router(shared: Arc<Shared>) -> Router {
-    let limit = shared.receive_limits.max_body_bytes;
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route(
-            "/-/healthy",
-            get(|| async { "Meridian edge is Healthy.\n" }),
-        )
-        .route("/-/ready", get(ready))
-        .route("/-/reload", post(reload).put(reload))
-        .route("/api/v1/write", post(remote_write))
-        .route("/api/v1/receive", post(remote_write))
-        .route("/api/v1/targets", get(targets))
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(shared)
-}
-
-async fn metrics(State(s): State<Arc<Shared>>) -> Response {
-    let mut out = String::new();
-    match prometheus_client::encoding::text::encode(&mut out, &s.registry) {
-        Ok(()) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            out,
-        )
-            .into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
-}
-
-async fn ready(State(s): State<Arc<Shared>>) -> Response {
-    if s.ready.load(Ordering::SeqCst) {
-        (StatusCode::OK, "Meridian edge is Ready.\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n").into_response()
-    }
-}
-
-async fn reload(State(s): State<Arc<Shared>>) -> Response {
-    match s.reload(true).await {
-        Ok(_) => (StatusCode::OK, "").into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("failed to reload config: {e}\n"),
-        )
-            .into_response(),
-    }
-}
-
-async fn remote_write(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    let h = |n: header::HeaderName| headers.get(n).and_then(|v| v.to_str().ok());
-    if let Err(a) = receive::check_headers(h(header::CONTENT_TYPE), h(header::CONTENT_ENCODING)) {
-        s.receive_metrics
-            .requests
-            .get_or_create(&receive::CodeLabel { code: a.status })
-            .inc();
-        return answer(a);
-    }
-    let shared = s.clone();
-    let res = tokio::task::spawn_blocking(move || {
-        receive::write(
-            &shared.db,
-            &shared.metadata,
-            &body,
-            shared.receive_limits,
-            &shared.receive_metrics,
-        )
-    })
-    .await;
-    match res {
-        Ok(a) => answer(a),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
-}
-
-fn answer(a: receive::Answer) -> Response {
-    let code = StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if a.status >= 400 {
-        tracing::debug!(status = a.status, message = %a.message, "remote write refused");
-    }
-    (code, a.message).into_response()
-}
-
-#[derive(serde::Deserialize)]
-struct TargetsQuery {
-    state: Option<String>,
-}
-
-/// `GET /api/v1/targets`, as Prometheus answers it.
-async fn targets(State(s): State<Arc<Shared>>, Query(q): Query<TargetsQuery>) -> Response {
-    let state = q.state.as_deref().unwrap_or("any");
-    if !matches!(state, "any" | "active" | "dropped") {
-        return (
-            StatusCode::BAD_REQUEST,
-            axum::Json(serde_json::json!({
-                "status": "error", "errorType": "bad_data",
-                "error": format!("invalid state {state:?}: use active, dropped or any"),
-            })),
-        )
-            .into_response();
-    }
-    let snap = s.scrape.targets().await;
-    let mut active = Vec::new();
-    if state != "dropped" {
-        for a in &snap.active {
-            let h = &a.health;
-            let health = match (&h.last_scrape, &h.last_error) {
-                (None, _) => "unknown",
-                (Some(_), None) => "up",
-                (Some(_), Some(_)) => "down",
-            };
-            active.push(serde_json::json!({
-                "discoveredLabels": labels_json(&a.target.discovered),
-                "labels": labels_json(&a.target.public_labels()),
-                "scrapePool": a.pool,
-                "scrapeUrl": a.url,
-                "globalUrl": a.url,
-                // A scrape whose samples were partly refused (e.g. out of bounds) is up, with the
-                // refusal as its error text.
-                "lastError": h.last_error.clone().or_else(|| h.last_warning.clone()).unwrap_or_default(),
-                "lastScrape": rfc3339(h.last_scrape),
-                "lastScrapeDuration": h.last_duration.as_secs_f64(),
-                "health": health,
-                "scrapeInterval": PromDuration::format(a.target.interval),
-                "scrapeTimeout": PromDuration::format(a.target.timeout),
-            }));
-        }
-    }
-    let mut dropped = Vec::new();
-    if state != "active" {
-        for (_, d) in &snap.dropped {
-            dropped.push(serde_json::json!({ "discoveredLabels": labels_json(&d.discovered) }));
-        }
-    }
-    axum::Json(serde_json::json!({
-        "status": "success",
-        "data": { "activeTargets": active, "droppedTargets": dropped },
-    }))
-    .into_response()
-}
+use housekeeping::{housekeeping, truncate_agent_wal, watch_config};
+use http::router;

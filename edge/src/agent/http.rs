@@ -1,0 +1,146 @@
+//! The edge's HTTP endpoints: metrics, health, readiness, reload, remote-write receive, targets.
+
+use super::*;
+
+pub(super) fn router(shared: Arc<Shared>) -> Router {
+    let limit = shared.receive_limits.max_body_bytes;
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route(
+            "/-/healthy",
+            get(|| async { "Meridian edge is Healthy.\n" }),
+        )
+        .route("/-/ready", get(ready))
+        .route("/-/reload", post(reload).put(reload))
+        .route("/api/v1/write", post(remote_write))
+        .route("/api/v1/receive", post(remote_write))
+        .route("/api/v1/targets", get(targets))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(shared)
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    let mut out = String::new();
+    match prometheus_client::encoding::text::encode(&mut out, &s.registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            out,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn ready(State(s): State<Arc<Shared>>) -> Response {
+    if s.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "Meridian edge is Ready.\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n").into_response()
+    }
+}
+
+async fn reload(State(s): State<Arc<Shared>>) -> Response {
+    match s.reload(true).await {
+        Ok(_) => (StatusCode::OK, "").into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to reload config: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn remote_write(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let h = |n: header::HeaderName| headers.get(n).and_then(|v| v.to_str().ok());
+    if let Err(a) = receive::check_headers(h(header::CONTENT_TYPE), h(header::CONTENT_ENCODING)) {
+        s.receive_metrics
+            .requests
+            .get_or_create(&receive::CodeLabel { code: a.status })
+            .inc();
+        return answer(a);
+    }
+    let shared = s.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        receive::write(
+            &shared.db,
+            &shared.metadata,
+            &body,
+            shared.receive_limits,
+            &shared.receive_metrics,
+        )
+    })
+    .await;
+    match res {
+        Ok(a) => answer(a),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+fn answer(a: receive::Answer) -> Response {
+    let code = StatusCode::from_u16(a.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if a.status >= 400 {
+        tracing::debug!(status = a.status, message = %a.message, "remote write refused");
+    }
+    (code, a.message).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct TargetsQuery {
+    state: Option<String>,
+}
+
+/// `GET /api/v1/targets`, as Prometheus answers it.
+async fn targets(State(s): State<Arc<Shared>>, Query(q): Query<TargetsQuery>) -> Response {
+    let state = q.state.as_deref().unwrap_or("any");
+    if !matches!(state, "any" | "active" | "dropped") {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(serde_json::json!({
+                "status": "error", "errorType": "bad_data",
+                "error": format!("invalid state {state:?}: use active, dropped or any"),
+            })),
+        )
+            .into_response();
+    }
+    let snap = s.scrape.targets().await;
+    let mut active = Vec::new();
+    if state != "dropped" {
+        for a in &snap.active {
+            let h = &a.health;
+            let health = match (&h.last_scrape, &h.last_error) {
+                (None, _) => "unknown",
+                (Some(_), None) => "up",
+                (Some(_), Some(_)) => "down",
+            };
+            active.push(serde_json::json!({
+                "discoveredLabels": labels_json(&a.target.discovered),
+                "labels": labels_json(&a.target.public_labels()),
+                "scrapePool": a.pool,
+                "scrapeUrl": a.url,
+                "globalUrl": a.url,
+                // A scrape whose samples were partly refused (e.g. out of bounds) is up, with the
+                // refusal as its error text.
+                "lastError": h.last_error.clone().or_else(|| h.last_warning.clone()).unwrap_or_default(),
+                "lastScrape": rfc3339(h.last_scrape),
+                "lastScrapeDuration": h.last_duration.as_secs_f64(),
+                "health": health,
+                "scrapeInterval": PromDuration::format(a.target.interval),
+                "scrapeTimeout": PromDuration::format(a.target.timeout),
+            }));
+        }
+    }
+    let mut dropped = Vec::new();
+    if state != "active" {
+        for (_, d) in &snap.dropped {
+            dropped.push(serde_json::json!({ "discoveredLabels": labels_json(&d.discovered) }));
+        }
+    }
+    axum::Json(serde_json::json!({
+        "status": "success",
+        "data": { "activeTargets": active, "droppedTargets": dropped },
+    }))
+    .into_response()
+}

@@ -1,0 +1,655 @@
+//! One remote-write queue: a watcher that follows the edge's WAL and hands samples to shards.
+//!
+//! - **Where it starts.** From its progress file (`<tsdb>/remote-write/<key>.json`: the WAL position
+//!   up to which everything was sent), else from the WAL's end (only what comes next, as Prometheus).
+//!   Before that it reads the series of the newest checkpoint and of every retained segment up to the
+//!   start, so every reference resolves. Unlike Prometheus (v2.42 `tsdb/wlog/watcher.go` forwards
+//!   only samples newer than its own start time), samples written before a crash but not sent are
+//!   sent after the restart.
+//! - **Series.** A series record is resolved once: external labels added where the series lacks them
+//!   (the series' value wins), then `write_relabel_configs` (v2.42 `StoreSeries` order), then encoded.
+//!   Samples of dropped or unknown series count in `samples_dropped_total`.
+//! - **Hold.** The queue tells the TSDB the oldest segment it has not finished (see
+//!   [`QueueHandle::keep_from`]); the TSDB keeps it and the labels in it.
+//! - **Shards.** Dynamic, by v2.42's calculation (`calculateDesiredShards`, every 10 s, EWMA weight
+//!   0.2): `desired = time per sample × (rate in × kept ratio + 5 % of the backlog)`, kept within 30 %
+//!   of the current count, no downsharding while more than 10 s behind, and no resharding when no
+//!   send has succeeded for two batch deadlines. Resharding flushes the shards and starts new ones.
+//! - **Stop.** Soft: read the WAL to its end, send everything, stop. Hard (after the flush deadline):
+//!   sends stop where they are; the progress file keeps the last position fully sent.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::config::RemoteWriteConfig;
+use super::metrics::{ConsumerLabels, Metrics, QueueLabels};
+use super::shard::{Handles, Msg, Pending, QueueCtx, Shard};
+use meridian_core::labels::Labels;
+use meridian_core::relabel::RelabelConfig;
+use meridian_tsdb::wal::Record;
+use meridian_tsdb::wal::tail::{Event, Position, Tail, checkpoint_series};
+
+/// Bytes of WAL read per step.
+const READ_BUDGET: usize = 512 << 10;
+/// How often a caught-up watcher looks for new records (Prometheus polls segments every 100 ms).
+const POLL: Duration = Duration::from_millis(50);
+/// v2.42 `shardUpdateDuration`.
+const SHARD_UPDATE: Duration = Duration::from_secs(10);
+
+/// A resolved series: its encoded labels, or `None` when `write_relabel_configs` dropped it.
+type Resolved = Option<Arc<[u8]>>;
+
+/// A running queue.
+#[derive(Debug)]
+pub struct QueueHandle {
+    pub cfg: Arc<RemoteWriteConfig>,
+    pub external: Labels,
+    pub labels: QueueLabels,
+    /// The oldest WAL segment not fully sent.
+    keep_from: Arc<AtomicU64>,
+    soft_stop: CancellationToken,
+    hard_stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    progress_file: PathBuf,
+    ctx: Arc<QueueCtx>,
+}
+
+impl QueueHandle {
+    /// Starts a queue following `wal_dir`, its progress under `progress_dir`.
+    pub fn start(
+        cfg: Arc<RemoteWriteConfig>,
+        external: Labels,
+        wal_dir: PathBuf,
+        progress_dir: &Path,
+        metrics: &Metrics,
+    ) -> Result<QueueHandle, String> {
+        let client = super::client::WriteClient::new(&cfg)?;
+        let labels = QueueLabels {
+            remote_name: cfg.name.clone(),
+            url: cfg.url_label(),
+        };
+        let q = &cfg.queue;
+        for (family, v) in [
+            (&metrics.shards_min, q.min_shards),
+            (&metrics.shards_max, q.max_shards),
+            (&metrics.shard_capacity, q.capacity),
+            (&metrics.max_samples_per_send, q.max_samples_per_send),
+        ] {
+            family
+                .get_or_create(&labels)
+                .set(i64::try_from(v).unwrap_or(i64::MAX));
+        }
+        let hard_stop = CancellationToken::new();
+        let soft_stop = CancellationToken::new();
+        let ctx = Arc::new(QueueCtx {
+            cfg: cfg.clone(),
+            client,
+            m: Handles::new(metrics, &labels),
+            hard_stop: hard_stop.clone(),
+            out_samples: AtomicU64::new(0),
+            out_nanos: AtomicU64::new(0),
+            last_success_ms: std::sync::atomic::AtomicI64::new(0),
+            highest_sent_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
+        });
+        let progress_file = progress_dir.join(format!("{}.json", cfg.progress_key()));
+        let start = read_progress(&progress_file);
+        let keep_from = Arc::new(AtomicU64::new(start.map_or(u64::MAX, |p| p.segment)));
+        let consumer = ConsumerLabels {
+            consumer: cfg.name.clone(),
+        };
+        let watcher = Watcher {
+            ctx: ctx.clone(),
+            highest_in: metrics.highest_timestamp_in.clone(),
+            external: external.clone(),
+            relabel: cfg.write_relabel_configs.clone(),
+            wal_dir,
+            progress_file: progress_file.clone(),
+            keep_from: keep_from.clone(),
+            soft_stop: soft_stop.clone(),
+            dropped: metrics.samples_dropped.get_or_create(&labels).clone(),
+            shards_gauge: metrics.shards.get_or_create(&labels).clone(),
+            desired_gauge: metrics.shards_desired.get_or_create(&labels).clone(),
+            segment_gauge: metrics.watcher_segment.get_or_create(&consumer).clone(),
+            skipped: metrics
+                .watcher_skipped_segments
+                .get_or_create(&consumer)
+                .clone(),
+            records: metrics.watcher_records.clone(),
+        };
+        let task = tokio::spawn(watcher.run(start));
+        Ok(QueueHandle {
+            cfg,
+            external,
+            labels,
+            keep_from,
+            soft_stop,
+            hard_stop,
+            task,
+            progress_file,
+            ctx,
+        })
+    }
+
+    /// The highest sample timestamp sent (ms); `None` before the first send.
+    pub fn highest_sent_ms(&self) -> Option<i64> {
+        Some(self.ctx.highest_sent_ms.load(Ordering::Acquire)).filter(|t| *t != i64::MIN)
+    }
+
+    /// The oldest WAL segment this queue has not fully sent (`u64::MAX` before it knows), as it
+    /// moves.
+    pub fn keep_from_handle(&self) -> Arc<AtomicU64> {
+        self.keep_from.clone()
+    }
+
+    /// Sends what the WAL holds, within `deadline`; then stops hard.
+    pub async fn stop(mut self, deadline: Duration) {
+        self.soft_stop.cancel();
+        if tokio::time::timeout(deadline, &mut self.task)
+            .await
+            .is_err()
+        {
+            tracing::warn!(remote_name = %self.cfg.name, ?deadline, "failed to flush all samples on shutdown; the rest is sent after the next start");
+            self.hard_stop.cancel();
+            let _ = (&mut self.task).await;
+        }
+    }
+
+    /// Stops at once and forgets the queue's progress (it was removed from the configuration).
+    pub async fn remove(self) {
+        self.hard_stop.cancel();
+        self.soft_stop.cancel();
+        let _ = self.task.await;
+        let _ = tokio::fs::remove_file(&self.progress_file).await;
+    }
+}
+
+/// Reads a progress file; `None` when missing or unreadable (then the queue starts at the WAL's end).
+fn read_progress(path: &Path) -> Option<Position> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .inspect_err(|e| tracing::warn!(file = %path.display(), error = %e, "unreadable remote-write progress file; starting at the WAL's end"))
+        .ok()?;
+    Some(Position {
+        segment: v.get("segment")?.as_u64()?,
+        offset: v.get("offset")?.as_u64()?,
+    })
+}
+
+/// Writes a progress file (a temporary file renamed over it: never half written).
+fn write_progress(path: &Path, pos: Position) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(
+        &tmp,
+        serde_json::json!({"segment": pos.segment, "offset": pos.offset}).to_string(),
+    )?;
+    std::fs::rename(&tmp, path)
+}
+
+struct Watcher {
+    ctx: Arc<QueueCtx>,
+    highest_in: prometheus_client::metrics::gauge::Gauge<f64, AtomicU64>,
+    external: Labels,
+    relabel: Vec<RelabelConfig>,
+    wal_dir: PathBuf,
+    progress_file: PathBuf,
+    keep_from: Arc<AtomicU64>,
+    soft_stop: CancellationToken,
+    dropped: prometheus_client::metrics::counter::Counter,
+    shards_gauge: prometheus_client::metrics::gauge::Gauge,
+    desired_gauge: prometheus_client::metrics::gauge::Gauge<f64, AtomicU64>,
+    segment_gauge: prometheus_client::metrics::gauge::Gauge,
+    skipped: prometheus_client::metrics::counter::Counter,
+    records: prometheus_client::metrics::family::Family<
+        Vec<(String, String)>,
+        prometheus_client::metrics::counter::Counter,
+    >,
+}
+
+/// The series cache and what resolves series records into it (moved into blocking reads).
+struct Resolver {
+    series: HashMap<u64, Resolved>,
+    external: Labels,
+    relabel: Vec<RelabelConfig>,
+}
+
+impl Resolver {
+    fn add(&mut self, r: u64, labels: &Labels) {
+        let merged = self.external.merged_with(labels);
+        let out = meridian_core::relabel::process(&merged, &self.relabel).filter(|l| !l.is_empty());
+        let encoded = out.map(|l| {
+            Arc::from(super::client::wire::encode_labels(
+                l.iter().map(|x| (x.name, x.value)),
+            ))
+        });
+        self.series.insert(r, encoded);
+    }
+}
+
+/// One read's samples, spread over the shards.
+struct Routed {
+    per_shard: Vec<Vec<Pending>>,
+    end: Option<Position>,
+    read: u64,
+    dropped: u64,
+    highest: i64,
+    skipped: u64,
+    series_records: u64,
+    sample_records: u64,
+}
+
+fn route(res: &mut Resolver, events: Vec<Event>, shards: usize) -> Routed {
+    let mut out = Routed {
+        per_shard: (0..shards).map(|_| Vec::new()).collect(),
+        end: None,
+        read: 0,
+        dropped: 0,
+        highest: i64::MIN,
+        skipped: 0,
+        series_records: 0,
+        sample_records: 0,
+    };
+    for e in events {
+        match e {
+            Event::Record(Record::Series(s), end) => {
+                for (r, l) in &s {
+                    res.add(*r, l);
+                }
+                out.series_records += 1;
+                out.end = Some(end);
+            }
+            Event::Record(Record::Samples(s), end) => {
+                out.sample_records += 1;
+                out.read += s.len() as u64;
+                for (r, x) in s {
+                    match res.series.get(&r) {
+                        Some(Some(labels)) => {
+                            out.highest = out.highest.max(x.t);
+                            out.per_shard[(r % shards as u64) as usize].push(Pending {
+                                series: labels.clone(),
+                                t: x.t,
+                                v: x.v,
+                            });
+                        }
+                        _ => out.dropped += 1,
+                    }
+                }
+                out.end = Some(end);
+            }
+            Event::Skipped { from, to } => out.skipped += to - from,
+        }
+    }
+    out
+}
+
+/// v2.42's rates: an exponentially weighted moving average over 10 s ticks, weight 0.2; the first
+/// non-zero tick sets the rate.
+#[derive(Default)]
+struct Ewma {
+    rate: f64,
+    init: bool,
+}
+
+impl Ewma {
+    fn tick(&mut self, events: f64, secs: f64) -> f64 {
+        let instant = events / secs;
+        if self.init {
+            self.rate += 0.2 * (instant - self.rate);
+        } else if instant != 0.0 {
+            self.init = true;
+            self.rate = instant;
+        }
+        self.rate
+    }
+}
+
+#[derive(Default)]
+struct ShardCalc {
+    r#in: Ewma,
+    dropped: Ewma,
+    out: Ewma,
+    dur: Ewma,
+    last_out: u64,
+    last_nanos: u64,
+    in_count: u64,
+    dropped_count: u64,
+    highest_read: i64,
+}
+
+impl Watcher {
+    async fn run(self, start: Option<Position>) {
+        let wal_dir = self.wal_dir.clone();
+        let end = match tokio::task::spawn_blocking(move || Tail::end(&wal_dir)).await {
+            Ok(Ok(p)) => p,
+            other => {
+                tracing::error!(remote_name = %self.ctx.cfg.name, error = ?other, "cannot find the WAL's end; starting at its beginning");
+                Position::default()
+            }
+        };
+        // What lies between a saved position and the WAL's end now may have been delivered by
+        // the previous run (see `shard::Sender::send`).
+        let replay_end = start.map(|_| end);
+        let start = start.unwrap_or(end);
+        self.keep_from.store(start.segment, Ordering::Release);
+        let mut res = Resolver {
+            series: HashMap::new(),
+            external: self.external.clone(),
+            relabel: self.relabel.clone(),
+        };
+        let dir = self.wal_dir.clone();
+        res = match tokio::task::spawn_blocking(move || load_series(res, &dir, start)).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "remote-write series load failed");
+                return;
+            }
+        };
+        tracing::info!(remote_name = %self.ctx.cfg.name, url = %self.ctx.cfg.url_label(), segment = start.segment, offset = start.offset, series = res.series.len(), "remote-write queue started");
+        self.follow(res, start, replay_end).await;
+    }
+
+    async fn follow(self, mut res: Resolver, start: Position, replay_end: Option<Position>) {
+        let q = &self.ctx.cfg.queue;
+        let mut n = q.min_shards.max(1);
+        let mut mark = 0u64;
+        let mut shards: Vec<Shard> = (0..n)
+            .map(|_| Shard::spawn(self.ctx.clone(), mark))
+            .collect();
+        self.shards_gauge.set(n as i64);
+        let mut marks: VecDeque<(u64, Position)> = VecDeque::new();
+        let mut sent_pos = start;
+        let mut saved = start;
+        let mut last_save = Instant::now();
+        let mut tail = Some(Tail::new(&self.wal_dir, start));
+        let mut calc = ShardCalc {
+            highest_read: i64::MIN,
+            ..ShardCalc::default()
+        };
+        let mut next_update = Instant::now() + SHARD_UPDATE;
+        let mut last_update = Instant::now();
+        // Once stopping: the WAL's end then, which the queue reads up to and no further.
+        let mut stop_at: Option<Position> = None;
+        'outer: loop {
+            if stop_at.is_none() && self.soft_stop.is_cancelled() {
+                let dir = self.wal_dir.clone();
+                stop_at = Some(
+                    tokio::task::spawn_blocking(move || Tail::end(&dir))
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .unwrap_or_default(),
+                );
+            }
+            let stopping = stop_at.is_some();
+            let Some(mut t) = tail.take() else { break };
+            if stop_at.is_some_and(|end| t.position() >= end) {
+                break;
+            }
+            let before_start = replay_end.is_some_and(|end| t.position() < end);
+            let shard_count = shards.len();
+            let joined = tokio::task::spawn_blocking(move || {
+                let events = t.read(READ_BUDGET, true);
+                let routed = events.map(|e| route(&mut res, e, shard_count));
+                (t, res, routed)
+            })
+            .await;
+            let (t, r, routed) = match joined {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::error!(error = %e, "remote-write WAL read task failed");
+                    break;
+                }
+            };
+            self.segment_gauge.set(t.position().segment as i64);
+            tail = Some(t);
+            res = r;
+            match routed {
+                Err(e) => {
+                    tracing::error!(remote_name = %self.ctx.cfg.name, error = %e, "reading the WAL failed; retrying");
+                    if stopping {
+                        break;
+                    }
+                    tokio::select! {
+                        () = self.soft_stop.cancelled() => {}
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+                Ok(routed) if routed.end.is_none() && routed.skipped == 0 => {
+                    if stopping {
+                        break;
+                    }
+                    tokio::select! {
+                        () = self.soft_stop.cancelled() => {}
+                        () = tokio::time::sleep(POLL) => {}
+                    }
+                }
+                Ok(routed) => {
+                    self.account(&routed, &mut calc);
+                    for (s, batch) in shards.iter().zip(routed.per_shard) {
+                        if batch.is_empty() {
+                            continue;
+                        }
+                        self.ctx.m.pending.inc_by(batch.len() as i64);
+                        if !self.send(s, Msg::Samples(batch, before_start)).await {
+                            break 'outer;
+                        }
+                    }
+                    if let Some(end) = routed.end {
+                        mark += 1;
+                        for s in &shards {
+                            if !self.send(s, Msg::Mark(mark)).await {
+                                break 'outer;
+                            }
+                        }
+                        marks.push_back((mark, end));
+                    }
+                }
+            }
+            advance(&shards, &mut marks, &mut sent_pos);
+            self.keep_from.store(sent_pos.segment, Ordering::Release);
+            if sent_pos != saved && last_save.elapsed() >= Duration::from_millis(200) {
+                self.save(sent_pos);
+                saved = sent_pos;
+                last_save = Instant::now();
+            }
+            if !stopping && Instant::now() >= next_update {
+                let secs = last_update.elapsed().as_secs_f64().max(1e-3);
+                last_update = Instant::now();
+                next_update = last_update + SHARD_UPDATE;
+                if let Some(want) = self.desired_shards(&mut calc, secs, n) {
+                    tracing::info!(remote_name = %self.ctx.cfg.name, from = n, to = want, "remote-write resharding");
+                    if !self.flush(std::mem::take(&mut shards)).await {
+                        break;
+                    }
+                    advance_all(&mut marks, &mut sent_pos);
+                    n = want;
+                    shards = (0..n)
+                        .map(|_| Shard::spawn(self.ctx.clone(), mark))
+                        .collect();
+                    self.shards_gauge.set(n as i64);
+                }
+            }
+        }
+        // Soft stop (or a failure): what is queued goes out unless the hard stop comes first.
+        let flushed = self.flush(shards).await;
+        if flushed {
+            advance_all(&mut marks, &mut sent_pos);
+        }
+        self.keep_from.store(sent_pos.segment, Ordering::Release);
+        self.save(sent_pos);
+        tracing::info!(remote_name = %self.ctx.cfg.name, segment = sent_pos.segment, offset = sent_pos.offset, flushed, "remote-write queue stopped");
+    }
+
+    /// Hands a message to a shard, waiting while it is full; `false` when stopped hard meanwhile.
+    async fn send(&self, s: &Shard, msg: Msg) -> bool {
+        let msg = match s.tx.try_send(msg) {
+            Ok(()) => return true,
+            Err(tokio::sync::mpsc::error::TrySendError::Full(m)) => {
+                self.ctx.m.enqueue_retries.inc();
+                m
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return false,
+        };
+        tokio::select! {
+            biased;
+            () = self.ctx.hard_stop.cancelled() => false,
+            r = s.tx.send(msg) => r.is_ok(),
+        }
+    }
+
+    /// Closes the shards and waits for them to send everything; `false` when stopped hard first.
+    async fn flush(&self, shards: Vec<Shard>) -> bool {
+        let mut all = true;
+        for s in shards {
+            drop(s.tx);
+            let _ = s.task.await;
+            all &= !self.ctx.hard_stop.is_cancelled();
+        }
+        all
+    }
+
+    fn save(&self, pos: Position) {
+        if let Err(e) = write_progress(&self.progress_file, pos) {
+            tracing::warn!(file = %self.progress_file.display(), error = %e, "cannot write the remote-write progress file");
+        }
+    }
+
+    fn account(&self, r: &Routed, calc: &mut ShardCalc) {
+        if r.dropped > 0 {
+            self.dropped.inc_by(r.dropped);
+        }
+        if r.skipped > 0 {
+            tracing::error!(remote_name = %self.ctx.cfg.name, segments = r.skipped, "WAL segments were deleted before this queue read them; their samples are not sent");
+            self.skipped.inc_by(r.skipped);
+        }
+        for (kind, n) in [("series", r.series_records), ("samples", r.sample_records)] {
+            if n > 0 {
+                self.records
+                    .get_or_create(&vec![
+                        ("consumer".to_owned(), self.ctx.cfg.name.clone()),
+                        ("type".to_owned(), kind.to_owned()),
+                    ])
+                    .inc_by(n);
+            }
+        }
+        if r.highest != i64::MIN && r.highest as f64 / 1000.0 > self.highest_in.get() {
+            self.highest_in.set(r.highest as f64 / 1000.0);
+        }
+        calc.in_count += r.read;
+        calc.dropped_count += r.dropped;
+        calc.highest_read = calc.highest_read.max(r.highest);
+    }
+
+    /// v2.42 `calculateDesiredShards` + `shouldReshard`; `Some(n)` when the queue should reshard.
+    fn desired_shards(&self, c: &mut ShardCalc, secs: f64, current: usize) -> Option<usize> {
+        let out_total = self.ctx.out_samples.load(Ordering::Relaxed);
+        let nanos_total = self.ctx.out_nanos.load(Ordering::Relaxed);
+        let in_rate = c.r#in.tick(std::mem::take(&mut c.in_count) as f64, secs);
+        let dropped_rate = c
+            .dropped
+            .tick(std::mem::take(&mut c.dropped_count) as f64, secs);
+        let out_rate = c.out.tick((out_total - c.last_out) as f64, secs);
+        let dur_rate = c.dur.tick((nanos_total - c.last_nanos) as f64, secs);
+        c.last_out = out_total;
+        c.last_nanos = nanos_total;
+        if out_rate <= 0.0 {
+            return None;
+        }
+        let kept = out_rate / (dropped_rate + out_rate);
+        let highest_sent = self.ctx.highest_sent_ms.load(Ordering::Relaxed);
+        let delay = if highest_sent == i64::MIN || c.highest_read == i64::MIN {
+            0.0
+        } else {
+            ((c.highest_read - highest_sent) as f64 / 1000.0).max(0.0)
+        };
+        let pending = delay * in_rate * kept;
+        let time_per_sample = dur_rate / 1e9 / out_rate;
+        let desired = time_per_sample * (in_rate * kept + 0.05 * pending);
+        self.desired_gauge.set(desired);
+        let mut want = desired.ceil() as usize;
+        let cur = current as f64;
+        if (cur * 0.7..=cur * 1.3).contains(&desired) {
+            want = current;
+        }
+        if want < current && delay > 10.0 {
+            want = current;
+        }
+        let q = &self.ctx.cfg.queue;
+        want = want.clamp(q.min_shards.max(1), q.max_shards.max(1));
+        if want == current {
+            return None;
+        }
+        let threshold = 2 * i64::try_from(q.batch_send_deadline.0.as_millis()).unwrap_or(i64::MAX);
+        let last = self.ctx.last_success_ms.load(Ordering::Relaxed);
+        if last < meridian_core::time::now_ms().saturating_sub(threshold) {
+            tracing::warn!(remote_name = %self.ctx.cfg.name, "skipping resharding, last successful send was beyond threshold");
+            return None;
+        }
+        Some(want)
+    }
+}
+
+/// Moves the sent position to the newest mark every shard has passed.
+fn advance(shards: &[Shard], marks: &mut VecDeque<(u64, Position)>, sent: &mut Position) {
+    let done = shards
+        .iter()
+        .map(|s| s.done.load(Ordering::Acquire))
+        .min()
+        .unwrap_or(u64::MAX);
+    while let Some(&(k, p)) = marks.front() {
+        if k > done {
+            break;
+        }
+        *sent = p;
+        marks.pop_front();
+    }
+}
+
+/// After a complete flush every mark is passed.
+fn advance_all(marks: &mut VecDeque<(u64, Position)>, sent: &mut Position) {
+    if let Some(&(_, p)) = marks.back() {
+        *sent = p;
+    }
+    marks.clear();
+}
+
+/// The series a reader starting at `start` needs: the newest checkpoint's, then those of every
+/// retained segment up to `start`.
+fn load_series(mut res: Resolver, dir: &Path, start: Position) -> Resolver {
+    match checkpoint_series(dir) {
+        Ok(Some((_, series))) => {
+            for (r, l) in &series {
+                res.add(*r, l);
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the WAL checkpoint's series"),
+    }
+    let mut tail = Tail::new(dir, Position::default());
+    loop {
+        let events = match tail.read(4 << 20, false) {
+            Ok(e) if !e.is_empty() => e,
+            Ok(_) => return res,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the WAL's series");
+                return res;
+            }
+        };
+        for e in events {
+            if let Event::Record(rec, end) = e {
+                if end > start {
+                    return res;
+                }
+                if let Record::Series(s) = rec {
+                    for (r, l) in &s {
+                        res.add(*r, l);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! Remote write out of the edge, against a receiver whose answers the test chooses (the exactness,
+//! outage, kill and agent-mode tests with real receivers are in `remote_write_process`).
+//!
+//! `answers_relabeling_and_metadata`: one edge, four queues to one receiver. `write_relabel_configs`
+//! keeps one series and drops the other (counted in `samples_dropped_total`); external labels are added
+//! where the series lacks them (the series' own value wins); a 400 is dropped after one attempt and
+//! counted in `samples_failed_total`; a 429 is dropped the same way unless `retry_on_http_429`, which
+//! retries it until it is stored; metadata arrives in its own requests. The samples enter the sender
+//! through its own remote-write receiver, so what must arrive is known exactly.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use prost::Message;
+
+use meridian_storeapi::proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
+use meridian_testkit::wait_for;
+
+#[derive(Default)]
+struct Receiver {
+    /// Samples stored, by path: (labels, t, v).
+    stored: BTreeMap<String, Vec<(String, i64, f64)>>,
+    /// Requests seen, by path.
+    requests: BTreeMap<String, usize>,
+    /// Metadata families received, by path.
+    metadata: BTreeMap<String, Vec<String>>,
+    headers_ok: bool,
+}
+
+type Shared = Arc<Mutex<Receiver>>;
+
+async fn receive(
+    State(r): State<Shared>,
+    Path(path): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let mut g = r.lock().unwrap();
+    let n = {
+        let c = g.requests.entry(path.clone()).or_default();
+        *c += 1;
+        *c
+    };
+    let ok = headers
+        .get("content-encoding")
+        .is_some_and(|v| v == "snappy")
+        && headers
+            .get("x-prometheus-remote-write-version")
+            .is_some_and(|v| v == "0.1.0")
+        && headers
+            .get("content-type")
+            .is_some_and(|v| v == "application/x-protobuf")
+        && headers.get("x-scope").is_some_and(|v| v == "tenant-a");
+    if path == "keep" {
+        // Only this queue sets the extra header; every one of its requests must carry all four.
+        g.headers_ok = ok && (g.requests["keep"] == 1 || g.headers_ok);
+    }
+    let w = WriteRequest::decode(&snap::raw::Decoder::new().decompress_vec(&body).unwrap()[..])
+        .unwrap();
+    let status = match path.as_str() {
+        "r400" => StatusCode::BAD_REQUEST,
+        "r429" => StatusCode::TOO_MANY_REQUESTS,
+        "r429retry" if n <= 3 => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::NO_CONTENT,
+    };
+    if status.is_success() {
+        for m in &w.metadata {
+            g.metadata
+                .entry(path.clone())
+                .or_default()
+                .push(m.metric_family_name.clone());
+        }
+        for ts in w.timeseries {
+            let l: Vec<String> = ts
+                .labels
+                .iter()
+                .map(|l| format!("{}={}", l.name, l.value))
+                .collect();
+            for s in ts.samples {
+                g.stored
+                    .entry(path.clone())
+                    .or_default()
+                    .push((l.join(","), s.timestamp, s.value));
+            }
+        }
+    }
+    status
+}
+
+/// The sum of the series of `name` whose labels include `remote_name="queue"`.
+fn queue_metric(text: &str, name: &str, queue: &str) -> f64 {
+    let want = format!("remote_name=\"{queue}\"");
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(&want))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn series(name: &str, extra: &[(&str, &str)], t0: i64, n: i64) -> TimeSeries {
+    let mut labels = vec![Label {
+        name: "__name__".into(),
+        value: name.into(),
+    }];
+    labels.extend(extra.iter().map(|(k, v)| Label {
+        name: (*k).into(),
+        value: (*v).into(),
+    }));
+    TimeSeries {
+        labels,
+        samples: (0..n)
+            .map(|i| Sample {
+                value: i as f64,
+                timestamp: t0 + i * 1000,
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_relabeling_and_metadata() {
+    let shared: Shared = Arc::default();
+    let app = axum::Router::new()
+        .route("/{path}", axum::routing::post(receive))
+        .with_state(shared.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let raddr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let q = "queue_config: {batch_send_deadline: 100ms, min_backoff: 10ms, max_backoff: 50ms}";
+    let config = format!(
+        "global:\n  external_labels: {{cluster: c1, env: prod}}\nremote_write:\n\
+         - url: http://{raddr}/keep\n  name: kept\n  headers: {{X-Scope: tenant-a}}\n  {q}\n  metadata_config: {{send_interval: 200ms}}\n  write_relabel_configs: [{{source_labels: [__name__], regex: 'keep_.*', action: keep}}]\n\
+         - url: http://{raddr}/r400\n  name: bad\n  {q}\n  metadata_config: {{send: false}}\n\
+         - url: http://{raddr}/r429\n  name: no429\n  {q}\n  metadata_config: {{send: false}}\n\
+         - url: http://{raddr}/r429retry\n  name: yes429\n  queue_config: {{batch_send_deadline: 100ms, min_backoff: 10ms, max_backoff: 50ms, retry_on_http_429: true}}\n  metadata_config: {{send: false}}\n"
+    );
+    let agent = crate::support::start_agent(dir.path(), &config).await;
+    let addr = agent.http_addr().to_string();
+    let t0 = meridian_core::time::now_ms() - 60_000;
+    let req = WriteRequest {
+        timeseries: vec![
+            series("keep_a", &[("env", "own")], t0, 20),
+            series("drop_b", &[], t0, 10),
+        ],
+        metadata: vec![meridian_storeapi::proto::prometheus::MetricMetadata {
+            r#type: 1,
+            metric_family_name: "keep_a".into(),
+            help: "kept".into(),
+            unit: String::new(),
+        }],
+    };
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .unwrap();
+    let resp = tokio::task::spawn_blocking(move || {
+        meridian_testkit::http(
+            "POST",
+            &addr,
+            "/api/v1/write",
+            &[
+                ("Content-Type", "application/x-protobuf"),
+                ("Content-Encoding", "snappy"),
+            ],
+            &body,
+        )
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(resp.status, 204, "{}", resp.text());
+
+    let metrics = |agent: &meridian_edge::agent::Agent| {
+        let a = agent.http_addr().to_string();
+        std::thread::spawn(move || meridian_testkit::http_get(&a, "/metrics").text())
+            .join()
+            .unwrap()
+    };
+    let s = shared.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_for("every queue to settle", Duration::from_secs(30), || {
+            let g = s.lock().unwrap();
+            let kept = g.stored.get("keep").map_or(0, Vec::len);
+            let retried = g.stored.get("r429retry").map_or(0, Vec::len);
+            let meta = g.metadata.contains_key("keep");
+            (kept == 20 && retried == 30 && meta).then_some(())
+        })
+    })
+    .await
+    .unwrap();
+    let text = metrics(&agent);
+    let g = std::mem::take(&mut *shared.lock().unwrap());
+    // Relabeling kept keep_a only; the series' env wins over the external one.
+    let kept = &g.stored["keep"];
+    assert!(
+        kept.iter()
+            .all(|(l, _, _)| l == "__name__=keep_a,cluster=c1,env=own"),
+        "{kept:?}"
+    );
+    let times: Vec<i64> = kept.iter().map(|x| x.1).collect();
+    assert_eq!(times, (0..20).map(|i| t0 + i * 1000).collect::<Vec<_>>());
+    assert!(g.headers_ok, "remote-write headers");
+    assert_eq!(
+        queue_metric(
+            &text,
+            "prometheus_remote_storage_samples_dropped_total",
+            "kept"
+        ),
+        10.0
+    );
+    assert_eq!(g.metadata["keep"], ["keep_a"]);
+    // 400: one attempt, dropped, counted.
+    assert!(!g.stored.contains_key("r400"));
+    assert_eq!(
+        queue_metric(
+            &text,
+            "prometheus_remote_storage_samples_failed_total",
+            "bad"
+        ),
+        30.0
+    );
+    assert_eq!(
+        queue_metric(
+            &text,
+            "prometheus_remote_storage_samples_retried_total",
+            "bad"
+        ),
+        0.0
+    );
+    // 429 without retry_on_http_429: the same.
+    assert_eq!(
+        queue_metric(
+            &text,
+            "prometheus_remote_storage_samples_failed_total",
+            "no429"
+        ),
+        30.0
+    );
+    assert_eq!(
+        queue_metric(
+            &text,
+            "prometheus_remote_storage_samples_retried_total",
+            "no429"
+        ),
+        0.0
+    );
+    assert_eq!(
+        g.requests["r429"], g.requests["r400"],
+        "a 429 is not retried"
+    );
+    // 429 with it: retried until stored, nothing failed.
+    assert_eq!(g.stored["r429retry"].len(), 30);
+    assert!(
+        queue_metric(
+            &text,
+            "prometheus_remote_storage_samples_retried_total",
+            "yes429"
+        ) >= 30.0
+    );
+    assert_eq!(
+        queue_metric(
+            &text,
+            "prometheus_remote_storage_samples_failed_total",
+            "yes429"
+        ),
+        0.0
+    );
+    assert_eq!(
+        queue_metric(&text, "prometheus_remote_storage_samples_pending", "yes429"),
+        0.0
+    );
+    agent.shutdown().await;
+}
