@@ -16,8 +16,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -28,68 +26,7 @@ use meridian_testkit::{
 };
 use meridian_tsdb::db::{Db, DbOptions};
 
-/// Starts the edge serving HTTP on `addr` (port 0: any free port); answers it and the address it took.
-fn start_edge(
-    config: &Path,
-    data: &Path,
-    addr: &str,
-    log: &Path,
-    watch: bool,
-) -> (ChildGuard, String) {
-    let log_path = log.to_path_buf();
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meridian-edge"));
-    cmd.arg("run")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--tsdb.path={}", data.display()))
-        .arg(format!("--http-address={addr}"))
-        .arg("--grpc-address=127.0.0.1:0")
-        .arg("--log.level=info")
-        .stdout(Stdio::piped())
-        .stderr(log);
-    if !watch {
-        cmd.arg("--config.no-watch");
-    }
-    let mut child = cmd.spawn().unwrap();
-    // The edge prints its address once it serves.
-    let out = child.stdout.take().unwrap();
-    let mut reader = BufReader::new(out);
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    // Keep reading so the edge never writes into a closed pipe.
-    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-    assert!(
-        line.starts_with("http listening on"),
-        "edge said {line:?}; its log:\n{}",
-        std::fs::read_to_string(&log_path).unwrap_or_default()
-    );
-    let taken = line
-        .trim()
-        .trim_start_matches("http listening on")
-        .trim()
-        .to_owned();
-    (ChildGuard(child), taken)
-}
-
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{sig} {pid}");
-}
-
-fn stop_gracefully(mut c: ChildGuard) {
-    signal(c.pid(), "TERM");
-    let status = c.0.wait().unwrap();
-    assert!(status.success(), "edge exited with {status}");
-}
+use crate::support::{signal, start_edge, stop_gracefully};
 
 #[test]
 fn prometheus_remote_write_loses_nothing() {

@@ -6,6 +6,7 @@ mod ingest_process;
 mod kubernetes_sd;
 mod promtool_parse;
 mod remote_write;
+mod remote_write_process;
 mod scrape_proxy;
 mod scrape_tls;
 mod shipper;

@@ -328,6 +328,8 @@ pub struct Prometheus {
     pub data: PathBuf,
     pub config: PathBuf,
     child: Option<ChildGuard>,
+    dir: PathBuf,
+    extra_args: Vec<String>,
 }
 
 impl Prometheus {
@@ -335,36 +337,55 @@ impl Prometheus {
     /// written into `dir`; waits until it is ready.
     /// `None` when Prometheus is missing outside CI.
     pub fn start(dir: &Path, config: &str, extra_args: &[&str]) -> Option<Prometheus> {
-        let bin = require("prometheus", "apt-get install prometheus")?;
+        require("prometheus", "apt-get install prometheus")?;
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let cfg = dir.join("prometheus.yml");
         let config = config.replace("$PROMETHEUS_ADDR", &addr);
         std::fs::write(&cfg, config).unwrap_or_else(|e| panic!("writing config: {e}"));
-        let data = dir.join("prom-data");
-        let log = std::fs::File::create(dir.join("prometheus.log"))
+        let mut p = Prometheus {
+            addr,
+            data: dir.join("prom-data"),
+            config: cfg,
+            child: None,
+            dir: dir.to_owned(),
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
+        };
+        p.spawn();
+        Some(p)
+    }
+
+    /// Starts it again (after [`Prometheus::stop`] or a kill) on the same address, data and config.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Starts the process and waits until it is ready.
+    fn spawn(&mut self) {
+        let Some(bin) = which("prometheus") else {
+            panic!("prometheus is not installed");
+        };
+        let log_path = self.dir.join("prometheus.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
             .unwrap_or_else(|e| panic!("log file: {e}"));
         let child = std::process::Command::new(bin)
-            .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.tsdb.path={}", data.display()))
-            .arg(format!("--web.listen-address={addr}"))
+            .arg(format!("--config.file={}", self.config.display()))
+            .arg(format!("--storage.tsdb.path={}", self.data.display()))
+            .arg(format!("--web.listen-address={}", self.addr))
             .arg("--web.enable-lifecycle")
-            .args(extra_args)
+            .args(&self.extra_args)
             .stdout(log.try_clone().unwrap_or_else(|e| panic!("{e}")))
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("starting prometheus: {e}"));
-        let p = Prometheus {
-            addr: addr.clone(),
-            data,
-            config: cfg,
-            child: Some(ChildGuard(child)),
-        };
-        let log_path = dir.join("prometheus.log");
+        self.child = Some(ChildGuard(child));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let mut p = p;
-        while !http("GET", &addr, "/-/ready", &[], b"").is_ok_and(|r| r.status == 200) {
-            let exited = p
+        while !http("GET", &self.addr, "/-/ready", &[], b"").is_ok_and(|r| r.status == 200) {
+            let exited = self
                 .child
                 .as_mut()
                 .is_some_and(|c| c.0.try_wait().ok().flatten().is_some());
@@ -374,7 +395,11 @@ impl Prometheus {
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        Some(p)
+    }
+
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(ChildGuard::pid)
     }
 
     /// An instant query; returns `(labels, value)` pairs of the vector result.
