@@ -152,7 +152,8 @@ impl RemoteWrite {
                 self.wal_dir.clone(),
                 &self.progress_dir,
                 &self.metrics,
-            )?;
+            )
+            .await?;
             let metadata_stop = CancellationToken::new();
             let metadata = metadata::spawn(
                 c,

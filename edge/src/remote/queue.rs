@@ -61,7 +61,7 @@ pub struct QueueHandle {
 
 impl QueueHandle {
     /// Starts a queue following `wal_dir`, its progress under `progress_dir`.
-    pub fn start(
+    pub async fn start(
         cfg: Arc<RemoteWriteConfig>,
         external: Labels,
         wal_dir: PathBuf,
@@ -97,8 +97,32 @@ impl QueueHandle {
             highest_sent_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
         });
         let progress_file = progress_dir.join(format!("{}.json", cfg.progress_key()));
-        let start = read_progress(&progress_file);
-        let keep_from = Arc::new(AtomicU64::new(start.map_or(u64::MAX, |p| p.segment)));
+        // Where to start, settled before this returns (so nothing written after it is missed) and
+        // saved at once (so a crash before the first send resumes here, not at a later end).
+        let (file, dir) = (progress_file.clone(), wal_dir.clone());
+        let (start, end) = tokio::task::spawn_blocking(move || {
+            let saved = read_progress(&file);
+            let end = Tail::end(&dir);
+            if let (None, Ok(end)) = (saved, &end) {
+                write_progress(&file, *end)?;
+            }
+            Ok::<_, std::io::Error>((saved, end))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| {
+            format!(
+                "remote_write {}: {}: {e}",
+                cfg.name,
+                progress_file.display()
+            )
+        })?;
+        let end = end.map_err(|e| format!("remote_write {}: {e}", cfg.name))?;
+        // What lies between a saved position and the WAL's end now may have been delivered by the
+        // previous run (see `shard::Sender::send`).
+        let replay_end = start.map(|_| end);
+        let start = start.unwrap_or(end);
+        let keep_from = Arc::new(AtomicU64::new(start.segment));
         let consumer = ConsumerLabels {
             consumer: cfg.name.clone(),
         };
@@ -121,7 +145,7 @@ impl QueueHandle {
                 .clone(),
             records: metrics.watcher_records.clone(),
         };
-        let task = tokio::spawn(watcher.run(start));
+        let task = tokio::spawn(watcher.run(start, replay_end));
         Ok(QueueHandle {
             cfg,
             external,
@@ -321,20 +345,7 @@ struct ShardCalc {
 }
 
 impl Watcher {
-    async fn run(self, start: Option<Position>) {
-        let wal_dir = self.wal_dir.clone();
-        let end = match tokio::task::spawn_blocking(move || Tail::end(&wal_dir)).await {
-            Ok(Ok(p)) => p,
-            other => {
-                tracing::error!(remote_name = %self.ctx.cfg.name, error = ?other, "cannot find the WAL's end; starting at its beginning");
-                Position::default()
-            }
-        };
-        // What lies between a saved position and the WAL's end now may have been delivered by
-        // the previous run (see `shard::Sender::send`).
-        let replay_end = start.map(|_| end);
-        let start = start.unwrap_or(end);
-        self.keep_from.store(start.segment, Ordering::Release);
+    async fn run(self, start: Position, replay_end: Option<Position>) {
         let mut res = Resolver {
             series: HashMap::new(),
             external: self.external.clone(),
@@ -434,14 +445,14 @@ impl Watcher {
                             continue;
                         }
                         self.ctx.m.pending.inc_by(batch.len() as i64);
-                        if !self.send(s, Msg::Samples(batch, before_start)).await {
+                        if !self.send(s, batch, before_start).await {
                             break 'outer;
                         }
                     }
                     if let Some(end) = routed.end {
                         mark += 1;
                         for s in &shards {
-                            if !self.send(s, Msg::Mark(mark)).await {
+                            if s.tx.send(Msg::Mark(mark)).is_err() {
                                 break 'outer;
                             }
                         }
@@ -484,21 +495,34 @@ impl Watcher {
         tracing::info!(remote_name = %self.ctx.cfg.name, segment = sent_pos.segment, offset = sent_pos.offset, flushed, "remote-write queue stopped");
     }
 
-    /// Hands a message to a shard, waiting while it is full; `false` when stopped hard meanwhile.
-    async fn send(&self, s: &Shard, msg: Msg) -> bool {
-        let msg = match s.tx.try_send(msg) {
-            Ok(()) => return true,
-            Err(tokio::sync::mpsc::error::TrySendError::Full(m)) => {
-                self.ctx.m.enqueue_retries.inc();
-                m
+    /// Hands samples to a shard, waiting while it has no room for them (Prometheus' enqueue
+    /// retries); `false` when stopped hard meanwhile.
+    async fn send(&self, s: &Shard, batch: Vec<Pending>, before_start: bool) -> bool {
+        let cap = self.ctx.cfg.queue.capacity.max(1);
+        let mut rest = batch;
+        while !rest.is_empty() {
+            let tail = rest.split_off(rest.len().min(cap));
+            let n = u32::try_from(rest.len()).unwrap_or(u32::MAX);
+            match s.room.clone().try_acquire_many_owned(n) {
+                Ok(p) => p.forget(),
+                Err(_) => {
+                    self.ctx.m.enqueue_retries.inc();
+                    tokio::select! {
+                        biased;
+                        () = self.ctx.hard_stop.cancelled() => return false,
+                        p = s.room.clone().acquire_many_owned(n) => match p {
+                            Ok(p) => p.forget(),
+                            Err(_) => return false,
+                        },
+                    }
+                }
             }
-            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return false,
-        };
-        tokio::select! {
-            biased;
-            () = self.ctx.hard_stop.cancelled() => false,
-            r = s.tx.send(msg) => r.is_ok(),
+            if s.tx.send(Msg::Samples(rest, before_start)).is_err() {
+                return false;
+            }
+            rest = tail;
         }
+        true
     }
 
     /// Closes the shards and waits for them to send everything; `false` when stopped hard first.

@@ -90,7 +90,11 @@ pub struct QueueCtx {
 /// A running shard.
 #[derive(Debug)]
 pub struct Shard {
-    pub tx: mpsc::Sender<Msg>,
+    pub tx: mpsc::UnboundedSender<Msg>,
+    /// Room for `queue_config.capacity` samples (Prometheus' per-shard capacity): the watcher takes
+    /// a permit per sample before handing it over, the shard gives them back once they are sent.
+    /// Marks take none.
+    pub room: Arc<tokio::sync::Semaphore>,
     /// The last mark this shard has passed.
     pub done: Arc<AtomicU64>,
     pub task: tokio::task::JoinHandle<()>,
@@ -99,24 +103,32 @@ pub struct Shard {
 impl Shard {
     /// Starts a shard whose marks begin after `mark`.
     pub fn spawn(ctx: Arc<QueueCtx>, mark: u64) -> Shard {
-        // The queue's capacity in messages of about a send's size (at least two, so a mark and
-        // samples can wait together).
-        let per_msg = ctx.cfg.queue.max_samples_per_send.max(1);
-        let slots = (ctx.cfg.queue.capacity / per_msg).max(2);
-        let (tx, rx) = mpsc::channel(slots);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let room = Arc::new(tokio::sync::Semaphore::new(ctx.cfg.queue.capacity.max(1)));
         let done = Arc::new(AtomicU64::new(mark));
-        let task = tokio::spawn(run(ctx, rx, done.clone()));
-        Shard { tx, done, task }
+        let task = tokio::spawn(run(ctx, rx, done.clone(), room.clone()));
+        Shard {
+            tx,
+            room,
+            done,
+            task,
+        }
     }
 }
 
-async fn run(ctx: Arc<QueueCtx>, mut rx: mpsc::Receiver<Msg>, done: Arc<AtomicU64>) {
+async fn run(
+    ctx: Arc<QueueCtx>,
+    mut rx: mpsc::UnboundedReceiver<Msg>,
+    done: Arc<AtomicU64>,
+    room: Arc<tokio::sync::Semaphore>,
+) {
     let max = ctx.cfg.queue.max_samples_per_send.max(1);
     let deadline_after = ctx.cfg.queue.batch_send_deadline.0;
     let mut s = Sender {
         ctx: ctx.clone(),
         conn: Conn::default(),
         buf: Vec::new(),
+        room,
     };
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut marks: VecDeque<(u64, u64)> = VecDeque::new();
@@ -210,6 +222,7 @@ struct Sender {
     ctx: Arc<QueueCtx>,
     conn: Conn,
     buf: Vec<u8>,
+    room: Arc<tokio::sync::Semaphore>,
 }
 
 /// How one request ended.
@@ -257,6 +270,7 @@ impl Sender {
             }
         }
         ctx.m.pending.dec_by(n as i64);
+        self.room.add_permits(n as usize);
         ctx.out_samples.fetch_add(n, Ordering::Relaxed);
         ctx.out_nanos.fetch_add(
             u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX),

@@ -31,6 +31,8 @@ struct Receiver {
     /// Metadata families received, by path.
     metadata: BTreeMap<String, Vec<String>>,
     headers_ok: bool,
+    /// `/flaky` answers 503 while set.
+    failing: bool,
 }
 
 type Shared = Arc<Mutex<Receiver>>;
@@ -67,6 +69,7 @@ async fn receive(
         "r400" => StatusCode::BAD_REQUEST,
         "r429" => StatusCode::TOO_MANY_REQUESTS,
         "r429retry" if n <= 3 => StatusCode::TOO_MANY_REQUESTS,
+        "flaky" if g.failing => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::NO_CONTENT,
     };
     if status.is_success() {
@@ -123,15 +126,142 @@ fn series(name: &str, extra: &[(&str, &str)], t0: i64, n: i64) -> TimeSeries {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn answers_relabeling_and_metadata() {
-    let shared: Shared = Arc::default();
+/// Serves the test receiver; its address.
+async fn serve(shared: Shared) -> std::net::SocketAddr {
     let app = axum::Router::new()
         .route("/{path}", axum::routing::post(receive))
-        .with_state(shared.clone());
+        .with_state(shared);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let raddr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    raddr
+}
+
+/// Remote-writes `req` into the edge at `addr`.
+async fn push(addr: String, req: &WriteRequest) {
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .unwrap();
+    let resp = tokio::task::spawn_blocking(move || {
+        meridian_testkit::http(
+            "POST",
+            &addr,
+            "/api/v1/write",
+            &[
+                ("Content-Type", "application/x-protobuf"),
+                ("Content-Encoding", "snappy"),
+            ],
+            &body,
+        )
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(resp.status, 204, "{}", resp.text());
+}
+
+/// Shutdown gives up on a receiver that keeps failing once the flush deadline has passed, and the
+/// next start sends what was not sent (the queue's progress file), and only that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_deadline_then_resume_after_restart() {
+    use meridian_edge::agent::{Agent, AgentOptions};
+    let shared: Shared = Arc::default();
+    shared.lock().unwrap().failing = true;
+    let raddr = serve(shared.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("edge.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "remote_write:\n- url: http://{raddr}/flaky\n  queue_config: {{batch_send_deadline: 100ms, min_backoff: 10ms, max_backoff: 50ms}}\n  metadata_config: {{send: false}}\n"
+        ),
+    )
+    .unwrap();
+    let start = || async {
+        Agent::start(AgentOptions {
+            remote_flush_deadline: Duration::from_secs(1),
+            ..AgentOptions::new(
+                cfg.clone(),
+                dir.path().join("data"),
+                tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            )
+        })
+        .await
+        .unwrap()
+    };
+    let agent = start().await;
+    let t0 = meridian_core::time::now_ms() - 60_000;
+    push(
+        agent.http_addr().to_string(),
+        &WriteRequest {
+            timeseries: vec![series("first", &[], t0, 10)],
+            metadata: vec![],
+        },
+    )
+    .await;
+    let s = shared.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_for("failed attempts", Duration::from_secs(30), || {
+            (s.lock()
+                .unwrap()
+                .requests
+                .get("flaky")
+                .copied()
+                .unwrap_or(0)
+                > 2)
+            .then_some(())
+        })
+    })
+    .await
+    .unwrap();
+    let began = std::time::Instant::now();
+    agent.shutdown().await;
+    assert!(
+        began.elapsed() < Duration::from_secs(8),
+        "shutdown took {:?} with a 1 s flush deadline",
+        began.elapsed()
+    );
+    assert!(!shared.lock().unwrap().stored.contains_key("flaky"));
+    shared.lock().unwrap().failing = false;
+    let agent = start().await;
+    push(
+        agent.http_addr().to_string(),
+        &WriteRequest {
+            timeseries: vec![series("second", &[], t0, 5)],
+            metadata: vec![],
+        },
+    )
+    .await;
+    let s = shared.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_for(
+            "the backlog and the new samples",
+            Duration::from_secs(30),
+            || (s.lock().unwrap().stored.get("flaky").map_or(0, Vec::len) >= 15).then_some(()),
+        )
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    agent.shutdown().await;
+    let g = std::mem::take(&mut *shared.lock().unwrap());
+    let mut got: Vec<(String, i64)> = g.stored["flaky"]
+        .iter()
+        .map(|x| (x.0.clone(), x.1))
+        .collect();
+    got.sort();
+    let mut want: Vec<(String, i64)> = (0..10)
+        .map(|i| ("__name__=first".to_owned(), t0 + i * 1000))
+        .chain((0..5).map(|i| ("__name__=second".to_owned(), t0 + i * 1000)))
+        .collect();
+    want.sort();
+    assert_eq!(got, want, "each sample exactly once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_relabeling_and_metadata() {
+    let shared: Shared = Arc::default();
+    let raddr = serve(shared.clone()).await;
 
     let dir = tempfile::tempdir().unwrap();
     let q = "queue_config: {batch_send_deadline: 100ms, min_backoff: 10ms, max_backoff: 50ms}";
@@ -157,25 +287,7 @@ async fn answers_relabeling_and_metadata() {
             unit: String::new(),
         }],
     };
-    let body = snap::raw::Encoder::new()
-        .compress_vec(&req.encode_to_vec())
-        .unwrap();
-    let resp = tokio::task::spawn_blocking(move || {
-        meridian_testkit::http(
-            "POST",
-            &addr,
-            "/api/v1/write",
-            &[
-                ("Content-Type", "application/x-protobuf"),
-                ("Content-Encoding", "snappy"),
-            ],
-            &body,
-        )
-        .unwrap()
-    })
-    .await
-    .unwrap();
-    assert_eq!(resp.status, 204, "{}", resp.text());
+    push(addr, &req).await;
 
     let metrics = |agent: &meridian_edge::agent::Agent| {
         let a = agent.http_addr().to_string();
