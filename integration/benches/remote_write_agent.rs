@@ -314,9 +314,9 @@ async fn main() {
         shape.outage
     );
     println!(
-        "| sender | CPU (cores) | RSS (MiB) | catch-up wall | catch-up CPU s | backlog samples / CPU s | backlog samples / s |"
+        "| sender | CPU (cores) | RSS (MiB) | catch-up wall | catch-up CPU s | backlog samples / CPU s | backlog samples / s | shards at catch-up |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for (i, s) in senders.iter().enumerate() {
         let (cpu, rss) = steady[i];
         match &caught[i] {
@@ -332,7 +332,7 @@ async fn main() {
                 )
             }
             None => println!(
-                "| {} | {cpu:.3} | {:.0} | not within {limit:?} | | | |",
+                "| {} | {cpu:.3} | {:.0} | not within {limit:?} | | | | |",
                 s.0,
                 rss as f64 / (1 << 20) as f64
             ),

@@ -498,7 +498,9 @@ impl Watcher {
     /// Hands samples to a shard, waiting while it has no room for them (Prometheus' enqueue
     /// retries); `false` when stopped hard meanwhile.
     async fn send(&self, s: &Shard, batch: Vec<Pending>, before_start: bool) -> bool {
-        let cap = self.ctx.cfg.queue.capacity.max(1);
+        // Handed over in pieces of at most one send: a piece always fits while the shard holds a
+        // partial batch it sends only at its deadline (see `Shard::spawn`).
+        let cap = self.ctx.cfg.queue.max_samples_per_send.max(1);
         let mut rest = batch;
         while !rest.is_empty() {
             let tail = rest.split_off(rest.len().min(cap));
@@ -580,30 +582,25 @@ impl Watcher {
         let dur_rate = c.dur.tick((nanos_total - c.last_nanos) as f64, secs);
         c.last_out = out_total;
         c.last_nanos = nanos_total;
-        if out_rate <= 0.0 {
-            return None;
-        }
-        let kept = out_rate / (dropped_rate + out_rate);
         let highest_sent = self.ctx.highest_sent_ms.load(Ordering::Relaxed);
         let delay = if highest_sent == i64::MIN || c.highest_read == i64::MIN {
             0.0
         } else {
             ((c.highest_read - highest_sent) as f64 / 1000.0).max(0.0)
         };
-        let pending = delay * in_rate * kept;
-        let time_per_sample = dur_rate / 1e9 / out_rate;
-        let desired = time_per_sample * (in_rate * kept + 0.05 * pending);
-        self.desired_gauge.set(desired);
-        let mut want = desired.ceil() as usize;
-        let cur = current as f64;
-        if (cur * 0.7..=cur * 1.3).contains(&desired) {
-            want = current;
-        }
-        if want < current && delay > 10.0 {
-            want = current;
-        }
         let q = &self.ctx.cfg.queue;
-        want = want.clamp(q.min_shards.max(1), q.max_shards.max(1));
+        let (desired, want) = shard_count(
+            Rates {
+                r#in: in_rate,
+                dropped: dropped_rate,
+                out: out_rate,
+                out_nanos: dur_rate,
+            },
+            delay,
+            current,
+            (q.min_shards, q.max_shards),
+        );
+        self.desired_gauge.set(desired);
         if want == current {
             return None;
         }
@@ -615,6 +612,38 @@ impl Watcher {
         }
         Some(want)
     }
+}
+
+/// Per-second rates of samples read, dropped and sent, and of nanoseconds spent sending.
+#[derive(Debug, Clone, Copy)]
+struct Rates {
+    r#in: f64,
+    dropped: f64,
+    out: f64,
+    out_nanos: f64,
+}
+
+/// v2.42 `calculateDesiredShards`: the desired count (unrounded) and the count to run, given the
+/// rates, how far sending is behind reading (`delay`, seconds), the current count and the bounds.
+fn shard_count(r: Rates, delay: f64, current: usize, (min, max): (usize, usize)) -> (f64, usize) {
+    if r.out <= 0.0 {
+        return (current as f64, current);
+    }
+    let kept = r.out / (r.dropped + r.out);
+    let pending = delay * r.r#in * kept;
+    let time_per_sample = r.out_nanos / 1e9 / r.out;
+    let desired = time_per_sample * (r.r#in * kept + 0.05 * pending);
+    let cur = current as f64;
+    let mut want = desired.ceil() as usize;
+    // Within 30 % of the current count: no change.
+    if (cur * 0.7..=cur * 1.3).contains(&desired) {
+        want = current;
+    }
+    // No downsharding while more than 10 s behind.
+    if want < current && delay > 10.0 {
+        want = current;
+    }
+    (desired, want.clamp(min.max(1), max.max(1)))
 }
 
 /// Moves the sent position to the newest mark every shard has passed.
@@ -675,5 +704,51 @@ fn load_series(mut res: Resolver, dir: &Path, start: Position) -> Resolver {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rates(r#in: f64, out: f64, secs_per_sample: f64) -> Rates {
+        Rates {
+            r#in,
+            dropped: 0.0,
+            out,
+            out_nanos: out * secs_per_sample * 1e9,
+        }
+    }
+
+    /// The v2.42 calculation on hand-worked cases.
+    #[test]
+    fn shard_count_follows_prometheus() {
+        // 10k samples/s in and out, 1 ms of sending per 10 samples: 10 shards' worth.
+        let (d, n) = shard_count(rates(10_000.0, 10_000.0, 1e-4), 0.0, 1, (1, 200));
+        assert!((d - 1.0).abs() < 1e-9 && n == 1, "{d} {n}");
+        let (d, n) = shard_count(rates(10_000.0, 10_000.0, 1e-3), 0.0, 1, (1, 200));
+        assert!((d - 10.0).abs() < 1e-9 && n == 10, "{d} {n}");
+        // Within 30 %: unchanged.
+        assert_eq!(
+            shard_count(rates(10_000.0, 10_000.0, 1.2e-3), 0.0, 10, (1, 200)).1,
+            10
+        );
+        // A backlog adds 5 % of it per second: 100 s behind at 10k/s = 1M pending → +50k/s.
+        let (d, _) = shard_count(rates(10_000.0, 10_000.0, 1e-4), 100.0, 1, (1, 200));
+        assert!((d - 6.0).abs() < 1e-9, "{d}");
+        // No downsharding while more than 10 s behind; bounds hold.
+        assert_eq!(
+            shard_count(rates(10.0, 10.0, 1e-6), 11.0, 50, (1, 200)).1,
+            50
+        );
+        assert_eq!(shard_count(rates(10.0, 10.0, 1e-6), 0.0, 50, (3, 200)).1, 3);
+        assert_eq!(shard_count(rates(1e9, 1e9, 1.0), 0.0, 5, (1, 200)).1, 200);
+        // Nothing sent yet: unchanged.
+        assert_eq!(shard_count(rates(1000.0, 0.0, 0.0), 0.0, 4, (1, 200)).1, 4);
+        // Dropped samples do not count towards the work.
+        let mut r = rates(10_000.0, 5_000.0, 2e-3);
+        r.dropped = 5_000.0;
+        let (d, _) = shard_count(r, 0.0, 1, (1, 200));
+        assert!((d - 10.0).abs() < 1e-9, "{d}");
     }
 }

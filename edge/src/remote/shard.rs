@@ -104,7 +104,13 @@ impl Shard {
     /// Starts a shard whose marks begin after `mark`.
     pub fn spawn(ctx: Arc<QueueCtx>, mark: u64) -> Shard {
         let (tx, rx) = mpsc::unbounded_channel();
-        let room = Arc::new(tokio::sync::Semaphore::new(ctx.cfg.queue.capacity.max(1)));
+        // At least two sends' worth: the watcher hands over pieces of one send, and a shard may hold
+        // up to a send less one until its batch deadline; with less room the watcher would wait for
+        // that deadline on every piece (Prometheus likewise keeps at least one batch per shard).
+        let q = &ctx.cfg.queue;
+        let room = Arc::new(tokio::sync::Semaphore::new(
+            q.capacity.max(2 * q.max_samples_per_send).max(1),
+        ));
         let done = Arc::new(AtomicU64::new(mark));
         let task = tokio::spawn(run(ctx, rx, done.clone(), room.clone()));
         Shard {
