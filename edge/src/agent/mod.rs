@@ -326,6 +326,13 @@ impl Agent {
             opts.tsdb_path.join("remote-write"),
             opts.remote_flush_deadline,
             metadata.clone(),
+            crate::remote::Inflow {
+                highest_ms: {
+                    let db = db.clone();
+                    Arc::new(move || db.head_max_time())
+                },
+                appended: db.metrics.samples_appended.clone(),
+            },
         ));
         remote.metrics.register(&mut registry);
         registry.register(

@@ -57,8 +57,26 @@ impl WalReaders for Hold {
     }
 }
 
+/// What comes into the storage, as the shard calculation measures it (Prometheus' `samplesIn` and
+/// highest received timestamp, taken at append, not where the queues have read to: a queue held back
+/// by an outage reads nothing, yet it falls behind).
+#[derive(Clone)]
+pub struct Inflow {
+    /// The newest sample time appended (ms; `i64::MIN` before any).
+    pub highest_ms: Arc<dyn Fn() -> i64 + Send + Sync>,
+    /// Samples appended.
+    pub appended: prometheus_client::metrics::counter::Counter,
+}
+
+impl std::fmt::Debug for Inflow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inflow").finish_non_exhaustive()
+    }
+}
+
 /// Every queue of the edge.
 pub struct RemoteWrite {
+    inflow: Inflow,
     wal_dir: PathBuf,
     progress_dir: PathBuf,
     flush_deadline: Duration,
@@ -83,8 +101,10 @@ impl RemoteWrite {
         progress_dir: PathBuf,
         flush_deadline: Duration,
         metadata: Arc<MetadataStore>,
+        inflow: Inflow,
     ) -> RemoteWrite {
         RemoteWrite {
+            inflow,
             wal_dir,
             progress_dir,
             flush_deadline,
@@ -152,6 +172,7 @@ impl RemoteWrite {
                 self.wal_dir.clone(),
                 &self.progress_dir,
                 &self.metrics,
+                self.inflow.clone(),
             )
             .await?;
             let metadata_stop = CancellationToken::new();

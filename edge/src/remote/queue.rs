@@ -67,6 +67,7 @@ impl QueueHandle {
         wal_dir: PathBuf,
         progress_dir: &Path,
         metrics: &Metrics,
+        inflow: super::Inflow,
     ) -> Result<QueueHandle, String> {
         let client = super::client::WriteClient::new(&cfg)?;
         let labels = QueueLabels {
@@ -127,6 +128,7 @@ impl QueueHandle {
             consumer: cfg.name.clone(),
         };
         let watcher = Watcher {
+            inflow,
             ctx: ctx.clone(),
             highest_in: metrics.highest_timestamp_in.clone(),
             external: external.clone(),
@@ -215,6 +217,7 @@ fn write_progress(path: &Path, pos: Position) -> std::io::Result<()> {
 }
 
 struct Watcher {
+    inflow: super::Inflow,
     ctx: Arc<QueueCtx>,
     highest_in: prometheus_client::metrics::gauge::Gauge<f64, AtomicU64>,
     external: Labels,
@@ -258,9 +261,7 @@ impl Resolver {
 struct Routed {
     per_shard: Vec<Vec<Pending>>,
     end: Option<Position>,
-    read: u64,
     dropped: u64,
-    highest: i64,
     skipped: u64,
     series_records: u64,
     sample_records: u64,
@@ -270,9 +271,7 @@ fn route(res: &mut Resolver, events: Vec<Event>, shards: usize) -> Routed {
     let mut out = Routed {
         per_shard: (0..shards).map(|_| Vec::new()).collect(),
         end: None,
-        read: 0,
         dropped: 0,
-        highest: i64::MIN,
         skipped: 0,
         series_records: 0,
         sample_records: 0,
@@ -288,11 +287,9 @@ fn route(res: &mut Resolver, events: Vec<Event>, shards: usize) -> Routed {
             }
             Event::Record(Record::Samples(s), end) => {
                 out.sample_records += 1;
-                out.read += s.len() as u64;
                 for (r, x) in s {
                     match res.series.get(&r) {
                         Some(Some(labels)) => {
-                            out.highest = out.highest.max(x.t);
                             out.per_shard[(r % shards as u64) as usize].push(Pending {
                                 series: labels.clone(),
                                 t: x.t,
@@ -339,9 +336,8 @@ struct ShardCalc {
     dur: Ewma,
     last_out: u64,
     last_nanos: u64,
-    in_count: u64,
+    last_in: u64,
     dropped_count: u64,
-    highest_read: i64,
 }
 
 impl Watcher {
@@ -377,7 +373,7 @@ impl Watcher {
         let mut last_save = Instant::now();
         let mut tail = Some(Tail::new(&self.wal_dir, start));
         let mut calc = ShardCalc {
-            highest_read: i64::MIN,
+            last_in: self.inflow.appended.get(),
             ..ShardCalc::default()
         };
         let mut next_update = Instant::now() + SHARD_UPDATE;
@@ -416,6 +412,10 @@ impl Watcher {
                 }
             };
             self.segment_gauge.set(t.position().segment as i64);
+            let highest_in = (self.inflow.highest_ms)();
+            if highest_in != i64::MIN {
+                self.highest_in.set(highest_in as f64 / 1000.0);
+            }
             tail = Some(t);
             res = r;
             match routed {
@@ -562,19 +562,17 @@ impl Watcher {
                     .inc_by(n);
             }
         }
-        if r.highest != i64::MIN && r.highest as f64 / 1000.0 > self.highest_in.get() {
-            self.highest_in.set(r.highest as f64 / 1000.0);
-        }
-        calc.in_count += r.read;
         calc.dropped_count += r.dropped;
-        calc.highest_read = calc.highest_read.max(r.highest);
     }
 
     /// v2.42 `calculateDesiredShards` + `shouldReshard`; `Some(n)` when the queue should reshard.
     fn desired_shards(&self, c: &mut ShardCalc, secs: f64, current: usize) -> Option<usize> {
         let out_total = self.ctx.out_samples.load(Ordering::Relaxed);
         let nanos_total = self.ctx.out_nanos.load(Ordering::Relaxed);
-        let in_rate = c.r#in.tick(std::mem::take(&mut c.in_count) as f64, secs);
+        let appended = self.inflow.appended.get();
+        let in_rate = c.r#in.tick(appended.saturating_sub(c.last_in) as f64, secs);
+        c.last_in = appended;
+        let highest_in = (self.inflow.highest_ms)();
         let dropped_rate = c
             .dropped
             .tick(std::mem::take(&mut c.dropped_count) as f64, secs);
@@ -583,10 +581,10 @@ impl Watcher {
         c.last_out = out_total;
         c.last_nanos = nanos_total;
         let highest_sent = self.ctx.highest_sent_ms.load(Ordering::Relaxed);
-        let delay = if highest_sent == i64::MIN || c.highest_read == i64::MIN {
+        let delay = if highest_sent == i64::MIN || highest_in == i64::MIN {
             0.0
         } else {
-            ((c.highest_read - highest_sent) as f64 / 1000.0).max(0.0)
+            ((highest_in - highest_sent) as f64 / 1000.0).max(0.0)
         };
         let q = &self.ctx.cfg.queue;
         let (desired, want) = shard_count(

@@ -335,6 +335,11 @@ impl Head {
         self.max_t = self.max_t.max(s.t);
     }
 
+    /// The newest sample time appended (agent mode included); `i64::MIN` before any.
+    pub(crate) fn max_time(&self) -> i64 {
+        self.max_t
+    }
+
     /// `(min, max)` sample times in the head; `(i64::MAX, i64::MIN)` when empty.
     pub(crate) fn time_range(&self) -> (i64, i64) {
         let min = self

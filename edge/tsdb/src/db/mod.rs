@@ -486,6 +486,12 @@ impl Db {
             .collect()
     }
 
+    /// The newest sample time appended to the head (`i64::MIN` before any): what remote-write
+    /// queues measure how far behind they are against.
+    pub fn head_max_time(&self) -> i64 {
+        self.read().head.max_time()
+    }
+
     pub fn head_series(&self) -> usize {
         self.read().head.num_series()
     }
