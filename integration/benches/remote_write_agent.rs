@@ -13,8 +13,8 @@
 //! every target (the `t` label of each target tells them apart), values changing every second.
 //!
 //! Run: `cargo bench -p meridian-integration --bench remote_write_agent` (1,000 targets × 1,000
-//! series every 15 s, 3 min warm-up, 5 min window, 5 min outage; needs the release binaries and
-//! `prometheus`). Under `cargo test --all-targets`: a smoke run (20 targets × 100 series every 2 s,
+//! series every 15 s, 3 min warm-up, 5 min window, 5 min outage, or `MERIDIAN_RW_BENCH_PHASES=
+//! warmup,window,outage` in seconds; needs the release binaries and `prometheus`). Under `cargo test --all-targets`: a smoke run (20 targets × 100 series every 2 s,
 //! short phases) that checks both senders send and catch up.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -172,14 +172,20 @@ fn highest_sent(addr: &str) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
+    // `MERIDIAN_RW_BENCH_PHASES=warmup,window,outage` (seconds) shortens a run.
+    let phases: Vec<u64> = std::env::var("MERIDIAN_RW_BENCH_PHASES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .filter(|v: &Vec<u64>| v.len() == 3)
+        .unwrap_or_else(|| vec![180, 300, 300]);
     let shape = if bench {
         Shape {
             targets: 1000,
             series: 1000,
             interval: Duration::from_secs(15),
-            warmup: Duration::from_secs(180),
-            window: Duration::from_secs(300),
-            outage: Duration::from_secs(300),
+            warmup: Duration::from_secs(phases[0]),
+            window: Duration::from_secs(phases[1]),
+            outage: Duration::from_secs(phases[2]),
         }
     } else {
         Shape {

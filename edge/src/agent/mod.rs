@@ -147,6 +147,21 @@ struct ShipperTask {
     grace: Duration,
 }
 
+impl ShipperTask {
+    /// Runs the shipper; `grace`: how long shutdown waits for a running upload.
+    fn start(shipper: Arc<Shipper>, grace: Duration) -> ShipperTask {
+        let (stop, abandon) = (CancellationToken::new(), CancellationToken::new());
+        let task = tokio::spawn(shipper.clone().run(stop.clone(), abandon.clone()));
+        ShipperTask {
+            shipper,
+            stop,
+            abandon,
+            task,
+            grace,
+        }
+    }
+}
+
 /// What the edge's StoreAPI serves: the TSDB's series and the metadata scrapes and remote writes
 /// brought.
 struct EdgeSource {
@@ -321,30 +336,15 @@ impl Agent {
             }
         };
         let metadata = Arc::new(MetadataStore::new());
-        let remote = Arc::new(RemoteWrite::new(
-            db.wal_dir(),
-            opts.tsdb_path.join("remote-write"),
+        let remote = start_remote_write(
+            &db,
+            (&opts.tsdb_path, &opts.config_file),
             opts.remote_flush_deadline,
-            metadata.clone(),
-            crate::remote::Inflow {
-                highest_ms: {
-                    let db = db.clone();
-                    Arc::new(move || db.head_max_time())
-                },
-                appended: db.metrics.samples_appended.clone(),
-            },
-        ));
-        remote.metrics.register(&mut registry);
-        registry.register(
-            "prometheus_remote_storage_samples_in",
-            "Samples in to remote storage, compare to samples out for queue managers.",
-            db.metrics.samples_appended.clone(),
-        );
-        db.set_wal_readers(remote.wal_readers());
-        remote
-            .apply(&cfg)
-            .await
-            .map_err(|e| anyhow::anyhow!("{}: {e}", opts.config_file.display()))?;
+            &metadata,
+            &mut registry,
+            &cfg,
+        )
+        .await?;
         let scrape = ScrapeManager::new(db.clone(), metadata.clone(), opts.discovery.clone());
         scrape.register(&mut registry);
         scrape
@@ -381,30 +381,24 @@ impl Agent {
         let (mut grpc, mut grpc_addr, mut tls_watcher) = (None, None, None);
         if let Some(listener) = opts.grpc_listener {
             grpc_addr = Some(listener.local_addr()?);
-            let external = shared.current_config().external_labels.clone();
             let store: Arc<dyn meridian_storeapi::Store> = Arc::new(
                 LeafStore::from_source(
                     EdgeSource {
                         db: db.clone(),
                         metadata: metadata.clone(),
                     },
-                    external,
+                    shared.current_config().external_labels.clone(),
                 )
                 .with_limits(opts.grpc_series_limits),
             );
-            let grpc_stop = CancellationToken::new();
-            let shutdown = grpc_stop.clone().cancelled_owned();
-            let spawned = meridian_storeapi::server::spawn_with(
+            let (task, watcher) = serve_storeapi(
                 store,
                 listener,
                 opts.grpc_tls,
                 opts.grpc_tls_reload_interval,
-                meridian_storeapi::server::ServerOptions { series_gate },
-                shutdown,
+                series_gate,
             )?;
-            tls_watcher = spawned.tls_watcher;
-            let task = spawned.task;
-            grpc = Some(Task::from_parts("StoreAPI server", grpc_stop, task));
+            (grpc, tls_watcher) = (Some(task), watcher);
         }
         let mut background = tokio::task::JoinSet::new();
         match opts.agent {
@@ -419,17 +413,7 @@ impl Agent {
                 ));
             }
         }
-        let shipper = shipper.map(|s| {
-            let (stop, abandon) = (CancellationToken::new(), CancellationToken::new());
-            let task = tokio::spawn(s.clone().run(stop.clone(), abandon.clone()));
-            ShipperTask {
-                shipper: s,
-                stop,
-                abandon,
-                task,
-                grace: opts.shipper_shutdown_timeout,
-            }
-        });
+        let shipper = shipper.map(|s| ShipperTask::start(s, opts.shipper_shutdown_timeout));
         if opts.watch_config {
             background.spawn(watch_config(shared.clone(), stop.clone()));
         }
@@ -537,6 +521,67 @@ impl Agent {
         }
         tracing::info!("edge stopped");
     }
+}
+
+/// The StoreAPI server over `store` (TLS from `tls`, reloaded), as a task with its TLS watcher.
+fn serve_storeapi(
+    store: Arc<dyn meridian_storeapi::Store>,
+    listener: TcpListener,
+    tls: Option<Arc<meridian_pki::tls::server::ServerTls>>,
+    tls_reload_interval: Duration,
+    series_gate: Option<meridian_storeapi::server::SeriesGate>,
+) -> anyhow::Result<(Task, Option<meridian_pki::tls::Watcher>)> {
+    let grpc_stop = CancellationToken::new();
+    let shutdown = grpc_stop.clone().cancelled_owned();
+    let spawned = meridian_storeapi::server::spawn_with(
+        store,
+        listener,
+        tls,
+        tls_reload_interval,
+        meridian_storeapi::server::ServerOptions { series_gate },
+        shutdown,
+    )?;
+    Ok((
+        Task::from_parts("StoreAPI server", grpc_stop, spawned.task),
+        spawned.tls_watcher,
+    ))
+}
+
+/// The remote-write queues, following the TSDB's WAL (which keeps what they have not sent), with
+/// their metrics registered and `cfg`'s entries started.
+async fn start_remote_write(
+    db: &Arc<Db>,
+    (tsdb_path, config_file): (&Path, &Path),
+    flush_deadline: Duration,
+    metadata: &Arc<MetadataStore>,
+    registry: &mut Registry,
+    cfg: &Config,
+) -> anyhow::Result<Arc<RemoteWrite>> {
+    let remote = Arc::new(RemoteWrite::new(
+        db.wal_dir(),
+        tsdb_path.join("remote-write"),
+        flush_deadline,
+        metadata.clone(),
+        crate::remote::Inflow {
+            highest_ms: {
+                let db = db.clone();
+                Arc::new(move || db.head_max_time())
+            },
+            appended: db.metrics.samples_appended.clone(),
+        },
+    ));
+    remote.metrics.register(registry);
+    registry.register(
+        "prometheus_remote_storage_samples_in",
+        "Samples in to remote storage, compare to samples out for queue managers.",
+        db.metrics.samples_appended.clone(),
+    );
+    db.set_wal_readers(remote.wal_readers());
+    remote
+        .apply(cfg)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config_file.display()))?;
+    Ok(remote)
 }
 
 /// Dropping an agent without [`Agent::shutdown`] still stops its servers and housekeeping (scrape loops

@@ -126,8 +126,10 @@ impl RemoteWrite {
         for c in &cfg.remote_write {
             client::WriteClient::new(c)?;
         }
-        std::fs::create_dir_all(&self.progress_dir)
-            .map_err(|e| format!("{}: {e}", self.progress_dir.display()))?;
+        if !cfg.remote_write.is_empty() {
+            std::fs::create_dir_all(&self.progress_dir)
+                .map_err(|e| format!("{}: {e}", self.progress_dir.display()))?;
+        }
         let mut queues = self.queues.lock().await;
         let old = std::mem::take(&mut *queues);
         let wanted: Vec<(Arc<config::RemoteWriteConfig>, Labels)> = cfg
