@@ -390,3 +390,84 @@ async fn answers_relabeling_and_metadata() {
     );
     agent.shutdown().await;
 }
+
+/// Remote write over TLS: a sender with `tls_config.ca_file` writes to an edge receiver served over
+/// HTTPS; a sender without the CA is refused by certificate and keeps retrying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_over_tls() {
+    use meridian_edge::agent::{Agent, AgentOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, _ca) =
+        crate::support::ca_and_server(dir.path(), &["localhost"], &["127.0.0.1".parse().unwrap()]);
+    let rcfg = dir.path().join("rx.yml");
+    std::fs::write(&rcfg, "global: {}\n").unwrap();
+    let rx = Agent::start(AgentOptions {
+        http_tls: Some(crate::support::server_tls("rx", &pki)),
+        ..AgentOptions::new(
+            rcfg,
+            dir.path().join("rx-data"),
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    let raddr = rx.http_addr();
+    let q = "queue_config: {batch_send_deadline: 100ms, min_backoff: 10ms, max_backoff: 50ms}\n  metadata_config: {send: false}";
+    let config = format!(
+        "remote_write:\n- url: https://{raddr}/api/v1/write\n  name: tls\n  tls_config: {{ca_file: {}}}\n  {q}\n- url: https://{raddr}/api/v1/write\n  name: untrusted\n  {q}\n",
+        pki.join("ca.crt").display()
+    );
+    let scfg = dir.path().join("sender.yml");
+    std::fs::write(&scfg, config).unwrap();
+    // The untrusted queue never sends: a short flush deadline ends it at shutdown.
+    let sender = Agent::start(AgentOptions {
+        remote_flush_deadline: Duration::from_secs(1),
+        ..AgentOptions::new(
+            scfg,
+            dir.path().join("sender-data"),
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    let t0 = meridian_core::time::now_ms() - 60_000;
+    push(
+        sender.http_addr().to_string(),
+        &WriteRequest {
+            timeseries: vec![series("over_tls", &[], t0, 10)],
+            metadata: vec![],
+        },
+    )
+    .await;
+    let m = [meridian_core::Matcher::equal("__name__", "over_tls")];
+    for _ in 0..300 {
+        let n: usize = rx
+            .db()
+            .samples(&m, i64::MIN, i64::MAX)
+            .unwrap()
+            .iter()
+            .map(|(_, s)| s.len())
+            .sum();
+        if n == 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = rx.db().samples(&m, i64::MIN, i64::MAX).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1.len(), 10, "every sample over TLS, exactly once");
+    let a = sender.http_addr().to_string();
+    let text =
+        tokio::task::spawn_blocking(move || meridian_testkit::http_get(&a, "/metrics").text())
+            .await
+            .unwrap();
+    assert!(
+        queue_metric(
+            &text,
+            "prometheus_remote_storage_samples_retried_total",
+            "untrusted"
+        ) > 0.0
+    );
+    sender.shutdown().await;
+    rx.shutdown().await;
+}
