@@ -50,6 +50,16 @@ fn node_exporter() -> Option<(ChildGuard, String)> {
     Some((ChildGuard(child), addr))
 }
 
+/// An edge that only receives remote write, in `dir`: the process, its data directory, its address.
+fn start_receiver(dir: &Path) -> (ChildGuard, std::path::PathBuf, String) {
+    let cfg = dir.join("receiver.yml");
+    std::fs::write(&cfg, "global: {}\n").unwrap();
+    let data = dir.join("receiver-data");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let (rx, _) = start_edge_with(&cfg, &data, &addr, &dir.join("receiver.log"), false, &[]);
+    (rx, data, addr)
+}
+
 /// Every sample of a TSDB directory, keyed as `promtool tsdb dump` prints series, with `extra`
 /// labels added.
 fn samples(dir: &Path, extra: &[(&str, &str)]) -> HashMap<(String, i64), f64> {
@@ -119,18 +129,7 @@ fn sends_exactly_through_an_outage_and_a_kill() {
         return;
     };
     // The second receiver: an edge that only receives.
-    let rx_cfg = dir.path().join("receiver.yml");
-    std::fs::write(&rx_cfg, "global: {}\n").unwrap();
-    let rx_data = dir.path().join("receiver-data");
-    let rx_addr = format!("127.0.0.1:{}", free_port());
-    let (rx, _) = start_edge_with(
-        &rx_cfg,
-        &rx_data,
-        &rx_addr,
-        &dir.path().join("receiver.log"),
-        false,
-        &[],
-    );
+    let (rx, rx_data, rx_addr) = start_receiver(dir.path());
     let cfg = dir.path().join("sender.yml");
     let sender_addr = format!("127.0.0.1:{}", free_port());
     let q = "queue_config: {batch_send_deadline: 1s, min_backoff: 100ms, max_backoff: 2s}";
@@ -208,18 +207,7 @@ fn agent_mode_writes_no_blocks_and_keeps_disk_bounded() {
     };
     let run = secs("MERIDIAN_AGENT_SECONDS", 600);
     let dir = tempfile::tempdir().unwrap();
-    let rx_cfg = dir.path().join("receiver.yml");
-    std::fs::write(&rx_cfg, "global: {}\n").unwrap();
-    let rx_data = dir.path().join("receiver-data");
-    let rx_addr = format!("127.0.0.1:{}", free_port());
-    let (rx, _) = start_edge_with(
-        &rx_cfg,
-        &rx_data,
-        &rx_addr,
-        &dir.path().join("receiver.log"),
-        false,
-        &[],
-    );
+    let (rx, rx_data, rx_addr) = start_receiver(dir.path());
     let cfg = dir.path().join("agent.yml");
     let agent_addr = format!("127.0.0.1:{}", free_port());
     std::fs::write(
