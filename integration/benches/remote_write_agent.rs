@@ -4,8 +4,8 @@
 //! other's backlog). Measured, for each sender:
 //! - **steady state**: CPU (user + system, `/proc`) over a window after the warm-up, and resident
 //!   memory at its end;
-//! - **catch-up**: both receivers are stopped for the outage, then started again; the time until the
-//!   sender has sent everything scraped before the receivers came back
+//! - **catch-up**: each sender's receiver is stopped for the outage, then started again; the time
+//!   from when it is ready until the sender has sent everything scraped before then
 //!   (`prometheus_remote_storage_queue_highest_sent_timestamp_seconds` past that moment), the CPU it
 //!   spent meanwhile, and the backlog's samples per CPU-second and per second of wall time.
 //!
@@ -286,10 +286,12 @@ async fn main() {
         stop(rxs[i].take().unwrap());
         let began = meridian_core::time::now_ms() as f64 / 1000.0;
         tokio::time::sleep(shape.outage).await;
+        // The outage lasts until the receiver is ready again (it replays its WAL first): the
+        // catch-up is timed from then, and the backlog is what was scraped until then.
+        let restarted = receiver(d, name, rx_addr);
         let back = meridian_core::time::now_ms() as f64 / 1000.0;
         let cpu1 = cpu_seconds(s.1);
         let t1 = Instant::now();
-        let restarted = receiver(d, name, rx_addr);
         let mut got = None;
         while got.is_none() && t1.elapsed() < limit {
             if highest_sent(&s.2) >= back {

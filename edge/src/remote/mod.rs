@@ -2,7 +2,9 @@
 //! WAL and sends what it holds — in agent mode the edge's only output.
 //!
 //! - `config`: the entries, with v2.42's defaults and checks.
-//! - `queue`: the WAL watcher, series cache, progress file and dynamic sharding of one queue.
+//! - `queue`: the WAL watcher, progress file and dynamic sharding of one queue.
+//! - `series`: the series cache (labels by WAL reference), collected after checkpoints.
+//! - `batch`: samples encoded once, as they are read, and cut into requests.
 //! - `shard`: batching, sending with retries, progress marks.
 //! - `client`: the HTTP request and how answers are sorted (sent / retry / drop); the hand-written
 //!   protobuf encoding.
@@ -24,11 +26,13 @@ use crate::metadata::MetadataStore;
 use meridian_core::labels::Labels;
 use meridian_tsdb::db::WalReaders;
 
+pub mod batch;
 pub mod client;
 pub mod config;
 pub mod metadata;
 pub mod metrics;
 pub mod queue;
+pub mod series;
 pub mod shard;
 
 use queue::QueueHandle;

@@ -18,7 +18,7 @@
 //! - **Stop.** Soft: read the WAL to its end, send everything, stop. Hard (after the flush deadline):
 //!   sends stop where they are; the progress file keeps the last position fully sent.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,13 +26,15 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
+use super::batch::Encoded;
 use super::config::RemoteWriteConfig;
 use super::metrics::{ConsumerLabels, Metrics, QueueLabels};
-use super::shard::{Handles, Msg, Pending, QueueCtx, Shard};
+use super::series::{Lookup, SeriesTable};
+use super::shard::{Handles, Msg, QueueCtx, Shard};
 use meridian_core::labels::Labels;
 use meridian_core::relabel::RelabelConfig;
 use meridian_tsdb::wal::Record;
-use meridian_tsdb::wal::tail::{Event, Position, Tail, checkpoint_series};
+use meridian_tsdb::wal::tail::{Event, Position, Tail, checkpoint_index, checkpoint_series};
 
 /// Bytes of WAL read per step.
 const READ_BUDGET: usize = 512 << 10;
@@ -40,9 +42,6 @@ const READ_BUDGET: usize = 512 << 10;
 const POLL: Duration = Duration::from_millis(50);
 /// v2.42 `shardUpdateDuration`.
 const SHARD_UPDATE: Duration = Duration::from_secs(10);
-
-/// A resolved series: its encoded labels, or `None` when `write_relabel_configs` dropped it.
-type Resolved = Option<Arc<[u8]>>;
 
 /// A running queue.
 #[derive(Debug)]
@@ -239,27 +238,80 @@ struct Watcher {
 
 /// The series cache and what resolves series records into it (moved into blocking reads).
 struct Resolver {
-    series: HashMap<u64, Resolved>,
+    series: SeriesTable,
     external: Labels,
     relabel: Vec<RelabelConfig>,
+    /// The newest checkpoint collected after, and the segment the reader was in when it last looked.
+    collected: Option<u64>,
+    looked_in: Option<u64>,
 }
 
 impl Resolver {
-    fn add(&mut self, r: u64, labels: &Labels) {
+    fn new(external: Labels, relabel: Vec<RelabelConfig>) -> Resolver {
+        Resolver {
+            series: SeriesTable::default(),
+            external,
+            relabel,
+            collected: None,
+            looked_in: None,
+        }
+    }
+
+    /// A series record seen in segment `seg`.
+    fn add(&mut self, r: u64, labels: &Labels, seg: u64) {
+        if self.series.contains(r) {
+            self.series.insert(r, None, seg);
+            return;
+        }
         let merged = self.external.merged_with(labels);
         let out = meridian_core::relabel::process(&merged, &self.relabel).filter(|l| !l.is_empty());
-        let encoded = out.map(|l| {
-            Arc::from(super::client::wire::encode_labels(
-                l.iter().map(|x| (x.name, x.value)),
-            ))
-        });
-        self.series.insert(r, encoded);
+        let encoded =
+            out.map(|l| super::client::wire::encode_labels(l.iter().map(|x| (x.name, x.value))));
+        self.series.insert(r, encoded.as_deref(), seg);
+    }
+
+    /// v2.42 `garbageCollectSeries`: once the reader is past the newest checkpoint's last segment,
+    /// the series of that checkpoint are marked seen there and every series last seen before it is
+    /// forgotten (the head dropped it when it wrote the checkpoint; the samples still to read name
+    /// only series in the checkpoint or recorded after it). Looked at once per segment.
+    fn collect(&mut self, dir: &Path, reading: u64) {
+        if self.looked_in == Some(reading) {
+            return;
+        }
+        self.looked_in = Some(reading);
+        let newer = |n: u64| n < reading && self.collected.is_none_or(|c| n > c);
+        match checkpoint_index(dir) {
+            Ok(Some(n)) if newer(n) => {}
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the WAL's checkpoints");
+                return;
+            }
+        }
+        match checkpoint_series(dir) {
+            Ok(Some((n, series))) if newer(n) => {
+                for (r, l) in &series {
+                    self.add(*r, l, n);
+                }
+                let before = self.series.len();
+                self.series.reset(n);
+                self.collected = Some(n);
+                tracing::debug!(
+                    checkpoint = n,
+                    forgotten = before - self.series.len(),
+                    kept = self.series.len(),
+                    "remote-write series collected"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the WAL checkpoint's series"),
+        }
     }
 }
 
-/// One read's samples, spread over the shards.
+/// One read's samples, spread over the shards, in pieces of at most one send.
 struct Routed {
-    per_shard: Vec<Vec<Pending>>,
+    per_shard: Vec<Vec<Encoded>>,
     end: Option<Position>,
     dropped: u64,
     skipped: u64,
@@ -267,7 +319,7 @@ struct Routed {
     sample_records: u64,
 }
 
-fn route(res: &mut Resolver, events: Vec<Event>, shards: usize) -> Routed {
+fn route(res: &mut Resolver, events: Vec<Event>, shards: usize, cap: usize) -> Routed {
     let mut out = Routed {
         per_shard: (0..shards).map(|_| Vec::new()).collect(),
         end: None,
@@ -280,7 +332,7 @@ fn route(res: &mut Resolver, events: Vec<Event>, shards: usize) -> Routed {
         match e {
             Event::Record(Record::Series(s), end) => {
                 for (r, l) in &s {
-                    res.add(*r, l);
+                    res.add(*r, l, end.segment);
                 }
                 out.series_records += 1;
                 out.end = Some(end);
@@ -288,13 +340,17 @@ fn route(res: &mut Resolver, events: Vec<Event>, shards: usize) -> Routed {
             Event::Record(Record::Samples(s), end) => {
                 out.sample_records += 1;
                 for (r, x) in s {
-                    match res.series.get(&r) {
-                        Some(Some(labels)) => {
-                            out.per_shard[(r % shards as u64) as usize].push(Pending {
-                                series: labels.clone(),
-                                t: x.t,
-                                v: x.v,
-                            });
+                    match res.series.get(r) {
+                        Lookup::Labels(labels) => {
+                            let pieces = &mut out.per_shard[(r % shards as u64) as usize];
+                            match pieces.last_mut() {
+                                Some(p) if p.len() < cap => p.push(labels, x.t, x.v),
+                                _ => {
+                                    let mut p = Encoded::with_capacity(cap);
+                                    p.push(labels, x.t, x.v);
+                                    pieces.push(p);
+                                }
+                            }
                         }
                         _ => out.dropped += 1,
                     }
@@ -342,11 +398,7 @@ struct ShardCalc {
 
 impl Watcher {
     async fn run(self, start: Position, replay_end: Option<Position>) {
-        let mut res = Resolver {
-            series: HashMap::new(),
-            external: self.external.clone(),
-            relabel: self.relabel.clone(),
-        };
+        let mut res = Resolver::new(self.external.clone(), self.relabel.clone());
         let dir = self.wal_dir.clone();
         res = match tokio::task::spawn_blocking(move || load_series(res, &dir, start)).await {
             Ok(r) => r,
@@ -398,9 +450,12 @@ impl Watcher {
             }
             let before_start = replay_end.is_some_and(|end| t.position() < end);
             let shard_count = shards.len();
+            let cap = q.max_samples_per_send.max(1);
+            let dir = self.wal_dir.clone();
             let joined = tokio::task::spawn_blocking(move || {
+                res.collect(&dir, t.position().segment);
                 let events = t.read(READ_BUDGET, true);
-                let routed = events.map(|e| route(&mut res, e, shard_count));
+                let routed = events.map(|e| route(&mut res, e, shard_count, cap));
                 (t, res, routed)
             })
             .await;
@@ -440,13 +495,12 @@ impl Watcher {
                 }
                 Ok(routed) => {
                     self.account(&routed, &mut calc);
-                    for (s, batch) in shards.iter().zip(routed.per_shard) {
-                        if batch.is_empty() {
-                            continue;
-                        }
-                        self.ctx.m.pending.inc_by(batch.len() as i64);
-                        if !self.send(s, batch, before_start).await {
-                            break 'outer;
+                    for (s, pieces) in shards.iter().zip(routed.per_shard) {
+                        for piece in pieces {
+                            self.ctx.m.pending.inc_by(piece.len() as i64);
+                            if !self.send(s, piece, before_start).await {
+                                break 'outer;
+                            }
                         }
                     }
                     if let Some(end) = routed.end {
@@ -495,36 +549,26 @@ impl Watcher {
         tracing::info!(remote_name = %self.ctx.cfg.name, segment = sent_pos.segment, offset = sent_pos.offset, flushed, "remote-write queue stopped");
     }
 
-    /// Hands samples to a shard, waiting while it has no room for them (Prometheus' enqueue
-    /// retries); `false` when stopped hard meanwhile.
-    async fn send(&self, s: &Shard, batch: Vec<Pending>, before_start: bool) -> bool {
-        // Handed over in pieces of at most one send: a piece always fits while the shard holds a
-        // partial batch it sends only at its deadline (see `Shard::spawn`).
-        let cap = self.ctx.cfg.queue.max_samples_per_send.max(1);
-        let mut rest = batch;
-        while !rest.is_empty() {
-            let tail = rest.split_off(rest.len().min(cap));
-            let n = u32::try_from(rest.len()).unwrap_or(u32::MAX);
-            match s.room.clone().try_acquire_many_owned(n) {
-                Ok(p) => p.forget(),
-                Err(_) => {
-                    self.ctx.m.enqueue_retries.inc();
-                    tokio::select! {
-                        biased;
-                        () = self.ctx.hard_stop.cancelled() => return false,
-                        p = s.room.clone().acquire_many_owned(n) => match p {
-                            Ok(p) => p.forget(),
-                            Err(_) => return false,
-                        },
-                    }
+    /// Hands a piece (at most one send) to a shard, waiting while it has no room for it
+    /// (Prometheus' enqueue retries); `false` when stopped hard meanwhile. A piece always fits while
+    /// the shard holds a partial batch it sends only at its deadline (see `Shard::spawn`).
+    async fn send(&self, s: &Shard, piece: Encoded, before_start: bool) -> bool {
+        let n = u32::try_from(piece.len()).unwrap_or(u32::MAX);
+        match s.room.clone().try_acquire_many_owned(n) {
+            Ok(p) => p.forget(),
+            Err(_) => {
+                self.ctx.m.enqueue_retries.inc();
+                tokio::select! {
+                    biased;
+                    () = self.ctx.hard_stop.cancelled() => return false,
+                    p = s.room.clone().acquire_many_owned(n) => match p {
+                        Ok(p) => p.forget(),
+                        Err(_) => return false,
+                    },
                 }
             }
-            if s.tx.send(Msg::Samples(rest, before_start)).is_err() {
-                return false;
-            }
-            rest = tail;
         }
-        true
+        s.tx.send(Msg::Samples(piece, before_start)).is_ok()
     }
 
     /// Closes the shards and waits for them to send everything; `false` when stopped hard first.
@@ -672,10 +716,11 @@ fn advance_all(marks: &mut VecDeque<(u64, Position)>, sent: &mut Position) {
 /// retained segment up to `start`.
 fn load_series(mut res: Resolver, dir: &Path, start: Position) -> Resolver {
     match checkpoint_series(dir) {
-        Ok(Some((_, series))) => {
+        Ok(Some((n, series))) => {
             for (r, l) in &series {
-                res.add(*r, l);
+                res.add(*r, l, n);
             }
+            res.collected = Some(n);
         }
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "cannot read the WAL checkpoint's series"),
@@ -697,7 +742,7 @@ fn load_series(mut res: Resolver, dir: &Path, start: Position) -> Resolver {
                 }
                 if let Record::Series(s) = rec {
                     for (r, l) in &s {
-                        res.add(*r, l);
+                        res.add(*r, l, end.segment);
                     }
                 }
             }
@@ -748,5 +793,49 @@ mod tests {
         r.dropped = 5_000.0;
         let (d, _) = shard_count(r, 0.0, 1, (1, 200));
         assert!((d - 10.0).abs() < 1e-9, "{d}");
+    }
+
+    /// v2.42 `garbageCollectSeries`: past a checkpoint, the series neither in it nor recorded after
+    /// it are forgotten; before the reader is past it, nothing is.
+    #[test]
+    fn series_are_collected_after_a_checkpoint() {
+        #![allow(clippy::unwrap_used)]
+        use meridian_tsdb::wal::{FsyncPolicy, Wal};
+        let dir = tempfile::tempdir().unwrap();
+        let w = dir.path().join("wal");
+        let l = |n: &str| Labels::from_pairs([("__name__", n)]);
+        let mut wal = Wal::open(&w, FsyncPolicy::OnCut).unwrap();
+        let mut res = Resolver::new(Labels::default(), Vec::new());
+        wal.log(&[Record::Series(vec![(1, l("a")), (2, l("b"))])])
+            .unwrap();
+        res.add(1, &l("a"), 0);
+        res.add(2, &l("b"), 0);
+        wal.cut().unwrap();
+        wal.log(&[Record::Series(vec![(3, l("c"))])]).unwrap();
+        res.add(3, &l("c"), 1);
+        let upto = wal.cut().unwrap();
+        wal.log(&[Record::Series(vec![(4, l("d"))])]).unwrap();
+        res.add(4, &l("d"), 2);
+        // The head dropped `a` when it wrote the checkpoint of segments 0 and 1.
+        wal.checkpoint(
+            upto,
+            &[Record::Series(vec![(2, l("b")), (3, l("c"))])],
+            u64::MAX,
+        )
+        .unwrap();
+        let known = |res: &Resolver| {
+            (1..=4)
+                .filter(|r| res.series.get(*r) != Lookup::Unknown)
+                .collect::<Vec<u64>>()
+        };
+        res.collect(&w, upto);
+        assert_eq!(
+            known(&res),
+            [1, 2, 3, 4],
+            "still reading the checkpointed segments"
+        );
+        res.collect(&w, upto + 1);
+        assert_eq!(known(&res), [2, 3, 4]);
+        assert_eq!(res.collected, Some(upto));
     }
 }

@@ -20,23 +20,16 @@ use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{Conn, WriteClient, WriteError, wire};
+use super::batch::{Encoded, cut};
+use super::client::{Conn, WriteClient, WriteError};
 use super::config::RemoteWriteConfig;
 use super::metrics::{Metrics, QueueLabels};
-
-/// A sample on its way: the series' encoded labels and the sample.
-#[derive(Debug, Clone)]
-pub struct Pending {
-    pub series: Arc<[u8]>,
-    pub t: i64,
-    pub v: f64,
-}
 
 /// What the watcher hands a shard.
 #[derive(Debug)]
 pub enum Msg {
     /// Samples; `true` when they were written before the queue started (see `Sender::send`).
-    Samples(Vec<Pending>, bool),
+    Samples(Encoded, bool),
     Mark(u64),
 }
 
@@ -133,10 +126,12 @@ async fn run(
     let mut s = Sender {
         ctx: ctx.clone(),
         conn: Conn::default(),
-        buf: Vec::new(),
+        snappy: snap::raw::Encoder::new(),
         room,
     };
-    let mut pending: VecDeque<Pending> = VecDeque::new();
+    // Pieces as handed over, and how many samples they hold.
+    let mut pending: VecDeque<Encoded> = VecDeque::new();
+    let mut queued = 0usize;
     let mut marks: VecDeque<(u64, u64)> = VecDeque::new();
     let (mut enqueued, mut sent) = (0u64, 0u64);
     // Samples at the front of `pending` written before the queue started.
@@ -149,9 +144,11 @@ async fn run(
             () = ctx.hard_stop.cancelled() => return,
             () = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
                 // The batch deadline: send what there is.
-                while !pending.is_empty() {
-                    let n = pending.len().min(max);
-                    if !s.send(pending.drain(..n).collect(), take(&mut replay, n)).await {
+                while queued > 0 {
+                    let b = cut(&mut pending, max);
+                    let n = b.len();
+                    queued -= n;
+                    if !s.send(b, take(&mut replay, n)).await {
                         return;
                     }
                     sent += n as u64;
@@ -165,12 +162,11 @@ async fn run(
         match msg {
             None => {
                 // Soft shutdown: everything queued goes out, then the shard ends.
-                while !pending.is_empty() {
-                    let n = pending.len().min(max);
-                    if !s
-                        .send(pending.drain(..n).collect(), take(&mut replay, n))
-                        .await
-                    {
+                while queued > 0 {
+                    let b = cut(&mut pending, max);
+                    let n = b.len();
+                    queued -= n;
+                    if !s.send(b, take(&mut replay, n)).await {
                         return;
                     }
                     sent += n as u64;
@@ -180,24 +176,24 @@ async fn run(
             }
             Some(Msg::Mark(k)) => marks.push_back((k, enqueued)),
             Some(Msg::Samples(v, before_start)) => {
-                if pending.is_empty() {
+                if queued == 0 {
                     deadline = Some(tokio::time::Instant::now() + deadline_after);
                 }
                 enqueued += v.len() as u64;
+                queued += v.len();
                 if before_start {
                     replay += v.len();
                 }
-                pending.extend(v);
-                while pending.len() >= max {
-                    if !s
-                        .send(pending.drain(..max).collect(), take(&mut replay, max))
-                        .await
-                    {
+                pending.push_back(v);
+                while queued >= max {
+                    // (A piece of exactly one send, the usual case, goes out as it came.)
+                    let b = cut(&mut pending, max);
+                    queued -= b.len();
+                    if !s.send(b, take(&mut replay, max)).await {
                         return;
                     }
                     sent += max as u64;
-                    deadline =
-                        (!pending.is_empty()).then(|| tokio::time::Instant::now() + deadline_after);
+                    deadline = (queued > 0).then(|| tokio::time::Instant::now() + deadline_after);
                 }
             }
         }
@@ -227,7 +223,7 @@ fn pass_marks(marks: &mut VecDeque<(u64, u64)>, sent: u64, done: &AtomicU64) {
 struct Sender {
     ctx: Arc<QueueCtx>,
     conn: Conn,
-    buf: Vec<u8>,
+    snappy: snap::raw::Encoder,
     room: Arc<tokio::sync::Semaphore>,
 }
 
@@ -248,7 +244,7 @@ impl Sender {
     /// receiver that refuses a whole request for one out-of-order sample (Prometheus 2.42 answers 400
     /// and stores nothing) would make the queue drop new samples with the old ones, so a 400 here
     /// splits the batch in halves until the refused samples are alone.
-    async fn send(&mut self, batch: Vec<Pending>, careful: bool) -> bool {
+    async fn send(&mut self, batch: Encoded, careful: bool) -> bool {
         let ctx = self.ctx.clone();
         let n = batch.len() as u64;
         let began = Instant::now();
@@ -260,8 +256,7 @@ impl Sender {
                 Some(Outcome::Dropped { status, .. })
                     if careful && status == Some(400) && b.len() > 1 =>
                 {
-                    let mut first = b;
-                    let second = first.split_off(first.len() / 2);
+                    let (first, second) = b.halves();
                     work.push(second);
                     work.push(first);
                 }
@@ -286,16 +281,11 @@ impl Sender {
     }
 
     /// One request, retried while the error is recoverable; `None` when stopped hard first.
-    async fn send_one(&mut self, batch: &[Pending]) -> Option<Outcome> {
+    async fn send_one(&mut self, batch: &Encoded) -> Option<Outcome> {
         let ctx = self.ctx.clone();
         let n = batch.len() as u64;
-        self.buf.clear();
-        let mut highest = i64::MIN;
-        for p in batch {
-            wire::put_series_sample(&mut self.buf, &p.series, p.t, p.v);
-            highest = highest.max(p.t);
-        }
-        let body = match snap::raw::Encoder::new().compress_vec(&self.buf) {
+        let highest = batch.highest().unwrap_or(i64::MIN);
+        let body = match self.snappy.compress_vec(batch.body()) {
             Ok(b) => Bytes::from(b),
             Err(e) => {
                 return Some(Outcome::Dropped {

@@ -223,6 +223,12 @@ fn read_full(f: &fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<usize
     Ok(n)
 }
 
+/// The last segment the newest checkpoint covers; `None` without a checkpoint. Cheap (a directory
+/// listing): readers call it to learn when to collect their series.
+pub fn checkpoint_index(dir: &Path) -> Result<Option<u64>, WalError> {
+    Ok(latest_checkpoint(dir)?.map(|(_, n)| n))
+}
+
 /// Series references and their labels.
 pub type SeriesList = Vec<(u64, Labels)>;
 
