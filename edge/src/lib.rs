@@ -11,3 +11,4 @@ pub mod metadata;
 pub mod receive;
 pub mod remote;
 pub mod scrape;
+pub mod sidecar;

@@ -5,6 +5,7 @@ mod dns_sd;
 mod ingest_process;
 mod kubernetes_sd;
 mod promtool_parse;
+mod reloader;
 mod remote_write;
 mod remote_write_process;
 mod scrape_proxy;
