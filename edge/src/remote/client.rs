@@ -55,13 +55,7 @@ pub struct Conn(Option<SendRequest<Full<Bytes>>>);
 impl WriteClient {
     pub fn new(cfg: &RemoteWriteConfig) -> Result<WriteClient, String> {
         let https = cfg.url.scheme_str() == Some("https");
-        let host = cfg.url.host().unwrap_or_default();
-        let port = cfg.url.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let authority = if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
+        let authority = crate::scrape::http::authority(&cfg.url);
         let path = cfg
             .url
             .path_and_query()

@@ -261,6 +261,19 @@ impl HttpClient {
     }
 }
 
+/// `host:port` of a URL for [`Dialer::connect`] and the `Host` header: the scheme's port when none
+/// is given, an IPv6 address in brackets.
+pub fn authority(url: &http::Uri) -> String {
+    let https = url.scheme_str() == Some("https");
+    let host = url.host().unwrap_or("localhost");
+    let port = url.port_u16().unwrap_or(if https { 443 } else { 80 });
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 /// Opens HTTP/1.1 connections: TCP (through an HTTP proxy when set: a `CONNECT` tunnel for TLS),
 /// then TLS when configured. Shared by scrapes and remote write.
 #[derive(Debug, Clone)]

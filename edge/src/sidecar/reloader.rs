@@ -541,16 +541,7 @@ impl HttpTrigger {
         dialer: crate::scrape::http::Dialer,
         auth: meridian_core::http_config::Auth,
     ) -> HttpTrigger {
-        let https = prometheus_url.scheme_str() == Some("https");
-        let host = prometheus_url.host().unwrap_or("localhost");
-        let port = prometheus_url
-            .port_u16()
-            .unwrap_or(if https { 443 } else { 80 });
-        let authority = if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
+        let authority = crate::scrape::http::authority(prometheus_url);
         let path = format!("{}/-/reload", prometheus_url.path().trim_end_matches('/'));
         HttpTrigger {
             url: format!(
