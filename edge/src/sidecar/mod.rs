@@ -3,5 +3,7 @@
 //!
 //! - `reloader`: Thanos' config reloader (render the template, watch it and the rule directories,
 //!   reload Prometheus).
+//! - `remote_read`: the remote-read request and the streamed-chunks answer, frame by frame.
 
 pub mod reloader;
+pub mod remote_read;

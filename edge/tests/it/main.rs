@@ -6,6 +6,7 @@ mod ingest_process;
 mod kubernetes_sd;
 mod promtool_parse;
 mod reloader;
+mod remote_read;
 mod remote_write;
 mod remote_write_process;
 mod scrape_proxy;
