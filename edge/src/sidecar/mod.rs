@@ -1,9 +1,11 @@
 //! Sidecar mode (`meridian-edge sidecar`, a drop-in for `thanos sidecar` beside an existing
 //! Prometheus).
 //!
+//! - `prom`: the Prometheus beside it, through its HTTP API (external labels, oldest sample).
 //! - `reloader`: Thanos' config reloader (render the template, watch it and the rule directories,
 //!   reload Prometheus).
 //! - `remote_read`: the remote-read request and the streamed-chunks answer, frame by frame.
 
+pub mod prom;
 pub mod reloader;
 pub mod remote_read;

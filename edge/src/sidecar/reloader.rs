@@ -523,79 +523,32 @@ impl Reloader {
 /// `POST <prometheus.url>/-/reload` (success: 200 only), as Thanos' `--reloader.method=http`.
 #[derive(Debug)]
 pub struct HttpTrigger {
-    dialer: crate::scrape::http::Dialer,
-    authority: String,
-    /// For messages: the whole URL.
-    url: String,
-    path: String,
-    auth: meridian_core::http_config::Auth,
+    client: super::prom::PromClient,
 }
 
 /// How long one reload request may take.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl HttpTrigger {
-    /// `prometheus_url`: `--prometheus.url`; `/-/reload` is joined onto its path.
-    pub fn new(
-        prometheus_url: &http::Uri,
-        dialer: crate::scrape::http::Dialer,
-        auth: meridian_core::http_config::Auth,
-    ) -> HttpTrigger {
-        let authority = crate::scrape::http::authority(prometheus_url);
-        let path = format!("{}/-/reload", prometheus_url.path().trim_end_matches('/'));
-        HttpTrigger {
-            url: format!(
-                "{}://{authority}{path}",
-                prometheus_url.scheme_str().unwrap_or("http")
-            ),
-            dialer,
-            authority,
-            path,
-            auth,
-        }
-    }
-
-    async fn post(&self) -> Result<http::StatusCode, String> {
-        let auth = meridian_pki::http_client::authorization_header(&self.auth).await?;
-        let mut req = http::Request::post(self.path.as_str())
-            .header(http::header::HOST, self.authority.as_str())
-            .header(
-                http::header::USER_AGENT,
-                concat!("Meridian-sidecar/", env!("CARGO_PKG_VERSION")),
-            );
-        if let Some(a) = auth {
-            req = req.header(http::header::AUTHORIZATION, a);
-        }
-        let req = req
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let mut conn = self
-            .dialer
-            .connect::<http_body_util::Empty<bytes::Bytes>>(&self.authority)
-            .await
-            .map_err(|e| e.to_string())?;
-        let resp = conn.send_request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status();
-        // Drained (bounded) so the connection closes cleanly.
-        let _ = http_body_util::BodyExt::collect(http_body_util::Limited::new(
-            resp.into_body(),
-            64 << 10,
-        ))
-        .await;
-        Ok(status)
+    pub fn new(client: super::prom::PromClient) -> HttpTrigger {
+        HttpTrigger { client }
     }
 }
 
 #[async_trait::async_trait]
 impl Trigger for HttpTrigger {
     async fn reload(&self) -> Result<(), String> {
-        let status = match tokio::time::timeout(RELOAD_TIMEOUT, self.post()).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(format!("reload request failed: Post {:?}: {e}", self.url)),
+        let url = self.client.url("/-/reload");
+        let sent = tokio::time::timeout(
+            RELOAD_TIMEOUT,
+            self.client.send(http::Method::POST, "/-/reload"),
+        );
+        let status = match sent.await {
+            Ok(Ok((s, _))) => s,
+            Ok(Err(e)) => return Err(format!("reload request failed: Post {url:?}: {e}")),
             Err(_) => {
                 return Err(format!(
-                    "reload request failed: Post {:?}: no answer within {RELOAD_TIMEOUT:?}",
-                    self.url
+                    "reload request failed: Post {url:?}: no answer within {RELOAD_TIMEOUT:?}"
                 ));
             }
         };

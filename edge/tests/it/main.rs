@@ -12,5 +12,6 @@ mod remote_write_process;
 mod scrape_proxy;
 mod scrape_tls;
 mod shipper;
+mod sidecar_prom;
 mod support;
 mod tsdb_acceptance;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meridian_edge::scrape::http::Dialer;
+use meridian_edge::sidecar::prom::PromClient;
 use meridian_edge::sidecar::reloader::{HttpTrigger, Metrics, Options, Reloader, Trigger};
 use meridian_testkit::{Prometheus, http_get, wait_for};
 use tokio_util::sync::CancellationToken;
@@ -21,12 +22,12 @@ fn dialer() -> Dialer {
     }
 }
 
-fn trigger(addr: &str) -> HttpTrigger {
-    HttpTrigger::new(
-        &format!("http://{addr}").parse().unwrap(),
+fn trigger(url: &str) -> HttpTrigger {
+    HttpTrigger::new(PromClient::new(
+        &url.parse().unwrap(),
         dialer(),
         meridian_core::http_config::Auth::None,
-    )
+    ))
 }
 
 fn config_yaml(addr: &str) -> String {
@@ -64,9 +65,14 @@ async fn renders_the_template_and_reloads_prometheus() {
     };
     let m = Metrics::default();
     let stop = CancellationToken::new();
-    let reloader = Reloader::new(opts, Arc::new(trigger(&prom.addr)), m.clone()).with_env(
-        Arc::new(|k: &str| (k == "POD_NAME").then(|| "prometheus-0".to_owned())),
-    );
+    let reloader = Reloader::new(
+        opts,
+        Arc::new(trigger(&format!("http://{}", prom.addr))),
+        m.clone(),
+    )
+    .with_env(Arc::new(|k: &str| {
+        (k == "POD_NAME").then(|| "prometheus-0".to_owned())
+    }));
     let task = tokio::spawn(reloader.run(stop.clone()));
     let addr = prom.addr.clone();
     let seen = move |what: &'static str| {
@@ -123,17 +129,16 @@ async fn refused_and_unreachable_reloads_say_why() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let t = HttpTrigger::new(
-        &format!("http://{addr}/sub/").parse().unwrap(),
-        dialer(),
-        meridian_core::http_config::Auth::None,
-    );
+    let t = trigger(&format!("http://{addr}/sub/"));
     assert_eq!(
         t.reload().await.unwrap_err(),
         "received non-200 response: 403 Forbidden; have you set `--web.enable-lifecycle` Prometheus flag?"
     );
     let closed = format!("127.0.0.1:{}", meridian_testkit::free_port());
-    let e = trigger(&closed).reload().await.unwrap_err();
+    let e = trigger(&format!("http://{closed}"))
+        .reload()
+        .await
+        .unwrap_err();
     assert!(
         e.starts_with(&format!(
             "reload request failed: Post \"http://{closed}/-/reload\": "
