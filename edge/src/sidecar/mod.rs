@@ -5,7 +5,11 @@
 //! - `reloader`: Thanos' config reloader (render the template, watch it and the rule directories,
 //!   reload Prometheus).
 //! - `remote_read`: the remote-read request and the streamed-chunks answer, frame by frame.
+//! - `blocks`: Prometheus' persisted blocks read in place; one request's blocks and head.
+//! - `store`: the StoreAPI over the Prometheus beside it.
 
+pub mod blocks;
 pub mod prom;
 pub mod reloader;
 pub mod remote_read;
+pub mod store;

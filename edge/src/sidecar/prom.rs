@@ -5,11 +5,13 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 
 use crate::scrape::http::Dialer;
 use meridian_core::http_config::Auth;
 use meridian_core::labels::Labels;
+use meridian_core::matcher::Matcher;
+use meridian_core::series::MetricMeta;
 
 /// Answers larger than this are refused (a Prometheus config or `/metrics` page is far smaller).
 const MAX_BODY: usize = 64 << 20;
@@ -55,13 +57,15 @@ impl PromClient {
         format!("{}://{}{}{path}", self.scheme, self.authority, self.base)
     }
 
-    /// `<method> <base><path>` without a body, on a new connection; the status and the body (up to
-    /// 64 MiB).
-    pub async fn send(
+    /// `<method> <base><path>` with `headers` and `body`, on a new connection; the answer with its
+    /// body still streaming.
+    pub async fn request(
         &self,
         method: http::Method,
         path: &str,
-    ) -> Result<(http::StatusCode, Bytes), String> {
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<http::Response<hyper::body::Incoming>, String> {
         let auth = meridian_pki::http_client::authorization_header(&self.auth).await?;
         let mut req = http::Request::builder()
             .method(method)
@@ -71,16 +75,29 @@ impl PromClient {
                 http::header::USER_AGENT,
                 concat!("Meridian-sidecar/", env!("CARGO_PKG_VERSION")),
             );
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
         if let Some(a) = auth {
             req = req.header(http::header::AUTHORIZATION, a);
         }
-        let req = req.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
+        let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
         let mut conn = self
             .dialer
-            .connect::<Empty<Bytes>>(&self.authority)
+            .connect::<Full<Bytes>>(&self.authority)
             .await
             .map_err(|e| e.to_string())?;
-        let resp = conn.send_request(req).await.map_err(|e| e.to_string())?;
+        conn.send_request(req).await.map_err(|e| e.to_string())
+    }
+
+    /// `<method> <base><path>` without a body, on a new connection; the status and the body (up to
+    /// 64 MiB).
+    pub async fn send(
+        &self,
+        method: http::Method,
+        path: &str,
+    ) -> Result<(http::StatusCode, Bytes), String> {
+        let resp = self.request(method, path, &[], Bytes::new()).await?;
         let status = resp.status();
         let body = Limited::new(resp.into_body(), MAX_BODY)
             .collect()
@@ -128,6 +145,166 @@ impl PromClient {
             url: self.url("/metrics"),
             message,
         })
+    }
+
+    /// The `data` of a successful Prometheus API answer to `GET <path>`.
+    async fn api<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, PromError> {
+        let body = self.get(path).await?;
+        api_data(&body).map_err(|message| PromError::Answer {
+            url: self.url(path),
+            message,
+        })
+    }
+
+    /// The label sets of the series `matchers` select with samples in `[start, end]`
+    /// (`/api/v1/series`); their own labels, without external labels.
+    pub async fn series(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<Labels>, PromError> {
+        let path = format!(
+            "/api/v1/series?match[]={}&start={}&end={}",
+            selector(matchers),
+            api_time(start),
+            api_time(end)
+        );
+        let sets: Vec<BTreeMap<String, String>> = self.api(&path).await?;
+        Ok(sets.into_iter().map(Labels::from_pairs).collect())
+    }
+
+    /// Label names in `[start, end]` (`/api/v1/labels`), of the series `matchers` select (all
+    /// series when empty).
+    pub async fn label_names(
+        &self,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<String>, PromError> {
+        let mut path = format!(
+            "/api/v1/labels?start={}&end={}",
+            api_time(start),
+            api_time(end)
+        );
+        if !matchers.is_empty() {
+            path.push_str(&format!("&match[]={}", selector(matchers)));
+        }
+        self.api(&path).await
+    }
+
+    /// Values of label `name` in `[start, end]` (`/api/v1/label/<name>/values`), among the series
+    /// `matchers` select (all series when empty).
+    pub async fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<String>, PromError> {
+        let mut path = format!(
+            "/api/v1/label/{}/values?start={}&end={}",
+            encode(name),
+            api_time(start),
+            api_time(end)
+        );
+        if !matchers.is_empty() {
+            path.push_str(&format!("&match[]={}", selector(matchers)));
+        }
+        self.api(&path).await
+    }
+
+    /// TYPE/HELP/UNIT by metric family (`/api/v1/metadata`), of `metric` when not empty, at most
+    /// `limit` families when positive.
+    pub async fn metadata(
+        &self,
+        metric: &str,
+        limit: i32,
+    ) -> Result<BTreeMap<String, Vec<MetricMeta>>, PromError> {
+        #[derive(serde::Deserialize)]
+        struct Meta {
+            #[serde(rename = "type")]
+            kind: String,
+            help: String,
+            unit: String,
+        }
+        let mut path = format!("/api/v1/metadata?limit={limit}");
+        if !metric.is_empty() {
+            path.push_str(&format!("&metric={}", encode(metric)));
+        }
+        let all: BTreeMap<String, Vec<Meta>> = self.api(&path).await?;
+        Ok(all
+            .into_iter()
+            .map(|(name, metas)| {
+                let metas = metas
+                    .into_iter()
+                    .map(|m| MetricMeta {
+                        kind: m.kind,
+                        help: m.help,
+                        unit: m.unit,
+                    })
+                    .collect();
+                (name, metas)
+            })
+            .collect())
+    }
+
+    /// Prometheus' command-line flags (`/api/v1/status/flags`).
+    pub async fn flags(&self) -> Result<BTreeMap<String, String>, PromError> {
+        self.api("/api/v1/status/flags").await
+    }
+
+    /// Prometheus' version (`/api/v1/status/buildinfo`).
+    pub async fn version(&self) -> Result<String, PromError> {
+        #[derive(serde::Deserialize)]
+        struct BuildInfo {
+            version: String,
+        }
+        let b: BuildInfo = self.api("/api/v1/status/buildinfo").await?;
+        Ok(b.version)
+    }
+
+    /// Whether Prometheus answers `/-/ready` with 200.
+    pub async fn ready(&self) -> bool {
+        matches!(self.send(http::Method::GET, "/-/ready").await, Ok((s, _)) if s == http::StatusCode::OK)
+    }
+}
+
+/// A query-string value, percent-encoded.
+fn encode(v: &str) -> String {
+    form_urlencoded::byte_serialize(v.as_bytes()).collect()
+}
+
+/// `{a="b",c=~"d"}`, percent-encoded for a query string.
+fn selector(matchers: &[Matcher]) -> String {
+    let inner: Vec<String> = matchers.iter().map(Matcher::to_string).collect();
+    encode(&format!("{{{}}}", inner.join(",")))
+}
+
+/// A time for the API (seconds with milliseconds), clamped to the years 1 to 9999 that Prometheus'
+/// own `minTime`/`maxTime` span.
+fn api_time(ms: i64) -> String {
+    let ms = ms.clamp(-62_135_596_800_000, 253_402_300_799_000);
+    let (secs, frac) = (ms.div_euclid(1000), ms.rem_euclid(1000));
+    format!("{secs}.{frac:03}")
+}
+
+/// `data` of `{"status":"success","data":...}`; the error and its type otherwise.
+fn api_data<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    #[derive(serde::Deserialize)]
+    struct Answer<T> {
+        status: String,
+        data: Option<T>,
+        #[serde(default, rename = "errorType")]
+        error_type: String,
+        #[serde(default)]
+        error: String,
+    }
+    let a: Answer<T> =
+        serde_json::from_slice(body).map_err(|e| format!("not an API answer: {e}"))?;
+    match (a.status.as_str(), a.data) {
+        ("success", Some(d)) => Ok(d),
+        (s, _) => Err(format!("status {s:?}: {}: {}", a.error_type, a.error)),
     }
 }
 

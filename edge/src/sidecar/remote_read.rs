@@ -9,10 +9,18 @@
 //! reader allows up to [`MAX_FRAME`].
 
 use bytes::{Buf, BytesMut};
+use http_body_util::{BodyExt, Limited};
 use prost::Message;
 
+use super::prom::PromClient;
+use meridian_core::chunkenc::XorChunk;
+use meridian_core::error::{Error, ErrorKind};
+use meridian_core::labels::Labels;
+use meridian_core::matcher::{MatchType, Matcher};
+use meridian_core::series::SourceChunk;
 use meridian_storeapi::proto::prometheus::{
-    ChunkedReadResponse, LabelMatcher, Query, ReadHints, ReadRequest, read_request::ResponseType,
+    ChunkedReadResponse, LabelMatcher, Query, ReadHints, ReadRequest, ReadResponse,
+    chunk::Encoding, label_matcher::Type as MatcherType, read_request::ResponseType,
 };
 
 /// The largest frame accepted.
@@ -125,6 +133,184 @@ impl FrameReader {
         } else {
             Err(FrameError::Truncated(self.buf.len()))
         }
+    }
+}
+
+/// Chunks made of a `SAMPLES` answer hold up to this many samples (Prometheus' head chunk size).
+const SAMPLES_PER_CHUNK: u16 = 120;
+
+/// The series a remote read answered: labels as Prometheus gives them (its external labels added),
+/// and their chunks in time order. A streamed answer's chunks are passed on as they came; a
+/// `SAMPLES` answer (a Prometheus that does not stream) is cut into XOR chunks here.
+pub type ReadSeries = Vec<(Labels, Vec<SourceChunk>)>;
+
+/// Reads the series `matchers` select in `[start, end]` from the Prometheus behind `client`
+/// (`POST /api/v1/read`), keeping at most `max_bytes` of answer.
+pub async fn read(
+    client: &PromClient,
+    matchers: &[Matcher],
+    start: i64,
+    end: i64,
+    hints: Option<ReadHints>,
+    max_bytes: usize,
+) -> Result<ReadSeries, Error> {
+    let url = client.url("/api/v1/read");
+    let proto = matchers.iter().map(to_prompb).collect();
+    let body = request_body(proto, start, end, hints)
+        .map_err(|e| Error::internal(format!("remote read request: {e}")))?;
+    let resp = client
+        .request(
+            http::Method::POST,
+            "/api/v1/read",
+            &REQUEST_HEADERS,
+            body.into(),
+        )
+        .await
+        .map_err(|e| Error::new(ErrorKind::Unavailable, format!("POST {url}: {e}")))?;
+    let status = resp.status();
+    let streamed = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == STREAMED_CONTENT_TYPE.as_bytes());
+    let mut body = resp.into_body();
+    if status != http::StatusCode::OK {
+        let text = Limited::new(body, 512)
+            .collect()
+            .await
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+            .unwrap_or_default();
+        let kind = if status.is_server_error() {
+            ErrorKind::Unavailable
+        } else {
+            ErrorKind::Internal
+        };
+        return Err(Error::new(
+            kind,
+            format!("POST {url}: status {status}: {}", text.trim()),
+        ));
+    }
+    let too_large = || {
+        Error::limit(format!(
+            "POST {url}: the remote read answer exceeds {max_bytes} bytes (--prometheus.remote-read.max-bytes)"
+        ))
+    };
+    let failed =
+        |e: &dyn std::fmt::Display| Error::new(ErrorKind::Unavailable, format!("POST {url}: {e}"));
+    if !streamed {
+        let raw = Limited::new(body, max_bytes)
+            .collect()
+            .await
+            .map_err(|_| too_large())?
+            .to_bytes();
+        return samples_answer(&raw, max_bytes).map_err(|e| match e {
+            None => too_large(),
+            Some(e) => failed(&e),
+        });
+    }
+    let mut reader = FrameReader::default();
+    let mut out = ReadSeries::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| failed(&e))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total += data.len();
+        if total > max_bytes {
+            return Err(too_large());
+        }
+        reader.push(&data);
+        while let Some(f) = reader.next_frame().map_err(|e| failed(&e))? {
+            for s in f.chunked_series {
+                let labels = Labels::from_pairs(
+                    s.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())),
+                );
+                let mut chunks = Vec::with_capacity(s.chunks.len());
+                for c in s.chunks {
+                    if c.r#type != Encoding::Xor as i32 {
+                        return Err(Error::new(
+                            ErrorKind::Unimplemented,
+                            format!(
+                                "POST {url}: series {labels} has a chunk of encoding {}; native histograms are not supported yet",
+                                c.r#type
+                            ),
+                        ));
+                    }
+                    chunks.push(SourceChunk {
+                        min_time: c.min_time_ms,
+                        max_time: c.max_time_ms,
+                        data: c.data,
+                    });
+                }
+                // A series larger than a frame continues in the next one.
+                match out.last_mut() {
+                    Some((last, cs)) if *last == labels => cs.extend(chunks),
+                    _ => out.push((labels, chunks)),
+                }
+            }
+        }
+    }
+    reader.finish().map_err(|e| failed(&e))?;
+    Ok(out)
+}
+
+/// The series of a snappy `ReadResponse` with samples, cut into XOR chunks. `Err(None)`: it
+/// decompresses to more than `max_bytes`.
+fn samples_answer(raw: &[u8], max_bytes: usize) -> Result<ReadSeries, Option<String>> {
+    let len = snap::raw::decompress_len(raw).map_err(|e| Some(format!("snappy: {e}")))?;
+    if len > max_bytes {
+        return Err(None);
+    }
+    let plain = snap::raw::Decoder::new()
+        .decompress_vec(raw)
+        .map_err(|e| Some(format!("snappy: {e}")))?;
+    let resp = ReadResponse::decode(plain.as_slice())
+        .map_err(|e| Some(format!("not a ReadResponse: {e}")))?;
+    let mut out = ReadSeries::new();
+    for ts in resp.results.into_iter().flat_map(|r| r.timeseries) {
+        let labels = Labels::from_pairs(
+            ts.labels
+                .iter()
+                .map(|l| (l.name.as_str(), l.value.as_str())),
+        );
+        let mut chunks = Vec::new();
+        let mut cur: Option<(XorChunk, i64)> = None;
+        for smp in &ts.samples {
+            let (c, _) = cur.get_or_insert_with(|| (XorChunk::new(), smp.timestamp));
+            c.append(smp.timestamp, smp.value)
+                .map_err(|e| Some(format!("series {labels}: {e}")))?;
+            if c.num_samples() >= SAMPLES_PER_CHUNK {
+                chunks.extend(cur.take().map(finish_chunk));
+            }
+        }
+        chunks.extend(cur.take().map(finish_chunk));
+        if !chunks.is_empty() {
+            out.push((labels, chunks));
+        }
+    }
+    Ok(out)
+}
+
+fn finish_chunk((c, min_time): (XorChunk, i64)) -> SourceChunk {
+    SourceChunk {
+        min_time,
+        max_time: c.last_t(),
+        data: c.into_bytes().into(),
+    }
+}
+
+/// A matcher as remote read carries it.
+pub fn to_prompb(m: &Matcher) -> LabelMatcher {
+    let r#type = match m.kind() {
+        MatchType::Equal => MatcherType::Eq,
+        MatchType::NotEqual => MatcherType::Neq,
+        MatchType::Regex => MatcherType::Re,
+        MatchType::NotRegex => MatcherType::Nre,
+    };
+    LabelMatcher {
+        r#type: r#type as i32,
+        name: m.name().to_owned(),
+        value: m.value().to_owned(),
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{
     ExternalLabels, MetadataStream, SeriesFrame, SeriesQuery, SeriesStream, Store,
-    matchers_from_proto, no_series_matchers_error, truncate_to_limit,
+    label_names_answer, label_values_answer, matchers_from_proto, no_series_matchers_error,
 };
 use meridian_core::error::ErrorKind;
 use meridian_core::error::{Error, Result};
@@ -227,12 +227,7 @@ impl<S: SeriesSource> Store for LeafStore<S> {
                     .map(str::to_owned),
             );
         }
-        let mut names: Vec<String> = set.into_iter().collect();
-        truncate_to_limit(&mut names, req.limit);
-        Ok(pb::LabelNamesResponse {
-            names,
-            ..Default::default()
-        })
+        Ok(label_names_answer(set, req.limit))
     }
 
     async fn label_values(&self, req: pb::LabelValuesRequest) -> Result<pb::LabelValuesResponse> {
@@ -262,17 +257,13 @@ impl<S: SeriesSource> Store for LeafStore<S> {
                 },
             )
             .await?;
-        let mut values: Vec<String> = match self.ext.labels().get(&req.label) {
+        let values: Vec<String> = match self.ext.labels().get(&req.label) {
             // An external label has one value, present when any series matches.
             Some(v) if !removed && any => vec![v.to_owned()],
             Some(_) => vec![],
             None => found.into_iter().collect(),
         };
-        truncate_to_limit(&mut values, req.limit);
-        Ok(pb::LabelValuesResponse {
-            values,
-            ..Default::default()
-        })
+        Ok(label_values_answer(values, req.limit))
     }
 
     async fn metric_metadata(&self, req: pb::MetricMetadataRequest) -> Result<MetadataStream> {

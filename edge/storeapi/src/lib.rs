@@ -243,6 +243,32 @@ pub fn no_series_matchers_error() -> Error {
     Error::bad_data("no matchers specified (excluding external labels)")
 }
 
+/// A `LabelNames` answer of `names` (sorted and unique), cut to a request's `limit`.
+pub fn label_names_answer(
+    names: impl IntoIterator<Item = String>,
+    limit: i64,
+) -> pb::LabelNamesResponse {
+    let mut names: Vec<String> = names.into_iter().collect();
+    truncate_to_limit(&mut names, limit);
+    pb::LabelNamesResponse {
+        names,
+        ..Default::default()
+    }
+}
+
+/// A `LabelValues` answer of `values` (sorted and unique), cut to a request's `limit`.
+pub fn label_values_answer(
+    values: impl IntoIterator<Item = String>,
+    limit: i64,
+) -> pb::LabelValuesResponse {
+    let mut values: Vec<String> = values.into_iter().collect();
+    truncate_to_limit(&mut values, limit);
+    pb::LabelValuesResponse {
+        values,
+        ..Default::default()
+    }
+}
+
 /// Applies a `limit` field (`<= 0` = unlimited) to a sorted list.
 pub fn truncate_to_limit<T>(v: &mut Vec<T>, limit: i64) {
     if let Ok(l) = usize::try_from(limit)

@@ -12,6 +12,7 @@ mod remote_write_process;
 mod scrape_proxy;
 mod scrape_tls;
 mod shipper;
+mod sidecar_acceptance;
 mod sidecar_prom;
 mod support;
 mod tsdb_acceptance;

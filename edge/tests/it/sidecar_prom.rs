@@ -5,21 +5,8 @@
 use std::time::Duration;
 
 use meridian_core::labels::Labels;
-use meridian_edge::scrape::http::Dialer;
-use meridian_edge::sidecar::prom::{PromClient, PromError};
+use meridian_edge::sidecar::prom::PromError;
 use meridian_testkit::{Prometheus, wait_for};
-
-fn client(addr: &str) -> PromClient {
-    PromClient::new(
-        &format!("http://{addr}/").parse().unwrap(),
-        Dialer {
-            tls: None,
-            server_name: None,
-            proxy: None,
-        },
-        meridian_core::http_config::Auth::None,
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_external_labels_and_the_oldest_sample() {
@@ -32,7 +19,7 @@ async fn reads_external_labels_and_the_oldest_sample() {
     ) else {
         return;
     };
-    let c = client(&prom.addr);
+    let c = crate::support::prom_client(&prom.addr);
     assert_eq!(
         c.external_labels().await.unwrap(),
         Labels::from_pairs([("cluster", "c1"), ("replica", "prometheus-0")])

@@ -139,3 +139,16 @@ pub(crate) fn stop_gracefully(mut c: ChildGuard) {
     let status = c.0.wait().unwrap();
     assert!(status.success(), "edge exited with {status}");
 }
+
+/// A client of the Prometheus at `addr`, plaintext, no auth (the sidecar's tests).
+pub(crate) fn prom_client(addr: &str) -> meridian_edge::sidecar::prom::PromClient {
+    meridian_edge::sidecar::prom::PromClient::new(
+        &format!("http://{addr}/").parse().unwrap(),
+        meridian_edge::scrape::http::Dialer {
+            tls: None,
+            server_name: None,
+            proxy: None,
+        },
+        meridian_core::http_config::Auth::None,
+    )
+}

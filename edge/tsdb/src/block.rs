@@ -335,6 +335,28 @@ impl Block {
         Ok(c.data)
     }
 
+    /// Appends the chunks `metas` name to `out` as a series source hands them out, their bytes
+    /// copied when `with_data`.
+    pub fn push_chunks(
+        &self,
+        metas: &[ChunkMeta],
+        with_data: bool,
+        out: &mut Vec<meridian_core::series::SourceChunk>,
+    ) -> Result<(), BlockError> {
+        for m in metas {
+            out.push(meridian_core::series::SourceChunk {
+                min_time: m.min_time,
+                max_time: m.max_time,
+                data: if with_data {
+                    bytes::Bytes::copy_from_slice(self.chunk(m.chunk_ref)?)
+                } else {
+                    bytes::Bytes::new()
+                },
+            });
+        }
+        Ok(())
+    }
+
     /// IDs of the series matching `matchers`, in label order.
     pub fn series_ids(&self, matchers: &[Matcher]) -> Result<Vec<u32>, BlockError> {
         self.index

@@ -34,8 +34,8 @@ use meridian_storeapi::leaf::series_stream;
 use meridian_storeapi::proto::thanos as pb;
 use meridian_storeapi::proto::thanos::info as infopb;
 use meridian_storeapi::{
-    ExternalLabels, SeriesQuery, SeriesStream, Store, matchers_from_proto,
-    no_series_matchers_error, truncate_to_limit,
+    ExternalLabels, SeriesQuery, SeriesStream, Store, label_names_answer, label_values_answer,
+    matchers_from_proto, no_series_matchers_error, truncate_to_limit,
 };
 use meridian_tsdb::block::BlockMeta;
 use meridian_tsdb::objstore::{BlockObject, Bucket, block_path};
@@ -713,12 +713,7 @@ impl Store for BucketStore {
                 );
             }
         }
-        let mut names: Vec<String> = set.into_iter().collect();
-        truncate_to_limit(&mut names, req.limit);
-        Ok(pb::LabelNamesResponse {
-            names,
-            ..Default::default()
-        })
+        Ok(label_names_answer(set, req.limit))
     }
 
     async fn label_values(&self, req: pb::LabelValuesRequest) -> Result<pb::LabelValuesResponse> {
@@ -763,12 +758,7 @@ impl Store for BucketStore {
                 ),
             }
         }
-        let mut values: Vec<String> = set.into_iter().collect();
-        truncate_to_limit(&mut values, req.limit);
-        Ok(pb::LabelValuesResponse {
-            values,
-            ..Default::default()
-        })
+        Ok(label_values_answer(set, req.limit))
     }
 }
 

@@ -245,19 +245,8 @@ impl DbCursor {
             for loc in &locs {
                 match loc {
                     Loc::Block(bi, metas) => {
-                        let Some(b) = plan.blocks.get(*bi) else {
-                            continue;
-                        };
-                        for m in metas {
-                            chunks.push(SourceChunk {
-                                min_time: m.min_time,
-                                max_time: m.max_time,
-                                data: if with_data {
-                                    Bytes::copy_from_slice(b.chunk(m.chunk_ref)?)
-                                } else {
-                                    Bytes::new()
-                                },
-                            });
+                        if let Some(b) = plan.blocks.get(*bi) {
+                            b.push_chunks(metas, with_data, &mut chunks)?;
                         }
                     }
                     &Loc::Head(r) => {
