@@ -30,9 +30,172 @@ struct Cli {
 enum Command {
     /// Run the edge: scrape the targets of a Prometheus config, receive remote write, store locally.
     Run(Box<RunArgs>),
+    /// Run beside an existing Prometheus, as `thanos sidecar` does: serve it over the StoreAPI,
+    /// ship its blocks, render and reload its config.
+    Sidecar(Box<SidecarArgs>),
     /// Inspect TSDB files.
     #[command(subcommand)]
     Tsdb(TsdbCommand),
+}
+
+/// `thanos sidecar`'s flags (v0.25.1 names and defaults), and the StoreAPI limits `run` has.
+#[derive(clap::Args)]
+struct SidecarArgs {
+    /// URL of the Prometheus beside it.
+    #[arg(
+        long = "prometheus.url",
+        value_name = "URL",
+        default_value = "http://localhost:9090"
+    )]
+    prometheus_url: http::Uri,
+    /// How long to wait for Prometheus to answer at start-up.
+    #[arg(long = "prometheus.ready_timeout", value_name = "DURATION", default_value = "10m", value_parser = meridian_core::promfmt::parse_duration)]
+    prometheus_ready_timeout: std::time::Duration,
+    /// HTTP client configuration for Prometheus, Thanos' YAML, inline.
+    #[arg(
+        long = "prometheus.http-client",
+        value_name = "YAML",
+        conflicts_with = "prometheus_http_client_file"
+    )]
+    prometheus_http_client: Option<String>,
+    /// HTTP client configuration for Prometheus, Thanos' YAML, as a file.
+    #[arg(long = "prometheus.http-client-file", value_name = "FILE")]
+    prometheus_http_client_file: Option<PathBuf>,
+    /// The most bytes of one remote-read answer from Prometheus a query may take.
+    #[arg(long = "prometheus.remote-read.max-bytes", value_name = "SIZE", default_value = "1GiB", value_parser = meridian_core::promfmt::parse_base2_bytes)]
+    remote_read_max_bytes: u64,
+    /// Prometheus' data directory (`--storage.tsdb.path` of Prometheus).
+    #[arg(long = "tsdb.path", value_name = "DIR", default_value = "./data")]
+    tsdb_path: PathBuf,
+    /// Listen address of the StoreAPI (gRPC).
+    #[arg(
+        long = "grpc-address",
+        value_name = "HOST:PORT",
+        default_value = "0.0.0.0:10901"
+    )]
+    grpc_address: String,
+    #[command(flatten)]
+    grpc_tls: meridian_pki::tls::args::GrpcServerTlsArgs,
+    /// Listen address of the HTTP server (metrics, health, readiness).
+    #[arg(
+        long = "http-address",
+        value_name = "HOST:PORT",
+        default_value = "0.0.0.0:10902"
+    )]
+    http_address: String,
+    #[command(flatten)]
+    http_tls: meridian_pki::tls::args::HttpTlsArgs,
+    #[command(flatten)]
+    web: meridian_pki::serve::WebArgs,
+    #[command(flatten)]
+    objstore: ObjstoreArgs,
+    /// Also upload blocks Prometheus compacted (level above 1).
+    #[arg(long = "shipper.upload-compacted")]
+    shipper_upload_compacted: bool,
+    /// How long shutdown waits for a running upload.
+    #[arg(long = "shipper.shutdown-timeout", value_name = "DURATION", default_value = "30s", value_parser = meridian_core::promfmt::parse_duration)]
+    shipper_shutdown_timeout: std::time::Duration,
+    /// Serve only data after this time: RFC 3339, or a duration relative to now (`-2h`).
+    #[arg(long = "min-time", value_name = "TIME", value_parser = parse_time_or_duration)]
+    min_time: Option<i64>,
+    /// Config file to watch and render into `--reloader.config-envsubst-file`.
+    #[arg(long = "reloader.config-file", value_name = "FILE")]
+    reloader_config_file: Option<PathBuf>,
+    /// Output of the rendered config (`$(VAR)` taken from the environment).
+    #[arg(long = "reloader.config-envsubst-file", value_name = "FILE")]
+    reloader_envsubst_file: Option<PathBuf>,
+    /// Rule directory to watch (repeatable).
+    #[arg(long = "reloader.rule-dir", value_name = "DIR")]
+    reloader_rule_dirs: Vec<PathBuf>,
+    /// Apply changes at least this often, events or not.
+    #[arg(long = "reloader.watch-interval", value_name = "DURATION", default_value = "3m", value_parser = meridian_core::promfmt::parse_duration)]
+    reloader_watch_interval: std::time::Duration,
+    /// Time between attempts of a failed reload.
+    #[arg(long = "reloader.retry-interval", value_name = "DURATION", default_value = "5s", value_parser = meridian_core::promfmt::parse_duration)]
+    reloader_retry_interval: std::time::Duration,
+    #[command(flatten)]
+    store_limits: StoreLimitArgs,
+    /// Log level filter (tracing EnvFilter syntax).
+    #[arg(long = "log.level", default_value = "info")]
+    log_level: String,
+}
+
+/// The StoreAPI's concurrency and per-request limits (Thanos' flags), for `run` and `sidecar`.
+#[derive(clap::Args)]
+struct StoreLimitArgs {
+    /// Most StoreAPI Series calls served at once; further calls wait for a slot (Thanos'
+    /// flag of the same name). 0 = unlimited.
+    #[arg(long = "store.grpc.series-max-concurrency", value_name = "N", default_value_t = meridian_edge::agent::DEFAULT_SERIES_MAX_CONCURRENCY)]
+    series_max_concurrency: usize,
+    /// Most series one StoreAPI Series call may return; a call over it fails with
+    /// RESOURCE_EXHAUSTED. 0 = unlimited.
+    #[arg(
+        long = "store.limits.request-series",
+        value_name = "N",
+        default_value_t = 0
+    )]
+    request_series_limit: usize,
+    /// Most samples one StoreAPI Series call may return, counted as chunks of up to 120 samples (as
+    /// Thanos does); a call over it fails with RESOURCE_EXHAUSTED. 0 = unlimited.
+    #[arg(
+        long = "store.limits.request-samples",
+        value_name = "N",
+        default_value_t = 0
+    )]
+    request_samples_limit: usize,
+}
+
+impl StoreLimitArgs {
+    fn limits(&self) -> meridian_storeapi::leaf::SeriesLimits {
+        meridian_storeapi::leaf::SeriesLimits {
+            max_series: self.request_series_limit,
+            max_samples: self.request_samples_limit,
+        }
+    }
+}
+
+/// Object storage for blocks (Thanos' objstore YAML), for `run` and `sidecar`.
+#[derive(clap::Args)]
+struct ObjstoreArgs {
+    /// Object storage for finished blocks, as a file in Thanos' objstore YAML format.
+    #[arg(
+        long = "objstore.config-file",
+        value_name = "FILE",
+        conflicts_with = "objstore_config"
+    )]
+    objstore_config_file: Option<PathBuf>,
+    /// Object storage for finished blocks, Thanos' objstore YAML given inline.
+    #[arg(long = "objstore.config", value_name = "YAML")]
+    objstore_config: Option<String>,
+}
+
+impl ObjstoreArgs {
+    fn bucket(&self) -> anyhow::Result<Option<meridian_tsdb::objstore::Bucket>> {
+        Ok(match (&self.objstore_config_file, &self.objstore_config) {
+            (Some(f), _) => Some(meridian_tsdb::objstore::Bucket::from_file(f)?),
+            (None, Some(text)) => Some(meridian_tsdb::objstore::Bucket::parse(
+                text,
+                "--objstore.config",
+            )?),
+            (None, None) => None,
+        })
+    }
+}
+
+/// Thanos' `model.TimeOrDurationValue`: an RFC 3339 time, or a signed duration from now.
+fn parse_time_or_duration(s: &str) -> Result<i64, String> {
+    if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
+        return i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
+            .map_err(|_| format!("{s:?}: out of range"));
+    }
+    let (sign, d) = match s.strip_prefix('-') {
+        Some(rest) => (-1, rest),
+        None => (1, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let d = meridian_core::promfmt::parse_duration(d)
+        .map_err(|e| format!("{s:?} is neither an RFC 3339 time nor a duration: {e}"))?;
+    let ms = i64::try_from(d.as_millis()).map_err(|_| format!("{s:?}: out of range"))?;
+    Ok(meridian_core::time::now_ms().saturating_add(sign * ms))
 }
 
 #[derive(clap::Args)]
@@ -67,42 +230,16 @@ struct RunArgs {
     grpc_address: String,
     #[command(flatten)]
     grpc_tls: meridian_pki::tls::args::GrpcServerTlsArgs,
-    /// Most StoreAPI Series calls served at once; further calls wait for a slot (Thanos'
-    /// flag of the same name). 0 = unlimited.
-    #[arg(long = "store.grpc.series-max-concurrency", value_name = "N", default_value_t = meridian_edge::agent::DEFAULT_SERIES_MAX_CONCURRENCY)]
-    series_max_concurrency: usize,
-    /// Most series one StoreAPI Series call may return; a call over it fails with
-    /// RESOURCE_EXHAUSTED. 0 = unlimited.
-    #[arg(
-        long = "store.limits.request-series",
-        value_name = "N",
-        default_value_t = 0
-    )]
-    request_series_limit: usize,
-    /// Most samples one StoreAPI Series call may return, counted as chunks of up to 120 samples (as
-    /// Thanos does); a call over it fails with RESOURCE_EXHAUSTED. 0 = unlimited.
-    #[arg(
-        long = "store.limits.request-samples",
-        value_name = "N",
-        default_value_t = 0
-    )]
-    request_samples_limit: usize,
+    #[command(flatten)]
+    store_limits: StoreLimitArgs,
     /// DNS server for dns_sd_configs (default: the system resolver).
     #[arg(long = "dns.server", value_name = "IP:PORT")]
     dns_server: Option<std::net::SocketAddr>,
     /// Largest accepted remote-write body (compressed), bytes.
     #[arg(long = "receive.max-body-bytes", default_value_t = 32 << 20)]
     receive_max_body_bytes: usize,
-    /// Object storage for finished blocks, as a file in Thanos' objstore YAML format.
-    #[arg(
-        long = "objstore.config-file",
-        value_name = "FILE",
-        conflicts_with = "objstore_config"
-    )]
-    objstore_config_file: Option<PathBuf>,
-    /// Object storage for finished blocks, Thanos' objstore YAML given inline.
-    #[arg(long = "objstore.config", value_name = "YAML")]
-    objstore_config: Option<String>,
+    #[command(flatten)]
+    objstore: ObjstoreArgs,
     /// How long shutdown waits for a running upload before abandoning it (it is redone at the next
     /// start).
     #[arg(long = "shipper.shutdown-timeout", value_name = "DURATION", default_value = "30s", value_parser = meridian_core::promfmt::parse_duration)]
@@ -201,6 +338,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(*args),
+        Command::Sidecar(args) => sidecar(*args),
         Command::Tsdb(TsdbCommand::Chunks { file, samples }) => dump_chunks(&file, samples),
         Command::Tsdb(TsdbCommand::StressAppend {
             dir,
@@ -240,14 +378,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                     .with_context(|| format!("--grpc-address {}", args.grpc_address))?,
             )
         };
-        let objstore = match (&args.objstore_config_file, &args.objstore_config) {
-            (Some(f), _) => Some(meridian_tsdb::objstore::Bucket::from_file(f)?),
-            (None, Some(text)) => Some(meridian_tsdb::objstore::Bucket::parse(
-                text,
-                "--objstore.config",
-            )?),
-            (None, None) => None,
-        };
+        let objstore = args.objstore.bucket()?;
         let mode = args.agent.then(|| meridian_edge::agent::AgentMode {
             truncate_frequency: args.agent_truncate_frequency,
             min_time: args.agent_min_time,
@@ -278,11 +409,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             grpc_listener,
             grpc_tls,
             grpc_tls_reload_interval: args.grpc_tls.reload_interval,
-            grpc_series_max_concurrency: args.series_max_concurrency,
-            grpc_series_limits: meridian_storeapi::leaf::SeriesLimits {
-                max_series: args.request_series_limit,
-                max_samples: args.request_samples_limit,
-            },
+            grpc_series_max_concurrency: args.store_limits.series_max_concurrency,
+            grpc_series_limits: args.store_limits.limits(),
             discovery: meridian_edge::discovery::DiscoveryOptions {
                 dns_server: args.dns_server,
                 ..Default::default()
@@ -322,6 +450,83 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         agent.shutdown().await;
         Ok(())
+    })
+}
+
+fn sidecar(args: SidecarArgs) -> anyhow::Result<()> {
+    use meridian_edge::sidecar::{client_config, reloader, run};
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log_level)?)
+        .with_writer(std::io::stderr)
+        .init();
+    let (yaml, source) = match (
+        &args.prometheus_http_client,
+        &args.prometheus_http_client_file,
+    ) {
+        (Some(y), _) => (y.clone(), "--prometheus.http-client".to_owned()),
+        (None, Some(f)) => (
+            std::fs::read_to_string(f)
+                .with_context(|| format!("--prometheus.http-client-file {}", f.display()))?,
+            f.display().to_string(),
+        ),
+        (None, None) => (String::new(), String::new()),
+    };
+    let prometheus = client_config::prom_client(&args.prometheus_url, &yaml, &source)
+        .map_err(anyhow::Error::msg)?;
+    let objstore = args.objstore.bucket()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let http_listener = tokio::net::TcpListener::bind(&args.http_address)
+            .await
+            .with_context(|| format!("--http-address {}", args.http_address))?;
+        let grpc_listener = tokio::net::TcpListener::bind(&args.grpc_address)
+            .await
+            .with_context(|| format!("--grpc-address {}", args.grpc_address))?;
+        let mut sidecar = run::Sidecar::start(run::SidecarOptions {
+            prometheus,
+            ready_timeout: args.prometheus_ready_timeout,
+            tsdb_path: args.tsdb_path,
+            http_listener,
+            http_tls: args.http_tls.load()?,
+            web: args.web.limits(),
+            grpc_listener,
+            grpc_tls: args.grpc_tls.load()?,
+            grpc_tls_reload_interval: args.grpc_tls.reload_interval,
+            series_max_concurrency: args.store_limits.series_max_concurrency,
+            series_limits: args.store_limits.limits(),
+            objstore,
+            upload_compacted: args.shipper_upload_compacted,
+            shipper_shutdown_timeout: args.shipper_shutdown_timeout,
+            min_time: args.min_time.unwrap_or(i64::MIN),
+            reloader: reloader::Options {
+                config_file: args.reloader_config_file,
+                envsubst_file: args.reloader_envsubst_file,
+                rule_dirs: args.reloader_rule_dirs,
+                watch_interval: args.reloader_watch_interval,
+                retry_interval: args.reloader_retry_interval,
+            },
+            max_read_bytes: usize::try_from(args.remote_read_max_bytes).unwrap_or(usize::MAX),
+        })
+        .await?;
+        {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "http listening on {}", sidecar.http_addr());
+            let _ = writeln!(out, "grpc listening on {}", sidecar.grpc_addr());
+            let _ = out.flush();
+        }
+        let ended = tokio::select! {
+            _ = term.recv() => Ok(()),
+            _ = int.recv() => Ok(()),
+            r = sidecar.reloader_ended() => r.and_then(|()| Err(anyhow::anyhow!("the reloader stopped"))),
+        };
+        sidecar.shutdown().await;
+        ended
     })
 }
 

@@ -20,8 +20,13 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    metrics_page(&s.registry)
+}
+
+/// `/metrics`: the registry in the OpenMetrics text format.
+pub(crate) fn metrics_page(registry: &Registry) -> Response {
     let mut out = String::new();
-    match prometheus_client::encoding::text::encode(&mut out, &s.registry) {
+    match prometheus_client::encoding::text::encode(&mut out, registry) {
         Ok(()) => (
             [(
                 header::CONTENT_TYPE,

@@ -139,7 +139,7 @@ impl AgentOptions {
 }
 
 /// The running shipper: its task and the two ways to end it.
-struct ShipperTask {
+pub(crate) struct ShipperTask {
     shipper: Arc<Shipper>,
     stop: CancellationToken,
     abandon: CancellationToken,
@@ -149,7 +149,7 @@ struct ShipperTask {
 
 impl ShipperTask {
     /// Runs the shipper; `grace`: how long shutdown waits for a running upload.
-    fn start(shipper: Arc<Shipper>, grace: Duration) -> ShipperTask {
+    pub(crate) fn start(shipper: Arc<Shipper>, grace: Duration) -> ShipperTask {
         let (stop, abandon) = (CancellationToken::new(), CancellationToken::new());
         let task = tokio::spawn(shipper.clone().run(stop.clone(), abandon.clone()));
         ShipperTask {
@@ -158,6 +158,19 @@ impl ShipperTask {
             abandon,
             task,
             grace,
+        }
+    }
+
+    /// Stops it: a last cycle, abandoned if it outlasts the grace period.
+    pub(crate) async fn finish(mut self) {
+        self.stop.cancel();
+        if tokio::time::timeout(self.grace, &mut self.task)
+            .await
+            .is_err()
+        {
+            tracing::warn!(grace = ?self.grace, "shutdown: abandoning the running upload");
+            self.abandon.cancel();
+            let _ = self.task.await;
         }
     }
 }
@@ -505,13 +518,8 @@ impl Agent {
             Ok(Err(e)) => tracing::error!(error = %e, "shutdown: compaction failed"),
             Err(e) => tracing::error!(error = %e, "shutdown: compaction task failed"),
         }
-        if let Some(mut s) = self.shipper.take() {
-            s.stop.cancel();
-            if tokio::time::timeout(s.grace, &mut s.task).await.is_err() {
-                tracing::warn!(grace = ?s.grace, "shutdown: abandoning the running upload");
-                s.abandon.cancel();
-                let _ = s.task.await;
-            }
+        if let Some(s) = self.shipper.take() {
+            s.finish().await;
         }
         if let Some(grpc) = self.grpc.take() {
             grpc.stop(DEFAULT_DRAIN).await;
@@ -524,7 +532,7 @@ impl Agent {
 }
 
 /// The StoreAPI server over `store` (TLS from `tls`, reloaded), as a task with its TLS watcher.
-fn serve_storeapi(
+pub(crate) fn serve_storeapi(
     store: Arc<dyn meridian_storeapi::Store>,
     listener: TcpListener,
     tls: Option<Arc<meridian_pki::tls::server::ServerTls>>,
@@ -671,4 +679,5 @@ mod housekeeping;
 mod http;
 
 use housekeeping::{housekeeping, truncate_agent_wal, watch_config};
+pub(crate) use http::metrics_page;
 use http::router;

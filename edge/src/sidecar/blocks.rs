@@ -22,8 +22,9 @@ use meridian_core::matcher::Matcher;
 use meridian_core::series::{
     Relabel, SelectCost, SeriesCursor, SeriesSource, SourceChunk, SourceSeries,
 };
-use meridian_tsdb::block::Block;
+use meridian_tsdb::block::{Block, BlockMeta};
 use meridian_tsdb::index::ChunkMeta;
+use meridian_tsdb::shipper::LocalBlocks;
 
 /// Prometheus' persisted blocks, kept open between requests.
 #[derive(Debug)]
@@ -107,6 +108,48 @@ fn parents(b: &Block) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Prometheus' blocks as the shipper sees them: every complete block, of compaction level 1 only
+/// unless `upload_compacted` (Thanos' `--shipper.upload-compacted`).
+#[derive(Debug)]
+pub struct ShippedBlocks {
+    pub dir: PathBuf,
+    pub upload_compacted: bool,
+}
+
+impl LocalBlocks for ShippedBlocks {
+    fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn blocks(&self) -> Vec<BlockMeta> {
+        let Ok(read) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for e in read.filter_map(|e| e.ok()) {
+            let Some(name) = e.file_name().into_string().ok().filter(|n| is_ulid(n)) else {
+                continue;
+            };
+            let path = self.dir.join(&name).join("meta.json");
+            let meta = std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|raw| {
+                    serde_json::from_slice::<BlockMeta>(&raw).map_err(|e| e.to_string())
+                });
+            match meta {
+                Ok(m) if m.compaction.level <= 1 || self.upload_compacted => out.push(m),
+                Ok(_) => {}
+                // Deleted by Prometheus' retention since it was listed.
+                Err(_) if !path.exists() => {}
+                Err(e) => {
+                    tracing::warn!(block = %name, error = %e, "block not shipped: its meta.json cannot be read");
+                }
+            }
+        }
+        out
+    }
 }
 
 /// The end (exclusive) of the newest block: from here on the head answers.

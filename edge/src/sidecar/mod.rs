@@ -7,9 +7,13 @@
 //! - `remote_read`: the remote-read request and the streamed-chunks answer, frame by frame.
 //! - `blocks`: Prometheus' persisted blocks read in place; one request's blocks and head.
 //! - `store`: the StoreAPI over the Prometheus beside it.
+//! - `client_config`: `--prometheus.http-client(-file)`, Thanos' HTTP client YAML.
+//! - `run`: the running sidecar.
 
 pub mod blocks;
+pub mod client_config;
 pub mod prom;
 pub mod reloader;
 pub mod remote_read;
+pub mod run;
 pub mod store;

@@ -31,7 +31,7 @@ pub enum PromError {
 }
 
 /// A client of one Prometheus (`--prometheus.url`).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PromClient {
     dialer: Dialer,
     authority: String,

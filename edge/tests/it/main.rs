@@ -13,6 +13,7 @@ mod scrape_proxy;
 mod scrape_tls;
 mod shipper;
 mod sidecar_acceptance;
+mod sidecar_process;
 mod sidecar_prom;
 mod support;
 mod tsdb_acceptance;

@@ -143,6 +143,26 @@ impl UploadStatus for Uploaded {
     }
 }
 
+/// Where the shipper finds the blocks to upload: the edge's TSDB, or a Prometheus' data directory
+/// beside a sidecar.
+pub trait LocalBlocks: Send + Sync + std::fmt::Debug + 'static {
+    /// The directory holding the blocks (and the state file).
+    fn dir(&self) -> &Path;
+    /// The complete blocks to upload, in any order. May read the file system: the shipper calls
+    /// it off the async workers.
+    fn blocks(&self) -> Vec<BlockMeta>;
+}
+
+impl LocalBlocks for Db {
+    fn dir(&self) -> &Path {
+        Db::dir(self)
+    }
+
+    fn blocks(&self) -> Vec<BlockMeta> {
+        Db::blocks(self)
+    }
+}
+
 /// How the shipper runs.
 #[derive(Debug, Clone)]
 pub struct ShipperOptions {
@@ -168,8 +188,9 @@ impl Default for ShipperOptions {
 #[derive(Debug)]
 pub struct Shipper {
     bucket: Bucket,
-    db: Arc<Db>,
-    external_labels: Labels,
+    local: Arc<dyn LocalBlocks>,
+    /// A sidecar's follow its Prometheus' config; uploads take them as they are then.
+    external_labels: Mutex<Labels>,
     state_path: PathBuf,
     uploaded: Arc<Uploaded>,
     opts: ShipperOptions,
@@ -202,7 +223,20 @@ impl Shipper {
         external_labels: Labels,
         opts: ShipperOptions,
     ) -> Result<Shipper, ShipperError> {
-        let state_path = db.dir().join(STATE_FILE);
+        let s = Shipper::over(bucket, db.clone(), external_labels, opts)?;
+        db.set_upload_status(s.uploaded.clone());
+        Ok(s)
+    }
+
+    /// A shipper of the blocks `local` finds; reads the state file there (Thanos' sidecar writes
+    /// the same, so a sidecar taking over from one does not upload again).
+    pub fn over(
+        bucket: Bucket,
+        local: Arc<dyn LocalBlocks>,
+        external_labels: Labels,
+        opts: ShipperOptions,
+    ) -> Result<Shipper, ShipperError> {
+        let state_path = local.dir().join(STATE_FILE);
         let uploaded = Arc::new(Uploaded::default());
         match std::fs::read(&state_path) {
             Ok(raw) => {
@@ -227,7 +261,6 @@ impl Shipper {
                 });
             }
         }
-        db.set_upload_status(uploaded.clone());
         if external_labels.is_empty() {
             tracing::warn!("{}", ShipperError::NoExternalLabels);
         }
@@ -236,8 +269,8 @@ impl Shipper {
         }
         Ok(Shipper {
             bucket,
-            db,
-            external_labels,
+            local,
+            external_labels: Mutex::new(external_labels),
             state_path,
             uploaded,
             opts,
@@ -245,6 +278,14 @@ impl Shipper {
             cycle: tokio::sync::Mutex::new(()),
             wake: Arc::new(tokio::sync::Notify::new()),
         })
+    }
+
+    /// Sets the external labels the next uploads carry.
+    pub fn set_external_labels(&self, labels: Labels) {
+        *self
+            .external_labels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = labels;
     }
 
     /// A handle that starts the next cycle early (after new blocks were cut).
@@ -266,7 +307,14 @@ impl Shipper {
     pub async fn sync(&self, abandon: &CancellationToken) -> Result<SyncReport, ShipperError> {
         let _one = self.cycle.lock().await;
         let mut report = SyncReport::default();
-        let blocks = self.db.blocks();
+        let local = self.local.clone();
+        let mut blocks = tokio::task::spawn_blocking(move || local.blocks())
+            .await
+            .map_err(|e| ShipperError::State {
+                path: self.state_path.clone(),
+                reason: format!("listing blocks: {e}"),
+            })?;
+        blocks.sort_by_key(|m| (m.min_time, m.max_time));
         let pending: Vec<&BlockMeta> = blocks
             .iter()
             .filter(|m| !self.uploaded.is_uploaded(&m.ulid))
@@ -275,7 +323,12 @@ impl Shipper {
         if pending.is_empty() {
             return Ok(report);
         }
-        if self.external_labels.is_empty() {
+        let labels = self
+            .external_labels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if labels.is_empty() {
             return Err(ShipperError::NoExternalLabels);
         }
         for meta in pending {
@@ -290,8 +343,8 @@ impl Shipper {
                     report.already_there.push(ulid.clone());
                 }
                 Err(object_store::Error::NotFound { .. }) => {
-                    self.uploader()
-                        .upload_block(meta, &self.db.dir().join(&ulid), abandon)
+                    self.uploader(&labels)
+                        .upload_block(meta, &self.local.dir().join(&ulid), abandon)
                         .await?;
                     self.metrics.uploads.inc();
                     self.metrics.last_success_timestamp.set(now_secs());
@@ -313,10 +366,10 @@ impl Shipper {
         Ok(report)
     }
 
-    fn uploader(&self) -> Uploader<'_> {
+    fn uploader<'a>(&'a self, labels: &'a Labels) -> Uploader<'a> {
         Uploader {
             bucket: &self.bucket,
-            labels: &self.external_labels,
+            labels,
             source: &self.opts.source,
             uploaded_bytes: &self.metrics.uploaded_bytes,
         }
