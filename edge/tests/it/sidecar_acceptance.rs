@@ -130,7 +130,8 @@ const PROM_ARGS: [&str; 3] = [
     "--storage.tsdb.max-block-duration=2h",
 ];
 
-async fn start(fx: Fixture, layout: Layout) -> StartedStore {
+/// Prometheus holding the fixture as `layout` says, and the sidecar's store beside it.
+async fn load(fx: &Fixture, layout: Layout) -> (tempfile::TempDir, Prometheus, SidecarStore) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("prom-data");
     std::fs::create_dir_all(&data).unwrap();
@@ -141,7 +142,7 @@ async fn start(fx: Fixture, layout: Layout) -> StartedStore {
         Layout::Both => T0 + HOUR,
     };
     if split > i64::MIN {
-        write_blocks(&data, &fx, split.min(T0 + 4 * HOUR));
+        write_blocks(&data, fx, split.min(T0 + 4 * HOUR));
     }
     let Some(prom) = Prometheus::start(dir.path(), &config(&fx.external_labels), &PROM_ARGS) else {
         panic!("Prometheus is missing");
@@ -159,11 +160,114 @@ async fn start(fx: Fixture, layout: Layout) -> StartedStore {
         Default::default(),
         1 << 30,
     );
+    (dir, prom, store)
+}
+
+async fn start(fx: Fixture, layout: Layout) -> StartedStore {
+    let (dir, prom, store) = load(&fx, layout).await;
     let started = acceptance::serve_plaintext(Arc::new(store)).await;
     StartedStore {
         channel: started.channel,
         guard: Box::new((started.guard, prom, dir)),
     }
+}
+
+/// A client sharing no code with Meridian (Python's grpcio, messages compiled from
+/// `integration/wire-client/*.proto`) reads the sidecar over mTLS: Info, every fixture series with
+/// the external labels and all its samples (blocks and head), label values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn independent_wire_client_reads_the_sidecar() {
+    if !meridian_testkit::require_python_modules(
+        &["grpc", "grpc_tools"],
+        "python3 -m pip install grpcio grpcio-tools",
+    ) {
+        return;
+    }
+    meridian_pki::install_crypto_provider();
+    let fx = acceptance::main_fixture();
+    let (dir, _prom, store) = load(&fx, Layout::Both).await;
+    let pki =
+        meridian_pki::dev::DevPki::create(&dir.path().join("pki"), "sidecar-0.example").unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let _server = meridian_storeapi::server::spawn(
+        Arc::new(store),
+        listener,
+        Some(pki.server_tls().unwrap()),
+        std::time::Duration::from_secs(60),
+        async {
+            let _ = stop_rx.await;
+        },
+    )
+    .unwrap();
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../integration/wire-client/storeapi_client.py");
+    let out = tokio::task::spawn_blocking(move || {
+        meridian_testkit::run_ok(
+            std::process::Command::new("python3")
+                .arg(&script)
+                .arg(&addr)
+                .arg("sidecar-0.example")
+                .arg(pki.path("ca.crt"))
+                .arg(pki.path("client.crt"))
+                .arg(pki.path("client.key"))
+                .arg(i64::MIN.to_string())
+                .arg(i64::MAX.to_string())
+                .arg("job")
+                .arg("0"),
+        )
+    })
+    .await
+    .unwrap();
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ext: std::collections::BTreeMap<&str, &str> = fx
+        .external_labels
+        .iter()
+        .map(|l| (l.name, l.value))
+        .collect();
+    assert_eq!(got["info"]["label_sets"][0], serde_json::json!(ext));
+    assert_eq!(got["info"]["component_type"], "sidecar");
+    assert_eq!(got["info"]["metric_metadata"], true);
+    let mint = fx
+        .series
+        .iter()
+        .flat_map(|(_, s)| s.iter().map(|x| x.t))
+        .min();
+    assert_eq!(got["info"]["store"]["min_time"].as_i64(), mint);
+    assert_eq!(got["info"]["store"]["max_time"].as_i64(), Some(i64::MAX));
+    let mut want: Vec<(String, u64)> = fx
+        .series
+        .iter()
+        .map(|(l, s)| {
+            (
+                l.merged_with(&fx.external_labels).to_string(),
+                s.len() as u64,
+            )
+        })
+        .collect();
+    want.sort();
+    let series: Vec<(String, u64)> = got["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let l = Labels::from_pairs(
+                s["labels"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned())),
+            );
+            (l.to_string(), s["samples"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(series, want, "series as the independent client read them");
+    let mut jobs: Vec<&str> = fx.series.iter().filter_map(|(l, _)| l.get("job")).collect();
+    jobs.sort_unstable();
+    jobs.dedup();
+    assert_eq!(got["label_values"], serde_json::json!(jobs));
+    let _ = stop_tx.send(());
 }
 
 const OPTS: SuiteOptions = SuiteOptions {
