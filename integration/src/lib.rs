@@ -390,7 +390,6 @@ pub mod bench {
     use meridian_storeapi::Store;
     use meridian_storeapi::leaf::LeafStore;
     use meridian_storeapi::proto::prometheus as prom;
-    use meridian_testkit::http;
     use meridian_tsdb::db::{Db, DbOptions, DbSource};
 
     use crate::demo::{STEP, T0};
@@ -477,19 +476,7 @@ pub mod bench {
             }
             let body = meridian_edge::receive::encode_body(&req)
                 .unwrap_or_else(|e| panic!("encoding a remote-write request: {e}"));
-            let r = http(
-                "POST",
-                addr,
-                "/api/v1/write",
-                &[
-                    ("Content-Encoding", "snappy"),
-                    ("Content-Type", "application/x-protobuf"),
-                    ("X-Prometheus-Remote-Write-Version", "0.1.0"),
-                ],
-                &body,
-            )
-            .unwrap_or_else(|e| panic!("remote write to {addr}: {e}"));
-            assert!(r.status < 300, "remote write: {} {}", r.status, r.text());
+            meridian_testkit::post_remote_write(addr, &body);
             k += batch;
         }
     }

@@ -14,7 +14,7 @@ use meridian_edge::sidecar::blocks::PromBlocks;
 use meridian_edge::sidecar::store::{PromState, SidecarStore};
 use meridian_storeapi::acceptance::{self, Fixture, StartedStore, SuiteOptions, T0};
 use meridian_storeapi::proto::prometheus as prompb;
-use meridian_testkit::{Prometheus, http};
+use meridian_testkit::Prometheus;
 use prost::Message;
 
 #[derive(Clone, Copy)]
@@ -95,19 +95,7 @@ fn remote_write(addr: &str, series: &[(Labels, Vec<Sample>)], split: i64) {
             req.extend_from_slice(&ts);
         }
         let body = snap::raw::Encoder::new().compress_vec(&req).unwrap();
-        let r = http(
-            "POST",
-            addr,
-            "/api/v1/write",
-            &[
-                ("Content-Encoding", "snappy"),
-                ("Content-Type", "application/x-protobuf"),
-                ("X-Prometheus-Remote-Write-Version", "0.1.0"),
-            ],
-            &body,
-        )
-        .unwrap();
-        assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+        meridian_testkit::post_remote_write(addr, &body);
     }
 }
 

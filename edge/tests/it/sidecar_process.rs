@@ -6,9 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -18,7 +17,7 @@ use meridian_core::matcher::Matcher;
 use meridian_storeapi::client::StoreClient;
 use meridian_storeapi::proto::thanos as pb;
 use meridian_storeapi::proto::thanos::info as infopb;
-use meridian_testkit::{ChildGuard, Prometheus, http_get, wait_for};
+use meridian_testkit::{ChildGuard, Prometheus, http_get, spawn_announcing, wait_for};
 
 /// Starts the sidecar with `args`, `POD_NAME` set; answers it and its HTTP and gRPC addresses.
 pub(crate) fn start_sidecar(
@@ -26,42 +25,16 @@ pub(crate) fn start_sidecar(
     pod: &str,
     log: &Path,
 ) -> (ChildGuard, String, String) {
-    let log_file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meridian-edge"))
-        .arg("sidecar")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meridian-edge"));
+    cmd.arg("sidecar")
         .arg("--http-address=127.0.0.1:0")
         .arg("--grpc-address=127.0.0.1:0")
         .args(args)
-        .env("POD_NAME", pod)
-        .stdout(Stdio::piped())
-        .stderr(log_file)
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut lines = [String::new(), String::new()];
-    for l in &mut lines {
-        reader.read_line(l).unwrap();
-    }
-    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-    let addr = |line: &str, what: &str| {
-        line.trim()
-            .strip_prefix(what)
-            .unwrap_or_else(|| {
-                panic!(
-                    "sidecar said {line:?}; its log:\n{}",
-                    std::fs::read_to_string(log).unwrap_or_default()
-                )
-            })
-            .trim()
-            .to_owned()
-    };
-    let http = addr(&lines[0], "http listening on");
-    let grpc = addr(&lines[1], "grpc listening on");
-    (ChildGuard(child), http, grpc)
+        .env("POD_NAME", pod);
+    let (child, mut addrs) =
+        spawn_announcing(cmd, log, &["http listening on", "grpc listening on"]);
+    let grpc = addrs.remove(1);
+    (child, addrs.remove(0), grpc)
 }
 
 /// The samples of the `up` series the store answers for `[mint, maxt]`, by label set.

@@ -361,6 +361,14 @@ impl Prometheus {
         self.spawn();
     }
 
+    /// Starts it again with these extra arguments instead of the first ones (same address, data
+    /// and config).
+    pub fn restart_with(&mut self, extra_args: &[&str]) {
+        self.stop();
+        self.extra_args = extra_args.iter().map(|a| (*a).to_owned()).collect();
+        self.spawn();
+    }
+
     /// Starts the process and waits until it is ready.
     fn spawn(&mut self) {
         let Some(bin) = which("prometheus") else {
@@ -875,4 +883,68 @@ pub fn rss_bytes(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"));
     kb * 1024
+}
+
+/// POSTs a snappy-compressed remote-write 1.0 body to `addr`'s `/api/v1/write`; panics unless it
+/// is accepted (2xx).
+pub fn post_remote_write(addr: &str, body: &[u8]) {
+    let r = http(
+        "POST",
+        addr,
+        "/api/v1/write",
+        &[
+            ("Content-Encoding", "snappy"),
+            ("Content-Type", "application/x-protobuf"),
+            ("X-Prometheus-Remote-Write-Version", "0.1.0"),
+        ],
+        body,
+    )
+    .unwrap_or_else(|e| panic!("remote write to {addr}: {e}"));
+    assert!(
+        r.status < 300,
+        "remote write to {addr}: {} {}",
+        r.status,
+        r.text()
+    );
+}
+
+/// Spawns `cmd` with its stdout piped and its stderr appended to `log`, reads one stdout line per
+/// prefix in `announces` (the addresses a server prints once it listens) and returns what follows
+/// each prefix; the rest of stdout is drained so the child never writes into a closed pipe.
+pub fn spawn_announcing(
+    mut cmd: std::process::Command,
+    log: &Path,
+    announces: &[&str],
+) -> (ChildGuard, Vec<String>) {
+    use std::io::BufRead;
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(log_file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    let guard_stdout = child.stdout.take();
+    let guard = ChildGuard(child);
+    let Some(out) = guard_stdout else {
+        panic!("no stdout");
+    };
+    let mut reader = std::io::BufReader::new(out);
+    let mut got = Vec::new();
+    for prefix in announces {
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let Some(rest) = line.trim().strip_prefix(prefix) else {
+            panic!(
+                "expected {prefix:?}, got {line:?}; log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        };
+        got.push(rest.trim().to_owned());
+    }
+    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+    (guard, got)
 }
