@@ -130,9 +130,13 @@ pub fn pki(dir: &Path) -> ([PathBuf; 3], [PathBuf; 3]) {
 }
 
 /// An edge serving a copy of `blocks` from `dir`, plaintext or with `tls` (cert, key, client CA);
-/// the process and its StoreAPI address. `MERIDIAN_EDGE_BIN` names another edge binary (an older
+/// the process, its StoreAPI address and its HTTP address (remote write goes there). `MERIDIAN_EDGE_BIN` names another edge binary (an older
 /// build, for before/after figures).
-pub fn edge(dir: &Path, blocks: &[PathBuf], tls: Option<[PathBuf; 3]>) -> (ChildGuard, String) {
+pub fn edge(
+    dir: &Path,
+    blocks: &[PathBuf],
+    tls: Option<[PathBuf; 3]>,
+) -> (ChildGuard, String, String) {
     let data = dir.join("tsdb");
     let copy = |from: &Path, to: &Path| {
         std::fs::copy(from, to)
@@ -158,6 +162,7 @@ pub fn edge(dir: &Path, blocks: &[PathBuf], tls: Option<[PathBuf; 3]>) -> (Child
     std::fs::write(&cfg, "global:\n  external_labels: {cluster: bench}\n")
         .unwrap_or_else(|e| panic!("{e}"));
     let grpc = format!("127.0.0.1:{}", free_port());
+    let http = format!("127.0.0.1:{}", free_port());
     let bin = std::env::var_os("MERIDIAN_EDGE_BIN")
         .map_or_else(|| bin_dir().join("meridian-edge"), PathBuf::from);
     let mut cmd = Command::new(bin);
@@ -165,7 +170,7 @@ pub fn edge(dir: &Path, blocks: &[PathBuf], tls: Option<[PathBuf; 3]>) -> (Child
         .arg(format!("--config.file={}", cfg.display()))
         .arg(format!("--tsdb.path={}", data.display()))
         .arg("--tsdb.retention=100y")
-        .arg(format!("--http-address=127.0.0.1:{}", free_port()))
+        .arg(format!("--http-address={http}"))
         .arg(format!("--grpc-address={grpc}"))
         .arg("--log.level=warn");
     if let Some([cert, key, ca]) = tls {
@@ -177,7 +182,7 @@ pub fn edge(dir: &Path, blocks: &[PathBuf], tls: Option<[PathBuf; 3]>) -> (Child
         .stdout(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("starting meridian-edge: {e}"));
-    (ChildGuard(child), grpc)
+    (ChildGuard(child), grpc, http)
 }
 
 /// A gateway in front of one edge (`--endpoint`), results cache off; `tls`: client cert, key, CA.
@@ -234,8 +239,8 @@ impl Gateways {
             std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
             d
         };
-        let (e1, plain_grpc) = edge(&sub("edge-plain"), blocks, None);
-        let (e2, tls_edge) = edge(&sub("edge-tls"), blocks, Some(edge_tls));
+        let (e1, plain_grpc, _) = edge(&sub("edge-plain"), blocks, None);
+        let (e2, tls_edge, _) = edge(&sub("edge-tls"), blocks, Some(edge_tls));
         let (g1, plain) = gateway(&sub("gw-plain"), &plain_grpc, None);
         let (g2, mtls) = gateway(&sub("gw-tls"), &tls_edge, Some(gateway_tls));
         Gateways {
