@@ -13,7 +13,9 @@
 //!
 //! Run: `cargo build --release --bins && cargo bench -p meridian-integration --bench
 //! sidecar_vs_prometheus`. Knobs: `MERIDIAN_BENCH_INSTANCES` (370), `MERIDIAN_BENCH_HOURS` (24),
-//! `MERIDIAN_BENCH_RUNS` (3), `MERIDIAN_BENCH_QUERIES` (only queries containing this text). Under
+//! `MERIDIAN_BENCH_RUNS` (3), `MERIDIAN_BENCH_QUERIES` (only queries containing this text),
+//! `MERIDIAN_BENCH_HOLD` (seconds to keep the servers up before timing, for profiling),
+//! `MERIDIAN_BENCH_SIDECAR_LOG` (the sidecar's `--log.level`, default `warn`). Under
 //! `cargo test --all-targets`: a smoke run on 2 instances × 4 h and the first 12 queries.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -170,7 +172,10 @@ fn main() {
         .arg(format!("--tsdb.path={}", prom.data.display()))
         .arg(format!("--http-address=127.0.0.1:{}", free_port()))
         .arg(format!("--grpc-address=127.0.0.1:{}", free_port()))
-        .arg("--log.level=warn");
+        .arg(format!(
+            "--log.level={}",
+            std::env::var("MERIDIAN_BENCH_SIDECAR_LOG").unwrap_or_else(|_| "warn".into())
+        ));
     let (sidecar_proc, addrs) = spawn_announcing(
         cmd,
         &sidecar_dir.join("sidecar.log"),
@@ -198,6 +203,20 @@ fn main() {
                 (r.status == 200 && r.text().contains(&format!("\"{instances}\""))).then_some(())
             },
         );
+    }
+    let held: u64 = env("MERIDIAN_BENCH_HOLD", 0);
+    if held > 0 {
+        // For profiling: the servers stay up and say where they are.
+        eprintln!(
+            "sidecar_vs_prometheus: holding {held} s: prometheus {} sidecar gateway {sidecar_gw} (sidecar log {}) edge gateway {edge_gw}; head instant {} blocks instant {} range {}..{}",
+            prom.addr,
+            sidecar_dir.join("sidecar.log").display(),
+            secs(head_t),
+            secs(blocks_t),
+            secs(rstart),
+            secs(rend)
+        );
+        std::thread::sleep(Duration::from_secs(held));
     }
     let mut conns = [
         Conn::open(&prom.addr),

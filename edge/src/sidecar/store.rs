@@ -177,7 +177,18 @@ impl SidecarStore {
         let head = match head {
             Some(how) if maxt >= from => {
                 let matchers = self.state.for_prometheus(matchers);
-                self.read_head(&matchers, from, maxt, how, ext).await?
+                let began = std::time::Instant::now();
+                let head = self.read_head(&matchers, from, maxt, how, ext).await?;
+                tracing::debug!(
+                    how = ?how,
+                    from,
+                    maxt,
+                    series = head.len(),
+                    chunks = head.iter().map(|(_, c)| c.len()).sum::<usize>(),
+                    took = ?began.elapsed(),
+                    "the head's range read from Prometheus"
+                );
+                head
             }
             _ => Vec::new(),
         };
