@@ -24,7 +24,9 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use meridian_integration::demo::{STEP, T0, compliance_queries, generate, promtool_blocks_sliced};
-use meridian_integration::served::{Conn, Gateways, metric, require_binaries};
+use meridian_integration::served::{
+    Conn, Gateways, Timing, api_secs, best_of, env_or, geomean, metric, require_binaries,
+};
 use meridian_testkit::{Prometheus, require, urlencode, wait_for};
 
 /// The shapes issue 25 names that the compliance list does not hold as such.
@@ -36,38 +38,6 @@ const ISSUE_SHAPES: &[&str] = &[
     "last_over_time(demo_intermittent_metric[10m])",
 ];
 
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// `t` in seconds with milliseconds, as the HTTP API takes it.
-fn secs(t: i64) -> String {
-    format!("{}.{:03}", t / 1000, t % 1000)
-}
-
-/// One target's best time and whether it answered with success.
-#[derive(Clone, Copy)]
-struct Timing {
-    best: Duration,
-    ok: bool,
-}
-
-/// The best of `runs` GETs of `path` on `conn`.
-fn time(conn: &mut Conn, path: &str, runs: usize) -> Timing {
-    let mut best = Duration::MAX;
-    let mut ok = true;
-    for _ in 0..runs {
-        let start = Instant::now();
-        let (status, body) = conn.get(path);
-        best = best.min(start.elapsed());
-        ok &= status == 200 && body.starts_with(b"{\"status\":\"success\"");
-    }
-    Timing { best, ok }
-}
-
 struct Row {
     query: String,
     kind: &'static str,
@@ -77,19 +47,12 @@ struct Row {
     bytes: f64,
 }
 
-fn geomean(v: &[f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    (v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp()
-}
-
 fn main() {
     meridian_pki::install_crypto_provider();
     let bench = std::env::args().any(|a| a == "--bench");
-    let instances: usize = env("MERIDIAN_BENCH_INSTANCES", if bench { 740 } else { 2 });
-    let hours: i64 = env("MERIDIAN_BENCH_HOURS", if bench { 24 } else { 2 });
-    let runs: usize = env("MERIDIAN_BENCH_RUNS", if bench { 3 } else { 1 });
+    let instances: usize = env_or("MERIDIAN_BENCH_INSTANCES", if bench { 740 } else { 2 });
+    let hours: i64 = env_or("MERIDIAN_BENCH_HOURS", if bench { 24 } else { 2 });
+    let runs: usize = env_or("MERIDIAN_BENCH_RUNS", if bench { 3 } else { 1 });
     let only = std::env::var("MERIDIAN_BENCH_QUERIES").ok();
     let Some(promtool) = require("promtool", "apt-get install prometheus") else {
         return;
@@ -154,7 +117,7 @@ fn main() {
     let ready = format!(
         "/api/v1/query?query={}&time={}",
         urlencode("count(demo_num_cpus)"),
-        secs(instant_t)
+        api_secs(instant_t)
     );
     for addr in [&plain, &mtls, &prom.addr] {
         wait_for(
@@ -166,15 +129,15 @@ fn main() {
             },
         );
     }
-    let secs_held: u64 = env("MERIDIAN_BENCH_HOLD", 0);
+    let secs_held: u64 = env_or("MERIDIAN_BENCH_HOLD", 0);
     if secs_held > 0 {
         // For profiling: the servers stay up and say where they are.
         eprintln!(
             "gateway_vs_prometheus: holding {secs_held} s: prometheus {} mtls-gateway {mtls} plain-gateway {plain} instant time {} range {}..{}",
             prom.addr,
-            secs(instant_t),
-            secs(rstart),
-            secs(rend)
+            api_secs(instant_t),
+            api_secs(rstart),
+            api_secs(rend)
         );
         std::thread::sleep(Duration::from_secs(secs_held));
     }
@@ -193,7 +156,7 @@ fn main() {
                 format!(
                     "/api/v1/query?query={}&time={}",
                     urlencode(q),
-                    secs(instant_t)
+                    api_secs(instant_t)
                 ),
             ),
             (
@@ -201,7 +164,7 @@ fn main() {
                 format!(
                     "/api/v1/query?query={}&time={}",
                     urlencode(q),
-                    secs(mid_chunk_t)
+                    api_secs(mid_chunk_t)
                 ),
             ),
             (
@@ -209,17 +172,17 @@ fn main() {
                 format!(
                     "/api/v1/query_range?query={}&start={}&end={}&step=60",
                     urlencode(q),
-                    secs(rstart),
-                    secs(rend)
+                    api_secs(rstart),
+                    api_secs(rend)
                 ),
             ),
         ];
         for (kind, path) in paths {
             let b0 = metric(&mtls, &received);
-            let prom_t = time(&mut conns[0], &path, runs);
-            let mtls_t = time(&mut conns[1], &path, runs);
+            let prom_t = best_of(&mut conns[0], &path, runs);
+            let mtls_t = best_of(&mut conns[1], &path, runs);
             let bytes = (metric(&mtls, &received) - b0) / runs as f64;
-            let plain_t = time(&mut conns[2], &path, runs);
+            let plain_t = best_of(&mut conns[2], &path, runs);
             rows.push(Row {
                 query: q.clone(),
                 kind,

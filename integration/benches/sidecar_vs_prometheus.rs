@@ -27,46 +27,12 @@ use std::time::{Duration, Instant};
 use meridian_gateway::queryable::SeriesData;
 use meridian_integration::bench::remote_write;
 use meridian_integration::demo::{STEP, T0, compliance_queries, generate, promtool_blocks_sliced};
-use meridian_integration::served::{Conn, bin_dir, edge, gateway, require_binaries};
+use meridian_integration::served::{
+    Conn, Timing, api_secs, best_of, bin_dir, edge, env_or, gateway, geomean, require_binaries,
+};
 use meridian_testkit::{Prometheus, free_port, require, spawn_announcing, urlencode, wait_for};
 
 const H: i64 = 3_600_000;
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn secs(t: i64) -> String {
-    format!("{}.{:03}", t / 1000, t % 1000)
-}
-
-#[derive(Clone, Copy)]
-struct Timing {
-    best: Duration,
-    ok: bool,
-}
-
-fn time(conn: &mut Conn, path: &str, runs: usize) -> Timing {
-    let mut best = Duration::MAX;
-    let mut ok = true;
-    for _ in 0..runs {
-        let start = Instant::now();
-        let (status, body) = conn.get(path);
-        best = best.min(start.elapsed());
-        ok &= status == 200 && body.starts_with(b"{\"status\":\"success\"");
-    }
-    Timing { best, ok }
-}
-
-fn geomean(v: &[f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    (v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp()
-}
 
 /// `series` cut to `[from, to)`.
 fn cut(series: &[SeriesData], from: i64, to: i64) -> Vec<SeriesData> {
@@ -95,9 +61,9 @@ struct Row {
 fn main() {
     meridian_pki::install_crypto_provider();
     let bench = std::env::args().any(|a| a == "--bench");
-    let instances: usize = env("MERIDIAN_BENCH_INSTANCES", if bench { 370 } else { 2 });
-    let hours: i64 = env("MERIDIAN_BENCH_HOURS", if bench { 24 } else { 4 });
-    let runs: usize = env("MERIDIAN_BENCH_RUNS", if bench { 3 } else { 1 });
+    let instances: usize = env_or("MERIDIAN_BENCH_INSTANCES", if bench { 370 } else { 2 });
+    let hours: i64 = env_or("MERIDIAN_BENCH_HOURS", if bench { 24 } else { 4 });
+    let runs: usize = env_or("MERIDIAN_BENCH_RUNS", if bench { 3 } else { 1 });
     let only = std::env::var("MERIDIAN_BENCH_QUERIES").ok();
     let Some(promtool) = require("promtool", "apt-get install prometheus") else {
         return;
@@ -192,7 +158,7 @@ fn main() {
     let ready = format!(
         "/api/v1/query?query={}&time={}",
         urlencode("count(demo_num_cpus)"),
-        secs(head_t)
+        api_secs(head_t)
     );
     for addr in [&sidecar_gw, &edge_gw, &prom.addr] {
         wait_for(
@@ -204,17 +170,17 @@ fn main() {
             },
         );
     }
-    let held: u64 = env("MERIDIAN_BENCH_HOLD", 0);
+    let held: u64 = env_or("MERIDIAN_BENCH_HOLD", 0);
     if held > 0 {
         // For profiling: the servers stay up and say where they are.
         eprintln!(
             "sidecar_vs_prometheus: holding {held} s: prometheus {} sidecar gateway {sidecar_gw} (sidecar log {}) edge gateway {edge_gw}; head instant {} blocks instant {} range {}..{}",
             prom.addr,
             sidecar_dir.join("sidecar.log").display(),
-            secs(head_t),
-            secs(blocks_t),
-            secs(rstart),
-            secs(rend)
+            api_secs(head_t),
+            api_secs(blocks_t),
+            api_secs(rstart),
+            api_secs(rend)
         );
         std::thread::sleep(Duration::from_secs(held));
     }
@@ -228,14 +194,18 @@ fn main() {
         let paths = [
             (
                 "instant (head)",
-                format!("/api/v1/query?query={}&time={}", urlencode(q), secs(head_t)),
+                format!(
+                    "/api/v1/query?query={}&time={}",
+                    urlencode(q),
+                    api_secs(head_t)
+                ),
             ),
             (
                 "instant (blocks)",
                 format!(
                     "/api/v1/query?query={}&time={}",
                     urlencode(q),
-                    secs(blocks_t)
+                    api_secs(blocks_t)
                 ),
             ),
             (
@@ -243,15 +213,15 @@ fn main() {
                 format!(
                     "/api/v1/query_range?query={}&start={}&end={}&step=60",
                     urlencode(q),
-                    secs(rstart),
-                    secs(rend)
+                    api_secs(rstart),
+                    api_secs(rend)
                 ),
             ),
         ];
         for (kind, path) in paths {
-            let prom_t = time(&mut conns[0], &path, runs);
-            let sidecar_t = time(&mut conns[1], &path, runs);
-            let edge_t = time(&mut conns[2], &path, runs);
+            let prom_t = best_of(&mut conns[0], &path, runs);
+            let sidecar_t = best_of(&mut conns[1], &path, runs);
+            let edge_t = best_of(&mut conns[2], &path, runs);
             rows.push(Row {
                 query: q.clone(),
                 kind,

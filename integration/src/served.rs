@@ -251,3 +251,44 @@ impl Gateways {
         }
     }
 }
+
+/// A benchmark knob from the environment, `default` when unset or unparsable.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `t` (ms) in seconds with milliseconds, as the HTTP API takes it.
+pub fn api_secs(t: i64) -> String {
+    format!("{}.{:03}", t.div_euclid(1000), t.rem_euclid(1000))
+}
+
+/// One target's best time for a query and whether every run answered with success.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub best: std::time::Duration,
+    pub ok: bool,
+}
+
+/// The best of `runs` GETs of `path` on `conn`.
+pub fn best_of(conn: &mut Conn, path: &str, runs: usize) -> Timing {
+    let mut best = std::time::Duration::MAX;
+    let mut ok = true;
+    for _ in 0..runs {
+        let start = std::time::Instant::now();
+        let (status, body) = conn.get(path);
+        best = best.min(start.elapsed());
+        ok &= status == 200 && body.starts_with(b"{\"status\":\"success\"");
+    }
+    Timing { best, ok }
+}
+
+/// The geometric mean (NaN for none).
+pub fn geomean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    (v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64).exp()
+}

@@ -24,6 +24,7 @@ use meridian_core::sample::Sample;
 use meridian_gateway::app::{Gateway, GatewayOptions};
 use meridian_gateway::bucket::{BucketStore, BucketStoreOptions};
 use meridian_gateway::endpoints::EndpointGroup;
+use meridian_integration::served::api_secs;
 use meridian_storeapi::proto::prometheus as prompb;
 use meridian_testkit::{
     ChildGuard, Moto, Prometheus, http_get, spawn_announcing, urlencode, wait_for,
@@ -215,10 +216,6 @@ fn first_difference(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) 
         })
 }
 
-fn secs(t: i64) -> String {
-    format!("{}.{:03}", t.div_euclid(1000), t.rem_euclid(1000))
-}
-
 /// The query paths compared, over `[from, to]`.
 fn queries(from: i64, to: i64) -> Vec<String> {
     let mut out = Vec::new();
@@ -231,8 +228,8 @@ fn queries(from: i64, to: i64) -> Vec<String> {
         out.push(format!(
             "/api/v1/query_range?query={}&start={}&end={}&step=60",
             urlencode(q),
-            secs(from),
-            secs(to)
+            api_secs(from),
+            api_secs(to)
         ));
     }
     for t in [from + H, from + 4 * H, to] {
@@ -243,7 +240,7 @@ fn queries(from: i64, to: i64) -> Vec<String> {
             out.push(format!(
                 "/api/v1/query?query={}&time={}",
                 urlencode(q),
-                secs(t)
+                api_secs(t)
             ));
         }
     }
@@ -434,8 +431,8 @@ async fn ha_pair_behind_the_gateway_uploads_and_answers_after_retention() {
     let head_query = format!(
         "/api/v1/query_range?query={}&start={}&end={}&step=60",
         urlencode("rate(demo_requests_total[5m])"),
-        secs(b0 + 6 * H + 500),
-        secs(end - 500)
+        api_secs(b0 + 6 * H + 500),
+        api_secs(end - 500)
     );
     let want = series_of(&get(&proms[1].addr, &head_query).await, "cluster");
     proms[0].stop();
