@@ -309,12 +309,6 @@ fn api_data<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
 }
 
 #[derive(serde::Deserialize)]
-struct ConfigAnswer {
-    status: String,
-    data: Option<ConfigData>,
-}
-
-#[derive(serde::Deserialize)]
 struct ConfigData {
     yaml: String,
 }
@@ -333,12 +327,7 @@ struct PartialGlobal {
 }
 
 fn external_labels_of(body: &[u8]) -> Result<Labels, String> {
-    let a: ConfigAnswer =
-        serde_json::from_slice(body).map_err(|e| format!("not a config answer: {e}"))?;
-    let data = match (a.status.as_str(), a.data) {
-        ("success", Some(d)) => d,
-        (s, _) => return Err(format!("status {s:?} without the config")),
-    };
+    let data: ConfigData = api_data(body)?;
     let cfg: PartialConfig = serde_saphyr::from_str(&data.yaml)
         .map_err(|e| format!("data.yaml: global.external_labels: {e}"))?;
     Ok(Labels::from_pairs(cfg.global.external_labels))
