@@ -67,6 +67,10 @@ struct SidecarArgs {
     /// Prometheus' data directory (`--storage.tsdb.path` of Prometheus).
     #[arg(long = "tsdb.path", value_name = "DIR", default_value = "./data")]
     tsdb_path: PathBuf,
+    /// Answer the head's range from Prometheus' WAL in `--tsdb.path` (the data directory shared)
+    /// instead of remote read; remote read remains for what the WAL cannot answer.
+    #[arg(long = "tsdb.read-wal", value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    tsdb_read_wal: bool,
     /// Listen address of the StoreAPI (gRPC).
     #[arg(
         long = "grpc-address",
@@ -511,6 +515,7 @@ fn sidecar(args: SidecarArgs) -> anyhow::Result<()> {
                 retry_interval: args.reloader_retry_interval,
             },
             max_read_bytes: usize::try_from(args.remote_read_max_bytes).unwrap_or(usize::MAX),
+            read_wal: args.tsdb_read_wal,
         })
         .await?;
         {

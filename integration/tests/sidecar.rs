@@ -8,7 +8,8 @@
 //!   write). The gateway's deduplicated answers equal each Prometheus' own, over blocks and head.
 //! - The sidecars upload the blocks to S3 (moto); replica 1 starts with a `thanos.shipper.json`
 //!   in Thanos' format naming a block a Thanos sidecar uploaded before: it is not uploaded again.
-//! - One Prometheus stopped: the gateway answers from the other with a warning; back: no warning.
+//! - One Prometheus stopped: the gateway answers (its sidecar from the WAL) with a warning; back: no
+//!   warning.
 //! - Prometheus' retention deletes the old blocks: the bucket store answers for them, as before.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -148,7 +149,7 @@ fn sidecar(
     template: &Path,
     objstore: &str,
     log: &Path,
-) -> (ChildGuard, String) {
+) -> (ChildGuard, String, String) {
     let mut cmd = Command::new(bin("meridian-edge"));
     cmd.arg("sidecar")
         .arg(format!("--prometheus.url=http://{}", prom.addr))
@@ -165,7 +166,8 @@ fn sidecar(
         .env("POD_NAME", pod);
     let (child, mut addrs) =
         spawn_announcing(cmd, log, &["http listening on", "grpc listening on"]);
-    (child, addrs.remove(1))
+    let grpc = addrs.remove(1);
+    (child, grpc, addrs.remove(0))
 }
 
 /// An answer's series by their labels (without `drop`), each with its `[t, "v"]` points.
@@ -315,7 +317,7 @@ async fn ha_pair_behind_the_gateway_uploads_and_answers_after_retention() {
         else {
             panic!("Prometheus is missing")
         };
-        let (child, grpc) = sidecar(
+        let (child, grpc, http) = sidecar(
             &prom,
             &format!("prometheus-{r}"),
             &template,
@@ -330,7 +332,7 @@ async fn ha_pair_behind_the_gateway_uploads_and_answers_after_retention() {
         );
         remote_write(&prom.addr, &window(&all, b0 + 6 * H, end + 1));
         proms.push(prom);
-        sidecars.push((child, grpc, ulids));
+        sidecars.push((child, grpc, ulids, http));
     }
 
     // Every block in the bucket; the one a Thanos sidecar uploaded was left as it was.
@@ -426,27 +428,56 @@ async fn ha_pair_behind_the_gateway_uploads_and_answers_after_retention() {
         before_retention.push(ours);
     }
     println!("{compared} series answers agree with both Prometheus servers");
+    // The head's range came from Prometheus' WAL, never through remote read.
+    for (_, _, _, http) in &sidecars {
+        let m = http_get(http, "/metrics").text();
+        let reads = |via: &str| {
+            m.lines()
+                .find(|l| {
+                    l.starts_with(&format!(
+                        "meridian_sidecar_head_reads_total{{via=\"{via}\"}}"
+                    ))
+                })
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        assert!(reads("wal") > 0.0, "{m}");
+        assert_eq!(reads("remote_read"), 0.0, "{m}");
+    }
 
-    // One Prometheus down: answered by the other, with a warning; back: no warning.
-    let head_query = format!(
-        "/api/v1/query_range?query={}&start={}&end={}&step=60",
-        urlencode("rate(demo_requests_total[5m])"),
-        api_secs(b0 + 6 * H + 500),
-        api_secs(end - 500)
-    );
-    let want = series_of(&get(&proms[1].addr, &head_query).await, "cluster");
+    // One Prometheus down: answered with a warning; back: no warning.
     proms[0].stop();
-    let answer = get(&gw_addr, &head_query).await;
+    // Its sidecar still answers from the WAL, with a warning once it noticed (a success of its
+    // readiness check holds for a second). Each try ends a step earlier: an answer without a
+    // warning is cached by the gateway, and would be found again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut tries = 0;
+    let (answer, path) = loop {
+        let path = format!(
+            "/api/v1/query_range?query={}&start={}&end={}&step=60",
+            urlencode("rate(demo_requests_total[5m])"),
+            api_secs(b0 + 6 * H + 500),
+            api_secs(end - 500 - tries * 60_000)
+        );
+        let answer = get(&gw_addr, &path).await;
+        let warned = answer["warnings"].as_array().is_some_and(|w| !w.is_empty());
+        if warned || std::time::Instant::now() > deadline {
+            break (answer, path);
+        }
+        tries += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     assert!(
         answer["warnings"].as_array().is_some_and(|w| !w.is_empty()),
         "{answer}"
     );
+    let want = series_of(&get(&proms[1].addr, &path).await, "cluster");
     assert_eq!(
         first_difference(&series_of(&answer, "cluster"), &want),
         None
     );
     proms[0].restart();
-    let answer = get(&gw_addr, &head_query).await;
+    let answer = get(&gw_addr, &path).await;
     assert!(
         answer["warnings"].as_array().is_none_or(Vec::is_empty),
         "{answer}"
@@ -456,7 +487,7 @@ async fn ha_pair_behind_the_gateway_uploads_and_answers_after_retention() {
     // Retention removes the two older blocks locally; the bucket store answers for them.
     let mut args: Vec<&str> = PROM_ARGS.to_vec();
     args.push("--storage.tsdb.retention.time=1h");
-    for (prom, (_, _, ulids)) in proms.iter_mut().zip(&sidecars) {
+    for (prom, (_, _, ulids, _)) in proms.iter_mut().zip(&sidecars) {
         prom.restart_with(&args);
         let data_dir = prom.data.clone();
         let old = ulids[..2].to_vec();
@@ -471,7 +502,7 @@ async fn ha_pair_behind_the_gateway_uploads_and_answers_after_retention() {
         }
     }
     gw.shutdown().await;
-    for (child, _, _) in sidecars {
+    for (child, _, _, _) in sidecars {
         let pid = child.pid();
         let ok = Command::new("kill")
             .arg("-TERM")

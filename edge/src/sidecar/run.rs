@@ -7,7 +7,7 @@
 //! own compaction must be off (min = max block duration), or the blocks the shipper uploads would be
 //! compacted under it. Then the HTTP server (metrics, health, readiness), the StoreAPI, the
 //! heartbeat (external labels and oldest sample every 30 s, `thanos_sidecar_prometheus_up`), the
-//! reloader and the shipper.
+//! follower of Prometheus' WAL (unless `--tsdb.read-wal=false`), the reloader and the shipper.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::blocks::{PromBlocks, ShippedBlocks};
+use super::head::HeadReader;
 use super::prom::PromClient;
 use super::reloader::{self, HttpTrigger, Reloader};
 use super::store::{PromState, SidecarStore};
@@ -62,6 +63,8 @@ pub struct SidecarOptions {
     pub min_time: i64,
     pub reloader: reloader::Options,
     pub max_read_bytes: usize,
+    /// Answer the head's range from Prometheus' WAL under `tsdb_path` (`--tsdb.read-wal`).
+    pub read_wal: bool,
 }
 
 /// The sidecar's gauges of its Prometheus (Thanos' names).
@@ -86,6 +89,7 @@ pub struct Sidecar {
     grpc: Task,
     tls_watcher: Option<meridian_pki::tls::Watcher>,
     heartbeat: Task,
+    wal_follower: Option<Task>,
     reloader: tokio::task::JoinHandle<Result<(), reloader::ReloaderError>>,
     shipper: Option<ShipperTask>,
 }
@@ -246,10 +250,15 @@ impl Sidecar {
                 return Err(e);
             }
         };
+        let head_reader = Arc::new(HeadReader::new(
+            opts.read_wal.then_some(opts.tsdb_path.as_path()),
+        ));
+        head_reader.register(&mut registry);
         let store = SidecarStore::new(
             prom.clone(),
             Arc::new(PromBlocks::new(opts.tsdb_path.clone())),
             state.clone(),
+            head_reader.clone(),
             opts.min_time,
             opts.series_limits,
             opts.max_read_bytes,
@@ -295,6 +304,7 @@ impl Sidecar {
                 .await;
             })
         };
+        let wal_follower = head_reader.follow();
         let shipper = shipper.map(|s| ShipperTask::start(s, opts.shipper_shutdown_timeout));
         tracing::info!(http = %http_addr, grpc = %grpc_addr, "sidecar started");
         Ok(Sidecar {
@@ -306,6 +316,7 @@ impl Sidecar {
             grpc,
             tls_watcher,
             heartbeat,
+            wal_follower,
             reloader,
             shipper,
         })
@@ -335,6 +346,9 @@ impl Sidecar {
         self.stop.cancel();
         self.http.stop(DEFAULT_DRAIN).await;
         self.heartbeat.stop(DEFAULT_DRAIN).await;
+        if let Some(t) = self.wal_follower.take() {
+            t.stop(DEFAULT_DRAIN).await;
+        }
         if !self.reloader.is_finished()
             && tokio::time::timeout(DEFAULT_DRAIN, &mut self.reloader)
                 .await

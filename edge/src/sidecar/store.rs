@@ -4,8 +4,9 @@
 //! - `Info`: Prometheus' external labels and the time of its oldest sample (both refreshed by
 //!   [`PromState::refresh`]), up to the end of time.
 //! - `Series`: the blocks in the data directory for the time before the newest block's end
-//!   ([`super::blocks`]), remote read with `STREAMED_XOR_CHUNKS` for the time after it; labels only
-//!   (`skip_chunks`) through `/api/v1/series`. Both parts become one [`Snapshot`], served by the
+//!   ([`super::blocks`]), Prometheus' WAL for the time after it ([`super::head`]), or when the WAL
+//!   cannot answer, remote read with `STREAMED_XOR_CHUNKS`, and for labels only (`skip_chunks`)
+//!   `/api/v1/series`. Both parts become one [`Snapshot`], served by the
 //!   leaf store, so external labels, `without_replica_labels`, limits and trimming are the rules
 //!   every Meridian store follows.
 //! - Label names and values: the blocks as above, the head's range through the HTTP API
@@ -14,10 +15,13 @@
 //! - Metadata: `/api/v1/metadata`.
 
 use std::collections::BTreeSet;
+
+use futures::StreamExt;
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, RwLock};
 
 use super::blocks::{PromBlocks, Snapshot, SnapshotSource, split_time};
+use super::head::HeadReader;
 use super::prom::{PromClient, PromError};
 use super::remote_read;
 use meridian_core::error::{Error, ErrorKind, Result};
@@ -29,8 +33,8 @@ use meridian_storeapi::leaf::{LeafStore, SeriesLimits};
 use meridian_storeapi::proto::thanos as pb;
 use meridian_storeapi::proto::thanos::info as infopb;
 use meridian_storeapi::{
-    ExternalLabels, MetadataStream, SeriesStream, Store, label_names_answer, label_values_answer,
-    matchers_from_proto, no_series_matchers_error,
+    ExternalLabels, MetadataStream, SeriesFrame, SeriesStream, Store, label_names_answer,
+    label_values_answer, matchers_from_proto, no_series_matchers_error,
 };
 
 /// What the sidecar knows of its Prometheus, refreshed every 30 s.
@@ -119,6 +123,8 @@ pub struct SidecarStore {
     prom: Arc<PromClient>,
     blocks: Arc<PromBlocks>,
     state: Arc<PromState>,
+    head_reader: Arc<HeadReader>,
+    liveness: Liveness,
     /// `--min-time`: nothing older is served.
     min_time: i64,
     limits: SeriesLimits,
@@ -144,6 +150,7 @@ impl SidecarStore {
         prom: Arc<PromClient>,
         blocks: Arc<PromBlocks>,
         state: Arc<PromState>,
+        head_reader: Arc<HeadReader>,
         min_time: i64,
         limits: SeriesLimits,
         max_read_bytes: usize,
@@ -152,6 +159,8 @@ impl SidecarStore {
             prom,
             blocks,
             state,
+            head_reader,
+            liveness: Liveness::default(),
             min_time,
             limits,
             max_read_bytes,
@@ -160,6 +169,7 @@ impl SidecarStore {
 
     /// The blocks now on disk and, when `[mint, maxt]` reaches past them, the head's series read
     /// as `head` says (`None`: not read).
+    /// Also a warning when the head's range came from the WAL while Prometheus does not answer.
     async fn snapshot(
         &self,
         matchers: &[Matcher],
@@ -167,18 +177,23 @@ impl SidecarStore {
         maxt: i64,
         head: Option<HeadRead>,
         ext: &Labels,
-    ) -> Result<Snapshot> {
+    ) -> Result<(Snapshot, Option<String>)> {
         let b = self.blocks.clone();
         let blocks = tokio::task::spawn_blocking(move || b.current())
             .await
             .map_err(|e| Error::internal(format!("block reader failed: {e}")))??;
         let split = split_time(&blocks);
         let from = mint.max(split);
+        let mut warning = None;
         let head = match head {
             Some(how) if maxt >= from => {
-                let matchers = self.state.for_prometheus(matchers);
                 let began = std::time::Instant::now();
-                let head = self.read_head(&matchers, from, maxt, how, ext).await?;
+                let (head, from_wal) = self
+                    .read_head(matchers, from, maxt, split, how, ext)
+                    .await?;
+                if from_wal {
+                    warning = self.liveness.check(&self.prom).await;
+                }
                 tracing::debug!(
                     how = ?how,
                     from,
@@ -192,22 +207,39 @@ impl SidecarStore {
             }
             _ => Vec::new(),
         };
-        Ok(Snapshot {
-            blocks,
-            split,
-            head,
-        })
+        Ok((
+            Snapshot {
+                blocks,
+                split,
+                head,
+            },
+            warning,
+        ))
     }
 
+    /// The head's series in `[from, maxt]`: from Prometheus' WAL when it can answer, else from
+    /// Prometheus (`split`: the newest block's end, before which the head's copy keeps nothing).
     async fn read_head(
         &self,
         matchers: &[Matcher],
         from: i64,
         maxt: i64,
+        split: i64,
         how: HeadRead,
         ext: &Labels,
-    ) -> Result<Vec<(Labels, Vec<SourceChunk>)>> {
-        Ok(match how {
+    ) -> Result<(Vec<(Labels, Vec<SourceChunk>)>, bool)> {
+        let with_data = how == HeadRead::Chunks;
+        if let Some(got) = self
+            .head_reader
+            .from_wal(matchers, from, maxt, with_data, split)
+            .await
+        {
+            return Ok((got, true));
+        }
+        self.head_reader
+            .count(if with_data { "remote_read" } else { "http_api" });
+        let matchers = &self.state.for_prometheus(matchers);
+        let read = match how {
             HeadRead::Chunks => {
                 let read =
                     remote_read::read(&self.prom, matchers, from, maxt, None, self.max_read_bytes)
@@ -234,7 +266,8 @@ impl SidecarStore {
                     (l, vec![span])
                 })
                 .collect(),
-        })
+        };
+        Ok((read, false))
     }
 
     fn leaf(&self, snap: Snapshot, ext: Labels) -> LeafStore<SnapshotSource> {
@@ -245,6 +278,47 @@ impl SidecarStore {
     fn clamp(&self, start: i64, end: i64) -> Option<(i64, i64)> {
         let start = start.max(self.min_time);
         (start <= end).then_some((start, end))
+    }
+}
+
+/// Whether Prometheus answers, asked when the head's range came from its WAL: its data directory
+/// outlives it, so without asking, a Prometheus that is down would go unnoticed by the querier
+/// (Thanos' sidecar fails then; this one answers, with a warning). A success holds for a second.
+#[derive(Debug, Default)]
+struct Liveness {
+    last_ok: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Liveness {
+    const HOLDS: std::time::Duration = std::time::Duration::from_secs(1);
+    const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+    /// `None` when Prometheus answered within the last second or answers now; else the warning.
+    async fn check(&self, prom: &PromClient) -> Option<String> {
+        let fresh = |at: &Option<std::time::Instant>| at.is_some_and(|t| t.elapsed() < Self::HOLDS);
+        if fresh(
+            &self
+                .last_ok
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        ) {
+            return None;
+        }
+        if tokio::time::timeout(Self::TIMEOUT, prom.ready())
+            .await
+            .unwrap_or(false)
+        {
+            *self
+                .last_ok
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(std::time::Instant::now());
+            return None;
+        }
+        Some(format!(
+            "Prometheus at {} is not ready: its recent samples come from its WAL as last written, and may be incomplete",
+            prom.url("")
+        ))
     }
 }
 
@@ -290,10 +364,14 @@ impl Store for SidecarStore {
         } else {
             HeadRead::Chunks
         };
-        let snap = self
+        let (snap, warning) = self
             .snapshot(&matchers, mint, maxt, Some(how), &ext)
             .await?;
-        self.leaf(snap, ext).series(req).await
+        let stream = self.leaf(snap, ext).series(req).await?;
+        Ok(match warning {
+            Some(w) => Box::pin(futures::stream::iter([Ok(SeriesFrame::Warning(w))]).chain(stream)),
+            None => stream,
+        })
     }
 
     async fn label_names(&self, req: pb::LabelNamesRequest) -> Result<pb::LabelNamesResponse> {
@@ -306,7 +384,7 @@ impl Store for SidecarStore {
             return Ok(pb::LabelNamesResponse::default());
         };
         let how = (!matchers.is_empty()).then_some(HeadRead::Labels);
-        let snap = self.snapshot(&matchers, start, end, how, &ext).await?;
+        let (snap, warning) = self.snapshot(&matchers, start, end, how, &ext).await?;
         let split = snap.split;
         let mut names: BTreeSet<String> = BTreeSet::new();
         let inner = pb::LabelNamesRequest {
@@ -330,7 +408,9 @@ impl Store for SidecarStore {
                 );
             }
         }
-        Ok(label_names_answer(names, req.limit))
+        let mut answer = label_names_answer(names, req.limit);
+        answer.warnings.extend(warning);
+        Ok(answer)
     }
 
     async fn label_values(&self, req: pb::LabelValuesRequest) -> Result<pb::LabelValuesResponse> {
@@ -347,7 +427,7 @@ impl Store for SidecarStore {
             return Ok(pb::LabelValuesResponse::default());
         };
         let how = (!matchers.is_empty()).then_some(HeadRead::Labels);
-        let snap = self.snapshot(&matchers, start, end, how, &ext).await?;
+        let (snap, warning) = self.snapshot(&matchers, start, end, how, &ext).await?;
         let split = snap.split;
         let inner = pb::LabelValuesRequest {
             start,
@@ -386,7 +466,9 @@ impl Store for SidecarStore {
                 ),
             }
         }
-        Ok(label_values_answer(values, req.limit))
+        let mut answer = label_values_answer(values, req.limit);
+        answer.warnings.extend(warning);
+        Ok(answer)
     }
 
     async fn metric_metadata(&self, req: pb::MetricMetadataRequest) -> Result<MetadataStream> {

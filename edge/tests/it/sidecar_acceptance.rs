@@ -1,7 +1,8 @@
 //! The StoreAPI acceptance suite against the sidecar's store beside a real Prometheus 2.42: the
 //! fixture in Prometheus' head only (remote-written into it), in blocks only (written into its data
-//! directory before it starts), and split between both. Metadata is compared with Prometheus' own
-//! answer, since a fixture cannot load metadata into Prometheus.
+//! directory before it starts), and split between both; the head read from Prometheus' WAL, and
+//! through remote read. Metadata is compared with Prometheus' own answer, since a fixture cannot
+//! load metadata into Prometheus.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,11 +12,19 @@ use std::sync::Arc;
 use meridian_core::labels::Labels;
 use meridian_core::sample::Sample;
 use meridian_edge::sidecar::blocks::PromBlocks;
+use meridian_edge::sidecar::head::HeadReader;
 use meridian_edge::sidecar::store::{PromState, SidecarStore};
 use meridian_storeapi::acceptance::{self, Fixture, StartedStore, SuiteOptions, T0};
 use meridian_storeapi::proto::prometheus as prompb;
 use meridian_testkit::Prometheus;
 use prost::Message;
+
+/// How the sidecar reads the head's range.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Via {
+    Wal,
+    RemoteRead,
+}
 
 #[derive(Clone, Copy)]
 enum Layout {
@@ -119,7 +128,11 @@ const PROM_ARGS: [&str; 3] = [
 ];
 
 /// Prometheus holding the fixture as `layout` says, and the sidecar's store beside it.
-async fn load(fx: &Fixture, layout: Layout) -> (tempfile::TempDir, Prometheus, SidecarStore) {
+async fn load(
+    fx: &Fixture,
+    layout: Layout,
+    via: Via,
+) -> (tempfile::TempDir, Prometheus, SidecarStore) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("prom-data");
     std::fs::create_dir_all(&data).unwrap();
@@ -140,19 +153,41 @@ async fn load(fx: &Fixture, layout: Layout) -> (tempfile::TempDir, Prometheus, S
     let state = Arc::new(PromState::default());
     state.refresh(&prom_client).await.unwrap();
     assert_eq!(state.labels(), fx.external_labels);
+    let head = Arc::new(HeadReader::new((via == Via::Wal).then_some(data.as_path())));
     let store = SidecarStore::new(
         prom_client,
         Arc::new(PromBlocks::new(data)),
         state,
+        head.clone(),
         i64::MIN,
         Default::default(),
         1 << 30,
     );
+    // The head's range is read the way asked.
+    let req = meridian_storeapi::proto::thanos::SeriesRequest {
+        min_time: T0,
+        max_time: i64::MAX,
+        matchers: vec![meridian_storeapi::proto::thanos::LabelMatcher {
+            name: "__name__".into(),
+            value: ".+".into(),
+            r#type: meridian_storeapi::proto::thanos::label_matcher::Type::Re as i32,
+        }],
+        ..Default::default()
+    };
+    let _ = meridian_storeapi::Store::series(&store, req).await.unwrap();
+    let (wal, remote) = match via {
+        Via::Wal => (1, 0),
+        Via::RemoteRead => (0, 1),
+    };
+    assert_eq!(
+        (head.reads("wal"), head.reads("remote_read")),
+        (wal, remote)
+    );
     (dir, prom, store)
 }
 
-async fn start(fx: Fixture, layout: Layout) -> StartedStore {
-    let (dir, prom, store) = load(&fx, layout).await;
+async fn start(fx: Fixture, layout: Layout, via: Via) -> StartedStore {
+    let (dir, prom, store) = load(&fx, layout, via).await;
     let started = acceptance::serve_plaintext(Arc::new(store)).await;
     StartedStore {
         channel: started.channel,
@@ -173,7 +208,7 @@ async fn independent_wire_client_reads_the_sidecar() {
     }
     meridian_pki::install_crypto_provider();
     let fx = acceptance::main_fixture();
-    let (dir, _prom, store) = load(&fx, Layout::Both).await;
+    let (dir, _prom, store) = load(&fx, Layout::Both, Via::Wal).await;
     let pki =
         meridian_pki::dev::DevPki::create(&dir.path().join("pki"), "sidecar-0.example").unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -264,15 +299,25 @@ const OPTS: SuiteOptions = SuiteOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecar_head_only() {
-    acceptance::run_with(OPTS, |fx| start(fx, Layout::HeadOnly)).await;
+    acceptance::run_with(OPTS, |fx| start(fx, Layout::HeadOnly, Via::Wal)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_head_only_through_remote_read() {
+    acceptance::run_with(OPTS, |fx| start(fx, Layout::HeadOnly, Via::RemoteRead)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecar_blocks_only() {
-    acceptance::run_with(OPTS, |fx| start(fx, Layout::BlocksOnly)).await;
+    acceptance::run_with(OPTS, |fx| start(fx, Layout::BlocksOnly, Via::Wal)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecar_blocks_and_head() {
-    acceptance::run_with(OPTS, |fx| start(fx, Layout::Both)).await;
+    acceptance::run_with(OPTS, |fx| start(fx, Layout::Both, Via::Wal)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_blocks_and_head_through_remote_read() {
+    acceptance::run_with(OPTS, |fx| start(fx, Layout::Both, Via::RemoteRead)).await;
 }

@@ -44,22 +44,37 @@ pub(crate) async fn series(
     mint: i64,
     maxt: i64,
 ) -> Result<Vec<(Labels, Vec<(i64, f64)>)>, tonic::Status> {
+    Ok(series_and_warnings(client, matchers, mint, maxt).await?.0)
+}
+
+type SeriesSamples = Vec<(Labels, Vec<(i64, f64)>)>;
+
+async fn series_and_warnings(
+    client: &StoreClient,
+    matchers: &[Matcher],
+    mint: i64,
+    maxt: i64,
+) -> Result<(SeriesSamples, Vec<String>), tonic::Status> {
     let req = meridian_storeapi::series_request(mint, maxt, matchers, false);
     let mut stream = client.store_client().series(req).await?.into_inner();
-    let mut out = Vec::new();
+    let (mut out, mut warnings) = (Vec::new(), Vec::new());
     while let Some(frame) = stream.next().await {
-        if let Some(pb::series_response::Result::Series(s)) = frame?.result {
-            let labels = s.labels.clone();
-            let mut samples = Vec::new();
-            for c in &s.chunks {
-                let raw = c.raw.as_ref().unwrap();
-                samples.extend(XorIterator::new(&raw.data).unwrap().map(|x| (x.t, x.v)));
+        match frame?.result {
+            Some(pb::series_response::Result::Series(s)) => {
+                let labels = s.labels.clone();
+                let mut samples = Vec::new();
+                for c in &s.chunks {
+                    let raw = c.raw.as_ref().unwrap();
+                    samples.extend(XorIterator::new(&raw.data).unwrap().map(|x| (x.t, x.v)));
+                }
+                samples.retain(|(t, _)| *t >= mint && *t <= maxt);
+                out.push((labels, samples));
             }
-            samples.retain(|(t, _)| *t >= mint && *t <= maxt);
-            out.push((labels, samples));
+            Some(pb::series_response::Result::Warning(w)) => warnings.push(w),
+            _ => {}
         }
     }
-    Ok(out)
+    Ok((out, warnings))
 }
 
 const TEMPLATE: &str = "global:\n  scrape_interval: 1s\n  external_labels:\n    cluster: c1\n    replica: $(POD_NAME)\nrule_files: ['RULES/*.yml']\nscrape_configs:\n  - job_name: prometheus\n    static_configs: [{targets: ['ADDR']}]\n";
@@ -168,16 +183,48 @@ async fn renders_reloads_serves_and_survives_a_restart() {
             .then_some(())
     });
 
-    // Prometheus down: an error, not an empty answer; back: answers again.
+    // Prometheus down: what it wrote, read from its WAL, with a warning naming it (not an empty
+    // answer, not silence); a second sidecar told not to read the WAL answers with an error (its
+    // remote read fails). Back: answers again, no warning.
+    let rr_log = d.path().join("sidecar-rr.log");
+    let rr_args = [
+        args[0].clone(),
+        args[1].clone(),
+        "--tsdb.read-wal=false".into(),
+    ];
+    let (rr_sidecar, _, rr_grpc) = start_sidecar(&rr_args, "prometheus-0", &rr_log);
+    let rr_client = StoreClient::connect_plaintext(&rr_grpc).await.unwrap();
+    let before = series(&client, &up, 0, i64::MAX).await.unwrap();
     prom.stop();
-    let now = meridian_core::time::now_ms();
-    let e = series(&client, &up, now - 600_000, now).await.unwrap_err();
+    // A success holds for a second: polled until the sidecar notices.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (down, warnings) = loop {
+        let (down, warnings) = series_and_warnings(&client, &up, 0, i64::MAX)
+            .await
+            .unwrap();
+        if !warnings.is_empty() || std::time::Instant::now() > deadline {
+            break (down, warnings);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Scrapes may have landed between the two reads.
+    assert_eq!(down.len(), 1, "{down:?}");
+    assert_eq!(down[0].0, before[0].0);
+    assert!(down[0].1.starts_with(&before[0].1), "{down:?} {before:?}");
+    let e = series(&rr_client, &up, 0, i64::MAX).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unavailable, "{e}");
+    crate::support::stop_gracefully(rr_sidecar);
+    assert!(
+        warnings.len() == 1 && warnings[0].contains(&prom.addr),
+        "{warnings:?}"
+    );
     prom.restart();
-    let now = meridian_core::time::now_ms();
-    let back = series(&client, &up, now - 600_000, now).await.unwrap();
+    let (back, warnings) = series_and_warnings(&client, &up, 0, i64::MAX)
+        .await
+        .unwrap();
     assert_eq!(back.len(), 1, "{back:?}");
     assert!(back[0].1.len() >= got[0].1.len());
+    assert!(warnings.is_empty(), "{warnings:?}");
 
     let metrics = String::from_utf8_lossy(&http_get(&http, "/metrics").body).into_owned();
     for m in [

@@ -12,6 +12,7 @@ pub mod index;
 pub mod mmap;
 pub mod objstore;
 pub mod postings;
+pub mod promwal;
 pub mod shipper;
 pub mod wal;
 
