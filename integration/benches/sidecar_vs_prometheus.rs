@@ -149,7 +149,7 @@ fn main() {
     );
     let (gw_s, sidecar_gw) = gateway(&sidecar_dir, &addrs[1], None);
     let (gw_e, edge_gw) = gateway(&edge_dir, &edge_grpc, None);
-    let _procs = [gw_s, gw_e, sidecar_proc, edge_proc];
+    let procs = [gw_s, gw_e, sidecar_proc, edge_proc];
 
     // Half-second times: never on a sample (they sit at odd milliseconds).
     let head_t = end - H + 500;
@@ -231,10 +231,19 @@ fn main() {
             });
         }
     }
-    report(&rows, n_series, hours, samples, runs);
+    // Memory after the queries: the sidecar holds a copy of Prometheus' head (from its WAL).
+    let mib = |pid: u32| meridian_testkit::rss_bytes(pid) as f64 / (1 << 20) as f64;
+    let memory = format!(
+        "resident memory after the queries: Prometheus {:.0} MiB, sidecar {:.0} MiB, edge {:.0} MiB",
+        prom.pid().map_or(0.0, mib),
+        mib(procs[2].pid()),
+        mib(procs[3].pid())
+    );
+    eprintln!("{memory}");
+    report(&rows, n_series, hours, samples, runs, &memory);
 }
 
-fn report(rows: &[Row], n_series: usize, hours: i64, samples: usize, runs: usize) {
+fn report(rows: &[Row], n_series: usize, hours: i64, samples: usize, runs: usize, memory: &str) {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let mut md = String::new();
     let _ = writeln!(
@@ -296,6 +305,7 @@ fn report(rows: &[Row], n_series: usize, hours: i64, samples: usize, runs: usize
             let _ = writeln!(md, "- {line}");
         }
     }
+    let _ = writeln!(md, "- {memory}");
     let skipped = rows.len() - compared.len();
     let _ = writeln!(
         md,
