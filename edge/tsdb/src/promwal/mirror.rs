@@ -188,7 +188,13 @@ impl HeadMirror {
         keep_from: i64,
     ) -> Result<Vec<(Labels, Vec<SourceChunk>)>, MirrorError> {
         self.catch_up()?;
-        {
+        let behind = self
+            .copy
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keep_from
+            < keep_from;
+        if behind {
             let mut copy = self.copy.write().unwrap_or_else(PoisonError::into_inner);
             copy.truncate(keep_from);
         }

@@ -18,6 +18,9 @@
 //! in the head. A sender's retry of a request whose response was lost finds its samples already
 //! there: they are refused as duplicates or out of order (400, dropped) and nothing is doubled or lost.
 
+pub mod hashring;
+pub mod route;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
