@@ -321,3 +321,170 @@ async fn sidecar_blocks_and_head() {
 async fn sidecar_blocks_and_head_through_remote_read() {
     acceptance::run_with(OPTS, |fx| start(fx, Layout::Both, Via::RemoteRead)).await;
 }
+
+/// Prometheus compacts its head into blocks, cuts WAL segments and checkpoints them (removing the
+/// segments the checkpoint covers) while the sidecar follows its WAL: every sample is answered once,
+/// by a sidecar that followed all along and by one started afterwards (which starts from the
+/// checkpoint).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_compacted_and_checkpointed_while_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("prom-data");
+    std::fs::create_dir_all(&data).unwrap();
+    let ext = Labels::from_pairs([("cluster", "c")]);
+    let Some(prom) = Prometheus::start(dir.path(), &config(&ext), &PROM_ARGS) else {
+        panic!("Prometheus is missing");
+    };
+    // 14 h of 20 series at 30 s, ending 10 minutes ago, written 4 h and then 2 h at a time: each
+    // part makes the head compactable (over 3 h), and each compaction starts a WAL segment; from
+    // the fourth on, Prometheus checkpoints the older segments and removes them.
+    let end = meridian_core::time::now_ms() / 30_000 * 30_000 - 600_000;
+    let start = end - 14 * HOUR;
+    let series: Vec<(Labels, Vec<Sample>)> = (0..20)
+        .map(|i| {
+            let l = Labels::from_pairs([("__name__", "m"), ("i", &i.to_string())]);
+            let s = (start..=end)
+                .step_by(30_000)
+                .map(|t| Sample::new(t, (t / 1000 + i) as f64))
+                .collect();
+            (l, s)
+        })
+        .collect();
+    let prom_client = Arc::new(crate::support::prom_client(&prom.addr));
+    let state = Arc::new(PromState::default());
+    state.refresh(&prom_client).await.unwrap();
+    let make = || {
+        let head = Arc::new(HeadReader::new(Some(data.as_path())));
+        let store = SidecarStore::new(
+            prom_client.clone(),
+            Arc::new(PromBlocks::new(data.clone())),
+            state.clone(),
+            head.clone(),
+            i64::MIN,
+            Default::default(),
+            1 << 30,
+        );
+        (head, Arc::new(store))
+    };
+    let (follower_reads, follower) = make();
+    let all = [meridian_core::matcher::Matcher::equal("__name__", "m")];
+    let wal = data.join("wal");
+    let wal_entries = || -> Vec<String> {
+        std::fs::read_dir(&wal)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let cuts = [
+        start + 4 * HOUR,
+        start + 6 * HOUR,
+        start + 8 * HOUR,
+        start + 10 * HOUR,
+        start + 12 * HOUR,
+        end + 1,
+    ];
+    let mut from = start;
+    for (k, to) in cuts.into_iter().enumerate() {
+        let part: Vec<(Labels, Vec<Sample>)> = series
+            .iter()
+            .map(|(l, s)| {
+                (
+                    l.clone(),
+                    s.iter()
+                        .filter(|x| x.t >= from && x.t < to)
+                        .copied()
+                        .collect(),
+                )
+            })
+            .collect();
+        remote_write(&prom.addr, &part, i64::MIN);
+        from = to;
+        // The compaction this part triggered: one more segment (the last part adds none).
+        if k + 1 < cuts.len() {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while wal_entries()
+                .iter()
+                .filter(|n| !n.starts_with("checkpoint"))
+                .count()
+                < k + 2
+                && !wal_entries().iter().any(|n| n.starts_with("checkpoint."))
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no compaction after part {k}: {:?}",
+                    wal_entries()
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+        // The follower reads as Prometheus goes.
+        let _ = read_all(&follower, &all).await;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !wal_entries().iter().any(|n| n.starts_with("checkpoint.")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no WAL checkpoint: {:?}",
+            wal_entries()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let blocks = std::fs::read_dir(&data)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("meta.json").exists())
+        .count();
+    assert!(blocks >= 5, "{blocks} blocks");
+    let (fresh_reads, fresh) = make();
+    let mut want: Vec<(Labels, Vec<Sample>)> = series
+        .iter()
+        .map(|(l, s)| (l.merged_with(&ext), s.clone()))
+        .collect();
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    for store in [&follower, &fresh] {
+        assert_eq!(read_all(store, &all).await, want);
+    }
+    for reads in [follower_reads, fresh_reads] {
+        assert!(reads.reads("wal") > 0);
+        assert_eq!(reads.reads("remote_read"), 0);
+    }
+}
+
+/// Every sample of the series `matchers` select, through the StoreAPI, chunks decoded and merged in
+/// time order (a sample in two overlapping chunks counted once, as a querier merges them).
+async fn read_all(
+    store: &Arc<SidecarStore>,
+    matchers: &[meridian_core::matcher::Matcher],
+) -> Vec<(Labels, Vec<Sample>)> {
+    use futures::StreamExt;
+    let req = meridian_storeapi::series_request(i64::MIN, i64::MAX, matchers, false);
+    let mut stream = meridian_storeapi::Store::series(store.as_ref(), req)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    while let Some(frame) = stream.next().await {
+        if let meridian_storeapi::SeriesFrame::Series(s) = frame.unwrap() {
+            let mut samples: Vec<Sample> = Vec::new();
+            for c in &s.chunks {
+                let raw = c.raw.as_ref().unwrap();
+                samples.extend(
+                    meridian_core::chunkenc::XorIterator::new(&raw.data)
+                        .unwrap()
+                        .map(|x| Sample::new(x.t, x.v)),
+                );
+            }
+            samples.sort_by_key(|x| x.t);
+            // The same sample in two chunks (a block and the head around their boundary) must
+            // agree; it is one sample.
+            for w in samples.windows(2) {
+                if w[0].t == w[1].t {
+                    assert_eq!(w[0].v.to_bits(), w[1].v.to_bits(), "{}", s.labels);
+                }
+            }
+            samples.dedup_by_key(|x| x.t);
+            out.push((s.labels.clone(), samples));
+        }
+    }
+    out
+}
