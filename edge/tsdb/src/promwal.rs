@@ -151,7 +151,7 @@ pub fn split_records(buf: &[u8], at: u64) -> Result<(Vec<Vec<u8>>, usize), PromW
             start = pos;
         }
     }
-    Ok((out, if in_record { start } else { start.min(pos) }))
+    Ok((out, if in_record { start } else { pos }))
 }
 
 fn decompress(data: Vec<u8>, flags: u8) -> Result<Vec<u8>, String> {
