@@ -243,6 +243,12 @@ struct RunArgs {
     #[arg(long = "receive.max-body-bytes", default_value_t = 32 << 20)]
     receive_max_body_bytes: usize,
     #[command(flatten)]
+    receive: meridian_edge::receive::args::ReceiveArgs,
+    /// A second listener for remote write only (Thanos Receive's port, 19291 there); by default
+    /// remote write is served on --http-address alone.
+    #[arg(long = "remote-write.address", value_name = "HOST:PORT")]
+    remote_write_address: Option<String>,
+    #[command(flatten)]
     objstore: ObjstoreArgs,
     /// How long shutdown waits for a running upload before abandoning it (it is redone at the next
     /// start).
@@ -383,6 +389,15 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             )
         };
         let objstore = args.objstore.bucket()?;
+        let (labels, receive_mode) = args.receive.mode()?;
+        let remote_write_listener = match &args.remote_write_address {
+            None => None,
+            Some(a) => Some(
+                tokio::net::TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("--remote-write.address {a}"))?,
+            ),
+        };
         let mode = args.agent.then(|| meridian_edge::agent::AgentMode {
             truncate_frequency: args.agent_truncate_frequency,
             min_time: args.agent_min_time,
@@ -429,6 +444,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             shipper_shutdown_timeout: args.shipper_shutdown_timeout,
             remote_flush_deadline: args.remote_flush_deadline,
             agent: mode,
+            labels,
+            receive_mode,
+            remote_write_listener,
         })
         .await?;
         // Printed for scripts and tests that start us on port 0.
@@ -439,6 +457,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             let _ = writeln!(out, "http listening on {}", agent.http_addr());
             if let Some(g) = agent.grpc_addr() {
                 let _ = writeln!(out, "grpc listening on {g}");
+            }
+            if let Some(r) = agent.remote_write_addr() {
+                let _ = writeln!(out, "remote-write listening on {r}");
             }
             let _ = out.flush();
         }
@@ -644,5 +665,45 @@ mod tests {
             );
         }
         assert!(parse("--tsdb.retention=1w2d").is_ok());
+    }
+
+    /// `--label` takes Thanos' `name="value"` with a Go-quoted value; seed 003's flags parse.
+    #[test]
+    fn label_flags_are_go_quoted() {
+        assert_eq!(
+            meridian_edge::receive::args::parse_label_flag(r#"replica="thanos-receive-0""#)
+                .unwrap(),
+            ("replica".to_owned(), "thanos-receive-0".to_owned())
+        );
+        assert_eq!(
+            meridian_edge::receive::args::parse_label_flag(r#"receive="true""#)
+                .unwrap()
+                .1,
+            "true"
+        );
+        for bad in ["replica=thanos", "replica", r#"0x="a""#, r#"a="b"#] {
+            assert!(
+                meridian_edge::receive::args::parse_label_flag(bad).is_err(),
+                "{bad}"
+            );
+        }
+        let cli = super::Cli::try_parse_from([
+            "meridian-edge",
+            "run",
+            "--config.file=p.yml",
+            r#"--label=replica="r0""#,
+            r#"--label=receive="true""#,
+            "--receive.hashrings-file=/etc/thanos/thanos-receive-hashrings",
+            "--receive.local-endpoint=thanos-receive-0.thanos-receive:10901",
+            "--remote-write.address=0.0.0.0:19291",
+            "--tsdb.retention=2h",
+        ]);
+        let Ok(super::Cli {
+            command: super::Command::Run(args),
+        }) = cli
+        else {
+            panic!("seed 003's flags do not parse");
+        };
+        assert_eq!(args.receive.labels.len(), 2);
     }
 }

@@ -21,6 +21,9 @@ pub enum ErrorKind {
     Canceled,
     /// A dependency (a store, the bucket) cannot be reached now; retrying may help.
     Unavailable,
+    /// The write conflicts with what is stored (out of order, duplicate, too old): retrying the same
+    /// request cannot succeed, and its valid part was stored (Thanos Receive's conflict).
+    Conflict,
     /// The method is not served by this component.
     Unimplemented,
     /// A bug or an unexpected storage failure.
@@ -38,6 +41,7 @@ impl ErrorKind {
             ErrorKind::Timeout => tonic::Code::DeadlineExceeded,
             ErrorKind::Canceled => tonic::Code::Cancelled,
             ErrorKind::Unavailable => tonic::Code::Unavailable,
+            ErrorKind::Conflict => tonic::Code::AlreadyExists,
             ErrorKind::Unimplemented => tonic::Code::Unimplemented,
             ErrorKind::Internal => tonic::Code::Internal,
         }
@@ -54,6 +58,7 @@ impl ErrorKind {
             tonic::Code::DeadlineExceeded => ErrorKind::Timeout,
             tonic::Code::Cancelled => ErrorKind::Canceled,
             tonic::Code::Unavailable => ErrorKind::Unavailable,
+            tonic::Code::AlreadyExists => ErrorKind::Conflict,
             tonic::Code::Unimplemented => ErrorKind::Unimplemented,
             _ => ErrorKind::Internal,
         }
@@ -62,7 +67,7 @@ impl ErrorKind {
     /// The Prometheus HTTP API `errorType`.
     pub fn prometheus_error_type(self) -> &'static str {
         match self {
-            ErrorKind::BadData => "bad_data",
+            ErrorKind::BadData | ErrorKind::Conflict => "bad_data",
             ErrorKind::NotFound => "not_found",
             // Prometheus reports limits such as "query processing would load too many samples" as execution
             // errors.
@@ -79,6 +84,7 @@ impl ErrorKind {
         match self {
             ErrorKind::BadData => 400,
             ErrorKind::NotFound => 404,
+            ErrorKind::Conflict => 409,
             ErrorKind::Execution | ErrorKind::LimitExceeded => 422,
             ErrorKind::Timeout | ErrorKind::Unavailable => 503,
             ErrorKind::Canceled => 499,
@@ -248,6 +254,7 @@ mod tests {
             ErrorKind::Timeout,
             ErrorKind::Canceled,
             ErrorKind::Unavailable,
+            ErrorKind::Conflict,
             ErrorKind::Unimplemented,
             ErrorKind::Internal,
         ] {

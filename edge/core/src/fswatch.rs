@@ -32,6 +32,38 @@ pub fn watcher(changed: impl Fn(&Event) + Send + 'static) -> notify::Result<Reco
     })
 }
 
+/// Watches `dir` (not recursively) for changes (see [`is_change`]), coalesced into wake-ups on the
+/// returned channel. When the directory cannot be watched the watcher is `None`, a warning naming
+/// `what` is logged, and the caller's periodic checks are all there is. Keep the watcher alive as
+/// long as the wake-ups are wanted.
+pub fn watch_dir(
+    dir: &std::path::Path,
+    what: &str,
+) -> (Option<RecommendedWatcher>, tokio::sync::mpsc::Receiver<()>) {
+    use notify::{RecursiveMode, Watcher};
+    let (tx, rx) = tokio::sync::mpsc::channel::<()>(1);
+    let w = watcher(move |_| {
+        let _ = tx.try_send(());
+    })
+    .and_then(|mut w| w.watch(dir, RecursiveMode::NonRecursive).map(|()| w));
+    match w {
+        Ok(w) => (Some(w), rx),
+        Err(e) => {
+            tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the {what} directory; checking periodically");
+            (None, rx)
+        }
+    }
+}
+
+/// The directory holding `file` (`.` for a bare file name), to watch for the file's changes (which
+/// also catches a ConfigMap's `..data` symlink swap).
+pub fn parent_dir(file: &std::path::Path) -> std::path::PathBuf {
+    file.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -5,7 +5,7 @@ use super::*;
 
 /// Compaction, retention and TSDB gauges, once a minute (and once at start); new blocks wake the
 /// shipper.
-pub(super) async fn housekeeping(
+pub(crate) async fn housekeeping(
     db: Arc<Db>,
     shipper: Option<Arc<tokio::sync::Notify>>,
     stop: CancellationToken,
@@ -68,25 +68,8 @@ pub(super) async fn truncate_agent_wal(
 }
 
 pub(super) async fn watch_config(shared: Arc<Shared>, stop: CancellationToken) {
-    use notify::{RecursiveMode, Watcher};
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-    let dir = shared
-        .config_file
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    let watcher = meridian_core::fswatch::watcher(move |_| {
-        let _ = tx.try_send(());
-    })
-    .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w));
-    let _watcher = match watcher {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the config directory; checking every 10s");
-            None
-        }
-    };
+    let dir = meridian_core::fswatch::parent_dir(&shared.config_file);
+    let (_watcher, mut rx) = meridian_core::fswatch::watch_dir(&dir, "config");
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -100,5 +83,21 @@ pub(super) async fn watch_config(shared: Arc<Shared>, stop: CancellationToken) {
             _ = tick.tick() => {}
         }
         let _ = shared.reload(false).await;
+    }
+}
+
+/// Idle tenants are pruned once a minute.
+pub(super) async fn prune_tenants(
+    tenants: Arc<crate::receive::tenants::Tenants>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        tenants.prune_idle().await;
     }
 }

@@ -67,6 +67,14 @@ async fn remote_write(State(s): State<Arc<Shared>>, headers: HeaderMap, body: By
             .inc();
         return answer(a);
     }
+    if let Some(front) = &s.receive {
+        let a = receive_routed(&s, front, &headers, body).await;
+        s.receive_metrics
+            .requests
+            .get_or_create(&receive::CodeLabel { code: a.status })
+            .inc();
+        return answer(a);
+    }
     let shared = s.clone();
     let res = tokio::task::spawn_blocking(move || {
         receive::write(
@@ -81,6 +89,52 @@ async fn remote_write(State(s): State<Arc<Shared>>, headers: HeaderMap, body: By
     match res {
         Ok(a) => answer(a),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// A remote-write request in receive mode: the tenant from its header (the configured one, then
+/// `THANOS-TENANT`, then the default, as Thanos HEAD's `GetTenantFromHTTP`), the replica from
+/// `THANOS-REPLICA` (1-based; absent or empty: 0), routed over the hashring. 200 when the write
+/// quorum stored every series.
+async fn receive_routed(
+    s: &Arc<Shared>,
+    front: &ReceiveFront,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> receive::Answer {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+    };
+    let tenant = get(&front.tenant_header)
+        .or_else(|| get("THANOS-TENANT"))
+        .unwrap_or(&front.default_tenant)
+        .to_owned();
+    let replica = match get(&front.replica_header).map(str::parse::<u64>) {
+        None => 0,
+        Some(Ok(r)) => r,
+        Some(Err(e)) => {
+            return receive::Answer::new(
+                400,
+                format!(
+                    "could not parse replica header {}: {e}",
+                    front.replica_header
+                ),
+            );
+        }
+    };
+    let limits = s.receive_limits;
+    let req = match tokio::task::spawn_blocking(move || receive::decode(&body, limits)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(a)) => return a,
+        Err(e) => return receive::Answer::new(500, e.to_string()),
+    };
+    receive::record_metadata(&s.metadata, &req);
+    match front.receiver.write(&tenant, req.timeseries, replica).await {
+        Ok(()) => receive::Answer::new(200, ""),
+        Err(e) => receive::Answer::new(receive::router::status_of(e.kind), e.message),
     }
 }
 

@@ -36,7 +36,6 @@ use crate::remote::RemoteWrite;
 use crate::scrape::ScrapeManager;
 use meridian_core::labels::labels_json;
 use meridian_core::promfmt::PromDuration;
-use meridian_core::series::{SeriesSource, SourceSeries};
 use meridian_core::time::rfc3339;
 use meridian_storeapi::leaf::{LeafStore, SeriesLimits};
 use meridian_tsdb::db::{Db, DbOptions};
@@ -83,6 +82,13 @@ pub struct AgentOptions {
     pub remote_flush_deadline: Duration,
     /// Agent mode (`--agent`): scrape, WAL, remote write; no blocks, StoreAPI or shipper.
     pub agent: Option<AgentMode>,
+    /// The node's own external labels (`--label`), added to (and overriding) the config's.
+    pub labels: meridian_core::labels::Labels,
+    /// Receive mode: a hashring of receivers with tenants (see [`crate::receive::router`]).
+    pub receive_mode: Option<ReceiveMode>,
+    /// A second HTTP listener for remote write (Thanos' `--remote-write.address`); it serves the
+    /// same endpoints, with the same TLS.
+    pub remote_write_listener: Option<TcpListener>,
 }
 
 /// Agent mode's WAL retention (Prometheus' `--storage.agent.*` flags).
@@ -107,6 +113,17 @@ impl Default for AgentMode {
 }
 
 impl AgentOptions {
+    /// Refuses modes that cannot go together.
+    fn check_modes(&self) -> anyhow::Result<()> {
+        if self.agent.is_some() && (self.grpc_listener.is_some() || self.objstore.is_some()) {
+            anyhow::bail!("agent mode serves no StoreAPI and ships no blocks");
+        }
+        if self.agent.is_some() && self.receive_mode.is_some() {
+            anyhow::bail!("agent mode cannot receive into a hashring: it stores no tenants");
+        }
+        Ok(())
+    }
+
     /// Defaults for everything but the config file, the TSDB directory and the HTTP listener: no
     /// StoreAPI, no TLS, the system resolver, default receive limits, no config watcher.
     pub fn new(
@@ -134,13 +151,16 @@ impl AgentOptions {
             shipper_shutdown_timeout: Duration::from_secs(30),
             remote_flush_deadline: crate::remote::DEFAULT_FLUSH_DEADLINE,
             agent: None,
+            labels: meridian_core::labels::Labels::empty(),
+            receive_mode: None,
+            remote_write_listener: None,
         }
     }
 }
 
 /// The running shipper: its task and the two ways to end it.
 pub(crate) struct ShipperTask {
-    shipper: Arc<Shipper>,
+    pub(crate) shipper: Arc<Shipper>,
     stop: CancellationToken,
     abandon: CancellationToken,
     task: tokio::task::JoinHandle<()>,
@@ -175,66 +195,6 @@ impl ShipperTask {
     }
 }
 
-/// What the edge's StoreAPI serves: the TSDB's series and the metadata scrapes and remote writes
-/// brought.
-struct EdgeSource {
-    db: Arc<Db>,
-    metadata: Arc<MetadataStore>,
-}
-
-impl SeriesSource for EdgeSource {
-    fn select(
-        &self,
-        matchers: &[meridian_core::matcher::Matcher],
-        mint: i64,
-        maxt: i64,
-        with_data: bool,
-    ) -> meridian_core::error::Result<Vec<SourceSeries>> {
-        Ok(self.db.select(matchers, mint, maxt, with_data)?)
-    }
-
-    fn select_sorted(
-        &self,
-        matchers: &[meridian_core::matcher::Matcher],
-        mint: i64,
-        maxt: i64,
-        with_data: bool,
-        relabel: meridian_core::series::Relabel,
-    ) -> meridian_core::error::Result<Box<dyn meridian_core::series::SeriesCursor>> {
-        Ok(Box::new(
-            self.db.cursor(matchers, mint, maxt, with_data, relabel),
-        ))
-    }
-
-    fn time_range(&self) -> (i64, i64) {
-        // The head is live: samples keep arriving after this answer, and a gateway asks a store only
-        // when its announced range overlaps the query. As Thanos' sidecar and Receive do, the edge
-        // announces no end (else samples written after the last `Info` are skipped without a warning
-        // until the next one), and, before it holds any data, no start either.
-        let (min, _) = self.db.time_range();
-        (if min == i64::MAX { i64::MIN } else { min }, i64::MAX)
-    }
-
-    fn cheap_cost(
-        &self,
-        matchers: &[meridian_core::matcher::Matcher],
-        mint: i64,
-        maxt: i64,
-    ) -> Option<meridian_core::series::SelectCost> {
-        self.db.cheap_cost(matchers, mint, maxt)
-    }
-
-    fn metadata(
-        &self,
-    ) -> Option<std::collections::BTreeMap<String, Vec<meridian_core::series::MetricMeta>>> {
-        Some(self.metadata.all(std::time::Instant::now()))
-    }
-
-    fn serves_metadata(&self) -> bool {
-        true
-    }
-}
-
 /// Reload bookkeeping, exposed as metrics.
 #[derive(Debug, Clone, Default)]
 struct ReloadMetrics {
@@ -255,6 +215,7 @@ struct Shared {
     remote: Arc<RemoteWrite>,
     registry: Registry,
     ready: AtomicBool,
+    receive: Option<ReceiveFront>,
 }
 
 /// A running edge.
@@ -264,6 +225,8 @@ pub struct Agent {
     grpc_addr: Option<SocketAddr>,
     stop: CancellationToken,
     http: tokio::task::JoinHandle<()>,
+    /// The remote-write listener's server, with its address.
+    http_rw: Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
     /// The StoreAPI server and the TLS watcher; stopped after everything that writes.
     grpc: Option<Task>,
     tls_watcher: Option<meridian_pki::tls::Watcher>,
@@ -303,9 +266,8 @@ impl Agent {
             .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", opts.config_file.display()))?;
         let cfg = Config::load(&opts.config_file)?;
         log_config_warnings(&cfg);
-        if opts.agent.is_some() && (opts.grpc_listener.is_some() || opts.objstore.is_some()) {
-            anyhow::bail!("agent mode serves no StoreAPI and ships no blocks");
-        }
+        opts.check_modes()?;
+        let node_labels = cfg.external_labels.merged_with(&opts.labels);
         let path = opts.tsdb_path.clone();
         let mut dbo = opts.db.clone();
         if let Some(a) = opts.agent {
@@ -316,38 +278,19 @@ impl Agent {
         let mut registry = Registry::default();
         db.metrics.register(&mut registry);
         meridian_core::process_metrics::register(&mut registry);
-        let reload_metrics = ReloadMetrics::default();
-        registry.register(
-            "meridian_config_last_reload_successful",
-            "Whether the last configuration reload attempt was successful",
-            reload_metrics.last_successful.clone(),
-        );
-        registry.register(
-            "meridian_config_last_reload_success_timestamp_seconds",
-            "Timestamp of the last successful configuration reload",
-            reload_metrics.last_success_timestamp.clone(),
-        );
-        let receive_metrics = ReceiveMetrics::default();
-        receive_metrics.register(&mut registry);
+        let (reload_metrics, receive_metrics) = register_edge_metrics(&mut registry);
         let series_gate =
             meridian_storeapi::server::SeriesGate::new(opts.grpc_series_max_concurrency);
         if let Some(g) = &series_gate {
             g.register(&mut registry);
         }
-        let shipper = match opts.objstore {
-            None => None,
-            Some(bucket) => {
-                let s = Shipper::new(
-                    bucket,
-                    db.clone(),
-                    cfg.external_labels.clone(),
-                    opts.shipper.clone(),
-                )?;
-                s.metrics.register(&mut registry);
-                tracing::info!(bucket = %s.bucket().description, "shipping blocks to object storage");
-                Some(Arc::new(s))
-            }
-        };
+        let shipper = start_shipper(
+            opts.objstore.clone(),
+            &db,
+            &node_labels,
+            &opts.shipper,
+            &mut registry,
+        )?;
         let metadata = Arc::new(MetadataStore::new());
         let remote = start_remote_write(
             &db,
@@ -364,6 +307,31 @@ impl Agent {
             .apply(&cfg)
             .await
             .map_err(|e| anyhow::anyhow!("{}: {e}", opts.config_file.display()))?;
+        let edge_store: Arc<dyn meridian_storeapi::Store> = Arc::new(
+            LeafStore::from_source(EdgeSource::new(&db, &metadata), node_labels.clone())
+                .with_limits(opts.grpc_series_limits),
+        );
+        let ReceiveSetup {
+            store,
+            front: receive_front,
+            watch: hashring_watch,
+        } = receive_mode::setup(
+            opts.receive_mode,
+            edge_store,
+            receive_mode::Context {
+                tsdb_path: &opts.tsdb_path,
+                db: &opts.db,
+                node_labels: &node_labels,
+                objstore: opts.objstore.as_ref(),
+                shipper: &opts.shipper,
+                shipper_grace: opts.shipper_shutdown_timeout,
+                series_limits: opts.grpc_series_limits,
+                metadata: &metadata,
+                metrics: &receive_metrics,
+            },
+            &mut registry,
+        )
+        .await?;
         reload_metrics.last_successful.set(1);
         reload_metrics.last_success_timestamp.set(now_secs());
         let shared = Arc::new(Shared {
@@ -379,40 +347,33 @@ impl Agent {
             remote: remote.clone(),
             registry,
             ready: AtomicBool::new(false),
+            receive: receive_front,
         });
         let stop = CancellationToken::new();
         let http_addr = opts.http_listener.local_addr()?;
-        let app = router(shared.clone());
-        let http_stop = stop.clone();
-        let http = tokio::spawn(meridian_pki::serve::serve_http(
-            opts.http_listener,
+        let (http, http_rw) = serve_web(
+            &shared,
+            (opts.http_listener, opts.remote_write_listener),
             opts.http_tls,
-            app,
             opts.web,
-            http_stop,
-        ));
-        let (mut grpc, mut grpc_addr, mut tls_watcher) = (None, None, None);
-        if let Some(listener) = opts.grpc_listener {
-            grpc_addr = Some(listener.local_addr()?);
-            let store: Arc<dyn meridian_storeapi::Store> = Arc::new(
-                LeafStore::from_source(
-                    EdgeSource {
-                        db: db.clone(),
-                        metadata: metadata.clone(),
-                    },
-                    shared.current_config().external_labels.clone(),
-                )
-                .with_limits(opts.grpc_series_limits),
-            );
-            let (task, watcher) = serve_storeapi(
-                store,
-                listener,
-                opts.grpc_tls,
-                opts.grpc_tls_reload_interval,
-                series_gate,
-            )?;
-            (grpc, tls_watcher) = (Some(task), watcher);
-        }
+            &stop,
+        )?;
+        let (grpc, grpc_addr, tls_watcher) = match opts.grpc_listener {
+            None => (None, None, None),
+            Some(listener) => {
+                let addr = listener.local_addr()?;
+                let writer = shared.receive.as_ref().map(|f| {
+                    Arc::new(f.receiver.clone()) as Arc<dyn meridian_storeapi::writer::RemoteWriter>
+                });
+                let options = meridian_storeapi::server::ServerOptions {
+                    series_gate,
+                    writer,
+                };
+                let tls = (opts.grpc_tls, opts.grpc_tls_reload_interval);
+                let (task, watcher) = serve_storeapi(store, listener, tls.0, tls.1, options)?;
+                (Some(task), Some(addr), watcher)
+            }
+        };
         let mut background = tokio::task::JoinSet::new();
         match opts.agent {
             Some(mode) => {
@@ -430,6 +391,9 @@ impl Agent {
         if opts.watch_config {
             background.spawn(watch_config(shared.clone(), stop.clone()));
         }
+        if let Some(front) = &shared.receive {
+            receive_mode::spawn_background(front, hashring_watch, &mut background, &stop);
+        }
         shared.ready.store(true, Ordering::SeqCst);
         tracing::info!(http = %http_addr, grpc = ?grpc_addr, "edge started");
         Ok(Agent {
@@ -438,6 +402,7 @@ impl Agent {
             grpc_addr,
             stop,
             http,
+            http_rw,
             grpc,
             tls_watcher,
             background,
@@ -447,6 +412,11 @@ impl Agent {
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// Where the remote-write listener listens, when there is one.
+    pub fn remote_write_addr(&self) -> Option<SocketAddr> {
+        self.http_rw.as_ref().map(|(a, _)| *a)
     }
 
     /// Where the StoreAPI listens, when it is served.
@@ -478,6 +448,11 @@ impl Agent {
         self.shared.scrape.targets().await
     }
 
+    /// The receiver, in receive mode.
+    pub fn receiver(&self) -> Option<&crate::receive::router::Receiver> {
+        self.shared.receive.as_ref().map(|f| &f.receiver)
+    }
+
     /// The shipper, when blocks are uploaded.
     pub fn shipper(&self) -> Option<&Arc<Shipper>> {
         self.shipper.as_ref().map(|s| &s.shipper)
@@ -501,6 +476,12 @@ impl Agent {
             tracing::warn!(drain = ?DEFAULT_DRAIN, "shutdown: HTTP server did not drain; aborted");
             self.http.abort();
         }
+        if let Some((_, mut rw)) = self.http_rw.take()
+            && tokio::time::timeout(DEFAULT_DRAIN, &mut rw).await.is_err()
+        {
+            tracing::warn!(drain = ?DEFAULT_DRAIN, "shutdown: remote-write server did not drain; aborted");
+            rw.abort();
+        }
         let background = async { while self.background.join_next().await.is_some() {} };
         if tokio::time::timeout(DEFAULT_DRAIN, background)
             .await
@@ -512,6 +493,9 @@ impl Agent {
         // Everything scraped or received is in the WAL now: the queues send it within the flush
         // deadline.
         self.shared.remote.shutdown().await;
+        if let Some(front) = &self.shared.receive {
+            front.receiver.tenants().close().await;
+        }
         let db = self.shared.db.clone();
         match tokio::task::spawn_blocking(move || db.compact()).await {
             Ok(Ok(_)) => {}
@@ -531,13 +515,84 @@ impl Agent {
     }
 }
 
+/// The shipper of the edge's own TSDB, when blocks go to a bucket.
+fn start_shipper(
+    objstore: Option<Bucket>,
+    db: &Arc<Db>,
+    labels: &meridian_core::labels::Labels,
+    opts: &ShipperOptions,
+    registry: &mut Registry,
+) -> anyhow::Result<Option<Arc<Shipper>>> {
+    let Some(bucket) = objstore else {
+        return Ok(None);
+    };
+    let s = Shipper::new(bucket, db.clone(), labels.clone(), opts.clone())?;
+    s.metrics.register(registry);
+    tracing::info!(bucket = %s.bucket().description, "shipping blocks to object storage");
+    Ok(Some(Arc::new(s)))
+}
+
+/// The edge's own metrics besides the TSDB's: reloads and remote-write receiving.
+fn register_edge_metrics(registry: &mut Registry) -> (ReloadMetrics, ReceiveMetrics) {
+    let reload_metrics = ReloadMetrics::default();
+    registry.register(
+        "meridian_config_last_reload_successful",
+        "Whether the last configuration reload attempt was successful",
+        reload_metrics.last_successful.clone(),
+    );
+    registry.register(
+        "meridian_config_last_reload_success_timestamp_seconds",
+        "Timestamp of the last successful configuration reload",
+        reload_metrics.last_success_timestamp.clone(),
+    );
+    let receive_metrics = ReceiveMetrics::default();
+    receive_metrics.register(registry);
+    (reload_metrics, receive_metrics)
+}
+
+/// The HTTP server, and the remote-write listener's when there is one (same endpoints, same TLS),
+/// until `stop`.
+#[allow(clippy::type_complexity)]
+fn serve_web(
+    shared: &Arc<Shared>,
+    (http, remote_write): (TcpListener, Option<TcpListener>),
+    tls: Option<Arc<meridian_pki::tls::server::ServerTls>>,
+    web: meridian_pki::serve::WebLimits,
+    stop: &CancellationToken,
+) -> anyhow::Result<(
+    tokio::task::JoinHandle<()>,
+    Option<(SocketAddr, tokio::task::JoinHandle<()>)>,
+)> {
+    let http_rw = match remote_write {
+        None => None,
+        Some(l) => Some((
+            l.local_addr()?,
+            tokio::spawn(meridian_pki::serve::serve_http(
+                l,
+                tls.clone(),
+                router(shared.clone()),
+                web,
+                stop.clone(),
+            )),
+        )),
+    };
+    let http = tokio::spawn(meridian_pki::serve::serve_http(
+        http,
+        tls,
+        router(shared.clone()),
+        web,
+        stop.clone(),
+    ));
+    Ok((http, http_rw))
+}
+
 /// The StoreAPI server over `store` (TLS from `tls`, reloaded), as a task with its TLS watcher.
 pub(crate) fn serve_storeapi(
     store: Arc<dyn meridian_storeapi::Store>,
     listener: TcpListener,
     tls: Option<Arc<meridian_pki::tls::server::ServerTls>>,
     tls_reload_interval: Duration,
-    series_gate: Option<meridian_storeapi::server::SeriesGate>,
+    options: meridian_storeapi::server::ServerOptions,
 ) -> anyhow::Result<(Task, Option<meridian_pki::tls::Watcher>)> {
     let grpc_stop = CancellationToken::new();
     let shutdown = grpc_stop.clone().cancelled_owned();
@@ -546,7 +601,7 @@ pub(crate) fn serve_storeapi(
         listener,
         tls,
         tls_reload_interval,
-        meridian_storeapi::server::ServerOptions { series_gate },
+        options,
         shutdown,
     )?;
     Ok((
@@ -677,7 +732,15 @@ impl Shared {
 
 mod housekeeping;
 mod http;
+mod receive_mode;
+mod source;
 
-use housekeeping::{housekeeping, truncate_agent_wal, watch_config};
+pub(crate) use source::EdgeSource;
+
+pub use receive_mode::ReceiveMode;
+use receive_mode::{ReceiveFront, ReceiveSetup};
+
+pub(crate) use housekeeping::housekeeping;
+use housekeeping::{truncate_agent_wal, watch_config};
 pub(crate) use http::metrics_page;
 use http::router;

@@ -18,8 +18,11 @@
 //! in the head. A sender's retry of a request whose response was lost finds its samples already
 //! there: they are refused as duplicates or out of order (400, dropped) and nothing is doubled or lost.
 
+pub mod args;
 pub mod hashring;
 pub mod route;
+pub mod router;
+pub mod tenants;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -29,7 +32,7 @@ use prost::Message;
 use crate::metadata::{Meta, MetadataStore, remote_write_kind};
 use meridian_core::labels::Labels;
 use meridian_core::relabel::is_valid_label_name;
-use meridian_storeapi::proto::prometheus::WriteRequest;
+use meridian_storeapi::proto::prometheus::{TimeSeries, WriteRequest};
 use meridian_tsdb::db::Db;
 use meridian_tsdb::head::AppendError;
 
@@ -91,7 +94,7 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn new(status: u16, message: impl Into<String>) -> Answer {
+    pub fn new(status: u16, message: impl Into<String>) -> Answer {
         Answer {
             status,
             message: message.into(),
@@ -199,67 +202,84 @@ fn write_inner(
     limits: ReceiveLimits,
     metrics: &ReceiveMetrics,
 ) -> Answer {
+    let req = match decode(body, limits) {
+        Ok(r) => r,
+        Err(a) => return a,
+    };
+    record_metadata(metadata, &req);
+    store_series(db, &req.timeseries, metrics)
+}
+
+/// Decodes a request body: its size (413 over `max_body_bytes`), its snappy block's announced size
+/// (413 over `max_decoded_bytes`, checked before anything is decompressed), the block (400) and the
+/// `WriteRequest` in it (400).
+pub fn decode(body: &[u8], limits: ReceiveLimits) -> Result<WriteRequest, Answer> {
     if body.len() > limits.max_body_bytes {
-        return Answer::new(
+        return Err(Answer::new(
             413,
             format!(
                 "body of {} bytes exceeds the limit of {} bytes",
                 body.len(),
                 limits.max_body_bytes
             ),
-        );
+        ));
     }
-    let len = match snap::raw::decompress_len(body) {
-        Ok(n) => n,
-        Err(e) => return Answer::new(400, format!("body is not a snappy block: {e}")),
-    };
+    let len = snap::raw::decompress_len(body)
+        .map_err(|e| Answer::new(400, format!("body is not a snappy block: {e}")))?;
     if len > limits.max_decoded_bytes {
-        return Answer::new(
+        return Err(Answer::new(
             413,
             format!(
                 "decompressed size {len} bytes exceeds the limit of {} bytes",
                 limits.max_decoded_bytes
             ),
+        ));
+    }
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(|e| Answer::new(400, format!("body is not a snappy block: {e}")))?;
+    WriteRequest::decode(raw.as_slice())
+        .map_err(|e| Answer::new(400, format!("body is not a WriteRequest: {e}")))
+}
+
+/// Keeps the metric metadata a request carries (Prometheus sends it in requests of its own).
+pub fn record_metadata(metadata: &MetadataStore, req: &WriteRequest) {
+    if req.metadata.is_empty() {
+        return;
+    }
+    let refused = metadata.record_remote_write(
+        req.metadata
+            .iter()
+            .filter(|m| !m.metric_family_name.is_empty())
+            .map(|m| {
+                (
+                    m.metric_family_name.clone(),
+                    Meta {
+                        kind: remote_write_kind(m.r#type),
+                        help: m.help.clone(),
+                        unit: m.unit.clone(),
+                    },
+                )
+            }),
+        std::time::Instant::now(),
+    );
+    if refused > 0 {
+        tracing::warn!(
+            refused,
+            "remote-write metadata store is full; new families ignored"
         );
     }
-    let raw = match snap::raw::Decoder::new().decompress_vec(body) {
-        Ok(r) => r,
-        Err(e) => return Answer::new(400, format!("body is not a snappy block: {e}")),
-    };
-    let req = match WriteRequest::decode(raw.as_slice()) {
-        Ok(r) => r,
-        Err(e) => return Answer::new(400, format!("body is not a WriteRequest: {e}")),
-    };
-    if !req.metadata.is_empty() {
-        let refused = metadata.record_remote_write(
-            req.metadata
-                .iter()
-                .filter(|m| !m.metric_family_name.is_empty())
-                .map(|m| {
-                    (
-                        m.metric_family_name.clone(),
-                        Meta {
-                            kind: remote_write_kind(m.r#type),
-                            help: m.help.clone(),
-                            unit: m.unit.clone(),
-                        },
-                    )
-                }),
-            std::time::Instant::now(),
-        );
-        if refused > 0 {
-            tracing::warn!(
-                refused,
-                "remote-write metadata store is full; new families ignored"
-            );
-        }
-    }
+}
+
+/// Stores series into `db` in one commit: 204 when every sample was stored, 400 when some were
+/// refused (the others stored), 500 when storage failed.
+pub fn store_series(db: &Db, series: &[TimeSeries], metrics: &ReceiveMetrics) -> Answer {
     // Series are created only at commit, for samples stored: a refused sample leaves no series.
     let mut app = db.appender();
     let (mut stored, mut rejected, mut invalid) = (0u64, 0u64, 0u64);
     let mut first_reason: Option<String> = None;
     let mut names: Vec<(&str, &str)> = Vec::new();
-    for (i, ts) in req.timeseries.iter().enumerate() {
+    for (i, ts) in series.iter().enumerate() {
         // A series with invalid labels is skipped and counted; the rest of the request is stored and
         // the answer is 400 (Prometheus' `storage/remote/write_handler.go`, v2.42/v3, which skips such
         // series and counts them in `prometheus_api_remote_write_invalid_labels_samples_total`).
@@ -361,7 +381,7 @@ fn series_labels<'a>(
 mod tests {
     use super::*;
     use meridian_core::{MatchType, Matcher};
-    use meridian_storeapi::proto::prometheus::{Label, Sample, TimeSeries};
+    use meridian_storeapi::proto::prometheus::{Label, Sample};
     use meridian_tsdb::db::DbOptions;
 
     /// The TSDB's out-of-bounds counter for one reason.

@@ -273,7 +273,10 @@ impl Sidecar {
             opts.grpc_listener,
             opts.grpc_tls,
             opts.grpc_tls_reload_interval,
-            series_gate,
+            meridian_storeapi::server::ServerOptions {
+                series_gate,
+                writer: None,
+            },
         )?;
         let shared = Arc::new(Shared {
             registry,

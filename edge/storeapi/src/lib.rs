@@ -26,10 +26,12 @@ pub mod info;
 pub mod leaf;
 pub mod limits;
 pub mod memstore;
+pub mod multi;
 pub mod partial;
 pub mod server;
 pub mod trim;
 pub mod wire;
+pub mod writer;
 
 /// A metric family's TYPE/HELP/UNIT on the wire.
 pub fn meta_to_proto(m: &MetricMeta) -> pb::Meta {

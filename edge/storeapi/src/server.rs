@@ -1,4 +1,5 @@
-//! Serves any [`Store`] over gRPC: `thanos.Store`, `thanos.info.Info` and `thanos.Metadata`.
+//! Serves any [`Store`] over gRPC: `thanos.Store`, `thanos.info.Info` and `thanos.Metadata` (and, for a
+//! receiver, `thanos.WriteableStore`).
 //!
 //! The adapter owns the wire-only parts of the contract, so implementations do not repeat them:
 //! `response_batch_size` batching, the `limit` cap (a second line of defence behind the store's own), error
@@ -24,6 +25,8 @@ type FrameStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 pub struct ServerOptions {
     /// Admission control of `Series` calls; `None` admits every call at once.
     pub series_gate: Option<SeriesGate>,
+    /// Also serve `thanos.WriteableStore/RemoteWrite` (a receiver).
+    pub writer: Option<Arc<dyn crate::writer::RemoteWriter>>,
 }
 
 /// Thanos' store gateway gate (`--store.grpc.series-max-concurrency`, Thanos `pkg/gate`): at most
@@ -125,8 +128,9 @@ pub fn routes(store: Arc<dyn Store>) -> tonic::service::Routes {
 
 /// [`routes`] with options.
 pub fn routes_with(store: Arc<dyn Store>, opts: ServerOptions) -> tonic::service::Routes {
+    let writer = opts.writer.clone();
     let adapter = Adapter { store, opts };
-    tonic::service::Routes::new(
+    let routes = tonic::service::Routes::new(
         pb::store_server::StoreServer::new(adapter.clone())
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE),
@@ -140,7 +144,11 @@ pub fn routes_with(store: Arc<dyn Store>, opts: ServerOptions) -> tonic::service
         pb::metadata_server::MetadataServer::new(adapter)
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE),
-    )
+    );
+    match writer {
+        Some(w) => routes.add_service(crate::writer::service(w)),
+        None => routes,
+    }
 }
 
 /// Serves `store` on a plaintext TCP listener until `shutdown` resolves.

@@ -462,6 +462,7 @@ async fn series_calls_beyond_max_concurrency_wait_for_a_slot() {
         listener,
         ServerOptions {
             series_gate: Some(gate.clone()),
+            writer: None,
         },
         async {
             let _ = rx.await;

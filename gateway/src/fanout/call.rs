@@ -152,6 +152,11 @@ impl Fanout {
     }
 
     /// Fetches `req` from every selected store and groups the series by labels (k-way merge).
+    ///
+    /// `storeMatch[]` picks stores by their label sets; a store holding several (a receiver's
+    /// tenants) is also narrowed to the sets a single `storeMatch[]` selects, by sending that set's
+    /// matchers on its external labels with the request (stores answer those from their external
+    /// labels). Beyond Thanos, whose receiver answers for every tenant once one matches.
     pub(super) async fn fetch_groups(
         &self,
         req: pb::SeriesRequest,
@@ -192,7 +197,7 @@ impl Fanout {
                     .clone();
                 fetch_one(
                     t.store.clone(),
-                    req.clone(),
+                    narrowed(&req, t.meta.as_ref(), scope),
                     budget.clone(),
                     strip,
                     received,
@@ -338,4 +343,26 @@ pub(super) async fn fetch_one(
         out.sort_by(|a, b| a.0.cmp(&b.0));
     }
     Ok((out, warnings))
+}
+
+/// `req` for one store: with a single `storeMatch[]` set and a store of several label sets, that
+/// set's matchers on the store's external label names added (see [`Fanout::fetch_groups`]).
+fn narrowed(
+    req: &pb::SeriesRequest,
+    meta: Option<&StoreMeta>,
+    scope: &Scope<'_>,
+) -> pb::SeriesRequest {
+    let mut req = req.clone();
+    if let ([set], Some(meta)) = (scope.store_match, meta)
+        && meta.label_sets.len() > 1
+    {
+        req.matchers.extend(
+            set.iter()
+                .filter(|m| {
+                    m.name() != "__address__" && meta.label_sets.iter().any(|ls| ls.has(m.name()))
+                })
+                .map(matcher_to_proto),
+        );
+    }
+    req
 }

@@ -313,60 +313,7 @@ impl Scan<'_> {
     }
 }
 
-/// A quoted string literal's body (`"…"` or `'…'`, without the quotes) with its escapes decoded as Go's
-/// `strconv.Unquote` decodes them: the bytes Prometheus sees, and the text promql-parser 0.11 makes
-/// of them (it holds Rust strings, so it reads `\xff` as the code point U+00FF). `None` when an escape
-/// is invalid (the parser then refuses the string itself).
-pub(crate) fn unquote(body: &str) -> Option<(Vec<u8>, String)> {
-    let (mut bytes, mut text) = (
-        Vec::with_capacity(body.len()),
-        String::with_capacity(body.len()),
-    );
-    let push_char = |c: char, bytes: &mut Vec<u8>, text: &mut String| {
-        let mut buf = [0u8; 4];
-        bytes.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-        text.push(c);
-    };
-    let mut chars = body.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            push_char(c, &mut bytes, &mut text);
-            continue;
-        }
-        let e = chars.next()?;
-        let mut digits = |n: usize, radix: u32| -> Option<u32> {
-            let d: String = chars.by_ref().take(n).collect();
-            (d.chars().count() == n).then_some(())?;
-            u32::from_str_radix(&d, radix).ok()
-        };
-        let byte = match e {
-            'x' => Some(digits(2, 16)?),
-            '0'..='7' => Some(u32::from_str_radix(&format!("{e}"), 8).ok()? * 64 + digits(2, 8)?),
-            _ => None,
-        };
-        if let Some(b) = byte {
-            let b = u8::try_from(b).ok()?;
-            bytes.push(b);
-            text.push(char::from(b));
-            continue;
-        }
-        let c = match e {
-            'a' => '\u{7}',
-            'b' => '\u{8}',
-            'f' => '\u{c}',
-            'n' => '\n',
-            'r' => '\r',
-            't' => '\t',
-            'v' => '\u{b}',
-            '\\' | '\'' | '"' => e,
-            'u' => char::from_u32(digits(4, 16)?)?,
-            'U' => char::from_u32(digits(8, 16)?)?,
-            _ => return None,
-        };
-        push_char(c, &mut bytes, &mut text);
-    }
-    Some((bytes, text))
-}
+pub(crate) use meridian_core::promfmt::go_unquote_body as unquote;
 
 /// The value of `word` if the parser reads it as a number (decimal, hexadecimal, octal, `Inf`, `NaN`),
 /// as promql-parser's `parse_str_radix` does; `None` for durations with units and identifiers.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use meridian_storeapi::MAX_MESSAGE_SIZE;
 use meridian_storeapi::acceptance::{self, Fixture, StartedStore};
 use meridian_storeapi::memstore::MemStore;
+use meridian_storeapi::multi::MultiStore;
 
 async fn start_memstore(fx: Fixture) -> StartedStore {
     let store = MemStore::new(fx.external_labels.clone());
@@ -17,6 +18,41 @@ async fn start_memstore(fx: Fixture) -> StartedStore {
         store.set_metadata(metric, metas.clone());
     }
     acceptance::serve_plaintext(Arc::new(store)).await
+}
+
+/// The fixture spread over three in-memory stores under one [`MultiStore`]: every third series in
+/// each, and one series in three cut in two by time across two of them (equal label sets from two
+/// members become one series).
+async fn start_multistore(fx: Fixture) -> StartedStore {
+    let stores: Vec<Arc<MemStore>> = (0..3)
+        .map(|_| Arc::new(MemStore::new(fx.external_labels.clone())))
+        .collect();
+    for (i, (labels, samples)) in fx.series.iter().enumerate() {
+        let home = &stores[i % 3];
+        if i % 3 == 1 && samples.len() > 1 {
+            let (a, b) = samples.split_at(samples.len() / 2);
+            home.append(labels, a).expect("fixture appends");
+            stores[2].append(labels, b).expect("fixture appends");
+        } else {
+            home.append(labels, samples).expect("fixture appends");
+        }
+    }
+    for (metric, metas) in &fx.metadata {
+        stores[0].set_metadata(metric, metas.clone());
+    }
+    let members: Vec<Arc<dyn meridian_storeapi::Store>> = stores
+        .iter()
+        .map(|s| s.clone() as Arc<dyn meridian_storeapi::Store>)
+        .collect();
+    let multi = MultiStore::new("store", Some(members[0].clone()));
+    multi.set_members(members);
+    acceptance::serve_plaintext(Arc::new(multi)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multistore_passes_acceptance_suite() {
+    meridian_pki::install_crypto_provider();
+    acceptance::run(start_multistore).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
