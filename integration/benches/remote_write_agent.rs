@@ -26,16 +26,8 @@ use std::time::{Duration, Instant};
 
 use meridian_integration::served::bin_dir;
 use meridian_testkit::{
-    ChildGuard, free_port, http_get, metric_value, require, rss_bytes, wait_for,
+    ChildGuard, cpu_seconds, free_port, http_get, metric_value, require, rss_bytes, wait_for,
 };
-
-/// `(utime + stime)` of a process, seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split(' ').collect();
-    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
-}
 
 struct Shape {
     targets: usize,

@@ -7,6 +7,7 @@ pub mod chaos;
 pub mod dns;
 pub mod exporter;
 pub mod federation;
+pub mod receivers;
 pub mod served;
 
 /// Synthetic series shaped like the PromLabs demo service's (what the PromQL compliance query list

@@ -25,7 +25,7 @@
 use std::collections::BTreeMap;
 
 use meridian_core::labels::Labels;
-use xxhash_rust::xxh64::{Xxh64, xxh64};
+use xxhash_rust::xxh64::xxh64;
 
 /// Sections per endpoint on a ketama ring (Thanos' `SectionsPerNode`).
 const SECTIONS_PER_NODE: u32 = 1000;
@@ -215,16 +215,30 @@ pub fn parse(json: &str) -> Result<Vec<HashringConfig>, HashringError> {
 
 /// The series' hash: XXH64 of `tenant ‖ FF ‖ (name ‖ FF ‖ value ‖ FF)*`.
 pub fn series_hash(tenant: &str, labels: &Labels) -> u64 {
-    let mut h = Xxh64::new(0);
-    h.update(tenant.as_bytes());
-    h.update(&[SEP]);
-    for l in labels.iter() {
-        h.update(l.name.as_bytes());
-        h.update(&[SEP]);
-        h.update(l.value.as_bytes());
-        h.update(&[SEP]);
+    series_hash_of(
+        tenant,
+        labels.iter().map(|l| (l.name, l.value)),
+        &mut Vec::new(),
+    )
+}
+
+/// [`series_hash`] of labels as they come (Thanos ≥ 0.26 hashes a request's labels in wire
+/// order), the bytes gathered in `buf` and hashed at once.
+pub fn series_hash_of<'a>(
+    tenant: &str,
+    labels: impl Iterator<Item = (&'a str, &'a str)>,
+    buf: &mut Vec<u8>,
+) -> u64 {
+    buf.clear();
+    buf.extend_from_slice(tenant.as_bytes());
+    buf.push(SEP);
+    for (name, value) in labels {
+        buf.extend_from_slice(name.as_bytes());
+        buf.push(SEP);
+        buf.extend_from_slice(value.as_bytes());
+        buf.push(SEP);
     }
-    h.digest()
+    xxh64(buf, 0)
 }
 
 /// A built hashring.

@@ -14,18 +14,18 @@
 
 use std::collections::BTreeMap;
 
-use super::hashring::{HashringError, Hashrings, series_hash};
-use meridian_core::labels::Labels;
+use super::hashring::{HashringError, Hashrings};
 
 /// The series (by index into the request) each (endpoint, 0-based replica) writes.
 pub type Plan = BTreeMap<(String, usize), Vec<usize>>;
 
-/// Routes the series of one request of `tenant`. `replica`: the 1-based replica a forwarded request
-/// carries (0: not yet replicated).
+/// Routes the series of one request of `tenant`, given by their hashes
+/// ([`super::hashring::series_hash`]).
+/// `replica`: the 1-based replica a forwarded request carries (0: not yet replicated).
 pub fn plan(
     rings: &Hashrings,
     tenant: &str,
-    series: &[Labels],
+    hashes: &[u64],
     replica: u64,
 ) -> Result<Plan, RouteError> {
     let rf = rings.replication;
@@ -39,8 +39,7 @@ pub fn plan(
         vec![(replica - 1) as usize]
     };
     let mut out = Plan::new();
-    for (i, labels) in series.iter().enumerate() {
-        let h = series_hash(tenant, labels);
+    for (i, &h) in hashes.iter().enumerate() {
         for &n in &replicas {
             let e = ring.get_n(h, n)?;
             out.entry((e.address.clone(), n)).or_default().push(i);
@@ -213,9 +212,15 @@ mod tests {
         Hashrings::build(cfg, Algorithm::Hashmod, rf).unwrap()
     }
 
-    fn series(n: usize) -> Vec<Labels> {
+    fn series(n: usize) -> Vec<u64> {
         (0..n)
-            .map(|i| Labels::from_pairs([("__name__", "m"), ("i", &i.to_string())]))
+            .map(|i| {
+                let l = meridian_core::labels::Labels::from_pairs([
+                    ("__name__", "m"),
+                    ("i", &i.to_string()),
+                ]);
+                crate::receive::hashring::series_hash("t", &l)
+            })
             .collect()
     }
 

@@ -31,7 +31,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use tokio_util::sync::CancellationToken;
 
-use super::hashring::{Algorithm, Hashrings};
+use super::hashring::{Algorithm, Hashrings, series_hash_of};
 use super::route::{Outcome, Tally, plan};
 use super::tenants::{Tenants, validate_tenant};
 use super::{ReceiveMetrics, ResultLabel, store_series};
@@ -200,30 +200,61 @@ impl Receiver {
         } else {
             replica
         };
-        let labels: Vec<Labels> = series
+        let mut buf = Vec::new();
+        let hashes: Vec<u64> = series
             .iter()
             .map(|ts| {
-                Labels::from_pairs(
+                series_hash_of(
+                    tenant,
                     ts.labels
                         .iter()
                         .map(|l| (l.name.as_str(), l.value.as_str())),
+                    &mut buf,
                 )
             })
             .collect();
-        let routes = plan(&rings, tenant, &labels, replica).map_err(|e| {
+        let routes = plan(&rings, tenant, &hashes, replica).map_err(|e| {
             let kind = match e.status() {
                 400 => ErrorKind::BadData,
                 _ => ErrorKind::Internal,
             };
             Error::new(kind, e.to_string())
         })?;
-        drop(labels);
         let writes = if replica == 0 { rings.replication } else { 1 };
         let mut tally = Tally::new(series.len(), writes);
+        // A request routed whole to this node (a forwarded copy, or RF=1 landing home) is written
+        // here and now.
+        if let [((endpoint, _), _)] = routes.iter().collect::<Vec<_>>()[..]
+            && self.inner.opts.local_endpoint.as_deref() == Some(endpoint.as_str())
+        {
+            let idx: Vec<usize> = (0..series.len()).collect();
+            let outcome = self.write_local(tenant, series).await;
+            self.count(&outcome);
+            tally.record(&idx, &outcome);
+            return answer(&tally);
+        }
+        // Each series is moved into its last write and cloned for the others.
+        let mut uses = vec![0usize; series.len()];
+        for idx in routes.values() {
+            for &i in idx {
+                uses[i] += 1;
+            }
+        }
+        let mut series: Vec<Option<TimeSeries>> = series.into_iter().map(Some).collect();
         let (tx, mut rx) = tokio::sync::mpsc::channel(routes.len().max(1));
         let timeout = self.inner.opts.forward_timeout;
         for ((endpoint, n), idx) in routes {
-            let sub: Vec<TimeSeries> = idx.iter().map(|&i| series[i].clone()).collect();
+            let sub: Vec<TimeSeries> = idx
+                .iter()
+                .map(|&i| {
+                    uses[i] -= 1;
+                    if uses[i] == 0 {
+                        series[i].take().unwrap_or_default()
+                    } else {
+                        series[i].clone().unwrap_or_default()
+                    }
+                })
+                .collect();
             let (me, tx, tenant) = (self.clone(), tx.clone(), tenant.to_owned());
             tokio::spawn(async move {
                 let local = me.inner.opts.local_endpoint.as_deref() == Some(endpoint.as_str());
@@ -241,12 +272,7 @@ impl Receiver {
                             "writing to endpoint {endpoint}: no answer within {timeout:?}"
                         ))
                     });
-                me.inner
-                    .forwards
-                    .get_or_create(&ResultLabel {
-                        result: result_name(&outcome),
-                    })
-                    .inc();
+                me.count(&outcome);
                 let _ = tx.send((idx, outcome)).await;
             });
         }
@@ -267,18 +293,16 @@ impl Receiver {
                 () = &mut deadline => break,
             }
         }
-        match tally.answer() {
-            (200, _) => Ok(()),
-            (status, message) => Err(Error::new(
-                match status {
-                    503 => ErrorKind::Unavailable,
-                    409 => ErrorKind::Conflict,
-                    400 => ErrorKind::BadData,
-                    _ => ErrorKind::Internal,
-                },
-                message,
-            )),
-        }
+        answer(&tally)
+    }
+
+    fn count(&self, outcome: &Outcome) {
+        self.inner
+            .forwards
+            .get_or_create(&ResultLabel {
+                result: result_name(outcome),
+            })
+            .inc();
     }
 
     /// Stores series into the tenant's TSDB (opened on first use).
@@ -291,6 +315,9 @@ impl Receiver {
         {
             Ok(t) => t,
             Err(e) if e.kind == ErrorKind::BadData => return Outcome::Invalid(e.message),
+            Err(e) if e.kind == ErrorKind::Unavailable => {
+                return Outcome::Unavailable(format!("writing locally: {}", e.message));
+            }
             Err(e) => return Outcome::Failed(format!("writing locally: {}", e.message)),
         };
         t.touch();
@@ -400,6 +427,22 @@ impl Receiver {
                 }
             }
         }
+    }
+}
+
+/// The request's answer from its series' outcomes.
+fn answer(tally: &Tally) -> Result<(), Error> {
+    match tally.answer() {
+        (200, _) => Ok(()),
+        (status, message) => Err(Error::new(
+            match status {
+                503 => ErrorKind::Unavailable,
+                409 => ErrorKind::Conflict,
+                400 => ErrorKind::BadData,
+                _ => ErrorKind::Internal,
+            },
+            message,
+        )),
     }
 }
 

@@ -158,6 +158,8 @@ pub struct Tenants {
     fixed: Vec<Arc<dyn Store>>,
     metadata: Arc<MetadataStore>,
     pub count: Gauge,
+    /// Set by [`Tenants::close`]: no tenant opens after it.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Tenants {
@@ -188,6 +190,7 @@ impl Tenants {
             fixed,
             metadata,
             count: Gauge::default(),
+            closed: std::sync::atomic::AtomicBool::new(false),
         });
         let mut found = Vec::new();
         for e in std::fs::read_dir(&t.opts.root)? {
@@ -242,6 +245,12 @@ impl Tenants {
         let _one = self.opening.lock().await;
         if let Some(t) = self.tenant(name) {
             return Ok(t);
+        }
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                "the receiver is shutting down",
+            ));
         }
         if self.read().len() >= self.opts.max_tenants {
             return Err(Error::new(
@@ -375,9 +384,15 @@ impl Tenants {
         }
     }
 
-    /// Closes every tenant (ordered shutdown: housekeeping, last block cut, shippers).
+    /// Closes every tenant (ordered shutdown: housekeeping, last block cut, shippers); the StoreAPI
+    /// stops serving them, and each TSDB closes when its last reader is done.
     pub async fn close(&self) {
-        let all: Vec<Arc<Tenant>> = self.read().values().cloned().collect();
+        let all: Vec<Arc<Tenant>> = {
+            let _one = self.opening.lock().await;
+            self.closed.store(true, Ordering::SeqCst);
+            std::mem::take(&mut *self.write()).into_values().collect()
+        };
+        self.publish();
         for t in all {
             t.close().await;
         }

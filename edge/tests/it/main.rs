@@ -5,6 +5,7 @@ mod dns_sd;
 mod ingest_process;
 mod kubernetes_sd;
 mod promtool_parse;
+mod receive_tenants;
 mod reloader;
 mod remote_read;
 mod remote_write;

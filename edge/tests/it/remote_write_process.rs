@@ -99,14 +99,7 @@ fn diff(
 
 /// A metric of an edge's `/metrics`, summed over the series whose line contains `filter`.
 fn edge_metric(addr: &str, name: &str, filter: &str) -> f64 {
-    http_get(addr, "/metrics")
-        .text()
-        .lines()
-        .filter(|l| {
-            l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(filter)
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    meridian_testkit::metric_sum(&http_get(addr, "/metrics").text(), name, filter)
 }
 
 #[test]
