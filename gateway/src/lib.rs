@@ -8,6 +8,7 @@ pub mod api;
 pub mod app;
 pub mod bucket;
 pub mod cache;
+pub mod compact;
 pub mod dedup;
 pub mod discovery;
 pub mod endpoints;
