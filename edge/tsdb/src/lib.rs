@@ -9,6 +9,7 @@ pub mod chunks;
 pub mod db;
 pub mod head;
 pub mod index;
+pub mod marks;
 pub mod mmap;
 pub mod objstore;
 pub mod postings;
