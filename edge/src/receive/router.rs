@@ -224,7 +224,8 @@ impl Receiver {
         let mut tally = Tally::new(series.len(), writes);
         // A request routed whole to this node (a forwarded copy, or RF=1 landing home) is written
         // here and now.
-        if let [((endpoint, _), _)] = routes.iter().collect::<Vec<_>>()[..]
+        if routes.len() == 1
+            && let Some((endpoint, _)) = routes.keys().next()
             && self.inner.opts.local_endpoint.as_deref() == Some(endpoint.as_str())
         {
             let idx: Vec<usize> = (0..series.len()).collect();
