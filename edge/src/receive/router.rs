@@ -528,7 +528,13 @@ pub async fn watch_hashrings(
             }
             _ = tick.tick() => {}
         }
-        match source.load() {
+        let loaded = {
+            let source = source.clone();
+            tokio::task::spawn_blocking(move || source.load())
+                .await
+                .unwrap_or_else(|e| Err(format!("reading the hashring file failed: {e}")))
+        };
+        match loaded {
             Ok((_, text)) if text == current => {}
             Ok((rings, text)) => {
                 receiver.set_rings(rings);

@@ -148,6 +148,24 @@ pub fn validate_tenant(t: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Creates the tenants' root if needed and lists the tenant directories in it.
+fn tenant_dirs(root: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    std::fs::create_dir_all(root)
+        .map_err(|e| anyhow::anyhow!("{}: cannot create: {e}", root.display()))?;
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(root)? {
+        let e = e?;
+        if !e.file_type()?.is_dir() {
+            continue;
+        }
+        match e.file_name().into_string() {
+            Ok(name) if validate_tenant(&name).is_ok() => found.push(name),
+            _ => tracing::warn!(dir = %e.path().display(), "not a tenant directory; left alone"),
+        }
+    }
+    Ok(found)
+}
+
 /// Every tenant's TSDB. See the module documentation.
 pub struct Tenants {
     opts: TenantsOptions,
@@ -180,8 +198,6 @@ impl Tenants {
         metadata: Arc<MetadataStore>,
         hashring_labels: impl Fn(&str) -> Labels,
     ) -> anyhow::Result<Arc<Tenants>> {
-        std::fs::create_dir_all(&opts.root)
-            .map_err(|e| anyhow::anyhow!("{}: cannot create: {e}", opts.root.display()))?;
         let t = Arc::new(Tenants {
             opts,
             map: RwLock::new(BTreeMap::new()),
@@ -192,19 +208,8 @@ impl Tenants {
             count: Gauge::default(),
             closed: std::sync::atomic::AtomicBool::new(false),
         });
-        let mut found = Vec::new();
-        for e in std::fs::read_dir(&t.opts.root)? {
-            let e = e?;
-            if !e.file_type()?.is_dir() {
-                continue;
-            }
-            match e.file_name().into_string() {
-                Ok(name) if validate_tenant(&name).is_ok() => found.push(name),
-                _ => {
-                    tracing::warn!(dir = %e.path().display(), "not a tenant directory; left alone")
-                }
-            }
-        }
+        let root = t.opts.root.clone();
+        let found = tokio::task::spawn_blocking(move || tenant_dirs(&root)).await??;
         for name in found {
             let labels = hashring_labels(&name);
             t.get(&name, labels).await?;
