@@ -15,7 +15,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use meridian_core::promfmt::{parse_base2_bytes, parse_duration};
 use meridian_gateway::bucket::{
-    BucketLimits, BucketStore, BucketStoreOptions, StoreTime, parse_selector,
+    BucketLimits, BucketStore, BucketStoreOptions, StoreTime, parse_store_time,
 };
 use meridian_gateway::discovery::EndpointSpec;
 use meridian_gateway::endpoints::{EndpointGroup, EndpointSetOptions};
@@ -40,6 +40,8 @@ enum Command {
     /// Serve the blocks of an object storage bucket over the StoreAPI on its own (Thanos' store
     /// gateway), for installations that shard history across instances.
     Store(Box<StoreArgs>),
+    /// Compact, deduplicate and apply retention to a bucket's blocks (Thanos' compactor).
+    Compact(Box<meridian_gateway::compact::args::CompactArgs>),
     /// Run PromQL test scripts (Prometheus' promqltest format) against the engine and report run, passed,
     /// failed and skipped cases (with reasons); exit status 1 when a case fails.
     Promqltest {
@@ -318,25 +320,26 @@ struct BucketArgs {
     /// Most bytes one request may download from the bucket (0 = unlimited).
     #[arg(long = "store.grpc.downloaded-bytes-limit", default_value = "0", value_parser = parse_base2_bytes)]
     downloaded_bytes_limit: u64,
+    /// A block marked for deletion is served until its mark is this old (a block a compacted block
+    /// replaces is dropped at once).
+    #[arg(long = "ignore-deletion-marks-delay", default_value = "24h", value_parser = parse_duration)]
+    ignore_deletion_marks_delay: Duration,
 }
 
 impl BucketArgs {
     /// The bucket store these flags describe; `None` without an objstore config.
     fn open(&self) -> anyhow::Result<Option<std::sync::Arc<BucketStore>>> {
-        let bucket = match (&self.objstore_config_file, &self.objstore_config) {
-            (Some(p), _) => meridian_tsdb::objstore::Bucket::from_file(p)?,
-            (None, Some(text)) => {
-                meridian_tsdb::objstore::Bucket::parse(text, "--objstore.config")?
-            }
-            (None, None) => return Ok(None),
+        let Some(bucket) = meridian_gateway::bucket::open_objstore(
+            self.objstore_config_file.as_deref(),
+            self.objstore_config.as_deref(),
+        )?
+        else {
+            return Ok(None);
         };
-        let selector_text = match (&self.selector_file, &self.selector) {
-            (Some(p), _) => std::fs::read_to_string(p)
-                .with_context(|| format!("--selector.relabel-config-file {}", p.display()))?,
-            (None, Some(t)) => t.clone(),
-            (None, None) => String::new(),
-        };
-        let selector = parse_selector(&selector_text).map_err(anyhow::Error::msg)?;
+        let selector = meridian_gateway::bucket::read_selector(
+            self.selector_file.as_deref(),
+            self.selector.as_deref(),
+        )?;
         let opts = BucketStoreOptions {
             sync_interval: self.sync_interval,
             meta_fetch_concurrency: self.meta_fetch_concurrency,
@@ -350,29 +353,11 @@ impl BucketArgs {
                 samples: self.series_sample_limit,
                 bytes: self.downloaded_bytes_limit,
             },
+            ignore_deletion_marks_delay: self.ignore_deletion_marks_delay,
             ..Default::default()
         };
         Ok(Some(std::sync::Arc::new(BucketStore::new(bucket, opts))))
     }
-}
-
-/// `--min-time`/`--max-time`: RFC 3339, or a duration relative to now (`-2w`, `36h`), in ms.
-fn parse_store_time(s: &str) -> Result<StoreTime, String> {
-    if let Ok(t) = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339) {
-        return i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
-            .map(StoreTime::At)
-            .map_err(|_| format!("time {s:?} is out of range"));
-    }
-    let (sign, d) = match s.strip_prefix('-') {
-        Some(rest) => (-1, rest),
-        None => (1, s),
-    };
-    let d = meridian_core::promfmt::PromDuration::parse(d).map_err(|_| {
-        format!("invalid time {s:?}: use RFC 3339 (2024-01-02T15:04:05Z) or a duration such as -2w")
-    })?;
-    let ms = i64::try_from(d.0.as_millis()).map_err(|_| format!("duration {s:?} is too long"))?;
-    // Resolved at every bucket sync, not once here: the range moves with the clock.
-    Ok(StoreTime::FromNow(sign * ms))
 }
 
 #[derive(clap::Args)]
@@ -532,6 +517,11 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Query(args) => rt.block_on(query(*args, flags)),
         Command::Store(args) => rt.block_on(store(*args)),
+        Command::Compact(args) => rt.block_on(async move {
+            init_logging(&args.log_level, &args.log_format)?;
+            let stop = StopSignal::install()?;
+            meridian_gateway::compact::args::run(*args, stop.wait()).await
+        }),
         Command::Probe { endpoints, tls } => rt.block_on(probe(endpoints, tls)),
         Command::Promqltest { paths, all } => rt.block_on(promqltest(paths, all)),
         Command::CheckRules { files } => check_rules(&files),

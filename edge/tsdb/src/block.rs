@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::chunks::{SEGMENT_HEADER_SIZE, Segment, segment_header, write_chunk_record};
-use super::index::{ChunkMeta, IndexReader, write_index};
-use meridian_core::chunkenc::{Encoding, SAMPLES_PER_CHUNK, XorChunk};
+use super::chunks::Segment;
+use super::index::{ChunkMeta, IndexReader};
+use meridian_core::chunkenc::Encoding;
 use meridian_core::labels::Labels;
 use meridian_core::matcher::Matcher;
 use meridian_core::sample::Sample;
@@ -22,8 +22,7 @@ use meridian_core::sample::Sample;
 /// Chunk segment files are cut at this size, as Prometheus does.
 pub const SEGMENT_MAX_SIZE: usize = 512 << 20;
 pub const META_VERSION: u32 = 1;
-const TMP_SUFFIX: &str = ".tmp-for-creation";
-const MAGIC_TOMBSTONES: u32 = 0x0130_BA30;
+pub(crate) const TMP_SUFFIX: &str = ".tmp-for-creation";
 
 /// A block could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -37,14 +36,14 @@ pub enum BlockError {
     Invalid { path: PathBuf, reason: String },
 }
 
-fn io(path: &Path) -> impl Fn(std::io::Error) -> BlockError + '_ {
+pub(crate) fn io(path: &Path) -> impl Fn(std::io::Error) -> BlockError + '_ {
     move |source| BlockError::Io {
         path: path.to_owned(),
         source,
     }
 }
 
-fn invalid(path: &Path, reason: impl std::fmt::Display) -> BlockError {
+pub(crate) fn invalid(path: &Path, reason: impl std::fmt::Display) -> BlockError {
     BlockError::Invalid {
         path: path.to_owned(),
         reason: reason.to_string(),
@@ -68,6 +67,40 @@ pub struct BlockMeta {
     /// Sections of other tools (Thanos' `thanos`), kept verbatim.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl BlockMeta {
+    fn thanos(&self, key: &str) -> Option<&serde_json::Value> {
+        self.extra.get("thanos").and_then(|t| t.get(key))
+    }
+
+    /// The external labels of Thanos' section (`thanos.labels`; none without one).
+    pub fn thanos_labels(&self) -> Labels {
+        self.thanos("labels")
+            .and_then(|l| l.as_object())
+            .map(|m| {
+                Labels::from_pairs(
+                    m.iter()
+                        .filter_map(|(k, v)| v.as_str().map(|v| (k.as_str(), v))),
+                )
+            })
+            .unwrap_or_else(Labels::empty)
+    }
+
+    /// `thanos.downsample.resolution`, ms (0: raw data).
+    pub fn resolution(&self) -> i64 {
+        self.thanos("downsample")
+            .and_then(|d| d.get("resolution"))
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(0)
+    }
+
+    /// `thanos.source` (`sidecar`, `receive`, `compactor`, …; empty without one).
+    pub fn thanos_source(&self) -> &str {
+        self.thanos("source")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("")
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,130 +146,47 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), BlockError> {
+pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), BlockError> {
     let mut f = fs::File::create(path).map_err(io(path))?;
     f.write_all(bytes).map_err(io(path))?;
     f.sync_all().map_err(io(path))
 }
 
-fn sync_dir(path: &Path) -> Result<(), BlockError> {
+pub(crate) fn sync_dir(path: &Path) -> Result<(), BlockError> {
     fs::File::open(path)
         .and_then(|f| f.sync_all())
         .map_err(io(path))
 }
 
 /// Writes one block holding the samples of `series` within `[min_time, max_time)` under `parent`, and
-/// returns its meta. Series without samples in range are left out; chunks are cut every 120 samples.
+/// returns its meta (level 1, its own source). Series without samples in range are left out; chunks are
+/// cut every 120 samples.
 pub fn write_block(
     parent: &Path,
     series: Vec<(Labels, Vec<Sample>)>,
     min_time: i64,
     max_time: i64,
 ) -> Result<BlockMeta, BlockError> {
-    if min_time >= max_time {
-        return Err(invalid(
-            parent,
-            format!("empty block range [{min_time}, {max_time})"),
-        ));
-    }
     let ulid = new_ulid(now_ms());
-    let tmp = parent.join(format!("{ulid}{TMP_SUFFIX}"));
-    let chunks_dir = tmp.join("chunks");
-    fs::create_dir_all(&chunks_dir).map_err(io(&chunks_dir))?;
-
-    let mut series: Vec<(Labels, Vec<Sample>)> = series
-        .into_iter()
-        .map(|(l, s)| {
-            let s: Vec<Sample> = s
-                .into_iter()
-                .filter(|x| x.t >= min_time && x.t < max_time)
-                .collect();
-            (l, s)
-        })
-        .filter(|(_, s)| !s.is_empty())
-        .collect();
+    let mut w = crate::blockwriter::BlockWriter::create(parent, &ulid, min_time, max_time)?;
+    let mut series = series;
     series.sort_by(|a, b| a.0.cmp(&b.0));
-
-    let mut stats = BlockStats::default();
-    let mut index_series = Vec::with_capacity(series.len());
-    let mut segment = segment_header().to_vec();
-    let mut seg_no = 0u64;
-    for (labels, samples) in series {
-        if index_series
-            .last()
-            .is_some_and(|(prev, _): &(Labels, Vec<ChunkMeta>)| *prev == labels)
-        {
-            return Err(invalid(parent, format!("series {labels} given twice")));
+    for pair in series.windows(2) {
+        if pair[0].0 == pair[1].0 {
+            return Err(invalid(parent, format!("series {} given twice", pair[0].0)));
         }
-        let mut metas = Vec::with_capacity(samples.len().div_ceil(SAMPLES_PER_CHUNK as usize));
-        for part in samples.chunks(SAMPLES_PER_CHUNK as usize) {
-            let mut c = XorChunk::new();
-            // `None` before the first sample: a sample at i64::MIN is a valid first sample.
-            let mut prev: Option<i64> = None;
-            for s in part {
-                if prev.is_some_and(|p| s.t <= p) {
-                    return Err(invalid(
-                        parent,
-                        format!("samples of {labels} not in time order at {}", s.t),
-                    ));
-                }
-                prev = Some(s.t);
-                c.append(s.t, s.v).map_err(|e| invalid(parent, e))?;
-            }
-            let data = c.into_bytes();
-            if segment.len() + data.len() + 16 > SEGMENT_MAX_SIZE
-                && segment.len() > SEGMENT_HEADER_SIZE
-            {
-                let path = chunks_dir.join(format!("{:06}", seg_no + 1));
-                write_synced(&path, &segment)?;
-                segment = segment_header().to_vec();
-                seg_no += 1;
-            }
-            metas.push(ChunkMeta {
-                chunk_ref: (seg_no << 32) | segment.len() as u64,
-                min_time: part[0].t,
-                max_time: part[part.len() - 1].t,
-            });
-            write_chunk_record(&mut segment, Encoding::Xor, &data);
-            stats.num_chunks += 1;
-        }
-        stats.num_samples += samples.len() as u64;
-        stats.num_series += 1;
-        index_series.push((labels, metas));
     }
-    let path = chunks_dir.join(format!("{:06}", seg_no + 1));
-    write_synced(&path, &segment)?;
-
-    let index = write_index(&index_series).map_err(|e| invalid(&tmp, e))?;
-    write_synced(&tmp.join("index"), &index)?;
-
-    // An empty tombstones file: header, then the CRC32 of no entries.
-    let mut tomb = MAGIC_TOMBSTONES.to_be_bytes().to_vec();
-    tomb.push(1);
-    tomb.extend_from_slice(&crc32c::crc32c(&[]).to_be_bytes());
-    write_synced(&tmp.join("tombstones"), &tomb)?;
-
-    let meta = BlockMeta {
-        ulid: ulid.clone(),
-        min_time,
-        max_time,
-        stats,
-        compaction: Compaction {
+    for (labels, samples) in series {
+        w.add_samples(labels, &samples)?;
+    }
+    w.finish(
+        Compaction {
             level: 1,
             sources: vec![ulid.clone()],
             extra: BTreeMap::new(),
         },
-        version: META_VERSION,
-        extra: BTreeMap::new(),
-    };
-    let json = serde_json::to_vec_pretty(&meta).map_err(|e| invalid(&tmp, e))?;
-    write_synced(&tmp.join("meta.json"), &json)?;
-    sync_dir(&chunks_dir)?;
-    sync_dir(&tmp)?;
-    let dst = parent.join(&ulid);
-    fs::rename(&tmp, &dst).map_err(io(&dst))?;
-    sync_dir(parent)?;
-    Ok(meta)
+        BTreeMap::new(),
+    )
 }
 
 /// Whether a directory entry is a block under construction (to be deleted at start-up).

@@ -164,7 +164,8 @@ pub(crate) fn uvarint(b: &[u8]) -> Option<(u64, usize)> {
 }
 
 /// Appends a segment's chunk record (the writer side, used by tests now and by block writing later).
-pub fn write_chunk_record(out: &mut Vec<u8>, encoding: Encoding, data: &[u8]) {
+/// Appends one chunk record; `encoding` is the byte stored (an [`Encoding`], or Thanos' `0xff`).
+pub fn write_chunk_record(out: &mut Vec<u8>, encoding: u8, data: &[u8]) {
     let mut len = data.len() as u64;
     while len >= 0x80 {
         out.push(len as u8 | 0x80);
@@ -172,7 +173,7 @@ pub fn write_chunk_record(out: &mut Vec<u8>, encoding: Encoding, data: &[u8]) {
     }
     out.push(len as u8);
     let start = out.len();
-    out.push(encoding as u8);
+    out.push(encoding);
     out.extend_from_slice(data);
     let crc = crc32c::crc32c(&out[start..]);
     out.extend_from_slice(&crc.to_be_bytes());
@@ -199,7 +200,7 @@ mod tests {
             for i in 0..n {
                 c.append(i * 1000, i as f64).unwrap();
             }
-            write_chunk_record(&mut bytes, Encoding::Xor, c.bytes());
+            write_chunk_record(&mut bytes, Encoding::Xor as u8, c.bytes());
             chunks.push(c.into_bytes());
         }
         let seg = Segment::from_bytes(bytes.clone()).unwrap();

@@ -4,11 +4,13 @@
 //! the series-source seam (`meridian_core::series`).
 
 pub mod block;
+pub mod blockwriter;
 pub mod bounds;
 pub mod chunks;
 pub mod db;
 pub mod head;
 pub mod index;
+pub mod listing;
 pub mod marks;
 pub mod mmap;
 pub mod objstore;

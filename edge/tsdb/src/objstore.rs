@@ -65,6 +65,8 @@ pub enum BlockObject<'a> {
     Index,
     /// A chunk segment file by name (`000001`).
     Chunks(&'a str),
+    /// Another file at the top of the block's directory (a mark).
+    File(&'a str),
 }
 
 /// The bucket path of a block object (`<ULID>/meta.json`, …).
@@ -73,6 +75,7 @@ pub fn block_path(ulid: &str, object: BlockObject<'_>) -> ObjectPath {
         BlockObject::Meta => ObjectPath::from_iter([ulid, "meta.json"]),
         BlockObject::Index => ObjectPath::from_iter([ulid, "index"]),
         BlockObject::Chunks(seg) => ObjectPath::from_iter([ulid, "chunks", seg]),
+        BlockObject::File(name) => ObjectPath::from_iter([ulid, name]),
     }
 }
 

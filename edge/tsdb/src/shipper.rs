@@ -728,12 +728,20 @@ fn thanos_meta(
         .collect();
     file_list.push(serde_json::json!({"rel_path": "meta.json"}));
     let mut m = meta.clone();
+    // A block made by the compactor knows its resolution; the others are raw.
+    let resolution = meta
+        .extra
+        .get("thanos")
+        .and_then(|t| t.get("downsample"))
+        .and_then(|d| d.get("resolution"))
+        .and_then(serde_json::Value::as_i64)
+        .unwrap_or(0);
     m.extra.insert(
         "thanos".into(),
         serde_json::json!({
             "version": THANOS_META_VERSION,
             "labels": labels,
-            "downsample": {"resolution": 0},
+            "downsample": {"resolution": resolution},
             "source": source,
             "segment_files": segments,
             "files": file_list,

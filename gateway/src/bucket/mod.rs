@@ -1,12 +1,17 @@
 //! The bucket store: the history the edges' shippers uploaded, served over the StoreAPI straight from
 //! object storage (Thanos' store gateway, inside the gateway or on its own as `meridian-gateway store`).
 //!
-//! - **Sync.** Every `--sync-block-duration` the bucket's top level is listed and the `meta.json` of
-//!   each new block directory fetched (`--block-meta-fetch-concurrency` at a time). A directory without
-//!   `meta.json` is an unfinished upload and is ignored until it has one; a block gone from the bucket
-//!   is dropped. Each block's external labels and time range come from its `meta.json` (`thanos`
-//!   section; blocks without one have no external labels). Downsampled blocks (`resolution` > 0) are
-//!   left out: their chunks are aggregates, not raw samples.
+//! - **Sync.** Every `--sync-block-duration` the bucket is listed ([`meridian_tsdb::listing`]: block
+//!   directories, their `meta.json` and marks in one listing) and the `meta.json` of each new block
+//!   fetched (`--block-meta-fetch-concurrency` at a time). A directory without `meta.json` is an
+//!   unfinished upload (or a block being deleted) and is ignored until it has one; a block gone from
+//!   the bucket is dropped. Each block's external labels and time range come from its `meta.json`
+//!   (`thanos` section; blocks without one have no external labels). Downsampled blocks
+//!   (`resolution` > 0) are left out: their chunks are aggregates, not raw samples.
+//! - **Compacted blocks** (issue 29): a block whose sources all lie in another block is that
+//!   compaction's input and is not served (Thanos' `DeduplicateFilter`), so no sample is read twice
+//!   while a compactor replaces blocks, or after one was killed between upload and marks; a block
+//!   marked for deletion is served until its mark is `--ignore-deletion-marks-delay` old.
 //! - **Filters** for sharding the store across instances: `--min-time`/`--max-time` keep blocks
 //!   overlapping that range, `--selector.relabel-config` keeps blocks whose external labels survive
 //!   the relabeling (`keep`/`drop` on them), as in Thanos.
@@ -16,7 +21,10 @@
 //!   matchers on external labels pick blocks; series equal across blocks are one series.
 //! - **Limits** per request on series, samples and downloaded bytes (`--store.grpc.*-limit`).
 
+pub mod flags;
 pub mod reader;
+
+pub use flags::{StoreTime, open_objstore, parse_selector, parse_store_time, read_selector};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,8 +46,7 @@ use meridian_storeapi::{
     matchers_from_proto, no_series_matchers_error, truncate_to_limit,
 };
 use meridian_tsdb::block::BlockMeta;
-use meridian_tsdb::objstore::{BlockObject, Bucket, block_path};
-use object_store::ObjectStoreExt;
+use meridian_tsdb::objstore::Bucket;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -80,6 +87,9 @@ pub struct BucketStoreOptions {
     pub block_concurrency: usize,
     /// The clock relative `min_time`/`max_time` are resolved by at each sync (tests inject one).
     pub clock: meridian_core::time::Clock,
+    /// `--ignore-deletion-marks-delay`: a block marked for deletion is served until its mark is this
+    /// old.
+    pub ignore_deletion_marks_delay: Duration,
 }
 
 impl Default for BucketStoreOptions {
@@ -95,41 +105,9 @@ impl Default for BucketStoreOptions {
             limits: BucketLimits::default(),
             block_concurrency: 8,
             clock: meridian_core::time::Clock::system(),
+            ignore_deletion_marks_delay: Duration::from_secs(24 * 3600),
         }
     }
-}
-
-/// A `--min-time`/`--max-time` bound: a fixed time, or an offset from now that moves with the clock.
-///
-/// As in Thanos (`pkg/model/timeduration.go`, `PrometheusTimestamp` adds the duration to `time.Now()`
-/// each time the time-partition filter runs; read at commit 2a9a7ed), a relative bound is resolved
-/// again at every sync, so `--min-time=-2w` keeps serving the last two weeks: blocks that age past it are dropped at
-/// the next sync and their cached parts forgotten, and blocks a relative `--max-time` held back are
-/// admitted once they are old enough.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreTime {
-    /// Milliseconds since the epoch.
-    At(i64),
-    /// Milliseconds from now (negative: in the past).
-    FromNow(i64),
-}
-
-impl StoreTime {
-    /// The bound at `now_ms`.
-    pub fn resolve(self, now_ms: i64) -> i64 {
-        match self {
-            StoreTime::At(t) => t,
-            StoreTime::FromNow(d) => now_ms.saturating_add(d),
-        }
-    }
-}
-
-/// Parses `--selector.relabel-config` YAML: a list of relabel configs.
-pub fn parse_selector(yaml: &str) -> std::result::Result<Vec<RelabelConfig>, String> {
-    if yaml.trim().is_empty() {
-        return Ok(Vec::new());
-    }
-    serde_saphyr::from_str(yaml).map_err(|e| format!("--selector.relabel-config: {e}"))
 }
 
 /// The bucket store's self-metrics.
@@ -259,21 +237,8 @@ impl RemoteBlock {
     /// Reads the parts of `meta.json` the store uses; `Err` says why the block cannot be served.
     fn from_meta(meta: BlockMeta) -> std::result::Result<RemoteBlock, String> {
         let thanos = meta.extra.get("thanos");
-        let labels = thanos
-            .and_then(|t| t.get("labels"))
-            .and_then(|l| l.as_object())
-            .map(|m| {
-                Labels::from_pairs(
-                    m.iter()
-                        .filter_map(|(k, v)| v.as_str().map(|v| (k.as_str(), v))),
-                )
-            })
-            .unwrap_or_else(Labels::empty);
-        let resolution = thanos
-            .and_then(|t| t.get("downsample"))
-            .and_then(|d| d.get("resolution"))
-            .and_then(serde_json::Value::as_i64)
-            .unwrap_or(0);
+        let labels = meta.thanos_labels();
+        let resolution = meta.resolution();
         if resolution != 0 {
             return Err(format!(
                 "downsampled block (resolution {resolution} ms) not served"
@@ -339,12 +304,12 @@ pub struct BucketStore {
     synced: AtomicBool,
     /// One sync at a time.
     sync_lock: tokio::sync::Mutex<()>,
+    /// Deletion marks' times (unix s) by block.
+    mark_times: std::sync::Mutex<BTreeMap<String, i64>>,
 }
 
-fn is_ulid(s: &str) -> bool {
-    s.len() == 26
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b.is_ascii_uppercase() && !b"ILOU".contains(&b)))
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl BucketStore {
@@ -365,6 +330,7 @@ impl BucketStore {
             seen: RwLock::new(Arc::new(BTreeMap::new())),
             synced: AtomicBool::new(false),
             sync_lock: tokio::sync::Mutex::new(()),
+            mark_times: std::sync::Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -430,17 +396,18 @@ impl BucketStore {
     async fn sync_inner(&self) -> Result<SyncReport> {
         let store = &self.bucket.store;
         self.reader.metrics.get("list");
-        let listing = store.list_with_delimiter(None).await.map_err(|e| {
-            Error::new(
-                ErrorKind::Unavailable,
-                format!("listing bucket {}: {e}", self.bucket.description),
-            )
-        })?;
+        let listing = meridian_tsdb::listing::list_blocks(store.as_ref())
+            .await
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    format!("listing bucket {}: {e}", self.bucket.description),
+                )
+            })?;
         let present: BTreeSet<String> = listing
-            .common_prefixes
             .iter()
-            .filter_map(|p| p.filename().map(str::to_owned))
-            .filter(|n| is_ulid(n))
+            .filter(|(_, e)| e.has_meta)
+            .map(|(u, _)| u.clone())
             .collect();
         let known = self
             .seen
@@ -454,39 +421,24 @@ impl BucketStore {
             .collect();
         let loaded: Vec<std::result::Result<RemoteBlock, (String, String)>> =
             futures::stream::iter(new.into_iter().map(|ulid| async move {
-                let path = block_path(&ulid, BlockObject::Meta);
                 self.reader.metrics.get("meta");
-                let body = match store.get(&path).await {
-                    Ok(r) => r.bytes().await,
-                    Err(e) => Err(e),
-                };
-                let body = match body {
-                    Ok(b) => b,
-                    Err(object_store::Error::NotFound { .. }) => {
-                        return Err((ulid, "no meta.json yet (upload unfinished)".into()));
-                    }
-                    Err(e) => return Err((ulid, format!("reading meta.json: {e}"))),
-                };
-                self.reader.metrics.fetched("meta", body.len() as u64);
-                let meta: BlockMeta = serde_json::from_slice(&body)
-                    .map_err(|e| (ulid.clone(), format!("meta.json: {e}")))?;
-                if meta.ulid != ulid {
-                    return Err((
-                        ulid.clone(),
-                        format!("meta.json names block {:?}", meta.ulid),
-                    ));
-                }
+                let (meta, size) = meridian_tsdb::listing::fetch_meta(store.as_ref(), &ulid)
+                    .await
+                    .map_err(|e| (ulid.clone(), e.to_string()))?;
+                self.reader.metrics.fetched("meta", size as u64);
                 RemoteBlock::from_meta(meta).map_err(|e| (ulid, e))
             }))
             .buffer_unordered(self.opts.meta_fetch_concurrency.max(1))
             .collect()
             .await;
+        let marked = self.deletion_marked(&listing).await;
         let mut seen: BTreeMap<String, Arc<RemoteBlock>> = known
             .iter()
             .filter(|(u, _)| present.contains(*u))
             .map(|(u, b)| (u.clone(), b.clone()))
             .collect();
-        let mut ignored = 0;
+        // Directories without meta.json: unfinished uploads, or blocks being deleted.
+        let mut ignored = listing.values().filter(|e| !e.has_meta).count();
         for r in loaded {
             match r {
                 Ok(b) => {
@@ -504,9 +456,26 @@ impl BucketStore {
             self.opts.min_time.resolve(now),
             self.opts.max_time.resolve(now),
         );
+        let lineage: Vec<meridian_tsdb::listing::Lineage<'_>> = seen
+            .values()
+            .filter(|b| !marked.contains(b.ulid.as_ref()))
+            .map(|b| meridian_tsdb::listing::Lineage {
+                ulid: &b.ulid,
+                resolution: 0,
+                sources: &b.meta.compaction.sources,
+            })
+            .collect();
+        let covered = meridian_tsdb::listing::covered(&lineage);
         let mut next: BTreeMap<String, Arc<RemoteBlock>> = BTreeMap::new();
         for (u, b) in &seen {
-            match self.admitted(b, range) {
+            let verdict = if marked.contains(u) {
+                Err("marked for deletion".to_owned())
+            } else if covered.contains(u) {
+                Err("covered by a compacted block".to_owned())
+            } else {
+                self.admitted(b, range)
+            };
+            match verdict {
                 Ok(()) => {
                     next.insert(u.clone(), b.clone());
                 }
@@ -548,6 +517,47 @@ impl BucketStore {
             tracing::info!(bucket = %self.bucket.description, added, removed, loaded = report.loaded, "bucket synced");
         }
         Ok(report)
+    }
+
+    /// The blocks whose deletion mark is older than `--ignore-deletion-marks-delay` (Thanos'
+    /// `IgnoreDeletionMarkFilter`: until then a block being replaced is still served, and a block
+    /// with a replacement is dropped anyway as covered). Mark times are read once per block.
+    async fn deletion_marked(
+        &self,
+        listing: &BTreeMap<String, meridian_tsdb::listing::BlockEntry>,
+    ) -> BTreeSet<String> {
+        let now_s = self.opts.clock.now_ms() / 1000;
+        let delay_s =
+            i64::try_from(self.opts.ignore_deletion_marks_delay.as_secs()).unwrap_or(i64::MAX);
+        let mut out = BTreeSet::new();
+        for (ulid, _) in listing.iter().filter(|(_, e)| e.deletion_mark) {
+            let cached = lock(&self.mark_times).get(ulid).copied();
+            let at = match cached {
+                Some(t) => t,
+                None => {
+                    self.reader.metrics.get("meta");
+                    match meridian_tsdb::listing::read_mark(
+                        self.bucket.store.as_ref(),
+                        ulid,
+                        meridian_tsdb::marks::MarkKind::Deletion,
+                    )
+                    .await
+                    {
+                        Ok(Some(m)) => {
+                            lock(&self.mark_times).insert(ulid.clone(), m.time);
+                            m.time
+                        }
+                        // Gone since the listing, or unreadable (Thanos ignores such a mark).
+                        Ok(None) | Err(_) => continue,
+                    }
+                }
+            };
+            if now_s.saturating_sub(at) >= delay_s {
+                out.insert(ulid.clone());
+            }
+        }
+        lock(&self.mark_times).retain(|u, _| listing.get(u).is_some_and(|e| e.deletion_mark));
+        out
     }
 
     /// Syncs every `sync_interval` until `stop` (the first sync is the caller's).
@@ -765,14 +775,6 @@ impl Store for BucketStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ulids_are_recognised() {
-        assert!(is_ulid("01HGW2N7EHJX0Y3ZQK3Q6T9V8R"));
-        assert!(!is_ulid("01HGW2N7EHJX0Y3ZQK3Q6T9V8"));
-        assert!(!is_ulid("01HGW2N7EHJX0Y3ZQK3Q6T9V8I"));
-        assert!(!is_ulid("debug"));
-    }
 
     #[test]
     fn selector_parses_and_names_the_flag() {

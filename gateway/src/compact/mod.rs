@@ -2,6 +2,14 @@
 //! compaction of each stream's blocks into larger ones, offline deduplication, downsampling,
 //! retention and marks — as Thanos v0.25.1 plans and names it, so a bucket can be shared with Thanos.
 //!
-//! - [`plan`]: the streams (Thanos' group key) and which blocks of a stream compact next.
+//! - [`plan`]: the streams (Thanos' group key) and which blocks of a stream compact next;
+//! - [`merge`]: a plan's blocks merged into one (chunks copied where they do not overlap, vertical
+//!   compaction and offline dedup where they do);
+//! - [`run`]: one pass over the bucket (garbage, compaction, retention, deletion);
+//! - [`metrics`]; [`args`]: the subcommand's flags and its process.
 
+pub mod args;
+pub mod merge;
+pub mod metrics;
 pub mod plan;
+pub mod run;

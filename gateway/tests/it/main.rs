@@ -2,6 +2,7 @@
 
 mod bucket_store;
 mod cache_props;
+mod compact;
 mod discovery_dns;
 mod endpoint_set;
 mod fanout_acceptance;

@@ -64,6 +64,11 @@ pub(crate) async fn many_blocks(root: &Path, n: i64) -> Bucket {
         std::fs::remove_dir_all(local.join(&meta.ulid)).unwrap();
     }
     std::fs::create_dir_all(root.join("bucket/01HGW2N7EHJX0Y3ZQK3Q6T9V8R/chunks")).unwrap();
+    std::fs::write(
+        root.join("bucket/01HGW2N7EHJX0Y3ZQK3Q6T9V8R/chunks/000001"),
+        b"partial",
+    )
+    .unwrap();
     bucket
 }
 
