@@ -12,6 +12,9 @@ use anyhow::Context;
 use meridian_core::promfmt::parse_duration;
 use tokio_util::sync::CancellationToken;
 
+use meridian_core::runtime::Task;
+
+use super::lease::{Lease, LeaseState};
 use super::merge::DedupFunc;
 use super::metrics::CompactMetrics;
 use super::run::{CompactError, CompactOptions, Compactor};
@@ -82,6 +85,10 @@ pub struct CompactArgs {
         conflicts_with = "selector_file"
     )]
     pub selector: Option<String>,
+    /// How long the compactor's lease in the bucket lasts without renewal (renewed every third of it):
+    /// a second compactor on the bucket waits for it, and takes over this long after the holder died.
+    #[arg(long = "compact.lease-duration", default_value = "5m", value_parser = parse_duration)]
+    pub lease_duration: Duration,
     /// meta.json files fetched at once.
     #[arg(long = "block-meta-fetch-concurrency", default_value = "32")]
     pub meta_fetch_concurrency: usize,
@@ -144,6 +151,15 @@ impl CompactArgs {
         })
     }
 
+    fn selector_text(&self) -> anyhow::Result<String> {
+        Ok(match (&self.selector_file, &self.selector) {
+            (Some(p), _) => std::fs::read_to_string(p)
+                .with_context(|| format!("--selector.relabel-config-file {}", p.display()))?,
+            (None, Some(t)) => t.clone(),
+            (None, None) => String::new(),
+        })
+    }
+
     fn bucket(&self) -> anyhow::Result<meridian_tsdb::objstore::Bucket> {
         crate::bucket::open_objstore(
             self.objstore_config_file.as_deref(),
@@ -197,27 +213,127 @@ pub async fn run(
         meridian_pki::serve::WebLimits::default(),
         http_stop.clone(),
     ));
+    let lease = Arc::new(Lease::new(
+        compactor.bucket_store(),
+        &args.selector_text()?,
+        holder_name(),
+        ms(args.lease_duration),
+        meridian_core::time::Clock::system(),
+    ));
+    let (held_tx, held) = tokio::sync::watch::channel(false);
+    let renew = Task::spawn("compactor lease", {
+        let lease = lease.clone();
+        let metrics = metrics.clone();
+        let every = args.lease_duration / 3;
+        move |stop| keep_lease(lease, metrics, held_tx, every, stop)
+    });
     let passes = CancellationToken::new();
+    // Not spawned: the pass borrows the compactor, and a stop must let it finish its step.
+    let work = loop_passes(&compactor, held, args.wait, args.wait_interval, &passes);
+    tokio::pin!(work);
     let result = tokio::select! {
-        r = loop_passes(&compactor, args.wait, args.wait_interval, &passes) => r,
+        r = &mut work => r,
         () = stop => {
+            // The step in flight (a download, a merge, an upload) ends; the pass stops after it.
             passes.cancel();
-            Ok(())
+            match tokio::time::timeout(DRAIN, &mut work).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!("the compaction in flight did not end within {DRAIN:?}; abandoned (the bucket stays consistent)");
+                    Ok(())
+                }
+            }
         }
     };
+    renew.stop(Duration::from_secs(5)).await;
+    if let Err(e) = lease.release().await {
+        tracing::warn!(error = %e, lease = %lease.path(), "could not release the compactor lease; it expires by itself");
+    }
     http_stop.cancel();
     let _ = http.await;
     result
 }
 
+/// How long a stop waits for the compaction in flight.
+const DRAIN: Duration = Duration::from_secs(60);
+
+/// This process's name in the lease: host, pid and a random suffix.
+fn holder_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into());
+    // A ULID's last characters are random.
+    let ulid = meridian_tsdb::block::new_ulid(0);
+    format!("{host}/{}/{}", std::process::id(), &ulid[18..])
+}
+
+/// Takes and renews the lease every `every`, publishing whether it is held.
+async fn keep_lease(
+    lease: Arc<Lease>,
+    metrics: Arc<CompactMetrics>,
+    held: tokio::sync::watch::Sender<bool>,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let mut last_other = String::new();
+    loop {
+        let now_held = match lease.acquire().await {
+            Ok(LeaseState::Held { .. }) => {
+                if !*held.borrow() {
+                    tracing::info!(lease = %lease.path(), holder = %lease.holder(), "compactor lease taken");
+                }
+                last_other.clear();
+                true
+            }
+            Ok(LeaseState::HeldBy { holder, expires_ms }) => {
+                if holder != last_other {
+                    tracing::warn!(lease = %lease.path(), %holder, expires_ms, "another compactor holds the lease: waiting");
+                    last_other = holder;
+                }
+                false
+            }
+            Err(e) => {
+                // Not knowing is not holding.
+                tracing::warn!(error = %e, lease = %lease.path(), "could not renew the compactor lease");
+                false
+            }
+        };
+        metrics.lease_held.set(i64::from(now_held));
+        held.send_replace(now_held);
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
 async fn loop_passes(
     compactor: &Compactor,
+    mut held: tokio::sync::watch::Receiver<bool>,
     wait: bool,
     interval: Duration,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     loop {
-        match compactor.pass(stop).await {
+        // Only with the lease; a pass stops at its next compaction when the lease is lost.
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            r = held.wait_for(|h| *h) => if r.is_err() { return Ok(()) },
+        }
+        let pass_stop = stop.child_token();
+        let lost = {
+            let mut held = held.clone();
+            let pass_stop = pass_stop.clone();
+            tokio::spawn(async move {
+                if held.wait_for(|h| !*h).await.is_ok() {
+                    tracing::warn!("compactor lease lost: stopping the pass");
+                }
+                pass_stop.cancel();
+            })
+        };
+        let outcome = compactor.pass(&pass_stop).await;
+        lost.abort();
+        match outcome {
             Ok(r) => tracing::info!(
                 compactions = r.compactions,
                 marked = r.marked_for_deletion,

@@ -27,6 +27,8 @@ pub struct CompactMetrics {
     pub todo_deletions: Gauge,
     /// 1 while the compactor has halted on a block it cannot compact.
     pub halted: Gauge,
+    /// 1 while this compactor holds the bucket's lease.
+    pub lease_held: Gauge,
 }
 
 impl CompactMetrics {
@@ -91,6 +93,11 @@ impl CompactMetrics {
             "halted",
             "1 when the compactor has halted on a block it cannot compact",
             self.halted.clone(),
+        );
+        r.register(
+            "lease_held",
+            "1 while this compactor holds the bucket's compactor lease (0: another one does)",
+            self.lease_held.clone(),
         );
     }
 }

@@ -6,9 +6,11 @@
 //! - [`merge`]: a plan's blocks merged into one (chunks copied where they do not overlap, vertical
 //!   compaction and offline dedup where they do);
 //! - [`run`]: one pass over the bucket (garbage, compaction, retention, deletion);
+//! - [`lease`]: one compactor at a time per bucket (and selector shard);
 //! - [`metrics`]; [`args`]: the subcommand's flags and its process.
 
 pub mod args;
+pub mod lease;
 pub mod merge;
 pub mod metrics;
 pub mod plan;

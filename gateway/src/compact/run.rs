@@ -153,6 +153,11 @@ impl Compactor {
         &self.metrics
     }
 
+    /// The bucket's object store (for the lease).
+    pub fn bucket_store(&self) -> Arc<dyn object_store::ObjectStore> {
+        self.bucket.store.clone()
+    }
+
     /// One pass; see the module documentation.
     pub async fn pass(&self, stop: &CancellationToken) -> Result<PassReport, CompactError> {
         let mut report = PassReport::default();
