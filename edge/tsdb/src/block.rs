@@ -262,8 +262,8 @@ impl Block {
         &self.index
     }
 
-    /// The bytes of a chunk by its reference.
-    pub fn chunk(&self, r: u64) -> Result<&[u8], BlockError> {
+    /// A chunk by its reference, whatever its encoding.
+    pub fn raw_chunk(&self, r: u64) -> Result<(Encoding, &[u8]), BlockError> {
         let seg = self.segments.get((r >> 32) as usize).ok_or_else(|| {
             invalid(
                 &self.dir,
@@ -273,16 +273,21 @@ impl Block {
         let c = seg
             .chunk_at((r & 0xffff_ffff) as usize)
             .map_err(|e| invalid(&self.dir, e))?;
-        if c.encoding != Encoding::Xor {
+        Ok((c.encoding, c.data))
+    }
+
+    /// The bytes of a chunk by its reference.
+    pub fn chunk(&self, r: u64) -> Result<&[u8], BlockError> {
+        let (encoding, data) = self.raw_chunk(r)?;
+        if encoding != Encoding::Xor {
             return Err(invalid(
                 &self.dir,
                 format!(
-                    "chunk {r:#x} has encoding {:?}; native histograms are not supported yet",
-                    c.encoding
+                    "chunk {r:#x} has encoding {encoding:?}; native histograms and downsampled aggregates are not read here"
                 ),
             ));
         }
-        Ok(c.data)
+        Ok(data)
     }
 
     /// Appends the chunks `metas` name to `out` as a series source hands them out, their bytes

@@ -147,6 +147,8 @@ impl CompactArgs {
             concurrency: self.concurrency,
             selector,
             meta_fetch_concurrency: self.meta_fetch_concurrency,
+            downsampling: !self.downsampling_disable,
+            downsample_concurrency: self.downsample_concurrency.max(1),
             ..CompactOptions::default()
         })
     }
@@ -336,6 +338,7 @@ async fn loop_passes(
         match outcome {
             Ok(r) => tracing::info!(
                 compactions = r.compactions,
+                downsamples = r.downsamples,
                 marked = r.marked_for_deletion,
                 deleted = r.deleted,
                 aborted_uploads_deleted = r.partial_deleted,

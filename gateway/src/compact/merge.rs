@@ -67,6 +67,9 @@ pub struct Output<'a> {
     pub extra: BTreeMap<String, serde_json::Value>,
 }
 
+/// One chunk of a series: its replica, meta, encoding and bytes.
+type Part<'a> = (usize, ChunkMeta, Encoding, &'a [u8]);
+
 /// A cursor over one input's series, in label order.
 struct Cursor<'a> {
     block: &'a Block,
@@ -117,19 +120,20 @@ pub fn merge(
         .min()
         .cloned()
     {
-        // Every input's chunks of this series: (replica, chunk meta, bytes).
-        let mut parts: Vec<(usize, ChunkMeta, &[u8])> = Vec::new();
+        // Every input's chunks of this series: (replica, chunk meta, encoding, bytes).
+        let mut parts: Vec<Part<'_>> = Vec::new();
         for c in &mut cursors {
             if c.current.as_ref().is_some_and(|(l, _)| *l == labels) {
                 if let Some((_, metas)) = c.current.take() {
                     for m in metas {
-                        parts.push((c.replica, m, c.block.chunk(m.chunk_ref)?));
+                        let (encoding, data) = c.block.raw_chunk(m.chunk_ref)?;
+                        parts.push((c.replica, m, encoding, data));
                     }
                 }
                 c.advance()?;
             }
         }
-        parts.sort_by_key(|(_, m, _)| (m.min_time, m.max_time));
+        parts.sort_by_key(|(_, m, _, _)| (m.min_time, m.max_time));
         write_series(&mut w, labels, &parts, func)?;
     }
     w.finish(out.compaction, out.extra)
@@ -145,21 +149,31 @@ fn invalid(b: &Block, e: impl std::fmt::Display) -> BlockError {
 fn write_series(
     w: &mut BlockWriter,
     labels: Labels,
-    parts: &[(usize, ChunkMeta, &[u8])],
+    parts: &[Part<'_>],
     func: DedupFunc,
 ) -> Result<(), BlockError> {
     let overlapping = parts.windows(2).any(|p| p[1].1.min_time <= p[0].1.max_time);
     if !overlapping {
+        // Copied as they are, whatever their encoding (downsampled aggregates included).
         let chunks: Vec<WriterChunk<'_>> = parts
             .iter()
-            .map(|(_, m, data)| WriterChunk {
+            .map(|(_, m, encoding, data)| WriterChunk {
                 min_time: m.min_time,
                 max_time: m.max_time,
-                encoding: Encoding::Xor as u8,
+                encoding: *encoding as u8,
                 data,
             })
             .collect();
         return w.add_chunks(labels, &chunks);
+    }
+    if let Some((_, m, e, _)) = parts.iter().find(|p| p.2 != Encoding::Xor) {
+        return Err(chunk_error(
+            &labels,
+            format!(
+                "overlapping chunks at {} with encoding {e:?}: only float samples are merged",
+                m.min_time
+            ),
+        ));
     }
     let decode = |data: &[u8]| -> Result<Vec<Sample>, BlockError> {
         let mut it = XorIterator::new(data).map_err(|e| chunk_error(&labels, e))?;
@@ -173,7 +187,7 @@ fn write_series(
         Ok(out)
     };
     let replicas: BTreeMap<usize, Vec<&[u8]>> =
-        parts.iter().fold(BTreeMap::new(), |mut m, (r, _, d)| {
+        parts.iter().fold(BTreeMap::new(), |mut m, (r, _, _, d)| {
             m.entry(*r).or_insert_with(Vec::new).push(*d);
             m
         });
@@ -193,7 +207,7 @@ fn write_series(
         )
     } else {
         let mut s = Vec::new();
-        for (_, _, d) in parts {
+        for (_, _, _, d) in parts {
             s.extend(decode(d)?);
         }
         chain(s)

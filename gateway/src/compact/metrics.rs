@@ -24,6 +24,8 @@ pub struct CompactMetrics {
     pub blocks_cleaned: Counter,
     pub blocks_marked: Family<MarkerLabels, Counter>,
     pub todo_compactions: Gauge,
+    pub downsamples: Counter,
+    pub todo_downsamples: Gauge,
     pub todo_deletions: Gauge,
     /// 1 while the compactor has halted on a block it cannot compact.
     pub halted: Gauge,
@@ -83,6 +85,16 @@ impl CompactMetrics {
             "todo_compactions",
             "Streams with a compaction planned at the start of the last pass",
             self.todo_compactions.clone(),
+        );
+        r.register(
+            "downsamples",
+            "Downsampled blocks made",
+            self.downsamples.clone(),
+        );
+        r.register(
+            "todo_downsample_blocks",
+            "Blocks waiting to be downsampled in the running pass",
+            self.todo_downsamples.clone(),
         );
         r.register(
             "todo_deletion_blocks",

@@ -67,6 +67,10 @@ pub struct CompactOptions {
     pub ranges: Vec<i64>,
     /// `--block-meta-fetch-concurrency`.
     pub meta_fetch_concurrency: usize,
+    /// Not `--downsampling.disable`.
+    pub downsampling: bool,
+    /// `--downsample.concurrency`.
+    pub downsample_concurrency: usize,
     pub clock: Clock,
 }
 
@@ -83,6 +87,8 @@ impl Default for CompactOptions {
             selector: Vec::new(),
             ranges: plan::THANOS_RANGES.to_vec(),
             meta_fetch_concurrency: 32,
+            downsampling: true,
+            downsample_concurrency: 1,
             clock: Clock::system(),
         }
     }
@@ -104,6 +110,7 @@ pub enum CompactError {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PassReport {
     pub compactions: usize,
+    pub downsamples: usize,
     pub marked_for_deletion: usize,
     pub deleted: usize,
     pub partial_deleted: usize,
@@ -222,6 +229,16 @@ impl Compactor {
         }
         if let Some(e) = first_err {
             return Err(e);
+        }
+        if self.opts.downsampling {
+            let no_downsample: BTreeSet<String> = entries
+                .iter()
+                .filter(|(_, e)| e.no_downsample_mark)
+                .map(|(u, _)| u.clone())
+                .collect();
+            report.downsamples = self
+                .downsample_all(&mut remaining, &no_downsample, stop)
+                .await?;
         }
         report.marked_for_deletion += self.apply_retention(&remaining, now).await?;
         report.deleted = self.delete_marked(now).await?;
@@ -444,6 +461,103 @@ impl Compactor {
                 labels: stream_labels,
             }
         }))
+    }
+
+    /// Downsamples what Thanos would (raw blocks spanning 40 h to 5 m, 5 m blocks spanning 10 d to
+    /// 1 h, unless every source already has a block at the target resolution or the block is marked
+    /// `no-downsample`); adds the new blocks to `blocks`. Returns how many were made.
+    async fn downsample_all(
+        &self,
+        blocks: &mut Vec<Known>,
+        no_downsample: &BTreeSet<String>,
+        stop: &CancellationToken,
+    ) -> Result<usize, CompactError> {
+        use super::downsample::{RANGE_FOR_1H, RANGE_FOR_5M, RES_1H, RES_5M};
+        let mut made = 0;
+        for (from, to, min_range) in [(0, RES_5M, RANGE_FOR_5M), (RES_5M, RES_1H, RANGE_FOR_1H)] {
+            let done: BTreeSet<String> = blocks
+                .iter()
+                .filter(|k| k.meta.resolution() == to)
+                .flat_map(|k| k.meta.compaction.sources.iter().cloned())
+                .collect();
+            let todo: Vec<Known> = blocks
+                .iter()
+                .filter(|k| {
+                    let m = &k.meta;
+                    m.resolution() == from
+                        && m.max_time - m.min_time >= min_range
+                        && !no_downsample.contains(&m.ulid)
+                        && !m.compaction.sources.iter().all(|s| done.contains(s))
+                })
+                .cloned()
+                .collect();
+            self.metrics.todo_downsamples.set(to_i64(todo.len()));
+            let results: Vec<Result<Known, CompactError>> = futures::stream::iter(
+                todo.into_iter()
+                    .map(|k| async move { self.downsample_one(&k, to).await }),
+            )
+            .buffer_unordered(self.opts.downsample_concurrency.max(1))
+            .collect()
+            .await;
+            for r in results {
+                blocks.push(r?);
+                made += 1;
+                self.metrics.downsamples.inc();
+            }
+            if stop.is_cancelled() {
+                break;
+            }
+        }
+        self.metrics.todo_downsamples.set(0);
+        Ok(made)
+    }
+
+    /// Downloads block `k`, writes its downsampled copy at `resolution` and uploads it.
+    async fn downsample_one(&self, k: &Known, resolution: i64) -> Result<Known, CompactError> {
+        let dir = self
+            .opts
+            .data_dir
+            .join("downsample")
+            .join(format!("{}-{resolution}", k.meta.ulid));
+        let local = |e: std::io::Error| CompactError::Retry(format!("{}: {e}", dir.display()));
+        if tokio::fs::try_exists(&dir).await.unwrap_or(false) {
+            tokio::fs::remove_dir_all(&dir).await.map_err(local)?;
+        }
+        tokio::fs::create_dir_all(&dir).await.map_err(local)?;
+        listing::download_block(self.bucket.store.as_ref(), &k.meta.ulid, &dir)
+            .await
+            .map_err(|e| retry(&format!("downloading {}", k.meta.ulid))(e.to_string()))?;
+        let ulid =
+            meridian_tsdb::block::new_ulid(u64::try_from(self.opts.clock.now_ms()).unwrap_or(0));
+        let (src, out, new, labels) = (
+            dir.join(&k.meta.ulid),
+            dir.clone(),
+            ulid.clone(),
+            k.labels.clone(),
+        );
+        let meta = tokio::task::spawn_blocking(move || {
+            let b = Block::open(&src)?;
+            super::downsample::downsample_block(&b, &out, &new, resolution, &labels)
+        })
+        .await
+        .map_err(|e| CompactError::Retry(format!("downsampling: {e}")))?
+        .map_err(|e| CompactError::Halt(format!("downsampling {}: {e}", k.meta.ulid)))?;
+        meridian_tsdb::shipper::upload_block_dir(
+            &self.bucket,
+            &dir.join(&ulid),
+            &k.labels,
+            "compactor",
+        )
+        .await
+        .map_err(|e| retry(&format!("uploading {ulid}"))(e.to_string()))?;
+        let _ = tokio::fs::remove_dir_all(&dir).await;
+        tracing::info!(block = %k.meta.ulid, downsampled = %ulid, resolution, "downsampled");
+        let meta = Arc::new(meta);
+        lock(&self.metas).insert(ulid, Arc::clone(&meta));
+        Ok(Known {
+            meta,
+            labels: k.labels.clone(),
+        })
     }
 
     async fn mark(&self, mark: &Mark) -> Result<(), CompactError> {

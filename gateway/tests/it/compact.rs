@@ -335,6 +335,116 @@ async fn replicas_merge_offline_as_online() {
     }
 }
 
+/// Two days of 2 h blocks compact to one 2-day block, which is downsampled to 5 m in Thanos' format:
+/// the 5 m block keeps the raw block's range, lineage and labels, its aggregates add up to the raw
+/// data, readers of raw data are not affected, and a second pass does not downsample again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_day_blocks_are_downsampled_to_5m() {
+    use meridian_gateway::compact::downsample::{Aggr, RES_5M, decode_aggr, part_samples};
+    let root = tempfile::tempdir().unwrap();
+    let bucket = fs_bucket(&root.path().join("bucket"));
+    std::fs::create_dir_all(root.path().join("bucket")).unwrap();
+    let ext = lbl(&[("cluster", "a")]);
+    let mut expected = Vec::new();
+    // 25 blocks: the 2-day window fills, and one newer block lets it compact.
+    for b in 0..25 {
+        let (from, to) = (T0 + b * 2 * H, T0 + (b + 1) * 2 * H);
+        let s = counters(3, from, to, 0);
+        expected.push(with_ext(&s, &ext));
+        upload(&bucket, s, from, to, &ext).await;
+    }
+    let want = union(expected);
+    let c = compactor(
+        bucket.clone(),
+        &root.path().join("data"),
+        Clock::system(),
+        |_| {},
+    );
+    let report = c.pass(&CancellationToken::new()).await.unwrap();
+    assert_eq!(report.downsamples, 1, "{report:?}");
+    same(
+        &read_all(&bucket).await,
+        &want,
+        "raw readers after downsampling",
+    );
+    let entries = meridian_tsdb::listing::list_blocks(bucket.store.as_ref())
+        .await
+        .unwrap();
+    let mut metas = Vec::new();
+    for (u, e) in &entries {
+        if e.has_meta && !e.deletion_mark {
+            metas.push(
+                meridian_tsdb::listing::fetch_meta(bucket.store.as_ref(), u)
+                    .await
+                    .unwrap()
+                    .0,
+            );
+        }
+    }
+    let raw = metas
+        .iter()
+        .find(|m| m.resolution() == 0 && m.max_time - m.min_time == 48 * H)
+        .expect("a 2-day raw block");
+    let five = metas
+        .iter()
+        .find(|m| m.resolution() == RES_5M)
+        .expect("a 5m block");
+    assert_eq!((five.min_time, five.max_time), (raw.min_time, raw.max_time));
+    assert_eq!(five.compaction.sources, raw.compaction.sources);
+    assert_eq!(five.compaction.level, raw.compaction.level);
+    assert_eq!(five.thanos_labels(), ext);
+    assert_eq!(five.thanos_source(), "compactor");
+    // Its aggregates against the raw samples of the same range.
+    let local = root.path().join("check");
+    meridian_tsdb::listing::download_block(bucket.store.as_ref(), &five.ulid, &local)
+        .await
+        .unwrap();
+    let block = meridian_tsdb::block::Block::open(&local.join(&five.ulid)).unwrap();
+    let mut series = 0;
+    for id in block.index().all_postings().unwrap() {
+        let (labels, metas) = block.series_meta(id).unwrap();
+        let mut count = 0.0;
+        let mut sum = 0.0;
+        for m in metas {
+            let (enc, data) = block.raw_chunk(m.chunk_ref).unwrap();
+            assert_eq!(enc, meridian_core::chunkenc::Encoding::Aggr);
+            let parts = decode_aggr(data).unwrap();
+            let counts = part_samples(parts[Aggr::Count as usize].unwrap()).unwrap();
+            assert!(
+                counts
+                    .iter()
+                    .all(|s| (s.t + 1) % RES_5M == 0 || s.t == m.max_time)
+            );
+            count += counts.iter().map(|s| s.v).sum::<f64>();
+            sum += part_samples(parts[Aggr::Sum as usize].unwrap())
+                .unwrap()
+                .iter()
+                .map(|s| s.v)
+                .sum::<f64>();
+        }
+        let mut full: Vec<(String, String)> = labels
+            .iter()
+            .chain(ext.iter())
+            .map(|l| (l.name.to_owned(), l.value.to_owned()))
+            .collect();
+        full.sort();
+        let raw_samples: Vec<&Sample> = want[&Labels::from_pairs(full)]
+            .iter()
+            .filter(|s| s.t >= five.min_time && s.t < five.max_time)
+            .collect();
+        assert_eq!(count, raw_samples.len() as f64, "{labels}");
+        assert_eq!(
+            sum,
+            raw_samples.iter().map(|s| s.v).sum::<f64>(),
+            "{labels}"
+        );
+        series += 1;
+    }
+    assert_eq!(series, 3);
+    let again = c.pass(&CancellationToken::new()).await.unwrap();
+    assert_eq!(again.downsamples, 0, "{again:?}");
+}
+
 /// An object store whose writes (puts, multipart uploads, deletes) all fail from the `after`th on,
 /// as a process killed there writes nothing more; reads and listings work.
 #[derive(Debug)]

@@ -13,6 +13,8 @@ pub enum Encoding {
     Xor = 1,
     Histogram = 2,
     FloatHistogram = 3,
+    /// Thanos' downsampled aggregates (`ChunkEncAggr`): count, sum, min, max and counter chunks in one.
+    Aggr = 0xff,
 }
 
 impl Encoding {
@@ -22,6 +24,7 @@ impl Encoding {
             1 => Some(Encoding::Xor),
             2 => Some(Encoding::Histogram),
             3 => Some(Encoding::FloatHistogram),
+            0xff => Some(Encoding::Aggr),
             _ => None,
         }
     }
