@@ -1,10 +1,14 @@
-//! `meridian-gateway compact` as a process over an S3 bucket (PyPI's moto): two clusters × two
-//! replicas of 2 h blocks are compacted with the replicas merged offline; the compacted blocks pass
-//! `promtool tsdb analyze` and `promtool tsdb dump` shows exactly the samples of the sources; a second
-//! compactor started on the bucket waits on the lease until the first is SIGKILLed, then takes over.
+//! `meridian-gateway compact` as a process:
+//! - over an S3 bucket (PyPI's moto): two clusters × two replicas of 2 h blocks are compacted with
+//!   the replicas merged offline; the compacted blocks pass `promtool tsdb analyze` and `promtool tsdb
+//!   dump` shows exactly the samples of the sources; a second compactor started on the bucket waits on
+//!   the lease until the first is SIGKILLed, then takes over;
+//! - SIGKILLed 20 times at random points of compaction and downsampling: after each kill a reader
+//!   of the bucket sees every sample exactly once, and the last run finishes the job.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -233,4 +237,227 @@ async fn compactor_process_merges_replicas_and_a_second_one_waits() {
         probe.acquire().await.unwrap(),
         LeaseState::Held { .. }
     ));
+}
+
+/// Every sample the bucket store serves, by series; samples of one series sorted but not
+/// deduplicated, so a block served twice shows.
+async fn read_all(bucket: &Bucket) -> BTreeMap<String, Vec<(i64, u64)>> {
+    use futures::StreamExt;
+    use meridian_storeapi::Store;
+    let store = meridian_gateway::bucket::BucketStore::new(
+        bucket.clone(),
+        meridian_gateway::bucket::BucketStoreOptions::default(),
+    );
+    store.sync().await.unwrap();
+    let req = meridian_storeapi::series_request(
+        i64::MIN,
+        i64::MAX,
+        &[meridian_core::matcher::Matcher::new(
+            meridian_core::matcher::MatchType::Regex,
+            "__name__",
+            ".+",
+        )
+        .unwrap()],
+        false,
+    );
+    let mut out: BTreeMap<String, Vec<(i64, u64)>> = BTreeMap::new();
+    let mut stream = store.series(req).await.unwrap();
+    while let Some(f) = stream.next().await {
+        if let meridian_storeapi::SeriesFrame::Series(s) = f.unwrap() {
+            let samples = out.entry(s.labels.to_string()).or_default();
+            for c in &s.chunks {
+                let raw = c.raw.as_ref().expect("raw chunk");
+                let mut it = meridian_core::chunkenc::XorIterator::new(&raw.data).unwrap();
+                while let Some((t, v)) = it.next_sample() {
+                    samples.push((t, v.to_bits()));
+                }
+            }
+        }
+    }
+    for s in out.values_mut() {
+        s.sort_unstable();
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_twenty_times_readers_see_each_sample_once() {
+    meridian_pki::install_crypto_provider();
+    assert!(
+        bin_dir().join("meridian-gateway").exists(),
+        "meridian-gateway missing (cargo build --bins)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("bucket");
+    std::fs::create_dir_all(&root).unwrap();
+    let objstore = dir.path().join("objstore.yml");
+    std::fs::write(
+        &objstore,
+        format!(
+            "type: FILESYSTEM\nconfig:\n  directory: {}\n",
+            root.display()
+        ),
+    )
+    .unwrap();
+    let bucket = Bucket::from_file(&objstore).unwrap();
+    // 50 h of 2 h blocks (a 2-day block forms and is downsampled), plus late blocks overlapping
+    // three of them (vertical compaction).
+    let local = dir.path().join("blocks");
+    std::fs::create_dir_all(&local).unwrap();
+    let ext = Labels::from_pairs([("cluster", "a")]);
+    let mut want: BTreeMap<String, Vec<(i64, u64)>> = BTreeMap::new();
+    let mut add = |s: &[(Labels, Vec<Sample>)]| {
+        for (l, x) in s {
+            let mut pairs: Vec<(String, String)> = l
+                .iter()
+                .chain(ext.iter())
+                .map(|l| (l.name.to_owned(), l.value.to_owned()))
+                .collect();
+            pairs.sort();
+            let e = want
+                .entry(Labels::from_pairs(pairs).to_string())
+                .or_default();
+            e.extend(x.iter().map(|s| (s.t, s.v.to_bits())));
+        }
+    };
+    for k in 0..25 {
+        let (from, to) = (T0 + k * 2 * H, T0 + (k + 1) * 2 * H);
+        let mut s = series("a", from, to);
+        if k % 8 == 3 {
+            // Late samples at other timestamps, in a block of their own.
+            let late: Vec<(Labels, Vec<Sample>)> = s
+                .iter()
+                .map(|(l, x)| {
+                    (
+                        l.clone(),
+                        x.iter().map(|p| Sample::new(p.t + 7_000, p.v)).collect(),
+                    )
+                })
+                .collect();
+            add(&late);
+            let meta = write_block(&local, late, from, to).unwrap();
+            upload_block_dir(&bucket, &local.join(&meta.ulid), &ext, "sidecar")
+                .await
+                .unwrap();
+        }
+        s.truncate(5);
+        add(&s);
+        let meta = write_block(&local, s, from, to).unwrap();
+        upload_block_dir(&bucket, &local.join(&meta.ulid), &ext, "sidecar")
+            .await
+            .unwrap();
+    }
+    for s in want.values_mut() {
+        s.sort_unstable();
+    }
+    assert_eq!(read_all(&bucket).await, want, "before");
+    // Deterministic "random" kill points (a fixed LCG), spread over a pass.
+    let compact = |bucket_dir: &Path, data: &Path| {
+        let objstore = bucket_dir.with_extension("yml");
+        std::fs::write(
+            &objstore,
+            format!(
+                "type: FILESYSTEM\nconfig:\n  directory: {}\n",
+                bucket_dir.display()
+            ),
+        )
+        .unwrap();
+        let mut c = std::process::Command::new(bin_dir().join("meridian-gateway"));
+        c.arg("compact")
+            .arg(format!("--objstore.config-file={}", objstore.display()))
+            .arg(format!("--data-dir={}", data.display()))
+            .args([
+                "--consistency-delay=0s",
+                "--delete-delay=0s",
+                "--log.level=error",
+            ])
+            .arg("--compact.lease-duration=1s")
+            .arg(format!("--http-address=127.0.0.1:{}", free_port()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit());
+        c
+    };
+    // How long an unhindered run takes, on a copy.
+    let calibrate = dir.path().join("calibrate");
+    meridian_testkit::copy_tree(&root, &calibrate);
+    let t = std::time::Instant::now();
+    assert!(
+        compact(&calibrate, &dir.path().join("data-c"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    let full = t.elapsed();
+    let fs = |p: &Path| {
+        Bucket::parse(
+            &format!("type: FILESYSTEM\nconfig:\n  directory: {}\n", p.display()),
+            "test",
+        )
+        .unwrap()
+    };
+    let done = fs(&calibrate);
+    assert_eq!(read_all(&done).await, want, "after an unhindered run");
+    // 20 kill points spread over such a run (a fixed LCG), each on a fresh copy of the bucket:
+    // readers see every sample once right after the kill and after a restarted run.
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut killed = 0;
+    // Until 20 runs were killed while working (a run that ends before its point is not counted).
+    for round in 0..40 {
+        if killed == 20 {
+            break;
+        }
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let after = full.mul_f64(((x >> 11) as f64) / ((1u64 << 53) as f64));
+        let copy = dir.path().join(format!("round{round}"));
+        meridian_testkit::copy_tree(&root, &copy);
+        let data = dir.path().join(format!("data{round}"));
+        let mut child = ChildGuard(compact(&copy, &data).spawn().unwrap());
+        std::thread::sleep(after);
+        if child.0.try_wait().unwrap().is_none() {
+            killed += 1;
+            child.0.kill().unwrap();
+            let _ = child.0.wait();
+        }
+        let b = fs(&copy);
+        assert_eq!(
+            read_all(&b).await,
+            want,
+            "round {round}: killed after {after:?} of {full:?}"
+        );
+        // Restarted (after the dead one's lease runs out), it finishes the job.
+        assert!(compact(&copy, &data).status().unwrap().success());
+        assert_eq!(read_all(&b).await, want, "round {round}: restarted");
+        let entries = meridian_tsdb::listing::list_blocks(b.store.as_ref())
+            .await
+            .unwrap();
+        let mut kinds = Vec::new();
+        for (u, e) in &entries {
+            assert!(
+                !e.deletion_mark,
+                "round {round}: {u} marked but not deleted: {e:?} {:?}",
+                std::fs::read_to_string(copy.join(u).join("deletion-mark.json"))
+            );
+            if !e.has_meta {
+                // An upload the kill cut short: not served, deleted once 48 h old.
+                continue;
+            }
+            let (m, _) = meridian_tsdb::listing::fetch_meta(b.store.as_ref(), u)
+                .await
+                .unwrap();
+            kinds.push((m.resolution(), m.max_time - m.min_time));
+        }
+        assert!(kinds.contains(&(0, 48 * H)), "round {round}: {kinds:?}");
+        assert!(
+            kinds.contains(&(300_000, 48 * H)),
+            "round {round}: {kinds:?}"
+        );
+        std::fs::remove_dir_all(&copy).unwrap();
+    }
+    eprintln!("an unhindered run: {full:?}; {killed} runs killed");
+    assert_eq!(
+        killed, 20,
+        "only {killed} runs were killed before they ended"
+    );
 }

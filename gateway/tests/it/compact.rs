@@ -536,19 +536,6 @@ impl ObjectStore for KillSwitch {
     }
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), &dst).unwrap();
-        }
-    }
-}
-
 /// A pass killed at each of its writes in turn: readers see every sample exactly once at every such
 /// point, and an unhindered pass afterwards ends in the same compacted bucket a clean pass makes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -575,7 +562,7 @@ async fn killed_at_every_write_readers_see_each_sample_once() {
     let mut killed_points = 0;
     for after in 0.. {
         let dir = root.path().join(format!("run{after}"));
-        copy_tree(&seed, &dir.join("bucket"));
+        meridian_testkit::copy_tree(&seed, &dir.join("bucket"));
         let clean = fs_bucket(&dir.join("bucket"));
         let mut killable = clean.clone();
         let switch = Arc::new(KillSwitch {

@@ -970,3 +970,20 @@ pub fn spawn_announcing(
     std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
     (guard, got)
 }
+
+/// Copies a directory tree (files and directories only).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("creating {}: {e}", to.display()));
+    let entries =
+        std::fs::read_dir(from).unwrap_or_else(|e| panic!("reading {}: {e}", from.display()));
+    for e in entries {
+        let e = e.unwrap_or_else(|e| panic!("reading {}: {e}", from.display()));
+        let dst = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), &dst)
+                .unwrap_or_else(|err| panic!("copying {}: {err}", e.path().display()));
+        }
+    }
+}
