@@ -155,7 +155,7 @@ fn same(a: &[Sample], b: &[Sample]) -> bool {
 /// The scrape interval: the lower quartile of the deltas between consecutive samples of every replica
 /// (missed scrapes and outages only make deltas longer, so this holds until most of the data is
 /// missing); the initial penalty when no replica has two samples.
-fn scrape_interval(reps: &[&[Sample]]) -> i64 {
+pub(crate) fn scrape_interval(reps: &[&[Sample]]) -> i64 {
     let mut d: Vec<i64> = reps
         .iter()
         .flat_map(|r| r.windows(2).map(|w| w[1].t - w[0].t))
@@ -168,16 +168,11 @@ fn scrape_interval(reps: &[&[Sample]]) -> i64 {
 }
 
 /// The replica's first sample from `from` on, unless it is closer to `last_t` than half the scrape
-/// interval (another scrape phase): then its following one; none when it has no following one.
-///
-/// That last case is the end of the data (of a query's range, or of a block the compactor merges
-/// offline): the replica followed so far stopped there only because the range does, and another
-/// replica's final sample, half an interval later, is the same scrape at another phase. Taking it
-/// would put a sample at each block's end that the online answer over a longer range does not have.
+/// interval (another scrape phase): then its following one, if it has one.
 fn usable(r: &[Sample], from: usize, last_t: Option<i64>, interval: i64) -> Option<usize> {
     let s = r.get(from)?;
     match last_t {
-        Some(lt) if s.t - lt < interval / 2 => (from + 1 < r.len()).then_some(from + 1),
+        Some(lt) if s.t - lt < interval / 2 && from + 1 < r.len() => Some(from + 1),
         _ => Some(from),
     }
 }

@@ -201,10 +201,19 @@ fn write_series(
             each.push(chain(s));
         }
         let slices: Vec<&[Sample]> = each.iter().map(Vec::as_slice).collect();
-        dedup(
-            &slices,
-            kind_of(labels.metric_name().unwrap_or(""), None, None),
-        )
+        let kind = kind_of(labels.metric_name().unwrap_or(""), None, None);
+        let mut merged = dedup(&slices, kind);
+        // At the end of its data the online algorithm takes another replica's last sample even when
+        // it lies within half a scrape interval of the last merged one (the same scrape at another
+        // phase). Here that end is only the block's: over a longer range the gateway would not take
+        // it, so the merged block leaves it out.
+        let half = crate::dedup::scrape_interval(&slices) / 2;
+        if let [.., prev, last] = merged.as_slice()
+            && last.t - prev.t < half
+        {
+            merged.pop();
+        }
+        merged
     } else {
         let mut s = Vec::new();
         for (_, _, _, d) in parts {

@@ -433,7 +433,7 @@ impl Compactor {
         let meta = tokio::task::spawn_blocking(move || job.run())
             .await
             .map_err(|e| CompactError::Retry(format!("merging: {e}")))?
-            .map_err(|e| CompactError::Halt(format!("compacting stream {key}: {e}")))?;
+            .map_err(|e| block_error(format!("compacting stream {key}"), e))?;
         let out = if meta.stats.num_samples == 0 {
             None
         } else {
@@ -542,7 +542,7 @@ impl Compactor {
         })
         .await
         .map_err(|e| CompactError::Retry(format!("downsampling: {e}")))?
-        .map_err(|e| CompactError::Halt(format!("downsampling {}: {e}", k.meta.ulid)))?;
+        .map_err(|e| block_error(format!("downsampling {}", k.meta.ulid), e))?;
         meridian_tsdb::shipper::upload_block_dir(
             &self.bucket,
             &dir.join(&ulid),
@@ -747,6 +747,15 @@ fn overlapping(blocks: &[Known]) -> bool {
         .collect();
     r.sort_unstable();
     r.windows(2).any(|w| w[1].0 < w[0].1)
+}
+
+/// A block that cannot be read or written: the local disk (full, unwritable) is retried at the
+/// next pass; a block that is not what it should be halts the compactor.
+fn block_error(what: String, e: BlockError) -> CompactError {
+    match e {
+        BlockError::Io { .. } => CompactError::Retry(format!("{what}: {e}")),
+        BlockError::Invalid { .. } => CompactError::Halt(format!("{what}: {e}")),
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

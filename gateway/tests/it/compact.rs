@@ -282,7 +282,8 @@ async fn streams_compact_to_levels_with_every_sample_once() {
 }
 
 /// HA pairs merged offline: identical replicas one-to-one into exactly their samples; replicas at
-/// different phases by the penalty algorithm into what the gateway answers online over them.
+/// different phases by the penalty algorithm into what the gateway answers online over them (but
+/// for the online answer's end-of-data sample, see below).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_merge_offline_as_online() {
     for (func, phase) in [(DedupFunc::OneToOne, 0), (DedupFunc::Penalty, 5_000)] {
@@ -305,10 +306,22 @@ async fn replicas_merge_offline_as_online() {
             }
         }
         let ext = lbl(&[("cluster", "a")]);
+        // The gateway's answer over the whole range. At the very end of the data it also takes the
+        // other replica's last sample, 5 s after the last merged one (the same scrape at another
+        // phase); a compacted block cannot know whether its end is the data's end, and over any
+        // longer range the gateway would not take that sample, so blocks leave it out: the one
+        // expected difference.
         let online: Vec<(Labels, Vec<Sample>)> = replicas[0]
             .iter()
             .zip(&replicas[1])
-            .map(|((l, a), (_, b))| (l.clone(), dedup(&[a, b], SeriesKind::Counter)))
+            .map(|((l, a), (_, b))| {
+                let mut m = dedup(&[a, b], SeriesKind::Counter);
+                if phase > 0 {
+                    let last = m.pop().unwrap();
+                    assert_eq!(last.t - m.last().unwrap().t, phase, "the end effect");
+                }
+                (l.clone(), m)
+            })
             .collect();
         let want = with_ext(&online, &ext);
         if func == DedupFunc::OneToOne {
