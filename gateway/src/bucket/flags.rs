@@ -46,14 +46,18 @@ pub fn read_selector(
     file: Option<&std::path::Path>,
     text: Option<&str>,
 ) -> anyhow::Result<Vec<RelabelConfig>> {
+    parse_selector(&selector_text(file, text)?).map_err(anyhow::Error::msg)
+}
+
+/// The YAML of `--selector.relabel-config-file` or `--selector.relabel-config` (empty without either).
+pub fn selector_text(file: Option<&std::path::Path>, text: Option<&str>) -> anyhow::Result<String> {
     use anyhow::Context;
-    let text = match (file, text) {
+    Ok(match (file, text) {
         (Some(p), _) => std::fs::read_to_string(p)
             .with_context(|| format!("--selector.relabel-config-file {}", p.display()))?,
         (None, Some(t)) => t.to_owned(),
         (None, None) => String::new(),
-    };
-    parse_selector(&text).map_err(anyhow::Error::msg)
+    })
 }
 
 /// Parses `--selector.relabel-config` YAML: a list of relabel configs.

@@ -24,7 +24,9 @@
 pub mod flags;
 pub mod reader;
 
-pub use flags::{StoreTime, open_objstore, parse_selector, parse_store_time, read_selector};
+pub use flags::{
+    StoreTime, open_objstore, parse_selector, parse_store_time, read_selector, selector_text,
+};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -153,15 +153,6 @@ impl CompactArgs {
         })
     }
 
-    fn selector_text(&self) -> anyhow::Result<String> {
-        Ok(match (&self.selector_file, &self.selector) {
-            (Some(p), _) => std::fs::read_to_string(p)
-                .with_context(|| format!("--selector.relabel-config-file {}", p.display()))?,
-            (None, Some(t)) => t.clone(),
-            (None, None) => String::new(),
-        })
-    }
-
     fn bucket(&self) -> anyhow::Result<meridian_tsdb::objstore::Bucket> {
         crate::bucket::open_objstore(
             self.objstore_config_file.as_deref(),
@@ -217,7 +208,7 @@ pub async fn run(
     ));
     let lease = Arc::new(Lease::new(
         compactor.bucket_store(),
-        &args.selector_text()?,
+        &crate::bucket::selector_text(args.selector_file.as_deref(), args.selector.as_deref())?,
         holder_name(),
         ms(args.lease_duration),
         meridian_core::time::Clock::system(),

@@ -194,7 +194,7 @@ impl Compactor {
                 .await?;
             report.marked_for_deletion += 1;
         }
-        let groups = self.groups(&live, &covered, &entries, now);
+        let groups = self.groups(&live, &covered, now);
         let no_compact: BTreeSet<String> = entries
             .iter()
             .filter(|(_, e)| e.no_compact_mark)
@@ -314,12 +314,11 @@ impl Compactor {
         &self,
         live: &BTreeMap<&str, &Arc<BlockMeta>>,
         covered: &BTreeSet<String>,
-        entries: &BTreeMap<String, BlockEntry>,
         now: i64,
     ) -> BTreeMap<String, Vec<Known>> {
         let mut groups: BTreeMap<String, Vec<Known>> = BTreeMap::new();
         for (ulid, meta) in live {
-            if covered.contains(*ulid) || !entries.contains_key(*ulid) {
+            if covered.contains(*ulid) {
                 continue;
             }
             let young = listing::ulid_time_ms(ulid)
