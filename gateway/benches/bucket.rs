@@ -20,12 +20,11 @@ use std::time::{Duration, Instant};
 use meridian_core::labels::Labels;
 use meridian_core::sample::Sample;
 use meridian_gateway::bucket::{BucketStore, BucketStoreOptions};
-use meridian_gateway::fanout::{Fanout, FanoutOptions, QueryOptions, StaticStores};
+use meridian_gateway::fanout::QueryOptions;
 use meridian_gateway::promql::{Engine, EngineOptions, QueryValue};
-use meridian_storeapi::Store;
 use meridian_tsdb::block::write_block;
 use meridian_tsdb::shipper::upload_block_dir;
-use support::{STEP, T0, fs_bucket, many_blocks, rss_bytes, spawn_store};
+use support::{STEP, T0, fanout_over, fs_bucket, many_blocks, rss_bytes, spawn_store};
 
 const DAY: i64 = 24 * 3_600_000;
 
@@ -125,14 +124,7 @@ async fn queries(series: usize, days: i64, runs: usize) {
                 BucketStoreOptions::default(),
             ));
             store.sync().await.unwrap();
-            let fanout = Arc::new(Fanout::new(
-                Arc::new(
-                    StaticStores::probe(vec![("bucket".into(), store.clone() as Arc<dyn Store>)])
-                        .await
-                        .unwrap(),
-                ),
-                FanoutOptions::default(),
-            ));
+            let fanout = fanout_over(store.clone()).await;
             let run = || async {
                 let qr = fanout.querier(QueryOptions::default());
                 let t = Instant::now();

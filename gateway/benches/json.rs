@@ -53,6 +53,7 @@ fn main() {
                         }
                     })
                     .collect(),
+                ..Default::default()
             }
         })
         .collect();

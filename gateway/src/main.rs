@@ -466,6 +466,12 @@ struct QueryArgs {
     /// How far back a vector selector looks for a sample.
     #[arg(long = "query.lookback-delta", default_value = "5m", value_parser = parse_duration)]
     lookback_delta: Duration,
+    /// A query without `max_source_resolution` reads downsampled data up to step/5 (`auto`).
+    #[arg(long = "query.auto-downsampling")]
+    auto_downsampling: bool,
+    /// Grow the lookback delta to 1h for queries that may read data coarser than it.
+    #[arg(long = "query.dynamic-lookback-delta", default_value_t = true, action = clap::ArgAction::Set)]
+    dynamic_lookback_delta: bool,
     /// Subquery resolution when a subquery gives none.
     #[arg(long = "query.default-evaluation-interval", default_value = "1m", value_parser = parse_positive_duration)]
     default_evaluation_interval: Duration,
@@ -714,6 +720,8 @@ async fn query(args: QueryArgs, flags: Vec<(String, String)>) -> anyhow::Result<
             config_yaml,
             max_body_bytes: usize::try_from(args.max_body).unwrap_or(usize::MAX),
             max_concurrent_queries: usize::try_from(args.query_max_concurrent).unwrap_or(1),
+            auto_downsampling: args.auto_downsampling,
+            dynamic_lookback_delta: args.dynamic_lookback_delta,
         },
     })
     .await?;

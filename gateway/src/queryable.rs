@@ -40,10 +40,13 @@ pub struct SelectRequest {
 }
 
 /// One series and its samples inside the requested range, in time order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SeriesData {
     pub labels: Labels,
     pub samples: Vec<Sample>,
+    /// Each sample's value is the number of raw samples it stands for (downsampled counts read for
+    /// `count_over_time`), not a value of the series.
+    pub counts: bool,
 }
 
 /// The answer to a selection: series sorted by labels, and warnings (partial responses) to pass on.

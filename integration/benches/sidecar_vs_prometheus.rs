@@ -46,6 +46,7 @@ fn cut(series: &[SeriesData], from: i64, to: i64) -> Vec<SeriesData> {
                 .filter(|x| x.t >= from && x.t < to)
                 .copied()
                 .collect(),
+            ..Default::default()
         })
         .collect()
 }

@@ -114,6 +114,7 @@ pub mod demo {
                 out.push(SeriesData {
                     labels: base("demo_memory_usage_bytes", &[("type", ty)]),
                     samples,
+                    ..Default::default()
                 });
             }
             for mode in ["idle", "system", "user"] {
@@ -131,6 +132,7 @@ pub mod demo {
                 out.push(SeriesData {
                     labels: base("demo_cpu_usage_seconds_total", &[("mode", mode)]),
                     samples,
+                    ..Default::default()
                 });
             }
             out.push(SeriesData {
@@ -138,6 +140,7 @@ pub mod demo {
                 samples: (0..points)
                     .map(|k| Sample::new(t(k), f64::from(4 << i)))
                     .collect(),
+                ..Default::default()
             });
             let mut disk = 5e10;
             out.push(SeriesData {
@@ -148,6 +151,7 @@ pub mod demo {
                         Sample::new(t(k), disk.round())
                     })
                     .collect(),
+                ..Default::default()
             });
             let mut last = (T0 / 1000) as f64;
             out.push(SeriesData {
@@ -160,6 +164,7 @@ pub mod demo {
                         Sample::new(t(k), last)
                     })
                     .collect(),
+                ..Default::default()
             });
             // Present in bursts, absent (longer than the lookback) in between.
             out.push(SeriesData {
@@ -168,6 +173,7 @@ pub mod demo {
                     .filter(|k| (k / 40) % 2 == 0)
                     .map(|k| Sample::new(t(k), k as f64))
                     .collect(),
+                ..Default::default()
             });
             for (method, path) in [("GET", "/api/foo"), ("POST", "/api/bar")] {
                 let bounds = ["0.1", "0.25", "0.5", "1", "2.5", "+Inf"];
@@ -206,7 +212,11 @@ pub mod demo {
                         6 => base("demo_api_request_duration_seconds_sum", &common),
                         _ => base("demo_api_request_duration_seconds_count", &common),
                     };
-                    out.push(SeriesData { labels, samples });
+                    out.push(SeriesData {
+                        labels,
+                        samples,
+                        ..Default::default()
+                    });
                 }
             }
         }
@@ -437,6 +447,21 @@ pub mod bench {
         Some(best)
     }
 
+    /// One remote-write series.
+    pub fn time_series(labels: &Labels, samples: Vec<prom::Sample>) -> prom::TimeSeries {
+        prom::TimeSeries {
+            labels: labels
+                .iter()
+                .map(|l| prom::Label {
+                    name: l.name.to_owned(),
+                    value: l.value.to_owned(),
+                })
+                .collect(),
+            samples,
+            ..Default::default()
+        }
+    }
+
     pub fn remote_write(
         addr: &str,
         series: &[meridian_gateway::queryable::SeriesData],
@@ -462,18 +487,7 @@ pub mod bench {
                 if samples.is_empty() {
                     continue;
                 }
-                req.timeseries.push(prom::TimeSeries {
-                    labels: s
-                        .labels
-                        .iter()
-                        .map(|l| prom::Label {
-                            name: l.name.to_owned(),
-                            value: l.value.to_owned(),
-                        })
-                        .collect(),
-                    samples,
-                    ..Default::default()
-                });
+                req.timeseries.push(time_series(&s.labels, samples));
             }
             let body = meridian_edge::receive::encode_body(&req)
                 .unwrap_or_else(|e| panic!("encoding a remote-write request: {e}"));

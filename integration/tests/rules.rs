@@ -60,6 +60,7 @@ impl RuleSink for Store {
                 None => mem.series.push(meridian_gateway::queryable::SeriesData {
                     labels: l,
                     samples: vec![s],
+                    ..Default::default()
                 }),
             }
         }

@@ -142,11 +142,9 @@ pub trait SeriesSource: Send + Sync + 'static {
 /// The input is usually sorted already (a source's series, or runs of them, one per block): the
 /// stable sort detects runs and costs a comparison per series then, where a map would cost a
 /// logarithm of them per insertion.
-pub fn merge_equal_series(
-    mut all: Vec<(Labels, Vec<SourceChunk>)>,
-) -> Vec<(Labels, Vec<SourceChunk>)> {
+pub fn merge_equal_series<C: TimeSpan>(mut all: Vec<(Labels, Vec<C>)>) -> Vec<(Labels, Vec<C>)> {
     all.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut out: Vec<(Labels, Vec<SourceChunk>)> = Vec::with_capacity(all.len());
+    let mut out: Vec<(Labels, Vec<C>)> = Vec::with_capacity(all.len());
     let mut joined = false;
     for (labels, chunks) in all {
         match out.last_mut() {
@@ -159,8 +157,19 @@ pub fn merge_equal_series(
     }
     if joined {
         for (_, chunks) in &mut out {
-            chunks.sort_by_key(|c| (c.min_time, c.max_time));
+            chunks.sort_by_key(TimeSpan::span);
         }
     }
     out
+}
+
+/// A chunk's first and last sample times (inclusive), by which chunks of one series are ordered.
+pub trait TimeSpan {
+    fn span(&self) -> (i64, i64);
+}
+
+impl TimeSpan for SourceChunk {
+    fn span(&self) -> (i64, i64) {
+        (self.min_time, self.max_time)
+    }
 }

@@ -406,6 +406,27 @@ pub fn series_stream(series: Vec<(Labels, Vec<SourceChunk>)>, skip_chunks: bool)
     Box::pin(futures::stream::iter(frames))
 }
 
+/// [`series_stream`] for series whose chunks are in their wire form already (a store serving
+/// downsampled aggregates next to raw chunks).
+pub fn wire_series_stream(
+    series: Vec<(Labels, Vec<pb::AggrChunk>)>,
+    skip_chunks: bool,
+) -> SeriesStream {
+    let frames = series.into_iter().map(move |(labels, chunks)| {
+        Ok(SeriesFrame::Series(pb::Series {
+            labels,
+            chunks: if skip_chunks { vec![] } else { chunks },
+        }))
+    });
+    Box::pin(futures::stream::iter(frames))
+}
+
+impl meridian_core::series::TimeSpan for pb::AggrChunk {
+    fn span(&self) -> (i64, i64) {
+        (self.min_time, self.max_time)
+    }
+}
+
 /// The wire form of a chunk (XOR, with its xxHash64).
 pub fn to_aggr_chunk(c: SourceChunk) -> pb::AggrChunk {
     pb::AggrChunk {

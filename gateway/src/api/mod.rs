@@ -56,6 +56,10 @@ pub struct ApiOptions {
     /// Queries evaluated at once (Thanos' `--query.max-concurrent`); further queries wait for a slot,
     /// within their timeout.
     pub max_concurrent_queries: usize,
+    /// `--query.auto-downsampling`: a query without `max_source_resolution` reads as `auto`.
+    pub auto_downsampling: bool,
+    /// `--query.dynamic-lookback-delta`: the lookback grows with the resolution read.
+    pub dynamic_lookback_delta: bool,
 }
 
 impl Default for ApiOptions {
@@ -67,6 +71,8 @@ impl Default for ApiOptions {
             config_yaml: String::new(),
             max_body_bytes: 8 << 20,
             max_concurrent_queries: 20,
+            auto_downsampling: false,
+            dynamic_lookback_delta: true,
         }
     }
 }

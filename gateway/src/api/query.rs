@@ -5,7 +5,8 @@ use super::*;
 use crate::metrics::PhaseLabel;
 
 /// The fan-out options of a request: Thanos' `dedup`, `partial_response`, `replicaLabels[]` and
-/// `storeMatch[]`; `max_source_resolution` and `engine` are accepted.
+/// `storeMatch[]` (`engine` is accepted; queries read `max_source_resolution` on their own, see
+/// [`max_source_resolution`]).
 pub(super) fn query_options(
     p: &Params,
     deadline: Option<tokio::time::Instant>,
@@ -27,22 +28,57 @@ pub(super) fn query_options(
     let store_match = p
         .matcher_sets("storeMatch[]")
         .map_err(|e| invalid_param("storeMatch[]", &e.message))?;
-    let res = p.get("max_source_resolution");
-    if !res.is_empty() && res != "auto" {
-        params::parse_duration(res).map_err(|e| invalid_param("max_source_resolution", &e))?;
-    }
     Ok(QueryOptions {
         dedup,
         partial_response,
         replica_labels: (!replica.is_empty()).then_some(replica),
         deadline,
         store_match,
+        max_source_resolution: 0,
     })
+}
+
+/// Thanos' `max_source_resolution` (ms): a duration, or `auto` (`auto_ms`: step/5 for a range query,
+/// 0 for an instant one, as Thanos' hidden `--query.instant.default.max_source_resolution`); when
+/// missing, `auto` under `--query.auto-downsampling` and raw data otherwise.
+pub(super) fn max_source_resolution(api: &Api, p: &Params, auto_ms: i64) -> Result<i64> {
+    match p.get("max_source_resolution") {
+        "" if api.opts.auto_downsampling => Ok(auto_ms),
+        "" => Ok(0),
+        "auto" => Ok(auto_ms),
+        v => params::parse_duration(v)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .map_err(|e| invalid_param("max_source_resolution", &e)),
+    }
+}
+
+/// The lookback delta for data read at up to `msr` (ms) (Thanos' `LookbackDeltaFactory`, dynamic
+/// lookback on): once data coarser than the lookback may be read, the lookback grows to the next
+/// resolution (5 m, then 1 h), so a vector selector still finds the window before it.
+pub(super) fn downsampled_lookback(lookback: std::time::Duration, msr: i64) -> std::time::Duration {
+    let ld = i64::try_from(lookback.as_millis()).unwrap_or(i64::MAX);
+    let resolutions = crate::bucket::resolution::RESOLUTIONS;
+    for i in (1..resolutions.len()).rev() {
+        if resolutions[i - 1].max(ld) < msr {
+            let grown = resolutions[..=i].iter().copied().max().unwrap_or(0).max(ld);
+            return std::time::Duration::from_millis(u64::try_from(grown).unwrap_or(0));
+        }
+    }
+    lookback
 }
 
 /// The engine for a request: its `timeout` (never longer than `--query.timeout`) and `lookback_delta`.
 pub(super) fn request_engine(api: &Api, p: &Params) -> Result<Engine> {
+    request_engine_at(api, p, 0)
+}
+
+/// [`request_engine`] for a query reading data of up to `msr` ms resolution: without a
+/// `lookback_delta` parameter, the lookback grows with it ([`downsampled_lookback`]).
+pub(super) fn request_engine_at(api: &Api, p: &Params, msr: i64) -> Result<Engine> {
     let mut opts = api.opts.engine.clone();
+    if api.opts.dynamic_lookback_delta {
+        opts.lookback_delta = downsampled_lookback(opts.lookback_delta, msr);
+    }
     let to = p.get("timeout");
     if !to.is_empty() {
         let t = params::parse_duration(to).map_err(|e| invalid_param("timeout", &e))?;
@@ -111,9 +147,13 @@ pub(super) async fn query(api: &Arc<Api>, p: &Params) -> Result<Answer> {
     let started = Instant::now();
     let limit = p.limit()?;
     let t = p.time("time", (api.now)())?;
-    let engine = request_engine(api, p)?;
+    let msr = max_source_resolution(api, p, 0)?;
+    let engine = request_engine_at(api, p, msr)?;
     let deadline = engine.deadline();
-    let querier = api.fanout.querier(query_options(p, Some(deadline))?);
+    let querier = api.fanout.querier(QueryOptions {
+        max_source_resolution: msr,
+        ..query_options(p, Some(deadline))?
+    });
     let q = p.get("query");
     engine.check_length(q)?;
     let queued = Instant::now();
@@ -277,9 +317,13 @@ pub(super) async fn query_range(api: &Arc<Api>, p: &Params) -> Result<Answer> {
         ));
     }
     let step_ms = i64::try_from(step.as_millis()).unwrap_or(i64::MAX).max(1);
-    let engine = request_engine(api, p)?;
+    let msr = max_source_resolution(api, p, step_ms / 5)?;
+    let engine = request_engine_at(api, p, msr)?;
     let deadline = engine.deadline();
-    let opts = query_options(p, Some(deadline))?;
+    let opts = QueryOptions {
+        max_source_resolution: msr,
+        ..query_options(p, Some(deadline))?
+    };
     let q = p.get("query");
     engine.check_length(q)?;
     let _slot = query_slot(api, q, deadline).await?;
@@ -289,7 +333,7 @@ pub(super) async fn query_range(api: &Arc<Api>, p: &Params) -> Result<Answer> {
         .await?;
     // Answers depend on the query and on every option below; the key holds them all.
     let key = format!(
-        "{normalized}\u{0}dedup={} pr={:?} replicas={:?} store_match={:?} lookback={:?} max_samples={} sub_step={:?}",
+        "{normalized}\u{0}dedup={} pr={:?} replicas={:?} store_match={:?} lookback={:?} max_samples={} sub_step={:?} res={}",
         opts.dedup,
         opts.partial_response,
         opts.replica_labels,
@@ -297,6 +341,7 @@ pub(super) async fn query_range(api: &Arc<Api>, p: &Params) -> Result<Answer> {
         engine.options().lookback_delta,
         engine.options().max_samples,
         engine.options().default_subquery_step,
+        opts.max_source_resolution,
     );
     let splittable = !normalized.contains("start()") && !normalized.contains("end()");
     let whole_key = format!("{key}\u{0}{start} {end} {step_ms} {limit}");

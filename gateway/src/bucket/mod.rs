@@ -6,8 +6,9 @@
 //!   fetched (`--block-meta-fetch-concurrency` at a time). A directory without `meta.json` is an
 //!   unfinished upload (or a block being deleted) and is ignored until it has one; a block gone from
 //!   the bucket is dropped. Each block's external labels and time range come from its `meta.json`
-//!   (`thanos` section; blocks without one have no external labels). Downsampled blocks
-//!   (`resolution` > 0) are left out: their chunks are aggregates, not raw samples.
+//!   (`thanos` section; blocks without one have no external labels).
+//! - **Downsampled blocks** (5 m and 1 h, issue 29) are served to requests whose
+//!   `max_resolution_window` admits them, with the aggregates they ask for ([`resolution`]).
 //! - **Compacted blocks** (issue 29): a block whose sources all lie in another block is that
 //!   compaction's input and is not served (Thanos' `DeduplicateFilter`), so no sample is read twice
 //!   while a compactor replaces blocks, or after one was killed between upload and marks; a block
@@ -23,6 +24,7 @@
 
 pub mod flags;
 pub mod reader;
+pub mod resolution;
 
 pub use flags::{
     StoreTime, open_objstore, parse_selector, parse_store_time, read_selector, selector_text,
@@ -38,9 +40,9 @@ use meridian_core::error::{Error, ErrorKind, Result};
 use meridian_core::labels::Labels;
 use meridian_core::matcher::Matcher;
 use meridian_core::relabel::RelabelConfig;
-use meridian_core::series::{SourceChunk, merge_equal_series};
+use meridian_core::series::merge_equal_series;
 use meridian_storeapi::info::InfoBuilder;
-use meridian_storeapi::leaf::series_stream;
+use meridian_storeapi::leaf::wire_series_stream;
 use meridian_storeapi::proto::thanos as pb;
 use meridian_storeapi::proto::thanos::info as infopb;
 use meridian_storeapi::{
@@ -241,9 +243,9 @@ impl RemoteBlock {
         let thanos = meta.extra.get("thanos");
         let labels = meta.thanos_labels();
         let resolution = meta.resolution();
-        if resolution != 0 {
+        if !resolution::RESOLUTIONS.contains(&resolution) {
             return Err(format!(
-                "downsampled block (resolution {resolution} ms) not served"
+                "resolution {resolution} ms is none of 0, 5m (300000) and 1h (3600000)"
             ));
         }
         let files: Vec<(String, u64)> = thanos
@@ -463,7 +465,7 @@ impl BucketStore {
             .filter(|b| !marked.contains(b.ulid.as_ref()))
             .map(|b| meridian_tsdb::listing::Lineage {
                 ulid: &b.ulid,
-                resolution: 0,
+                resolution: b.meta.resolution(),
                 sources: &b.meta.compaction.sources,
             })
             .collect();
@@ -594,27 +596,33 @@ impl BucketStore {
         out
     }
 
-    /// Runs `select` on every target block, a few at a time.
+    /// Runs `select` on every target block, a few at a time; chunks come in their wire form, the
+    /// aggregate ones cut to `aggrs`.
     async fn select_all(
         &self,
         targets: Vec<(Arc<RemoteBlock>, Vec<Matcher>)>,
-        mint: i64,
-        maxt: i64,
+        (mint, maxt): (i64, i64),
         with_data: bool,
+        aggrs: &[crate::compact::downsample::Aggr],
         budget: &Budget,
-    ) -> Result<Vec<(Labels, Vec<SourceChunk>)>> {
-        let per_block: Vec<Vec<(Labels, Vec<SourceChunk>)>> =
+    ) -> Result<Vec<(Labels, Vec<pb::AggrChunk>)>> {
+        let per_block: Vec<Vec<(Labels, Vec<pb::AggrChunk>)>> =
             futures::stream::iter(targets.into_iter().map(|(b, ms)| async move {
                 let series = self
                     .reader
                     .select(&b, &ms, mint, maxt, with_data, budget)
                     .await?;
-                Ok::<_, Error>(
-                    series
-                        .into_iter()
-                        .map(|s| (b.ext.apply(&s.labels, &[]), s.chunks))
-                        .collect(),
-                )
+                series
+                    .into_iter()
+                    .map(|s| {
+                        let chunks = s
+                            .chunks
+                            .into_iter()
+                            .map(|c| resolution::wire_chunk(&b, c, aggrs))
+                            .collect::<Result<Vec<_>>>()?;
+                        Ok((b.ext.apply(&s.labels, &[]), chunks))
+                    })
+                    .collect::<Result<Vec<_>>>()
             }))
             .buffered(self.opts.block_concurrency.max(1))
             .try_collect()
@@ -657,7 +665,13 @@ impl Store for BucketStore {
         if q.matchers.is_empty() {
             return Err(no_series_matchers_error());
         }
-        let targets = self.targets(&q.matchers, q.min_time, q.max_time);
+        let aggrs = resolution::requested_aggregates(&req)?;
+        let targets = resolution::pick(
+            self.targets(&q.matchers, q.min_time, q.max_time),
+            q.min_time,
+            q.max_time,
+            req.max_resolution_window,
+        );
         if targets.iter().any(|(_, ms)| ms.is_empty()) {
             return Err(no_series_matchers_error());
         }
@@ -671,7 +685,13 @@ impl Store for BucketStore {
             .cloned()
             .collect();
         let all = self
-            .select_all(targets, q.min_time, q.max_time, !q.skip_chunks, &budget)
+            .select_all(
+                targets,
+                (q.min_time, q.max_time),
+                !q.skip_chunks,
+                &aggrs,
+                &budget,
+            )
             .await?;
         // Series are joined across blocks of one set of external labels (one replica's data, split by
         // time or compacted) before the replica labels go: the replicas of an HA pair must stay
@@ -687,12 +707,10 @@ impl Store for BucketStore {
         // Blocks that overlap in time (a replica's data before and after vertical compaction, or
         // copies) may hold the same chunk twice: identical chunks are sent once.
         for (_, chunks) in &mut merged {
-            chunks.dedup_by(|a, b| {
-                a.min_time == b.min_time && a.max_time == b.max_time && a.data == b.data
-            });
+            chunks.dedup();
         }
         truncate_to_limit(&mut merged, req.limit);
-        Ok(series_stream(merged, q.skip_chunks))
+        Ok(wire_series_stream(merged, q.skip_chunks))
     }
 
     async fn label_names(&self, req: pb::LabelNamesRequest) -> Result<pb::LabelNamesResponse> {

@@ -579,11 +579,26 @@ impl Reader {
             for ((r, range), body) in wanted.into_iter().zip(bodies) {
                 let c = parse_chunk_record(&body, range.start as usize)
                     .map_err(|e| corrupt(&b.ulid, format!("segment {name}: {e}")))?;
-                if c.encoding != Encoding::Xor {
+                // A downsampled block holds Thanos' aggregate chunks, a raw block XOR chunks.
+                let expected = if b.meta.resolution() > 0 {
+                    Encoding::Aggr
+                } else {
+                    Encoding::Xor
+                };
+                if c.encoding != expected {
+                    let why = match c.encoding {
+                        Encoding::Histogram | Encoding::FloatHistogram => {
+                            "native histograms are not supported yet".to_owned()
+                        }
+                        _ => format!(
+                            "a block of resolution {} holds {expected:?} chunks",
+                            b.meta.resolution()
+                        ),
+                    };
                     return Err(Error::new(
                         ErrorKind::Execution,
                         format!(
-                            "block {}: chunk {r:#x} has encoding {:?}; native histograms are not supported yet",
+                            "block {}: chunk {r:#x} has encoding {:?}; {why}",
                             b.ulid, c.encoding
                         ),
                     ));
@@ -646,8 +661,11 @@ impl Reader {
                     .into_iter()
                     .map(|(m, _)| {
                         let data = data.get(&m.chunk_ref).cloned().unwrap_or_default();
-                        // Every chunk encoding starts with its sample count, big-endian u16.
-                        if data.len() >= 2 {
+                        // Every chunk encoding starts with its sample count, big-endian u16;
+                        // an aggregate chunk counts its windows.
+                        if b.meta.resolution() > 0 {
+                            samples += super::resolution::aggregate_windows(&data);
+                        } else if data.len() >= 2 {
                             samples += u64::from(u16::from_be_bytes([data[0], data[1]]));
                         }
                         SourceChunk {

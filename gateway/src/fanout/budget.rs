@@ -46,11 +46,15 @@ impl Budget {
             .sum::<u64>();
         let mut samples = 0u64;
         for c in &s.chunks {
-            if let Some(raw) = &c.raw {
-                bytes += raw.data.len() as u64;
+            // The raw chunk, or a downsampled chunk's aggregates (each an XOR chunk).
+            for part in [&c.raw, &c.count, &c.sum, &c.min, &c.max, &c.counter]
+                .into_iter()
+                .flatten()
+            {
+                bytes += part.data.len() as u64;
                 // Every chunk encoding of Prometheus starts with its sample count, big-endian u16.
-                if raw.data.len() >= 2 {
-                    samples += u64::from(u16::from_be_bytes([raw.data[0], raw.data[1]]));
+                if part.data.len() >= 2 {
+                    samples += u64::from(u16::from_be_bytes([part.data[0], part.data[1]]));
                 }
             }
         }

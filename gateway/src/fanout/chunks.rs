@@ -38,7 +38,14 @@ pub(super) fn decode_range<C: std::borrow::Borrow<pb::AggrChunk>>(
         .map(std::borrow::Borrow::borrow)
         .filter(wanted)
     {
-        let Some(raw) = &c.raw else { continue };
+        let Some(raw) = &c.raw else {
+            if c.count.is_some() || c.sum.is_some() || c.counter.is_some() {
+                return Err(Error::internal(
+                    "a store sent downsampled aggregates to a raw read (max_resolution_window 0)",
+                ));
+            }
+            continue;
+        };
         if raw.r#type != pb::chunk::Encoding::Xor as i32 {
             return Err(Error::new(
                 ErrorKind::Execution,
@@ -103,17 +110,22 @@ pub(super) fn encode(samples: &[Sample], mint: i64, maxt: i64) -> Result<Vec<pb:
     Ok(out)
 }
 
+/// Whether two chunks hold the same data (their hashes aside, which some stores leave out).
+fn same_chunk(a: &pb::AggrChunk, b: &pb::AggrChunk) -> bool {
+    let parts = |c: &pb::AggrChunk| {
+        [&c.raw, &c.count, &c.sum, &c.min, &c.max, &c.counter]
+            .map(|p| p.as_ref().map(|x| (x.r#type, x.data.clone())))
+    };
+    a.min_time == b.min_time && a.max_time == b.max_time && parts(a) == parts(b)
+}
+
 /// The chunks of a group's members in time order, identical chunks once, when no two overlap in time
 /// (one replica's data split by time, as over edge head and bucket blocks): then they are simply one
 /// series. `None` when some overlap.
 pub(super) fn disjoint_chunks(members: &[pb::Series]) -> Option<Vec<&pb::AggrChunk>> {
     let mut all: Vec<&pb::AggrChunk> = members.iter().flat_map(|s| &s.chunks).collect();
     all.sort_by_key(|c| (c.min_time, c.max_time));
-    all.dedup_by(|a, b| {
-        a.min_time == b.min_time
-            && a.max_time == b.max_time
-            && a.raw.as_ref().map(|r| &r.data) == b.raw.as_ref().map(|r| &r.data)
-    });
+    all.dedup_by(|a, b| same_chunk(a, b));
     all.windows(2)
         .all(|w| w[1].min_time > w[0].max_time)
         .then_some(all)
@@ -149,6 +161,18 @@ pub(super) fn merge_chunks(
     }
     if let Some(chunks) = disjoint_chunks(&members) {
         return Ok(chunks.into_iter().cloned().collect());
+    }
+    if members
+        .iter()
+        .flat_map(|m| &m.chunks)
+        .any(|c| c.raw.is_none())
+    {
+        // Downsampled aggregates are passed on as they came (identical ones once), time-ordered: the
+        // querier reading them merges overlapping copies window by window.
+        let mut all: Vec<pb::AggrChunk> = members.into_iter().flat_map(|s| s.chunks).collect();
+        all.sort_by_key(|c| (c.min_time, c.max_time));
+        all.dedup_by(|a, b| same_chunk(a, b));
+        return Ok(all);
     }
     encode(&group_samples(&members, kind)?, mint, maxt)
 }

@@ -48,12 +48,14 @@ use crate::queryable::{LabelsRequest, Named, Queryable, SelectRequest, Selected,
 mod budget;
 mod call;
 mod chunks;
+mod downsampled;
 mod merge;
 mod metrics;
 mod querier;
 mod storeapi;
 use budget::*;
 use chunks::*;
+pub use downsampled::{ReadPlan, Want};
 use merge::*;
 pub use metrics::*;
 pub use querier::*;
@@ -192,6 +194,9 @@ pub struct QueryOptions {
     pub deadline: Option<Instant>,
     /// Thanos' `storeMatch[]`: ask only the stores one of these matcher sets selects.
     pub store_match: Vec<Vec<Matcher>>,
+    /// Thanos' `max_source_resolution`, ms: the coarsest downsampled data a selection may read
+    /// (0: raw data only).
+    pub max_source_resolution: i64,
 }
 
 /// Which stores a call may ask, and until when.

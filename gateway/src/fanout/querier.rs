@@ -54,6 +54,7 @@ impl Queryable for Querier {
         let strategy = self.strategy();
         // Prometheus' hint for lookups that need no samples (`/api/v1/series`).
         let skip_chunks = req.hints.func.as_deref() == Some("series");
+        let plan = ReadPlan::new(req.hints.func.as_deref(), self.opts.max_source_resolution);
         let hints = pb::QueryHints {
             step_millis: req.hints.step_ms,
             func: req
@@ -75,6 +76,8 @@ impl Queryable for Querier {
             query_hints: Some(hints),
             hints: store_hint(&req.hints),
             skip_chunks,
+            max_resolution_window: plan.max_resolution,
+            aggregates: plan.aggregates(),
             ..Default::default()
         };
         let (groups, warnings, asked) = self
@@ -87,6 +90,7 @@ impl Queryable for Querier {
             series.extend(groups.into_iter().map(|g| SeriesData {
                 labels: g.labels,
                 samples: vec![],
+                counts: false,
             }));
             return Ok(Selected { series, warnings });
         }
@@ -95,7 +99,11 @@ impl Queryable for Querier {
                 .fanout
                 .series_kind(&g.labels, req.hints.func.as_deref());
             let decoded = |m: &pb::Series| {
-                decode_range(&m.chunks, req.start, req.end).map_err(|e| e.context(&g.labels))
+                match plan.want {
+                    None => decode_range(&m.chunks, req.start, req.end),
+                    Some(w) => downsampled::decode_aggregates(&m.chunks, req.start, req.end, w),
+                }
+                .map_err(|e| e.context(&g.labels))
             };
             let samples = if let [one] = &g.members[..] {
                 decoded(one)?
@@ -108,6 +116,7 @@ impl Queryable for Querier {
                 series.push(SeriesData {
                     labels: g.labels,
                     samples,
+                    counts: plan.counts(),
                 });
             }
         }

@@ -63,6 +63,8 @@ pub(crate) struct RangeVal {
     pub series: Vec<(Labels, Vec<Sample>)>,
     pub ends: Vec<i64>,
     pub range: i64,
+    /// Each sample's value counts raw samples (a downsampled read for `count_over_time`).
+    pub counts: bool,
 }
 
 impl RangeVal {
@@ -336,10 +338,12 @@ impl<'a> Evaluator<'a> {
             })
             .collect();
         self.check_samples(total)?;
+        let counts = self.selected(&m.vs).iter().any(|sd| sd.counts);
         Ok(Val::Range(RangeVal {
             series,
             ends,
             range,
+            counts,
         }))
     }
 
@@ -405,6 +409,7 @@ impl<'a> Evaluator<'a> {
             series,
             ends,
             range,
+            counts: false,
         }))
     }
 }
@@ -472,6 +477,7 @@ pub(crate) fn to_query_value(v: Val, s: &Steps, instant: bool, _e: &Expr) -> Res
                         (!w.is_empty()).then(|| SeriesData {
                             labels: rv.series[k].0.clone(),
                             samples: w.to_vec(),
+                            ..Default::default()
                         })
                     })
                     .collect();
@@ -488,6 +494,7 @@ pub(crate) fn to_query_value(v: Val, s: &Steps, instant: bool, _e: &Expr) -> Res
                 .enumerate()
                 .map(|(i, v)| Sample::new(s.t(i), v))
                 .collect(),
+            ..Default::default()
         }],
         Val::Vector(rows) => rows
             .into_iter()
@@ -498,6 +505,7 @@ pub(crate) fn to_query_value(v: Val, s: &Steps, instant: bool, _e: &Expr) -> Res
                 (!samples.is_empty()).then_some(SeriesData {
                     labels: r.labels,
                     samples,
+                    ..Default::default()
                 })
             })
             .collect(),

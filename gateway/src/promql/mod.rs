@@ -748,6 +748,7 @@ impl Queryable for MemQueryable {
                 out.push(SeriesData {
                     labels: s.labels.clone(),
                     samples,
+                    ..Default::default()
                 });
             }
         }
@@ -832,6 +833,7 @@ mod limit_tests {
                 samples: (0..100)
                     .map(|i| Sample::new(i * 15_000, (i * 100 + k) as f64))
                     .collect(),
+                ..Default::default()
             })
             .collect();
         let q = MemQueryable { series };

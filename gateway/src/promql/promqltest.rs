@@ -239,7 +239,11 @@ pub fn series_from_notation(
         .enumerate()
         .filter_map(|(k, v)| v.map(|v| Sample::new(k as i64 * interval_ms, v)))
         .collect();
-    Ok(SeriesData { labels, samples })
+    Ok(SeriesData {
+        labels,
+        samples,
+        ..Default::default()
+    })
 }
 
 enum Expect {
@@ -504,6 +508,7 @@ async fn run_case(
             .map(|(l, s)| SeriesData {
                 labels: l.clone(),
                 samples: s.clone(),
+                ..Default::default()
             })
             .collect(),
     };

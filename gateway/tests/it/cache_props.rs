@@ -60,10 +60,12 @@ fn data() -> MemQueryable {
         series.push(SeriesData {
             labels: Labels::from_pairs([("__name__", "c"), ("id", id.as_str()), ("job", job)]),
             samples: c,
+            ..Default::default()
         });
         series.push(SeriesData {
             labels: Labels::from_pairs([("__name__", "g"), ("id", id.as_str()), ("job", job)]),
             samples: g,
+            ..Default::default()
         });
     }
     MemQueryable { series }

@@ -4,6 +4,7 @@ mod bucket_store;
 mod cache_props;
 mod compact;
 mod discovery_dns;
+mod downsampled;
 mod endpoint_set;
 mod fanout_acceptance;
 mod fanout_rules;

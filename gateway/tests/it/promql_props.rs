@@ -59,6 +59,7 @@ fn data() -> impl Strategy<Value = Vec<SeriesData>> {
                         ("job", if job == 0 { "a" } else { "b" }),
                     ]),
                     samples,
+                    ..Default::default()
                 }
             })
             .collect()
@@ -165,6 +166,7 @@ fn limits_give_prometheus_error_types() {
             samples: (0..200)
                 .map(|i| Sample::new(i * 15_000, i as f64))
                 .collect(),
+            ..Default::default()
         })
         .collect();
     let store = MemQueryable { series };

@@ -76,7 +76,11 @@ fn small_data() -> Vec<meridian_gateway::queryable::SeriesData> {
                 Sample::new(T0 + k * 15_000, v)
             })
             .collect();
-        out.push(meridian_gateway::queryable::SeriesData { labels, samples });
+        out.push(meridian_gateway::queryable::SeriesData {
+            labels,
+            samples,
+            ..Default::default()
+        });
     }
     out
 }

@@ -62,7 +62,15 @@ pub(super) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Option
         }
         "count_over_time" => {
             let rv = range_arg(ev, arg(0)?, s)?;
-            over_range(&ev.guard, &rv, s, false, |w, _| Some(w.len() as f64))
+            if rv.counts {
+                // Downsampled windows' counts: the raw samples they stand for (Thanos counts the
+                // windows themselves).
+                over_range(&ev.guard, &rv, s, false, |w, _| {
+                    Some(w.iter().map(|x| x.v).sum())
+                })
+            } else {
+                over_range(&ev.guard, &rv, s, false, |w, _| Some(w.len() as f64))
+            }
         }
         "present_over_time" => {
             let rv = range_arg(ev, arg(0)?, s)?;

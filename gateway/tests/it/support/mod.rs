@@ -130,3 +130,16 @@ pub(crate) fn spawn_store(
     let ready = started.elapsed();
     (child, grpc, http_addr, ready)
 }
+
+/// A fan-out over one bucket store, as a gateway with only the bucket would query it.
+pub(crate) async fn fanout_over(
+    store: std::sync::Arc<meridian_gateway::bucket::BucketStore>,
+) -> std::sync::Arc<meridian_gateway::fanout::Fanout> {
+    use meridian_gateway::fanout::{Fanout, FanoutOptions, StaticStores};
+    let stores: Vec<(String, std::sync::Arc<dyn meridian_storeapi::Store>)> =
+        vec![("bucket".into(), store)];
+    std::sync::Arc::new(Fanout::new(
+        std::sync::Arc::new(StaticStores::probe(stores).await.unwrap()),
+        FanoutOptions::default(),
+    ))
+}
