@@ -13,12 +13,14 @@
 #                         RSS, catch-up after a 5-minute receiver outage (~22 min);
 #   sidecar_vs_prometheus the sidecar beside Prometheus 2.42 vs Prometheus itself, 10k series x 24 h;
 #   receive_ingest        remote-write ingest of a 3-receiver hashring at RF=1 and RF=3 vs one edge.
+#   compact_downsampled   the compactor vs Prometheus 2.42's compaction on 30 d x 1k series x 2
+#                         replicas; a 30-day query at 1 h step on raw, 5m and 1h data (~15 min).
 # Needs what ./integration/test.sh installs (Debian's prometheus) and the compliance query list at
 # ../shared/conformance/compliance/promql-test-queries.yml. Results: BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --workspace --bins --locked
-for b in side_by_side promql_vs_prometheus cache_vs_prometheus head_memory query_latency gateway_vs_prometheus remote_write_agent sidecar_vs_prometheus receive_ingest; do
+for b in side_by_side promql_vs_prometheus cache_vs_prometheus head_memory query_latency gateway_vs_prometheus remote_write_agent sidecar_vs_prometheus receive_ingest compact_downsampled; do
   echo "== $b"
   cargo bench --locked -p meridian-integration --bench "$b"
 done

@@ -95,6 +95,16 @@ impl BlockMeta {
             .unwrap_or(0)
     }
 
+    /// The size of one of the block's files as `thanos.files` lists it (`index`, `chunks/000001`).
+    pub fn thanos_file_size(&self, rel_path: &str) -> Option<u64> {
+        self.thanos("files")?
+            .as_array()?
+            .iter()
+            .find(|f| f.get("rel_path").and_then(serde_json::Value::as_str) == Some(rel_path))?
+            .get("size_bytes")?
+            .as_u64()
+    }
+
     /// `thanos.source` (`sidecar`, `receive`, `compactor`, …; empty without one).
     pub fn thanos_source(&self) -> &str {
         self.thanos("source")

@@ -76,6 +76,10 @@ pub struct CompactArgs {
     /// Do not downsample.
     #[arg(long = "downsampling.disable")]
     pub downsampling_disable: bool,
+    /// The largest index a compaction may write (KB/MB/GB, powers of 1024): a compaction whose
+    /// sources' indexes add up to 85 % of it marks its biggest source `no-compact` instead.
+    #[arg(long = "compact.block-max-index-size", default_value = "64GB", value_parser = meridian_core::promfmt::parse_base2_bytes, hide = true)]
+    pub max_index_size: u64,
     /// Relabel configs over each block's external labels: the compactor works on the blocks they keep.
     #[arg(long = "selector.relabel-config-file", value_name = "FILE")]
     pub selector_file: Option<PathBuf>,
@@ -148,6 +152,7 @@ impl CompactArgs {
             selector,
             meta_fetch_concurrency: self.meta_fetch_concurrency,
             downsampling: !self.downsampling_disable,
+            max_index_bytes: self.max_index_size,
             downsample_concurrency: self.downsample_concurrency.max(1),
             ..CompactOptions::default()
         })

@@ -13,7 +13,7 @@
 //!
 //! Memory: one series' chunks (or samples) at a time, plus the index entries of the output.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use meridian_core::chunkenc::{Encoding, XorIterator};
@@ -237,4 +237,88 @@ fn chunk_error(labels: &Labels, e: impl std::fmt::Display) -> BlockError {
         path: std::path::PathBuf::new(),
         reason: format!("a chunk of {labels}: {e}"),
     }
+}
+/// The blocking part of a compaction: open the downloaded inputs, merge them into a new block.
+pub(crate) struct MergeJob {
+    pub(crate) dir: std::path::PathBuf,
+    pub(crate) ulid: String,
+    /// Each input block's ULID and external labels.
+    pub(crate) inputs: Vec<(String, Labels)>,
+    pub(crate) func: DedupFunc,
+    pub(crate) stream_labels: Labels,
+    pub(crate) resolution: i64,
+}
+
+impl MergeJob {
+    pub(crate) fn run(self) -> Result<BlockMeta, BlockError> {
+        let blocks = self
+            .inputs
+            .iter()
+            .map(|(u, _)| Block::open(&self.dir.join(u)))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Inputs with equal external labels are one replica.
+        let mut replicas: Vec<&Labels> = Vec::new();
+        let mut inputs = Vec::with_capacity(blocks.len());
+        for (b, (_, labels)) in blocks.iter().zip(&self.inputs) {
+            let replica = match replicas.iter().position(|l| *l == labels) {
+                Some(i) => i,
+                None => {
+                    replicas.push(labels);
+                    replicas.len() - 1
+                }
+            };
+            inputs.push(Input { block: b, replica });
+        }
+        let metas: Vec<&BlockMeta> = blocks.iter().map(Block::meta).collect();
+        let min_time = metas.iter().map(|m| m.min_time).min().unwrap_or(0);
+        let max_time = metas.iter().map(|m| m.max_time).max().unwrap_or(1);
+        let sources: BTreeSet<String> = metas
+            .iter()
+            .flat_map(|m| {
+                if m.compaction.sources.is_empty() {
+                    vec![m.ulid.clone()]
+                } else {
+                    m.compaction.sources.clone()
+                }
+            })
+            .collect();
+        let parents: Vec<serde_json::Value> = metas
+            .iter()
+            .map(|m| serde_json::json!({"ulid": m.ulid, "minTime": m.min_time, "maxTime": m.max_time}))
+            .collect();
+        let level = metas.iter().map(|m| m.compaction.level).max().unwrap_or(0) + 1;
+        let mut compaction_extra = BTreeMap::new();
+        compaction_extra.insert("parents".to_owned(), serde_json::Value::Array(parents));
+        let mut extra = BTreeMap::new();
+        extra.insert(
+            "thanos".to_owned(),
+            serde_json::json!({
+                "labels": label_map(&self.stream_labels),
+                "downsample": {"resolution": self.resolution},
+                "source": "compactor",
+            }),
+        );
+        merge(
+            &inputs,
+            self.func,
+            Output {
+                parent: &self.dir,
+                ulid: &self.ulid,
+                min_time,
+                max_time,
+                compaction: Compaction {
+                    level,
+                    sources: sources.into_iter().collect(),
+                    extra: compaction_extra,
+                },
+                extra,
+            },
+        )
+    }
+}
+
+fn label_map(l: &Labels) -> BTreeMap<String, String> {
+    l.iter()
+        .map(|l| (l.name.to_owned(), l.value.to_owned()))
+        .collect()
 }

@@ -29,13 +29,14 @@ use futures::StreamExt;
 use meridian_core::labels::Labels;
 use meridian_core::relabel::RelabelConfig;
 use meridian_core::time::Clock;
-use meridian_tsdb::block::{Block, BlockError, BlockMeta, Compaction};
+use meridian_tsdb::block::{Block, BlockError, BlockMeta};
 use meridian_tsdb::listing::{self, BlockEntry, Lineage};
 use meridian_tsdb::marks::{Mark, MarkKind, reason};
 use meridian_tsdb::objstore::Bucket;
+use object_store::ObjectStoreExt as _;
 use tokio_util::sync::CancellationToken;
 
-use super::merge::{self, DedupFunc, Input, Output};
+use super::merge::{self, DedupFunc};
 use super::metrics::CompactMetrics;
 use super::plan::{self, PlanBlock};
 
@@ -71,6 +72,9 @@ pub struct CompactOptions {
     pub downsampling: bool,
     /// `--downsample.concurrency`.
     pub downsample_concurrency: usize,
+    /// `--compact.block-max-index-size`: the largest index a compaction may write (with Thanos' 15 %
+    /// headroom over the sources' total).
+    pub max_index_bytes: u64,
     pub clock: Clock,
 }
 
@@ -88,6 +92,7 @@ impl Default for CompactOptions {
             ranges: plan::THANOS_RANGES.to_vec(),
             meta_fetch_concurrency: 32,
             downsampling: true,
+            max_index_bytes: 64 << 30,
             downsample_concurrency: 1,
             clock: Clock::system(),
         }
@@ -358,6 +363,21 @@ impl Compactor {
             if picked.is_empty() {
                 break;
             }
+            if let Some(biggest) = self.index_too_big(&picked, &blocks).await? {
+                self.mark(&Mark::new(
+                    MarkKind::NoCompact,
+                    &biggest,
+                    self.opts.clock.now_ms() / 1000,
+                    &format!(
+                        "the compacted block's index could exceed {} bytes (--compact.block-max-index-size) with this block",
+                        self.opts.max_index_bytes
+                    ),
+                    reason::INDEX_SIZE_EXCEEDING,
+                ))
+                .await?;
+                no_compact.insert(biggest);
+                continue;
+            }
             let ulids: BTreeSet<&str> = picked.iter().map(|p| p.ulid.as_str()).collect();
             let (inputs, rest): (Vec<Known>, Vec<Known>) = blocks
                 .into_iter()
@@ -393,6 +413,51 @@ impl Compactor {
         Ok((n, blocks))
     }
 
+    /// The output-size cap (Thanos' `largeTotalIndexSizeFilter`, `pkg/compact/planner.go` at
+    /// thanos-io/thanos `000f8c9`): the sources' index sizes are added up in plan order; once the
+    /// total reaches 85 % of `--compact.block-max-index-size`, the biggest source so far is returned,
+    /// to be marked `no-compact` (`index-size-exceeding`, which Thanos honours too) and left out of
+    /// the next plan. So no compaction writes an index past the cap (Prometheus' index format fails
+    /// at 64 GiB, and a compactor retrying such a compaction would make no progress), and the rest of
+    /// the stream goes on compacting. Sizes come from `thanos.files`, else from the object's size.
+    async fn index_too_big(
+        &self,
+        picked: &[plan::PlanBlock],
+        blocks: &[Known],
+    ) -> Result<Option<String>, CompactError> {
+        let limit = self.opts.max_index_bytes as f64 * 0.85;
+        let (mut total, mut biggest) = (0u64, None::<(u64, &str)>);
+        for p in picked {
+            let listed = blocks
+                .iter()
+                .find(|k| k.meta.ulid == p.ulid)
+                .and_then(|k| k.meta.thanos_file_size("index"));
+            let size = match listed {
+                Some(s) => s,
+                None => {
+                    let path = meridian_tsdb::objstore::block_path(
+                        &p.ulid,
+                        meridian_tsdb::objstore::BlockObject::Index,
+                    );
+                    self.bucket
+                        .store
+                        .head(&path)
+                        .await
+                        .map_err(|e| retry(&format!("the size of {path}"))(e.to_string()))?
+                        .size
+                }
+            };
+            if biggest.is_none_or(|(b, _)| size > b) {
+                biggest = Some((size, &p.ulid));
+            }
+            total = total.saturating_add(size);
+            if total as f64 >= limit {
+                return Ok(biggest.map(|(_, u)| u.to_owned()));
+            }
+        }
+        Ok(None)
+    }
+
     /// Compacts `inputs` into one block, uploads it and marks the inputs for deletion. `None`: the
     /// result held no samples (nothing uploaded).
     async fn compact(&self, key: &str, inputs: &[Known]) -> Result<Option<Known>, CompactError> {
@@ -418,7 +483,7 @@ impl Compactor {
         let resolution = inputs.first().map_or(0, |k| k.meta.resolution());
         let ulid =
             meridian_tsdb::block::new_ulid(u64::try_from(self.opts.clock.now_ms()).unwrap_or(0));
-        let job = MergeJob {
+        let job = merge::MergeJob {
             dir: dir.clone(),
             ulid: ulid.clone(),
             inputs: inputs
@@ -633,90 +698,6 @@ impl Compactor {
         self.metrics.todo_deletions.set(to_i64(todo));
         Ok(deleted)
     }
-}
-
-/// The blocking part of a compaction: open the downloaded inputs, merge them into a new block.
-struct MergeJob {
-    dir: PathBuf,
-    ulid: String,
-    inputs: Vec<(String, Labels)>,
-    func: DedupFunc,
-    stream_labels: Labels,
-    resolution: i64,
-}
-
-impl MergeJob {
-    fn run(self) -> Result<BlockMeta, BlockError> {
-        let blocks = self
-            .inputs
-            .iter()
-            .map(|(u, _)| Block::open(&self.dir.join(u)))
-            .collect::<Result<Vec<_>, _>>()?;
-        // Inputs with equal external labels are one replica.
-        let mut replicas: Vec<&Labels> = Vec::new();
-        let mut inputs = Vec::with_capacity(blocks.len());
-        for (b, (_, labels)) in blocks.iter().zip(&self.inputs) {
-            let replica = match replicas.iter().position(|l| *l == labels) {
-                Some(i) => i,
-                None => {
-                    replicas.push(labels);
-                    replicas.len() - 1
-                }
-            };
-            inputs.push(Input { block: b, replica });
-        }
-        let metas: Vec<&BlockMeta> = blocks.iter().map(Block::meta).collect();
-        let min_time = metas.iter().map(|m| m.min_time).min().unwrap_or(0);
-        let max_time = metas.iter().map(|m| m.max_time).max().unwrap_or(1);
-        let sources: BTreeSet<String> = metas
-            .iter()
-            .flat_map(|m| {
-                if m.compaction.sources.is_empty() {
-                    vec![m.ulid.clone()]
-                } else {
-                    m.compaction.sources.clone()
-                }
-            })
-            .collect();
-        let parents: Vec<serde_json::Value> = metas
-            .iter()
-            .map(|m| serde_json::json!({"ulid": m.ulid, "minTime": m.min_time, "maxTime": m.max_time}))
-            .collect();
-        let level = metas.iter().map(|m| m.compaction.level).max().unwrap_or(0) + 1;
-        let mut compaction_extra = BTreeMap::new();
-        compaction_extra.insert("parents".to_owned(), serde_json::Value::Array(parents));
-        let mut extra = BTreeMap::new();
-        extra.insert(
-            "thanos".to_owned(),
-            serde_json::json!({
-                "labels": label_map(&self.stream_labels),
-                "downsample": {"resolution": self.resolution},
-                "source": "compactor",
-            }),
-        );
-        merge::merge(
-            &inputs,
-            self.func,
-            Output {
-                parent: &self.dir,
-                ulid: &self.ulid,
-                min_time,
-                max_time,
-                compaction: Compaction {
-                    level,
-                    sources: sources.into_iter().collect(),
-                    extra: compaction_extra,
-                },
-                extra,
-            },
-        )
-    }
-}
-
-fn label_map(l: &Labels) -> BTreeMap<String, String> {
-    l.iter()
-        .map(|l| (l.name.to_owned(), l.value.to_owned()))
-        .collect()
 }
 
 fn plan_blocks(blocks: &[Known]) -> Vec<PlanBlock> {

@@ -627,6 +627,87 @@ async fn killed_at_every_write_readers_see_each_sample_once() {
 }
 
 /// Aborted uploads (no meta.json) go once both their ULID and their newest object are 48 h old.
+/// The output-size cap: a compaction whose sources' indexes add up to 85 % of
+/// `--compact.block-max-index-size` marks its biggest source `no-compact` (Thanos' reason
+/// `index-size-exceeding`) and the pass goes on with the rest; no index written passes the cap, and
+/// readers see every sample once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_compaction_marks_its_biggest_source_and_goes_on() {
+    use meridian_tsdb::marks::{MarkKind, reason};
+    let root = tempfile::tempdir().unwrap();
+    let bucket = fs_bucket(&root.path().join("bucket"));
+    std::fs::create_dir_all(root.path().join("bucket")).unwrap();
+    let ext = lbl(&[("cluster", "a")]);
+    let mut expected = Vec::new();
+    // 12 h of 2 h blocks; the second holds four times the series, so the biggest index.
+    for b in 0..6 {
+        let (from, to) = (T0 + b * 2 * H, T0 + (b + 1) * 2 * H);
+        let s = counters(if b == 1 { 12 } else { 3 }, from, to, 0);
+        expected.push(with_ext(&s, &ext));
+        upload(&bucket, s, from, to, &ext).await;
+    }
+    let want = union(expected);
+    let index_size = |m: &meridian_tsdb::block::BlockMeta| m.thanos_file_size("index").unwrap();
+    let mut metas = Vec::new();
+    for (u, ..) in live_blocks(&bucket).await {
+        metas.push(
+            meridian_tsdb::listing::fetch_meta(bucket.store.as_ref(), &u)
+                .await
+                .unwrap()
+                .0,
+        );
+    }
+    metas.sort_by_key(|m| m.min_time);
+    let (small, big) = (index_size(&metas[0]), index_size(&metas[1]));
+    assert!(big > small);
+    // The first 8 h plan (blocks 0–3) reaches 85 % of the cap at its third block.
+    let cap = ((2 * small + big) as f64 / 0.85) as u64 - 1;
+    let c = compactor(
+        bucket.clone(),
+        &root.path().join("data"),
+        Clock::system(),
+        |o| o.max_index_bytes = cap,
+    );
+    let report = c.pass(&CancellationToken::new()).await.unwrap();
+    assert!(report.compactions >= 1, "{report:?}");
+    let mark = meridian_tsdb::listing::read_mark(
+        bucket.store.as_ref(),
+        &metas[1].ulid,
+        MarkKind::NoCompact,
+    )
+    .await
+    .unwrap()
+    .expect("the biggest source is marked no-compact");
+    assert_eq!(mark.reason, reason::INDEX_SIZE_EXCEEDING);
+    for (u, ..) in live_blocks(&bucket).await {
+        let (m, _) = meridian_tsdb::listing::fetch_meta(bucket.store.as_ref(), &u)
+            .await
+            .unwrap();
+        assert!(
+            index_size(&m) <= cap,
+            "{u}: index {} > {cap}",
+            index_size(&m)
+        );
+        if u != metas[1].ulid {
+            assert!(
+                meridian_tsdb::listing::read_mark(bucket.store.as_ref(), &u, MarkKind::NoCompact)
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "{u}: only the biggest source is marked"
+            );
+        }
+    }
+    assert!(
+        live_blocks(&bucket)
+            .await
+            .iter()
+            .any(|b| b.3 >= 2 && b.0 != metas[1].ulid),
+        "the blocks after the marked one were compacted"
+    );
+    same(&read_all(&bucket).await, &want, "after the capped pass");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aborted_uploads_are_cleaned_after_48h() {
     let root = tempfile::tempdir().unwrap();
