@@ -175,13 +175,12 @@ pub(super) fn decode_aggregates<C: std::borrow::Borrow<pb::AggrChunk>>(
         .map(|c| chunk_samples(c, want))
         .collect::<Result<Vec<_>>>()?;
     let mut out = if want == Want::Counter {
-        let raw_times: std::collections::HashSet<i64> = wanted
+        let raw_spans: Vec<(i64, i64)> = wanted
             .iter()
-            .zip(&per_chunk)
-            .filter(|(c, _)| c.raw.is_some())
-            .flat_map(|(_, s)| s.iter().map(|x| x.t))
+            .filter(|c| c.raw.is_some())
+            .map(|c| (c.min_time, c.max_time))
             .collect();
-        window_ends(apply_counter_resets(&per_chunk).0, &raw_times)
+        window_ends(apply_counter_resets(&per_chunk).0, &raw_spans)
     } else {
         let mut all: Vec<Sample> = per_chunk.into_iter().flatten().collect();
         all.sort_by_key(|s| s.t);
@@ -192,25 +191,31 @@ pub(super) fn decode_aggregates<C: std::borrow::Borrow<pb::AggrChunk>>(
     Ok(out)
 }
 
-/// A running total read from counter aggregates, at window ends only (and raw samples, and the
-/// series' first and last sample). A counter chunk also holds its first raw value (for reset
+/// A running total read from counter aggregates, at window ends only (and raw chunks' samples, and
+/// the series' first and last sample). A counter chunk also holds its first raw value (for reset
 /// detection) and, where a chunk ends inside a window, that window's total so far, stamped at its
 /// last raw sample; kept, such extra samples make a rate's average sample interval look shorter
 /// than the resolution, and its extrapolation stop short of the range's start (1 h data read by
 /// `rate(x[6h])` lost ~10 %). The total at the window's end includes them: nothing is lost.
-fn window_ends(samples: Vec<Sample>, raw_times: &std::collections::HashSet<i64>) -> Vec<Sample> {
+/// `raw_spans`: the time ranges of the raw chunks, in time order (a merge walk, no lookups).
+fn window_ends(samples: Vec<Sample>, raw_spans: &[(i64, i64)]) -> Vec<Sample> {
     let last = samples.len().saturating_sub(1);
-    samples
-        .into_iter()
-        .enumerate()
-        .filter(|(i, s)| {
-            *i == 0
-                || *i == last
-                || raw_times.contains(&s.t)
-                || (s.t + 1).rem_euclid(crate::compact::downsample::RES_5M) == 0
-        })
-        .map(|(_, s)| s)
-        .collect()
+    let mut span = 0;
+    let mut out = Vec::with_capacity(samples.len());
+    for (i, s) in samples.into_iter().enumerate() {
+        while raw_spans.get(span).is_some_and(|r| r.1 < s.t) {
+            span += 1;
+        }
+        let raw = raw_spans.get(span).is_some_and(|r| r.0 <= s.t);
+        if i == 0
+            || i == last
+            || raw
+            || (s.t + 1).rem_euclid(crate::compact::downsample::RES_5M) == 0
+        {
+            out.push(s);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
