@@ -112,10 +112,10 @@ pub(super) fn encode(samples: &[Sample], mint: i64, maxt: i64) -> Result<Vec<pb:
 
 /// Whether two chunks hold the same data (their hashes aside, which some stores leave out).
 fn same_chunk(a: &pb::AggrChunk, b: &pb::AggrChunk) -> bool {
-    let parts = |c: &pb::AggrChunk| {
+    fn parts(c: &pb::AggrChunk) -> [Option<(i32, &[u8])>; 6] {
         [&c.raw, &c.count, &c.sum, &c.min, &c.max, &c.counter]
-            .map(|p| p.as_ref().map(|x| (x.r#type, x.data.clone())))
-    };
+            .map(|p| p.as_ref().map(|x| (x.r#type, &x.data[..])))
+    }
     a.min_time == b.min_time && a.max_time == b.max_time && parts(a) == parts(b)
 }
 
