@@ -60,7 +60,8 @@ pub(super) fn downsampled_lookback(lookback: std::time::Duration, msr: i64) -> s
     let resolutions = crate::bucket::resolution::RESOLUTIONS;
     for i in (1..resolutions.len()).rev() {
         if resolutions[i - 1].max(ld) < msr {
-            let grown = resolutions[..=i].iter().copied().max().unwrap_or(0).max(ld);
+            // Resolutions ascend: the i-th is the largest so far.
+            let grown = resolutions[i].max(ld);
             return std::time::Duration::from_millis(u64::try_from(grown).unwrap_or(0));
         }
     }
