@@ -24,6 +24,7 @@ use meridian_core::http_config::{Auth, Authorization, BasicAuth, TlsConfig};
 use meridian_core::labels::Labels;
 use meridian_core::promfmt::{PromDuration, parse_base2_bytes as parse_size};
 use meridian_core::relabel::{RelabelConfig, is_valid_label_name};
+use meridian_kube::resources::{MonitoringResources, RawMonitoringResources};
 
 /// `global:`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -218,6 +219,8 @@ pub struct Config {
     pub external_labels: Labels,
     pub scrape_configs: Vec<ScrapeConfig>,
     pub remote_write: Vec<crate::remote::config::RemoteWriteConfig>,
+    /// `monitoring_resources:`: ServiceMonitors and PodMonitors read from the Kubernetes API.
+    pub monitoring_resources: Option<MonitoringResources>,
     /// Sections present that the edge accepts but does not act on.
     pub ignored_sections: Vec<&'static str>,
     /// Other things worth a warning at load (per job).
@@ -235,6 +238,7 @@ struct RawConfig {
     alerting: Option<IgnoredAny>,
     #[serde(default)]
     remote_write: Vec<crate::remote::config::RawRemoteWrite>,
+    monitoring_resources: Option<RawMonitoringResources>,
     remote_read: Option<IgnoredAny>,
     storage: Option<IgnoredAny>,
     tracing: Option<IgnoredAny>,
@@ -313,6 +317,7 @@ impl Config {
 
     fn resolve(raw: RawConfig) -> Result<Config, String> {
         let mut ignored = Vec::new();
+        let mut warnings = Vec::new();
         for (present, name) in [
             (raw.rule_files.is_some(), "rule_files"),
             (raw.alerting.is_some(), "alerting"),
@@ -328,13 +333,28 @@ impl Config {
         }
         let g = raw.global;
         let (global_timeout, global_body_limit) = check_global(&g)?;
-        let external_labels = Labels::from_pairs(
-            g.external_labels
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-        );
+        let monitoring_resources = raw
+            .monitoring_resources
+            .map(RawMonitoringResources::resolve)
+            .transpose()?;
+        let mut all_external = g.external_labels.clone();
+        if let Some(m) = &monitoring_resources {
+            if m.rules.is_some() {
+                warnings.push("monitoring_resources.ruleSelector: the edge does not evaluate rules; give this section to the gateway (--rule.monitoring-resources-file) to evaluate the selected PrometheusRules".to_owned());
+            }
+            for (k, v) in &m.external_labels {
+                if let Some(prev) = all_external.insert(k.clone(), v.clone())
+                    && prev != *v
+                {
+                    return Err(format!(
+                        "monitoring_resources.externalLabels: {k:?} is also in global.external_labels with another value ({prev:?})"
+                    ));
+                }
+            }
+        }
+        let external_labels =
+            Labels::from_pairs(all_external.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let mut jobs: Vec<ScrapeConfig> = Vec::new();
-        let mut warnings = Vec::new();
         for r in raw.scrape_configs {
             let job = resolve_job(
                 r,
@@ -352,10 +372,27 @@ impl Config {
             external_labels,
             scrape_configs: jobs,
             remote_write,
+            monitoring_resources,
             ignored_sections: ignored,
             warnings,
         })
     }
+}
+
+/// Scrape jobs generated from ServiceMonitors and PodMonitors: `text` is one job's YAML; `global` is the
+/// file's `global` with the `monitoring_resources` section's `scrapeInterval` and `scrapeTimeout`, as
+/// the operator writes them into the `global` of the configuration it generates. The job goes through
+/// the same checks as a job of the file.
+pub fn resolve_generated_job(
+    text: &str,
+    global: &GlobalConfig,
+    jobs: &[ScrapeConfig],
+) -> Result<(ScrapeConfig, Vec<String>), String> {
+    let (timeout, body_limit) = check_global(global)?;
+    let raw: RawScrapeConfig = serde_saphyr::from_str(text).map_err(|e| e.to_string())?;
+    let mut warnings = Vec::new();
+    let job = resolve_job(raw, global, timeout, body_limit, jobs, &mut warnings)?;
+    Ok((job, warnings))
 }
 
 /// The global section's checks; returns the default scrape timeout and body size limit of jobs.

@@ -8,6 +8,7 @@ pub mod agent;
 pub mod config;
 pub mod discovery;
 pub mod metadata;
+pub mod monitors;
 pub mod receive;
 pub mod remote;
 pub mod scrape;

@@ -260,6 +260,9 @@ impl Gateway {
                 )?;
                 manager.start();
                 manager.watch();
+                if let Some(res) = r.resources.clone() {
+                    manager.watch_resources(res);
+                }
                 api.set_rules(manager.clone());
                 let stop = CancellationToken::new();
                 let task = tokio::spawn(tsdb.housekeeping(Duration::from_secs(60), stop.clone()));

@@ -75,6 +75,10 @@ struct RuleArgs {
     /// and file change.
     #[arg(long = "rule-file", value_name = "FILE")]
     rule_files: Vec<String>,
+    /// PrometheusRules from the Kubernetes API: a file holding an edge's `monitoring_resources` section
+    /// (`ruleSelector`, `ruleNamespaceSelector`, `evaluationInterval`, the API client).
+    #[arg(long = "rule.monitoring-resources-file", value_name = "FILE")]
+    rule_resources: Option<PathBuf>,
     /// Evaluation interval of groups without their own.
     #[arg(long = "eval-interval", default_value = "1m", value_parser = parse_duration)]
     eval_interval: Duration,
@@ -217,14 +221,14 @@ impl RuleArgs {
         &self,
         dns_server: Option<std::net::SocketAddr>,
     ) -> anyhow::Result<Option<meridian_gateway::rules::RulesOptions>> {
-        if self.rule_files.is_empty() {
+        if self.rule_files.is_empty() && self.rule_resources.is_none() {
             if !self.alertmanager_urls.is_empty()
                 || self.alertmanager_config.is_some()
                 || self.routing_config.is_some()
             {
                 anyhow::bail!(
                     "--alertmanagers.url, --alertmanagers.config-file and \
-                     --alert.routing-config-file need --rule-file"
+                     --alert.routing-config-file need --rule-file or --rule.monitoring-resources-file"
                 );
             }
             return Ok(None);
@@ -242,28 +246,22 @@ impl RuleArgs {
         o.for_outage_tolerance = self.for_outage_tolerance;
         o.notifier = self.notifier(o.external_labels.clone(), dns_server)?;
         o.router = self.router(o.external_labels.clone())?;
+        if let Some(f) = &self.rule_resources {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("--rule.monitoring-resources-file {}", f.display()))?;
+            let m = meridian_kube::resources::MonitoringResources::parse(&text).map_err(|e| {
+                anyhow::anyhow!("--rule.monitoring-resources-file {}: {e}", f.display())
+            })?;
+            o.resources = Some(m);
+        }
         Ok(Some(o))
     }
 }
 
 fn check_rules(files: &[PathBuf]) -> anyhow::Result<()> {
-    let mut failed = false;
-    for f in files {
-        match meridian_gateway::rules::file::load(f) {
-            Ok(groups) => {
-                let n: usize = groups.iter().map(|g| g.rules.len()).sum();
-                println!("Checking {}\n  SUCCESS: {n} rules found", f.display());
-            }
-            Err(e) => {
-                failed = true;
-                println!("Checking {}\n  FAILED:", f.display());
-                for m in &e.errors {
-                    println!("{m}");
-                }
-            }
-        }
-    }
-    if failed {
+    let (report, ok) = meridian_gateway::rules::file::check_report(files);
+    print!("{report}");
+    if !ok {
         std::process::exit(1);
     }
     Ok(())

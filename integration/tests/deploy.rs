@@ -229,6 +229,20 @@ fn manifests_render_validate_and_fit_together() {
             _ => None,
         })
         .unwrap();
+        // Seed 002's selection: ServiceMonitors and PodMonitors labelled team=frontend, anywhere.
+        let mr = cfg
+            .monitoring_resources
+            .as_ref()
+            .expect("monitoring_resources");
+        let team = serde_json::from_value(serde_json::json!({"team": "frontend"})).unwrap();
+        assert!(
+            mr.service_monitors
+                .as_ref()
+                .unwrap()
+                .selector
+                .matches(Some(&team))
+        );
+        assert!(!mr.pod_monitors.as_ref().unwrap().selector.matches(None));
         // Seed 001's discovery: the kubelet and cAdvisor through the API server with the service
         // account, annotated services and pods (node-exporter, the edges themselves).
         let roles: Vec<(String, String)> = cfg

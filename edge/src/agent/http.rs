@@ -1,4 +1,5 @@
-//! The edge's HTTP endpoints: metrics, health, readiness, reload, remote-write receive, targets.
+//! The edge's HTTP endpoints: metrics, health, readiness, reload, remote-write receive, targets, the
+//! effective configuration.
 
 use super::*;
 
@@ -15,6 +16,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/write", post(remote_write))
         .route("/api/v1/receive", post(remote_write))
         .route("/api/v1/targets", get(targets))
+        .route("/api/v1/status/config", get(status_config))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(shared)
 }
@@ -36,6 +38,19 @@ pub(crate) fn metrics_page(registry: &Registry) -> Response {
         )
             .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// Prometheus' `/api/v1/status/config`: `{"status":"success","data":{"yaml":…}}`.
+async fn status_config(State(s): State<Arc<Shared>>) -> Response {
+    match s.config_yaml() {
+        Ok(yaml) => axum::Json(serde_json::json!({"status": "success", "data": {"yaml": yaml}}))
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            axum::Json(serde_json::json!({"status": "error", "errorType": "internal", "error": e})),
+        )
+            .into_response(),
     }
 }
 

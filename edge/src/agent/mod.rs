@@ -2,7 +2,8 @@
 //! TSDB housekeeping, with one owner for every task and an ordered shutdown.
 //!
 //! HTTP endpoints (one port): `/metrics`, `/-/healthy`, `/-/ready`, `POST|PUT /-/reload`,
-//! `POST /api/v1/write` and `/api/v1/receive` (remote write), `GET /api/v1/targets` (Prometheus' shape).
+//! `POST /api/v1/write` and `/api/v1/receive` (remote write), `GET /api/v1/targets` (Prometheus' shape),
+//! `GET /api/v1/status/config` (the file with the jobs generated from `monitoring_resources`).
 //!
 //! Reloads come from `SIGHUP` (the binary forwards it), `/-/reload`, and changes to the config file (its
 //! directory is watched, which catches a ConfigMap's `..data` symlink swap; the file is also re-checked
@@ -202,6 +203,13 @@ struct ReloadMetrics {
     last_success_timestamp: Gauge,
 }
 
+impl ReloadMetrics {
+    fn succeeded(&self) {
+        self.last_successful.set(1);
+        self.last_success_timestamp.set(now_secs());
+    }
+}
+
 struct Shared {
     config_file: PathBuf,
     db: Arc<Db>,
@@ -216,6 +224,7 @@ struct Shared {
     registry: Registry,
     ready: AtomicBool,
     receive: Option<ReceiveFront>,
+    monitors: monitors::MonitorState,
 }
 
 /// A running edge.
@@ -332,8 +341,7 @@ impl Agent {
             &mut registry,
         )
         .await?;
-        reload_metrics.last_successful.set(1);
-        reload_metrics.last_success_timestamp.set(now_secs());
+        reload_metrics.succeeded();
         let shared = Arc::new(Shared {
             config_file: opts.config_file.clone(),
             db: db.clone(),
@@ -348,7 +356,9 @@ impl Agent {
             registry,
             ready: AtomicBool::new(false),
             receive: receive_front,
+            monitors: monitors::MonitorState::new(&opts.discovery, &opts.tsdb_path),
         });
+        shared.sync_monitors(&shared.current_config());
         let stop = CancellationToken::new();
         let http_addr = opts.http_listener.local_addr()?;
         let (http, http_rw) = serve_web(
@@ -467,6 +477,7 @@ impl Agent {
     /// closes when the last handle goes.
     pub async fn shutdown(mut self) {
         self.shared.ready.store(false, Ordering::SeqCst);
+        self.shared.monitors.root.cancel();
         self.shared.scrape.stop().await;
         self.stop.cancel();
         if tokio::time::timeout(DEFAULT_DRAIN, &mut self.http)
@@ -652,6 +663,7 @@ async fn start_remote_write(
 impl Drop for Agent {
     fn drop(&mut self) {
         self.stop.cancel();
+        self.shared.monitors.root.cancel();
         if let Some(s) = &self.shipper {
             s.abandon.cancel();
             s.stop.cancel();
@@ -672,7 +684,7 @@ impl Shared {
     }
 
     /// Reloads; with `force` false only when the file's text changed. Returns whether it applied.
-    async fn reload(&self, force: bool) -> Result<bool, String> {
+    async fn reload(self: &Arc<Self>, force: bool) -> Result<bool, String> {
         let _guard = self.reload_lock.lock().await;
         let text = match tokio::fs::read_to_string(&self.config_file).await {
             Ok(t) => t,
@@ -694,7 +706,7 @@ impl Shared {
         let result = async {
             let cfg = Config::parse_with_env(&text, |k| std::env::var(k).ok())
                 .map_err(|e| format!("{}: {}", self.config_file.display(), e.message))?;
-            self.scrape.apply(&cfg).await?;
+            self.scrape.apply(&self.effective(&cfg)).await?;
             self.remote.apply(&cfg).await?;
             Ok::<Config, String>(cfg)
         }
@@ -702,6 +714,7 @@ impl Shared {
         match result {
             Ok(cfg) => {
                 log_config_warnings(&cfg);
+                self.sync_monitors(&cfg);
                 if cfg.external_labels != self.current_config().external_labels {
                     tracing::warn!(
                         "global.external_labels changed: the StoreAPI keeps announcing the labels it started with until the edge restarts"
@@ -711,8 +724,7 @@ impl Shared {
                     .config
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = (Arc::new(cfg), text);
-                self.reload_metrics.last_successful.set(1);
-                self.reload_metrics.last_success_timestamp.set(now_secs());
+                self.reload_metrics.succeeded();
                 tracing::info!(file = %self.config_file.display(), "configuration reloaded");
                 Ok(true)
             }
@@ -732,6 +744,7 @@ impl Shared {
 
 mod housekeeping;
 mod http;
+mod monitors;
 mod receive_mode;
 mod source;
 

@@ -318,6 +318,30 @@ fn check_rule(
     })
 }
 
+/// `promtool check rules`' report of each file (`SUCCESS: n rules found`, or `FAILED:` and every
+/// problem), and whether all passed.
+pub fn check_report(files: &[PathBuf]) -> (String, bool) {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let mut ok = true;
+    for f in files {
+        match load(f) {
+            Ok(groups) => {
+                let n: usize = groups.iter().map(|g| g.rules.len()).sum();
+                let _ = writeln!(out, "Checking {}\n  SUCCESS: {n} rules found", f.display());
+            }
+            Err(e) => {
+                ok = false;
+                let _ = writeln!(out, "Checking {}\n  FAILED:", f.display());
+                for m in &e.errors {
+                    let _ = writeln!(out, "{m}");
+                }
+            }
+        }
+    }
+    (out, ok)
+}
+
 /// Expands `--rule-file` patterns (`*`, `?`, `[...]` in the file name part, as Prometheus'
 /// `filepath.Glob`); a pattern without glob characters names a file that must exist. The result is
 /// sorted and without repeats.

@@ -30,6 +30,8 @@ pub struct RulesOptions {
     pub notifier: Option<Arc<crate::alerting::notifier::Notifier>>,
     /// The native router (`--alert.routing-config-file`): run and measured by the gateway.
     pub router: Option<Arc<crate::alerting::dispatch::Router>>,
+    /// `--rule.monitoring-resources-file`: PrometheusRules read from the Kubernetes API.
+    pub resources: Option<meridian_kube::resources::MonitoringResources>,
 }
 
 impl std::fmt::Debug for RulesOptions {
@@ -55,6 +57,7 @@ impl RulesOptions {
             alert_sinks: Vec::new(),
             notifier: None,
             router: None,
+            resources: None,
         }
     }
 }
@@ -91,6 +94,8 @@ pub struct RuleManager {
     pub(super) tasks: Mutex<tokio::task::JoinSet<()>>,
     pub(super) stop: CancellationToken,
     pub(super) reload_lock: tokio::sync::Mutex<()>,
+    /// The rule files of the selected PrometheusRules (`None` until the first list).
+    pub(super) resource_rules: Mutex<Vec<meridian_kube::rules::RuleText>>,
     pub metrics: Arc<RuleMetrics>,
 }
 
@@ -151,6 +156,7 @@ impl RuleManager {
             tasks: Mutex::new(tokio::task::JoinSet::new()),
             stop: CancellationToken::new(),
             reload_lock: tokio::sync::Mutex::new(()),
+            resource_rules: Mutex::new(Vec::new()),
             metrics: Arc::new(RuleMetrics::default()),
         });
         let specs = m.load()?;
@@ -171,8 +177,51 @@ impl RuleManager {
         Ok(m)
     }
 
+    /// The rule files' groups, then the groups of every PrometheusRule that passes the same checks (one
+    /// that does not is left out with a warning naming it; the others load).
     pub(super) fn load(&self) -> Result<Vec<GroupSpec>, LoadError> {
-        file::load_all(&self.patterns).map_err(LoadError)
+        let mut groups = file::load_all(&self.patterns).map_err(LoadError)?;
+        for r in lock(&self.resource_rules).iter() {
+            match file::parse(std::path::Path::new(&r.name), &r.text) {
+                Ok(g) => groups.extend(g),
+                Err(e) => tracing::warn!(
+                    resource = %format!("PrometheusRule {}", r.resource),
+                    reason = "InvalidConfiguration",
+                    "monitoring_resources: PrometheusRule {} skipped: {}",
+                    r.resource,
+                    e.errors.join("; ")
+                ),
+            }
+        }
+        Ok(groups)
+    }
+
+    /// Reads the PrometheusRules `cfg` selects and reloads whenever they change, until [`Self::stop`].
+    pub fn watch_resources(self: &Arc<Self>, cfg: meridian_kube::resources::MonitoringResources) {
+        let (tx, mut rx) = tokio::sync::watch::channel(None);
+        let stop = self.stop.clone();
+        let registry = Arc::new(meridian_kube::informer::Registry::default());
+        let mut tasks = lock(&self.tasks);
+        let until = stop.clone();
+        tasks.spawn(async move {
+            let sa = std::path::Path::new(meridian_kube::client::SERVICE_ACCOUNT_DIR);
+            let agent = concat!("Meridian-gateway/", env!("CARGO_PKG_VERSION"));
+            if let Err(e) = meridian_kube::rules::run(cfg, registry, sa, agent, tx, until).await {
+                tracing::error!(error = %e, "monitoring_resources: no PrometheusRule is read");
+            }
+        });
+        let me = self.clone();
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    r = rx.changed() => if r.is_err() { return; },
+                }
+                let texts = rx.borrow_and_update().clone().unwrap_or_default();
+                *lock(&me.resource_rules) = texts;
+                let _ = me.reload().await;
+            }
+        });
     }
 
     /// The loaded groups.

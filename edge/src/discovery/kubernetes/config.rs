@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use meridian_core::http_config::{Auth, Authorization, BasicAuth, TlsConfig};
+use meridian_core::http_config::{Authorization, BasicAuth, TlsConfig};
+pub use meridian_kube::client::{ApiSource, AuthKey, ClientConfig, ClientFields, TlsKey};
+use meridian_kube::selector::{check_key, check_value};
 
 /// The object kind a provider turns into targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
@@ -97,37 +99,11 @@ pub struct RawKubernetesSdConfig {
     enable_http2: Option<bool>,
 }
 
-/// Where the API server is and how to talk to it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ApiSource {
-    /// `api_server` with the HTTP client settings.
-    Url {
-        url: String,
-        auth: AuthKey,
-        tls: TlsKey,
-        proxy_url: Option<String>,
-    },
-    /// `kubeconfig_file`: its current context.
-    Kubeconfig(PathBuf),
-    /// The pod's service account (`KUBERNETES_SERVICE_HOST`/`_PORT`, the mounted token and CA).
-    InCluster,
-}
-
-/// [`Auth`] as a hashable key (the registry shares one client per source).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct AuthKey(pub String);
-
-/// [`TlsConfig`] as a hashable key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TlsKey(pub String);
-
 /// One resolved `kubernetes_sd_configs:` entry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KubernetesSdConfig {
     pub role: Role,
-    pub source: ApiSource,
-    pub auth: Auth,
-    pub tls_config: TlsConfig,
+    pub client: ClientConfig,
     pub namespaces: Namespaces,
     pub selectors: Vec<Selector>,
     pub attach_metadata: AttachMetadata,
@@ -149,58 +125,7 @@ impl RawKubernetesSdConfig {
         let role = self.role.ok_or(
             "kubernetes_sd_configs: role missing (one of: pod, service, endpoints, endpointslice, node, ingress)",
         )?;
-        let custom_http = self.basic_auth.is_some()
-            || self.authorization.is_some()
-            || self.oauth2.is_some()
-            || self.bearer_token.is_some()
-            || self.bearer_token_file.is_some()
-            || self.tls_config.is_some()
-            || self.proxy_url.is_some()
-            || self.follow_redirects == Some(false)
-            || self.enable_http2.is_some();
-        if self.oauth2.is_some() {
-            return Err("kubernetes_sd_configs: oauth2 is not supported by this edge".into());
-        }
-        let auth = Auth::from_config(
-            self.basic_auth.as_ref(),
-            self.authorization.as_ref(),
-            self.bearer_token.as_ref(),
-            self.bearer_token_file.as_ref(),
-        )
-        .map_err(|e| format!("kubernetes_sd_configs: {e}"))?;
-        let tls_config = self.tls_config.unwrap_or_default();
-        let source = match (self.api_server, self.kubeconfig_file) {
-            (Some(_), Some(_)) => {
-                return Err(
-                    "kubernetes_sd_configs: cannot use 'kubeconfig_file' and 'api_server' simultaneously"
-                        .into(),
-                );
-            }
-            (Some(url), None) => {
-                check_url("api_server", &url, &["http", "https"])?;
-                if let Some(p) = &self.proxy_url {
-                    check_url("proxy_url", p, &["http", "https", "socks5"])?;
-                }
-                ApiSource::Url {
-                    url: url.trim_end_matches('/').to_owned(),
-                    auth: AuthKey(format!("{auth:?}")),
-                    tls: TlsKey(format!("{tls_config:?}")),
-                    proxy_url: self.proxy_url,
-                }
-            }
-            (None, Some(path)) => {
-                if custom_http {
-                    return Err("kubernetes_sd_configs: cannot use a custom HTTP client configuration together with 'kubeconfig_file'".into());
-                }
-                ApiSource::Kubeconfig(path)
-            }
-            (None, None) => {
-                if custom_http {
-                    return Err("kubernetes_sd_configs: to use custom HTTP client configuration please provide the 'api_server' URL explicitly".into());
-                }
-                ApiSource::InCluster
-            }
-        };
+        let client = meridian_kube::client_fields!(self).resolve("kubernetes_sd_configs")?;
         let allowed = role.allowed_selectors();
         let mut seen = Vec::new();
         for s in &self.selectors {
@@ -241,9 +166,7 @@ impl RawKubernetesSdConfig {
         }
         Ok(KubernetesSdConfig {
             role,
-            source,
-            auth,
-            tls_config,
+            client,
             namespaces: self.namespaces,
             selectors: self.selectors,
             attach_metadata: self.attach_metadata,
@@ -251,22 +174,9 @@ impl RawKubernetesSdConfig {
     }
 }
 
-fn check_url(field: &str, url: &str, schemes: &[&str]) -> Result<(), String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("kubernetes_sd_configs: {field} {url:?}: {e}"))?;
-    match uri.scheme_str() {
-        Some(s) if schemes.contains(&s) && uri.host().is_some() => Ok(()),
-        _ => Err(format!(
-            "kubernetes_sd_configs: {field} {url:?} must be an absolute URL with scheme {}",
-            schemes.join(" or ")
-        )),
-    }
-}
-
 /// The label selector grammar of `k8s.io/apimachinery/pkg/labels.Parse`: comma-separated requirements
 /// `k`, `!k`, `k=v`, `k==v`, `k!=v`, `k in (a,b)`, `k notin (a,b)`.
-fn check_label_selector(s: &str) -> Result<(), String> {
+pub fn check_label_selector(s: &str) -> Result<(), String> {
     if s.trim().is_empty() {
         return Ok(());
     }
@@ -315,46 +225,6 @@ fn check_requirement(req: &str) -> Result<(), String> {
         }
     }
     check_key(req)
-}
-
-fn check_key(k: &str) -> Result<(), String> {
-    let (prefix, name) = match k.rsplit_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, k),
-    };
-    if let Some(p) = prefix
-        && (p.is_empty()
-            || p.len() > 253
-            || !p
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'))
-    {
-        return Err(format!("{k:?}: invalid key prefix"));
-    }
-    if name.is_empty() || name.len() > 63 || !is_name_value(name) {
-        return Err(format!("{k:?}: invalid key name"));
-    }
-    Ok(())
-}
-
-fn check_value(v: &str) -> Result<(), String> {
-    if v.is_empty() {
-        return Ok(());
-    }
-    if v.len() > 63 || !is_name_value(v) {
-        return Err(format!("{v:?}: invalid value"));
-    }
-    Ok(())
-}
-
-/// `[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?`
-fn is_name_value(s: &str) -> bool {
-    let b = s.as_bytes();
-    let alnum = |c: &u8| c.is_ascii_alphanumeric();
-    b.first().is_some_and(alnum)
-        && b.last().is_some_and(alnum)
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
 /// `k8s.io/apimachinery/pkg/fields.ParseSelector`: comma-separated `k=v`, `k==v`, `k!=v`.
@@ -436,11 +306,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.role, Role::Node);
-        assert!(matches!(&c.source, ApiSource::Url { url, .. } if url == "http://a:8080"));
+        assert!(matches!(&c.client.source, ApiSource::Url { url, .. } if url == "http://a:8080"));
         assert_eq!(c.selector(Role::Node).1, "spec.unschedulable=false");
         assert_eq!(c.selector(Role::Pod), ("", ""));
         let c = parse("role: endpointslice\nattach_metadata: {node: true}\n").unwrap();
-        assert_eq!(c.source, ApiSource::InCluster);
+        assert_eq!(c.client.source, ApiSource::InCluster);
         assert!(c.attach_metadata.node);
     }
 }

@@ -14,11 +14,11 @@
 //! does not re-render endpoints, as in 2.42. Rendering is a pure function of the stores, so a render
 //! triggered twice is harmless. Changes are batched for [`BATCH`] and the complete set is sent.
 
-pub mod client;
 pub mod config;
 mod endpoints;
-pub mod informer;
 mod render;
+
+pub use meridian_kube::{client, informer};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -40,6 +40,9 @@ use self::endpoints::{Lookup, endpoints_group, endpointslice_group, slice_servic
 use self::informer::{Informer, Registry};
 use self::render::{ingress_group, node_group, pod_group, pod_node_name, service_group, source_of};
 use super::{TargetGroup, Update, send_if_changed};
+
+/// The edge's `User-Agent` towards the API server.
+pub const USER_AGENT: &str = concat!("Meridian-edge/", env!("CARGO_PKG_VERSION"));
 
 /// How long changes are collected before the job's targets are recomputed (Prometheus' discovery
 /// manager waits 5 s; the issue asks for changes to reach the scrape manager within a second).
@@ -90,10 +93,10 @@ impl KubernetesSd {
     }
 
     pub async fn run(self, provider: usize, tx: mpsc::Sender<Update>, stop: CancellationToken) {
-        let client = match self.registry.client(&self.cfg.source) {
+        let client = match self.registry.client(&self.cfg.client.source) {
             Some(c) => c,
-            None => match client::connect(&self.cfg, &self.sa_dir).await {
-                Ok(c) => self.registry.put_client(&self.cfg.source, c),
+            None => match client::connect(&self.cfg.client, &self.sa_dir, USER_AGENT).await {
+                Ok(c) => self.registry.put_client(&self.cfg.client.source, c),
                 Err(e) => {
                     tracing::error!(error = %e, role = self.cfg.role.as_str(), "kubernetes_sd: no API client; this provider finds no targets");
                     return;
@@ -178,7 +181,7 @@ impl KubernetesSd {
     /// The informers this role reads (Prometheus' `Discovery.Run`).
     fn sources(&self, client: &kube_client::Client, namespaces: Vec<String>) -> Sources {
         let r = &self.registry;
-        let s = &self.cfg.source;
+        let s = &self.cfg.client.source;
         let sel = |role| self.cfg.selector(role);
         let mut src = Sources::default();
         for ns in &namespaces {
@@ -329,7 +332,7 @@ impl KubernetesSd {
                     for (i, inf) in src.slices.iter().enumerate() {
                         for s in inf.all() {
                             if slice_service_name(&s) == Some(svc) {
-                                dirty.insert((i, render::key(&s.metadata)));
+                                dirty.insert((i, meridian_kube::informer::key(&s.metadata)));
                             }
                         }
                     }
@@ -338,7 +341,7 @@ impl KubernetesSd {
                     for (i, inf) in src.pods.iter().enumerate() {
                         for p in inf.all() {
                             if pod_node_name(&p) == key {
-                                dirty.insert((i, render::key(&p.metadata)));
+                                dirty.insert((i, meridian_kube::informer::key(&p.metadata)));
                             }
                         }
                     }
@@ -347,7 +350,7 @@ impl KubernetesSd {
                     for (i, inf) in src.endpoints.iter().enumerate() {
                         for e in inf.all() {
                             if endpoints::endpoints_nodes(&e).contains(&key) {
-                                dirty.insert((i, render::key(&e.metadata)));
+                                dirty.insert((i, meridian_kube::informer::key(&e.metadata)));
                             }
                         }
                     }
@@ -356,7 +359,7 @@ impl KubernetesSd {
                     for (i, inf) in src.slices.iter().enumerate() {
                         for s in inf.all() {
                             if endpoints::endpointslice_nodes(&s).contains(&key) {
-                                dirty.insert((i, render::key(&s.metadata)));
+                                dirty.insert((i, meridian_kube::informer::key(&s.metadata)));
                             }
                         }
                     }

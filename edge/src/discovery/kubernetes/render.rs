@@ -29,18 +29,7 @@ pub(super) fn labels(set: &Set) -> Labels {
     Labels::from_pairs(set.iter().map(|(k, v)| (k.as_str(), v.as_str())))
 }
 
-/// Prometheus' `strutil.SanitizeLabelName`: every character outside `[a-zA-Z0-9_]` becomes `_`.
-pub(super) fn sanitize(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
+pub(super) use meridian_kube::sanitize_label_name as sanitize;
 
 /// `<role>_label_<name>`, `<role>_labelpresent_<name>` and the annotation twins.
 pub(super) fn object_meta(set: &mut Set, role: &str, meta: &ObjectMeta, annotations: bool) {
@@ -62,14 +51,6 @@ fn name(meta: &ObjectMeta) -> &str {
 
 pub(super) fn namespace(meta: &ObjectMeta) -> &str {
     meta.namespace.as_deref().unwrap_or("")
-}
-
-/// `namespace/name` (or `name` for cluster-wide objects), client-go's store key.
-pub(super) fn key(meta: &ObjectMeta) -> String {
-    match meta.namespace.as_deref() {
-        Some(ns) if !ns.is_empty() => format!("{ns}/{}", name(meta)),
-        _ => name(meta).to_owned(),
-    }
 }
 
 // ------------------------------------------------------------------------------------------- node

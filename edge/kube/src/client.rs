@@ -1,5 +1,6 @@
-//! The API client of a `kubernetes_sd_configs` entry: `api_server` with Prometheus' HTTP client
-//! settings, a `kubeconfig_file`, or the pod's service account (in-cluster).
+//! The API client: `api_server` with Prometheus' HTTP client settings, a `kubeconfig_file`, or the
+//! pod's service account (in-cluster), as a `kubernetes_sd_configs` entry (or the `monitoring_resources`
+//! section) describes it.
 //!
 //! Credentials that live in files (`bearer_token_file`, `authorization.credentials_file`,
 //! `basic_auth.password_file`, the service-account token) are read for every request, so a rotated
@@ -8,7 +9,7 @@
 //! token the server already stopped accepting.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -19,8 +20,7 @@ use kube_client::client::ClientBuilder;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
-use super::config::{ApiSource, KubernetesSdConfig};
-use meridian_core::http_config::{Auth, TlsConfig};
+use meridian_core::http_config::{Auth, Authorization, BasicAuth, TlsConfig};
 use meridian_core::net::dns::join_host_port;
 use meridian_pki::http_client::authorization_header;
 
@@ -29,8 +29,158 @@ pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceacc
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The client for `cfg` (`sa_dir`: the service-account directory for in-cluster use).
-pub(crate) async fn connect(cfg: &KubernetesSdConfig, sa_dir: &Path) -> Result<Client, String> {
+/// Where the API server is and how to talk to it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ApiSource {
+    /// `api_server` with the HTTP client settings.
+    Url {
+        url: String,
+        auth: AuthKey,
+        tls: TlsKey,
+        proxy_url: Option<String>,
+    },
+    /// `kubeconfig_file`: its current context.
+    Kubeconfig(PathBuf),
+    /// The pod's service account (`KUBERNETES_SERVICE_HOST`/`_PORT`, the mounted token and CA).
+    InCluster,
+}
+
+/// [`Auth`] as a hashable key (the registry shares one client per source).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AuthKey(pub String);
+
+/// [`TlsConfig`] as a hashable key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TlsKey(pub String);
+
+/// A resolved API client configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientConfig {
+    pub source: ApiSource,
+    pub auth: Auth,
+    pub tls_config: TlsConfig,
+}
+
+/// The client settings as written (Prometheus' `kubernetes_sd_configs` keys).
+#[derive(Debug, Clone, Default)]
+pub struct ClientFields {
+    pub api_server: Option<String>,
+    pub kubeconfig_file: Option<PathBuf>,
+    pub basic_auth: Option<BasicAuth>,
+    pub authorization: Option<Authorization>,
+    pub oauth2: bool,
+    pub bearer_token: Option<String>,
+    pub bearer_token_file: Option<PathBuf>,
+    pub tls_config: Option<TlsConfig>,
+    pub proxy_url: Option<String>,
+    pub follow_redirects: Option<bool>,
+    pub enable_http2: Option<bool>,
+}
+
+/// [`ClientFields`] from a raw config struct that has the same fields (`oauth2` an `Option`): the
+/// `kubernetes_sd_configs` entry and the `monitoring_resources` section.
+#[macro_export]
+macro_rules! client_fields {
+    ($r:expr) => {
+        $crate::client::ClientFields {
+            api_server: $r.api_server,
+            kubeconfig_file: $r.kubeconfig_file,
+            basic_auth: $r.basic_auth,
+            authorization: $r.authorization,
+            oauth2: $r.oauth2.is_some(),
+            bearer_token: $r.bearer_token,
+            bearer_token_file: $r.bearer_token_file,
+            tls_config: $r.tls_config,
+            proxy_url: $r.proxy_url,
+            follow_redirects: $r.follow_redirects,
+            enable_http2: $r.enable_http2,
+        }
+    };
+}
+
+impl ClientFields {
+    /// Prometheus' checks (`discovery/kubernetes` `SDConfig.UnmarshalYAML`), with its messages;
+    /// `section` starts each message.
+    pub fn resolve(self, section: &str) -> Result<ClientConfig, String> {
+        let custom_http = self.basic_auth.is_some()
+            || self.authorization.is_some()
+            || self.oauth2
+            || self.bearer_token.is_some()
+            || self.bearer_token_file.is_some()
+            || self.tls_config.is_some()
+            || self.proxy_url.is_some()
+            || self.follow_redirects == Some(false)
+            || self.enable_http2.is_some();
+        if self.oauth2 {
+            return Err(format!("{section}: oauth2 is not supported by Meridian"));
+        }
+        let auth = Auth::from_config(
+            self.basic_auth.as_ref(),
+            self.authorization.as_ref(),
+            self.bearer_token.as_ref(),
+            self.bearer_token_file.as_ref(),
+        )
+        .map_err(|e| format!("{section}: {e}"))?;
+        let tls_config = self.tls_config.unwrap_or_default();
+        let source = match (self.api_server, self.kubeconfig_file) {
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "{section}: cannot use 'kubeconfig_file' and 'api_server' simultaneously"
+                ));
+            }
+            (Some(url), None) => {
+                check_url(section, "api_server", &url, &["http", "https"])?;
+                if let Some(p) = &self.proxy_url {
+                    check_url(section, "proxy_url", p, &["http", "https", "socks5"])?;
+                }
+                ApiSource::Url {
+                    url: url.trim_end_matches('/').to_owned(),
+                    auth: AuthKey(format!("{auth:?}")),
+                    tls: TlsKey(format!("{tls_config:?}")),
+                    proxy_url: self.proxy_url,
+                }
+            }
+            (None, Some(path)) => {
+                if custom_http {
+                    return Err(format!(
+                        "{section}: cannot use a custom HTTP client configuration together with 'kubeconfig_file'"
+                    ));
+                }
+                ApiSource::Kubeconfig(path)
+            }
+            (None, None) => {
+                if custom_http {
+                    return Err(format!(
+                        "{section}: to use custom HTTP client configuration please provide the 'api_server' URL explicitly"
+                    ));
+                }
+                ApiSource::InCluster
+            }
+        };
+        Ok(ClientConfig {
+            source,
+            auth,
+            tls_config,
+        })
+    }
+}
+
+fn check_url(section: &str, field: &str, url: &str, schemes: &[&str]) -> Result<(), String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("{section}: {field} {url:?}: {e}"))?;
+    match uri.scheme_str() {
+        Some(s) if schemes.contains(&s) && uri.host().is_some() => Ok(()),
+        _ => Err(format!(
+            "{section}: {field} {url:?} must be an absolute URL with scheme {}",
+            schemes.join(" or ")
+        )),
+    }
+}
+
+/// The client for `cfg` (`sa_dir`: the service-account directory for in-cluster use; `agent`: the
+/// `User-Agent`, e.g. `Meridian-edge/0.1.0`).
+pub async fn connect(cfg: &ClientConfig, sa_dir: &Path, agent: &str) -> Result<Client, String> {
     let (mut config, auth) = match &cfg.source {
         ApiSource::Url { url, proxy_url, .. } => {
             let uri: http::Uri = url
@@ -70,7 +220,7 @@ pub(crate) async fn connect(cfg: &KubernetesSdConfig, sa_dir: &Path) -> Result<C
     };
     config.headers.push((
         http::header::USER_AGENT,
-        HeaderValue::from_static(concat!("Meridian-edge/", env!("CARGO_PKG_VERSION"))),
+        HeaderValue::from_str(agent).map_err(|e| format!("User-Agent {agent:?}: {e}"))?,
     ));
     let builder = ClientBuilder::try_from(config).map_err(|e| format!("kubernetes client: {e}"))?;
     let builder = builder.with_layer(&tower::buffer::BufferLayer::new(1024));
@@ -79,7 +229,7 @@ pub(crate) async fn connect(cfg: &KubernetesSdConfig, sa_dir: &Path) -> Result<C
 
 /// client-go's `rest.InClusterConfig`: `https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`, the
 /// service account's CA and token.
-pub(crate) fn in_cluster(
+pub fn in_cluster(
     sa_dir: &Path,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<(kube_client::Config, Auth), String> {
@@ -117,7 +267,7 @@ pub(crate) fn in_cluster(
 }
 
 /// The pod's namespace, for `namespaces: {own_namespace: true}`.
-pub(crate) fn own_namespace(sa_dir: &Path) -> Result<String, String> {
+pub fn own_namespace(sa_dir: &Path) -> Result<String, String> {
     let p = sa_dir.join("namespace");
     let s = std::fs::read_to_string(&p).map_err(|e| {
         format!(

@@ -15,6 +15,7 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube_client::{Api, Client, Resource};
 use kube_runtime::WatchStreamExt;
 use kube_runtime::watcher::{self, Event};
@@ -24,14 +25,13 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::config::ApiSource;
-use super::render::key;
+use crate::client::ApiSource;
 
 /// How many change announcements a slow subscriber may fall behind before it re-renders everything.
 const CHANGES_CAPACITY: usize = 4096;
 
 /// An object kind an informer can hold.
-pub(crate) trait Object:
+pub trait Object:
     Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
 {
     /// The API of this kind in `namespace` (`""`: all namespaces).
@@ -53,6 +53,10 @@ macro_rules! namespaced {
 }
 
 namespaced!(
+    k8s_openapi::api::core::v1::Secret,
+    crate::monitoring::ServiceMonitor,
+    crate::monitoring::PodMonitor,
+    crate::monitoring::PrometheusRule,
     k8s_openapi::api::core::v1::Pod,
     k8s_openapi::api::core::v1::Service,
     k8s_openapi::api::core::v1::Endpoints,
@@ -60,9 +64,27 @@ namespaced!(
     k8s_openapi::api::networking::v1::Ingress
 );
 
-impl Object for k8s_openapi::api::core::v1::Node {
-    fn api(client: Client, _namespace: &str) -> Api<Self> {
-        Api::all(client)
+macro_rules! cluster_wide {
+    ($($t:ty),*) => {$(
+        impl Object for $t {
+            fn api(client: Client, _namespace: &str) -> Api<Self> {
+                Api::all(client)
+            }
+        }
+    )*};
+}
+
+cluster_wide!(
+    k8s_openapi::api::core::v1::Node,
+    k8s_openapi::api::core::v1::Namespace
+);
+
+/// `namespace/name` (or `name` for cluster-wide objects), client-go's store key.
+pub fn key(meta: &ObjectMeta) -> String {
+    let name = meta.name.as_deref().unwrap_or("");
+    match meta.namespace.as_deref() {
+        Some(ns) if !ns.is_empty() => format!("{ns}/{name}"),
+        _ => name.to_owned(),
     }
 }
 
@@ -73,7 +95,7 @@ struct Shared<K> {
 }
 
 /// A subscriber's handle on a shared informer.
-pub(crate) struct Informer<K> {
+pub struct Informer<K> {
     shared: Arc<Shared<K>>,
     stop: CancellationToken,
 }
@@ -91,12 +113,12 @@ impl<K> Drop for Informer<K> {
 }
 
 impl<K: Object> Informer<K> {
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
         self.shared.changes.subscribe()
     }
 
     /// Waits until the first list is complete; `false` when `stop` came first.
-    pub(crate) async fn synced(&self, stop: &CancellationToken) -> bool {
+    pub async fn synced(&self, stop: &CancellationToken) -> bool {
         let mut rx = self.shared.synced.subscribe();
         tokio::select! {
             r = rx.wait_for(|s| *s) => r.is_ok(),
@@ -104,7 +126,7 @@ impl<K: Object> Informer<K> {
         }
     }
 
-    pub(crate) fn get(&self, key: &str) -> Option<Arc<K>> {
+    pub fn get(&self, key: &str) -> Option<Arc<K>> {
         self.shared
             .store
             .read()
@@ -114,7 +136,7 @@ impl<K: Object> Informer<K> {
     }
 
     /// Every object (cloned references), for full renders and scans.
-    pub(crate) fn all(&self) -> Vec<Arc<K>> {
+    pub fn all(&self) -> Vec<Arc<K>> {
         self.shared
             .store
             .read()
@@ -166,11 +188,11 @@ impl Registry {
         );
     }
 
-    pub(crate) fn client(&self, source: &ApiSource) -> Option<Client> {
+    pub fn client(&self, source: &ApiSource) -> Option<Client> {
         self.lock_clients().get(source).cloned()
     }
 
-    pub(crate) fn put_client(&self, source: &ApiSource, client: Client) -> Client {
+    pub fn put_client(&self, source: &ApiSource, client: Client) -> Client {
         self.lock_clients()
             .entry(source.clone())
             .or_insert(client)
@@ -185,7 +207,7 @@ impl Registry {
 
     /// The informer for `K` in `namespace` (`""`: all namespaces) with these selectors, started when
     /// nobody holds it yet.
-    pub(crate) fn informer<K: Object>(
+    pub fn informer<K: Object>(
         &self,
         source: &ApiSource,
         client: &Client,
@@ -294,14 +316,14 @@ async fn run<K: Object>(
             None => return,
             Some(Err(e)) => {
                 if !failing {
-                    tracing::warn!(resource = %what, error = %e, "kubernetes_sd: list/watch failed; retrying with backoff");
+                    tracing::warn!(resource = %what, error = %e, "kubernetes: list/watch failed; retrying with backoff");
                 }
                 failing = true;
             }
             Some(Ok(ev)) => {
                 // `Init` comes before the list is even asked for: only data shows it works again.
                 if failing && !matches!(ev, Event::Init) {
-                    tracing::info!(resource = %what, "kubernetes_sd: list/watch works again");
+                    tracing::info!(resource = %what, "kubernetes: list/watch works again");
                     failing = false;
                 }
                 match ev {
