@@ -29,13 +29,20 @@ pub struct RuleText {
     /// `namespace/name`, for messages.
     pub resource: String,
     pub text: String,
+    /// `enforcedNamespaceLabel` and the resource's namespace: every selector and every rule of the
+    /// file gets `<label>="<namespace>"` (done by the rule engine, which parses the expressions).
+    pub enforce: Option<(String, String)>,
 }
 
 /// How long changes are collected before the rule files are rebuilt.
 const BATCH: Duration = Duration::from_millis(200);
 
 /// The rule file of one resource.
-pub fn rule_text(r: &PrometheusRule, evaluation_interval: Duration) -> RuleText {
+pub fn rule_text(
+    r: &PrometheusRule,
+    evaluation_interval: Duration,
+    enforced_label: Option<&str>,
+) -> RuleText {
     let ns = r.metadata.namespace.as_deref().unwrap_or("");
     let name = r.metadata.name.as_deref().unwrap_or("");
     let uid = r.metadata.uid.as_deref().unwrap_or("");
@@ -59,6 +66,7 @@ pub fn rule_text(r: &PrometheusRule, evaluation_interval: Duration) -> RuleText 
         name: format!("{ns}-{name}-{uid}.yaml"),
         resource: format!("{ns}/{name}"),
         text,
+        enforce: enforced_label.map(|l| (l.to_owned(), ns.to_owned())),
     }
 }
 
@@ -98,7 +106,13 @@ pub async fn run(
         let texts: Vec<RuleText> = rules
             .objects()
             .iter()
-            .map(|r| rule_text(r, cfg.evaluation_interval))
+            .map(|r| {
+                rule_text(
+                    r,
+                    cfg.evaluation_interval,
+                    cfg.enforced_namespace_label.as_deref(),
+                )
+            })
             .collect();
         tx.send_if_modified(|cur| {
             if cur.as_ref() == Some(&texts) {
@@ -134,7 +148,8 @@ mod tests {
             ]}
         }))
         .unwrap();
-        let t = rule_text(&r, Duration::from_secs(30));
+        let t = rule_text(&r, Duration::from_secs(30), Some("namespace"));
+        assert_eq!(t.enforce, Some(("namespace".into(), "default".into())));
         assert_eq!(t.name, "default-example-u-1.yaml");
         assert_eq!(t.resource, "default/example");
         let v: Value = serde_json::from_str(&t.text).unwrap();

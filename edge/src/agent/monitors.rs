@@ -98,9 +98,14 @@ impl Shared {
             return;
         }
         let n = jobs.jobs.len();
+        let refresh = jobs.refresh.clone();
         *lock(&self.monitors.generated) = Arc::new(jobs);
         let cfg = self.effective(&self.current_config());
-        match self.scrape.apply(&cfg).await {
+        let applied = match self.scrape.apply(&cfg).await {
+            Ok(()) => self.scrape.refresh_clients(&refresh).await,
+            Err(e) => Err(e),
+        };
+        match applied {
             Ok(()) => tracing::info!(
                 jobs = n,
                 "monitoring_resources: scrape jobs from ServiceMonitors and PodMonitors applied"

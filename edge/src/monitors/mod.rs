@@ -44,6 +44,9 @@ pub struct GeneratedJobs {
     pub jobs: Vec<ScrapeConfig>,
     /// The same jobs as the operator's YAML (for `/api/v1/status/config`).
     pub yaml: Vec<Node>,
+    /// Jobs whose TLS files were rewritten with new contents in this pass (a rotated Secret): their
+    /// HTTP clients are built again though their configuration did not change.
+    pub refresh: Vec<String>,
 }
 
 /// Everything one watcher needs.
@@ -237,7 +240,10 @@ async fn generate_all(
     let mut out = GeneratedJobs::default();
     for (name, (jobs, yaml, _), r) in checked {
         match r {
-            Ok(()) => {
+            Ok(rewritten) => {
+                if rewritten {
+                    out.refresh.extend(jobs.iter().map(|j| j.job_name.clone()));
+                }
                 out.jobs.extend(jobs);
                 out.yaml.extend(yaml);
             }
@@ -405,15 +411,19 @@ async fn read_assets(
 }
 
 /// Writes a resource's TLS files that changed (mode 0600, through a temporary file and a rename), then
-/// builds each job's HTTP client as the scrape manager will.
-fn finish(dir: &Path, a: &Accepted) -> Result<(), String> {
+/// builds each job's HTTP client as the scrape manager will. Returns whether a file that existed was
+/// rewritten with new contents.
+fn finish(dir: &Path, a: &Accepted) -> Result<bool, String> {
     let (jobs, _, files) = a;
     if !files.is_empty() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
+    let mut rewritten = false;
     for (path, data) in files {
-        if std::fs::read(path).is_ok_and(|old| old == *data) {
-            continue;
+        match std::fs::read(path) {
+            Ok(old) if old == *data => continue,
+            Ok(_) => rewritten = true,
+            Err(_) => {}
         }
         let tmp = path.with_extension("tmp");
         let write = || -> std::io::Result<()> {
@@ -432,5 +442,34 @@ fn finish(dir: &Path, a: &Accepted) -> Result<(), String> {
     for (i, j) in jobs.iter().enumerate() {
         crate::scrape::http::HttpClient::new(j).map_err(|e| format!("endpoint {i}: {e}"))?;
     }
-    Ok(())
+    Ok(rewritten)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rotated_secret_rewrites_its_file_and_asks_for_new_clients() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("certs").join("0_default_tls_ca");
+        let a = |data: &[u8]| -> Accepted {
+            (Vec::new(), Vec::new(), vec![(path.clone(), data.to_vec())])
+        };
+        let certs = dir.path().join("certs");
+        assert!(
+            !finish(&certs, &a(b"one")).unwrap(),
+            "a new file is not a rotation"
+        );
+        assert!(!finish(&certs, &a(b"one")).unwrap(), "unchanged");
+        assert!(finish(&certs, &a(b"two")).unwrap(), "rotated");
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+    }
 }

@@ -200,6 +200,31 @@ impl ScrapeManager {
         Ok(())
     }
 
+    /// Builds the HTTP clients of these jobs again (their TLS files changed, their configuration did
+    /// not), handing each pool's loops over as a reload does.
+    pub async fn refresh_clients(&self, jobs: &[String]) -> Result<(), String> {
+        let pools = self.pools.lock().await;
+        for name in jobs {
+            let Some(p) = pools.get(name) else {
+                continue;
+            };
+            let client = HttpClient::new(&p.cfg).map_err(|e| format!("job {name:?}: {e}"))?;
+            let (tx, rx) = oneshot::channel();
+            if p.cmd
+                .send(PoolCmd::Reconfigure(
+                    Box::new(p.cfg.clone()),
+                    Arc::new(client),
+                    tx,
+                ))
+                .await
+                .is_ok()
+            {
+                let _ = rx.await;
+            }
+        }
+        Ok(())
+    }
+
     /// Stops every pool (no stale markers) and waits for their loops.
     pub async fn stop(&self) {
         let mut pools = self.pools.lock().await;

@@ -182,14 +182,19 @@ impl RuleManager {
     pub(super) fn load(&self) -> Result<Vec<GroupSpec>, LoadError> {
         let mut groups = file::load_all(&self.patterns).map_err(LoadError)?;
         for r in lock(&self.resource_rules).iter() {
-            match file::parse(std::path::Path::new(&r.name), &r.text) {
+            let parsed = file::parse(std::path::Path::new(&r.name), &r.text)
+                .map_err(|e| e.errors.join("; "))
+                .and_then(|mut g| match &r.enforce {
+                    Some((label, ns)) => super::enforce::enforce(&mut g, label, ns).map(|()| g),
+                    None => Ok(g),
+                });
+            match parsed {
                 Ok(g) => groups.extend(g),
                 Err(e) => tracing::warn!(
                     resource = %format!("PrometheusRule {}", r.resource),
                     reason = "InvalidConfiguration",
-                    "monitoring_resources: PrometheusRule {} skipped: {}",
+                    "monitoring_resources: PrometheusRule {} skipped: {e}",
                     r.resource,
-                    e.errors.join("; ")
                 ),
             }
         }

@@ -12,6 +12,7 @@
 //! - [`RuleManager`]: loads the files, runs every group at its interval, reloads (keeping the state of
 //!   unchanged rules), and answers `/api/v1/rules` and `/api/v1/alerts`.
 
+pub mod enforce;
 pub mod file;
 pub mod template;
 pub mod tsdb;
