@@ -611,6 +611,48 @@ fn check_target_sources(at: &str, r: &RawScrapeConfig) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn monitoring_resources_section() {
+        let c = Config::parse(
+            "global:\n  external_labels: {cluster: a}\nmonitoring_resources:\n  namespace: monitoring\n  serviceMonitorSelector: {}\n  externalLabels: {region: eu, cluster: a}\n  scrapeInterval: 15s\n  scrapeTimeout: 5s\n  ruleSelector: {}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.external_labels,
+            Labels::from_pairs([("cluster", "a"), ("region", "eu")])
+        );
+        let m = c.monitoring_resources.as_ref().unwrap();
+        assert_eq!(m.scrape_interval, Duration::from_secs(15));
+        assert_eq!(m.scrape_timeout, Some(Duration::from_secs(5)));
+        assert!(
+            c.warnings.iter().any(|w| w.contains("ruleSelector")),
+            "{:?}",
+            c.warnings
+        );
+        let e = Config::parse(
+            "global:\n  external_labels: {cluster: a}\nmonitoring_resources:\n  externalLabels: {cluster: b}\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("monitoring_resources.externalLabels"),
+            "{}",
+            e.message
+        );
+        let e = Config::parse("monitoring_resources:\n  serviceMonitorSelecter: {}\n").unwrap_err();
+        assert!(
+            e.message.contains("serviceMonitorSelecter"),
+            "{}",
+            e.message
+        );
+        // A Prometheus file without the section is what it was.
+        assert!(
+            Config::parse("global: {}\n")
+                .unwrap()
+                .monitoring_resources
+                .is_none()
+        );
+    }
+
     /// Issue 23: the file takes the one duration grammar (`meridian_core::promfmt`) and the one size
     /// parser, as the flags do.
     #[test]

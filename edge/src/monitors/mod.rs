@@ -451,6 +451,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn generated_jobs_inherit_the_sections_interval_and_timeout() {
+        let file = crate::config::Config::parse(
+            "global:\n  scrape_interval: 1h\n  sample_limit: 7\nmonitoring_resources:\n  namespace: x\n  scrapeInterval: 15s\n  scrapeTimeout: 5s\n",
+        )
+        .unwrap();
+        let w = Watch {
+            cfg: file.monitoring_resources.clone().unwrap(),
+            global: file.global.clone(),
+            file_jobs: Vec::new(),
+            registry: Arc::new(Registry::default()),
+            sa_dir: PathBuf::new(),
+            cert_dir: PathBuf::new(),
+        };
+        let g = generated_global(&w);
+        let (job, _) = resolve_generated_job("job_name: j\n", &g, &[]).unwrap();
+        assert_eq!(job.scrape_interval, Duration::from_secs(15));
+        assert_eq!(job.scrape_timeout, Duration::from_secs(5));
+        assert_eq!(job.sample_limit, 7, "the file's global limits still apply");
+        let (job, _) =
+            resolve_generated_job("job_name: j\nscrape_interval: 1m\n", &g, &[]).unwrap();
+        assert_eq!(job.scrape_interval, Duration::from_secs(60));
+    }
+
+    #[test]
     fn a_rotated_secret_rewrites_its_file_and_asks_for_new_clients() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("certs").join("0_default_tls_ca");
