@@ -14,6 +14,7 @@
 pub mod chunkenc;
 pub mod error;
 pub mod fswatch;
+pub mod histogram;
 pub mod http_config;
 pub mod labels;
 pub mod matcher;

@@ -1,9 +1,13 @@
-//! Prometheus chunk encodings. Only XOR (float samples) is implemented; histogram encodings are recognised
-//! so that readers can report them clearly.
+//! Prometheus chunk encodings: XOR (float samples) and the native-histogram encodings (integer and
+//! float histograms).
 
 mod bstream;
+mod float_histogram;
+mod histogram;
 mod xor;
 
+pub use float_histogram::{FloatHistogramChunk, read_float_histograms};
+pub use histogram::{CounterResetHeader, HistogramChunk, HistogramLayout, read_histograms};
 pub use xor::{Layout, XorChunk, XorIterator};
 
 /// Chunk encodings as numbered in Prometheus' `chunkenc.Encoding` (and in chunk segment files).
@@ -42,4 +46,6 @@ pub enum ChunkError {
     Truncated { read: u16, total: u16 },
     #[error("chunk already holds the maximum of 65535 samples")]
     Full,
+    #[error("the sample needs a new chunk: {0}")]
+    NeedsNewChunk(&'static str),
 }

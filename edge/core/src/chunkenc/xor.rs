@@ -215,7 +215,13 @@ fn write_prefixed(w: &mut BitWriter, legacy: bool, prefix: u64, plen: u32, field
 }
 
 #[inline]
-fn write_value(w: &mut BitWriter, v: f64, prev: f64, leading: &mut u8, trailing: &mut u8) {
+pub(super) fn write_value(
+    w: &mut BitWriter,
+    v: f64,
+    prev: f64,
+    leading: &mut u8,
+    trailing: &mut u8,
+) {
     let delta = v.to_bits() ^ prev.to_bits();
     if delta == 0 {
         w.write_bit(false);

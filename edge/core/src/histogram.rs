@@ -1,0 +1,217 @@
+//! Native histograms as Prometheus models them (`model/histogram`, v2.42.0): exponential buckets of
+//! schema `-4..=8`, a zero bucket, and sparse buckets described by spans.
+//!
+//! An integer [`Histogram`] keeps its buckets as *spatial deltas* (the first bucket of a side absolute,
+//! each later one the difference to the bucket before), as Prometheus does in memory, in chunks and in
+//! the WAL. A [`FloatHistogram`] keeps absolute float counts.
+
+/// Whether a histogram follows a counter reset (`histogram.CounterResetHint`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CounterResetHint {
+    #[default]
+    Unknown = 0,
+    CounterReset = 1,
+    NotCounterReset = 2,
+    Gauge = 3,
+}
+
+/// A run of consecutive buckets: `offset` is the index of its first bucket for the first span, the gap
+/// after the previous span for the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    pub offset: i32,
+    pub length: u32,
+}
+
+/// An integer histogram.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Histogram {
+    pub hint: CounterResetHint,
+    pub schema: i32,
+    pub zero_threshold: f64,
+    pub zero_count: u64,
+    pub count: u64,
+    pub sum: f64,
+    pub positive_spans: Vec<Span>,
+    pub negative_spans: Vec<Span>,
+    /// Spatial deltas (see the module docs).
+    pub positive_buckets: Vec<i64>,
+    pub negative_buckets: Vec<i64>,
+}
+
+/// A histogram with float counts and absolute buckets.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FloatHistogram {
+    pub hint: CounterResetHint,
+    pub schema: i32,
+    pub zero_threshold: f64,
+    pub zero_count: f64,
+    pub count: f64,
+    pub sum: f64,
+    pub positive_spans: Vec<Span>,
+    pub negative_spans: Vec<Span>,
+    pub positive_buckets: Vec<f64>,
+    pub negative_buckets: Vec<f64>,
+}
+
+/// The number of buckets spans describe.
+pub fn span_buckets(spans: &[Span]) -> usize {
+    spans.iter().map(|s| s.length as usize).sum()
+}
+
+/// Absolute counts from spatial deltas.
+pub fn cumulate(deltas: &[i64]) -> Vec<f64> {
+    let mut acc = 0i64;
+    deltas
+        .iter()
+        .map(|d| {
+            acc = acc.wrapping_add(*d);
+            acc as f64
+        })
+        .collect()
+}
+
+impl Histogram {
+    /// The same histogram with float counts (`ToFloat`).
+    pub fn to_float(&self) -> FloatHistogram {
+        FloatHistogram {
+            hint: self.hint,
+            schema: self.schema,
+            zero_threshold: self.zero_threshold,
+            zero_count: self.zero_count as f64,
+            count: self.count as f64,
+            sum: self.sum,
+            positive_spans: self.positive_spans.clone(),
+            negative_spans: self.negative_spans.clone(),
+            positive_buckets: cumulate(&self.positive_buckets),
+            negative_buckets: cumulate(&self.negative_buckets),
+        }
+    }
+
+    /// Prometheus 2.42's `ValidateHistogram`: spans after the first have non-negative offsets, spans
+    /// and buckets agree in number, no absolute bucket count is negative, and the buckets do not hold
+    /// more observations than `count`.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut total: u64 = 0;
+        for (side, spans, deltas) in [
+            ("positive", &self.positive_spans, &self.positive_buckets),
+            ("negative", &self.negative_spans, &self.negative_buckets),
+        ] {
+            check_spans(side, spans, deltas.len())?;
+            let mut acc = 0i64;
+            for (i, d) in deltas.iter().enumerate() {
+                acc = acc
+                    .checked_add(*d)
+                    .ok_or_else(|| format!("{side} bucket {i}: the count overflows"))?;
+                if acc < 0 {
+                    return Err(format!("{side} bucket {i} has a negative count: {acc}"));
+                }
+                total = total.saturating_add(acc as u64);
+            }
+        }
+        if total > self.count {
+            return Err(format!(
+                "{total} observations found in buckets, but the count is {}",
+                self.count
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl FloatHistogram {
+    /// As [`Histogram::validate`] (`ValidateFloatHistogram`).
+    pub fn validate(&self) -> Result<(), String> {
+        let mut total = 0.0;
+        for (side, spans, buckets) in [
+            ("positive", &self.positive_spans, &self.positive_buckets),
+            ("negative", &self.negative_spans, &self.negative_buckets),
+        ] {
+            check_spans(side, spans, buckets.len())?;
+            for (i, c) in buckets.iter().enumerate() {
+                if *c < 0.0 {
+                    return Err(format!("{side} bucket {i} has a negative count: {c}"));
+                }
+                total += c;
+            }
+        }
+        if total > self.count {
+            return Err(format!(
+                "{total} observations found in buckets, but the count is {}",
+                self.count
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn check_spans(side: &str, spans: &[Span], buckets: usize) -> Result<(), String> {
+    for (i, s) in spans.iter().enumerate().skip(1) {
+        if s.offset < 0 {
+            return Err(format!(
+                "{side} span {i} has a negative offset {}",
+                s.offset
+            ));
+        }
+    }
+    let want = span_buckets(spans);
+    if want != buckets {
+        return Err(format!(
+            "{side} spans need {want} buckets, have {buckets} buckets"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_conversion_and_validation() {
+        let h = Histogram {
+            schema: 1,
+            count: 15,
+            zero_count: 2,
+            sum: 18.4,
+            positive_spans: vec![
+                Span {
+                    offset: 0,
+                    length: 2,
+                },
+                Span {
+                    offset: 1,
+                    length: 2,
+                },
+            ],
+            positive_buckets: vec![1, 1, -1, 0],
+            negative_spans: vec![
+                Span {
+                    offset: 1,
+                    length: 1,
+                },
+                Span {
+                    offset: 2,
+                    length: 3,
+                },
+            ],
+            negative_buckets: vec![2, 1, -1, -1],
+            ..Histogram::default()
+        };
+        h.validate().unwrap();
+        let f = h.to_float();
+        assert_eq!(f.positive_buckets, vec![1.0, 2.0, 1.0, 1.0]);
+        assert_eq!(f.negative_buckets, vec![2.0, 3.0, 2.0, 1.0]);
+        f.validate().unwrap();
+        let mut bad = h.clone();
+        bad.positive_buckets[1] = -5;
+        assert!(bad.validate().unwrap_err().contains("negative count"));
+        let mut bad = h.clone();
+        bad.count = 3;
+        assert!(bad.validate().unwrap_err().contains("observations"));
+        let mut bad = h;
+        bad.positive_spans[1].offset = -1;
+        assert!(bad.validate().unwrap_err().contains("negative offset"));
+    }
+}
