@@ -75,7 +75,8 @@ impl IndexError {
     }
 }
 
-fn put_uvarint(b: &mut Vec<u8>, mut x: u64) {
+/// Go's `binary.PutUvarint`, appended.
+pub(crate) fn put_uvarint(b: &mut Vec<u8>, mut x: u64) {
     while x >= 0x80 {
         b.push(x as u8 | 0x80);
         x >>= 7;
@@ -83,7 +84,8 @@ fn put_uvarint(b: &mut Vec<u8>, mut x: u64) {
     b.push(x as u8);
 }
 
-fn put_varint(b: &mut Vec<u8>, x: i64) {
+/// Go's `binary.PutVarint` (zig-zag), appended.
+pub(crate) fn put_varint(b: &mut Vec<u8>, x: i64) {
     put_uvarint(b, ((x << 1) ^ (x >> 63)) as u64);
 }
 

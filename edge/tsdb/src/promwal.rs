@@ -22,6 +22,7 @@
 
 use meridian_core::labels::Labels;
 
+pub mod histograms;
 pub mod mirror;
 
 pub const PAGE_SIZE: usize = 32 * 1024;
@@ -52,6 +53,10 @@ pub enum PromRecord {
     Series(Vec<(u64, Labels)>),
     /// Float samples: reference, time, value.
     Samples(Vec<(u64, i64, f64)>),
+    /// Integer native-histogram samples (record type 7).
+    Histograms(Vec<(u64, i64, meridian_core::histogram::Histogram)>),
+    /// Float native-histogram samples (record type 8).
+    FloatHistograms(Vec<(u64, i64, meridian_core::histogram::FloatHistogram)>),
     /// What the head does not need: exemplars (4), metadata (6), m-map markers (5), a checkpoint's
     /// min valid time (14).
     Skipped(u8),
@@ -213,7 +218,13 @@ pub fn decode(rec: &[u8]) -> Result<PromRecord, PromWalError> {
             "tombstones (series deleted through the admin API)".into(),
         )),
         4 | 5 | 6 | 14 => Ok(PromRecord::Skipped(kind)),
-        7..=10 | 12 | 13 => Err(PromWalError::Unsupported(format!(
+        histograms::HISTOGRAM_SAMPLES => {
+            histograms::decode_histograms(&mut d).map(PromRecord::Histograms)
+        }
+        histograms::FLOAT_HISTOGRAM_SAMPLES => {
+            histograms::decode_float_histograms(&mut d).map(PromRecord::FloatHistograms)
+        }
+        9 | 10 | 12 | 13 => Err(PromWalError::Unsupported(format!(
             "native histogram samples (record type {kind})"
         ))),
         _ => Err(PromWalError::Unsupported(format!("record type {kind}"))),
@@ -451,7 +462,7 @@ pub(crate) mod tests {
             decode(&[3, 0, 0]),
             Err(PromWalError::Unsupported(_))
         ));
-        assert!(matches!(decode(&[7]), Err(PromWalError::Unsupported(_))));
+        assert!(matches!(decode(&[9]), Err(PromWalError::Unsupported(_))));
         assert_eq!(decode(&[4]).unwrap(), PromRecord::Skipped(4));
         // A series record claiming more labels than it has bytes is refused before allocating.
         let mut b = vec![1u8];

@@ -86,13 +86,7 @@ pub(crate) fn werr(path: &Path) -> impl Fn(std::io::Error) -> WalError + '_ {
     }
 }
 
-fn put_uvarint(b: &mut Vec<u8>, mut x: u64) {
-    while x >= 0x80 {
-        b.push(x as u8 | 0x80);
-        x >>= 7;
-    }
-    b.push(x as u8);
-}
+use crate::index::put_uvarint;
 
 fn put_str(b: &mut Vec<u8>, s: &str) {
     put_uvarint(b, s.len() as u64);

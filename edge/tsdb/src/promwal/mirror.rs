@@ -140,7 +140,8 @@ impl Copy {
                     self.head.append(ours, Sample::new(t, v));
                 }
             }
-            PromRecord::Skipped(_) => {}
+            PromRecord::Skipped(_) | PromRecord::Histograms(_) | PromRecord::FloatHistograms(_) => {
+            }
         }
     }
 
@@ -432,7 +433,16 @@ fn read_segment(
         let (raw, used) = split_records(&buf, *offset).map_err(corrupt)?;
         let mut recs = Vec::with_capacity(raw.len());
         for r in raw {
-            recs.push(decode(&r).map_err(corrupt)?);
+            let rec = decode(&r).map_err(corrupt)?;
+            // The head copy holds float samples only: a WAL with histograms leaves the head's range
+            // to remote read, as before the records could be decoded.
+            if let PromRecord::Histograms(_) | PromRecord::FloatHistograms(_) = rec {
+                return Err(corrupt(PromWalError::Unsupported(format!(
+                    "native histogram samples (record type {})",
+                    r.first().copied().unwrap_or(0)
+                ))));
+            }
+            recs.push(rec);
         }
         apply(recs);
         *offset += used as u64;
