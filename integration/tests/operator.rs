@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use meridian_edge::config::{GlobalConfig, resolve_generated_job};
 use meridian_edge::monitors::generate::{self, AssetStore, Context, Node};
+use meridian_integration::served::{bin_dir, require_binaries};
 use meridian_kube::monitoring::{PodMonitor, ServiceMonitor};
 use meridian_kube::resources::MonitoringResources;
 use meridian_testkit::{ChildGuard, free_port, http, in_ci, require, wait_for};
@@ -37,11 +38,6 @@ fn repo() -> PathBuf {
         .parent()
         .unwrap()
         .to_path_buf()
-}
-
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
 }
 
 fn cases() -> Vec<Value> {
@@ -448,9 +444,7 @@ fn resources_give_the_targets_of_the_golden_yaml() {
     let Some(api) = Api::start(dir.path()) else {
         return;
     };
-    for bin in ["meridian-edge", "meridian-gateway"] {
-        assert!(bin_dir().join(bin).exists(), "{bin} is not built");
-    }
+    require_binaries();
     api.apply(app_objects());
     // Every scrape goes to a closed loopback port: no fixture address is ever contacted.
     let proxy = format!("http://127.0.0.1:{}", free_port());
