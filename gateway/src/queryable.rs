@@ -3,7 +3,10 @@
 //! come from. The fan-out over the endpoint set (with replica deduplication) implements it; so can
 //! anything else (tests, the bucket store on its own).
 
+use std::sync::Arc;
+
 use meridian_core::error::Result;
+use meridian_core::histogram::FloatHistogram;
 use meridian_core::labels::Labels;
 use meridian_core::matcher::Matcher;
 use meridian_core::sample::Sample;
@@ -39,11 +42,21 @@ pub struct SelectRequest {
     pub hints: SelectHints,
 }
 
-/// One series and its samples inside the requested range, in time order.
+/// One native-histogram sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HPoint {
+    pub t: i64,
+    pub h: Arc<FloatHistogram>,
+}
+
+/// One series and its samples inside the requested range, in time order: float samples (stale markers
+/// of histograms among them, as float stale markers) and native-histogram samples, apart as
+/// Prometheus' `promql.Series` keeps them.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SeriesData {
     pub labels: Labels,
     pub samples: Vec<Sample>,
+    pub histograms: Vec<HPoint>,
     /// Each sample's value is the number of raw samples it stands for (downsampled counts read for
     /// `count_over_time`), not a value of the series.
     pub counts: bool,

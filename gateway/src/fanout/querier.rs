@@ -90,7 +90,7 @@ impl Queryable for Querier {
             series.extend(groups.into_iter().map(|g| SeriesData {
                 labels: g.labels,
                 samples: vec![],
-                counts: false,
+                ..Default::default()
             }));
             return Ok(Selected { series, warnings });
         }
@@ -117,6 +117,7 @@ impl Queryable for Querier {
                     labels: g.labels,
                     samples,
                     counts: plan.counts(),
+                    ..Default::default()
                 });
             }
         }

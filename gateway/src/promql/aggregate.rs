@@ -221,15 +221,24 @@ fn select_k(
             if kk < 1 {
                 continue;
             }
+            if op == "limitk" {
+                // Any series, floats and histograms alike.
+                let present = members
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(j, &m)| rows[m].elem(i).map(|e| (j, e)));
+                for (j, e) in present.take(kk as usize) {
+                    picked[j].set_elem(i, e);
+                }
+                continue;
+            }
             let mut present: Vec<(usize, f64)> = members
                 .iter()
                 .enumerate()
                 .filter_map(|(j, &m)| rows[m].get(i).map(|v| (j, v)))
                 .collect();
-            if op != "limitk" {
-                let top = op == "topk";
-                present.sort_by(|a, b| nan_last(a.1, b.1, top));
-            }
+            let top = op == "topk";
+            present.sort_by(|a, b| nan_last(a.1, b.1, top));
             for (j, v) in present.into_iter().take(kk as usize) {
                 picked[j].set(i, v);
             }
@@ -334,6 +343,26 @@ fn reduce_groups(
         ev.guard.tick(members.len().saturating_mul(s.n))?;
         let mut row = Row::new(g, s.n);
         for i in 0..s.n {
+            match op {
+                // Floats and histograms alike.
+                "count" | "group" => {
+                    let n = members.iter().filter(|&&m| rows[m].ok[i]).count();
+                    if n > 0 {
+                        row.set(i, if op == "count" { n as f64 } else { 1.0 });
+                    }
+                    continue;
+                }
+                "sum" | "avg" if members.iter().any(|&m| rows[m].hist(i).is_some()) => {
+                    // Histograms only: their sum or mean; mixed with floats: nothing.
+                    if let Some(h) =
+                        sum_histograms(members.iter().map(|&m| &rows[m]), i, op == "avg")
+                    {
+                        row.set_h(i, std::sync::Arc::new(h));
+                    }
+                    continue;
+                }
+                _ => {}
+            }
             values.clear();
             values.extend(members.iter().filter_map(|&m| rows[m].get(i)));
             if values.is_empty() {
@@ -347,6 +376,36 @@ fn reduce_groups(
         }
     }
     Ok(out)
+}
+
+/// The sum (or mean) of the histograms of `rows` at step `i`; `None` when a float is among them or
+/// the histograms cannot be added (exponential and custom buckets).
+fn sum_histograms<'r>(
+    rows: impl Iterator<Item = &'r Row>,
+    i: usize,
+    avg: bool,
+) -> Option<meridian_core::histogram::FloatHistogram> {
+    let mut sum: Option<meridian_core::histogram::FloatHistogram> = None;
+    let mut n = 0.0;
+    for r in rows {
+        if !r.ok[i] {
+            continue;
+        }
+        let h = r.hist(i)?;
+        n += 1.0;
+        match &mut sum {
+            None => sum = Some((**h).clone()),
+            Some(acc) => {
+                acc.add(h).ok()?;
+            }
+        }
+    }
+    let mut sum = sum?;
+    if avg {
+        sum.div(n);
+    }
+    sum.compact();
+    Some(sum)
 }
 
 /// One group's value at one step (`values` not empty; `q`: the quantile's parameter).

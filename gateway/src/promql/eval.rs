@@ -2,14 +2,16 @@
 //! [`super`]).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use meridian_core::error::{Error, ErrorKind, Result};
+use meridian_core::histogram::FloatHistogram;
 use meridian_core::labels::Labels;
 use meridian_core::sample::{Sample, is_stale_nan};
 use promql_parser::parser::{Expr, MatrixSelector, SubqueryExpr, VectorSelector};
 
 use super::{QueryValue, VectorSample, at_ms, offset_ms};
-use crate::queryable::SeriesData;
+use crate::queryable::{HPoint, SeriesData};
 
 /// The evaluation grid: `n` steps from `start`, `step` apart (ms).
 #[derive(Debug, Clone, Copy)]
@@ -25,12 +27,21 @@ impl Steps {
     }
 }
 
-/// One series of an instant-vector node: its value at each step where `ok`.
+/// One series of an instant-vector node: its value at each step where `ok`, a native histogram
+/// where `h` holds one (`h` stays empty for series of floats only).
 #[derive(Debug, Clone)]
 pub(crate) struct Row {
     pub labels: Labels,
     pub v: Vec<f64>,
     pub ok: Vec<bool>,
+    pub h: Vec<Option<Arc<FloatHistogram>>>,
+}
+
+/// A value of an instant vector at one step.
+#[derive(Debug, Clone)]
+pub(crate) enum Elem {
+    F(f64),
+    H(Arc<FloatHistogram>),
 }
 
 impl Row {
@@ -39,16 +50,67 @@ impl Row {
             labels,
             v: vec![0.0; n],
             ok: vec![false; n],
+            h: Vec::new(),
         }
     }
 
     pub(super) fn set(&mut self, i: usize, v: f64) {
         self.v[i] = v;
         self.ok[i] = true;
+        if let Some(h) = self.h.get_mut(i) {
+            *h = None;
+        }
     }
 
+    /// Sets a histogram value at step `i`.
+    pub(super) fn set_h(&mut self, i: usize, h: Arc<FloatHistogram>) {
+        if self.h.is_empty() {
+            self.h = vec![None; self.ok.len()];
+        }
+        self.h[i] = Some(h);
+        self.ok[i] = true;
+    }
+
+    pub(super) fn set_elem(&mut self, i: usize, e: Elem) {
+        match e {
+            Elem::F(v) => self.set(i, v),
+            Elem::H(h) => self.set_h(i, h),
+        }
+    }
+
+    /// The float value at step `i` (`None` where there is none, or a histogram).
     pub(super) fn get(&self, i: usize) -> Option<f64> {
-        self.ok[i].then(|| self.v[i])
+        (self.ok[i] && self.hist(i).is_none()).then(|| self.v[i])
+    }
+
+    /// The histogram value at step `i`.
+    pub(super) fn hist(&self, i: usize) -> Option<&Arc<FloatHistogram>> {
+        self.h.get(i).and_then(Option::as_ref)
+    }
+
+    pub(super) fn elem(&self, i: usize) -> Option<Elem> {
+        if !self.ok[i] {
+            return None;
+        }
+        Some(match self.hist(i) {
+            Some(h) => Elem::H(h.clone()),
+            None => Elem::F(self.v[i]),
+        })
+    }
+
+    /// Whether any step holds a histogram.
+    pub(super) fn has_hists(&self) -> bool {
+        self.h.iter().any(Option::is_some)
+    }
+
+    /// Removes the histogram values (functions of floats drop them, as Prometheus does).
+    pub(super) fn drop_hists(&mut self) {
+        for (i, h) in self.h.iter().enumerate() {
+            if h.is_some() {
+                self.ok[i] = false;
+            }
+        }
+        self.h.clear();
     }
 
     pub(super) fn any(&self) -> bool {
@@ -61,6 +123,8 @@ impl Row {
 #[derive(Debug, Clone)]
 pub(crate) struct RangeVal {
     pub series: Vec<(Labels, Vec<Sample>)>,
+    /// Per series (same order as `series`), its histogram samples; empty when no series has any.
+    pub hists: Vec<Vec<HPoint>>,
     pub ends: Vec<i64>,
     pub range: i64,
     /// Each sample's value counts raw samples (a downsampled read for `count_over_time`).
@@ -76,10 +140,35 @@ impl RangeVal {
         let hi = samples.partition_point(|x| x.t <= end);
         &samples[lo..hi]
     }
+
+    /// The histogram samples of series `s` in the window of step `i`.
+    pub(super) fn hwindow(&self, s: usize, i: usize) -> &[HPoint] {
+        let Some(h) = self.hists.get(s) else {
+            return &[];
+        };
+        let end = self.ends[i];
+        let lo = h.partition_point(|x| x.t <= end.saturating_sub(self.range));
+        let hi = h.partition_point(|x| x.t <= end);
+        &h[lo..hi]
+    }
+
+    /// Whether any series holds histograms.
+    pub(super) fn has_hists(&self) -> bool {
+        self.hists.iter().any(|h| !h.is_empty())
+    }
 }
 
-/// A series of a vector selector: its labels, samples and, per step, the index of the sample used.
-pub(crate) type VectorPoints<'a> = (Labels, &'a [Sample], Vec<Option<usize>>);
+/// Which sample a vector selector uses at a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pick {
+    /// `samples[j]`.
+    F(usize),
+    /// `histograms[j]`.
+    H(usize),
+}
+
+/// A series of a vector selector: its labels, samples and, per step, the sample used.
+pub(crate) type VectorPoints<'a> = (Labels, &'a SeriesData, Vec<Option<Pick>>);
 
 #[derive(Debug, Clone)]
 pub(crate) enum Val {
@@ -225,6 +314,11 @@ impl<'a> Evaluator<'a> {
                         .map(|mut r| {
                             r.labels = drop_name(&r.labels);
                             r.v.iter_mut().for_each(|x| *x = -*x);
+                            for h in r.h.iter_mut().flatten() {
+                                let mut n = (**h).clone();
+                                n.mul(-1.0);
+                                *h = Arc::new(n);
+                            }
                             r
                         })
                         .collect();
@@ -281,19 +375,33 @@ impl<'a> Evaluator<'a> {
         for sd in self.selected(vs) {
             self.reserve(out.len() + 1, s.n)?;
             let samples = sd.samples.as_slice();
+            let hists = sd.histograms.as_slice();
             let mut idx = Vec::with_capacity(s.n);
             let mut any = false;
             for &t in &times {
                 self.guard.tick(1)?;
-                let hi = samples.partition_point(|x| x.t <= t);
-                let found = hi.checked_sub(1).filter(|&j| {
-                    samples[j].t > t.saturating_sub(self.lookback) && !is_stale_nan(samples[j].v)
-                });
+                let f = samples.partition_point(|x| x.t <= t).checked_sub(1);
+                let h = hists.partition_point(|x| x.t <= t).checked_sub(1);
+                // The later of the last float and the last histogram sample (a float stale marker
+                // after a histogram ends it).
+                let pick = match (f, h) {
+                    (Some(f), Some(h)) if hists[h].t > samples[f].t => {
+                        Some((Pick::H(h), hists[h].t))
+                    }
+                    (Some(f), _) => {
+                        (!is_stale_nan(samples[f].v)).then_some((Pick::F(f), samples[f].t))
+                    }
+                    (None, Some(h)) => Some((Pick::H(h), hists[h].t)),
+                    (None, None) => None,
+                };
+                let found = pick
+                    .filter(|(_, st)| *st > t.saturating_sub(self.lookback))
+                    .map(|(p, _)| p);
                 any |= found.is_some();
                 idx.push(found);
             }
             if any {
-                out.push((sd.labels.clone(), samples, idx));
+                out.push((sd.labels.clone(), sd, idx));
             }
         }
         Ok(out)
@@ -304,13 +412,15 @@ impl<'a> Evaluator<'a> {
         let mut total = 0;
         let rows: Vec<Row> = points
             .into_iter()
-            .map(|(labels, samples, idx)| {
+            .map(|(labels, sd, idx)| {
                 let mut r = Row::new(labels, s.n);
                 for (i, j) in idx.into_iter().enumerate() {
-                    if let Some(j) = j {
-                        r.set(i, samples[j].v);
-                        total += 1;
+                    match j {
+                        Some(Pick::F(j)) => r.set(i, sd.samples[j].v),
+                        Some(Pick::H(j)) => r.set_h(i, sd.histograms[j].h.clone()),
+                        None => continue,
                     }
+                    total += 1;
                 }
                 r
             })
@@ -323,6 +433,7 @@ impl<'a> Evaluator<'a> {
         let ends = self.eval_times(&m.vs.at, &m.vs.offset, s);
         let range = i64::try_from(m.range.as_millis()).unwrap_or(i64::MAX);
         let mut total = 0;
+        let mut hists = Vec::new();
         let series: Vec<(Labels, Vec<Sample>)> = self
             .selected(&m.vs)
             .iter()
@@ -333,14 +444,22 @@ impl<'a> Evaluator<'a> {
                     .copied()
                     .filter(|x| !is_stale_nan(x.v))
                     .collect();
-                total += samples.len();
-                (!samples.is_empty()).then(|| (sd.labels.clone(), samples))
+                total += samples.len() + sd.histograms.len();
+                if samples.is_empty() && sd.histograms.is_empty() {
+                    return None;
+                }
+                hists.push(sd.histograms.clone());
+                Some((sd.labels.clone(), samples))
             })
             .collect();
         self.check_samples(total)?;
+        if hists.iter().all(Vec::is_empty) {
+            hists.clear();
+        }
         let counts = self.selected(&m.vs).iter().any(|sd| sd.counts);
         Ok(Val::Range(RangeVal {
             series,
+            hists,
             ends,
             range,
             counts,
@@ -374,19 +493,24 @@ impl<'a> Evaluator<'a> {
         let start =
             i64::try_from(start).map_err(|_| exec("subquery time range is out of bounds"))?;
         let inner = Steps { start, step, n };
+        let mut hists = Vec::new();
         let series = match self.eval(&sq.expr, &inner)? {
             Val::Vector(rows) => {
                 let mut out = Vec::with_capacity(rows.len());
                 for r in rows {
                     let mut samples = Vec::new();
+                    let mut hs = Vec::new();
                     for i in 0..n {
                         self.guard.tick(1)?;
-                        if let Some(v) = r.get(i) {
-                            samples.push(Sample::new(inner.t(i), v));
+                        match r.elem(i) {
+                            Some(Elem::F(v)) => samples.push(Sample::new(inner.t(i), v)),
+                            Some(Elem::H(h)) => hs.push(HPoint { t: inner.t(i), h }),
+                            None => {}
                         }
                     }
-                    if !samples.is_empty() {
+                    if !samples.is_empty() || !hs.is_empty() {
                         out.push((r.labels, samples));
+                        hists.push(hs);
                     }
                 }
                 out
@@ -405,8 +529,12 @@ impl<'a> Evaluator<'a> {
                 )));
             }
         };
+        if hists.iter().all(Vec::is_empty) {
+            hists.clear();
+        }
         Ok(Val::Range(RangeVal {
             series,
+            hists,
             ends,
             range,
             counts: false,
@@ -437,13 +565,13 @@ pub(crate) fn merge_rows(rows: Vec<Row>) -> Result<Vec<Row>> {
             Some(&k) => {
                 let into = &mut out[k];
                 for i in 0..r.ok.len() {
-                    if r.ok[i] {
+                    if let Some(e) = r.elem(i) {
                         if into.ok[i] {
                             return Err(exec(
                                 "vector cannot contain metrics with the same labelset",
                             ));
                         }
-                        into.set(i, r.v[i]);
+                        into.set_elem(i, e);
                     }
                 }
             }
@@ -462,10 +590,20 @@ pub(crate) fn to_query_value(v: Val, s: &Steps, instant: bool, _e: &Expr) -> Res
             Val::Vector(rows) => QueryValue::Vector(
                 rows.into_iter()
                     .filter_map(|r| {
-                        r.get(0).map(|v| VectorSample {
-                            labels: r.labels,
-                            t,
-                            v,
+                        let e = r.elem(0)?;
+                        Some(match e {
+                            Elem::F(v) => VectorSample {
+                                labels: r.labels,
+                                t,
+                                v,
+                                h: None,
+                            },
+                            Elem::H(h) => VectorSample {
+                                labels: r.labels,
+                                t,
+                                v: 0.0,
+                                h: Some(h),
+                            },
                         })
                     })
                     .collect(),
@@ -474,9 +612,11 @@ pub(crate) fn to_query_value(v: Val, s: &Steps, instant: bool, _e: &Expr) -> Res
                 let mut out: Vec<SeriesData> = (0..rv.series.len())
                     .filter_map(|k| {
                         let w = rv.window(k, 0);
-                        (!w.is_empty()).then(|| SeriesData {
+                        let hw = rv.hwindow(k, 0);
+                        (!w.is_empty() || !hw.is_empty()).then(|| SeriesData {
                             labels: rv.series[k].0.clone(),
                             samples: w.to_vec(),
+                            histograms: hw.to_vec(),
                             ..Default::default()
                         })
                     })
@@ -502,9 +642,18 @@ pub(crate) fn to_query_value(v: Val, s: &Steps, instant: bool, _e: &Expr) -> Res
                 let samples: Vec<Sample> = (0..s.n)
                     .filter_map(|i| r.get(i).map(|v| Sample::new(s.t(i), v)))
                     .collect();
-                (!samples.is_empty()).then_some(SeriesData {
+                let histograms: Vec<HPoint> = (0..s.n)
+                    .filter_map(|i| {
+                        r.hist(i).map(|h| HPoint {
+                            t: s.t(i),
+                            h: h.clone(),
+                        })
+                    })
+                    .collect();
+                (!samples.is_empty() || !histograms.is_empty()).then_some(SeriesData {
                     labels: r.labels,
                     samples,
+                    histograms,
                     ..Default::default()
                 })
             })

@@ -104,6 +104,8 @@ pub struct VectorSample {
     pub labels: Labels,
     pub t: i64,
     pub v: f64,
+    /// A native histogram value (then `v` is not used).
+    pub h: Option<Arc<meridian_core::histogram::FloatHistogram>>,
 }
 
 /// A query's value, as the HTTP API returns it.
@@ -744,10 +746,17 @@ impl Queryable for MemQueryable {
                 .copied()
                 .filter(|x| x.t >= req.start && x.t <= req.end)
                 .collect();
-            if !samples.is_empty() {
+            let histograms: Vec<crate::queryable::HPoint> = s
+                .histograms
+                .iter()
+                .filter(|x| x.t >= req.start && x.t <= req.end)
+                .cloned()
+                .collect();
+            if !samples.is_empty() || !histograms.is_empty() {
                 out.push(SeriesData {
                     labels: s.labels.clone(),
                     samples,
+                    histograms,
                     ..Default::default()
                 });
             }

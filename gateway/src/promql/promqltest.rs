@@ -14,7 +14,10 @@ use meridian_core::labels::Labels;
 use meridian_core::sample::{Sample, stale_nan};
 
 use super::{Engine, MemQueryable, QueryValue};
-use crate::queryable::SeriesData;
+use crate::queryable::{HPoint, SeriesData};
+
+mod hist;
+use hist::TVal;
 
 /// The outcome of running scripts.
 #[derive(Debug, Default, Clone)]
@@ -180,46 +183,53 @@ fn parse_value(s: &str) -> Result<f64, String> {
 }
 
 /// Expands the series notation into values (`None` = no sample at that step).
-fn expand_values(tokens: &[&str]) -> Result<Vec<Option<f64>>, String> {
+fn expand_values(text: &str) -> Result<Vec<Option<TVal>>, String> {
     let mut out = Vec::new();
-    for tok in tokens {
+    for tok in hist::tokenize(text) {
         if tok.starts_with("{{") {
-            return Err("native histogram".into());
+            out.extend(hist::expand(tok)?.into_iter().map(Some));
+        } else {
+            expand_floats(tok, &mut out)?;
         }
-        if *tok == "_" {
-            out.push(None);
-            continue;
-        }
-        if let Some((head, times)) = tok.split_once('x') {
-            let n: usize = times
-                .parse()
-                .map_err(|_| format!("bad repetition in {tok:?}"))?;
-            if head == "_" {
-                out.extend(std::iter::repeat_n(None, n));
-                continue;
-            }
-            // start+incr, start-incr, or start alone (incr 0); the sign of the start is part of it.
-            let split = head
-                .char_indices()
-                .skip(1)
-                .find(|(i, c)| (*c == '+' || *c == '-') && !head[..*i].ends_with(['e', 'E']))
-                .map(|(i, _)| i);
-            let (start, incr) = match split {
-                Some(i) => {
-                    let start = parse_value(&head[..i])?;
-                    let inc = parse_value(&head[i + 1..])?;
-                    (start, if &head[i..=i] == "-" { -inc } else { inc })
-                }
-                None => (parse_value(head)?, 0.0),
-            };
-            for k in 0..=n {
-                out.push(Some(start + incr * k as f64));
-            }
-            continue;
-        }
-        out.push(Some(parse_value(tok)?));
     }
     Ok(out)
+}
+
+/// One float token of the series notation (`_`, `_x3`, `1+2x3`, `5x2`, `stale`, a number).
+fn expand_floats(tok: &str, out: &mut Vec<Option<TVal>>) -> Result<(), String> {
+    if tok == "_" {
+        out.push(None);
+        return Ok(());
+    }
+    if let Some((head, times)) = tok.split_once('x') {
+        let n: usize = times
+            .parse()
+            .map_err(|_| format!("bad repetition in {tok:?}"))?;
+        if head == "_" {
+            out.extend(std::iter::repeat_n(None, n));
+            return Ok(());
+        }
+        // start+incr, start-incr, or start alone (incr 0); the sign of the start is part of it.
+        let split = head
+            .char_indices()
+            .skip(1)
+            .find(|(i, c)| (*c == '+' || *c == '-') && !head[..*i].ends_with(['e', 'E']))
+            .map(|(i, _)| i);
+        let (start, incr) = match split {
+            Some(i) => {
+                let start = parse_value(&head[..i])?;
+                let inc = parse_value(&head[i + 1..])?;
+                (start, if &head[i..=i] == "-" { -inc } else { inc })
+            }
+            None => (parse_value(head)?, 0.0),
+        };
+        for k in 0..=n {
+            out.push(Some(TVal::F(start + incr * k as f64)));
+        }
+        return Ok(());
+    }
+    out.push(Some(TVal::F(parse_value(tok)?)));
+    Ok(())
 }
 
 /// One series in the series notation, as promqltest's `load` and promtool's `input_series` write it:
@@ -233,22 +243,31 @@ pub fn series_from_notation(
     if !rest.trim().is_empty() {
         return Err(format!("unexpected {rest:?} after the label set"));
     }
-    let tokens: Vec<&str> = values.split_whitespace().collect();
-    let samples = expand_values(&tokens)?
-        .into_iter()
-        .enumerate()
-        .filter_map(|(k, v)| v.map(|v| Sample::new(k as i64 * interval_ms, v)))
-        .collect();
-    Ok(SeriesData {
+    let mut out = SeriesData {
         labels,
-        samples,
         ..Default::default()
-    })
+    };
+    for (k, v) in expand_values(values)?.into_iter().enumerate() {
+        let t = k as i64 * interval_ms;
+        match v {
+            Some(TVal::F(v)) => out.samples.push(Sample::new(t, v)),
+            Some(TVal::H(h, _)) => out.histograms.push(HPoint { t, h }),
+            None => {}
+        }
+    }
+    Ok(out)
+}
+
+/// A loaded series' float and histogram samples.
+#[derive(Default)]
+struct Loaded {
+    floats: Vec<Sample>,
+    hists: Vec<HPoint>,
 }
 
 enum Expect {
-    Instant(Vec<(Labels, f64)>, Option<f64>),
-    Range(Vec<(Labels, Vec<Option<f64>>)>),
+    Instant(Vec<(Labels, TVal)>, Option<f64>),
+    Range(Vec<(Labels, Vec<Option<TVal>>)>),
 }
 
 struct Case {
@@ -289,8 +308,9 @@ pub async fn run_script(text: &str, name: &str) -> Report {
         }
         _ => None,
     };
-    let mut store: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
-    // Series loaded as native histograms (their selectors' cases are skipped).
+    let mut store: BTreeMap<Labels, Loaded> = BTreeMap::new();
+    // Native histograms with custom buckets made from classic ones (`load_with_nhcb`), which are not
+    // built: their selectors' cases are skipped.
     let mut histogram_metrics: Vec<Labels> = Vec::new();
     let lines: Vec<&str> = text.lines().collect();
     let mut i = 0;
@@ -401,13 +421,14 @@ pub async fn run_script(text: &str, name: &str) -> Report {
     report
 }
 
-/// One series line of a `load` command: its samples into `store` (a native histogram's labels into
-/// `histogram_metrics`, whose cases are skipped).
+/// One series line of a `load` command: its samples into `store` (with `load_with_nhcb`, the
+/// labels of the custom-bucket histogram it would also make into `histogram_metrics`, whose cases are
+/// skipped).
 fn load_series(
     l: &str,
     step: i64,
     nhcb: bool,
-    store: &mut BTreeMap<Labels, Vec<Sample>>,
+    store: &mut BTreeMap<Labels, Loaded>,
     histogram_metrics: &mut Vec<Labels>,
 ) {
     let Ok((labels, rest)) = parse_series_labels(l) else {
@@ -426,26 +447,29 @@ fn load_series(
         b.del("le");
         histogram_metrics.push(b.build());
     }
-    let tokens: Vec<&str> = rest.split_whitespace().collect();
-    match expand_values(&tokens) {
-        Ok(values) => {
-            let e = store.entry(labels).or_default();
-            // A later line for the same series wins at equal timestamps.
-            for (k, v) in values.into_iter().enumerate().rev() {
-                if let Some(v) = v {
-                    e.insert(0, Sample::new(k as i64 * step, v));
-                }
+    if let Ok(values) = expand_values(rest) {
+        let e = store.entry(labels).or_default();
+        // A later line for the same series wins at equal timestamps.
+        for (k, v) in values.into_iter().enumerate() {
+            let t = k as i64 * step;
+            if v.is_some() {
+                e.hists.retain(|h| h.t != t);
+                e.floats.retain(|s| s.t != t);
             }
-            e.sort_by_key(|s| s.t);
-            e.dedup_by_key(|s| s.t);
+            match v {
+                Some(TVal::F(v)) => e.floats.push(Sample::new(t, v)),
+                Some(TVal::H(h, _)) => e.hists.push(HPoint { t, h }),
+                None => {}
+            }
         }
-        Err(_) => histogram_metrics.push(labels),
+        e.floats.sort_by_key(|s| s.t);
+        e.hists.sort_by_key(|h| h.t);
     }
 }
 
 async fn run_case(
     engine: &Engine,
-    store: &BTreeMap<Labels, Vec<Sample>>,
+    store: &BTreeMap<Labels, Loaded>,
     histogram_metrics: &[Labels],
     mut case: Case,
     report: &mut Report,
@@ -479,10 +503,6 @@ async fn run_case(
         }
         expect_lines.push(l);
     }
-    if expect_lines.iter().any(|l| l.contains("{{")) {
-        report.skipped.push((case.at, "native histograms".into()));
-        return;
-    }
     let expr = match promql_parser::parser::parse(&case.query) {
         Ok(e) => e,
         Err(e) => {
@@ -499,7 +519,10 @@ async fn run_case(
         }
     };
     if selects_any(&expr, histogram_metrics) {
-        report.skipped.push((case.at, "native histograms".into()));
+        report.skipped.push((
+            case.at,
+            "native histograms with custom buckets made from classic ones (load_with_nhcb)".into(),
+        ));
         return;
     }
     let q = MemQueryable {
@@ -507,7 +530,8 @@ async fn run_case(
             .iter()
             .map(|(l, s)| SeriesData {
                 labels: l.clone(),
-                samples: s.clone(),
+                samples: s.floats.clone(),
+                histograms: s.hists.clone(),
                 ..Default::default()
             })
             .collect(),
@@ -618,8 +642,7 @@ fn parse_expect(case: &Case, lines: &[String]) -> Result<Expect, String> {
         let mut out = Vec::new();
         for l in lines {
             let (labels, rest) = parse_series_labels(l)?;
-            let tokens: Vec<&str> = rest.split_whitespace().collect();
-            out.push((labels, expand_values(&tokens)?));
+            out.push((labels, expand_values(rest)?));
         }
         return Ok(Expect::Range(out));
     }
@@ -631,10 +654,36 @@ fn parse_expect(case: &Case, lines: &[String]) -> Result<Expect, String> {
             continue;
         }
         let (labels, rest) = parse_series_labels(l)?;
-        let v = parse_value(rest.trim())?;
+        let v = match expand_values(rest)?.pop() {
+            Some(Some(v)) => v,
+            _ => return Err(format!("no value in {l:?}")),
+        };
         out.push((labels, v));
     }
     Ok(Expect::Instant(out, scalar))
+}
+
+/// Whether a result value is the expected one.
+fn same(want: &TVal, got_v: f64, got_h: Option<&meridian_core::histogram::FloatHistogram>) -> bool {
+    match (want, got_h) {
+        (TVal::F(w), None) => almost_equal(*w, got_v),
+        (TVal::H(w, hint_set), Some(g)) => hist::matches(w, g, *hint_set),
+        _ => false,
+    }
+}
+
+fn show_val(v: f64, h: Option<&meridian_core::histogram::FloatHistogram>) -> String {
+    match h {
+        Some(h) => hist::show(h),
+        None => v.to_string(),
+    }
+}
+
+fn show_want(w: &TVal) -> String {
+    match w {
+        TVal::F(v) => v.to_string(),
+        TVal::H(h, _) => hist::show(h),
+    }
 }
 
 fn compare(case: &Case, lines: &[String], got: QueryValue) -> Result<(), String> {
@@ -653,16 +702,19 @@ fn compare(case: &Case, lines: &[String], got: QueryValue) -> Result<(), String>
                     got.len(),
                     want.len(),
                     got.iter()
-                        .map(|s| (s.labels.to_string(), s.v))
+                        .map(|s| (s.labels.to_string(), show_val(s.v, s.h.as_deref())))
                         .collect::<Vec<_>>()
                 ));
             }
             if case.ordered {
                 for (k, (w, g)) in want.iter().zip(&got).enumerate() {
-                    if w.0 != g.labels || !almost_equal(w.1, g.v) {
+                    if w.0 != g.labels || !same(&w.1, g.v, g.h.as_deref()) {
                         return Err(format!(
                             "at position {k}: {} {}, want {} {}",
-                            g.labels, g.v, w.0, w.1
+                            g.labels,
+                            show_val(g.v, g.h.as_deref()),
+                            w.0,
+                            show_want(&w.1)
                         ));
                     }
                 }
@@ -671,8 +723,12 @@ fn compare(case: &Case, lines: &[String], got: QueryValue) -> Result<(), String>
             for (labels, v) in &want {
                 match got.iter().find(|g| &g.labels == labels) {
                     None => return Err(format!("missing {labels}")),
-                    Some(g) if !almost_equal(g.v, *v) => {
-                        return Err(format!("{labels}: {} want {v}", g.v));
+                    Some(g) if !same(v, g.v, g.h.as_deref()) => {
+                        return Err(format!(
+                            "{labels}: {} want {}",
+                            show_val(g.v, g.h.as_deref()),
+                            show_want(v)
+                        ));
                     }
                     Some(_) => {}
                 }
@@ -701,21 +757,32 @@ fn compare(case: &Case, lines: &[String], got: QueryValue) -> Result<(), String>
                 let Some(g) = got.iter().find(|g| &g.labels == labels) else {
                     return Err(format!("missing {labels}"));
                 };
-                let expected: Vec<(i64, f64)> = values
+                let expected: Vec<(i64, &TVal)> = values
                     .iter()
                     .enumerate()
-                    .filter_map(|(k, v)| v.map(|v| (a + k as i64 * st, v)))
+                    .filter_map(|(k, v)| v.as_ref().map(|v| (a + k as i64 * st, v)))
                     .collect();
-                let same = expected.len() == g.samples.len()
+                // The result's floats and histograms in time order.
+                let mut points: Vec<(i64, f64, Option<&meridian_core::histogram::FloatHistogram>)> =
+                    g.samples.iter().map(|s| (s.t, s.v, None)).collect();
+                points.extend(g.histograms.iter().map(|h| (h.t, 0.0, Some(&*h.h))));
+                points.sort_by_key(|p| p.0);
+                let ok = expected.len() == points.len()
                     && expected
                         .iter()
-                        .zip(&g.samples)
-                        .all(|(e, s)| e.0 == s.t && almost_equal(e.1, s.v));
-                if !same {
+                        .zip(&points)
+                        .all(|(e, p)| e.0 == p.0 && same(e.1, p.1, p.2));
+                if !ok {
                     return Err(format!(
                         "{labels}: got {:?}, want {:?}",
-                        g.samples.iter().map(|s| (s.t, s.v)).collect::<Vec<_>>(),
+                        points
+                            .iter()
+                            .map(|p| (p.0, show_val(p.1, p.2)))
+                            .collect::<Vec<_>>(),
                         expected
+                            .iter()
+                            .map(|e| (e.0, show_want(e.1)))
+                            .collect::<Vec<_>>()
                     ));
                 }
             }

@@ -243,6 +243,7 @@ pub fn read_float_histograms(
                 negative_spans: l.negative.clone(),
                 positive_buckets: pos.iter().map(|f| f.v).collect(),
                 negative_buckets: neg.iter().map(|f| f.v).collect(),
+                custom_values: Vec::new(),
             }
         };
         out.push((t, h));

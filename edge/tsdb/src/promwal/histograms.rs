@@ -148,6 +148,7 @@ pub(super) fn decode_float_histograms(
             negative_spans,
             positive_buckets,
             negative_buckets,
+            custom_values: Vec::new(),
         })
     })
 }

@@ -1,5 +1,5 @@
-//! Classic histograms: `histogram_quantile(s)` and `histogram_fraction`, bucket interpolation as
-//! Prometheus' `bucketQuantile`.
+//! `histogram_quantile(s)` and `histogram_fraction`: classic histograms, bucket interpolation as
+//! Prometheus' `bucketQuantile`; native histograms through [`super::native`].
 
 use super::*;
 
@@ -103,18 +103,21 @@ pub(super) fn histogram_quantile(
     s: &Steps,
 ) -> Result<Val> {
     let mut out = Vec::new();
+    for qv in q {
+        let native =
+            super::native::per_histogram(&rows, s, |h, i| super::native::quantile(qv[i], h));
+        out.extend(native.into_iter().map(|mut r| {
+            if let Some(l) = label {
+                r.labels = set_or_delete(&r.labels, l, &quantile_label(qv[0]));
+            }
+            r
+        }));
+    }
     for (group, buckets) in classic_groups(&rows) {
         let base = drop_name(&group);
         for qv in q {
             let labels = match label {
-                Some(l) => {
-                    // Like `le` values: integral quantiles keep one decimal ("1.0").
-                    let mut text = crate::promql::aggregate::format_go_float(qv[0]);
-                    if qv[0].is_finite() && !text.contains(['.', 'e']) {
-                        text.push_str(".0");
-                    }
-                    set_or_delete(&base, l, &text)
-                }
+                Some(l) => set_or_delete(&base, l, &quantile_label(qv[0])),
                 None => base.clone(),
             };
             let mut row = Row::new(labels, s.n);
@@ -136,12 +139,23 @@ pub(super) fn histogram_quantile(
     Ok(Val::Vector(merge_rows(out)?))
 }
 
+/// A quantile as `histogram_quantiles` labels it: like `le` values, integral quantiles keep one
+/// decimal ("1.0").
+fn quantile_label(q: f64) -> String {
+    let mut text = crate::promql::aggregate::format_go_float(q);
+    if q.is_finite() && !text.contains(['.', 'e']) {
+        text.push_str(".0");
+    }
+    text
+}
+
 /// `histogram_fraction(lower, upper, buckets)` over classic buckets: the share of observations in
 /// `[lower, upper]`. A bucket inside the range counts fully; a finite bucket partly inside counts in
 /// proportion to the overlap (linear interpolation); an infinitely wide bucket partly inside counts
 /// nothing. The first bucket starts at 0 when its bound is positive, at -Inf otherwise.
 pub(super) fn histogram_fraction(lo: &[f64], hi: &[f64], rows: Vec<Row>, s: &Steps) -> Result<Val> {
-    let mut out = Vec::new();
+    let mut out =
+        super::native::per_histogram(&rows, s, |h, i| super::native::fraction(lo[i], hi[i], h));
     for (group, buckets) in classic_groups(&rows) {
         let mut row = Row::new(drop_name(&group), s.n);
         for i in 0..s.n {

@@ -13,14 +13,18 @@ use meridian_core::labels::Labels;
 use meridian_core::sample::Sample;
 use promql_parser::parser::{Call, Expr};
 
-use super::eval::{Evaluator, Guard, RangeVal, Row, Steps, Val, drop_name, exec, merge_rows};
+use super::eval::{
+    Elem, Evaluator, Guard, Pick, RangeVal, Row, Steps, Val, drop_name, exec, merge_rows,
+};
 use crate::promql::aggregate::{average, kahan_inc, quantile};
 
 /// Evaluates an argument that must be of one kind (`what` names it in the error).
 mod date;
 mod histogram;
+mod hrange;
 mod label;
 mod math;
+mod native;
 mod over_time;
 mod rate;
 mod vector;
@@ -75,6 +79,7 @@ fn map_values(rows: Vec<Row>, f: impl Fn(f64) -> f64) -> Result<Val> {
         .into_iter()
         .map(|mut r| {
             r.labels = drop_name(&r.labels);
+            r.drop_hists();
             for i in 0..r.v.len() {
                 if r.ok[i] {
                     r.v[i] = f(r.v[i]);
@@ -132,7 +137,8 @@ fn nth_arg(c: &Call, i: usize) -> Result<&Expr> {
 
 /// Evaluates a function call: each family answers for its own names.
 pub(crate) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Val> {
-    let families: [Family; 7] = [
+    let families: [Family; 8] = [
+        native::call,
         math::call,
         vector::call,
         over_time::call,

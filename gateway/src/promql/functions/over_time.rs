@@ -7,20 +7,47 @@ use super::*;
 pub(super) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Option<Val>> {
     let name = c.func.name;
     let arg = |i: usize| nth_arg(c, i);
+    // `sum_over_time` and `avg_over_time` look at their argument before choosing how to evaluate.
+    let mut rv_cache: Option<RangeVal> = None;
     let value = match name {
-        "first_over_time" => {
+        "first_over_time" | "last_over_time" => {
             let rv = range_arg(ev, arg(0)?, s)?;
-            over_range(&ev.guard, &rv, s, true, |w, _| w.first().map(|x| x.v))
+            let first = name == "first_over_time";
+            // The earliest (latest) sample, float or histogram.
+            hrange::over_range_h(&ev.guard, &rv, s, true, |w, hw, _| {
+                let f = if first { w.first() } else { w.last() };
+                let h = if first { hw.first() } else { hw.last() };
+                match (f, h) {
+                    (Some(f), Some(h)) if (h.t < f.t) == first => Some(Elem::H(h.h.clone())),
+                    (Some(f), _) => Some(Elem::F(f.v)),
+                    (None, Some(h)) => Some(Elem::H(h.h.clone())),
+                    (None, None) => None,
+                }
+            })
         }
         "ts_of_first_over_time"
         | "ts_of_last_over_time"
         | "ts_of_min_over_time"
         | "ts_of_max_over_time" => {
             let rv = range_arg(ev, arg(0)?, s)?;
-            over_range(&ev.guard, &rv, s, false, |w, _| {
+            hrange::over_range_h(&ev.guard, &rv, s, false, |w, hw, _| {
                 let pick = match name {
-                    "ts_of_first_over_time" => w.first(),
-                    "ts_of_last_over_time" => w.last(),
+                    "ts_of_first_over_time" => {
+                        let t = w
+                            .first()
+                            .map(|x| x.t)
+                            .into_iter()
+                            .chain(hw.first().map(|x| x.t));
+                        return t.min().map(|t| Elem::F(t as f64 / 1000.0));
+                    }
+                    "ts_of_last_over_time" => {
+                        let t = w
+                            .last()
+                            .map(|x| x.t)
+                            .into_iter()
+                            .chain(hw.last().map(|x| x.t));
+                        return t.max().map(|t| Elem::F(t as f64 / 1000.0));
+                    }
                     _ => {
                         let max = name == "ts_of_max_over_time";
                         w.iter().fold(None, |best: Option<&Sample>, x| match best {
@@ -31,34 +58,48 @@ pub(super) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Option
                         })
                     }
                 };
-                pick.map(|x| x.t as f64 / 1000.0)
+                pick.map(|x| Elem::F(x.t as f64 / 1000.0))
             })
         }
         "absent_over_time" => {
             let rv = range_arg(ev, arg(0)?, s)?;
             let mut row = Row::new(absent_labels(arg(0)?), s.n);
             for i in 0..s.n {
-                if (0..rv.series.len()).all(|k| rv.window(k, i).is_empty()) {
+                if (0..rv.series.len())
+                    .all(|k| rv.window(k, i).is_empty() && rv.hwindow(k, i).is_empty())
+                {
                     row.set(i, 1.0);
                 }
             }
             Ok(Val::Vector(if row.any() { vec![row] } else { vec![] }))
         }
+        "avg_over_time" | "sum_over_time" if rv_has_hists(&mut rv_cache, ev, c, s)? => {
+            let rv = rv_cache.take().ok_or_else(|| exec("range argument"))?;
+            let avg = name == "avg_over_time";
+            hrange::over_range_h(&ev.guard, &rv, s, false, |w, hw, _| {
+                if !w.is_empty() {
+                    // Floats alone, or a mix (nothing).
+                    if !hw.is_empty() {
+                        return None;
+                    }
+                    return Some(Elem::F(if avg {
+                        average(w.iter().map(|x| x.v))
+                    } else {
+                        kahan_sum(w)
+                    }));
+                }
+                hrange::sum_or_avg(hw, avg).map(|h| Elem::H(std::sync::Arc::new(h)))
+            })
+        }
         "avg_over_time" => {
-            let rv = range_arg(ev, arg(0)?, s)?;
+            let rv = take_range(&mut rv_cache, ev, c, s)?;
             over_range(&ev.guard, &rv, s, false, |w, _| {
                 Some(average(w.iter().map(|x| x.v)))
             })
         }
         "sum_over_time" => {
-            let rv = range_arg(ev, arg(0)?, s)?;
-            over_range(&ev.guard, &rv, s, false, |w, _| {
-                let (mut sum, mut c) = (0.0, 0.0);
-                for x in w {
-                    (sum, c) = kahan_inc(x.v, sum, c);
-                }
-                Some(sum + c)
-            })
+            let rv = take_range(&mut rv_cache, ev, c, s)?;
+            over_range(&ev.guard, &rv, s, false, |w, _| Some(kahan_sum(w)))
         }
         "count_over_time" => {
             let rv = range_arg(ev, arg(0)?, s)?;
@@ -69,16 +110,14 @@ pub(super) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Option
                     Some(w.iter().map(|x| x.v).sum())
                 })
             } else {
-                over_range(&ev.guard, &rv, s, false, |w, _| Some(w.len() as f64))
+                hrange::over_range_h(&ev.guard, &rv, s, false, |w, hw, _| {
+                    Some(Elem::F((w.len() + hw.len()) as f64))
+                })
             }
         }
         "present_over_time" => {
             let rv = range_arg(ev, arg(0)?, s)?;
-            over_range(&ev.guard, &rv, s, false, |_, _| Some(1.0))
-        }
-        "last_over_time" => {
-            let rv = range_arg(ev, arg(0)?, s)?;
-            over_range(&ev.guard, &rv, s, true, |w, _| w.last().map(|x| x.v))
+            hrange::over_range_h(&ev.guard, &rv, s, false, |_, _, _| Some(Elem::F(1.0)))
         }
         "min_over_time" | "max_over_time" => {
             let rv = range_arg(ev, arg(0)?, s)?;
@@ -125,6 +164,46 @@ pub(super) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Option
         _ => return Ok(None),
     };
     value.map(Some)
+}
+
+/// The argument of a one-argument range function, evaluated once and kept.
+fn eval_range<'c>(
+    cache: &'c mut Option<RangeVal>,
+    ev: &mut Evaluator<'_>,
+    c: &Call,
+    s: &Steps,
+) -> Result<&'c RangeVal> {
+    if cache.is_none() {
+        *cache = Some(range_arg(ev, nth_arg(c, 0)?, s)?);
+    }
+    cache.as_ref().ok_or_else(|| exec("range argument"))
+}
+
+fn rv_has_hists(
+    cache: &mut Option<RangeVal>,
+    ev: &mut Evaluator<'_>,
+    c: &Call,
+    s: &Steps,
+) -> Result<bool> {
+    Ok(eval_range(cache, ev, c, s)?.has_hists())
+}
+
+fn take_range(
+    cache: &mut Option<RangeVal>,
+    ev: &mut Evaluator<'_>,
+    c: &Call,
+    s: &Steps,
+) -> Result<RangeVal> {
+    eval_range(cache, ev, c, s)?;
+    cache.take().ok_or_else(|| exec("range argument"))
+}
+
+fn kahan_sum(w: &[Sample]) -> f64 {
+    let (mut sum, mut c) = (0.0, 0.0);
+    for x in w {
+        (sum, c) = kahan_inc(x.v, sum, c);
+    }
+    sum + c
 }
 
 pub(super) fn variance_over(w: &[Sample]) -> f64 {

@@ -14,12 +14,31 @@ pub(super) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Option
             let counter = name != "delta";
             let is_rate = name == "rate";
             let (ends, range) = (rv.ends.clone(), rv.range);
+            if rv.has_hists() {
+                return hrange::over_range_h(&ev.guard, &rv, s, false, |w, hw, i| {
+                    if !hw.is_empty() && !w.is_empty() {
+                        return None;
+                    }
+                    if hw.len() >= 2 {
+                        return hrange::histogram_rate(hw, ends[i], range, counter, is_rate)
+                            .map(|h| Elem::H(std::sync::Arc::new(h)));
+                    }
+                    extrapolated_rate(w, ends[i], range, counter, is_rate).map(Elem::F)
+                })
+                .map(Some);
+            }
             over_range(&ev.guard, &rv, s, false, |w, i| {
                 extrapolated_rate(w, ends[i], range, counter, is_rate)
             })
         }
         "irate" | "idelta" => {
             let rv = range_arg(ev, arg(0)?, s)?;
+            if rv.has_hists() {
+                return hrange::over_range_h(&ev.guard, &rv, s, false, |w, hw, _| {
+                    hrange::instant_value(w, hw, name == "irate")
+                })
+                .map(Some);
+            }
             over_range(&ev.guard, &rv, s, false, |w, _| {
                 if w.len() < 2 {
                     return None;
@@ -42,6 +61,12 @@ pub(super) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Option
         }
         "changes" | "resets" => {
             let rv = range_arg(ev, arg(0)?, s)?;
+            if rv.has_hists() {
+                return hrange::over_range_h(&ev.guard, &rv, s, false, |w, hw, _| {
+                    Some(Elem::F(hrange::resets_or_changes(w, hw, name == "changes")))
+                })
+                .map(Some);
+            }
             over_range(&ev.guard, &rv, s, false, |w, _| {
                 let mut n = 0.0;
                 for p in w.windows(2) {
@@ -128,9 +153,6 @@ pub(super) fn extrapolated_rate(
         return None;
     }
     let (first, last) = (w[0], w[w.len() - 1]);
-    // Times near the ends of the i64 range (extreme offsets) must not overflow: differences in i128.
-    let range_start = end.saturating_sub(range);
-    let diff = |a: i64, b: i64| (i128::from(a) - i128::from(b)) as f64 / 1000.0;
     let mut result = last.v - first.v;
     if counter {
         let mut prev = first.v;
@@ -141,17 +163,35 @@ pub(super) fn extrapolated_rate(
             prev = x.v;
         }
     }
-    let mut to_start = diff(first.t, range_start);
-    let mut to_end = diff(end, last.t);
-    let sampled = diff(last.t, first.t);
-    let avg_between = sampled / (w.len() - 1) as f64;
+    let zero = (counter && result > 0.0 && first.v >= 0.0).then_some((first.v, result));
+    Some(result * extrapolation(first.t, last.t, w.len() - 1, end, range, zero, rate))
+}
+
+/// The factor that extends the increase seen between the first and last sample (`gaps` intervals
+/// apart) of the window ending at `end` to the window's edges; `zero` = (first value, increase) of a
+/// counter, which is not extrapolated below zero.
+pub(super) fn extrapolation(
+    first_t: i64,
+    last_t: i64,
+    gaps: usize,
+    end: i64,
+    range: i64,
+    zero: Option<(f64, f64)>,
+    rate: bool,
+) -> f64 {
+    // Times near the ends of the i64 range (extreme offsets) must not overflow: differences in i128.
+    let range_start = end.saturating_sub(range);
+    let diff = |a: i64, b: i64| (i128::from(a) - i128::from(b)) as f64 / 1000.0;
+    let mut to_start = diff(first_t, range_start);
+    let mut to_end = diff(end, last_t);
+    let sampled = diff(last_t, first_t);
+    let avg_between = sampled / gaps as f64;
     let threshold = avg_between * 1.1;
     if to_start >= threshold {
         to_start = avg_between / 2.0;
     }
-    if counter && result > 0.0 && first.v >= 0.0 {
-        // A counter cannot be extrapolated below zero.
-        let to_zero = sampled * (first.v / result);
+    if let Some((first_v, result)) = zero {
+        let to_zero = sampled * (first_v / result);
         if to_zero < to_start {
             to_start = to_zero;
         }
@@ -163,7 +203,7 @@ pub(super) fn extrapolated_rate(
     if rate {
         factor /= range as f64 / 1000.0;
     }
-    Some(result * factor)
+    factor
 }
 
 /// Slope and intercept of the least-squares line through the samples, times relative to `intercept_t`.

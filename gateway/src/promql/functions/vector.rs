@@ -20,6 +20,7 @@ pub(super) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Option
                 .into_iter()
                 .map(|mut r| {
                     r.labels = drop_name(&r.labels);
+                    r.drop_hists();
                     for i in 0..s.n {
                         if r.ok[i] {
                             let inv = 1.0 / to[i];
@@ -42,6 +43,7 @@ pub(super) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Option
                 .into_iter()
                 .filter_map(|mut r| {
                     r.labels = drop_name(&r.labels);
+                    r.drop_hists();
                     for i in 0..s.n {
                         if !r.ok[i] {
                             continue;
@@ -74,12 +76,15 @@ pub(super) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Option
                 let points = ev.vector_points(vs, s)?;
                 let rows = points
                     .into_iter()
-                    .map(|(labels, samples, idx)| {
+                    .map(|(labels, sd, idx)| {
                         let mut r = Row::new(drop_name(&labels), s.n);
                         for (i, j) in idx.into_iter().enumerate() {
-                            if let Some(j) = j {
-                                r.set(i, samples[j].t as f64 / 1000.0);
-                            }
+                            let t = match j {
+                                Some(Pick::F(j)) => sd.samples[j].t,
+                                Some(Pick::H(j)) => sd.histograms[j].t,
+                                None => continue,
+                            };
+                            r.set(i, t as f64 / 1000.0);
                         }
                         r
                     })
@@ -93,7 +98,7 @@ pub(super) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Option
                     r.labels = drop_name(&r.labels);
                     for i in 0..s.n {
                         if r.ok[i] {
-                            r.v[i] = s.t(i) as f64 / 1000.0;
+                            r.set(i, s.t(i) as f64 / 1000.0);
                         }
                     }
                     r

@@ -5,6 +5,11 @@
 //! each later one the difference to the bucket before), as Prometheus does in memory, in chunks and in
 //! the WAL. A [`FloatHistogram`] keeps absolute float counts.
 
+mod bounds_table;
+pub mod ops;
+
+pub use ops::{Bucket, CUSTOM_BUCKETS_SCHEMA, CombineError, bound};
+
 /// Whether a histogram follows a counter reset (`histogram.CounterResetHint`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CounterResetHint {
@@ -52,6 +57,9 @@ pub struct FloatHistogram {
     pub negative_spans: Vec<Span>,
     pub positive_buckets: Vec<f64>,
     pub negative_buckets: Vec<f64>,
+    /// The upper bounds of custom buckets (schema −53 only: PromQL and tests; never stored in 2.42's
+    /// formats).
+    pub custom_values: Vec<f64>,
 }
 
 /// The number of buckets spans describe.
@@ -85,6 +93,7 @@ impl Histogram {
             negative_spans: self.negative_spans.clone(),
             positive_buckets: cumulate(&self.positive_buckets),
             negative_buckets: cumulate(&self.negative_buckets),
+            custom_values: Vec::new(),
         }
     }
 
