@@ -10,18 +10,7 @@ use promql_parser::parser::{AggregateExpr, LabelModifier};
 
 use super::eval::{Evaluator, Row, Steps, Val, exec};
 
-/// Kahan-Neumaier summation step: adds `inc` to `sum` with compensation `c`.
-pub(crate) fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
-    let t = sum + inc;
-    let c = if t.is_infinite() {
-        0.0
-    } else if sum.abs() >= inc.abs() {
-        c + ((sum - t) + inc)
-    } else {
-        c + ((inc - t) + sum)
-    };
-    (t, c)
-}
+pub(crate) use meridian_core::histogram::ops::kahan_inc;
 
 /// Prometheus' `quantile`: linear interpolation between the closest ranks.
 pub(crate) fn quantile(q: f64, values: &mut [f64]) -> f64 {
@@ -266,8 +255,12 @@ fn count_values(ev: &mut Evaluator<'_>, label: &str, g: &Grouped, s: &Steps) -> 
             let mut counts: Vec<(String, f64)> = Vec::new();
             let mut seen: HashMap<String, usize> = HashMap::new();
             for &m in &groups[g] {
-                if let Some(v) = rows[m].get(i) {
-                    let key = format_go_float(v);
+                let key = match (rows[m].hist(i), rows[m].get(i)) {
+                    (Some(h), _) => Some(h.go_string()),
+                    (None, Some(v)) => Some(format_go_float(v)),
+                    _ => None,
+                };
+                if let Some(key) = key {
                     match seen.get(&key) {
                         Some(&c) => counts[c].1 += 1.0,
                         None => {
@@ -292,7 +285,9 @@ fn count_values(ev: &mut Evaluator<'_>, label: &str, g: &Grouped, s: &Steps) -> 
                         out.len() - 1
                     }
                 };
-                out[k].set(i, count);
+                // Groups whose labels the new label overwrites meet in one series: counts add up.
+                let before = out[k].get(i).unwrap_or(0.0);
+                out[k].set(i, before + count);
             }
         }
     }
@@ -385,27 +380,13 @@ fn sum_histograms<'r>(
     i: usize,
     avg: bool,
 ) -> Option<meridian_core::histogram::FloatHistogram> {
-    let mut sum: Option<meridian_core::histogram::FloatHistogram> = None;
-    let mut n = 0.0;
+    let mut hs = Vec::new();
     for r in rows {
-        if !r.ok[i] {
-            continue;
-        }
-        let h = r.hist(i)?;
-        n += 1.0;
-        match &mut sum {
-            None => sum = Some((**h).clone()),
-            Some(acc) => {
-                acc.add(h).ok()?;
-            }
+        if r.ok[i] {
+            hs.push(&**r.hist(i)?);
         }
     }
-    let mut sum = sum?;
-    if avg {
-        sum.div(n);
-    }
-    sum.compact();
-    Some(sum)
+    super::functions::sum_or_mean(hs.into_iter(), avg)
 }
 
 /// One group's value at one step (`values` not empty; `q`: the quantile's parameter).

@@ -8,7 +8,7 @@ use meridian_core::error::Result;
 use meridian_core::labels::Labels;
 use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 
-use super::eval::{Evaluator, Row, Steps, Val, drop_name, exec, merge_rows};
+use super::eval::{Elem, Evaluator, Row, Steps, Val, drop_name, exec, merge_rows};
 
 fn is_comparison(op: &str) -> bool {
     matches!(op, "==" | "!=" | ">" | "<" | ">=" | "<=")
@@ -51,6 +51,50 @@ fn element(op: &str, l: f64, r: f64) -> (f64, bool) {
         (l, compare(op, l, r))
     } else {
         (arith(op, l, r), true)
+    }
+}
+
+/// Prometheus 3's element operation over floats and native histograms (`vectorElemBinop`): a
+/// histogram times or divided by a float, histograms added, subtracted (a gauge) or compared for
+/// equality; every other mix is incompatible (`None`: dropped, even with `bool`).
+fn elem_op(op: &str, l: &Elem, r: &Elem) -> Option<(Elem, bool)> {
+    use std::sync::Arc;
+    let scaled = |h: &Arc<meridian_core::histogram::FloatHistogram>, f: f64, div: bool| {
+        let mut h = (**h).clone();
+        if div {
+            h.div(f)
+        } else {
+            h.mul(f)
+        }
+        h.compact();
+        Some((Elem::H(Arc::new(h)), true))
+    };
+    match (l, r) {
+        (Elem::F(a), Elem::F(b)) => {
+            let (v, keep) = element(op, *a, *b);
+            Some((Elem::F(v), keep))
+        }
+        (Elem::F(a), Elem::H(h)) if op == "*" => scaled(h, *a, false),
+        (Elem::H(h), Elem::F(b)) if op == "*" => scaled(h, *b, false),
+        (Elem::H(h), Elem::F(b)) if op == "/" => scaled(h, *b, true),
+        (Elem::H(a), Elem::H(b)) => match op {
+            "+" | "-" => {
+                let mut h = (**a).clone();
+                let ok = if op == "+" { h.add(b) } else { h.sub(b) };
+                ok.ok()?;
+                if op == "-" {
+                    h.hint = meridian_core::histogram::CounterResetHint::Gauge;
+                }
+                h.compact();
+                Some((Elem::H(Arc::new(h)), true))
+            }
+            "==" | "!=" => {
+                let same = super::functions::same_histogram(a, b);
+                Some((Elem::H(a.clone()), same == (op == "==")))
+            }
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -109,19 +153,22 @@ fn vector_scalar(
         };
         let mut o = Row::new(labels, s.n);
         for i in 0..s.n {
-            let Some(v) = r.get(i) else { continue };
-            let (l, rr) = if swap { (sc[i], v) } else { (v, sc[i]) };
-            let (mut value, mut keep) = element(op, l, rr);
+            let Some(v) = r.elem(i) else { continue };
+            let scalar = Elem::F(sc[i]);
+            let (l, rr) = if swap { (&scalar, &v) } else { (&v, &scalar) };
+            let Some((mut value, mut keep)) = elem_op(op, l, rr) else {
+                continue;
+            };
             // A comparison keeps the vector's value, on whichever side it is.
             if is_comparison(op) && swap {
                 value = v;
             }
             if return_bool {
-                value = if keep { 1.0 } else { 0.0 };
+                value = Elem::F(if keep { 1.0 } else { 0.0 });
                 keep = true;
             }
             if keep {
-                o.set(i, value);
+                o.set_elem(i, value);
             }
         }
         if o.any() {
@@ -275,20 +322,22 @@ fn vector_vector(
             let labels = result_labels(&m.labels, &o.labels, drop, matching, include.as_deref());
             let mut row = Row::new(labels, s.n);
             for i in 0..s.n {
-                let (Some(mv), Some(ov)) = (m.get(i), o.get(i)) else {
+                let (Some(mv), Some(ov)) = (m.elem(i), o.elem(i)) else {
                     continue;
                 };
-                let (l, r) = if one_to_many { (ov, mv) } else { (mv, ov) };
-                let (mut value, mut keep) = element(op, l, r);
+                let (l, r) = if one_to_many { (&ov, &mv) } else { (&mv, &ov) };
+                let Some((mut value, mut keep)) = elem_op(op, l, r) else {
+                    continue;
+                };
                 if is_comparison(op) && one_to_many {
                     value = mv;
                 }
                 if return_bool {
-                    value = if keep { 1.0 } else { 0.0 };
+                    value = Elem::F(if keep { 1.0 } else { 0.0 });
                     keep = true;
                 }
                 if keep {
-                    row.set(i, value);
+                    row.set_elem(i, value);
                 }
             }
             if !row.any() {
@@ -302,7 +351,7 @@ fn vector_vector(
                 Some(&j) => {
                     let into = &mut out[j];
                     for i in 0..s.n {
-                        if row.ok[i] {
+                        if let Some(e) = row.elem(i) {
                             if into.ok[i] {
                                 return Err(exec(if one_to_one {
                                     "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".to_string()
@@ -310,7 +359,7 @@ fn vector_vector(
                                     "multiple matches for labels: grouping labels must ensure unique matches".to_string()
                                 }));
                             }
-                            into.set(i, row.v[i]);
+                            into.set_elem(i, e);
                         }
                     }
                 }

@@ -85,6 +85,9 @@ impl Row {
 
     /// The histogram value at step `i`.
     pub(super) fn hist(&self, i: usize) -> Option<&Arc<FloatHistogram>> {
+        if !self.ok[i] {
+            return None;
+        }
         self.h.get(i).and_then(Option::as_ref)
     }
 
@@ -100,7 +103,10 @@ impl Row {
 
     /// Whether any step holds a histogram.
     pub(super) fn has_hists(&self) -> bool {
-        self.h.iter().any(Option::is_some)
+        self.h
+            .iter()
+            .zip(&self.ok)
+            .any(|(h, ok)| *ok && h.is_some())
     }
 
     /// Removes the histogram values (functions of floats drop them, as Prometheus does).
@@ -504,7 +510,10 @@ impl<'a> Evaluator<'a> {
                         self.guard.tick(1)?;
                         match r.elem(i) {
                             Some(Elem::F(v)) => samples.push(Sample::new(inner.t(i), v)),
-                            Some(Elem::H(h)) => hs.push(HPoint { t: inner.t(i), h }),
+                            Some(Elem::H(h)) => hs.push(HPoint {
+                                t: inner.t(i),
+                                h: unknown_reset(h),
+                            }),
                             None => {}
                         }
                     }
@@ -539,6 +548,20 @@ impl<'a> Evaluator<'a> {
             range,
             counts: false,
         }))
+    }
+}
+
+/// A subquery's histogram with a counter-reset hint of `CounterReset` or `NotCounterReset` made
+/// `Unknown`, as Prometheus does (`engine.go`, subqueries): the subquery may skip the sample of a
+/// reset, or repeat it, so only the values can tell.
+fn unknown_reset(h: Arc<FloatHistogram>) -> Arc<FloatHistogram> {
+    use meridian_core::histogram::CounterResetHint::{CounterReset, NotCounterReset, Unknown};
+    if matches!(h.hint, CounterReset | NotCounterReset) {
+        let mut c = (*h).clone();
+        c.hint = Unknown;
+        Arc::new(c)
+    } else {
+        h
     }
 }
 

@@ -1,7 +1,8 @@
 //! PromQL conformance: Meridian's own promqltest scripts (`tests/promql/*.test`) must all pass; when
 //! Prometheus' upstream scripts are available (`MERIDIAN_PROMQLTEST_DIR`, or the workplace's
 //! `../shared/conformance/promqltest/main`), every applicable upstream case runs as well and the
-//! report (run, passed, failed, skipped with reasons) is printed. Run it alone with
+//! report (run, passed, failed, skipped with reasons) is printed; every case that runs passes but
+//! the known differences listed (with reasons). Run it alone with
 //! `cargo run -p meridian-gateway -- promqltest <dir>`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -41,5 +42,24 @@ async fn upstream_scripts() {
     }
     let r = run_dir(&dir).await.unwrap();
     print("upstream", &r);
-    assert!(r.run > 500, "only {} upstream cases ran", r.run);
+    assert!(r.run > 1500, "only {} upstream cases ran", r.run);
+    // Every case that runs passes, but for these (each with its reason).
+    const KNOWN: &[(&str, &str)] = &[(
+        "aggregators.test:481",
+        "promql-parser decodes the Go escape \\xc5 as U+00C5, so the invalid UTF-8 label name is not refused",
+    )];
+    let unexpected: Vec<_> = r
+        .failures
+        .iter()
+        .filter(|(at, _)| !KNOWN.iter().any(|(k, _)| at.ends_with(k)))
+        .collect();
+    assert!(unexpected.is_empty(), "{unexpected:#?}");
+    // Native histograms run: no case is skipped for them but the custom buckets made from classic
+    // ones (`load_with_nhcb`).
+    let native: Vec<_> = r
+        .skipped
+        .iter()
+        .filter(|(_, why)| why.contains("native histogram") && !why.contains("load_with_nhcb"))
+        .collect();
+    assert!(native.is_empty(), "{native:#?}");
 }

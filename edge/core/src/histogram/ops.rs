@@ -470,6 +470,62 @@ impl FloatHistogram {
         )
     }
 
+    /// Prometheus' `FloatHistogram.String()`: `{count:…, sum:…, <bucket>:<count>…}` with the populated
+    /// buckets from the most negative up (`count_values` of histograms, promtool's dump).
+    pub fn go_string(&self) -> String {
+        use crate::promfmt::go_g;
+        let bucket = |b: &Bucket| {
+            format!(
+                "{}{},{}{}:{}",
+                if b.lower_inclusive { '[' } else { '(' },
+                go_g(b.lower, None),
+                go_g(b.upper, None),
+                if b.upper_inclusive { ']' } else { ')' },
+                go_g(b.count, None)
+            )
+        };
+        let mut out = format!(
+            "{{count:{}, sum:{}",
+            go_g(self.count, None),
+            go_g(self.sum, None)
+        );
+        for (idx, c) in self.negative_pairs().into_iter().rev() {
+            if c != 0.0 {
+                let b = Bucket {
+                    lower: -bound(idx, self.schema, &self.custom_values),
+                    upper: -bound(idx - 1, self.schema, &self.custom_values),
+                    lower_inclusive: true,
+                    upper_inclusive: false,
+                    count: c,
+                    index: idx,
+                };
+                out.push_str(", ");
+                out.push_str(&bucket(&b));
+            }
+        }
+        if self.zero_count != 0.0 {
+            out.push_str(", ");
+            out.push_str(&bucket(&self.zero_bucket()));
+        }
+        let custom = self.uses_custom_buckets();
+        for (idx, c) in self.positive_pairs() {
+            if c != 0.0 {
+                let b = Bucket {
+                    lower: bound(idx - 1, self.schema, &self.custom_values),
+                    upper: bound(idx, self.schema, &self.custom_values),
+                    lower_inclusive: custom && idx == 0,
+                    upper_inclusive: true,
+                    count: c,
+                    index: idx,
+                };
+                out.push_str(", ");
+                out.push_str(&bucket(&b));
+            }
+        }
+        out.push('}');
+        out
+    }
+
     /// The zero bucket with its bounds.
     pub fn zero_bucket(&self) -> Bucket {
         Bucket {
@@ -521,6 +577,192 @@ impl FloatHistogram {
             });
         }
         out
+    }
+}
+
+/// Kahan-Neumaier summation step: adds `inc` to `sum` with compensation `c` (as Prometheus 3's
+/// `kahansum.Inc`; PromQL's float sums use it too).
+pub fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    let c = if t.is_infinite() {
+        0.0
+    } else if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
+    (t, c)
+}
+
+/// A running sum of histograms with a Kahan-Neumaier compensation term for every count, the sum
+/// and every bucket (Prometheus' `KahanAdd`): sums of large and small values keep the small ones.
+#[derive(Debug, Clone)]
+pub struct KahanSum {
+    /// The sum's layout, hint, count, sum and zero count (its buckets live in `pos` and `neg`).
+    h: FloatHistogram,
+    /// `(index, sum, compensation)` per bucket.
+    pos: Vec<(i32, f64, f64)>,
+    neg: Vec<(i32, f64, f64)>,
+    c_count: f64,
+    c_sum: f64,
+    c_zero: f64,
+}
+
+fn triples(p: Vec<(i32, f64)>) -> Vec<(i32, f64, f64)> {
+    p.into_iter().map(|(i, v)| (i, v, 0.0)).collect()
+}
+
+fn reduce_triples(t: Vec<(i32, f64, f64)>, origin: i32, target: i32) -> Vec<(i32, f64, f64)> {
+    if origin <= target {
+        return t;
+    }
+    let mut out: Vec<(i32, f64, f64)> = Vec::with_capacity(t.len());
+    for (idx, v, c) in t {
+        let ti = target_idx(idx, origin, target);
+        match out.last_mut() {
+            Some(last) if last.0 == ti => (last.1, last.2) = kahan_inc(v, last.1, last.2 + c),
+            _ => out.push((ti, v, c)),
+        }
+    }
+    out
+}
+
+fn kahan_merge(a: &mut Vec<(i32, f64, f64)>, b: &[(i32, f64)], skip: impl Fn(i32) -> bool) {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let mut j = 0;
+    for &(idx, v, c) in a.iter() {
+        while j < b.len() && b[j].0 < idx {
+            if !skip(b[j].0) {
+                out.push((b[j].0, b[j].1, 0.0));
+            }
+            j += 1;
+        }
+        if j < b.len() && b[j].0 == idx && !skip(idx) {
+            let (s, c) = kahan_inc(b[j].1, v, c);
+            out.push((idx, s, c));
+            j += 1;
+        } else {
+            out.push((idx, v, c));
+        }
+    }
+    for &(idx, v) in &b[j..] {
+        if !skip(idx) {
+            out.push((idx, v, 0.0));
+        }
+    }
+    *a = out;
+}
+
+impl KahanSum {
+    pub fn new(first: &FloatHistogram) -> KahanSum {
+        KahanSum {
+            h: first.clone(),
+            pos: triples(first.positive_pairs()),
+            neg: triples(first.negative_pairs()),
+            c_count: 0.0,
+            c_sum: 0.0,
+            c_zero: 0.0,
+        }
+    }
+
+    /// Adds `other`; returns whether the counter-reset hints collided (see [`FloatHistogram::add`]).
+    pub fn add(&mut self, other: &FloatHistogram) -> Result<bool, CombineError> {
+        if self.h.uses_custom_buckets() != other.uses_custom_buckets() {
+            return Err(CombineError::IncompatibleSchema);
+        }
+        let collision = self.h.adjust_counter_reset(other);
+        let layout_differs = if self.h.uses_custom_buckets() {
+            self.h.custom_values != other.custom_values
+        } else {
+            self.h.zero_threshold != other.zero_threshold
+        };
+        if layout_differs {
+            // Rare (different custom bounds or zero buckets): the compensation is folded in and the
+            // layouts reconciled without it.
+            let mut v = self.value();
+            let hint = self.h.hint;
+            v.hint = hint;
+            v.add(other)?;
+            v.hint = self.h.hint;
+            *self = KahanSum::new(&v);
+            return Ok(collision);
+        }
+        (self.h.count, self.c_count) = kahan_inc(other.count, self.h.count, self.c_count);
+        (self.h.sum, self.c_sum) = kahan_inc(other.sum, self.h.sum, self.c_sum);
+        (self.h.zero_count, self.c_zero) =
+            kahan_inc(other.zero_count, self.h.zero_count, self.c_zero);
+        let target = self.h.schema.min(other.schema);
+        if !self.h.uses_custom_buckets() && self.h.schema > target {
+            self.pos = reduce_triples(std::mem::take(&mut self.pos), self.h.schema, target);
+            self.neg = reduce_triples(std::mem::take(&mut self.neg), self.h.schema, target);
+            self.h.schema = target;
+        }
+        let (b_pos, b_neg) = if self.h.uses_custom_buckets() {
+            (other.positive_pairs(), Vec::new())
+        } else {
+            (
+                reduce(other.positive_pairs(), other.schema, target),
+                reduce(other.negative_pairs(), other.schema, target),
+            )
+        };
+        let zt = self.h.zero_threshold;
+        let custom = self.h.uses_custom_buckets();
+        let in_zero = |idx: i32| !custom && bound(idx, target, &[]) <= zt;
+        kahan_merge(&mut self.pos, &b_pos, in_zero);
+        kahan_merge(&mut self.neg, &b_neg, in_zero);
+        Ok(collision)
+    }
+
+    /// Every count, the sum and the compensation scaled by `f`.
+    pub fn scale(&mut self, f: f64) {
+        self.h.count *= f;
+        self.h.sum *= f;
+        self.h.zero_count *= f;
+        self.c_count *= f;
+        self.c_sum *= f;
+        self.c_zero *= f;
+        for t in self.pos.iter_mut().chain(self.neg.iter_mut()) {
+            t.1 *= f;
+            t.2 *= f;
+        }
+    }
+
+    /// Every count, the sum and the compensation divided by `d`.
+    pub fn div(&mut self, d: f64) {
+        self.h.count /= d;
+        self.h.sum /= d;
+        self.h.zero_count /= d;
+        self.c_count /= d;
+        self.c_sum /= d;
+        self.c_zero /= d;
+        for t in self.pos.iter_mut().chain(self.neg.iter_mut()) {
+            t.1 /= d;
+            t.2 /= d;
+        }
+    }
+
+    /// Whether a count, the sum or a bucket is infinite (`HasOverflow`).
+    pub fn has_overflow(&self) -> bool {
+        self.h.count.is_infinite()
+            || self.h.sum.is_infinite()
+            || self.h.zero_count.is_infinite()
+            || self
+                .pos
+                .iter()
+                .chain(self.neg.iter())
+                .any(|t| t.1.is_infinite())
+    }
+
+    /// The sum with its compensation added, compact.
+    pub fn value(&self) -> FloatHistogram {
+        let mut h = self.h.clone();
+        h.count += self.c_count;
+        h.sum += self.c_sum;
+        h.zero_count += self.c_zero;
+        let fold =
+            |t: &[(i32, f64, f64)]| t.iter().map(|&(i, v, c)| (i, v + c)).collect::<Vec<_>>();
+        h.set_sides(&fold(&self.pos), &fold(&self.neg));
+        h
     }
 }
 
@@ -625,6 +867,32 @@ mod tests {
         let mut cur = fh(0, 0.0, 0.0, 0, &[0.0, 0.0]);
         cur.hint = CounterResetHint::NotCounterReset;
         assert!(!cur.detect_reset(&prev));
+    }
+
+    #[test]
+    fn go_string_lists_populated_buckets_from_below() {
+        let h = FloatHistogram {
+            count: 20.0,
+            sum: 10.0,
+            zero_threshold: 0.001,
+            zero_count: 2.0,
+            positive_spans: vec![Span {
+                offset: 0,
+                length: 2,
+            }],
+            positive_buckets: vec![1.0, 2.0],
+            negative_spans: vec![Span {
+                offset: 0,
+                length: 2,
+            }],
+            negative_buckets: vec![1.0, 2.0],
+            ..FloatHistogram::default()
+        };
+        // As Prometheus' aggregators.test expects of count_values.
+        assert_eq!(
+            h.go_string(),
+            "{count:20, sum:10, [-2,-1):2, [-1,-0.5):1, [-0.001,0.001]:2, (0.5,1]:1, (1,2]:2}"
+        );
     }
 
     #[test]

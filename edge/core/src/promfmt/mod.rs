@@ -6,6 +6,94 @@ pub mod size;
 
 pub use duration::{PromDuration, parse_duration};
 pub use size::parse_base2_bytes;
+
+/// Go's `strconv.FormatFloat(v, 'g', prec, 64)` (and so `fmt`'s `%.<prec>g`); `prec` `None` is the
+/// shortest representation (`%g` and `%v` of a float64: the exponent form from 1e+06 and below 1e-04).
+pub fn go_g(v: f64, prec: Option<usize>) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
+    }
+    let neg = v.is_sign_negative() && v != 0.0;
+    let a = v.abs();
+    // Decimal digits and exponent, rounded as requested.
+    let sci = match prec {
+        Some(p) => format!("{:.*e}", p.max(1) - 1, a),
+        None => format!("{a:e}"),
+    };
+    let (mant, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let mut digits: String = mant.chars().filter(char::is_ascii_digit).collect();
+    while digits.len() > 1 && digits.ends_with('0') {
+        digits.pop();
+    }
+    if a == 0.0 {
+        digits.clear();
+    }
+    let nd = digits.len() as i32;
+    let dp = if a == 0.0 { 0 } else { exp + 1 };
+    let mut p = match prec {
+        Some(p) => p.max(1) as i32,
+        None => nd,
+    };
+    let mut eprec = p;
+    if eprec > nd && nd >= dp {
+        eprec = nd;
+    }
+    if prec.is_none() {
+        eprec = 6;
+    }
+    let e = dp - 1;
+    let mut out = String::new();
+    if neg {
+        out.push('-');
+    }
+    let digit = |i: i32| -> char {
+        if i >= 0 && i < nd {
+            digits.as_bytes()[i as usize] as char
+        } else {
+            '0'
+        }
+    };
+    if e < -4 || e >= eprec {
+        if p > nd {
+            p = nd;
+        }
+        out.push(digit(0));
+        if p > 1 {
+            out.push('.');
+            for i in 1..p {
+                out.push(digit(i));
+            }
+        }
+        let ex = if a == 0.0 { 0 } else { e };
+        out.push('e');
+        out.push(if ex < 0 { '-' } else { '+' });
+        out.push_str(&format!("{:02}", ex.abs()));
+        return out;
+    }
+    if p > dp {
+        p = nd;
+    }
+    let frac = (p - dp).max(0);
+    if dp > 0 {
+        for i in 0..dp {
+            out.push(digit(i));
+        }
+    } else {
+        out.push('0');
+    }
+    if frac > 0 {
+        out.push('.');
+        for i in 0..frac {
+            out.push(digit(dp + i));
+        }
+    }
+    out
+}
+
 /// A quoted string literal's body (`"…"` or `'…'`, without the quotes) with its escapes decoded as Go's
 /// `strconv.Unquote` decodes them: the bytes Prometheus sees, and the text promql-parser 0.11 makes
 /// of them (it holds Rust strings, so it reads `\xff` as the code point U+00FF). `None` when an escape

@@ -34,10 +34,13 @@ pub(super) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Option
     value.map(Some)
 }
 
+/// A classic histogram: its labels without `le`, and each bucket's upper bound and row.
+pub(super) type ClassicGroup = (Labels, Vec<(f64, usize)>);
+
 /// Classic histograms of a vector: series grouped by labels without `le` (the name still tells two
 /// histograms apart), with each bucket's upper bound and row.
-pub(super) fn classic_groups(rows: &[Row]) -> Vec<(Labels, Vec<(f64, usize)>)> {
-    let mut groups: Vec<(Labels, Vec<(f64, usize)>)> = Vec::new();
+pub(super) fn classic_groups(rows: &[Row]) -> Vec<ClassicGroup> {
+    let mut groups: Vec<ClassicGroup> = Vec::new();
     let mut index: HashMap<Labels, usize> = HashMap::new();
     for (k, r) in rows.iter().enumerate() {
         let Some(le) = r.labels.get("le") else {
@@ -54,6 +57,34 @@ pub(super) fn classic_groups(rows: &[Row]) -> Vec<(Labels, Vec<(f64, usize)>)> {
         groups[gi].1.push((bound, k));
     }
     groups
+}
+
+/// The rows and their classic groups, where a native histogram and a classic histogram of the same
+/// labels meet at a step both left out there (Prometheus warns of the mix and answers neither).
+fn without_conflicts(mut rows: Vec<Row>, s: &Steps) -> (Vec<Row>, Vec<ClassicGroup>) {
+    let groups = classic_groups(&rows);
+    let by_labels: HashMap<&Labels, usize> =
+        groups.iter().enumerate().map(|(k, g)| (&g.0, k)).collect();
+    let mut clashes: Vec<(usize, usize, usize)> = Vec::new();
+    for (k, r) in rows.iter().enumerate() {
+        if !r.has_hists() {
+            continue;
+        }
+        if let Some(&g) = by_labels.get(&r.labels) {
+            for i in 0..s.n {
+                if r.hist(i).is_some() && buckets_at(&rows, &groups[g].1, i).is_some() {
+                    clashes.push((k, g, i));
+                }
+            }
+        }
+    }
+    for (k, g, i) in clashes {
+        rows[k].ok[i] = false;
+        for &(_, b) in &groups[g].1 {
+            rows[b].ok[i] = false;
+        }
+    }
+    (rows, groups)
 }
 
 /// The buckets of a group present at step `i`, sorted, equal bounds summed, counts made monotonic
@@ -103,6 +134,7 @@ pub(super) fn histogram_quantile(
     s: &Steps,
 ) -> Result<Val> {
     let mut out = Vec::new();
+    let (rows, groups) = without_conflicts(rows, s);
     for qv in q {
         let native =
             super::native::per_histogram(&rows, s, |h, i| super::native::quantile(qv[i], h));
@@ -113,7 +145,7 @@ pub(super) fn histogram_quantile(
             r
         }));
     }
-    for (group, buckets) in classic_groups(&rows) {
+    for (group, buckets) in groups {
         let base = drop_name(&group);
         for qv in q {
             let labels = match label {
@@ -154,9 +186,10 @@ fn quantile_label(q: f64) -> String {
 /// proportion to the overlap (linear interpolation); an infinitely wide bucket partly inside counts
 /// nothing. The first bucket starts at 0 when its bound is positive, at -Inf otherwise.
 pub(super) fn histogram_fraction(lo: &[f64], hi: &[f64], rows: Vec<Row>, s: &Steps) -> Result<Val> {
+    let (rows, groups) = without_conflicts(rows, s);
     let mut out =
         super::native::per_histogram(&rows, s, |h, i| super::native::fraction(lo[i], hi[i], h));
-    for (group, buckets) in classic_groups(&rows) {
+    for (group, buckets) in groups {
         let mut row = Row::new(drop_name(&group), s.n);
         for i in 0..s.n {
             let Some(b) = buckets_at(&rows, &buckets, i) else {

@@ -7,10 +7,41 @@
 
 use std::sync::Arc;
 
+use meridian_core::histogram::ops::KahanSum;
 use meridian_core::histogram::{CounterResetHint, FloatHistogram};
 
 use super::*;
 use crate::queryable::HPoint;
+
+/// This family's function `c` (window functions that take floats and histograms alike), or `None`
+/// when `c` is not one of its functions.
+pub(super) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Option<Val>> {
+    let name = c.func.name;
+    let arg = |i: usize| nth_arg(c, i);
+    let value = match name {
+        "first_over_time" | "last_over_time" => {
+            let rv = range_arg(ev, arg(0)?, s)?;
+            let first = name == "first_over_time";
+            // The earliest (latest) sample, float or histogram.
+            over_range_h(&ev.guard, &rv, s, true, |w, hw, _| {
+                let f = if first { w.first() } else { w.last() };
+                let h = if first { hw.first() } else { hw.last() };
+                match (f, h) {
+                    (Some(f), Some(h)) if (h.t < f.t) == first => Some(Elem::H(h.h.clone())),
+                    (Some(f), _) => Some(Elem::F(f.v)),
+                    (None, Some(h)) => Some(Elem::H(h.h.clone())),
+                    (None, None) => None,
+                }
+            })
+        }
+        "present_over_time" => {
+            let rv = range_arg(ev, arg(0)?, s)?;
+            over_range_h(&ev.guard, &rv, s, false, |_, _, _| Some(Elem::F(1.0)))
+        }
+        _ => return Ok(None),
+    };
+    value.map(Some)
+}
 
 /// Applies a window function that sees floats and histograms to every series at every step.
 pub(super) fn over_range_h(
@@ -207,13 +238,48 @@ pub(crate) fn same_histogram(a: &FloatHistogram, b: &FloatHistogram) -> bool {
 
 /// The sum of a window's histograms (`sum_over_time`), or their mean (`avg_over_time`).
 pub(super) fn sum_or_avg(hw: &[HPoint], avg: bool) -> Option<FloatHistogram> {
-    let mut sum = (*hw.first()?.h).clone();
-    for p in &hw[1..] {
-        sum.add(&p.h).ok()?;
+    sum_or_mean(hw.iter().map(|p| &*p.h), avg)
+}
+
+/// The sum or the mean of histograms as Prometheus' `sum`/`avg` and `sum_over_time`/`avg_over_time`
+/// compute them: Kahan-compensated sums; the mean divides the sum until the sum would overflow and
+/// then continues as an incremental mean. `None` when the histograms cannot be added.
+pub(crate) fn sum_or_mean<'h>(
+    mut hs: impl Iterator<Item = &'h FloatHistogram>,
+    avg: bool,
+) -> Option<FloatHistogram> {
+    let mut sum = KahanSum::new(hs.next()?);
+    let mut count = 1.0;
+    let mut mean: Option<KahanSum> = None;
+    for h in hs {
+        count += 1.0;
+        if mean.is_none() {
+            let mut next = sum.clone();
+            next.add(h).ok()?;
+            if !avg || !next.has_overflow() {
+                sum = next;
+                continue;
+            }
+            let mut m = sum.clone();
+            m.div(count - 1.0);
+            mean = Some(m);
+        }
+        let m = mean.as_mut()?;
+        m.scale((count - 1.0) / count);
+        let mut part = h.clone();
+        part.div(count);
+        m.add(&part).ok()?;
     }
-    if avg {
-        sum.div(hw.len() as f64);
-    }
-    sum.compact();
-    Some(sum)
+    let mut out = match mean {
+        Some(m) => m.value(),
+        None => {
+            let mut v = sum.value();
+            if avg {
+                v.div(count);
+            }
+            v
+        }
+    };
+    out.compact();
+    Some(out)
 }

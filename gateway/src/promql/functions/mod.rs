@@ -29,6 +29,7 @@ mod over_time;
 mod rate;
 mod vector;
 
+pub(crate) use hrange::{same_histogram, sum_or_mean};
 use label::{absent_labels, set_or_delete};
 
 fn typed_arg<T>(
@@ -137,8 +138,9 @@ fn nth_arg(c: &Call, i: usize) -> Result<&Expr> {
 
 /// Evaluates a function call: each family answers for its own names.
 pub(crate) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Val> {
-    let families: [Family; 8] = [
+    let families: [Family; 9] = [
         native::call,
+        hrange::call,
         math::call,
         vector::call,
         over_time::call,

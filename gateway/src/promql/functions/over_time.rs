@@ -10,21 +10,6 @@ pub(super) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Option
     // `sum_over_time` and `avg_over_time` look at their argument before choosing how to evaluate.
     let mut rv_cache: Option<RangeVal> = None;
     let value = match name {
-        "first_over_time" | "last_over_time" => {
-            let rv = range_arg(ev, arg(0)?, s)?;
-            let first = name == "first_over_time";
-            // The earliest (latest) sample, float or histogram.
-            hrange::over_range_h(&ev.guard, &rv, s, true, |w, hw, _| {
-                let f = if first { w.first() } else { w.last() };
-                let h = if first { hw.first() } else { hw.last() };
-                match (f, h) {
-                    (Some(f), Some(h)) if (h.t < f.t) == first => Some(Elem::H(h.h.clone())),
-                    (Some(f), _) => Some(Elem::F(f.v)),
-                    (None, Some(h)) => Some(Elem::H(h.h.clone())),
-                    (None, None) => None,
-                }
-            })
-        }
         "ts_of_first_over_time"
         | "ts_of_last_over_time"
         | "ts_of_min_over_time"
@@ -114,10 +99,6 @@ pub(super) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Option
                     Some(Elem::F((w.len() + hw.len()) as f64))
                 })
             }
-        }
-        "present_over_time" => {
-            let rv = range_arg(ev, arg(0)?, s)?;
-            hrange::over_range_h(&ev.guard, &rv, s, false, |_, _, _| Some(Elem::F(1.0)))
         }
         "min_over_time" | "max_over_time" => {
             let rv = range_arg(ev, arg(0)?, s)?;

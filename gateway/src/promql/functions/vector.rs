@@ -67,10 +67,10 @@ pub(super) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Option
         }
         "timestamp" => {
             let a = arg(0)?;
-            let inner = match a {
-                Expr::Paren(p) => p.expr.as_ref(),
-                other => other,
-            };
+            let mut inner = a;
+            while let Expr::Paren(p) = inner {
+                inner = p.expr.as_ref();
+            }
             if let Expr::VectorSelector(vs) = inner {
                 // The timestamp of the sample the selector picked, not the step's.
                 let points = ev.vector_points(vs, s)?;
@@ -108,6 +108,9 @@ pub(super) fn call(ev: &mut Evaluator<'_>, c: &Call, s: &Steps) -> Result<Option
         }
         "sort" | "sort_desc" => {
             let mut rows = vector_arg(ev, arg(0)?, s)?;
+            // Histograms have no order: `sort` leaves them out.
+            rows.iter_mut().for_each(Row::drop_hists);
+            rows.retain(Row::any);
             if s.n == 1 {
                 let desc = name == "sort_desc";
                 // NaN last in both orders.

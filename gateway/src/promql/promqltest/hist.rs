@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use meridian_core::histogram::{CounterResetHint, FloatHistogram, Span};
 
+use crate::queryable::HPoint;
+
 /// A value of the series notation.
 #[derive(Debug, Clone)]
 pub(crate) enum TVal {
@@ -194,6 +196,44 @@ fn parse_desc(text: &str) -> Result<(FloatHistogram, bool), String> {
     h.negative_spans = span(neg_offset, neg.len());
     h.negative_buckets = neg;
     Ok((h, hint_set))
+}
+
+/// The histograms as a query reads them back from Prometheus' TSDB, whose chunks keep counter-reset
+/// hints only in their headers: a gauge stays a gauge; a histogram that starts a chunk reads as
+/// `Unknown` (since v3.1), one that continues a chunk as `NotCounterReset`. A chunk is cut at a
+/// counter reset (detected, or hinted), a change of schema, zero threshold or custom bounds, a switch
+/// between gauge and counter, and wherever a float sample comes between.
+pub(super) fn as_stored(floats: &[meridian_core::sample::Sample], hists: &[HPoint]) -> Vec<HPoint> {
+    let mut out = Vec::with_capacity(hists.len());
+    let mut prev: Option<&HPoint> = None;
+    for p in hists {
+        let h = &*p.h;
+        let gauge = h.hint == CounterResetHint::Gauge;
+        let continues = prev.is_some_and(|q| {
+            let before = &*q.h;
+            !floats.iter().any(|f| f.t > q.t && f.t < p.t)
+                && (before.hint == CounterResetHint::Gauge) == gauge
+                && before.schema == h.schema
+                && before.zero_threshold == h.zero_threshold
+                && before.custom_values == h.custom_values
+                && (gauge || !h.detect_reset(before))
+        });
+        let hint = match (gauge, continues) {
+            (true, _) => CounterResetHint::Gauge,
+            (false, true) => CounterResetHint::NotCounterReset,
+            (false, false) => CounterResetHint::Unknown,
+        };
+        let h = if hint == h.hint {
+            p.h.clone()
+        } else {
+            let mut c = h.clone();
+            c.hint = hint;
+            Arc::new(c)
+        };
+        out.push(HPoint { t: p.t, h });
+        prev = Some(p);
+    }
+    out
 }
 
 /// promqltest's comparison of an expected and a resulting histogram.
