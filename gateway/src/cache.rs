@@ -457,7 +457,10 @@ fn merge(pieces: Vec<(Arc<Piece>, bool)>, outcome: Outcome) -> RangeAnswer {
         }
         for s in &p.series {
             match index.get(&s.labels) {
-                Some(&i) => series[i].samples.extend_from_slice(&s.samples),
+                Some(&i) => {
+                    series[i].samples.extend_from_slice(&s.samples);
+                    series[i].histograms.extend_from_slice(&s.histograms);
+                }
                 None => {
                     index.insert(s.labels.clone(), series.len());
                     series.push(s.clone());

@@ -7,12 +7,15 @@
 //!   dot (`1435781451.781`, `1.500`), never in exponent form;
 //! - strings are escaped as Go's `encoding/json` does, HTML characters included (`<` is `\u003c`);
 //! - label sets are objects with their names in byte order (Go sorts map keys);
+//! - native histograms are `{"count":…,"sum":…,"buckets":[[kind,lower,upper,count],…]}` under
+//!   `histogram` (vectors) and `histograms` (matrices, beside `values`);
 //! - the envelope is `{"status":"success","data":…,"warnings":[…],"infos":[…]}`, the lists left out when
 //!   empty, and errors are `{"status":"error","errorType":…,"error":…}`.
 
 use std::io::Write as _;
 
 use meridian_core::error::Error;
+use meridian_core::histogram::FloatHistogram;
 use meridian_core::labels::Labels;
 
 use crate::promql::QueryValue;
@@ -187,13 +190,64 @@ fn point(out: &mut Vec<u8>, t: i64, v: f64) {
     out.push(b']');
 }
 
-/// The series of a matrix, each `{"metric":{…},"values":[[t,"v"],…]}`.
+/// A native histogram as Prometheus' `MarshalHistogram`: `{"count":"…","sum":"…","buckets":[[b,"lower",
+/// "upper","count"],…]}` with the populated buckets from below, `b` the kind of interval (0 left-open,
+/// 1 right-open, 2 open, 3 closed); no `buckets` key without populated buckets.
+pub fn histogram(out: &mut Vec<u8>, h: &FloatHistogram) {
+    out.extend_from_slice(b"{\"count\":");
+    float(out, h.count);
+    out.extend_from_slice(b",\"sum\":");
+    float(out, h.sum);
+    let mut found = false;
+    for b in h.all_buckets() {
+        if b.count == 0.0 {
+            continue;
+        }
+        out.extend_from_slice(if found { b"," } else { b",\"buckets\":[" });
+        found = true;
+        let kind = match (b.lower_inclusive, b.upper_inclusive) {
+            (true, true) => b'3',
+            (true, false) => b'1',
+            (false, true) => b'0',
+            (false, false) => b'2',
+        };
+        out.extend_from_slice(&[b'[', kind, b',']);
+        float(out, b.lower);
+        out.push(b',');
+        float(out, b.upper);
+        out.push(b',');
+        float(out, b.count);
+        out.push(b']');
+    }
+    if found {
+        out.push(b']');
+    }
+    out.push(b'}');
+}
+
+/// `[t, {histogram}]`.
+fn hpoint(out: &mut Vec<u8>, t: i64, h: &FloatHistogram) {
+    out.push(b'[');
+    timestamp(out, t);
+    out.push(b',');
+    histogram(out, h);
+    out.push(b']');
+}
+
+/// The series of a matrix, each `{"metric":{…},"values":[[t,"v"],…],"histograms":[[t,{…}],…]}`, each
+/// list only when it is not empty.
 pub fn matrix(out: &mut Vec<u8>, series: &[SeriesData]) {
     array(out, series, |out, s| {
         out.extend_from_slice(b"{\"metric\":");
         labels(out, &s.labels);
-        out.extend_from_slice(b",\"values\":");
-        array(out, &s.samples, |out, p| point(out, p.t, p.v));
+        if !s.samples.is_empty() {
+            out.extend_from_slice(b",\"values\":");
+            array(out, &s.samples, |out, p| point(out, p.t, p.v));
+        }
+        if !s.histograms.is_empty() {
+            out.extend_from_slice(b",\"histograms\":");
+            array(out, &s.histograms, |out, p| hpoint(out, p.t, &p.h));
+        }
         out.push(b'}');
     });
 }
@@ -218,8 +272,16 @@ pub fn query_data(out: &mut Vec<u8>, v: &QueryValue) {
             array(out, samples, |out, s| {
                 out.extend_from_slice(b"{\"metric\":");
                 labels(out, &s.labels);
-                out.extend_from_slice(b",\"value\":");
-                point(out, s.t, s.v);
+                match &s.h {
+                    Some(h) => {
+                        out.extend_from_slice(b",\"histogram\":");
+                        hpoint(out, s.t, h);
+                    }
+                    None => {
+                        out.extend_from_slice(b",\"value\":");
+                        point(out, s.t, s.v);
+                    }
+                }
                 out.push(b'}');
             });
         }
@@ -263,6 +325,32 @@ pub fn error(e: &Error) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histograms_as_prometheus_writes_them() {
+        use meridian_core::histogram::Span;
+        let h = FloatHistogram {
+            count: 4.0,
+            sum: 10.5,
+            zero_threshold: 0.001,
+            zero_count: 1.0,
+            positive_spans: vec![Span {
+                offset: 0,
+                length: 3,
+            }],
+            positive_buckets: vec![1.0, 0.0, 2.0],
+            ..FloatHistogram::default()
+        };
+        let mut out = Vec::new();
+        histogram(&mut out, &h);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"count":"4","sum":"10.5","buckets":[[3,"-0.001","0.001","1"],[0,"0.5","1","1"],[0,"2","4","2"]]}"#
+        );
+        let mut out = Vec::new();
+        histogram(&mut out, &FloatHistogram::default());
+        assert_eq!(String::from_utf8(out).unwrap(), r#"{"count":"0","sum":"0"}"#);
+    }
 
     fn f(v: f64) -> String {
         let mut out = Vec::new();

@@ -185,7 +185,7 @@ pub(super) async fn query(api: &Arc<Api>, p: &Params) -> Result<Answer> {
     let value = r.value;
     let points = match &value {
         QueryValue::Vector(v) => v.len(),
-        QueryValue::Matrix(m) => m.iter().map(|s| s.samples.len()).sum(),
+        QueryValue::Matrix(m) => m.iter().map(|s| s.samples.len() + s.histograms.len()).sum(),
         _ => 1,
     };
     let encode_started = Instant::now();
