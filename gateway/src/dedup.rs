@@ -36,7 +36,10 @@
 //! a constant adjustment, so resets inside a replica stay visible. Staleness markers pass through
 //! unchanged.
 
+use meridian_core::histogram::CounterResetHint;
 use meridian_core::sample::{Sample, is_stale_nan};
+
+use crate::queryable::HPoint;
 
 /// Scrape interval assumed while a replica has only one sample (Thanos' initial penalty), ms.
 pub const INITIAL_PENALTY_MS: i64 = 5_000;
@@ -233,6 +236,70 @@ pub fn merge_replicas(copies: &[&[Sample]], kind: SeriesKind) -> Vec<Sample> {
     } else {
         dedup(&copies, kind)
     }
+}
+
+/// [`merge_replicas`] for native-histogram samples: copies that agree where they overlap are joined;
+/// HA replicas are deduplicated by time as floats are ([`dedup`], gauge rules: counts are not adjusted
+/// at a switch). Reset-aware: the first histogram taken after a switch to another replica has its
+/// counter-reset hint made `Unknown`, so a reset there is found from the counts, not assumed away
+/// by the other replica's chunk.
+pub fn merge_histogram_replicas(copies: &[&[HPoint]]) -> Vec<HPoint> {
+    let copies: Vec<&[HPoint]> = copies.iter().copied().filter(|c| !c.is_empty()).collect();
+    match copies.len() {
+        0 => return Vec::new(),
+        1 => return copies[0].to_vec(),
+        _ => {}
+    }
+    let agree = copies.iter().enumerate().all(|(i, a)| {
+        copies[i + 1..].iter().all(|b| {
+            let (lo, hi) = (a[0].t.max(b[0].t), a[a.len() - 1].t.min(b[b.len() - 1].t));
+            let window = |s: &[HPoint]| {
+                let from = s.partition_point(|x| x.t < lo);
+                let to = s.partition_point(|x| x.t <= hi);
+                s[from..to.max(from)].to_vec()
+            };
+            lo > hi || window(a) == window(b)
+        })
+    });
+    if agree {
+        let mut all: Vec<HPoint> = copies.iter().flat_map(|c| c.iter().cloned()).collect();
+        // Stable: at equal times the first copy's sample stays first and is kept.
+        all.sort_by_key(|p| p.t);
+        all.dedup_by_key(|p| p.t);
+        return all;
+    }
+    // Each histogram stands in as a sample whose value names its copy and position (exact in f64).
+    let stand_ins: Vec<Vec<Sample>> = copies
+        .iter()
+        .enumerate()
+        .map(|(c, s)| {
+            s.iter()
+                .enumerate()
+                .map(|(i, p)| Sample::new(p.t, ((c as u64) << 32 | i as u64) as f64))
+                .collect()
+        })
+        .collect();
+    let refs: Vec<&[Sample]> = stand_ins.iter().map(Vec::as_slice).collect();
+    let mut prev_copy = None;
+    dedup(&refs, SeriesKind::Gauge)
+        .into_iter()
+        .filter_map(|s| {
+            let key = s.v as u64;
+            let (c, i) = ((key >> 32) as usize, (key & 0xffff_ffff) as usize);
+            let p = copies.get(c)?.get(i)?;
+            let switched = prev_copy.is_some_and(|pc| pc != c);
+            prev_copy = Some(c);
+            if switched && p.h.hint != CounterResetHint::Gauge {
+                let mut h = (*p.h).clone();
+                h.hint = CounterResetHint::Unknown;
+                return Some(HPoint {
+                    t: p.t,
+                    h: std::sync::Arc::new(h),
+                });
+            }
+            Some(p.clone())
+        })
+        .collect()
 }
 
 /// Whether two sorted sample slices hold the same samples inside the time range both cover.

@@ -7,6 +7,7 @@ pub mod chaos;
 pub mod dns;
 pub mod exporter;
 pub mod federation;
+pub mod histograms;
 pub mod receivers;
 pub mod served;
 

@@ -16,6 +16,7 @@ use meridian_core::chunkenc::{
     FloatHistogramChunk, HistogramChunk, read_float_histograms, read_histograms,
 };
 use meridian_core::histogram::Span;
+use meridian_integration::histograms::{deltas, spans};
 use meridian_storeapi::proto::prometheus as prom;
 use meridian_testkit::{Prometheus, http, post_remote_write};
 
@@ -37,23 +38,6 @@ fn bucket_map(spans: &[Span], counts: &[f64]) -> Vec<(i32, u64)> {
         }
     }
     out.into_iter().collect()
-}
-
-fn spans(v: &[(i32, u32)]) -> Vec<prom::BucketSpan> {
-    v.iter()
-        .map(|&(offset, length)| prom::BucketSpan { offset, length })
-        .collect()
-}
-
-fn deltas(abs: &[i64]) -> Vec<i64> {
-    let mut prev = 0;
-    abs.iter()
-        .map(|a| {
-            let d = a - prev;
-            prev = *a;
-            d
-        })
-        .collect()
 }
 
 /// One integer histogram sample; `id` goes into the sum's integer part to tell series apart.

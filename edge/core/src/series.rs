@@ -22,6 +22,8 @@ pub struct MetricMeta {
 /// A chunk as a source holds it.
 #[derive(Debug, Clone)]
 pub struct SourceChunk {
+    /// How `data` is encoded: XOR (floats), Prometheus' histogram or float-histogram encoding.
+    pub encoding: crate::chunkenc::Encoding,
     /// The time of the first sample (as in Prometheus' chunk metadata). The leaf store relies on it:
     /// a chunk starting inside an instant selector's window supersedes chunks that end before it.
     pub min_time: i64,

@@ -288,17 +288,33 @@ pub fn store_series(db: &Db, series: &[TimeSeries], metrics: &ReceiveMetrics) ->
             first_reason.get_or_insert_with(|| format!("timeseries {i}: {why}"));
             continue;
         }
-        if !ts.histograms.is_empty() {
-            rejected += ts.histograms.len() as u64;
-            first_reason.get_or_insert_with(|| {
-                "native histograms are not supported by the edge".to_string()
-            });
-        }
-        if ts.samples.is_empty() {
+        if ts.samples.is_empty() && ts.histograms.is_empty() {
             continue;
         }
         let labels = Labels::from_pairs(names.iter().copied());
         let r = app.series_ref(&labels);
+        for h in &ts.histograms {
+            let appended = meridian_storeapi::rw_histogram::to_value(h)
+                .map_err(|why| {
+                    format!(
+                        "timeseries {i}: invalid histogram at {}: {why}",
+                        h.timestamp
+                    )
+                })
+                .and_then(|v| match app.append_histogram(r, h.timestamp, v) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.is_client_error() => Err(e.to_string()),
+                    Err(e) => Err(format!("storage: {e}")),
+                });
+            match appended {
+                Ok(()) => stored += 1,
+                Err(why) if why.starts_with("storage: ") => return Answer::new(500, why),
+                Err(why) => {
+                    rejected += 1;
+                    first_reason.get_or_insert(why);
+                }
+            }
+        }
         for s in &ts.samples {
             match app.append(r, s.timestamp, s.value) {
                 Ok(()) => stored += 1,

@@ -357,6 +357,11 @@ fn route(res: &mut Resolver, events: Vec<Event>, shards: usize, cap: usize) -> R
                 }
                 out.end = Some(end);
             }
+            // Native histograms are not sent (Prometheus 2.42 sends none either; later versions
+            // only with `send_native_histograms`).
+            Event::Record(Record::Histograms(_) | Record::FloatHistograms(_), end) => {
+                out.end = Some(end);
+            }
             Event::Skipped { from, to } => out.skipped += to - from,
         }
     }

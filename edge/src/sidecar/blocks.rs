@@ -414,6 +414,7 @@ mod tests {
         // The head's chunk before the split is left out; its later one is served with the block's.
         let l = Labels::from_pairs([("__name__", "m")]);
         let head_chunk = |min, max| SourceChunk {
+            encoding: meridian_core::chunkenc::Encoding::Xor,
             min_time: min,
             max_time: max,
             data: Bytes::new(),

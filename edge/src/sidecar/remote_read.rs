@@ -237,6 +237,7 @@ pub async fn read(
                         ));
                     }
                     chunks.push(SourceChunk {
+                        encoding: meridian_core::chunkenc::Encoding::Xor,
                         min_time: c.min_time_ms,
                         max_time: c.max_time_ms,
                         data: c.data,
@@ -293,6 +294,7 @@ fn samples_answer(raw: &[u8], max_bytes: usize) -> Result<ReadSeries, Option<Str
 
 fn finish_chunk((c, min_time): (XorChunk, i64)) -> SourceChunk {
     SourceChunk {
+        encoding: meridian_core::chunkenc::Encoding::Xor,
         min_time,
         max_time: c.last_t(),
         data: c.into_bytes().into(),

@@ -259,6 +259,7 @@ impl SidecarStore {
                 .into_iter()
                 .map(|l| {
                     let span = SourceChunk {
+                        encoding: meridian_core::chunkenc::Encoding::Xor,
                         min_time: from,
                         max_time: maxt,
                         data: bytes::Bytes::new(),

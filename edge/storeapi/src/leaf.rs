@@ -427,13 +427,18 @@ impl meridian_core::series::TimeSpan for pb::AggrChunk {
     }
 }
 
-/// The wire form of a chunk (XOR, with its xxHash64).
+/// The wire form of a chunk (XOR or a native-histogram encoding, with its xxHash64).
 pub fn to_aggr_chunk(c: SourceChunk) -> pb::AggrChunk {
+    let kind = match c.encoding {
+        meridian_core::chunkenc::Encoding::Histogram => pb::chunk::Encoding::Histogram,
+        meridian_core::chunkenc::Encoding::FloatHistogram => pb::chunk::Encoding::FloatHistogram,
+        _ => pb::chunk::Encoding::Xor,
+    };
     pb::AggrChunk {
         min_time: c.min_time,
         max_time: c.max_time,
         raw: Some(pb::Chunk {
-            r#type: pb::chunk::Encoding::Xor as i32,
+            r#type: kind as i32,
             hash: xxhash_rust::xxh64::xxh64(&c.data, 0),
             data: c.data,
         }),

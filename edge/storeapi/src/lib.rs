@@ -28,6 +28,7 @@ pub mod limits;
 pub mod memstore;
 pub mod multi;
 pub mod partial;
+pub mod rw_histogram;
 pub mod server;
 pub mod trim;
 pub mod wire;

@@ -39,6 +39,7 @@ struct MemSeries {
 impl MemSeries {
     fn chunks(&self) -> impl Iterator<Item = SourceChunk> + '_ {
         let head = self.head.as_ref().map(|(c, min_t)| SourceChunk {
+            encoding: meridian_core::chunkenc::Encoding::Xor,
             min_time: *min_t,
             max_time: c.last_t(),
             data: Bytes::copy_from_slice(c.bytes()),
@@ -98,6 +99,7 @@ impl MemSource {
                 && let Some((c, min_t)) = s.head.take()
             {
                 s.closed.push(SourceChunk {
+                    encoding: meridian_core::chunkenc::Encoding::Xor,
                     min_time: min_t,
                     max_time: c.last_t(),
                     data: Bytes::from(c.into_bytes()),

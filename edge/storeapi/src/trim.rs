@@ -4,7 +4,8 @@
 //! five minutes of each series. Chunks that do not overlap `[min_time, max_time]` are never read
 //! (the sources select by chunk range). A chunk that reaches past either end is cut here: its samples
 //! inside are encoded into a new XOR chunk, so the bytes on the wire, and the decoding on the client,
-//! follow what the query uses rather than the chunk layout.
+//! follow what the query uses rather than the chunk layout. Native-histogram chunks are sent as
+//! stored.
 //!
 //! A series whose only samples in range are stale markers is left out: PromQL skips stale samples,
 //! so it would contribute nothing (a series that ended shortly before an instant query's time).
@@ -23,7 +24,7 @@
 //! `step_millis` 0 and `last_only`, the hint says so, and only that sample is sent (a stale marker
 //! last means no value: the series is left out).
 
-use meridian_core::chunkenc::{XorChunk, XorIterator};
+use meridian_core::chunkenc::{Encoding, XorChunk, XorIterator};
 use meridian_core::sample::is_stale_nan;
 use meridian_core::series::SourceChunk;
 
@@ -126,6 +127,12 @@ pub fn trim(chunks: Vec<SourceChunk>, need: &Needed) -> Option<Vec<SourceChunk>>
     // Whether the series has a sample the client will use.
     let mut live = false;
     for c in chunks {
+        // Native-histogram chunks are sent as stored (not cut).
+        if c.encoding != Encoding::Xor {
+            live = true;
+            out.push(c);
+            continue;
+        }
         if need.covers(&c) || c.data.is_empty() {
             live = live || c.data.is_empty() || !all_stale(&c);
             out.push(c);
@@ -150,6 +157,13 @@ pub fn trim(chunks: Vec<SourceChunk>, need: &Needed) -> Option<Vec<SourceChunk>>
 /// decode are sent as stored.
 fn last_sample(chunks: Vec<SourceChunk>, maxt: i64, window: i64) -> Option<Vec<SourceChunk>> {
     let from = maxt.saturating_sub(window);
+    // With native histograms the chunks in the window are sent as stored.
+    if chunks
+        .iter()
+        .any(|c| c.encoding != Encoding::Xor && c.max_time >= from && c.min_time <= maxt)
+    {
+        return Some(chunks);
+    }
     let mut best: Option<(i64, f64)> = None;
     // A chunk's `min_time` is its first sample's time, so a chunk that starts inside the window holds a
     // sample there; a chunk that ends before that sample cannot hold the last one and is not decoded.
@@ -193,6 +207,7 @@ fn last_sample(chunks: Vec<SourceChunk>, maxt: i64, window: i64) -> Option<Vec<S
         return Some(chunks);
     }
     Some(vec![SourceChunk {
+        encoding: meridian_core::chunkenc::Encoding::Xor,
         min_time: t,
         max_time: t,
         data: one.into_bytes().into(),
@@ -245,6 +260,7 @@ fn cut(c: &SourceChunk, need: &Needed) -> Cut {
     }
     Cut::Part(
         Some(SourceChunk {
+            encoding: meridian_core::chunkenc::Encoding::Xor,
             min_time: min,
             max_time: max,
             data: chunk.into_bytes().into(),
@@ -264,6 +280,7 @@ mod tests {
             c.append(*t, *v).unwrap();
         }
         SourceChunk {
+            encoding: meridian_core::chunkenc::Encoding::Xor,
             min_time: samples[0].0,
             max_time: samples[samples.len() - 1].0,
             data: c.into_bytes().into(),
@@ -388,6 +405,7 @@ mod tests {
     fn a_chunk_ending_before_a_later_chunk_starts_in_the_window_is_not_decoded() {
         // The earlier chunk does not even decode: had it been read, it would be sent as stored.
         let earlier = SourceChunk {
+            encoding: meridian_core::chunkenc::Encoding::Xor,
             min_time: 0,
             max_time: 1_785_000,
             data: bytes::Bytes::from_static(&[0, 120, 1]),
@@ -429,6 +447,7 @@ mod tests {
         };
         assert_eq!(Needed::from_request(&r).windows, None);
         let broken = SourceChunk {
+            encoding: meridian_core::chunkenc::Encoding::Xor,
             min_time: 0,
             max_time: 200,
             data: bytes::Bytes::from_static(&[0, 9, 1]),

@@ -114,7 +114,7 @@ fn bench(c: &mut Criterion) {
             let mut n = 0usize;
             let mut acc = 0.0;
             for s in block.select(&all, i64::MIN, i64::MAX).expect("select") {
-                for (_, data) in &s.chunks {
+                for (_, _, data) in &s.chunks {
                     let mut it = XorIterator::new(data).expect("chunk");
                     while let Some((_, v)) = it.next_sample() {
                         acc += v;

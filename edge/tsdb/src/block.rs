@@ -177,6 +177,23 @@ pub fn write_block(
     min_time: i64,
     max_time: i64,
 ) -> Result<BlockMeta, BlockError> {
+    let series = series
+        .into_iter()
+        .map(|(l, s)| (l, s, Vec::new()))
+        .collect();
+    write_block_with(parent, series, min_time, max_time)
+}
+
+/// A series as a block is written from it: float samples and chunks already encoded.
+pub type SeriesToWrite = (Labels, Vec<Sample>, Vec<crate::blockwriter::OwnedChunk>);
+
+/// As [`write_block`], with chunks already encoded beside the float samples (native histograms).
+pub fn write_block_with(
+    parent: &Path,
+    series: Vec<SeriesToWrite>,
+    min_time: i64,
+    max_time: i64,
+) -> Result<BlockMeta, BlockError> {
     let ulid = new_ulid(now_ms());
     let mut w = crate::blockwriter::BlockWriter::create(parent, &ulid, min_time, max_time)?;
     let mut series = series;
@@ -186,8 +203,8 @@ pub fn write_block(
             return Err(invalid(parent, format!("series {} given twice", pair[0].0)));
         }
     }
-    for (labels, samples) in series {
-        w.add_samples(labels, &samples)?;
+    for (labels, samples, encoded) in series {
+        w.add_mixed(labels, &samples, encoded)?;
     }
     w.finish(
         Compaction {
@@ -208,7 +225,7 @@ pub fn is_tmp_block(name: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct BlockSeries<'a> {
     pub labels: Labels,
-    pub chunks: Vec<(ChunkMeta, &'a [u8])>,
+    pub chunks: Vec<(ChunkMeta, Encoding, &'a [u8])>,
 }
 
 /// An open block.
@@ -286,6 +303,21 @@ impl Block {
         Ok((c.encoding, c.data))
     }
 
+    /// A chunk of samples (XOR floats or native histograms) by its reference; downsampled aggregates
+    /// are refused.
+    pub fn served_chunk(&self, r: u64) -> Result<(Encoding, &[u8]), BlockError> {
+        let (encoding, data) = self.raw_chunk(r)?;
+        match encoding {
+            Encoding::Xor | Encoding::Histogram | Encoding::FloatHistogram => Ok((encoding, data)),
+            _ => Err(invalid(
+                &self.dir,
+                format!(
+                    "chunk {r:#x} has encoding {encoding:?}; downsampled aggregates are not read here"
+                ),
+            )),
+        }
+    }
+
     /// The bytes of a chunk by its reference.
     pub fn chunk(&self, r: u64) -> Result<&[u8], BlockError> {
         let (encoding, data) = self.raw_chunk(r)?;
@@ -309,14 +341,18 @@ impl Block {
         out: &mut Vec<meridian_core::series::SourceChunk>,
     ) -> Result<(), BlockError> {
         for m in metas {
+            // Without data the encoding is not looked up (that would read the chunk).
+            let (encoding, data) = if with_data {
+                let (e, d) = self.served_chunk(m.chunk_ref)?;
+                (e, bytes::Bytes::copy_from_slice(d))
+            } else {
+                (Encoding::Xor, bytes::Bytes::new())
+            };
             out.push(meridian_core::series::SourceChunk {
+                encoding,
                 min_time: m.min_time,
                 max_time: m.max_time,
-                data: if with_data {
-                    bytes::Bytes::copy_from_slice(self.chunk(m.chunk_ref)?)
-                } else {
-                    bytes::Bytes::new()
-                },
+                data,
             });
         }
         Ok(())
@@ -359,7 +395,8 @@ impl Block {
             let mut chunks = Vec::with_capacity(metas.len());
             for m in metas {
                 if m.min_time <= maxt && m.max_time >= mint {
-                    chunks.push((m, self.chunk(m.chunk_ref)?));
+                    let (encoding, data) = self.served_chunk(m.chunk_ref)?;
+                    chunks.push((m, encoding, data));
                 }
             }
             if !chunks.is_empty() {
@@ -428,7 +465,7 @@ mod tests {
             let samples: Vec<Sample> = s
                 .chunks
                 .iter()
-                .flat_map(|(_, d)| XorIterator::new(d).unwrap())
+                .flat_map(|(_, _, d)| XorIterator::new(d).unwrap())
                 .collect();
             assert_eq!(&samples, want);
         }

@@ -25,6 +25,26 @@ use crate::index::{ChunkMeta, write_index};
 
 const MAGIC_TOMBSTONES: u32 = 0x0130_BA30;
 
+/// A chunk with its bytes owned (see [`WriterChunk`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedChunk {
+    pub min_time: i64,
+    pub max_time: i64,
+    pub encoding: u8,
+    pub data: Vec<u8>,
+}
+
+impl OwnedChunk {
+    fn xor(min_time: i64, max_time: i64, c: XorChunk) -> OwnedChunk {
+        OwnedChunk {
+            min_time,
+            max_time,
+            encoding: Encoding::Xor as u8,
+            data: c.into_bytes(),
+        }
+    }
+}
+
 /// One chunk handed to the writer: its encoding byte as stored in segments (`1` XOR, `0xff` Thanos'
 /// downsampled aggregates), its bytes and its first and last sample times.
 #[derive(Debug, Clone, Copy)]
@@ -131,7 +151,10 @@ impl BlockWriter {
             }
             prev_max = Some(c.max_time);
             metas.push(self.write_chunk(c)?);
-            if c.encoding == Encoding::Xor as u8 && c.data.len() >= 2 {
+            // XOR and both histogram encodings start with the 2-byte sample count (2.42 counts a
+            // histogram as one sample in `numSamples`).
+            let counted = [Encoding::Xor, Encoding::Histogram, Encoding::FloatHistogram];
+            if counted.iter().any(|e| *e as u8 == c.encoding) && c.data.len() >= 2 {
                 self.stats.num_samples += u64::from(u16::from_be_bytes([c.data[0], c.data[1]]));
             }
         }
@@ -143,34 +166,58 @@ impl BlockWriter {
     /// Adds a series from its samples (in time order), cut into XOR chunks of 120 samples; samples
     /// outside the block's range are left out.
     pub fn add_samples(&mut self, labels: Labels, samples: &[Sample]) -> Result<(), BlockError> {
+        self.add_mixed(labels, samples, Vec::new())
+    }
+
+    /// Adds a series from its float samples (in time order, encoded as by [`BlockWriter::add_samples`])
+    /// and chunks already encoded (the head's native-histogram chunks), in time order: an XOR chunk
+    /// also ends where an encoded chunk starts. Samples outside the block's range are left out.
+    pub fn add_mixed(
+        &mut self,
+        labels: Labels,
+        samples: &[Sample],
+        mut encoded: Vec<OwnedChunk>,
+    ) -> Result<(), BlockError> {
         let lo = samples.partition_point(|s| s.t < self.min_time);
         let hi = samples.partition_point(|s| s.t < self.max_time);
         let samples = samples.get(lo..hi.max(lo)).unwrap_or_default();
-        let mut encoded: Vec<(i64, i64, Vec<u8>)> = Vec::new();
-        for part in samples.chunks(usize::from(SAMPLES_PER_CHUNK)) {
-            let mut c = XorChunk::new();
-            let mut prev: Option<i64> = None;
-            for s in part {
-                if prev.is_some_and(|p| s.t <= p) {
-                    return Err(invalid(
-                        &self.parent,
-                        format!("samples of {labels} not in time order at {}", s.t),
-                    ));
-                }
-                prev = Some(s.t);
-                c.append(s.t, s.v).map_err(|e| invalid(&self.parent, e))?;
+        encoded.sort_by_key(|c| c.min_time);
+        let starts: Vec<i64> = encoded.iter().map(|c| c.min_time).collect();
+        // The encoded chunk each float sample comes before (its run ends there).
+        let run_of = |t: i64| starts.partition_point(|s| *s <= t);
+        let mut xor: Vec<OwnedChunk> = Vec::new();
+        let mut c = XorChunk::new();
+        let (mut first, mut prev): (Option<i64>, Option<i64>) = (None, None);
+        for s in samples {
+            if prev.is_some_and(|p| s.t <= p) {
+                return Err(invalid(
+                    &self.parent,
+                    format!("samples of {labels} not in time order at {}", s.t),
+                ));
             }
-            if let (Some(first), Some(last)) = (part.first(), part.last()) {
-                encoded.push((first.t, last.t, c.into_bytes()));
+            let full = c.num_samples() >= SAMPLES_PER_CHUNK;
+            if let (Some(f), Some(p)) = (first, prev)
+                && (full || run_of(s.t) != run_of(p))
+            {
+                xor.push(OwnedChunk::xor(f, p, std::mem::take(&mut c)));
+                first = None;
             }
+            first.get_or_insert(s.t);
+            prev = Some(s.t);
+            c.append(s.t, s.v).map_err(|e| invalid(&self.parent, e))?;
         }
-        let chunks: Vec<WriterChunk<'_>> = encoded
+        if let (Some(f), Some(p)) = (first, prev) {
+            xor.push(OwnedChunk::xor(f, p, c));
+        }
+        xor.extend(encoded);
+        xor.sort_by_key(|c| c.min_time);
+        let chunks: Vec<WriterChunk<'_>> = xor
             .iter()
-            .map(|(min_time, max_time, data)| WriterChunk {
-                min_time: *min_time,
-                max_time: *max_time,
-                encoding: Encoding::Xor as u8,
-                data,
+            .map(|c| WriterChunk {
+                min_time: c.min_time,
+                max_time: c.max_time,
+                encoding: c.encoding,
+                data: &c.data,
             })
             .collect();
         self.add_chunks(labels, &chunks)

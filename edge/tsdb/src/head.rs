@@ -9,6 +9,9 @@ use super::RefMap;
 use super::bounds::{MAX_TIMESTAMP, MIN_TIMESTAMP};
 use super::postings::{self, Postings};
 use super::wal::Record;
+pub(crate) use chunk::{Body, split_kinds};
+
+mod chunk;
 use meridian_core::chunkenc::{SAMPLES_PER_CHUNK, XorChunk};
 use meridian_core::labels::Labels;
 use meridian_core::matcher::Matcher;
@@ -110,15 +113,19 @@ pub(crate) enum Accept {
 }
 
 pub(crate) struct HeadChunk {
-    pub chunk: XorChunk,
+    pub chunk: Body,
     pub min_t: i64,
+    /// The time of the last sample.
+    pub max_t: i64,
 }
 
 pub(crate) struct MemSeries {
     pub labels: Labels,
     pub chunks: Vec<HeadChunk>,
-    /// Time and value bits of the last sample.
+    /// Time and value bits of the last sample (of a histogram: its fingerprint).
     pub last: Option<(i64, u64)>,
+    /// The last histogram appended (not a stale marker), to detect counter resets.
+    pub last_hist: Option<std::sync::Arc<meridian_core::histogram::FloatHistogram>>,
     /// Whether the series record is in the WAL.
     pub logged: bool,
     created_gen: u64,
@@ -249,6 +256,7 @@ impl Head {
             labels,
             chunks: Vec::new(),
             last: None,
+            last_hist: None,
             logged: false,
             created_gen: self.generation,
             linger: None,
@@ -317,19 +325,24 @@ impl Head {
         let cut = match series.chunks.last() {
             None => true,
             Some(c) => {
-                c.chunk.num_samples() >= SAMPLES_PER_CHUNK
+                !matches!(c.chunk, Body::Xor(_))
+                    || c.chunk.num_samples() >= SAMPLES_PER_CHUNK
                     || s.t.div_euclid(range) != c.min_t.div_euclid(range)
             }
         };
         if cut {
             series.chunks.push(HeadChunk {
-                chunk: XorChunk::with_layout(Default::default(), 160),
+                chunk: Body::Xor(XorChunk::with_layout(Default::default(), 160)),
                 min_t: s.t,
+                max_t: s.t,
             });
         }
-        if let Some(c) = series.chunks.last_mut() {
+        if let Some(c) = series.chunks.last_mut()
+            && let Body::Xor(x) = &mut c.chunk
+        {
             // 120 samples per chunk is far below the format's 65535.
-            let _ = c.chunk.append(s.t, s.v);
+            let _ = x.append(s.t, s.v);
+            c.max_t = s.t;
         }
         series.last = Some((s.t, s.v.to_bits()));
         self.max_t = self.max_t.max(s.t);
@@ -389,7 +402,7 @@ impl Head {
                 let s = self.get(r)?;
                 s.chunks
                     .iter()
-                    .any(|c| c.min_t <= maxt && c.chunk.last_t() >= mint)
+                    .any(|c| c.min_t <= maxt && c.max_t >= mint)
                     .then(|| (r, s.labels.clone()))
             })
             .collect()
@@ -408,10 +421,11 @@ impl Head {
         Some(
             s.chunks
                 .iter()
-                .filter(|c| c.min_t <= maxt && c.chunk.last_t() >= mint)
+                .filter(|c| c.min_t <= maxt && c.max_t >= mint)
                 .map(|c| SourceChunk {
+                    encoding: c.chunk.encoding(),
                     min_time: c.min_t,
-                    max_time: c.chunk.last_t(),
+                    max_time: c.max_t,
                     data: if with_data {
                         Bytes::copy_from_slice(c.chunk.bytes())
                     } else {
@@ -423,17 +437,32 @@ impl Head {
     }
 
     /// Every series' samples within `[start, end)`, for writing a block.
-    pub(crate) fn samples_in(&self, start: i64, end: i64) -> Vec<(Labels, Vec<Sample>)> {
+    pub(crate) fn samples_in(&self, start: i64, end: i64) -> Vec<crate::block::SeriesToWrite> {
         self.iter()
             .filter_map(|(_, s)| {
                 let samples: Vec<Sample> = s
                     .chunks
                     .iter()
-                    .filter(|c| c.min_t < end && c.chunk.last_t() >= start)
-                    .flat_map(|c| c.chunk.iter())
+                    .filter(|c| c.min_t < end && c.max_t >= start)
+                    .flat_map(|c| c.chunk.floats())
                     .filter(|x| x.t >= start && x.t < end)
                     .collect();
-                (!samples.is_empty()).then(|| (s.labels.clone(), samples))
+                // Histogram chunks go into the block as they are (a head chunk never spans a
+                // block boundary).
+                let encoded: Vec<crate::blockwriter::OwnedChunk> = s
+                    .chunks
+                    .iter()
+                    .filter(|c| !matches!(c.chunk, Body::Xor(_)))
+                    .filter(|c| c.min_t >= start && c.max_t < end)
+                    .map(|c| crate::blockwriter::OwnedChunk {
+                        min_time: c.min_t,
+                        max_time: c.max_t,
+                        encoding: c.chunk.encoding() as u8,
+                        data: c.chunk.bytes().to_vec(),
+                    })
+                    .collect();
+                (!samples.is_empty() || !encoded.is_empty())
+                    .then(|| (s.labels.clone(), samples, encoded))
             })
             .collect()
     }
@@ -450,7 +479,7 @@ impl Head {
         let mut removed = Vec::new();
         for (r, slot) in self.series.iter_mut().enumerate() {
             let Some(s) = slot else { continue };
-            s.chunks.retain(|c| c.chunk.last_t() >= before);
+            s.chunks.retain(|c| c.max_t >= before);
             let empty = if self.keep_samples {
                 s.chunks.is_empty()
             } else {
@@ -503,10 +532,23 @@ impl Head {
             .flat_map(|(r, s)| {
                 s.chunks
                     .iter()
-                    .flat_map(move |c| c.chunk.iter().map(move |x| (r, x)))
+                    .flat_map(move |c| c.chunk.floats().map(move |x| (r, x)))
             })
             .collect();
-        vec![Record::Series(series), Record::Samples(samples)]
+        let (ints, floats) = chunk::split_kinds(self.iter().flat_map(|(r, s)| {
+            s.chunks.iter().flat_map(move |c| {
+                c.chunk
+                    .histograms()
+                    .into_iter()
+                    .map(move |(t, h)| (r, t, h))
+            })
+        }));
+        vec![
+            Record::Series(series),
+            Record::Samples(samples),
+            Record::Histograms(ints),
+            Record::FloatHistograms(floats),
+        ]
     }
 
     /// Approximate memory held by the head: per series its struct, label text and chunk buffers.

@@ -11,6 +11,8 @@
 //! payload:  type u8 | body
 //!   1 series:  (ref uvarint | #labels uvarint | (name, value as uvarint-length strings)*)*
 //!   2 samples: (ref uvarint | t varint | value bits u64 BE)*
+//!   7 native histograms (integer counts), 8 native histograms (float counts): the bodies of
+//!     Prometheus' WAL records of those types (`tsdb/record`, see `promwal::histograms`)
 //! ```
 //!
 //! Durability: a record is handed to the operating system (`write`) before the commit returns, so a
@@ -23,8 +25,11 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use meridian_core::histogram::{FloatHistogram, Histogram};
 use meridian_core::labels::Labels;
 use meridian_core::sample::Sample;
+
+use crate::promwal::histograms::{encode_float_histograms, encode_histograms};
 
 pub mod tail;
 
@@ -56,6 +61,10 @@ pub enum FsyncPolicy {
 pub enum Record {
     Series(Vec<(u64, Labels)>),
     Samples(Vec<(u64, Sample)>),
+    /// Native-histogram samples with integer counts: reference, time, histogram.
+    Histograms(Vec<(u64, i64, Histogram)>),
+    /// Native-histogram samples with float counts.
+    FloatHistograms(Vec<(u64, i64, FloatHistogram)>),
 }
 
 /// The WAL failed.
@@ -162,6 +171,8 @@ pub fn encode_into(r: &Record, b: &mut Vec<u8>) {
                 put_sample_entry(b, *r, *s);
             }
         }
+        Record::Histograms(h) => b.extend_from_slice(&encode_histograms(h)),
+        Record::FloatHistograms(h) => b.extend_from_slice(&encode_float_histograms(h)),
     }
 }
 
@@ -208,6 +219,14 @@ pub fn decode(p: &[u8]) -> Option<Record> {
                 out.push((r, Sample::new(t, f64::from_bits(u64::from_be_bytes(a)))));
             }
             Some(Record::Samples(out))
+        }
+        crate::promwal::histograms::HISTOGRAM_SAMPLES
+        | crate::promwal::histograms::FLOAT_HISTOGRAM_SAMPLES => {
+            match crate::promwal::decode(p).ok()? {
+                crate::promwal::PromRecord::Histograms(h) => Some(Record::Histograms(h)),
+                crate::promwal::PromRecord::FloatHistograms(h) => Some(Record::FloatHistograms(h)),
+                _ => None,
+            }
         }
         _ => None,
     }
@@ -414,6 +433,27 @@ impl Wal {
                 });
             }
         }
+        for r in records {
+            let big = match r {
+                Record::Histograms(h) => h
+                    .iter()
+                    .map(|x| encode_histograms(std::slice::from_ref(x)).len())
+                    .find(|len| *len > limit),
+                Record::FloatHistograms(h) => h
+                    .iter()
+                    .map(|x| encode_float_histograms(std::slice::from_ref(x)).len())
+                    .find(|len| *len > limit),
+                _ => None,
+            };
+            if let Some(len) = big {
+                return Err(WalError::RecordTooLarge {
+                    path: self.dir.clone(),
+                    kind: "histogram",
+                    len,
+                    limit,
+                });
+            }
+        }
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         let r = self.log_into(records, &mut buf);
@@ -433,6 +473,14 @@ impl Wal {
             let (kind, n) = match r {
                 Record::Series(v) => (REC_SERIES, v.len()),
                 Record::Samples(v) => (REC_SAMPLES, v.len()),
+                Record::Histograms(v) => {
+                    self.log_histograms(buf, v, encode_histograms)?;
+                    continue;
+                }
+                Record::FloatHistograms(v) => {
+                    self.log_histograms(buf, v, encode_float_histograms)?;
+                    continue;
+                }
             };
             let mut at = start_frame(buf, kind);
             for i in 0..n {
@@ -440,6 +488,7 @@ impl Wal {
                 match r {
                     Record::Series(v) => put_series_entry(&mut entry, v[i].0, &v[i].1),
                     Record::Samples(v) => put_sample_entry(&mut entry, v[i].0, v[i].1),
+                    Record::Histograms(_) | Record::FloatHistograms(_) => {}
                 }
                 // `buf.len() - at - 8` is the frame's payload so far (type byte included); a frame
                 // holds at least one entry, and `log` checked that every entry fits alone.
@@ -463,6 +512,40 @@ impl Wal {
     }
 
     /// Fills in the length and CRC of the frame started at `at`.
+    /// Histogram samples as frames of at most the record limit, each a whole record of Prometheus'
+    /// format (`encode`: the payload of some samples). A sample's size alone was checked by `log`; in a
+    /// frame its reference and time deltas may take up to 18 bytes more.
+    fn log_histograms<H>(
+        &mut self,
+        buf: &mut Vec<u8>,
+        samples: &[(u64, i64, H)],
+        encode: impl Fn(&[(u64, i64, H)]) -> Vec<u8>,
+    ) -> Result<(), WalError> {
+        let limit = self.max_record;
+        let mut from = 0;
+        while from < samples.len() {
+            let mut to = from;
+            let mut size = 17;
+            while to < samples.len() {
+                let one = encode(&samples[to..=to]).len() - 17 + 18;
+                if to > from && size + one > limit {
+                    break;
+                }
+                size += one;
+                to += 1;
+            }
+            let payload = encode(&samples[from..to]);
+            let at = start_frame(buf, payload[0]);
+            buf.extend_from_slice(&payload[1..]);
+            self.finish_frame(buf, at)?;
+            if buf.len() >= FLUSH_AT {
+                self.write_out(buf)?;
+            }
+            from = to;
+        }
+        Ok(())
+    }
+
     fn finish_frame(&self, buf: &mut [u8], at: usize) -> Result<(), WalError> {
         let len = buf.len() - at - 8;
         let too_large = || WalError::RecordTooLarge {
@@ -616,6 +699,24 @@ mod tests {
                 )
             })
             .collect();
+        // Native histograms, integer and float, with a few buckets each (spread over records too).
+        let hist = |i: u64| Histogram {
+            schema: 1,
+            count: 10 + i,
+            sum: i as f64,
+            positive_spans: vec![meridian_core::histogram::Span {
+                offset: -2,
+                length: 3,
+            }],
+            positive_buckets: vec![1 + i as i64, -1, 0],
+            ..Histogram::default()
+        };
+        let hists: Vec<(u64, i64, Histogram)> = (0..300u64)
+            .map(|i| (i % 5, i as i64 * 1000, hist(i)))
+            .collect();
+        let fhists: Vec<(u64, i64, FloatHistogram)> = (0..300u64)
+            .map(|i| (i % 3, i as i64 * 1000, hist(i).to_float()))
+            .collect();
         {
             let mut wal = Wal::open(&w, FsyncPolicy::OnCut)
                 .unwrap()
@@ -623,6 +724,8 @@ mod tests {
             wal.log(&[
                 Record::Series(series.clone()),
                 Record::Samples(samples.clone()),
+                Record::Histograms(hists.clone()),
+                Record::FloatHistograms(fhists.clone()),
             ])
             .unwrap();
         }
@@ -630,14 +733,19 @@ mod tests {
         assert!(sizes.len() > 10, "written as {} records", sizes.len());
         assert!(sizes.iter().all(|s| *s <= LIMIT), "{sizes:?}");
         let (mut got_series, mut got_samples) = (Vec::new(), Vec::new());
+        let (mut got_hists, mut got_fhists) = (Vec::new(), Vec::new());
         for r in replay(&w).unwrap() {
             match r {
                 Record::Series(s) => got_series.extend(s),
                 Record::Samples(s) => got_samples.extend(s),
+                Record::Histograms(h) => got_hists.extend(h),
+                Record::FloatHistograms(h) => got_fhists.extend(h),
             }
         }
         assert_eq!(got_series, series);
         assert_eq!(got_samples, samples);
+        assert_eq!(got_hists, hists);
+        assert_eq!(got_fhists, fhists);
         // A series whose labels alone exceed the limit cannot be split: refused, nothing written.
         let mut wal = Wal::open(&w, FsyncPolicy::OnCut)
             .unwrap()

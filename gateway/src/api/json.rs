@@ -349,7 +349,10 @@ mod tests {
         );
         let mut out = Vec::new();
         histogram(&mut out, &FloatHistogram::default());
-        assert_eq!(String::from_utf8(out).unwrap(), r#"{"count":"0","sum":"0"}"#);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"count":"0","sum":"0"}"#
+        );
     }
 
     fn f(v: f64) -> String {

@@ -580,21 +580,17 @@ impl Reader {
                 let c = parse_chunk_record(&body, range.start as usize)
                     .map_err(|e| corrupt(&b.ulid, format!("segment {name}: {e}")))?;
                 // A downsampled block holds Thanos' aggregate chunks, a raw block XOR chunks.
-                let expected = if b.meta.resolution() > 0 {
-                    Encoding::Aggr
+                let (expected, fits) = if b.meta.resolution() > 0 {
+                    (Encoding::Aggr, c.encoding == Encoding::Aggr)
                 } else {
-                    Encoding::Xor
+                    let raw = [Encoding::Xor, Encoding::Histogram, Encoding::FloatHistogram];
+                    (Encoding::Xor, raw.contains(&c.encoding))
                 };
-                if c.encoding != expected {
-                    let why = match c.encoding {
-                        Encoding::Histogram | Encoding::FloatHistogram => {
-                            "native histograms are not supported yet".to_owned()
-                        }
-                        _ => format!(
-                            "a block of resolution {} holds {expected:?} chunks",
-                            b.meta.resolution()
-                        ),
-                    };
+                if !fits {
+                    let why = format!(
+                        "a block of resolution {} holds {expected:?} chunks",
+                        b.meta.resolution()
+                    );
                     return Err(Error::new(
                         ErrorKind::Execution,
                         format!(
@@ -603,9 +599,12 @@ impl Reader {
                         ),
                     ));
                 }
-                // A slice of the fetched body: the chunk cache holds the chunk's own bytes only.
-                let start = c.data.as_ptr() as usize - body.as_ptr() as usize;
-                let data = Bytes::copy_from_slice(&body[start..start + c.data.len()]);
+                // The chunk cache holds the chunk's own bytes only (not the fetched body), after its
+                // encoding byte.
+                let mut owned = Vec::with_capacity(c.data.len() + 1);
+                owned.push(c.encoding as u8);
+                owned.extend_from_slice(c.data);
+                let data = Bytes::from(owned);
                 self.caches.chunks.insert((b.ulid.clone(), r), data.clone());
                 out.insert(r, data);
             }
@@ -660,7 +659,17 @@ impl Reader {
                 chunks: cs
                     .into_iter()
                     .map(|(m, _)| {
-                        let data = data.get(&m.chunk_ref).cloned().unwrap_or_default();
+                        // The encoding byte, then the chunk (see `chunks`).
+                        let stored = data.get(&m.chunk_ref).cloned().unwrap_or_default();
+                        let encoding = stored
+                            .first()
+                            .and_then(|e| Encoding::from_u8(*e))
+                            .unwrap_or(Encoding::Xor);
+                        let data = if stored.is_empty() {
+                            stored
+                        } else {
+                            stored.slice(1..)
+                        };
                         // Every chunk encoding starts with its sample count, big-endian u16;
                         // an aggregate chunk counts its windows.
                         if b.meta.resolution() > 0 {
@@ -669,6 +678,7 @@ impl Reader {
                             samples += u64::from(u16::from_be_bytes([data[0], data[1]]));
                         }
                         SourceChunk {
+                            encoding,
                             min_time: m.min_time,
                             max_time: m.max_time,
                             data,

@@ -109,10 +109,8 @@ fn part<'a>(c: &'a pb::AggrChunk, which: &'a Option<pb::Chunk>, name: &str) -> R
 fn chunk_samples(c: &pb::AggrChunk, want: Want) -> Result<Vec<Sample>> {
     if let Some(raw) = &c.raw {
         if raw.r#type != pb::chunk::Encoding::Xor as i32 {
-            return Err(Error::new(
-                ErrorKind::Execution,
-                "native histograms are not supported yet (this series has native histogram chunks)",
-            ));
+            // Native histograms are read apart (`chunks::decode_histograms`), at raw resolution.
+            return Ok(Vec::new());
         }
         let mut s = xor_samples(&raw.data)?;
         if want == Want::Count {

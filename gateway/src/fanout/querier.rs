@@ -1,6 +1,7 @@
 //! The fan-out for one query: the `Queryable` the PromQL engine reads through.
 
 use super::*;
+use crate::queryable::HPoint;
 
 /// The fan-out for one query: what the PromQL engine reads through.
 #[derive(Debug, Clone)]
@@ -105,19 +106,38 @@ impl Queryable for Querier {
                 }
                 .map_err(|e| e.context(&g.labels))
             };
-            let samples = if let [one] = &g.members[..] {
-                decoded(one)?
-            } else {
-                let copies = g.members.iter().map(decoded).collect::<Result<Vec<_>>>()?;
-                let refs: Vec<&[Sample]> = copies.iter().map(Vec::as_slice).collect();
-                merge_replicas(&refs, kind)
+            // Native histograms are read at raw resolution only (nothing downsamples them).
+            let histograms = |m: &pb::Series| {
+                super::chunks::decode_histograms(&m.chunks, req.start, req.end)
+                    .map_err(|e| e.context(&g.labels))
             };
-            if !samples.is_empty() {
+            let (samples, hists) = if let [one] = &g.members[..] {
+                let (h, stale) = histograms(one)?;
+                (with_stale(decoded(one)?, stale), h)
+            } else {
+                let copies = g
+                    .members
+                    .iter()
+                    .map(|m| Ok(with_stale(decoded(m)?, histograms(m)?.1)))
+                    .collect::<Result<Vec<_>>>()?;
+                let refs: Vec<&[Sample]> = copies.iter().map(Vec::as_slice).collect();
+                let hcopies = g
+                    .members
+                    .iter()
+                    .map(|m| Ok(histograms(m)?.0))
+                    .collect::<Result<Vec<_>>>()?;
+                let hrefs: Vec<&[HPoint]> = hcopies.iter().map(Vec::as_slice).collect();
+                (
+                    merge_replicas(&refs, kind),
+                    crate::dedup::merge_histogram_replicas(&hrefs),
+                )
+            };
+            if !samples.is_empty() || !hists.is_empty() {
                 series.push(SeriesData {
                     labels: g.labels,
                     samples,
+                    histograms: hists,
                     counts: plan.counts(),
-                    ..Default::default()
                 });
             }
         }
@@ -181,4 +201,19 @@ fn store_hint(h: &crate::queryable::SelectHints) -> Option<prost_types::Any> {
         (None, None) => return None,
     };
     Some(w.to_any())
+}
+
+/// Float samples with the stale markers of histograms joined in (by time; a float at the same time
+/// wins).
+fn with_stale(mut floats: Vec<Sample>, stale: Vec<Sample>) -> Vec<Sample> {
+    if stale.is_empty() {
+        return floats;
+    }
+    for s in stale {
+        let at = floats.partition_point(|x| x.t < s.t);
+        if floats.get(at).is_none_or(|x| x.t != s.t) {
+            floats.insert(at, s);
+        }
+    }
+    floats
 }

@@ -804,7 +804,7 @@ mod props {
             .unwrap()
         {
             let samples = got.entry(s.labels.clone()).or_default();
-            for (_, data) in &s.chunks {
+            for (_, _, data) in &s.chunks {
                 samples.extend(XorIterator::new(data).unwrap());
             }
         }

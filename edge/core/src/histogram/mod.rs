@@ -62,6 +62,77 @@ pub struct FloatHistogram {
     pub custom_values: Vec<f64>,
 }
 
+/// A native-histogram sample's value: integer counts (as scraped and stored by Prometheus) or float
+/// counts (results, remote write of float histograms).
+#[derive(Debug, Clone, PartialEq)]
+pub enum HistogramValue {
+    Int(Histogram),
+    Float(FloatHistogram),
+}
+
+impl HistogramValue {
+    pub fn to_float(&self) -> FloatHistogram {
+        match self {
+            HistogramValue::Int(h) => h.to_float(),
+            HistogramValue::Float(h) => h.clone(),
+        }
+    }
+
+    pub fn sum(&self) -> f64 {
+        match self {
+            HistogramValue::Int(h) => h.sum,
+            HistogramValue::Float(h) => h.sum,
+        }
+    }
+
+    pub fn hint(&self) -> CounterResetHint {
+        match self {
+            HistogramValue::Int(h) => h.hint,
+            HistogramValue::Float(h) => h.hint,
+        }
+    }
+
+    /// Prometheus' validation of the kind of histogram it is.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            HistogramValue::Int(h) => h.validate(),
+            HistogramValue::Float(h) => h.validate(),
+        }
+    }
+
+    /// A hash of every field's bits: equal values give equal fingerprints (the duplicate-sample check
+    /// compares these as it compares a float's bits).
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut s = std::collections::hash_map::DefaultHasher::new();
+        let spans = |sp: &[Span], s: &mut std::collections::hash_map::DefaultHasher| {
+            for x in sp {
+                (x.offset, x.length).hash(s);
+            }
+        };
+        match self {
+            HistogramValue::Int(h) => {
+                (0u8, h.hint as u8, h.schema, h.zero_threshold.to_bits()).hash(&mut s);
+                (h.zero_count, h.count, h.sum.to_bits()).hash(&mut s);
+                spans(&h.positive_spans, &mut s);
+                spans(&h.negative_spans, &mut s);
+                h.positive_buckets.hash(&mut s);
+                h.negative_buckets.hash(&mut s);
+            }
+            HistogramValue::Float(h) => {
+                (1u8, h.hint as u8, h.schema, h.zero_threshold.to_bits()).hash(&mut s);
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                (h.zero_count.to_bits(), h.count.to_bits(), h.sum.to_bits()).hash(&mut s);
+                spans(&h.positive_spans, &mut s);
+                spans(&h.negative_spans, &mut s);
+                bits(&h.positive_buckets).hash(&mut s);
+                bits(&h.negative_buckets).hash(&mut s);
+            }
+        }
+        s.finish()
+    }
+}
+
 /// The number of buckets spans describe.
 pub fn span_buckets(spans: &[Span]) -> usize {
     spans.iter().map(|s| s.length as usize).sum()

@@ -1,6 +1,99 @@
 //! Appending: a batch validated sample by sample and applied atomically on commit.
 
 use super::*;
+use meridian_core::histogram::HistogramValue;
+
+/// A sample of a batch or of the WAL: a float, or a native histogram at a time.
+#[derive(Debug, Clone)]
+pub(crate) enum ReplayItem {
+    Float(Sample),
+    Histogram(i64, Box<HistogramValue>),
+}
+
+impl ReplayItem {
+    /// The sample the order and duplicate checks see: a histogram's fingerprint stands for its value
+    /// bits (they compare bits only).
+    pub(crate) fn check_sample(&self) -> Sample {
+        match self {
+            ReplayItem::Float(s) => *s,
+            ReplayItem::Histogram(t, h) => Sample::new(*t, f64::from_bits(h.fingerprint())),
+        }
+    }
+}
+
+/// A batch's samples as WAL records: one of floats, then those of histograms; when a series has
+/// floats and histograms in the batch, records of runs of one kind in the batch's order (replay
+/// applies records in order, and a series' samples must stay in time order).
+fn sample_records(keep: &[(u64, ReplayItem)]) -> Vec<Record> {
+    let hist_refs: crate::RefMap<()> = keep
+        .iter()
+        .filter(|(_, i)| matches!(i, ReplayItem::Histogram(..)))
+        .map(|(r, _)| (*r, ()))
+        .collect();
+    let mixed = !hist_refs.is_empty()
+        && keep
+            .iter()
+            .any(|(r, i)| matches!(i, ReplayItem::Float(_)) && hist_refs.contains_key(r));
+    let mut out = Vec::new();
+    let runs: Vec<&[(u64, ReplayItem)]> = if mixed {
+        keep.chunk_by(|a, b| {
+            matches!(a.1, ReplayItem::Float(_)) == matches!(b.1, ReplayItem::Float(_))
+        })
+        .collect()
+    } else {
+        vec![keep]
+    };
+    for run in runs {
+        let mut floats = Vec::with_capacity(run.len());
+        let mut hists = Vec::new();
+        for (r, item) in run {
+            match item {
+                ReplayItem::Float(s) => floats.push((*r, *s)),
+                ReplayItem::Histogram(t, h) => hists.push((*r, *t, (**h).clone())),
+            }
+        }
+        if !floats.is_empty() || out.is_empty() {
+            out.push(Record::Samples(floats));
+        }
+        let (ints, fl) = crate::head::split_kinds(hists.into_iter());
+        if !ints.is_empty() {
+            out.push(Record::Histograms(ints));
+        }
+        if !fl.is_empty() {
+            out.push(Record::FloatHistograms(fl));
+        }
+    }
+    out
+}
+
+/// The samples of a WAL record (none of a series record).
+pub(crate) fn replay_items(rec: Record) -> Vec<(u64, ReplayItem)> {
+    match rec {
+        Record::Series(_) => Vec::new(),
+        Record::Samples(s) => s
+            .into_iter()
+            .map(|(r, x)| (r, ReplayItem::Float(x)))
+            .collect(),
+        Record::Histograms(h) => h
+            .into_iter()
+            .map(|(r, t, h)| {
+                (
+                    r,
+                    ReplayItem::Histogram(t, Box::new(HistogramValue::Int(h))),
+                )
+            })
+            .collect(),
+        Record::FloatHistograms(h) => h
+            .into_iter()
+            .map(|(r, t, h)| {
+                (
+                    r,
+                    ReplayItem::Histogram(t, Box::new(HistogramValue::Float(h))),
+                )
+            })
+            .collect(),
+    }
+}
 
 /// A batch of samples, validated as they are added and applied atomically on commit.
 ///
@@ -13,7 +106,7 @@ use super::*;
 pub struct Appender<'a> {
     pub(super) db: &'a Db,
     /// Samples to store: by head reference or, for a new series, by pending reference.
-    pub(super) pending: Vec<(u64, Sample)>,
+    pub(super) pending: Vec<(u64, ReplayItem)>,
     /// Last pending sample per series, to check order within the batch.
     pub(super) last: crate::RefMap<(i64, u64)>,
     /// Labels of the series new to this batch, by index.
@@ -64,7 +157,22 @@ impl Appender<'_> {
 
     /// Adds a sample for a series reference (the hot path).
     pub fn append(&mut self, r: u64, t: i64, v: f64) -> std::result::Result<(), AppendError> {
-        let s = Sample::new(t, v);
+        self.append_item(r, ReplayItem::Float(Sample::new(t, v)))
+    }
+
+    /// Adds a native-histogram sample for a series reference.
+    pub fn append_histogram(
+        &mut self,
+        r: u64,
+        t: i64,
+        h: HistogramValue,
+    ) -> std::result::Result<(), AppendError> {
+        self.append_item(r, ReplayItem::Histogram(t, Box::new(h)))
+    }
+
+    fn append_item(&mut self, r: u64, item: ReplayItem) -> std::result::Result<(), AppendError> {
+        let s = item.check_sample();
+        let (t, v) = (s.t, s.v);
         let last = self.last.get(&r).copied();
         let checked = if r & PENDING_REF != 0 {
             let labels = self
@@ -82,7 +190,7 @@ impl Appender<'_> {
         };
         match checked {
             Ok(Accept::Append) => {
-                self.pending.push((r, s));
+                self.pending.push((r, item));
                 self.last.insert(r, (t, v.to_bits()));
                 Ok(())
             }
@@ -120,7 +228,8 @@ impl Appender<'_> {
         let mut last: crate::RefMap<(i64, u64)> = crate::RefMap::default();
         last.reserve(self.pending.len());
         let mut keep = Vec::with_capacity(self.pending.len());
-        for (r, s) in self.pending {
+        for (r, item) in self.pending {
+            let s = item.check_sample();
             let new = (r & PENDING_REF != 0)
                 .then(|| self.new_refs.get(&r).copied())
                 .flatten();
@@ -138,7 +247,7 @@ impl Appender<'_> {
                 _ => st.head.check(key, s, prev, self.max_valid)?,
             };
             if accept == Accept::Append {
-                keep.push((key, s));
+                keep.push((key, item));
                 last.insert(key, (s.t, s.v.to_bits()));
             }
         }
@@ -174,27 +283,24 @@ impl Appender<'_> {
         if !new_series.is_empty() {
             records.push(Record::Series(new_series));
         }
-        records.push(Record::Samples(keep));
+        let stored = keep.len();
+        records.extend(sample_records(&keep));
         self.db
             .wal()
             .log(&records)
             .map_err(|e| AppendError::Storage(e.to_string()))?;
-        let mut stored = 0;
-        for rec in &records {
-            match rec {
-                Record::Series(new) => {
-                    for (r, _) in new {
-                        if let Some(s) = st.head.get_mut(*r) {
-                            s.logged = true;
-                        }
-                    }
+        if let Some(Record::Series(new)) = records.first() {
+            for (r, _) in new {
+                if let Some(s) = st.head.get_mut(*r) {
+                    s.logged = true;
                 }
-                Record::Samples(keep) => {
-                    for (r, s) in keep {
-                        st.head.append(*r, *s);
-                    }
-                    stored = keep.len();
-                }
+            }
+        }
+        // In the batch's order: a series may switch between floats and histograms within it.
+        for (r, item) in keep {
+            match item {
+                ReplayItem::Float(s) => st.head.append(r, s),
+                ReplayItem::Histogram(t, h) => st.head.append_histogram(r, t, &h),
             }
         }
         self.db.metrics.samples_appended.inc_by(stored as u64);

@@ -69,7 +69,7 @@ impl Db {
         let meta = if samples.is_empty() {
             None
         } else {
-            let meta = write_block(&self.dir, samples, start, end)?;
+            let meta = write_block_with(&self.dir, samples, start, end)?;
             let block = Arc::new(Block::open(&self.dir.join(&meta.ulid))?);
             Some((meta, block))
         };

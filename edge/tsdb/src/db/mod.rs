@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 
-use super::block::{Block, BlockError, BlockMeta, is_tmp_block, write_block};
+use super::block::{Block, BlockError, BlockMeta, is_tmp_block, write_block_with};
 use super::bounds::{self, Clock, RateLimitedLog};
 use super::head::{Accept, AppendError, Head, WalHold, check_order};
 use super::wal::{self, FsyncPolicy, Record, Wal, WalError};
@@ -316,11 +316,15 @@ impl Db {
                         }
                     }
                 }
-                Record::Samples(s) => {
-                    for (r, smp) in s {
+                Record::Samples(_) | Record::Histograms(_) | Record::FloatHistograms(_) => {
+                    for (r, item) in replay_items(rec) {
+                        let smp = item.check_sample();
                         match head.check(r, smp, None, max_valid) {
                             Ok(Accept::Append) => {
-                                head.append(r, smp);
+                                match item {
+                                    ReplayItem::Float(smp) => head.append(r, smp),
+                                    ReplayItem::Histogram(t, h) => head.append_histogram(r, t, &h),
+                                }
                                 replayed += 1;
                             }
                             Err(e @ AppendError::TooFarInFuture { .. })

@@ -26,7 +26,8 @@ impl Db {
                 let chunks = s
                     .chunks
                     .into_iter()
-                    .map(|(meta, data)| SourceChunk {
+                    .map(|(meta, encoding, data)| SourceChunk {
+                        encoding,
                         min_time: meta.min_time,
                         max_time: meta.max_time,
                         data: if with_data {

@@ -261,7 +261,7 @@ fn we_read_promtools_blocks() {
                 prev.as_ref().is_none_or(|p| *p < s.labels),
                 "series out of order"
             );
-            for (meta, data) in &s.chunks {
+            for (meta, _, data) in &s.chunks {
                 let samples: Vec<Sample> = XorIterator::new(data).unwrap().collect();
                 assert_eq!(
                     (samples[0].t, samples[samples.len() - 1].t),
@@ -308,7 +308,7 @@ fn we_read_promtools_blocks() {
     for m in &metas {
         let b = Block::open(&ours_dir.path().join(&m.ulid)).unwrap();
         for s in b.select(&all, i64::MIN, i64::MAX).unwrap() {
-            our_chunk_bytes += s.chunks.iter().map(|(_, d)| d.len()).sum::<usize>();
+            our_chunk_bytes += s.chunks.iter().map(|(_, _, d)| d.len()).sum::<usize>();
         }
         our_block_bytes += dir_size(b.dir());
     }
