@@ -15,11 +15,15 @@ declare -A apt_for=(
   [openssl]=openssl
   [prometheus-alertmanager]=prometheus-alertmanager
   [amtool]=prometheus-alertmanager
+  [go]=golang-go
 )
 missing=()
 for cmd in "${!apt_for[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${apt_for[$cmd]}")
 done
+# The Prometheus Go client library the native-histogram test exporter is built on.
+[ -d /usr/share/gocode/src/github.com/prometheus/client_golang/prometheus ] ||
+  missing+=(golang-github-prometheus-client-golang-dev)
 if ((${#missing[@]})); then
   echo "== installing: ${missing[*]}"
   sudo=""

@@ -143,6 +143,12 @@ struct RawScrapeConfig {
     label_value_length_limit: Option<u64>,
     target_limit: Option<u64>,
     keep_dropped_targets: Option<u64>,
+    scrape_native_histograms: Option<bool>,
+    always_scrape_classic_histograms: Option<bool>,
+    /// Prometheus 2.x's name of `always_scrape_classic_histograms`.
+    scrape_classic_histograms: Option<bool>,
+    native_histogram_bucket_limit: Option<u64>,
+    native_histogram_min_bucket_factor: Option<f64>,
     basic_auth: Option<BasicAuth>,
     authorization: Option<Authorization>,
     bearer_token: Option<String>,
@@ -198,6 +204,14 @@ pub struct ScrapeConfig {
     pub label_name_length_limit: u64,
     pub label_value_length_limit: u64,
     pub target_limit: u64,
+    /// `scrape_native_histograms`: negotiate the protobuf format and keep native histograms.
+    pub native_histograms: bool,
+    /// `always_scrape_classic_histograms` (2.x: `scrape_classic_histograms`).
+    pub classic_histograms: bool,
+    /// `native_histogram_bucket_limit` (0 = none).
+    pub native_histogram_bucket_limit: u64,
+    /// `native_histogram_min_bucket_factor` (at most 1 = none).
+    pub native_histogram_min_bucket_factor: f64,
     pub auth: Auth,
     pub tls_config: TlsConfig,
     pub follow_redirects: bool,
@@ -505,7 +519,25 @@ fn resolve_job(
         None => global_body_limit,
     };
     let _ = r.enable_http2;
+    if r.always_scrape_classic_histograms.is_some() && r.scrape_classic_histograms.is_some() {
+        return Err(format!(
+            "{at}: always_scrape_classic_histograms and scrape_classic_histograms (its Prometheus 2 name) are both set"
+        ));
+    }
+    let factor = r.native_histogram_min_bucket_factor.unwrap_or(0.0);
+    if !(factor.is_finite() && factor >= 0.0) {
+        return Err(format!(
+            "{at}: native_histogram_min_bucket_factor must be a finite number of at least 0, got {factor}"
+        ));
+    }
     Ok(ScrapeConfig {
+        native_histograms: r.scrape_native_histograms.unwrap_or(false),
+        classic_histograms: r
+            .always_scrape_classic_histograms
+            .or(r.scrape_classic_histograms)
+            .unwrap_or(false),
+        native_histogram_bucket_limit: r.native_histogram_bucket_limit.unwrap_or(0),
+        native_histogram_min_bucket_factor: factor,
         job_name: job,
         line,
         honor_labels: r.honor_labels,

@@ -162,6 +162,11 @@ fn known_gap(q: &str) -> Option<&'static str> {
     None
 }
 
+/// Remote-writes series to a Prometheus (its receiver answers 204).
+fn write_to_prometheus(addr: &str, series: Vec<prom::TimeSeries>) {
+    meridian_testkit::post_remote_write(addr, &body(series));
+}
+
 /// The `data` of an API answer, or the error.
 fn data(addr: &str, path: &str) -> serde_json::Value {
     let r = http_get(addr, path).json();
@@ -186,18 +191,7 @@ async fn histograms_through_edges_and_gateway_match_prometheus() {
     let mut edges = vec![edge(dir.path(), 0, "r0"), edge(dir.path(), 1, "r1")];
     let t0 = (meridian_core::time::now_ms() - N * STEP) / STEP * STEP;
     let all = series(t0);
-    let r = http(
-        "POST",
-        &prometheus.addr,
-        "/api/v1/write",
-        &[
-            ("Content-Encoding", "snappy"),
-            ("Content-Type", "application/x-protobuf"),
-        ],
-        &body(all.clone()),
-    )
-    .unwrap();
-    assert_eq!(r.status, 204, "{}", r.text());
+    write_to_prometheus(&prometheus.addr, all.clone());
     let (status, text) = post(&edges[0].http, &body(all.clone()), &[]);
     assert_eq!(status, 204, "{text}");
     // The second replica misses the middle third: the gateway fills it from the first.
@@ -351,4 +345,317 @@ async fn histograms_through_edges_and_gateway_match_prometheus() {
     for e in &mut edges {
         e.stop();
     }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// Histograms of a block read through our block reader: (labels, time, value) with hints left out
+/// (chunks keep them in headers).
+fn block_histograms(block: &std::path::Path) -> Vec<(String, i64, String)> {
+    use meridian_core::chunkenc::{Encoding, read_float_histograms, read_histograms};
+    use meridian_core::histogram::CounterResetHint;
+    let b = meridian_tsdb::block::Block::open(block).unwrap();
+    let all =
+        [meridian_core::Matcher::new(meridian_core::MatchType::Regex, "__name__", ".+").unwrap()];
+    let mut out = Vec::new();
+    for s in b.select(&all, i64::MIN, i64::MAX).unwrap() {
+        for (_, enc, data) in &s.chunks {
+            let values: Vec<(i64, meridian_core::histogram::FloatHistogram)> = match enc {
+                Encoding::Histogram => read_histograms(data)
+                    .unwrap()
+                    .1
+                    .into_iter()
+                    .map(|(t, h)| (t, h.to_float()))
+                    .collect(),
+                Encoding::FloatHistogram => read_float_histograms(data).unwrap().1,
+                other => panic!("{other:?} chunk for {}", s.labels),
+            };
+            for (t, mut h) in values {
+                // 2.42 re-encodes a chunk when buckets appear, with the new buckets empty in the
+                // earlier samples: compared without empty buckets.
+                h.hint = CounterResetHint::Unknown;
+                h.compact();
+                out.push((s.labels.to_string(), t, format!("{h:?}")));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Prometheus 2.42 serves a block the edge's TSDB wrote from remote-written histograms exactly as it
+/// serves the same histograms it ingested itself, and `promtool tsdb analyze` reads it; our block
+/// reader reads Prometheus' own histogram block (a snapshot) back to what was sent, and our block to
+/// the same.
+#[test]
+fn prometheus_reads_our_histogram_blocks_and_we_read_its() {
+    use meridian_core::histogram::CounterResetHint;
+    use meridian_tsdb::db::{Db, DbOptions};
+    let dir = tempfile::tempdir().unwrap();
+    if meridian_testkit::require("prometheus", "apt-get install prometheus").is_none() {
+        return;
+    }
+    const TWO_HOURS: i64 = 7_200_000;
+    let t0 = meridian_core::time::now_ms() / TWO_HOURS * TWO_HOURS - 2 * TWO_HOURS;
+    let all = series(t0);
+    // Our block, from the same messages through the edge's conversion and TSDB.
+    let ours = dir.path().join("ours");
+    let db = Db::open(
+        &ours,
+        DbOptions {
+            max_ahead: None,
+            ..DbOptions::default()
+        },
+    )
+    .unwrap();
+    let mut app = db.appender();
+    for ts in &all {
+        let labels = meridian_core::Labels::from_pairs(
+            ts.labels
+                .iter()
+                .map(|l| (l.name.as_str(), l.value.as_str())),
+        );
+        let r = app.series_ref(&labels);
+        for h in &ts.histograms {
+            let v = meridian_storeapi::rw_histogram::to_value(h).unwrap();
+            app.append_histogram(r, h.timestamp, v).unwrap();
+        }
+    }
+    app.commit().unwrap();
+    let blocks = db.flush_head().unwrap();
+    assert_eq!(blocks.len(), 1);
+    drop(db);
+    let ulid = blocks[0].ulid.clone();
+    let promtool = meridian_testkit::require("promtool", "apt-get install prometheus").unwrap();
+    let analyze = std::process::Command::new(&promtool)
+        .args(["tsdb", "analyze"])
+        .arg(&ours)
+        .arg(&ulid)
+        .output()
+        .unwrap();
+    assert!(
+        analyze.status.success(),
+        "promtool tsdb analyze: {}",
+        String::from_utf8_lossy(&analyze.stderr)
+    );
+    let text = String::from_utf8_lossy(&analyze.stdout);
+    assert!(text.contains("2 req_seconds"), "{text}");
+
+    // A: our block in its data directory; B: the same histograms by remote write.
+    let (da, db_dir) = (dir.path().join("a"), dir.path().join("b"));
+    copy_dir(&ours.join(&ulid), &da.join("prom-data").join(&ulid));
+    std::fs::create_dir_all(&db_dir).unwrap();
+    let args = [
+        "--enable-feature=native-histograms",
+        "--web.enable-remote-write-receiver",
+        "--web.enable-admin-api",
+    ];
+    let a = Prometheus::start(&da, "global: {scrape_interval: 1h}\n", &args).unwrap();
+    let b = Prometheus::start(&db_dir, "global: {scrape_interval: 1h}\n", &args).unwrap();
+    write_to_prometheus(&b.addr, all.clone());
+    let secs = |ms: i64| format!("{}.{:03}", ms / 1000, ms % 1000);
+    for q in [
+        "req_seconds",
+        "queue_depth",
+        "histogram_count(rate(req_seconds[2m]))",
+        "sum(increase(req_seconds[5m]))",
+    ] {
+        let path = format!(
+            "/api/v1/query_range?query={}&start={}&end={}&step=30",
+            urlencode(q),
+            secs(t0 + 7_000),
+            secs(t0 + N * STEP)
+        );
+        let (from_block, ingested) = (data(&a.addr, &path), data(&b.addr, &path));
+        assert!(
+            !from_block["result"].as_array().unwrap().is_empty(),
+            "{q}: nothing"
+        );
+        assert_eq!(from_block, ingested, "{q}");
+    }
+
+    // Prometheus' own block (a snapshot of its head) through our block reader: what was sent. (A
+    // third Prometheus, given the counters only: 2.42's snapshot re-encodes the open head chunk and
+    // refuses a gauge histogram whose buckets go down, "unexpected counter reset".)
+    let counters: Vec<prom::TimeSeries> = all
+        .iter()
+        .filter(|t| t.labels.iter().any(|l| l.value == "req_seconds"))
+        .cloned()
+        .collect();
+    let dc = dir.path().join("c");
+    std::fs::create_dir_all(&dc).unwrap();
+    let c = Prometheus::start(&dc, "global: {scrape_interval: 1h}\n", &args).unwrap();
+    write_to_prometheus(&c.addr, counters.clone());
+    let b = c;
+    let all = counters;
+    let snap = http("POST", &b.addr, "/api/v1/admin/tsdb/snapshot", &[], b"")
+        .unwrap()
+        .json();
+    let snapdir = b.data.join("snapshots").join(
+        snap["data"]["name"]
+            .as_str()
+            .unwrap_or_else(|| panic!("snapshot: {snap}")),
+    );
+    let theirs: Vec<_> = std::fs::read_dir(&snapdir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("meta.json").exists())
+        .flat_map(|p| block_histograms(&p))
+        .collect();
+    let mut sent: Vec<(String, i64, String)> = Vec::new();
+    for ts in &all {
+        let labels = meridian_core::Labels::from_pairs(
+            ts.labels
+                .iter()
+                .map(|l| (l.name.as_str(), l.value.as_str())),
+        );
+        for h in &ts.histograms {
+            let mut f = meridian_storeapi::rw_histogram::to_value(h)
+                .unwrap()
+                .to_float();
+            f.hint = CounterResetHint::Unknown;
+            f.compact();
+            sent.push((labels.to_string(), h.timestamp, format!("{f:?}")));
+        }
+    }
+    sent.sort();
+    assert_eq!(theirs.len(), sent.len());
+    assert!(theirs == sent, "Prometheus' block read back differently");
+    let ours: Vec<_> = block_histograms(&ours.join(&ulid))
+        .into_iter()
+        .filter(|(l, _, _)| l.contains("req_seconds"))
+        .collect();
+    assert!(ours == sent, "our block read back differently");
+}
+
+/// The histograms of an instant query's answer by series (labels without `replica`), timestamps
+/// left out (the two scrapers scrape at their own times).
+fn by_series(result: &serde_json::Value) -> std::collections::BTreeMap<String, String> {
+    result["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let mut m = s["metric"].clone();
+            m.as_object_mut().unwrap().remove("replica");
+            let v = if s["histogram"].is_null() {
+                s["value"][1].clone()
+            } else {
+                s["histogram"][1].clone()
+            };
+            (m.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+/// Prometheus 2.42 (`--enable-feature=native-histograms`) and the edge (`scrape_native_histograms`)
+/// scrape the same exporter, built on the Prometheus Go client library, over protobuf: phase by
+/// phase (more observations, new buckets, a new series) the histograms both store are identical,
+/// as the HTTP APIs show them (the gateway's for the edge).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_and_prometheus_scrape_the_same_native_histograms() {
+    meridian_pki::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let Some(bin) = meridian_integration::histograms::build_go_exporter(dir.path()) else {
+        return;
+    };
+    let exporter_addr = format!("127.0.0.1:{}", meridian_testkit::free_port());
+    let _exporter = meridian_testkit::ChildGuard(
+        std::process::Command::new(&bin)
+            .arg(&exporter_addr)
+            .spawn()
+            .unwrap(),
+    );
+    let scrape = format!(
+        "scrape_configs:\n  - job_name: app\n    scrape_interval: 1s\n    static_configs: [{{targets: ['{exporter_addr}']}}]\n"
+    );
+    std::fs::create_dir_all(dir.path().join("prom")).unwrap();
+    let Some(prometheus) = Prometheus::start(
+        &dir.path().join("prom"),
+        &format!("global: {{scrape_interval: 1s}}\n{scrape}"),
+        &["--enable-feature=native-histograms"],
+    ) else {
+        return;
+    };
+    let mut node = Node::new(dir.path(), 0, Vec::new());
+    node.local_endpoint = false;
+    node.config = dir.path().join("edge-scrape.yml");
+    std::fs::write(
+        &node.config,
+        format!("global:\n  external_labels: {{replica: e0}}\n{scrape}    scrape_native_histograms: true\n"),
+    )
+    .unwrap();
+    node.start();
+    let mut opts = GatewayOptions::new(
+        EndpointGroup {
+            specs: vec![node.grpc.parse().unwrap()],
+            transport: meridian_gateway::Transport::Plaintext,
+        },
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    );
+    opts.fanout.replica_labels = vec!["replica".into()];
+    let gw = Gateway::start(opts).await.unwrap();
+    let (g, p, e) = (
+        gw.http_addr().to_string(),
+        prometheus.addr.clone(),
+        exporter_addr,
+    );
+    tokio::task::spawn_blocking(move || {
+        let q = |addr: &str, expr: &str| {
+            data(addr, &format!("/api/v1/query?query={}", urlencode(expr)))
+        };
+        for phase in 0..4 {
+            if phase > 0 {
+                assert_eq!(http_get(&e, "/step").status, 200);
+            }
+            // Both have scraped this phase once the step counter says so, and then again (a
+            // scrape may have been under way during the step).
+            let steps = format!("exporter_steps_total == {phase}");
+            for addr in [&g, &p] {
+                wait_for("a scrape of this phase", Duration::from_secs(30), || {
+                    let ok = q(addr, &steps)["result"]
+                        .as_array()
+                        .is_some_and(|r| !r.is_empty());
+                    ok.then_some(())
+                });
+            }
+            for expr in [
+                "req_seconds",
+                "histogram_count(req_seconds)",
+                "histogram_sum(req_seconds)",
+                "exporter_steps_total",
+            ] {
+                // A scrape under way during the step may still show the phase before: the answers
+                // are compared until they agree, for 20 s at most.
+                let deadline = std::time::Instant::now() + Duration::from_secs(20);
+                loop {
+                    let (ours, theirs) = (by_series(&q(&g, expr)), by_series(&q(&p, expr)));
+                    if (ours == theirs && !theirs.is_empty())
+                        || std::time::Instant::now() > deadline
+                    {
+                        assert!(!theirs.is_empty(), "phase {phase}, {expr}: nothing");
+                        assert_eq!(ours, theirs, "phase {phase}, {expr}");
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+    })
+    .await
+    .unwrap();
+    gw.shutdown().await;
+    node.stop();
 }

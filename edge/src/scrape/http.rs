@@ -55,6 +55,8 @@ pub struct HttpClient {
     follow_redirects: bool,
     body_limit: u64,
     user_agent: String,
+    /// The formats asked for, in order: protobuf first when the job scrapes native histograms.
+    accept: &'static str,
     /// `proxy_url`: `host:port` of an HTTP proxy.
     proxy: Option<String>,
 }
@@ -83,6 +85,11 @@ impl HttpClient {
             follow_redirects: cfg.follow_redirects,
             body_limit: cfg.body_size_limit,
             user_agent: format!("Meridian-edge/{}", env!("CARGO_PKG_VERSION")),
+            accept: if cfg.native_histograms {
+                super::protobuf::NATIVE_ACCEPT_HEADER
+            } else {
+                SCRAPE_ACCEPT_HEADER
+            },
             proxy: cfg.proxy_url.as_ref().and_then(|u| {
                 let host = u.host()?;
                 Some(format!("{host}:{}", u.port_u16().unwrap_or(80)))
@@ -134,7 +141,7 @@ impl HttpClient {
             };
             let mut req = http::Request::get(target.as_str())
                 .header(http::header::HOST, host.as_str())
-                .header(http::header::ACCEPT, SCRAPE_ACCEPT_HEADER)
+                .header(http::header::ACCEPT, self.accept)
                 .header(http::header::ACCEPT_ENCODING, "gzip")
                 .header(http::header::USER_AGENT, self.user_agent.as_str())
                 .header(

@@ -4,6 +4,7 @@
 pub mod http;
 pub mod manager;
 pub mod parse;
+pub mod protobuf;
 pub mod scrape_loop;
 pub mod target;
 

@@ -96,6 +96,12 @@ pub struct RawLabels<'a> {
 }
 
 impl<'a> RawLabels<'a> {
+    /// Labels written as the text format writes them (`name="value",…`, values escaped), `count` of
+    /// them (the protobuf format's samples, laid out as text).
+    pub(crate) fn from_parts(src: &'a str, count: usize) -> RawLabels<'a> {
+        RawLabels { src, count }
+    }
+
     pub fn len(&self) -> usize {
         self.count
     }
@@ -182,6 +188,14 @@ pub enum Entry<'a> {
     Unit {
         metric: &'a str,
         unit: &'a str,
+    },
+    /// A native-histogram sample (the protobuf format only).
+    Histogram {
+        name: &'a str,
+        series: &'a str,
+        labels: RawLabels<'a>,
+        value: &'a meridian_core::histogram::HistogramValue,
+        timestamp: Option<i64>,
     },
 }
 
@@ -563,7 +577,7 @@ fn is_label_byte(c: u8, first: bool) -> bool {
     c.is_ascii_alphabetic() || c == b'_' || (!first && c.is_ascii_digit())
 }
 
-fn valid_metric_name(s: &str) -> bool {
+pub(crate) fn valid_metric_name(s: &str) -> bool {
     !s.is_empty() && s.bytes().enumerate().all(|(i, c)| is_name_byte(c, i == 0))
 }
 

@@ -30,6 +30,7 @@ use super::parse::{Entry, Format, Parser};
 use super::target::Target;
 use crate::config::ScrapeConfig;
 use crate::metadata::{Meta, MetadataStore, TargetKey};
+use meridian_core::histogram::HistogramValue;
 use meridian_core::labels::{Labels, LabelsBuilder};
 use meridian_core::relabel::{RelabelConfig, process_builder};
 use meridian_core::sample::stale_nan;
@@ -49,6 +50,14 @@ pub struct LoopSettings {
     pub label_name_length_limit: u64,
     pub label_value_length_limit: u64,
     pub metric_relabel_configs: Vec<RelabelConfig>,
+    /// Native histograms over protobuf (`scrape_native_histograms`): the classic series of a native
+    /// histogram are kept only with `classic_histograms`.
+    pub native_histograms: bool,
+    pub classic_histograms: bool,
+    /// 0 = unlimited.
+    pub native_histogram_bucket_limit: u64,
+    /// At most 1 = none.
+    pub native_histogram_min_bucket_factor: f64,
 }
 
 impl LoopSettings {
@@ -61,6 +70,10 @@ impl LoopSettings {
             label_name_length_limit: cfg.label_name_length_limit,
             label_value_length_limit: cfg.label_value_length_limit,
             metric_relabel_configs: cfg.metric_relabel_configs.clone(),
+            native_histograms: cfg.native_histograms,
+            classic_histograms: cfg.classic_histograms,
+            native_histogram_bucket_limit: cfg.native_histogram_bucket_limit,
+            native_histogram_min_bucket_factor: cfg.native_histogram_min_bucket_factor,
         }
     }
 }
@@ -111,6 +124,19 @@ pub struct ScrapeOutcome {
     pub warning: Option<String>,
 }
 
+/// A scrape's body.
+#[derive(Debug, Clone, Copy)]
+pub enum Body<'a> {
+    Text(&'a str, Format),
+    Protobuf(&'a super::protobuf::Exposition),
+}
+
+/// A scraped sample's value.
+enum Value {
+    F(f64),
+    H(Box<HistogramValue>),
+}
+
 /// The five report series names.
 pub const REPORT_NAMES: [&str; 5] = [
     "up",
@@ -125,7 +151,8 @@ impl LoopState {
         LoopState::default()
     }
 
-    /// Appends one scrape: `body` is the response (or why there is none), `ts` the scrape start (ms).
+    /// Appends one scrape of a text body: `body` is the response (or why there is none), `ts` the
+    /// scrape start (ms).
     pub fn append_scrape(
         &mut self,
         db: &Db,
@@ -135,18 +162,40 @@ impl LoopState {
         ts: i64,
         duration: Duration,
     ) -> Result<ScrapeOutcome, AppendError> {
+        let body = body.map(|(t, f)| Body::Text(t, f));
+        self.append_scrape_body(db, target_labels, s, body, ts, duration)
+    }
+
+    /// [`LoopState::append_scrape`] for a body in any exposition format.
+    pub fn append_scrape_body(
+        &mut self,
+        db: &Db,
+        target_labels: &Labels,
+        s: &LoopSettings,
+        body: Result<Body<'_>, String>,
+        ts: i64,
+        duration: Duration,
+    ) -> Result<ScrapeOutcome, AppendError> {
         self.iter += 1;
         let mut out = ScrapeOutcome::default();
         let mut app = db.appender();
         let mut cur: HashSet<Labels> = HashSet::with_capacity(self.prev.len());
         let had_body = body.is_ok();
         let res = match body {
-            Ok((text, format)) => self.append_body(
+            Ok(Body::Text(text, format)) => self.append_body(
                 &mut app,
                 target_labels,
                 s,
-                text,
-                format,
+                Parser::new(text, format).map(|e| e.map_err(|e| e.to_string())),
+                ts,
+                &mut cur,
+                &mut out,
+            ),
+            Ok(Body::Protobuf(e)) => self.append_body(
+                &mut app,
+                target_labels,
+                s,
+                e.entries().map(Ok),
                 ts,
                 &mut cur,
                 &mut out,
@@ -193,13 +242,12 @@ impl LoopState {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn append_body(
+    fn append_body<'e>(
         &mut self,
         app: &mut Appender<'_>,
         target_labels: &Labels,
         s: &LoopSettings,
-        text: &str,
-        format: Format,
+        entries: impl Iterator<Item = Result<Entry<'e>, String>>,
         ts: i64,
         cur: &mut HashSet<Labels>,
         out: &mut ScrapeOutcome,
@@ -207,8 +255,8 @@ impl LoopState {
         let mut lb = LabelsBuilder::new();
         let mut limit_err: Option<String> = None;
         let mut first_rejection: Option<String> = None;
-        for entry in Parser::new(text, format) {
-            let entry = entry.map_err(|e| e.to_string())?;
+        for entry in entries {
+            let entry = entry?;
             let (name, series, labels, value, timestamp) = match entry {
                 Entry::Sample {
                     name,
@@ -217,7 +265,21 @@ impl LoopState {
                     value,
                     timestamp,
                     ..
-                } => (name, series, labels, value, timestamp),
+                } => (name, series, labels, Value::F(value), timestamp),
+                Entry::Histogram {
+                    name,
+                    series,
+                    labels,
+                    value,
+                    timestamp,
+                } => {
+                    let (limit, factor) = (
+                        s.native_histogram_bucket_limit,
+                        s.native_histogram_min_bucket_factor,
+                    );
+                    let h = super::protobuf::limit_buckets(value, limit, factor)?;
+                    (name, series, labels, Value::H(Box::new(h)), timestamp)
+                }
                 Entry::Help { metric, text } => {
                     self.set_meta(metric, |m| replace(&mut m.help, text.as_ref()));
                     continue;
@@ -280,12 +342,16 @@ impl LoopState {
                 None => app.series_ref(&lset),
             };
             let mut reresolved = false;
-            let res = match app.append(r, t, value) {
+            let append = |app: &mut Appender<'_>, r: u64| match &value {
+                Value::F(v) => app.append(r, t, *v),
+                Value::H(h) => app.append_histogram(r, t, (**h).clone()),
+            };
+            let res = match append(app, r) {
                 Err(AppendError::UnknownRef(_)) => {
                     // The series left the head since we cached it: resolve it again.
                     r = app.series_ref(&lset);
                     reresolved = true;
-                    app.append(r, t, value)
+                    append(app, r)
                 }
                 other => other,
             };
@@ -624,15 +690,32 @@ pub async fn scrape_once(ctx: &Arc<LoopContext>, state: LoopState, conn: &mut Co
     let ctx2 = ctx.clone();
     let res = tokio::task::spawn_blocking(move || {
         let mut state = state;
-        // The body is parsed where it was received: no copy.
-        let body: Result<(&str, Format), String> = match &resp {
-            Ok(r) => match std::str::from_utf8(&r.body) {
-                Ok(s) => Ok((s, Format::from_content_type(&r.content_type))),
+        // The body is parsed where it was received: no copy. A protobuf body is decoded first
+        // (only when the job asked for it: otherwise it is not one of the formats asked for).
+        let proto = match &resp {
+            Ok(r)
+                if ctx2.settings.native_histograms
+                    && r.content_type
+                        .trim_start()
+                        .starts_with(super::protobuf::PROTOBUF_CONTENT_TYPE) =>
+            {
+                Some(super::protobuf::Exposition::decode(
+                    &r.body,
+                    ctx2.settings.classic_histograms,
+                ))
+            }
+            _ => None,
+        };
+        let body: Result<Body<'_>, String> = match (&resp, &proto) {
+            (_, Some(Ok(e))) => Ok(Body::Protobuf(e)),
+            (_, Some(Err(e))) => Err(e.clone()),
+            (Ok(r), None) => match std::str::from_utf8(&r.body) {
+                Ok(s) => Ok(Body::Text(s, Format::from_content_type(&r.content_type))),
                 Err(_) => Err("response body is not valid UTF-8".to_string()),
             },
-            Err(e) => Err(e.to_string()),
+            (Err(e), None) => Err(e.to_string()),
         };
-        let out = state.append_scrape(
+        let out = state.append_scrape_body(
             &ctx2.db,
             &ctx2.public,
             &ctx2.settings,
@@ -695,7 +778,80 @@ mod tests {
             label_name_length_limit: 0,
             label_value_length_limit: 0,
             metric_relabel_configs: vec![],
+            native_histograms: true,
+            classic_histograms: false,
+            native_histogram_bucket_limit: 0,
+            native_histogram_min_bucket_factor: 0.0,
         }
+    }
+
+    /// A protobuf scrape stores a native histogram (its bucket limit applied by lowering the
+    /// resolution) beside the float series; a histogram over the limit even at schema -4 fails the
+    /// scrape.
+    #[test]
+    fn protobuf_scrapes_store_native_histograms_within_the_bucket_limit() {
+        use super::super::protobuf::{Exposition, pb};
+        use prost::Message;
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), DbOptions::default()).unwrap();
+        let h = pb::Histogram {
+            sample_count: 10,
+            sample_sum: 4.5,
+            schema: 2,
+            zero_threshold: 0.001,
+            positive_span: vec![pb::BucketSpan {
+                offset: 0,
+                length: 8,
+            }],
+            positive_delta: vec![1, 0, 0, 0, 0, 0, 0, 0],
+            ..Default::default()
+        };
+        let mut body = Vec::new();
+        pb::MetricFamily {
+            name: "lat".into(),
+            r#type: pb::HISTOGRAM,
+            metric: vec![pb::Metric {
+                histogram: Some(h),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+        .encode_length_delimited(&mut body)
+        .unwrap();
+        let e = Exposition::decode(&body, false).unwrap();
+        let target = Labels::from_pairs([("job", "j"), ("instance", "i")]);
+        let s = LoopSettings {
+            native_histogram_bucket_limit: 3,
+            ..settings()
+        };
+        let mut st = LoopState::new();
+        let d = Duration::from_millis(5);
+        let now = meridian_core::time::now_ms();
+        let out = st
+            .append_scrape_body(&db, &target, &s, Ok(Body::Protobuf(&e)), now, d)
+            .unwrap();
+        assert_eq!(out.error, None);
+        let sel = db
+            .select(&[Matcher::equal("__name__", "lat")], 0, i64::MAX, true)
+            .unwrap();
+        let (_, got) = meridian_core::chunkenc::read_histograms(&sel[0].chunks[0].data).unwrap();
+        // Buckets 0..=7 of one observation each at schema 2 are 0, 1..=4 and 5..=7 at schema 0
+        // (5 at schema 1 are still over the limit of 3): counts 1, 4, 3 as deltas.
+        assert_eq!(got[0].1.schema, 0);
+        assert_eq!(got[0].1.positive_buckets, vec![1, 3, -1]);
+        let tight = LoopSettings {
+            native_histogram_bucket_limit: 1,
+            ..settings()
+        };
+        let out = st
+            .append_scrape_body(&db, &target, &tight, Ok(Body::Protobuf(&e)), now + 1000, d)
+            .unwrap();
+        assert!(
+            out.error
+                .as_deref()
+                .is_some_and(|e| e.contains("bucket_limit")),
+            "{out:?}"
+        );
     }
 
     fn series(db: &Db) -> Vec<(String, Vec<(i64, f64)>)> {

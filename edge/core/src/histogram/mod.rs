@@ -168,6 +168,54 @@ impl Histogram {
         }
     }
 
+    /// Empty buckets removed, spans joined (Prometheus' `Compact(0)`), deltas recomputed.
+    pub fn compact(&mut self) {
+        self.rebuild(|p| p);
+    }
+
+    /// The buckets merged down to the coarser schema `target` (`ReduceResolution`).
+    pub fn reduce_resolution(&mut self, target: i32) {
+        if target >= self.schema {
+            return;
+        }
+        let from = self.schema;
+        self.rebuild(|p| {
+            let mut out: Vec<(i32, f64)> = Vec::with_capacity(p.len());
+            for (idx, c) in p {
+                let t = ((idx - 1) >> (from - target).clamp(0, 31)) + 1;
+                match out.last_mut() {
+                    Some(last) if last.0 == t => last.1 += c,
+                    _ => out.push((t, c)),
+                }
+            }
+            out
+        });
+        self.schema = target;
+    }
+
+    /// Rebuilds both sides from their absolute counts (by index) as `f` maps them.
+    fn rebuild(&mut self, f: impl Fn(Vec<(i32, f64)>) -> Vec<(i32, f64)>) {
+        let side = |spans: &[Span], deltas: &[i64]| -> (Vec<Span>, Vec<i64>) {
+            let pairs = f(ops::pairs(spans, &cumulate(deltas)));
+            let (spans, abs) = ops::from_pairs(&pairs);
+            let mut prev = 0i64;
+            let deltas = abs
+                .iter()
+                .map(|a| {
+                    let a = *a as i64;
+                    let d = a.wrapping_sub(prev);
+                    prev = a;
+                    d
+                })
+                .collect();
+            (spans, deltas)
+        };
+        (self.positive_spans, self.positive_buckets) =
+            side(&self.positive_spans, &self.positive_buckets);
+        (self.negative_spans, self.negative_buckets) =
+            side(&self.negative_spans, &self.negative_buckets);
+    }
+
     /// Prometheus 2.42's `ValidateHistogram`: spans after the first have non-negative offsets, spans
     /// and buckets agree in number, no absolute bucket count is negative, and the buckets do not hold
     /// more observations than `count`.
