@@ -262,9 +262,9 @@ pub fn series_from_notation(
 
 /// A loaded series' float and histogram samples.
 #[derive(Default)]
-struct Loaded {
-    floats: Vec<Sample>,
-    hists: Vec<HPoint>,
+pub(super) struct Loaded {
+    pub(super) floats: Vec<Sample>,
+    pub(super) hists: Vec<HPoint>,
 }
 
 struct Case {
@@ -310,9 +310,6 @@ pub async fn run_script(text: &str, name: &str) -> Report {
         _ => None,
     };
     let mut store: BTreeMap<Labels, Loaded> = BTreeMap::new();
-    // Native histograms with custom buckets made from classic ones (`load_with_nhcb`), which are not
-    // built: their selectors' cases are skipped.
-    let mut histogram_metrics: Vec<Labels> = Vec::new();
     let lines: Vec<&str> = text.lines().collect();
     let mut i = 0;
     let indented = |l: &str| l.starts_with(' ') || l.starts_with('\t');
@@ -329,10 +326,10 @@ pub async fn run_script(text: &str, name: &str) -> Report {
         match cmd {
             "clear" => {
                 store.clear();
-                histogram_metrics.clear();
             }
             "load" | "load_with_nhcb" => {
                 let nhcb = cmd == "load_with_nhcb";
+                let mut block: Vec<Labels> = Vec::new();
                 let interval = words.next().map(parse_duration_ms);
                 while i < lines.len() && indented(lines[i]) && !lines[i].trim().is_empty() {
                     let l = lines[i].trim();
@@ -341,7 +338,10 @@ pub async fn run_script(text: &str, name: &str) -> Report {
                         continue;
                     }
                     let Some(Ok(step)) = interval else { continue };
-                    load_series(l, step, nhcb, &mut store, &mut histogram_metrics);
+                    block.extend(load_series(l, step, &mut store));
+                }
+                if nhcb {
+                    hist::add_nhcb(&mut store, &block);
                 }
             }
             c if c.starts_with("eval") => {
@@ -407,7 +407,7 @@ pub async fn run_script(text: &str, name: &str) -> Report {
                     report.skipped.push((at, reason.to_owned()));
                     continue;
                 }
-                run_case(&engine, &store, &histogram_metrics, case, &mut report).await;
+                run_case(&engine, &store, case, &mut report).await;
             }
             other => {
                 report
@@ -422,34 +422,11 @@ pub async fn run_script(text: &str, name: &str) -> Report {
     report
 }
 
-/// One series line of a `load` command: its samples into `store` (with `load_with_nhcb`, the
-/// labels of the custom-bucket histogram it would also make into `histogram_metrics`, whose cases are
-/// skipped).
-fn load_series(
-    l: &str,
-    step: i64,
-    nhcb: bool,
-    store: &mut BTreeMap<Labels, Loaded>,
-    histogram_metrics: &mut Vec<Labels>,
-) {
-    let Ok((labels, rest)) = parse_series_labels(l) else {
-        return;
-    };
-    if nhcb
-        && let Some(base) = labels.metric_name().and_then(|n| {
-            n.strip_suffix("_bucket")
-                .or_else(|| n.strip_suffix("_count"))
-                .or_else(|| n.strip_suffix("_sum"))
-        })
-    {
-        // Also loaded as a native histogram with custom buckets under the base name.
-        let mut b = labels.to_builder();
-        b.set("__name__", base);
-        b.del("le");
-        histogram_metrics.push(b.build());
-    }
+/// One series line of a `load` command: its samples into `store`; the series' labels.
+fn load_series(l: &str, step: i64, store: &mut BTreeMap<Labels, Loaded>) -> Option<Labels> {
+    let (labels, rest) = parse_series_labels(l).ok()?;
     if let Ok(values) = expand_values(rest) {
-        let e = store.entry(labels).or_default();
+        let e = store.entry(labels.clone()).or_default();
         // A later line for the same series wins at equal timestamps.
         for (k, v) in values.into_iter().enumerate() {
             let t = k as i64 * step;
@@ -466,12 +443,12 @@ fn load_series(
         e.floats.sort_by_key(|s| s.t);
         e.hists.sort_by_key(|h| h.t);
     }
+    Some(labels)
 }
 
 async fn run_case(
     engine: &Engine,
     store: &BTreeMap<Labels, Loaded>,
-    histogram_metrics: &[Labels],
     mut case: Case,
     report: &mut Report,
 ) {
@@ -504,26 +481,16 @@ async fn run_case(
         }
         expect_lines.push(l);
     }
-    let expr = match promql_parser::parser::parse(&case.query) {
-        Ok(e) => e,
-        Err(e) => {
-            if case.fail {
-                report.run += 1;
-                report.passed += 1;
-            } else {
-                report.skipped.push((
-                    case.at,
-                    format!("syntax the parser does not support: {}", first_line(&e)),
-                ));
-            }
-            return;
+    if let Err(e) = promql_parser::parser::parse(&case.query) {
+        if case.fail {
+            report.run += 1;
+            report.passed += 1;
+        } else {
+            report.skipped.push((
+                case.at,
+                format!("syntax the parser does not support: {}", first_line(&e)),
+            ));
         }
-    };
-    if selects_any(&expr, histogram_metrics) {
-        report.skipped.push((
-            case.at,
-            "native histograms with custom buckets made from classic ones (load_with_nhcb)".into(),
-        ));
         return;
     }
     let q = MemQueryable {
@@ -587,36 +554,6 @@ fn experimental(query: &str) -> Option<&'static str> {
         return Some("experimental histogram trim operators </ and >/");
     }
     None
-}
-
-/// Whether a selector of `e` matches one of `series`.
-fn selects_any(e: &promql_parser::parser::Expr, series: &[Labels]) -> bool {
-    use promql_parser::parser::Expr;
-    if series.is_empty() {
-        return false;
-    }
-    let check = |vs: &promql_parser::parser::VectorSelector| {
-        super::selector_matchers(vs).is_ok_and(|alts| {
-            alts.iter().any(|ms| {
-                series
-                    .iter()
-                    .any(|l| meridian_core::matcher::matches_all(ms, l))
-            })
-        })
-    };
-    match e {
-        Expr::VectorSelector(vs) => check(vs),
-        Expr::MatrixSelector(m) => check(&m.vs),
-        Expr::Subquery(s) => selects_any(&s.expr, series),
-        Expr::Aggregate(a) => {
-            selects_any(&a.expr, series) || a.param.as_ref().is_some_and(|p| selects_any(p, series))
-        }
-        Expr::Unary(u) => selects_any(&u.expr, series),
-        Expr::Binary(b) => selects_any(&b.lhs, series) || selects_any(&b.rhs, series),
-        Expr::Paren(p) => selects_any(&p.expr, series),
-        Expr::Call(c) => c.args.args.iter().any(|a| selects_any(a, series)),
-        _ => false,
-    }
 }
 
 /// Byte offset of the `n`-th whitespace-separated token of `line`.

@@ -233,7 +233,7 @@ pub(super) fn histogram_fraction(lo: &[f64], hi: &[f64], rows: Vec<Row>, s: &Ste
     Ok(Val::Vector(merge_rows(out)?))
 }
 
-pub(super) fn parse_go_float(s: &str) -> std::result::Result<f64, ()> {
+pub(crate) fn parse_go_float(s: &str) -> std::result::Result<f64, ()> {
     match s {
         "+Inf" | "Inf" | "+inf" | "inf" => Ok(f64::INFINITY),
         "-Inf" | "-inf" => Ok(f64::NEG_INFINITY),

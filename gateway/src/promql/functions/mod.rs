@@ -29,6 +29,7 @@ mod over_time;
 mod rate;
 mod vector;
 
+pub(crate) use histogram::parse_go_float;
 pub(crate) use hrange::{same_histogram, sum_or_mean};
 use label::{absent_labels, set_or_delete};
 

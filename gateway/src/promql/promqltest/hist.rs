@@ -236,6 +236,114 @@ pub(super) fn as_stored(floats: &[meridian_core::sample::Sample], hists: &[HPoin
     out
 }
 
+/// `load_with_nhcb`: the classic histograms among the series of a `load` block (`_bucket` with
+/// `le`, `_count`, `_sum`) also loaded as native histograms with custom buckets under their base name,
+/// one per timestamp, as Prometheus' `convertnhcb` builds them (bucket counts made non-cumulative, a
+/// `+Inf` bucket of the count added when missing, float counts, compacted). A timestamp whose buckets
+/// are not cumulative or disagree with the count makes no histogram.
+pub(super) fn add_nhcb(
+    store: &mut std::collections::BTreeMap<meridian_core::labels::Labels, super::Loaded>,
+    block: &[meridian_core::labels::Labels],
+) {
+    use std::collections::BTreeMap;
+    #[derive(Default)]
+    struct Temp {
+        buckets: Vec<(f64, f64)>,
+        count: Option<f64>,
+        sum: f64,
+    }
+    let mut by_base: BTreeMap<meridian_core::labels::Labels, BTreeMap<i64, Temp>> = BTreeMap::new();
+    for labels in block {
+        let Some(name) = labels.metric_name() else {
+            continue;
+        };
+        let (base, part) = if let Some(b) = name.strip_suffix("_bucket") {
+            (b, 0)
+        } else if let Some(b) = name.strip_suffix("_sum") {
+            (b, 1)
+        } else if let Some(b) = name.strip_suffix("_count") {
+            (b, 2)
+        } else {
+            continue;
+        };
+        let le = match labels
+            .get("le")
+            .map(super::super::functions::parse_go_float)
+        {
+            Some(Ok(le)) if !le.is_nan() => Some(le),
+            _ if part == 0 => continue,
+            _ => None,
+        };
+        let mut b = labels.to_builder();
+        b.set("__name__", base);
+        b.del("le");
+        let Some(loaded) = store.get(labels) else {
+            continue;
+        };
+        let per_t = by_base.entry(b.build()).or_default();
+        for s in &loaded.floats {
+            let t = per_t.entry(s.t).or_default();
+            match (part, le) {
+                (0, Some(le)) => t.buckets.push((le, s.v)),
+                (1, _) => t.sum = s.v,
+                _ => t.count = Some(s.v),
+            }
+        }
+    }
+    for (labels, per_t) in by_base {
+        let mut hists = Vec::new();
+        for (t, mut temp) in per_t {
+            temp.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            temp.buckets.dedup_by(|a, b| a.0 == b.0);
+            if temp.buckets.windows(2).any(|w| w[1].1 < w[0].1)
+                || temp.buckets.iter().any(|b| b.1 < 0.0)
+            {
+                continue;
+            }
+            let count = temp
+                .count
+                .or_else(|| temp.buckets.last().map(|b| b.1))
+                .unwrap_or(0.0);
+            if temp.buckets.last().is_none_or(|b| b.0 != f64::INFINITY) {
+                temp.buckets.push((f64::INFINITY, count));
+            }
+            if temp.buckets.last().is_some_and(|b| b.1 != count) {
+                continue;
+            }
+            let mut prev = 0.0;
+            let counts: Vec<f64> = temp
+                .buckets
+                .iter()
+                .map(|b| {
+                    let c = b.1 - prev;
+                    prev = b.1;
+                    c
+                })
+                .collect();
+            let mut h = FloatHistogram {
+                schema: meridian_core::histogram::CUSTOM_BUCKETS_SCHEMA,
+                count,
+                sum: temp.sum,
+                positive_spans: vec![Span {
+                    offset: 0,
+                    length: counts.len() as u32,
+                }],
+                positive_buckets: counts,
+                custom_values: temp.buckets[..temp.buckets.len() - 1]
+                    .iter()
+                    .map(|b| b.0)
+                    .collect(),
+                ..FloatHistogram::default()
+            };
+            h.compact();
+            hists.push(HPoint { t, h: Arc::new(h) });
+        }
+        if !hists.is_empty() {
+            store.entry(labels).or_default().hists.extend(hists);
+        }
+    }
+}
+
 /// promqltest's comparison of an expected and a resulting histogram.
 pub(super) fn matches(exp: &FloatHistogram, got: &FloatHistogram, hint_set: bool) -> bool {
     let (mut e, mut g) = (exp.clone(), got.clone());
