@@ -212,7 +212,13 @@ fn to_map(l: &Labels) -> BTreeMap<String, String> {
 
 fn vector_of(v: QueryValue, ts: i64) -> Result<Vec<(Labels, f64)>, Error> {
     match v {
-        QueryValue::Vector(v) => Ok(v.into_iter().map(|s| (s.labels, s.v)).collect()),
+        // Native-histogram results are left out: rules record and alert on floats only (a
+        // histogram is not a float value; recording it is future work).
+        QueryValue::Vector(v) => Ok(v
+            .into_iter()
+            .filter(|s| s.h.is_none())
+            .map(|s| (s.labels, s.v))
+            .collect()),
         QueryValue::Scalar { v, .. } => Ok(vec![(Labels::empty(), v)]),
         QueryValue::Matrix(_) | QueryValue::String { .. } => Err(Error::new(
             ErrorKind::Execution,
