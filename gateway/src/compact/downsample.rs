@@ -493,12 +493,21 @@ pub fn downsample_block(
         let out = if from == 0 {
             let mut all = Vec::new();
             for (e, data) in &chunks {
-                if *e != Encoding::Xor {
-                    return Err(invalid(format!(
-                        "series {series}: a {e:?} chunk in a raw block (native histograms are not downsampled yet)"
-                    )));
+                match e {
+                    Encoding::Xor => {}
+                    // Native histograms are not downsampled (as in Thanos' raw-to-5m step): only a
+                    // series' float samples are.
+                    Encoding::Histogram | Encoding::FloatHistogram => continue,
+                    _ => {
+                        return Err(invalid(format!(
+                            "series {series}: a {e:?} chunk in a raw block"
+                        )));
+                    }
                 }
-                expand(&part_samples(data).map_err(|e| invalid(e.to_string()))?, &mut all);
+                expand(
+                    &part_samples(data).map_err(|e| invalid(e.to_string()))?,
+                    &mut all,
+                );
             }
             downsample_raw(&all, resolution)
         } else {
@@ -544,6 +553,7 @@ pub fn downsample_block(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use meridian_core::labels::Labels;
     use meridian_core::sample::stale_nan;
 
     fn parts(c: &AggrChunk) -> [Vec<Sample>; 5] {
@@ -649,6 +659,52 @@ mod tests {
 
     /// Two days of 15 s raw data to 5 m, then to 1 h: counts add up to the raw sample count at each
     /// level, sums to the raw sum, min and max hold, and the counter ends at the raw total increase.
+    /// A raw block holding native histograms downsamples: its float series get aggregates, its
+    /// histogram series are left out (not an error).
+    #[test]
+    fn histogram_series_are_left_out_of_downsampling() {
+        use meridian_core::histogram::{Histogram, HistogramValue, Span};
+        let dir = tempfile::tempdir().unwrap();
+        let db = meridian_tsdb::db::Db::open(
+            dir.path(),
+            meridian_tsdb::db::DbOptions {
+                max_ahead: None,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut app = db.appender();
+        let f = app.series_ref(&Labels::from_pairs([("__name__", "f")]));
+        let h = app.series_ref(&Labels::from_pairs([("__name__", "h")]));
+        for k in 0..100i64 {
+            app.append(f, k * 15_000, k as f64).unwrap();
+            let hist = Histogram {
+                count: k as u64,
+                positive_spans: vec![Span {
+                    offset: 0,
+                    length: 1,
+                }],
+                positive_buckets: vec![k],
+                ..Histogram::default()
+            };
+            app.append_histogram(h, k * 15_000, HistogramValue::Int(hist))
+                .unwrap();
+        }
+        app.commit().unwrap();
+        let metas = db.flush_head().unwrap();
+        let src = meridian_tsdb::block::Block::open(&dir.path().join(&metas[0].ulid)).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let m = downsample_block(
+            &src,
+            out.path(),
+            "01DOWNSAMPLED0000000000000",
+            RES_5M,
+            &Labels::empty(),
+        )
+        .unwrap();
+        assert_eq!(m.stats.num_series, 1, "only the float series");
+    }
+
     #[test]
     fn raw_to_5m_to_1h_keeps_the_totals() {
         let n = 2 * 24 * 240;
