@@ -57,6 +57,13 @@ pub enum AppendError {
     UnknownRef(u64),
     #[error("storage: {0}")]
     Storage(String),
+    /// A native histogram Prometheus would refuse (`ValidateHistogram`).
+    #[error("invalid native histogram for {labels} at timestamp {t}: {reason}")]
+    InvalidHistogram {
+        labels: String,
+        t: i64,
+        reason: String,
+    },
 }
 
 impl AppendError {

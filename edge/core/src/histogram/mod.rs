@@ -182,7 +182,7 @@ impl Histogram {
         self.rebuild(|p| {
             let mut out: Vec<(i32, f64)> = Vec::with_capacity(p.len());
             for (idx, c) in p {
-                let t = ((idx - 1) >> (from - target).clamp(0, 31)) + 1;
+                let t = (idx.saturating_sub(1) >> (from - target).clamp(0, 31)).saturating_add(1);
                 match out.last_mut() {
                     Some(last) if last.0 == t => last.1 += c,
                     _ => out.push((t, c)),
@@ -273,12 +273,27 @@ impl FloatHistogram {
     }
 }
 
+/// The largest bucket index accepted (see `check_spans`).
+pub const MAX_BUCKET_INDEX: i64 = 1 << 24;
+
 fn check_spans(side: &str, spans: &[Span], buckets: usize) -> Result<(), String> {
     for (i, s) in spans.iter().enumerate().skip(1) {
         if s.offset < 0 {
             return Err(format!(
                 "{side} span {i} has a negative offset {}",
                 s.offset
+            ));
+        }
+    }
+    // Bucket indices stay within what a float64 can need at schema 8 (±2^18 for finite values,
+    // with room): an index far outside is no histogram of real observations, and is refused
+    // before any arithmetic on it.
+    let mut idx: i64 = 0;
+    for (i, sp) in spans.iter().enumerate() {
+        idx += i64::from(sp.offset) + i64::from(sp.length);
+        if idx.abs() > MAX_BUCKET_INDEX {
+            return Err(format!(
+                "{side} span {i} reaches bucket index {idx}, beyond ±{MAX_BUCKET_INDEX}"
             ));
         }
     }
@@ -338,8 +353,11 @@ mod tests {
         let mut bad = h.clone();
         bad.count = 3;
         assert!(bad.validate().unwrap_err().contains("observations"));
-        let mut bad = h;
+        let mut bad = h.clone();
         bad.positive_spans[1].offset = -1;
         assert!(bad.validate().unwrap_err().contains("negative offset"));
+        let mut bad = h;
+        bad.positive_spans[1].offset = i32::MAX;
+        assert!(bad.validate().unwrap_err().contains("beyond"));
     }
 }

@@ -80,7 +80,8 @@ fn ldexp(frac: f64, exp: i64) -> f64 {
 
 /// The index of bucket `idx` of `origin` in the coarser `target` schema.
 fn target_idx(idx: i32, origin: i32, target: i32) -> i32 {
-    ((idx - 1) >> (origin - target).clamp(0, 31)) + 1
+    // Saturating: indices from a corrupt chunk must not overflow (they compute nonsense instead).
+    (idx.saturating_sub(1) >> (origin.saturating_sub(target)).clamp(0, 31)).saturating_add(1)
 }
 
 /// A side's buckets as `(index, count)` in index order.
@@ -114,7 +115,7 @@ pub fn from_pairs(pairs: &[(i32, f64)]) -> (Vec<Span>, Vec<f64>) {
         match (next, spans.last_mut()) {
             (Some(n), Some(last)) if n == idx => last.length += 1,
             (Some(n), _) => spans.push(Span {
-                offset: idx - n,
+                offset: idx.saturating_sub(n),
                 length: 1,
             }),
             (None, _) => spans.push(Span {
@@ -123,7 +124,7 @@ pub fn from_pairs(pairs: &[(i32, f64)]) -> (Vec<Span>, Vec<f64>) {
             }),
         }
         buckets.push(c);
-        next = Some(idx + 1);
+        next = Some(idx.saturating_add(1));
     }
     (spans, buckets)
 }

@@ -167,6 +167,23 @@ impl Appender<'_> {
         t: i64,
         h: HistogramValue,
     ) -> std::result::Result<(), AppendError> {
+        // Checked before anything is done with it (a stale marker has nothing to check).
+        if !meridian_core::sample::is_stale_nan(h.sum())
+            && let Err(reason) = h.validate()
+        {
+            let labels = match self.new_refs.get(&r) {
+                Some(i) => self.new_series[*i].to_string(),
+                None => self
+                    .db
+                    .read()
+                    .head
+                    .get(r)
+                    .map_or_else(|| format!("series {r}"), |s| s.labels.to_string()),
+            };
+            let e = AppendError::InvalidHistogram { labels, t, reason };
+            self.db.note_refusal(&e);
+            return Err(e);
+        }
         self.append_item(r, ReplayItem::Histogram(t, Box::new(h)))
     }
 
