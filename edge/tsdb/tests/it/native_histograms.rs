@@ -43,7 +43,10 @@ fn series_a() -> Vec<(i64, Histogram)> {
         ));
     }
     for i in 5..8u64 {
-        out.push((T0 + i as i64 * 15_000, hist(3 * i + 1, &[i as i64, 0, 1], -1)));
+        out.push((
+            T0 + i as i64 * 15_000,
+            hist(3 * i + 1, &[i as i64, 0, 1], -1),
+        ));
     }
     for i in 8..10u64 {
         out.push((T0 + i as i64 * 15_000, hist(i - 7, &[(i - 7) as i64], 0)));

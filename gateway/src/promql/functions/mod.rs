@@ -93,7 +93,8 @@ fn map_values(rows: Vec<Row>, f: impl Fn(f64) -> f64) -> Result<Val> {
     Ok(Val::Vector(merge_rows(rows)?))
 }
 
-/// Applies a window function to every series at every step; `keep_name` for `last_over_time`.
+/// Applies a window function of float samples to every series at every step (windows without
+/// floats are skipped); `keep_name` for `last_over_time`.
 fn over_range(
     guard: &Guard,
     rv: &RangeVal,
@@ -101,31 +102,12 @@ fn over_range(
     keep_name: bool,
     mut f: impl FnMut(&[Sample], usize) -> Option<f64>,
 ) -> Result<Val> {
-    let mut rows = Vec::with_capacity(rv.series.len());
-    for k in 0..rv.series.len() {
-        guard.tick(s.n)?;
-        let labels = if keep_name {
-            rv.series[k].0.clone()
-        } else {
-            drop_name(&rv.series[k].0)
-        };
-        let mut row = Row::new(labels, s.n);
-        for i in 0..s.n {
-            let w = rv.window(k, i);
-            // A window's work is its samples (`max_over_time` over a long subquery reads millions).
-            guard.tick(w.len())?;
-            if w.is_empty() {
-                continue;
-            }
-            if let Some(v) = f(w, i) {
-                row.set(i, v);
-            }
+    hrange::over_range_h(guard, rv, s, keep_name, |w, _, i| {
+        if w.is_empty() {
+            return None;
         }
-        if row.any() {
-            rows.push(row);
-        }
-    }
-    Ok(Val::Vector(merge_rows(rows)?))
+        f(w, i).map(Elem::F)
+    })
 }
 
 /// Argument `i` of a call, or an error naming the function.
