@@ -16,6 +16,8 @@ declare -A apt_for=(
   [prometheus-alertmanager]=prometheus-alertmanager
   [amtool]=prometheus-alertmanager
   [go]=golang-go
+  [memcached]=memcached
+  [redis-server]=redis-server
 )
 missing=()
 for cmd in "${!apt_for[@]}"; do

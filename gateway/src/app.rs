@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{Api, ApiOptions};
 use crate::bucket::BucketStore;
+use crate::cache::shared::SharedCache;
 use crate::endpoints::{EndpointGroup, EndpointSet, EndpointSetOptions};
 use crate::fanout::{Fanout, FanoutOptions, QueryOptions};
 use crate::rules::tsdb::RuleTsdb;
@@ -72,6 +73,10 @@ impl GatewayOptions {
     }
 }
 
+/// How long queued shared-cache writes may take at shutdown (a cache is an optimisation: a short
+/// drain).
+const CACHE_DRAIN: Duration = Duration::from_secs(2);
+
 /// A started gateway.
 #[derive(Debug)]
 pub struct Gateway {
@@ -88,6 +93,8 @@ pub struct Gateway {
     rules: Option<(Arc<RuleManager>, Task)>,
     notifier: Option<Task>,
     router: Option<Task>,
+    /// Shared caches (results, bucket index and chunks): their queued writes drain last.
+    caches: Vec<Arc<SharedCache>>,
 }
 
 /// Syncs `store` until the first sync succeeds (retrying with backoff), then every sync interval.
@@ -221,6 +228,15 @@ impl Gateway {
         let notifier_metrics = notifier.as_ref().map(|n| n.metrics.clone());
         let router = opts.rules.as_ref().and_then(|r| r.router.clone());
         let router_metrics = router.as_ref().map(|r| r.metrics().clone());
+        let caches: Vec<Arc<SharedCache>> = opts
+            .api
+            .cache
+            .shared
+            .iter()
+            .cloned()
+            .chain(opts.bucket.iter().flat_map(|b| b.shared_caches()))
+            .collect();
+        let cache_metrics = caches.first().map(|c| c.metrics().clone());
         let api = Arc::new(Api::new(
             fanout.clone(),
             Arc::new(move || view.stores_view()),
@@ -236,6 +252,9 @@ impl Gateway {
                     m.register(r);
                 }
                 if let Some(m) = &router_metrics {
+                    m.register(r);
+                }
+                if let Some(m) = &cache_metrics {
                     m.register(r);
                 }
             },
@@ -295,6 +314,7 @@ impl Gateway {
             rules,
             notifier,
             router,
+            caches,
         })
     }
 
@@ -343,6 +363,9 @@ impl Gateway {
         if let Some(b) = self.bucket {
             b.stop(DEFAULT_DRAIN).await;
         }
+        for c in &self.caches {
+            c.stop(CACHE_DRAIN).await;
+        }
         if let Some(w) = self.tls_watcher {
             w.stop().await;
         }
@@ -361,6 +384,7 @@ pub struct StoreGateway {
     http: Task,
     tls_watcher: Option<meridian_pki::tls::Watcher>,
     sync: Task,
+    store: Arc<BucketStore>,
 }
 
 impl StoreGateway {
@@ -386,6 +410,9 @@ impl StoreGateway {
         let http_stop = CancellationToken::new();
         let mut registry = prometheus_client::registry::Registry::default();
         store.metrics().register(&mut registry);
+        if let Some(c) = store.shared_caches().first() {
+            c.metrics().register(&mut registry);
+        }
         meridian_core::process_metrics::register(&mut registry);
         let registry = Arc::new(registry);
         let ready = store.clone();
@@ -439,6 +466,7 @@ impl StoreGateway {
             http: Task::from_parts("http", http_stop, http_task),
             tls_watcher: spawned.tls_watcher,
             sync,
+            store,
         })
     }
 
@@ -455,6 +483,9 @@ impl StoreGateway {
         self.http.stop(DEFAULT_DRAIN).await;
         self.grpc.stop(DEFAULT_DRAIN).await;
         self.sync.stop(DEFAULT_DRAIN).await;
+        for c in self.store.shared_caches() {
+            c.stop(CACHE_DRAIN).await;
+        }
         if let Some(w) = self.tls_watcher {
             w.stop().await;
         }

@@ -12,15 +12,17 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context;
+use bucket_args::BucketArgs;
 use clap::{Parser, Subcommand};
 use meridian_core::promfmt::{parse_base2_bytes, parse_duration};
-use meridian_gateway::bucket::{
-    BucketLimits, BucketStore, BucketStoreOptions, StoreTime, parse_store_time,
-};
+use meridian_gateway::cache::connect::connect;
+use meridian_gateway::cache::shared::SharedMetrics;
 use meridian_gateway::discovery::EndpointSpec;
 use meridian_gateway::endpoints::{EndpointGroup, EndpointSetOptions};
 use meridian_gateway::fanout::{FanoutOptions, Limits};
 use meridian_storeapi::partial::PartialResponse;
+
+mod bucket_args;
 
 #[derive(Parser)]
 #[command(
@@ -267,97 +269,6 @@ fn check_rules(files: &[PathBuf]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The bucket store's flags (Thanos store gateway names), shared by `query` and `store`.
-#[derive(clap::Args)]
-struct BucketArgs {
-    /// Thanos objstore YAML file of the bucket whose blocks are served (the edges' uploads).
-    #[arg(long = "objstore.config-file", value_name = "FILE")]
-    objstore_config_file: Option<PathBuf>,
-    /// The objstore YAML itself (instead of a file).
-    #[arg(
-        long = "objstore.config",
-        value_name = "YAML",
-        conflicts_with = "objstore_config_file"
-    )]
-    objstore_config: Option<String>,
-    /// How often the bucket is listed for new and deleted blocks.
-    #[arg(long = "sync-block-duration", default_value = "3m", value_parser = parse_duration)]
-    sync_interval: Duration,
-    /// meta.json files fetched at once during a sync.
-    #[arg(long = "block-meta-fetch-concurrency", default_value = "32")]
-    meta_fetch_concurrency: usize,
-    /// Memory for index-headers, postings and series read from the bucket (bytes; KiB, MiB, GiB...).
-    #[arg(long = "index-cache-size", default_value = "250MiB", value_parser = parse_base2_bytes)]
-    index_cache_size: u64,
-    /// Memory for chunks read from the bucket.
-    #[arg(long = "chunk-cache-size", default_value = "500MiB", value_parser = parse_base2_bytes)]
-    chunk_cache_size: u64,
-    /// Serve only blocks ending after this time: RFC 3339, or a duration relative to now (-2w, -36h),
-    /// which moves with the clock (resolved again at every sync).
-    #[arg(long = "min-time", value_name = "TIME", value_parser = parse_store_time)]
-    min_time: Option<StoreTime>,
-    /// Serve only blocks starting before this time: RFC 3339, or a duration relative to now.
-    #[arg(long = "max-time", value_name = "TIME", value_parser = parse_store_time)]
-    max_time: Option<StoreTime>,
-    /// Relabel configs applied to each block's external labels; blocks they drop are not served.
-    #[arg(long = "selector.relabel-config-file", value_name = "FILE")]
-    selector_file: Option<PathBuf>,
-    /// The relabel configs themselves (YAML).
-    #[arg(
-        long = "selector.relabel-config",
-        value_name = "YAML",
-        conflicts_with = "selector_file"
-    )]
-    selector: Option<String>,
-    /// Most series one request may touch in the bucket (0 = unlimited).
-    #[arg(long = "store.grpc.touched-series-limit", default_value = "0")]
-    touched_series_limit: u64,
-    /// Most samples one request may read from the bucket (0 = unlimited).
-    #[arg(long = "store.grpc.series-sample-limit", default_value = "0")]
-    series_sample_limit: u64,
-    /// Most bytes one request may download from the bucket (0 = unlimited).
-    #[arg(long = "store.grpc.downloaded-bytes-limit", default_value = "0", value_parser = parse_base2_bytes)]
-    downloaded_bytes_limit: u64,
-    /// A block marked for deletion is served until its mark is this old (a block a compacted block
-    /// replaces is dropped at once).
-    #[arg(long = "ignore-deletion-marks-delay", default_value = "24h", value_parser = parse_duration)]
-    ignore_deletion_marks_delay: Duration,
-}
-
-impl BucketArgs {
-    /// The bucket store these flags describe; `None` without an objstore config.
-    fn open(&self) -> anyhow::Result<Option<std::sync::Arc<BucketStore>>> {
-        let Some(bucket) = meridian_gateway::bucket::open_objstore(
-            self.objstore_config_file.as_deref(),
-            self.objstore_config.as_deref(),
-        )?
-        else {
-            return Ok(None);
-        };
-        let selector = meridian_gateway::bucket::read_selector(
-            self.selector_file.as_deref(),
-            self.selector.as_deref(),
-        )?;
-        let opts = BucketStoreOptions {
-            sync_interval: self.sync_interval,
-            meta_fetch_concurrency: self.meta_fetch_concurrency,
-            index_cache_bytes: self.index_cache_size,
-            chunk_cache_bytes: self.chunk_cache_size,
-            min_time: self.min_time.unwrap_or(StoreTime::At(i64::MIN)),
-            max_time: self.max_time.unwrap_or(StoreTime::At(i64::MAX)),
-            selector,
-            limits: BucketLimits {
-                series: self.touched_series_limit,
-                samples: self.series_sample_limit,
-                bytes: self.downloaded_bytes_limit,
-            },
-            ignore_deletion_marks_delay: self.ignore_deletion_marks_delay,
-            ..Default::default()
-        };
-        Ok(Some(std::sync::Arc::new(BucketStore::new(bucket, opts))))
-    }
-}
-
 #[derive(clap::Args)]
 struct StoreArgs {
     /// StoreAPI listen address (ComponentType "store").
@@ -485,6 +396,17 @@ struct QueryArgs {
     /// How long label and series answers are cached.
     #[arg(long = "query.labels-cache-ttl", default_value = "10s", value_parser = parse_duration)]
     labels_cache_ttl: Duration,
+    /// The range-query results cache in Thanos' cache config format: IN-MEMORY (max_size), or
+    /// MEMCACHED / REDIS shared by every gateway that names it.
+    #[arg(long = "query-range.response-cache-config-file", value_name = "FILE")]
+    response_cache_config_file: Option<PathBuf>,
+    /// The results cache config itself (YAML).
+    #[arg(
+        long = "query-range.response-cache-config",
+        value_name = "YAML",
+        conflicts_with = "response_cache_config_file"
+    )]
+    response_cache_config: Option<String>,
     /// History from object storage, served by a bucket store inside the gateway.
     #[command(flatten)]
     bucket: BucketArgs,
@@ -605,7 +527,8 @@ impl StopSignal {
 async fn store(args: StoreArgs) -> anyhow::Result<()> {
     init_logging(&args.log_level, &args.log_format)?;
     let stop = StopSignal::install()?;
-    let Some(store) = args.bucket.open()? else {
+    let cache_metrics = std::sync::Arc::new(SharedMetrics::default());
+    let Some(store) = args.bucket.open(None, &cache_metrics).await? else {
         anyhow::bail!("no bucket: give --objstore.config-file or --objstore.config");
     };
     let grpc_listener = tokio::net::TcpListener::bind(&args.grpc_address)
@@ -633,8 +556,31 @@ async fn query(args: QueryArgs, flags: Vec<(String, String)>) -> anyhow::Result<
     // SIGHUP reloads the rules; registered now, so that one during start-up (or without rules) is not
     // the default action, exit.
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let bucket = args.bucket.open()?;
+    let cache_metrics = std::sync::Arc::new(SharedMetrics::default());
+    let bucket = args
+        .bucket
+        .open(args.dns_nameserver, &cache_metrics)
+        .await?;
     let rules = args.rules.options(args.dns_nameserver)?;
+    let mut cache = meridian_gateway::cache::CacheOptions {
+        max_bytes: args.cache_max_size,
+        split_interval: args.split_interval,
+        max_freshness: args.max_freshness,
+        labels_ttl: args.labels_cache_ttl,
+        shared: None,
+    };
+    if let Some(c) = meridian_gateway::cache::config::CacheConfig::from_flags(
+        args.response_cache_config_file.as_deref(),
+        args.response_cache_config.as_deref(),
+        "--query-range.response-cache-config",
+        meridian_gateway::cache::config::Role::ResponseCache,
+    )? {
+        if let meridian_gateway::cache::config::Backend::InMemory { max_size, .. } = &c.backend {
+            // Thanos' frontend makes no cache of an IN-MEMORY config without a size.
+            cache.max_bytes = max_size.unwrap_or(0);
+        }
+        cache.shared = connect("query-range", &c, args.dns_nameserver, &cache_metrics).await?;
+    }
     if args.endpoints.is_empty()
         && args.endpoint_config.is_none()
         && bucket.is_none()
@@ -708,12 +654,7 @@ async fn query(args: QueryArgs, flags: Vec<(String, String)>) -> anyhow::Result<
                 timeout: args.query_timeout,
                 max_query_length: usize::try_from(args.query_max_length).unwrap_or(usize::MAX),
             },
-            cache: meridian_gateway::cache::CacheOptions {
-                max_bytes: args.cache_max_size,
-                split_interval: args.split_interval,
-                max_freshness: args.max_freshness,
-                labels_ttl: args.labels_cache_ttl,
-            },
+            cache,
             flags,
             config_yaml,
             max_body_bytes: usize::try_from(args.max_body).unwrap_or(usize::MAX),

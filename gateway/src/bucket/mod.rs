@@ -23,6 +23,7 @@
 //! - **Limits** per request on series, samples and downloaded bytes (`--store.grpc.*-limit`).
 
 pub mod flags;
+pub mod metrics;
 pub mod reader;
 pub mod resolution;
 
@@ -51,9 +52,7 @@ use meridian_storeapi::{
 };
 use meridian_tsdb::block::BlockMeta;
 use meridian_tsdb::objstore::Bucket;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+pub use metrics::{BucketMetrics, CacheLabel, CacheNameLabel, KindLabel};
 use tokio_util::sync::CancellationToken;
 
 use reader::{Budget, Caches, Reader};
@@ -94,6 +93,9 @@ pub struct BucketStoreOptions {
     /// `--ignore-deletion-marks-delay`: a block marked for deletion is served until its mark is this
     /// old.
     pub ignore_deletion_marks_delay: Duration,
+    /// `--index-cache.config` / `--store.caching-bucket.config` naming memcached or Redis.
+    pub shared_index: Option<Arc<crate::cache::shared::SharedCache>>,
+    pub shared_chunks: Option<Arc<crate::cache::shared::SharedCache>>,
 }
 
 impl Default for BucketStoreOptions {
@@ -110,118 +112,9 @@ impl Default for BucketStoreOptions {
             block_concurrency: 8,
             clock: meridian_core::time::Clock::system(),
             ignore_deletion_marks_delay: Duration::from_secs(24 * 3600),
+            shared_index: None,
+            shared_chunks: None,
         }
-    }
-}
-
-/// The bucket store's self-metrics.
-#[derive(Debug, Default)]
-pub struct BucketMetrics {
-    pub blocks_loaded: Gauge,
-    pub syncs: Counter,
-    pub sync_failures: Counter,
-    /// Block directories skipped at sync (no meta.json yet, unreadable, downsampled, filtered).
-    pub blocks_ignored: Gauge,
-    pub requests: Family<KindLabel, Counter>,
-    pub fetched_bytes: Family<KindLabel, Counter>,
-    pub cache_requests: Family<CacheLabel, Counter>,
-    pub cache_bytes: Family<CacheNameLabel, Gauge>,
-}
-
-/// What a GET read: `meta`, `index`, `chunks`, or a `list`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
-pub struct KindLabel {
-    pub kind: &'static str,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
-pub struct CacheLabel {
-    pub cache: &'static str,
-    pub result: &'static str,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
-pub struct CacheNameLabel {
-    pub cache: &'static str,
-}
-
-impl BucketMetrics {
-    fn get(&self, kind: &'static str) {
-        self.requests.get_or_create(&KindLabel { kind }).inc();
-    }
-
-    fn fetched(&self, kind: &'static str, bytes: u64) {
-        self.fetched_bytes
-            .get_or_create(&KindLabel { kind })
-            .inc_by(bytes);
-    }
-
-    fn cache(&self, cache: &'static str, hit: bool) {
-        let result = if hit { "hit" } else { "miss" };
-        self.cache_requests
-            .get_or_create(&CacheLabel { cache, result })
-            .inc();
-    }
-
-    /// GET (and LIST/HEAD) requests sent so far, all kinds.
-    pub fn requests_total(&self) -> u64 {
-        ["meta", "index", "chunks", "list"]
-            .iter()
-            .map(|kind| self.requests.get_or_create(&KindLabel { kind }).get())
-            .sum()
-    }
-
-    /// Bytes fetched so far, all kinds.
-    pub fn fetched_total(&self) -> u64 {
-        ["meta", "index", "chunks"]
-            .iter()
-            .map(|kind| self.fetched_bytes.get_or_create(&KindLabel { kind }).get())
-            .sum()
-    }
-
-    pub fn register(&self, r: &mut prometheus_client::registry::Registry) {
-        r.register(
-            "meridian_bucket_store_blocks_loaded",
-            "Blocks the bucket store serves",
-            self.blocks_loaded.clone(),
-        );
-        r.register(
-            "meridian_bucket_store_blocks_ignored",
-            "Block directories skipped at the last sync (no meta.json yet, unreadable, downsampled or filtered out)",
-            self.blocks_ignored.clone(),
-        );
-        r.register(
-            "meridian_bucket_store_syncs",
-            "Bucket syncs",
-            self.syncs.clone(),
-        );
-        r.register(
-            "meridian_bucket_store_sync_failures",
-            "Bucket syncs that failed",
-            self.sync_failures.clone(),
-        );
-        r.register(
-            "meridian_bucket_store_requests",
-            "Requests to object storage by what they read",
-            self.requests.clone(),
-        );
-        r.register_with_unit(
-            "meridian_bucket_store_fetched",
-            "Bytes read from object storage by what they held",
-            prometheus_client::registry::Unit::Bytes,
-            self.fetched_bytes.clone(),
-        );
-        r.register(
-            "meridian_bucket_store_cache_requests",
-            "Bucket store cache lookups by cache and result",
-            self.cache_requests.clone(),
-        );
-        r.register_with_unit(
-            "meridian_bucket_store_cache_size",
-            "Bytes held by the bucket store caches",
-            prometheus_client::registry::Unit::Bytes,
-            self.cache_bytes.clone(),
-        );
     }
 }
 
@@ -323,7 +216,12 @@ impl BucketStore {
         }
         let reader = Reader {
             store: bucket.store.clone(),
-            caches: Caches::new(opts.index_cache_bytes, opts.chunk_cache_bytes),
+            caches: Caches::new(
+                opts.index_cache_bytes,
+                opts.chunk_cache_bytes,
+                opts.shared_index.clone(),
+                opts.shared_chunks.clone(),
+            ),
             metrics: Arc::new(BucketMetrics::default()),
         };
         BucketStore {
@@ -340,6 +238,15 @@ impl BucketStore {
 
     pub fn metrics(&self) -> &Arc<BucketMetrics> {
         &self.reader.metrics
+    }
+
+    /// The shared caches this store reads through (stopped by its owner).
+    pub fn shared_caches(&self) -> Vec<Arc<crate::cache::shared::SharedCache>> {
+        [&self.opts.shared_index, &self.opts.shared_chunks]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
     }
 
     /// Updates the cache size gauges (call before exposing metrics).

@@ -23,7 +23,6 @@ use meridian_core::error::{Error, ErrorKind, Result};
 use meridian_core::labels::Labels;
 use meridian_core::matcher::Matcher;
 use meridian_core::series::{SourceChunk, SourceSeries};
-use meridian_storeapi::limits::Limiter;
 use meridian_tsdb::chunks::{chunk_record_len, parse_chunk_record};
 use meridian_tsdb::index::{
     ChunkMeta, HEADER_LEN, IndexHeader, TOC_LEN, Toc, check_header, parse_postings,
@@ -35,6 +34,12 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::{BucketMetrics, RemoteBlock};
+use crate::cache::shared::SharedCache;
+
+mod budget;
+mod tiers;
+
+pub use budget::Budget;
 
 /// Ranges of one object closer than this are fetched with one GET.
 pub const MAX_GAP: u64 = 128 << 10;
@@ -92,27 +97,46 @@ pub struct Caches {
     postings: moka::sync::Cache<PostingsKey, Arc<Vec<u32>>>,
     series: moka::sync::Cache<SeriesKey, SeriesEntry>,
     chunks: moka::sync::Cache<ChunkKey, Bytes>,
+    /// The shared index cache (postings and series; `--index-cache.config`).
+    shared_index: Option<Arc<SharedCache>>,
+    /// The shared chunk cache (`--store.caching-bucket.config`).
+    shared_chunks: Option<Arc<SharedCache>>,
 }
 
 impl Caches {
     /// `index_bytes` is shared between index-headers, postings and series (a third each);
-    /// `chunk_bytes` holds chunks.
-    pub fn new(index_bytes: u64, chunk_bytes: u64) -> Caches {
-        let third = index_bytes / 3;
+    /// `chunk_bytes` holds chunks. With a shared tier for the index or the chunks, this process keeps
+    /// none of its own (index-headers stay local).
+    pub fn new(
+        index_bytes: u64,
+        chunk_bytes: u64,
+        shared_index: Option<Arc<SharedCache>>,
+        shared_chunks: Option<Arc<SharedCache>>,
+    ) -> Caches {
+        let index_local = if shared_index.is_some() {
+            0
+        } else {
+            index_bytes / 3
+        };
+        let chunk_bytes = if shared_chunks.is_some() {
+            0
+        } else {
+            chunk_bytes
+        };
         Caches {
             headers: moka::future::Cache::builder()
-                .max_capacity(third)
+                .max_capacity(index_bytes / 3)
                 .weigher(|_, v: &Arc<Loaded>| v.weight())
                 .build(),
             postings: moka::sync::Cache::builder()
-                .max_capacity(third)
+                .max_capacity(index_local)
                 .support_invalidation_closures()
                 .weigher(|k: &PostingsKey, v: &Arc<Vec<u32>>| {
                     u32::try_from(v.len() * 4 + k.1.len() + k.2.len() + 96).unwrap_or(u32::MAX)
                 })
                 .build(),
             series: moka::sync::Cache::builder()
-                .max_capacity(third)
+                .max_capacity(index_local)
                 .support_invalidation_closures()
                 .weigher(|_, v: &SeriesEntry| {
                     let labels: usize = v.0.iter().map(|l| l.name.len() + l.value.len()).sum();
@@ -124,6 +148,8 @@ impl Caches {
                 .support_invalidation_closures()
                 .weigher(|_, v: &Bytes| u32::try_from(v.len() + 64).unwrap_or(u32::MAX))
                 .build(),
+            shared_index,
+            shared_chunks,
         }
     }
 
@@ -167,53 +193,6 @@ impl Caches {
         for e in failed.into_iter().flatten() {
             tracing::debug!(error = %e, "bucket cache invalidation");
         }
-    }
-}
-
-/// What one request may fetch (`--store.grpc.*-limit`), counted across its blocks.
-#[derive(Debug)]
-pub struct Budget {
-    series: Limiter,
-    samples: Limiter,
-    bytes: Limiter,
-}
-
-const TOUCHED: (&str, &str) = ("the request touched", "in the bucket");
-
-impl Budget {
-    pub fn new(limits: super::BucketLimits) -> Budget {
-        Budget {
-            series: Limiter::new(
-                limits.series,
-                "series",
-                TOUCHED,
-                "--store.grpc.touched-series-limit",
-            ),
-            samples: Limiter::new(
-                limits.samples,
-                "samples",
-                TOUCHED,
-                "--store.grpc.series-sample-limit",
-            ),
-            bytes: Limiter::new(
-                limits.bytes,
-                "bytes",
-                TOUCHED,
-                "--store.grpc.downloaded-bytes-limit",
-            ),
-        }
-    }
-
-    fn series(&self, n: usize) -> Result<()> {
-        self.series.reserve(n as u64)
-    }
-
-    fn samples(&self, n: u64) -> Result<()> {
-        self.samples.reserve(n)
-    }
-
-    fn bytes(&self, n: u64) -> Result<()> {
-        self.bytes.reserve(n)
     }
 }
 
@@ -452,6 +431,9 @@ impl Reader {
                 None => want.push(((key.1, key.2), off)),
             }
         }
+        self.caches
+            .shared_postings(&b.ulid, &mut want, &mut lists)
+            .await;
         if !want.is_empty() {
             let end = h.postings_end();
             let ranges: Vec<Range<u64>> = want
@@ -464,13 +446,19 @@ impl Reader {
                 .collect();
             let path = block_path(&b.ulid, BlockObject::Index);
             let bodies = self.fetch("index", &path, &ranges, Some(budget)).await?;
+            let mut read = Vec::with_capacity(want.len());
             for ((key, off), body) in want.into_iter().zip(bodies) {
                 let list = Arc::new(parse_postings(&body, off).map_err(|e| corrupt(&b.ulid, e))?);
                 self.caches
                     .postings
                     .insert((b.ulid.clone(), key.0.clone(), key.1.clone()), list.clone());
-                lists.insert(key, list);
+                read.push((key, list));
             }
+            self.caches.share_postings(
+                &b.ulid,
+                &read.iter().map(|(k, l)| (k, l)).collect::<Vec<_>>(),
+            );
+            lists.extend(read);
         }
         let all_list = all
             .then(|| lists.remove(&(String::new(), String::new())))
@@ -500,6 +488,9 @@ impl Reader {
             }
             out.push(hit);
         }
+        for (i, id, body) in self.caches.shared_series(&b.ulid, &mut missing).await {
+            out[i] = Some(self.keep_series(b, h, id, &body)?);
+        }
         if !missing.is_empty() {
             let path = block_path(&b.ulid, BlockObject::Index);
             let end = h.series_end();
@@ -514,19 +505,37 @@ impl Reader {
                 .fetch_records("index", &path, &ranges, series_entry_len, budget)
                 .await
                 .map_err(|e| corrupt_or(&b.ulid, e, "series entry without a length"))?;
+            let mut read = Vec::with_capacity(missing.len());
             for ((i, id), body) in missing.into_iter().zip(bodies) {
-                let entry = Arc::new(
-                    h.header
-                        .parse_series(id, &body)
-                        .map_err(|e| corrupt(&b.ulid, e))?,
-                );
-                self.caches
-                    .series
-                    .insert((b.ulid.clone(), id), entry.clone());
-                out[i] = Some(entry);
+                out[i] = Some(self.keep_series(b, h, id, &body)?);
+                // The entry exactly (its body was fetched by estimate and may run on).
+                let len = series_entry_len(&body)
+                    .unwrap_or(body.len())
+                    .min(body.len());
+                read.push((id, body.slice(..len)));
             }
+            self.caches.share_series(&b.ulid, read);
         }
         Ok(out.into_iter().flatten().collect())
+    }
+
+    /// A series entry parsed and kept in the process-local cache.
+    fn keep_series(
+        &self,
+        b: &RemoteBlock,
+        h: &Loaded,
+        id: u32,
+        body: &[u8],
+    ) -> Result<SeriesEntry> {
+        let entry = Arc::new(
+            h.header
+                .parse_series(id, body)
+                .map_err(|e| corrupt(&b.ulid, e))?,
+        );
+        self.caches
+            .series
+            .insert((b.ulid.clone(), id), entry.clone());
+        Ok(entry)
     }
 
     /// Chunk data by reference. `refs` come with the reference of the same series' next chunk, which
@@ -540,11 +549,26 @@ impl Reader {
     ) -> Result<HashMap<u64, Bytes>> {
         let mut out = HashMap::with_capacity(refs.len());
         let mut by_segment: HashMap<usize, Vec<(u64, Range<u64>)>> = HashMap::new();
+        let mut local_misses = Vec::new();
         for &(r, next) in refs {
             let hit = self.caches.chunks.get(&(b.ulid.clone(), r));
             self.metrics.cache("chunks", hit.is_some());
-            if let Some(c) = hit {
-                out.insert(r, c);
+            match hit {
+                Some(c) => {
+                    out.insert(r, c);
+                }
+                None => local_misses.push((r, next)),
+            }
+        }
+        let shared = if local_misses.is_empty() {
+            HashMap::new()
+        } else {
+            let wanted: Vec<u64> = local_misses.iter().map(|(r, _)| *r).collect();
+            self.caches.shared_chunks(&b.ulid, &wanted).await
+        };
+        for (r, next) in local_misses {
+            if let Some(c) = shared.get(&r) {
+                out.insert(r, c.clone());
                 continue;
             }
             let seg = (r >> 32) as usize;
@@ -568,6 +592,7 @@ impl Reader {
             }
             by_segment.entry(seg).or_default().push((r, off..end));
         }
+        let mut read = Vec::new();
         for (seg, wanted) in by_segment {
             let name = format!("{:06}", seg + 1);
             let path = block_path(&b.ulid, BlockObject::Chunks(&name));
@@ -606,9 +631,11 @@ impl Reader {
                 owned.extend_from_slice(c.data);
                 let data = Bytes::from(owned);
                 self.caches.chunks.insert((b.ulid.clone(), r), data.clone());
+                read.push((r, data.clone()));
                 out.insert(r, data);
             }
         }
+        self.caches.share_chunks(&b.ulid, read);
         Ok(out)
     }
 

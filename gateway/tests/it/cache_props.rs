@@ -3,16 +3,22 @@
 //! answer equals the engine's direct answer bit for bit. Pieces are an hour long here, "now" falls
 //! inside the data (so some pieces are too fresh to keep), and the queries include what splitting could
 //! break: windows reaching across piece boundaries, subqueries, `offset`, `@ start()`, `time()`.
+//! The property holds for the process-local cache and through a real memcached and Redis.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use meridian_core::Labels;
 use meridian_core::sample::Sample;
+use meridian_gateway::cache::config::{CacheConfig, Role};
+use meridian_gateway::cache::connect::connect;
+use meridian_gateway::cache::shared::{OperationLabels, SharedCache, SharedMetrics};
 use meridian_gateway::cache::{CacheOptions, ResultsCache};
 use meridian_gateway::promql::{Engine, MemQueryable, QueryValue};
 use meridian_gateway::queryable::SeriesData;
+use meridian_testkit::CacheServer;
 use proptest::prelude::*;
 
 const T0: i64 = 1_700_000_000_000;
@@ -88,58 +94,168 @@ fn same(a: &[SeriesData], b: &[SeriesData]) -> Result<(), String> {
     Ok(())
 }
 
+type Requests = Vec<(usize, i64, i64, i64)>;
+
+fn requests() -> impl Strategy<Value = (Requests, i64)> {
+    (
+        prop::collection::vec(
+            (
+                0..QUERIES.len(),
+                0i64..SPAN / 1000,
+                1i64..400,
+                prop::sample::select(vec![7_000i64, 15_000, 30_000, 60_000, 300_000]),
+            ),
+            1..8,
+        ),
+        0i64..SPAN,
+    )
+}
+
+fn options(shared: Option<Arc<SharedCache>>) -> CacheOptions {
+    CacheOptions {
+        max_bytes: 64 << 20,
+        split_interval: Duration::from_secs(3600),
+        max_freshness: Duration::from_secs(60),
+        labels_ttl: Duration::ZERO,
+        shared,
+    }
+}
+
+/// Asks `cache` the requests one after another and compares each answer with the engine's direct
+/// one; answers how many pieces came from the cache.
+async fn check(cache: &ResultsCache, requests: Requests, now_offset: i64) -> Result<usize, String> {
+    let store = data();
+    let engine = Engine::default();
+    let now = T0 + now_offset;
+    let mut hits = 0;
+    for (qi, start_s, steps, step) in requests {
+        let q = QUERIES[qi];
+        let start = T0 + start_s * 1000 + 500;
+        let end = start + steps * step;
+        let splittable = !q.contains("start()");
+        let cached = cache
+            .range(q, splittable, (start, end, step), now, |a, b| {
+                let (engine, store) = (&engine, &store);
+                async move { engine.range(store, q, a, b, step).await }
+            })
+            .await
+            .map_err(|e| format!("{q}: {e}"))?;
+        hits += cached.outcome.hits;
+        let direct = engine
+            .range(&store, q, start, end, step)
+            .await
+            .map_err(|e| format!("{q}: {e}"))?;
+        let QueryValue::Matrix(direct) = direct.value else {
+            return Err(format!("{q}: not a matrix"));
+        };
+        same(&cached.series, &direct).map_err(|e| {
+            format!(
+                "{q} [{start}, {end}] step {step} now {now}: {e} ({:?})",
+                cached.outcome
+            )
+        })?;
+    }
+    Ok(hits)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
 
     #[test]
-    fn cached_answers_equal_uncached(
-        requests in prop::collection::vec(
-            (0..QUERIES.len(), 0i64..SPAN / 1000, 1i64..400, prop::sample::select(vec![7_000i64, 15_000, 30_000, 60_000, 300_000])),
-            1..8,
-        ),
-        now_offset in 0i64..SPAN,
-    ) {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let r: Result<(), String> = rt.block_on(async {
-            let store = data();
-            let engine = Engine::default();
-            let cache = ResultsCache::new(CacheOptions {
-                max_bytes: 64 << 20,
-                split_interval: Duration::from_secs(3600),
-                max_freshness: Duration::from_secs(60),
-                labels_ttl: Duration::ZERO,
-            });
-            let now = T0 + now_offset;
-            for (qi, start_s, steps, step) in requests {
-                let q = QUERIES[qi];
-                let start = T0 + start_s * 1000 + 500;
-                let end = start + steps * step;
-                let splittable = !q.contains("start()");
-                let cached = cache
-                    .range(q, splittable, (start, end, step), now, |a, b| {
-                        let (engine, store) = (&engine, &store);
-                        async move { engine.range(store, q, a, b, step).await }
-                    })
-                    .await
-                    .map_err(|e| format!("{q}: {e}"))?;
-                let direct = engine
-                    .range(&store, q, start, end, step)
-                    .await
-                    .map_err(|e| format!("{q}: {e}"))?;
-                let QueryValue::Matrix(direct) = direct.value else {
-                    return Err(format!("{q}: not a matrix"));
-                };
-                same(&cached.series, &direct)
-                    .map_err(|e| format!("{q} [{start}, {end}] step {step} now {now}: {e} ({:?})", cached.outcome))?;
-            }
-            Ok(())
+    fn cached_answers_equal_uncached((requests, now_offset) in requests()) {
+        let r = runtime().block_on(async {
+            check(&ResultsCache::new(options(None)), requests, now_offset).await
         });
         prop_assert!(r.is_ok(), "{}", r.err().unwrap_or_default());
     }
+}
+
+/// The same property with the pieces in a real memcached or Redis (one server for every case, so
+/// later cases read what earlier ones wrote, checked against the engine like everything else).
+fn property_through(yaml: &str) {
+    let rt = runtime();
+    let metrics = Arc::new(SharedMetrics::default());
+    let cfg = CacheConfig::parse(yaml, "test", Role::ResponseCache).unwrap();
+    let shared = rt
+        .block_on(connect("query-range", &cfg, None, &metrics))
+        .unwrap()
+        .expect("a shared backend");
+    let kind = shared.backend_kind();
+    let cache = ResultsCache::new(options(Some(shared.clone())));
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 24,
+        ..ProptestConfig::default()
+    });
+    let hits = std::cell::Cell::new(0usize);
+    runner
+        .run(&requests(), |(requests, now_offset)| {
+            let r = rt.block_on(async {
+                let h = check(&cache, requests.clone(), now_offset).await?;
+                // The writes are asynchronous: asked again once they are in, every old piece is a hit.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Ok::<usize, String>(h + check(&cache, requests, now_offset).await?)
+            });
+            match r {
+                Ok(h) => {
+                    hits.set(hits.get() + h);
+                    Ok(())
+                }
+                Err(e) => Err(proptest::test_runner::TestCaseError::fail(e)),
+            }
+        })
+        .unwrap_or_else(|e| panic!("{kind}: {e}"));
+    rt.block_on(shared.stop(Duration::from_secs(2)));
+    let errors: u64 = ["get", "set"]
+        .iter()
+        .map(|op| {
+            metrics
+                .errors
+                .get_or_create(&OperationLabels {
+                    name: "query-range",
+                    backend: kind,
+                    operation: op,
+                })
+                .get()
+        })
+        .sum();
+    assert_eq!(
+        errors, 0,
+        "{kind}: no operation may fail against a healthy server"
+    );
+    assert!(
+        hits.get() > 0,
+        "{kind}: pieces must come back from the shared cache"
+    );
+}
+
+#[test]
+fn cached_answers_equal_uncached_through_memcached() {
+    let Some(server) = CacheServer::memcached() else {
+        return;
+    };
+    property_through(&format!(
+        "type: MEMCACHED\nconfig:\n  addresses: [\"{}\"]\n",
+        server.addr
+    ));
+}
+
+#[test]
+fn cached_answers_equal_uncached_through_redis() {
+    let Some(server) = CacheServer::redis() else {
+        return;
+    };
+    property_through(&format!(
+        "type: REDIS\nconfig:\n  addr: \"{}\"\n",
+        server.addr
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,4 +15,5 @@ mod promql_props;
 mod promqltest;
 mod rules;
 mod select_hints;
+mod shared_cache;
 mod support;

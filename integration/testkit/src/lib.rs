@@ -987,3 +987,84 @@ pub fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A cache server (Debian's `memcached` or `redis-server`) on 127.0.0.1, stopped (by pid) when dropped.
+#[derive(Debug)]
+pub struct CacheServer {
+    pub addr: String,
+    pub child: ChildGuard,
+}
+
+fn wait_tcp(what: &str, addr: &str) {
+    wait_for(what, std::time::Duration::from_secs(20), || {
+        std::net::TcpStream::connect(addr).ok()
+    });
+}
+
+impl CacheServer {
+    /// Starts `memcached` (64 MiB, 1 MiB items); `None` (after a `SKIPPED` line) when it is missing
+    /// outside CI.
+    pub fn memcached() -> Option<CacheServer> {
+        let bin = require("memcached", "apt-get install memcached")?;
+        let port = free_port();
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args([
+            "-l",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "0",
+            "-m",
+            "64",
+        ]);
+        // memcached refuses to run as root without naming the user to run as.
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0) {
+            cmd.args(["-u", "root"]);
+        }
+        let child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("memcached: {e}"));
+        let addr = format!("127.0.0.1:{port}");
+        let guard = ChildGuard(child);
+        wait_tcp("memcached to listen", &addr);
+        Some(CacheServer { addr, child: guard })
+    }
+
+    /// Starts `redis-server` without persistence; `None` (after a `SKIPPED` line) when it is missing
+    /// outside CI.
+    pub fn redis() -> Option<CacheServer> {
+        let bin = require("redis-server", "apt-get install redis-server")?;
+        let port = free_port();
+        let child = std::process::Command::new(bin)
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("redis-server: {e}"));
+        let addr = format!("127.0.0.1:{port}");
+        let guard = ChildGuard(child);
+        wait_tcp("redis-server to listen", &addr);
+        Some(CacheServer { addr, child: guard })
+    }
+
+    /// Kills the server now (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
+    }
+}

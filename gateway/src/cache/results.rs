@@ -16,6 +16,13 @@
 //!
 //! **Label and series responses** are cached as encoded bytes for a short time (`labels_ttl`), again
 //! only without warnings.
+//!
+//! With a **shared cache** (`--query-range.response-cache-config` of type `MEMCACHED` or `REDIS`) the
+//! pieces live there instead, so every gateway of a fleet answers from what any of them computed: a
+//! request's pieces are read with one multi-get, each checked against its full key
+//! ([`super::codec`]), and the pieces evaluated now are written back asynchronously. The process keeps
+//! no copy of its own then (no whole-response cache either), as Thanos' query frontend keeps only the
+//! one cache it is given; loads of one piece are not coalesced across gateways.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -28,6 +35,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
+use super::codec;
+use super::shared::SharedCache;
 use crate::promql::{QueryResult, QueryValue};
 use crate::queryable::SeriesData;
 
@@ -42,6 +51,8 @@ pub struct CacheOptions {
     pub max_freshness: Duration,
     /// How long label and series answers are kept.
     pub labels_ttl: Duration,
+    /// The shared cache the pieces live in instead of this process (memcached, Redis).
+    pub shared: Option<Arc<SharedCache>>,
 }
 
 impl Default for CacheOptions {
@@ -51,6 +62,7 @@ impl Default for CacheOptions {
             split_interval: Duration::from_secs(24 * 3600),
             max_freshness: Duration::from_secs(60),
             labels_ttl: Duration::from_secs(10),
+            shared: None,
         }
     }
 }
@@ -186,7 +198,8 @@ fn piece_weight(p: &Piece) -> u32 {
 
 impl ResultsCache {
     pub fn new(opts: CacheOptions) -> ResultsCache {
-        let pieces = (opts.max_bytes > 0).then(|| {
+        let local = opts.max_bytes > 0 && opts.shared.is_none();
+        let pieces = local.then(|| {
             moka::future::Cache::builder()
                 .max_capacity(opts.max_bytes)
                 .weigher(|k: &PieceKey, v: &Arc<Piece>| {
@@ -204,7 +217,7 @@ impl ResultsCache {
                 .build()
         });
         // Whole encoded answers to repeated requests: a quarter of the budget.
-        let responses = (opts.max_bytes > 0).then(|| {
+        let responses = local.then(|| {
             moka::future::Cache::builder()
                 .max_capacity(opts.max_bytes / 4)
                 .weigher(|k: &String, v: &Arc<CachedBody>| {
@@ -246,6 +259,11 @@ impl ResultsCache {
         F: Fn(i64, i64) -> Fut,
         Fut: std::future::Future<Output = Result<QueryResult>>,
     {
+        if let Some(shared) = self.opts.shared.as_ref().filter(|_| splittable) {
+            return self
+                .range_shared(shared, key, (start, end, step), now, eval)
+                .await;
+        }
         let Some(cache) = self.pieces.as_ref().filter(|_| splittable) else {
             let piece = run_piece(eval(start, end).await?)?;
             self.metrics.count("range", "uncached", 1);
@@ -255,33 +273,10 @@ impl ResultsCache {
             };
             return Ok(merge(vec![(Arc::new(piece), false)], outcome));
         };
-        let split = i64::try_from(self.opts.split_interval.as_millis())
-            .unwrap_or(i64::MAX)
-            .max(1);
-        let fresh_from =
-            now.saturating_sub(i64::try_from(self.opts.max_freshness.as_millis()).unwrap_or(0));
         let query: Arc<str> = Arc::from(key);
-        // Pieces in time order: (first step, last step).
-        let mut ranges = Vec::new();
-        let mut t = start;
-        while t <= end {
-            let piece_end = (t.div_euclid(split) + 1).saturating_mul(split);
-            // Last step of the grid before the piece boundary, not after `end`.
-            let bound = (piece_end - 1).min(end);
-            let last = t + (bound - t) / step * step;
-            ranges.push((t, last));
-            match last.checked_add(step) {
-                Some(n) => t = n,
-                None => break,
-            }
-        }
+        let (ranges, fresh_at) = self.pieces_of((start, end, step), now);
         let mut outcome = Outcome::default();
         let mut jobs = Vec::with_capacity(ranges.len());
-        // Fresh pieces (at the end) run as one evaluation.
-        let fresh_at = ranges
-            .iter()
-            .position(|&(_, last)| last > fresh_from)
-            .unwrap_or(ranges.len());
         for &(first, last) in &ranges[..fresh_at] {
             let key = PieceKey {
                 query: query.clone(),
@@ -342,6 +337,113 @@ impl ResultsCache {
         self.metrics
             .entries
             .set(i64::try_from(cache.entry_count()).unwrap_or(i64::MAX));
+        Ok(merge(pieces, outcome))
+    }
+
+    /// The pieces of `[start, end]` at `step` in time order (first and last step of each), and the
+    /// index of the first one too fresh to keep: from there on the request runs as one evaluation.
+    fn pieces_of(&self, (start, end, step): (i64, i64, i64), now: i64) -> (Vec<(i64, i64)>, usize) {
+        let split = i64::try_from(self.opts.split_interval.as_millis())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let fresh_from =
+            now.saturating_sub(i64::try_from(self.opts.max_freshness.as_millis()).unwrap_or(0));
+        let mut ranges = Vec::new();
+        let mut t = start;
+        while t <= end {
+            let piece_end = (t.div_euclid(split) + 1).saturating_mul(split);
+            // Last step of the grid before the piece boundary, not after `end`.
+            let bound = (piece_end - 1).min(end);
+            let last = t + (bound - t) / step * step;
+            ranges.push((t, last));
+            match last.checked_add(step) {
+                Some(n) => t = n,
+                None => break,
+            }
+        }
+        let fresh_at = ranges
+            .iter()
+            .position(|&(_, last)| last > fresh_from)
+            .unwrap_or(ranges.len());
+        (ranges, fresh_at)
+    }
+
+    /// [`ResultsCache::range`] over a shared cache: one multi-get for the request's pieces, the
+    /// missing ones evaluated (concurrently) and written back in one batch.
+    async fn range_shared<F, Fut>(
+        &self,
+        shared: &SharedCache,
+        key: &str,
+        (start, end, step): (i64, i64, i64),
+        now: i64,
+        eval: F,
+    ) -> Result<RangeAnswer>
+    where
+        F: Fn(i64, i64) -> Fut,
+        Fut: std::future::Future<Output = Result<QueryResult>>,
+    {
+        let (ranges, fresh_at) = self.pieces_of((start, end, step), now);
+        let logical: Vec<String> = ranges[..fresh_at]
+            .iter()
+            .map(|(first, last)| format!("{key}\u{0}{step}\u{0}{first}\u{0}{last}"))
+            .collect();
+        let stored: Vec<String> = logical.iter().map(|l| codec::stored_key(l)).collect();
+        let mut found = shared
+            .get(&stored, |k, v| {
+                let i = stored.iter().position(|s| s == k)?;
+                codec::decode(&logical[i], v)
+            })
+            .await;
+        let mut outcome = Outcome::default();
+        let mut jobs = Vec::with_capacity(ranges.len());
+        for (i, &(first, last)) in ranges[..fresh_at].iter().enumerate() {
+            if let Some((series, _)) = found.remove(&stored[i]) {
+                outcome.hits += 1;
+                let piece = Piece {
+                    series,
+                    warnings: Vec::new(),
+                    samples: 0,
+                };
+                jobs.push(futures::future::Either::Left(async move {
+                    Ok((Arc::new(piece), true, None))
+                }));
+                continue;
+            }
+            outcome.misses += 1;
+            jobs.push(futures::future::Either::Right(eval_piece(
+                eval(first, last),
+                Some(i),
+            )));
+        }
+        if fresh_at < ranges.len() {
+            outcome.uncached += 1;
+            let (first, last) = (ranges[fresh_at].0, end - (end - start) % step);
+            jobs.push(futures::future::Either::Right(eval_piece(
+                eval(first, last),
+                None,
+            )));
+        }
+        let done = futures::future::join_all(jobs)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
+        // Pieces evaluated now without warnings go to the shared cache (encoded off the async workers
+        // would cost a thread hand-off per piece; encoding is a copy of the samples).
+        let writes: Vec<(String, bytes::Bytes)> = done
+            .iter()
+            .filter_map(|(p, _, i)| {
+                let i = (*i)?;
+                p.warnings.is_empty().then(|| {
+                    let bytes = codec::encode(&logical[i], &p.series, p.samples);
+                    (stored[i].clone(), bytes::Bytes::from(bytes))
+                })
+            })
+            .collect();
+        shared.set(writes);
+        self.metrics.count("range", "hit", outcome.hits);
+        self.metrics.count("range", "miss", outcome.misses);
+        self.metrics.count("range", "uncached", outcome.uncached);
+        let pieces = done.into_iter().map(|(p, hit, _)| (p, hit)).collect();
         Ok(merge(pieces, outcome))
     }
 
@@ -409,6 +511,14 @@ impl ResultsCache {
             c.insert(key, body).await;
         }
     }
+}
+
+/// A piece evaluated now, with the index of its shared-cache key (`None`: not to be kept).
+async fn eval_piece(
+    fut: impl std::future::Future<Output = Result<QueryResult>>,
+    index: Option<usize>,
+) -> Result<(Arc<Piece>, bool, Option<usize>)> {
+    Ok((Arc::new(run_piece(fut.await?)?), false, index))
 }
 
 fn run_piece(r: QueryResult) -> Result<Piece> {
