@@ -115,6 +115,8 @@ pub struct SharedMetrics {
     pub misses: Family<CacheLabels, Counter>,
     /// Failed or timed-out operations.
     pub errors: Family<OperationLabels, Counter>,
+    /// Items written.
+    pub writes: Family<CacheLabels, Counter>,
     /// Writes not made.
     pub skipped: Family<SkipLabels, Counter>,
     /// Operation latency.
@@ -128,6 +130,7 @@ impl Default for SharedMetrics {
             hits: Family::default(),
             misses: Family::default(),
             errors: Family::default(),
+            writes: Family::default(),
             skipped: Family::default(),
             latency: Family::new_with_constructor(operation_histogram),
         }
@@ -155,6 +158,11 @@ impl SharedMetrics {
             "meridian_cache_errors",
             "Shared cache operations that failed or timed out (each a miss, never a failed query)",
             self.errors.clone(),
+        );
+        r.register(
+            "meridian_cache_writes",
+            "Items written to a shared cache",
+            self.writes.clone(),
         );
         r.register(
             "meridian_cache_writes_skipped",
@@ -394,7 +402,16 @@ async fn write_queue(
                     .get_or_create(&op)
                     .observe(started.elapsed().as_secs_f64());
                 let why = match r {
-                    Ok(Ok(())) => return,
+                    Ok(Ok(())) => {
+                        metrics
+                            .writes
+                            .get_or_create(&CacheLabels {
+                                name,
+                                backend: backend.kind(),
+                            })
+                            .inc_by(items.len() as u64);
+                        return;
+                    }
                     Ok(Err(e)) => e.0,
                     Err(_) => "timed out".to_owned(),
                 };

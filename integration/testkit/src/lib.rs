@@ -780,16 +780,25 @@ pub fn alertmanager(
     dir: &std::path::Path,
     web_config: Option<&std::path::Path>,
 ) -> Option<(ChildGuard, String)> {
+    alertmanager_with(
+        dir,
+        web_config,
+        "route:\n  receiver: none\n  group_by: [alertname, cluster]\n  group_wait: 1h\nreceivers:\n- name: none\n",
+    )
+}
+
+/// [`alertmanager`] with its configuration file's text.
+pub fn alertmanager_with(
+    dir: &std::path::Path,
+    web_config: Option<&std::path::Path>,
+    config: &str,
+) -> Option<(ChildGuard, String)> {
     let bin = require(
         "prometheus-alertmanager",
         "apt-get install prometheus-alertmanager",
     )?;
     let cfg = dir.join("am.yml");
-    std::fs::write(
-        &cfg,
-        "route:\n  receiver: none\n  group_by: [alertname, cluster]\n  group_wait: 1h\nreceivers:\n- name: none\n",
-    )
-    .unwrap_or_else(|e| panic!("alertmanager: {e}"));
+    std::fs::write(&cfg, config).unwrap_or_else(|e| panic!("alertmanager: {e}"));
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut cmd = std::process::Command::new(bin);
