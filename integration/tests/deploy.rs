@@ -338,7 +338,8 @@ fn manifests_render_validate_and_fit_together() {
             .map(|d| &d["spec"]["template"]["spec"])
             .collect();
         for p in &pods {
-            for v in p["volumes"].as_array().unwrap() {
+            // memcached mounts nothing.
+            for v in p["volumes"].as_array().into_iter().flatten() {
                 if let Some(s) = v["secret"]["secretName"].as_str() {
                     assert!(
                         secret_names.contains(s) || generated.contains(s),
@@ -360,6 +361,49 @@ fn manifests_render_validate_and_fit_together() {
                 "{gargs:?}"
             );
             assert!(gargs.contains(&"--query.replica-label=replica".to_string()));
+            // Two replicas sharing memcached caches, an HA rule pair with the replica label dropped
+            // from alerts; every cache config the flags name is in the ConfigMap and parses.
+            assert_eq!(gw["spec"]["replicas"], 2);
+            assert!(gargs.contains(&"--alert.label-drop=replica".to_string()));
+            assert!(gargs.contains(&"--label=replica=\"$(POD_NAME)\"".to_string()));
+            let caches = config_map(&all, "meridian-cache");
+            use meridian_gateway::cache::config::{Backend, CacheConfig, Role};
+            for (flag, file, role) in [
+                (
+                    "--query-range.response-cache-config-file",
+                    "response-cache.yml",
+                    Role::ResponseCache,
+                ),
+                (
+                    "--index-cache.config-file",
+                    "index-cache.yml",
+                    Role::IndexCache,
+                ),
+                (
+                    "--store.caching-bucket.config-file",
+                    "caching-bucket.yml",
+                    Role::CachingBucket,
+                ),
+            ] {
+                assert!(
+                    gargs.contains(&format!("{flag}=/etc/meridian/cache/{file}")),
+                    "{gargs:?}"
+                );
+                let text = caches["data"][file].as_str().unwrap();
+                let c = CacheConfig::parse(text, file, role).unwrap();
+                let Backend::Memcached(m) = c.backend else {
+                    panic!("{file}: {c:?}")
+                };
+                // The SRV name of the memcached Service rendered here.
+                assert_eq!(
+                    m.addresses,
+                    ["dnssrv+_memcache._tcp.memcached.monitoring.svc.cluster.local"]
+                );
+            }
+            let mc = find(&all, "Service", "memcached");
+            assert_eq!(mc["spec"]["clusterIP"], "None");
+            assert_eq!(mc["spec"]["ports"][0]["name"], "memcache");
+            find(&all, "StatefulSet", "memcached");
             assert!(gargs.iter().any(|a| a.starts_with("--endpoint=dnssrvnoa+")));
             let rules_cm = config_map(&all, "meridian-rules");
             assert!(
@@ -378,8 +422,9 @@ fn manifests_render_validate_and_fit_together() {
             );
         } else {
             assert!(
-                !all.iter().any(|d| d["kind"] == "Deployment"),
-                "the workload cluster runs no gateway"
+                !all.iter()
+                    .any(|d| d["kind"] == "Deployment" || d["metadata"]["name"] == "memcached"),
+                "the workload cluster runs no gateway and no cache"
             );
         }
     }
