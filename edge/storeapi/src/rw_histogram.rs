@@ -27,13 +27,7 @@ fn to_spans(v: &[Span]) -> Vec<prom::BucketSpan> {
 }
 
 fn hint(h: i32) -> Result<CounterResetHint, String> {
-    Ok(match h {
-        0 => CounterResetHint::Unknown,
-        1 => CounterResetHint::CounterReset,
-        2 => CounterResetHint::NotCounterReset,
-        3 => CounterResetHint::Gauge,
-        other => return Err(format!("unknown reset_hint {other}")),
-    })
+    CounterResetHint::from_code(i64::from(h)).ok_or_else(|| format!("unknown reset_hint {h}"))
 }
 
 /// A message's histogram, checked as Prometheus checks what it appends (schema −4..=8, spans and

@@ -40,6 +40,7 @@ mod budget;
 mod tiers;
 
 pub use budget::Budget;
+use tiers::Local;
 
 /// Ranges of one object closer than this are fetched with one GET.
 pub const MAX_GAP: u64 = 128 << 10;
@@ -94,9 +95,9 @@ type NextChunk = (ChunkMeta, Option<u64>);
 #[derive(Debug)]
 pub struct Caches {
     headers: moka::future::Cache<Arc<str>, Arc<Loaded>>,
-    postings: moka::sync::Cache<PostingsKey, Arc<Vec<u32>>>,
-    series: moka::sync::Cache<SeriesKey, SeriesEntry>,
-    chunks: moka::sync::Cache<ChunkKey, Bytes>,
+    postings: Local<PostingsKey, Arc<Vec<u32>>>,
+    series: Local<SeriesKey, SeriesEntry>,
+    chunks: Local<ChunkKey, Bytes>,
     /// The shared index cache (postings and series; `--index-cache.config`).
     shared_index: Option<Arc<SharedCache>>,
     /// The shared chunk cache (`--store.caching-bucket.config`).
@@ -113,41 +114,39 @@ impl Caches {
         shared_index: Option<Arc<SharedCache>>,
         shared_chunks: Option<Arc<SharedCache>>,
     ) -> Caches {
-        let index_local = if shared_index.is_some() {
-            0
-        } else {
-            index_bytes / 3
-        };
-        let chunk_bytes = if shared_chunks.is_some() {
-            0
-        } else {
-            chunk_bytes
-        };
+        let third = index_bytes / 3;
+        let (index_shared, chunks_shared) = (shared_index.is_some(), shared_chunks.is_some());
         Caches {
             headers: moka::future::Cache::builder()
-                .max_capacity(index_bytes / 3)
+                .max_capacity(third)
                 .weigher(|_, v: &Arc<Loaded>| v.weight())
                 .build(),
-            postings: moka::sync::Cache::builder()
-                .max_capacity(index_local)
-                .support_invalidation_closures()
-                .weigher(|k: &PostingsKey, v: &Arc<Vec<u32>>| {
-                    u32::try_from(v.len() * 4 + k.1.len() + k.2.len() + 96).unwrap_or(u32::MAX)
-                })
-                .build(),
-            series: moka::sync::Cache::builder()
-                .max_capacity(index_local)
-                .support_invalidation_closures()
-                .weigher(|_, v: &SeriesEntry| {
-                    let labels: usize = v.0.iter().map(|l| l.name.len() + l.value.len()).sum();
-                    u32::try_from(labels * 2 + v.1.len() * 24 + 128).unwrap_or(u32::MAX)
-                })
-                .build(),
-            chunks: moka::sync::Cache::builder()
-                .max_capacity(chunk_bytes)
-                .support_invalidation_closures()
-                .weigher(|_, v: &Bytes| u32::try_from(v.len() + 64).unwrap_or(u32::MAX))
-                .build(),
+            postings: Local::new(!index_shared, || {
+                moka::sync::Cache::builder()
+                    .max_capacity(third)
+                    .support_invalidation_closures()
+                    .weigher(|k: &PostingsKey, v: &Arc<Vec<u32>>| {
+                        u32::try_from(v.len() * 4 + k.1.len() + k.2.len() + 96).unwrap_or(u32::MAX)
+                    })
+                    .build()
+            }),
+            series: Local::new(!index_shared, || {
+                moka::sync::Cache::builder()
+                    .max_capacity(third)
+                    .support_invalidation_closures()
+                    .weigher(|_, v: &SeriesEntry| {
+                        let labels: usize = v.0.iter().map(|l| l.name.len() + l.value.len()).sum();
+                        u32::try_from(labels * 2 + v.1.len() * 24 + 128).unwrap_or(u32::MAX)
+                    })
+                    .build()
+            }),
+            chunks: Local::new(!chunks_shared, || {
+                moka::sync::Cache::builder()
+                    .max_capacity(chunk_bytes)
+                    .support_invalidation_closures()
+                    .weigher(|_, v: &Bytes| u32::try_from(v.len() + 64).unwrap_or(u32::MAX))
+                    .build()
+            }),
             shared_index,
             shared_chunks,
         }
@@ -174,21 +173,9 @@ impl Caches {
             rt.spawn(async move { headers.invalidate(&key).await });
         }
         let failed = [
-            self.postings
-                .invalidate_entries_if({
-                    let u = u.clone();
-                    move |k, _| k.0 == u
-                })
-                .err(),
-            self.series
-                .invalidate_entries_if({
-                    let u = u.clone();
-                    move |k, _| k.0 == u
-                })
-                .err(),
-            self.chunks
-                .invalidate_entries_if(move |k, _| k.0 == u)
-                .err(),
+            self.postings.forget_block(&u),
+            self.series.forget_block(&u),
+            self.chunks.forget_block(&u),
         ];
         for e in failed.into_iter().flatten() {
             tracing::debug!(error = %e, "bucket cache invalidation");
@@ -422,8 +409,7 @@ impl Reader {
             };
             let Some(off) = off else { continue };
             let key = (b.ulid.clone(), name, value);
-            let hit = self.caches.postings.get(&key);
-            self.metrics.cache("postings", hit.is_some());
+            let hit = self.caches.postings.lookup(&key, &self.metrics, "postings");
             match hit {
                 Some(l) => {
                     lists.insert((key.1, key.2), l);
@@ -454,10 +440,7 @@ impl Reader {
                     .insert((b.ulid.clone(), key.0.clone(), key.1.clone()), list.clone());
                 read.push((key, list));
             }
-            self.caches.share_postings(
-                &b.ulid,
-                &read.iter().map(|(k, l)| (k, l)).collect::<Vec<_>>(),
-            );
+            self.caches.share_postings(&b.ulid, &read);
             lists.extend(read);
         }
         let all_list = all
@@ -481,8 +464,10 @@ impl Reader {
         let mut missing: Vec<(usize, u32)> = Vec::new();
         for (i, &id) in ids.iter().enumerate() {
             let id = u32::try_from(id).map_err(|_| corrupt(&b.ulid, "series ID overflows"))?;
-            let hit = self.caches.series.get(&(b.ulid.clone(), id));
-            self.metrics.cache("series", hit.is_some());
+            let hit = self
+                .caches
+                .series
+                .lookup(&(b.ulid.clone(), id), &self.metrics, "series");
             if hit.is_none() {
                 missing.push((i, id));
             }
@@ -551,8 +536,10 @@ impl Reader {
         let mut by_segment: HashMap<usize, Vec<(u64, Range<u64>)>> = HashMap::new();
         let mut local_misses = Vec::new();
         for &(r, next) in refs {
-            let hit = self.caches.chunks.get(&(b.ulid.clone(), r));
-            self.metrics.cache("chunks", hit.is_some());
+            let hit = self
+                .caches
+                .chunks
+                .lookup(&(b.ulid.clone(), r), &self.metrics, "chunks");
             match hit {
                 Some(c) => {
                     out.insert(r, c);

@@ -101,16 +101,6 @@ fn spans_in(v: &[i64]) -> Option<Vec<Span>> {
         .collect()
 }
 
-fn hint_in(h: i32) -> Option<CounterResetHint> {
-    Some(match h {
-        0 => CounterResetHint::Unknown,
-        1 => CounterResetHint::CounterReset,
-        2 => CounterResetHint::NotCounterReset,
-        3 => CounterResetHint::Gauge,
-        _ => return None,
-    })
-}
-
 fn histogram_out(p: &HPoint) -> CachedHistogram {
     let h = &*p.h;
     CachedHistogram {
@@ -133,7 +123,7 @@ fn histogram_in(c: CachedHistogram) -> Option<HPoint> {
     Some(HPoint {
         t: c.t,
         h: Arc::new(FloatHistogram {
-            hint: hint_in(c.hint)?,
+            hint: CounterResetHint::from_code(i64::from(c.hint))?,
             schema: c.schema,
             zero_threshold: c.zero_threshold,
             zero_count: c.zero_count,

@@ -383,21 +383,19 @@ impl ResultsCache {
         Fut: std::future::Future<Output = Result<QueryResult>>,
     {
         let (ranges, fresh_at) = self.pieces_of((start, end, step), now);
-        let logical: Vec<String> = ranges[..fresh_at]
+        // (stored key, logical key) of each piece old enough to keep.
+        let keys: Vec<(String, String)> = ranges[..fresh_at]
             .iter()
-            .map(|(first, last)| format!("{key}\u{0}{step}\u{0}{first}\u{0}{last}"))
-            .collect();
-        let stored: Vec<String> = logical.iter().map(|l| codec::stored_key(l)).collect();
-        let mut found = shared
-            .get(&stored, |k, v| {
-                let i = stored.iter().position(|s| s == k)?;
-                codec::decode(&logical[i], v)
+            .map(|(first, last)| {
+                let logical = format!("{key}\u{0}{step}\u{0}{first}\u{0}{last}");
+                (codec::stored_key(&logical), logical)
             })
-            .await;
+            .collect();
+        let mut found = shared.get_keyed(&keys, |l, v| codec::decode(l, v)).await;
         let mut outcome = Outcome::default();
         let mut jobs = Vec::with_capacity(ranges.len());
         for (i, &(first, last)) in ranges[..fresh_at].iter().enumerate() {
-            if let Some((series, _)) = found.remove(&stored[i]) {
+            if let Some((series, _)) = found.remove(&i) {
                 outcome.hits += 1;
                 let piece = Piece {
                     series,
@@ -434,8 +432,9 @@ impl ResultsCache {
             .filter_map(|(p, _, i)| {
                 let i = (*i)?;
                 p.warnings.is_empty().then(|| {
-                    let bytes = codec::encode(&logical[i], &p.series, p.samples);
-                    (stored[i].clone(), bytes::Bytes::from(bytes))
+                    let (stored, logical) = &keys[i];
+                    let bytes = codec::encode(logical, &p.series, p.samples);
+                    (stored.clone(), bytes::Bytes::from(bytes))
                 })
             })
             .collect();

@@ -313,6 +313,28 @@ impl SharedCache {
         out
     }
 
+    /// [`SharedCache::get`] of `wanted` pairs (stored key, logical key): `decode(logical, value)`
+    /// checks each value against its logical key; the accepted ones by position in `wanted`.
+    pub async fn get_keyed<T>(
+        &self,
+        wanted: &[(String, String)],
+        decode: impl Fn(&str, &Bytes) -> Option<T>,
+    ) -> HashMap<usize, T> {
+        let stored: Vec<String> = wanted.iter().map(|(s, _)| s.clone()).collect();
+        let by_key: HashMap<&str, usize> = stored
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.as_str(), i))
+            .collect();
+        let found = self
+            .get(&stored, |k, v| decode(&wanted[*by_key.get(k)?].1, v))
+            .await;
+        found
+            .into_iter()
+            .filter_map(|(k, v)| Some((*by_key.get(k.as_str())?, v)))
+            .collect()
+    }
+
     fn failed(&self, operation: &'static str, why: &str) {
         tracing::debug!(
             cache = self.name,

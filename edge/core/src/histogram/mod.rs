@@ -20,6 +20,19 @@ pub enum CounterResetHint {
     Gauge = 3,
 }
 
+impl CounterResetHint {
+    /// The hint of its number (as written in WAL records, remote write and the gateway's cache).
+    pub fn from_code(code: i64) -> Option<CounterResetHint> {
+        Some(match code {
+            0 => CounterResetHint::Unknown,
+            1 => CounterResetHint::CounterReset,
+            2 => CounterResetHint::NotCounterReset,
+            3 => CounterResetHint::Gauge,
+            _ => return None,
+        })
+    }
+}
+
 /// A run of consecutive buckets: `offset` is the index of its first bucket for the first span, the gap
 /// after the previous span for the others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -14,13 +14,8 @@ pub const HISTOGRAM_SAMPLES: u8 = 7;
 pub const FLOAT_HISTOGRAM_SAMPLES: u8 = 8;
 
 fn hint(b: u8) -> Result<CounterResetHint, PromWalError> {
-    Ok(match b {
-        0 => CounterResetHint::Unknown,
-        1 => CounterResetHint::CounterReset,
-        2 => CounterResetHint::NotCounterReset,
-        3 => CounterResetHint::Gauge,
-        _ => return Err(bad("a histogram with an unknown counter-reset hint")),
-    })
+    CounterResetHint::from_code(i64::from(b))
+        .ok_or_else(|| bad("a histogram with an unknown counter-reset hint"))
 }
 
 impl Dec<'_> {

@@ -18,9 +18,6 @@ use bytes::Bytes;
 use super::Caches;
 use crate::cache::shared::{envelope, open_envelope};
 
-/// A postings list read from the bucket: its label pair and the list.
-type PostingsRead<'a> = (&'a (String, String), &'a Arc<Vec<u32>>);
-
 fn postings_keys(ulid: &str, name: &str, value: &str) -> (String, String) {
     let logical = format!("P\0{ulid}\0{name}\0{value}");
     let hash = xxhash_rust::xxh3::xxh3_128(format!("{name}\0{value}").as_bytes());
@@ -40,22 +37,7 @@ async fn read(
     tier: &crate::cache::shared::SharedCache,
     wanted: &[(String, String)],
 ) -> HashMap<usize, Bytes> {
-    let stored: Vec<String> = wanted.iter().map(|(s, _)| s.clone()).collect();
-    let by_key: HashMap<&str, usize> = stored
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.as_str(), i))
-        .collect();
-    let found = tier
-        .get(&stored, |k, v| {
-            let i = *by_key.get(k)?;
-            open_envelope(&wanted[i].1, v)
-        })
-        .await;
-    found
-        .into_iter()
-        .filter_map(|(k, v)| Some((*by_key.get(k.as_str())?, v)))
-        .collect()
+    tier.get_keyed(wanted, open_envelope).await
 }
 
 fn postings_bytes(list: &[u32]) -> Vec<u8> {
@@ -71,6 +53,85 @@ fn postings_from(b: &[u8]) -> Option<Vec<u32>> {
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect(),
     )
+}
+
+/// A label name and value (a postings list's key within a block).
+type LabelPair = (String, String);
+
+/// A key that names its block (so a block's entries can be forgotten).
+pub(super) trait BlockKey {
+    fn block(&self) -> &Arc<str>;
+}
+
+impl BlockKey for (Arc<str>, String, String) {
+    fn block(&self) -> &Arc<str> {
+        &self.0
+    }
+}
+
+impl<T> BlockKey for (Arc<str>, T) {
+    fn block(&self) -> &Arc<str> {
+        &self.0
+    }
+}
+
+/// A process-local cache, or none when a shared tier holds its items (Thanos' configured index cache
+/// replaces the in-memory one; a zero-sized local cache would still be asked and written for nothing).
+pub(super) struct Local<K, V>(Option<moka::sync::Cache<K, V>>);
+
+impl<K, V> std::fmt::Debug for Local<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Local(on)"
+        } else {
+            "Local(off)"
+        })
+    }
+}
+
+impl<K, V> Local<K, V>
+where
+    K: BlockKey + std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    pub(super) fn new(
+        enabled: bool,
+        build: impl FnOnce() -> moka::sync::Cache<K, V>,
+    ) -> Local<K, V> {
+        Local(enabled.then(build))
+    }
+
+    /// The cached value, counted as a hit or miss of cache `name` (nothing counted when off).
+    pub(super) fn lookup(
+        &self,
+        key: &K,
+        metrics: &crate::bucket::BucketMetrics,
+        name: &'static str,
+    ) -> Option<V> {
+        let c = self.0.as_ref()?;
+        let hit = c.get(key);
+        metrics.cache(name, hit.is_some());
+        hit
+    }
+
+    pub(super) fn insert(&self, key: K, value: V) {
+        if let Some(c) = &self.0 {
+            c.insert(key, value);
+        }
+    }
+
+    pub(super) fn weighted_size(&self) -> u64 {
+        self.0.as_ref().map_or(0, moka::sync::Cache::weighted_size)
+    }
+
+    /// Drops the entries of block `ulid`.
+    pub(super) fn forget_block(&self, ulid: &Arc<str>) -> Option<moka::PredicateError> {
+        let u = ulid.clone();
+        self.0
+            .as_ref()?
+            .invalidate_entries_if(move |k: &K, _| *k.block() == u)
+            .err()
+    }
 }
 
 impl Caches {
@@ -105,7 +166,7 @@ impl Caches {
     }
 
     /// Writes postings lists read from the bucket to the shared index cache.
-    pub(super) fn share_postings(&self, ulid: &str, read: &[PostingsRead<'_>]) {
+    pub(super) fn share_postings(&self, ulid: &str, read: &[(LabelPair, Arc<Vec<u32>>)]) {
         if let Some(tier) = &self.shared_index {
             tier.set(
                 read.iter()
