@@ -2,6 +2,7 @@
 //! real memcached and a real Redis (Debian's). Values come back byte for byte (binary, empty, large),
 //! absent keys are absent, batches split and join without loss, writes overwrite; and through
 //! [`SharedCache`], a backend that goes away mid-use turns reads into misses within the timeout.
+//! Redis is also run over mutual TLS (certificates from `meridian-pki`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -187,4 +188,64 @@ async fn an_unreachable_memcached_is_a_miss_not_an_error() {
     );
     assert!(started.elapsed() < Duration::from_millis(700));
     cache.stop(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_backend_over_mutual_tls() {
+    use meridian_pki::issue::{self, KeyType, Usage, Validity};
+    meridian_pki::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = issue::new_ca("Meridian CA", KeyType::P256, Validity::days(30).unwrap()).unwrap();
+    issue::write_pair(dir.path(), "ca", &ca, true).unwrap();
+    let leaf = |usage, name: &str| {
+        let ips = ["127.0.0.1".parse().unwrap()];
+        let c = issue::issue(
+            &ca,
+            usage,
+            name,
+            &[],
+            &ips,
+            KeyType::P256,
+            Validity::days(7).unwrap(),
+        )
+        .unwrap();
+        issue::write_pair(dir.path(), name, &c, true).unwrap();
+    };
+    leaf(Usage::Server, "redis");
+    leaf(Usage::Client, "gateway");
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    let Some(server) = CacheServer::redis_tls(
+        &dir.path().join("redis.crt"),
+        &dir.path().join("redis.key"),
+        &dir.path().join("ca.crt"),
+    ) else {
+        return;
+    };
+    let yaml = |client: bool| {
+        let certs = if client {
+            format!(
+                ", cert_file: {}, key_file: {}",
+                p("gateway.crt"),
+                p("gateway.key")
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "type: REDIS\nconfig:\n  addr: \"{}\"\n  dial_timeout: 2s\n  tls_enabled: true\n  tls_config: {{ca_file: {}{certs}}}\n",
+            server.addr,
+            p("ca.crt")
+        )
+    };
+    let redis = |client: bool| {
+        let cfg = CacheConfig::parse(&yaml(client), "test", Role::ResponseCache).unwrap();
+        let meridian_gateway::cache::config::Backend::Redis(r) = cfg.backend else {
+            panic!()
+        };
+        meridian_gateway::cache::redis::Redis::connect(*r)
+    };
+    acceptance(&redis(true).await.unwrap()).await;
+    // The server requires a client certificate: without one the connection is refused, by name.
+    let e = redis(false).await.unwrap_err();
+    assert!(e.0.contains("redis"), "{e}");
 }

@@ -1046,21 +1046,38 @@ impl CacheServer {
     /// Starts `redis-server` without persistence; `None` (after a `SKIPPED` line) when it is missing
     /// outside CI.
     pub fn redis() -> Option<CacheServer> {
+        CacheServer::redis_with(&[])
+    }
+
+    /// Starts `redis-server` speaking only TLS, requiring client certificates signed by `ca`.
+    pub fn redis_tls(cert: &Path, key: &Path, ca: &Path) -> Option<CacheServer> {
+        let s = |p: &Path| p.display().to_string();
+        CacheServer::redis_with(&[
+            "--tls-cert-file".into(),
+            s(cert),
+            "--tls-key-file".into(),
+            s(key),
+            "--tls-ca-cert-file".into(),
+            s(ca),
+            "--tls-auth-clients".into(),
+            "yes".into(),
+        ])
+    }
+
+    /// `redis-server` on a free port (plaintext, or TLS only when `tls` names its files).
+    fn redis_with(tls: &[String]) -> Option<CacheServer> {
         let bin = require("redis-server", "apt-get install redis-server")?;
-        let port = free_port();
+        let port = free_port().to_string();
+        let ports: [&str; 4] = if tls.is_empty() {
+            ["--port", &port, "--tls-port", "0"]
+        } else {
+            ["--port", "0", "--tls-port", &port]
+        };
         let child = std::process::Command::new(bin)
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-            ])
+            .args(["--bind", "127.0.0.1"])
+            .args(ports)
+            .args(tls)
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
