@@ -1014,19 +1014,16 @@ impl CacheServer {
     /// Starts `memcached` (64 MiB, 1 MiB items); `None` (after a `SKIPPED` line) when it is missing
     /// outside CI.
     pub fn memcached() -> Option<CacheServer> {
+        CacheServer::memcached_with(&["-m", "64"])
+    }
+
+    /// `memcached` with more arguments (`-m` memory, `-I` item size).
+    pub fn memcached_with(args: &[&str]) -> Option<CacheServer> {
         let bin = require("memcached", "apt-get install memcached")?;
-        let port = free_port();
+        let port = free_port().to_string();
         let mut cmd = std::process::Command::new(bin);
-        cmd.args([
-            "-l",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "0",
-            "-m",
-            "64",
-        ]);
+        cmd.args(["-l", "127.0.0.1", "-p", &port, "-U", "0"])
+            .args(args);
         // memcached refuses to run as root without naming the user to run as.
         use std::os::unix::fs::MetadataExt;
         if std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0) {
