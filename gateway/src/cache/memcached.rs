@@ -61,7 +61,14 @@ pub struct Memcached {
     servers: watch::Receiver<Vec<Discovered>>,
     pools: Mutex<HashMap<String, Arc<Pool>>>,
     cfg: MemcachedConfig,
-    _discovery: Task,
+    /// Re-resolves the addresses; stopped when the backend goes.
+    discovery: Task,
+}
+
+impl Drop for Memcached {
+    fn drop(&mut self) {
+        self.discovery.cancel();
+    }
 }
 
 impl std::fmt::Debug for Memcached {
@@ -95,7 +102,7 @@ impl Memcached {
             servers: rx,
             pools: Mutex::new(HashMap::new()),
             cfg,
-            _discovery: task,
+            discovery: task,
         }
     }
 
