@@ -18,6 +18,8 @@ declare -A apt_for=(
   [go]=golang-go
   [memcached]=memcached
   [redis-server]=redis-server
+  [chromium]=chromium
+  [chromedriver]=chromium-driver
 )
 missing=()
 for cmd in "${!apt_for[@]}"; do

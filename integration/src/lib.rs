@@ -3,6 +3,7 @@
 //! [`bench`] holds what the side-by-side benchmarks share; [`federation`] starts the local federation (README command 1) with
 //! its [`dns`] server and demo [`exporter`].
 
+pub mod browser;
 pub mod chaos;
 pub mod dns;
 pub mod exporter;

@@ -293,6 +293,22 @@ pub fn query_data(out: &mut Vec<u8>, v: &QueryValue) {
     out.push(b'}');
 }
 
+/// Adds Prometheus' `stats` (asked with `stats=…`) to an encoded `data` object: the samples this request
+/// loaded (pieces answered by the results cache load none) and its time so far.
+pub fn append_stats(data: &mut Vec<u8>, samples: usize, elapsed: std::time::Duration) {
+    if data.last() != Some(&b'}') {
+        return;
+    }
+    data.pop();
+    let secs = elapsed.as_secs_f64();
+    data.extend_from_slice(
+        format!(
+            ",\"stats\":{{\"timings\":{{\"execTotalTime\":{secs}}},\"samples\":{{\"totalQueryableSamples\":{samples}}}}}}}"
+        )
+        .as_bytes(),
+    );
+}
+
 /// The success envelope around already encoded `data`.
 pub fn success(data: &[u8], warnings: &[String], infos: &[String]) -> Vec<u8> {
     let extra: usize = warnings.iter().chain(infos).map(|w| w.len() + 8).sum();
@@ -325,6 +341,16 @@ pub fn error(e: &Error) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stats_go_inside_data() {
+        let mut d = br#"{"resultType":"vector","result":[]}"#.to_vec();
+        append_stats(&mut d, 42, std::time::Duration::from_millis(1500));
+        let v: serde_json::Value = serde_json::from_slice(&d).unwrap();
+        assert_eq!(v["stats"]["samples"]["totalQueryableSamples"], 42);
+        assert_eq!(v["stats"]["timings"]["execTotalTime"], 1.5);
+        assert_eq!(v["resultType"], "vector");
+    }
 
     #[test]
     fn histograms_as_prometheus_writes_them() {

@@ -38,6 +38,7 @@ use params::{MAX_TIME, MIN_TIME, Params, invalid_param};
 mod handlers;
 mod query;
 mod respond;
+pub mod ui;
 use handlers::*;
 use query::*;
 use respond::*;
@@ -261,6 +262,7 @@ pub fn router(api: Arc<Api>) -> Router {
     )
     .route("/-/ready", get(|| async { "Meridian gateway is Ready.\n" }))
     .route("/-/reload", axum::routing::post(reload).put(reload))
+    .merge(ui::routes())
     .layer(DefaultBodyLimit::max(max_body))
     .with_state(api)
 }

@@ -189,7 +189,10 @@ pub(super) async fn query(api: &Arc<Api>, p: &Params) -> Result<Answer> {
         _ => 1,
     };
     let encode_started = Instant::now();
-    let data = encode_sized(points, move |out| json::query_data(out, &value)).await?;
+    let mut data = encode_sized(points, move |out| json::query_data(out, &value)).await?;
+    if !p.get("stats").is_empty() {
+        json::append_stats(&mut data, r.samples, started.elapsed());
+    }
     let phases = [
         ("queue", queue),
         ("parse", r.timings.parse),
@@ -346,7 +349,12 @@ pub(super) async fn query_range(api: &Arc<Api>, p: &Params) -> Result<Answer> {
     );
     let splittable = !normalized.contains("start()") && !normalized.contains("end()");
     let whole_key = format!("{key}\u{0}{start} {end} {step_ms} {limit}");
-    if splittable && let Some(w) = api.cache.response(&whole_key).await {
+    // `stats` answers carry this request's own figures: never a kept whole answer.
+    let want_stats = !p.get("stats").is_empty();
+    if splittable
+        && !want_stats
+        && let Some(w) = api.cache.response(&whole_key).await
+    {
         log_cached(q, started);
         return Ok(Answer::whole(w));
     }
@@ -378,12 +386,16 @@ pub(super) async fn query_range(api: &Arc<Api>, p: &Params) -> Result<Answer> {
     truncate(&mut r.series, limit, &mut warnings);
     let series = r.series;
     let points = series.iter().map(|s| s.samples.len()).sum();
-    let data = encode_sized(points, move |out| {
+    let mut data = encode_sized(points, move |out| {
         out.extend_from_slice(b"{\"resultType\":\"matrix\",\"result\":");
         json::matrix(out, &series);
         out.push(b'}');
     })
     .await?;
+    if want_stats {
+        json::append_stats(&mut data, r.samples, started.elapsed());
+        return Ok(Answer::data(data, warnings));
+    }
     // Every piece came from or went into the piece cache: the whole answer is kept too.
     if splittable && r.outcome.uncached == 0 && warnings.is_empty() {
         let whole = Arc::new(CachedBody {
