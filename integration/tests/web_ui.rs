@@ -153,7 +153,6 @@ fn the_web_ui_queries_graphs_completes_and_lists_stores() {
     let png = browser.element_screenshot(&graph);
     // The two series hold equal values, so the second (#e8590c) may cover the first (#2256c9).
     let drawn = pixels_of(&png, [0x22, 0x56, 0xc9], 40) + pixels_of(&png, [0xe8, 0x59, 0x0c], 40);
-    save("graph-canvas", &png);
     assert!(
         drawn > 200,
         "the series is drawn: {drawn} pixels of its colour"
