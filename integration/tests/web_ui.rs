@@ -2,7 +2,8 @@
 //! federation (two clusters of edges, the gateway, its rules): type a query, run it, and the table
 //! shows what the HTTP API answers; the graph view draws the series (pixels of its colour counted in a
 //! screenshot); completion offers a metric name after two letters; the stores page lists every
-//! endpoint; the rules, alerts and status pages render; the browser console stays free of errors.
+//! endpoint; the rules, alerts and status pages render; an edge's targets page lists every active
+//! target and its status page its configuration; the browser console stays free of errors.
 //! Screenshots of each page are written to `target/ui-screenshots/` (and to `docs/` with
 //! `MERIDIAN_UI_SCREENSHOTS=docs`, which is how the README's are made).
 
@@ -49,6 +50,11 @@ fn pixels_of(png: &[u8], rgb: [u8; 3], tol: u8) -> usize {
         .count()
 }
 
+/// The texts of the elements matching `css`.
+fn texts(b: &Browser, css: &str) -> Vec<String> {
+    b.find_all(css).iter().map(|e| b.text(e)).collect()
+}
+
 /// Replaces the editor's text with `text` (select all, then type).
 fn set_expr(b: &Browser, text: &str) {
     let editor = b.wait("#expr .cm-content", WAIT);
@@ -88,9 +94,12 @@ fn the_web_ui_queries_graphs_completes_and_lists_stores() {
     });
     let base = format!("http://{gw}");
 
-    // `/` is the query page.
+    // `/` is the query page; the navigation names the gateway's pages.
     browser.goto(&format!("{base}/"));
     assert!(browser.url().ends_with("/graph"), "{}", browser.url());
+    browser.wait("nav a[data-page]", WAIT);
+    let nav = texts(&browser, "nav a[data-page]");
+    assert_eq!(nav, ["Query", "Stores", "Rules", "Alerts", "Status"]);
 
     // Completion: two letters of a metric name offer it.
     let names = api("/api/v1/label/__name__/values");
@@ -226,6 +235,39 @@ fn the_web_ui_queries_graphs_completes_and_lists_stores() {
         rules_text.contains("alert:") || rules_text.contains("record:"),
         "{rules_text}"
     );
+    // An edge: its targets (every active target the API lists, by pool) and its status page.
+    let edge = fed.edges[0].http.to_string();
+    browser.goto(&format!("http://{edge}/"));
+    assert!(browser.url().ends_with("/targets"), "{}", browser.url());
+    browser.wait("nav a[data-page]", WAIT);
+    let nav = texts(&browser, "nav a[data-page]");
+    assert_eq!(nav, ["Targets", "Status"]);
+    browser.wait("table.targets", WAIT);
+    let shown: BTreeSet<String> = browser
+        .find_all("td.target")
+        .iter()
+        .map(|e| browser.text(e))
+        .collect();
+    let targets = http_get(&edge, "/api/v1/targets").json();
+    let want: BTreeSet<String> = targets["data"]["activeTargets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["scrapeUrl"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!want.is_empty());
+    assert_eq!(shown, want);
+    save("edge-targets", &browser.screenshot());
+    browser.goto(&format!("http://{edge}/status"));
+    let config = browser.wait("main pre", WAIT);
+    assert!(
+        browser.text(&config).contains("scrape_configs"),
+        "{}",
+        browser.text(&config)
+    );
+    assert!(browser.find_all("main .error").is_empty());
+    save("edge-status", &browser.screenshot());
+
     let errors = browser.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
     drop(browser);

@@ -1,5 +1,6 @@
 //! The standard `process_*` metrics every Prometheus client library exports, for dashboards and the
-//! Prometheus/Thanos mixins: CPU, memory, file descriptors and start time of this process.
+//! Prometheus/Thanos mixins: CPU, memory, file descriptors and start time of this process; and this
+//! build's `buildinfo`.
 //!
 //! Names, types and help strings follow client_golang's process collector (v1.19,
 //! `prometheus/process_collector_procfs.go`). The values are read from `/proc/self` at scrape time
@@ -190,4 +191,16 @@ mod tests {
             "{out}"
         );
     }
+}
+
+/// Prometheus' `/api/v1/status/buildinfo` data for this build (the edge and the gateway answer it).
+pub fn build_info() -> serde_json::Value {
+    serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "revision": option_env!("MERIDIAN_REVISION").unwrap_or("unknown"),
+        "branch": option_env!("MERIDIAN_BRANCH").unwrap_or(""),
+        "buildUser": "",
+        "buildDate": "",
+        "goVersion": concat!("rust (meridian ", env!("CARGO_PKG_VERSION"), ")"),
+    })
 }

@@ -17,6 +17,8 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/receive", post(remote_write))
         .route("/api/v1/targets", get(targets))
         .route("/api/v1/status/config", get(status_config))
+        .route("/api/v1/status/buildinfo", get(buildinfo))
+        .merge(meridian_ui::routes(meridian_ui::Role::Edge))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(shared)
 }
@@ -39,6 +41,15 @@ pub(crate) fn metrics_page(registry: &Registry) -> Response {
             .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
+}
+
+/// Prometheus' `/api/v1/status/buildinfo` (the web UI's status page reads it).
+async fn buildinfo() -> Response {
+    axum::Json(serde_json::json!({
+        "status": "success",
+        "data": meridian_core::process_metrics::build_info(),
+    }))
+    .into_response()
 }
 
 /// Prometheus' `/api/v1/status/config`: `{"status":"success","data":{"yaml":…}}`.

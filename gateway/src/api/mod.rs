@@ -38,7 +38,6 @@ use params::{MAX_TIME, MIN_TIME, Params, invalid_param};
 mod handlers;
 mod query;
 mod respond;
-pub mod ui;
 use handlers::*;
 use query::*;
 use respond::*;
@@ -262,7 +261,7 @@ pub fn router(api: Arc<Api>) -> Router {
     )
     .route("/-/ready", get(|| async { "Meridian gateway is Ready.\n" }))
     .route("/-/reload", axum::routing::post(reload).put(reload))
-    .merge(ui::routes())
+    .merge(meridian_ui::routes(meridian_ui::Role::Gateway))
     .layer(DefaultBodyLimit::max(max_body))
     .with_state(api)
 }

@@ -182,14 +182,7 @@ pub(super) async fn dispatch(
             json::string(&mut out, &pretty);
             Ok(Answer::data(out, vec![]))
         }
-        Endpoint::BuildInfo => Ok(Answer::json(&serde_json::json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "revision": option_env!("MERIDIAN_REVISION").unwrap_or("unknown"),
-            "branch": option_env!("MERIDIAN_BRANCH").unwrap_or(""),
-            "buildUser": "",
-            "buildDate": "",
-            "goVersion": concat!("rust (meridian ", env!("CARGO_PKG_VERSION"), ")"),
-        }))),
+        Endpoint::BuildInfo => Ok(Answer::json(&meridian_core::process_metrics::build_info())),
         Endpoint::Config => Ok(Answer::json(
             &serde_json::json!({ "yaml": api.opts.config_yaml }),
         )),

@@ -337,24 +337,59 @@ async function alertsPage(main) {
 }
 
 async function statusPage(main) {
-  const [build, flags, config] = await Promise.all([
-    api('/api/v1/status/buildinfo'), api('/api/v1/status/flags'), api('/api/v1/status/config'),
-  ]);
   const kv = (obj) => $('table', {}, $('tbody', {}, Object.entries(obj).map(([k, v]) => $('tr', {}, $('th', {}, k), $('td', { class: 'labels' }, String(v))))));
-  main.append($('h2', {}, 'Status'),
-    $('div', { class: 'panel' }, $('h3', {}, 'Build'), kv(build.data)),
-    $('div', { class: 'panel' }, $('h3', {}, 'Flags'), kv(flags.data)),
-    $('div', { class: 'panel' }, $('h3', {}, 'Configuration'), $('pre', { class: 'labels' }, config.data.yaml || '')));
+  main.append($('h2', {}, 'Status'));
+  main.append($('div', { class: 'panel' }, $('h3', {}, 'Build'), kv((await api('/api/v1/status/buildinfo')).data)));
+  // The edge has no flags endpoint: its configuration is its prometheus.yml.
+  if (ROLE === 'gateway') {
+    main.append($('div', { class: 'panel' }, $('h3', {}, 'Flags'), kv((await api('/api/v1/status/flags')).data)));
+  }
+  const config = await api('/api/v1/status/config');
+  main.append($('div', { class: 'panel' }, $('h3', {}, 'Configuration'), $('pre', { class: 'labels' }, config.data.yaml || '')));
 }
 
-const PAGES = { graph: queryPage, stores: storesPage, rules: rulesPage, alerts: alertsPage, status: statusPage };
+async function targetsPage(main) {
+  const body = await api('/api/v1/targets');
+  main.append($('h2', {}, 'Targets'));
+  const byPool = new Map();
+  for (const t of body.data.activeTargets || []) {
+    if (!byPool.has(t.scrapePool)) byPool.set(t.scrapePool, []);
+    byPool.get(t.scrapePool).push(t);
+  }
+  if (!byPool.size) main.append($('div', { class: 'muted' }, 'No targets.'));
+  for (const [pool, targets] of [...byPool].sort(([a], [b]) => a.localeCompare(b))) {
+    const up = targets.filter((t) => t.health === 'up').length;
+    main.append($('div', { class: 'panel' },
+      $('h3', {}, `${pool} `, $('span', { class: 'muted' }, `(${up}/${targets.length} up)`)),
+      $('table', { class: 'targets' },
+        $('thead', {}, $('tr', {}, ['Endpoint', 'State', 'Labels', 'Last scrape', 'Duration', 'Error'].map((h) => $('th', {}, h)))),
+        $('tbody', {}, targets.map((t) => $('tr', {},
+          $('td', { class: 'labels target' }, t.scrapeUrl),
+          $('td', { class: t.health === 'up' ? 'up' : t.health === 'down' ? 'down' : 'pending' }, t.health.toUpperCase()),
+          $('td', { class: 'labels' }, labelsText(t.labels),
+            $('details', {}, $('summary', { class: 'muted' }, 'discovered labels'),
+              Object.entries(t.discoveredLabels || {}).map(([k, v]) => $('div', {}, `${k}=${JSON.stringify(v)}`)))),
+          $('td', {}, when(t.lastScrape)),
+          $('td', {}, t.lastScrapeDuration !== undefined ? `${(t.lastScrapeDuration * 1000).toFixed(1)}ms` : ''),
+          $('td', { class: 'down' }, t.lastError || '')))))));
+  }
+}
+
+const ROLE = document.body.dataset.role || 'gateway';
+const NAV = {
+  gateway: [['graph', 'Query'], ['stores', 'Stores'], ['rules', 'Rules'], ['alerts', 'Alerts'], ['status', 'Status']],
+  edge: [['targets', 'Targets'], ['status', 'Status']],
+}[ROLE];
+const PAGES = { graph: queryPage, stores: storesPage, rules: rulesPage, alerts: alertsPage, status: statusPage, targets: targetsPage };
 
 async function route() {
-  const page = location.pathname.replace(/^\/+/, '').split('/')[0] || 'graph';
+  const page = location.pathname.replace(/^\/+/, '').split('/')[0] || NAV[0][0];
+  const nav = document.getElementById('nav');
+  nav.replaceChildren($('a', { class: 'brand', href: `/${NAV[0][0]}` }, ROLE === 'edge' ? 'Meridian edge' : 'Meridian'),
+    ...NAV.map(([p, title]) => $('a', { href: `/${p}`, 'data-page': p, class: p === page ? 'active' : undefined }, title)));
   const main = document.getElementById('main');
   main.replaceChildren();
-  for (const a of document.querySelectorAll('nav a[data-page]')) a.classList.toggle('active', a.dataset.page === page);
-  const render = PAGES[page] || PAGES.graph;
+  const render = PAGES[page] || PAGES[NAV[0][0]];
   try {
     await render(main);
   } catch (e) {
