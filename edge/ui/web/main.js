@@ -314,8 +314,13 @@ async function rulesPage(main) {
   for (const g of groups) {
     main.append($('div', { class: 'panel' },
       $('h3', {}, `${g.name} `, $('span', { class: 'muted' }, `${g.file} · every ${formatDuration(g.interval)} · last evaluation ${when(g.lastEvaluation)}`)),
-      $('table', {}, $('tbody', {}, (g.rules || []).map((r) => $('tr', {},
-        $('td', { class: 'labels' }, r.type === 'alerting' ? `alert: ${r.name}` : `record: ${r.name}`, $('div', { class: 'muted' }, r.query)),
+      $('table', { class: 'rules' }, $('tbody', {}, (g.rules || []).map((r) => $('tr', {},
+        $('td', { class: 'labels' }, r.type === 'alerting' ? `alert: ${r.name}` : `record: ${r.name}`,
+          $('div', { class: 'muted' }, r.query),
+          Object.keys(r.labels || {}).length ? $('div', {}, `labels: ${labelsText(r.labels)}`) : null,
+          Object.entries(r.annotations || {}).map(([k, v]) => $('div', { class: 'muted' }, `${k}: ${v}`)),
+          (r.alerts || []).map((a) => $('div', {}, `${a.state} since ${when(a.activeAt)}: ${labelsText(a.labels)}`))),
+        $('td', { class: r.state === 'firing' ? 'down' : r.state === 'pending' ? 'pending' : '' }, r.state ? r.state.toUpperCase() : ''),
         $('td', { class: r.health === 'ok' ? 'up' : 'down' }, r.health),
         $('td', { class: 'down' }, r.lastError || '')))))));
   }
